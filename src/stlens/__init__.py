@@ -1,0 +1,15 @@
+"""stlens: what spatiotemporal video networks encode — static vs. dynamic information per layer and channel."""
+
+__version__ = "0.1.0"
+
+from stlens.errors import StlensError  # noqa: E402
+from stlens.measure import LayerResult, MeasureResult, PairedMoments, measure  # noqa: E402
+from stlens.models.registry import InputSpec, ModelHandle, load_model  # noqa: E402
+from stlens.models.taps import LayerTaps  # noqa: E402
+from stlens.pairs.makers import Pair, make_pairs  # noqa: E402
+from stlens.video.sources import open_data  # noqa: E402
+
+__all__ = [
+    "InputSpec", "LayerResult", "LayerTaps", "MeasureResult", "ModelHandle", "Pair", "PairedMoments", "StlensError",
+    "__version__", "load_model", "make_pairs", "measure", "open_data",
+]

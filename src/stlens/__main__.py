@@ -1,0 +1,3 @@
+from stlens.cli import main
+
+raise SystemExit(main())

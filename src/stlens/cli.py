@@ -1,0 +1,123 @@
+"""The ``stlens`` command line: it only parses arguments and calls the Python API."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import platform
+import sys
+import time
+
+import torch
+
+from stlens import __version__
+from stlens.errors import StlensError
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="torchvision:<builder> or module:<pkg.mod>:<callable>")
+    p.add_argument("--weights", default=None, help="a .safetensors/.pt file or a torchvision weights name")
+    p.add_argument("--frames", type=int, default=None, help="frames per clip (default: the model family's)")
+    p.add_argument("--size", type=int, default=None, help="crop size in pixels (default: the model family's)")
+
+
+def _add_measure_args(p: argparse.ArgumentParser) -> None:
+    _add_model_args(p)
+    p.add_argument("--data", required=True, help="a folder of videos / frame folders, a video file, or sample:")
+    p.add_argument("--layers", default="default", help="L1,L2 | default | all (dotted named_modules paths)")
+    p.add_argument("--pairs", type=int, default=64, help="pairs per factor (default 64)")
+    p.add_argument("--stylizer", default="palette", help="appearance stylizer(s) for the pairs, NAME[,NAME...]")
+    p.add_argument("--batch-size", type=int, default=4, help="pairs per forward pass (2× videos)")
+    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
+    p.add_argument("--bootstrap", type=int, default=200, help="Poisson bootstrap replicates (0 = no CIs)")
+    p.add_argument("--threshold", type=float, default=0.5, help="per-channel class threshold τ (strict >)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--save-latents", action="store_true", help="also write latents.npz (memory grows with pairs)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or table")
+
+
+def cmd_measure(args: argparse.Namespace) -> int:
+    import stlens
+
+    torch.manual_seed(args.seed)
+    handle = stlens.load_model(args.model, args.weights, frames=args.frames, size=args.size)
+    source = stlens.open_data(args.data)
+    pairs = stlens.make_pairs(source, handle.input, args.pairs, stylizer=args.stylizer, seed=args.seed)
+    started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    result = stlens.measure(
+        handle, pairs, args.layers, batch_size=args.batch_size, precision=args.precision, bootstrap=args.bootstrap,
+        threshold=args.threshold, seed=args.seed, save_latents=args.save_latents, progress=not args.quiet,
+        meta={"data": args.data, "stylizer": args.stylizer},
+    )
+    config = {
+        "command": "measure", "arguments": {k: v for k, v in vars(args).items() if k != "func"},
+        "input": vars(handle.input) | {"mean": list(handle.input.mean), "std": list(handle.input.std)},
+        "layers": handle.layers(args.layers), "stlens_version": __version__, "torch": torch.__version__,
+        "python": platform.python_version(), "started": started, "timing": result.timing,
+    }
+    out = result.save(args.out, config)
+    if not args.quiet:
+        print(result.table())
+        skipped = result.meta["skipped"]
+        if skipped:
+            print(f"skipped {len(skipped)} video(s): " + "; ".join(f"{s['source']}: {s['reason']}" for s in skipped))
+        print(f"{result.meta['pairs']['dynamic']}+{result.meta['pairs']['static']} pairs in "
+              f"{result.timing['seconds']:.1f} s → {out}/result.json")
+    return 0
+
+
+def cmd_layers(args: argparse.Namespace) -> int:
+    import stlens
+    from stlens.models.inspect import describe_layers
+
+    handle = stlens.load_model(args.spec, args.weights, frames=args.frames, size=args.size)
+    print(describe_layers(handle))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    argv = ["measure", "--model", "torchvision:r3d_18", "--data", "sample:", "--pairs", str(args.pairs),
+            "--frames", "8", "--precision", "bf16", "--bootstrap", "200", "--out", args.out]
+    print("stlens demo: " + " ".join(["stlens", *argv]), flush=True)
+    return main(argv)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="stlens", description="What do video networks encode, in space and time?")
+    parser.add_argument("--version", action="version", version=f"stlens {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("measure", help="static vs. dynamic information per layer and channel")
+    _add_measure_args(p)
+    p.set_defaults(func=cmd_measure)
+
+    p = sub.add_parser("layers", help="hookable layers with their output shapes (one dry run)")
+    p.add_argument("spec", help="model spec, e.g. torchvision:r3d_18")
+    p.add_argument("--weights", default=None)
+    p.add_argument("--frames", type=int, default=None)
+    p.add_argument("--size", type=int, default=None)
+    p.set_defaults(func=cmd_layers)
+
+    p = sub.add_parser("demo", help="measure torchvision:r3d_18 on the built-in sample videos")
+    p.add_argument("--out", default="runs/demo")
+    p.add_argument("--pairs", type=int, default=24)
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="stlens: %(levelname)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except StlensError as exc:
+        print(f"stlens: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("stlens: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,175 @@
+"""MeasureResult: per-layer and per-channel results, the result.json / layers.csv / units.csv / latents.npz writers."""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from stlens.files import atomic_write, write_json, write_text
+from stlens.measure.estimate import CLASSES, layer_statistics, percent, percentile_interval
+from stlens.measure.moments import PairedMoments
+
+FIELDS = ("dynamic", "static")
+UNIT_COLUMNS = ["layer", "channel", "r_dynamic", "r_static", "class"]
+
+
+@dataclass
+class LayerResult:
+    """The estimate for one latent (a layer, or one element of a list/dict output)."""
+
+    layer: str
+    channels: int
+    score: dict[str, float]
+    dims: dict[str, int]
+    percent: dict[str, float]
+    ci95: dict[str, list[float] | None]
+    units: dict[str, int]
+    units_ci95: dict[str, list[float] | None]
+    bias: float
+    bias_ci95: list[float] | None
+    r_dynamic: np.ndarray
+    r_static: np.ndarray
+    classes: list[str]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "layer": self.layer, "channels": self.channels, "score": self.score, "dims": self.dims,
+            "percent": self.percent, "ci95": self.ci95, "units": self.units, "units_ci95": self.units_ci95,
+            "bias": self.bias, "bias_ci95": self.bias_ci95,
+        }
+
+
+def _interval(values: np.ndarray) -> list[float] | None:
+    found = percentile_interval(values)
+    return None if found is None else [round(found[0], 4), round(found[1], 4)]
+
+
+def estimate_layer(name: str, moments: PairedMoments, threshold: float) -> LayerResult:
+    """Point estimate and bootstrap intervals for one latent from its streamed moments."""
+    point = layer_statistics(moments.factor_sums(0), moments.factor_sums(1), threshold)
+    c = point.channels
+    dims = {"dynamic": int(point.dims[0]), "static": int(point.dims[1]), "residual": int(point.dims[2])}
+    counts = point.class_counts()
+    ci95: dict[str, list[float] | None] = {"dynamic": None, "static": None}
+    units_ci95: dict[str, list[float] | None] = {k: None for k in CLASSES}
+    bias_ci = None
+    if moments.bootstrap:
+        boot = layer_statistics(moments.replicate_sums(0), moments.replicate_sums(1), threshold)
+        valid = boot.valid
+        for i, key in enumerate(FIELDS):
+            ci95[key] = _interval(100.0 * boot.dims[valid, i] / c)
+        boot_counts = boot.class_counts()[valid]
+        for i, key in enumerate(CLASSES):
+            units_ci95[key] = _interval(boot_counts[:, i])
+        bias_ci = _interval(boot.bias[valid])
+    return LayerResult(
+        layer=name,
+        channels=c,
+        score={"dynamic": float(point.score_dynamic), "static": float(point.score_static)},
+        dims=dims,
+        percent={k: percent(v, c) for k, v in dims.items()},
+        ci95=ci95,
+        units={k: int(counts[i]) for i, k in enumerate(CLASSES)},
+        units_ci95=units_ci95,
+        bias=float(point.bias),
+        bias_ci95=bias_ci,
+        r_dynamic=point.r_dynamic,
+        r_static=point.r_static,
+        classes=[CLASSES[code] for code in point.classes],
+    )
+
+
+@dataclass
+class MeasureResult:
+    """What ``stlens.measure`` returns: run metadata, one ``LayerResult`` per latent, and optionally the latents."""
+
+    meta: dict[str, Any]
+    layers: list[LayerResult]
+    timing: dict[str, float] = field(default_factory=dict)
+    moments: dict[str, PairedMoments] = field(default_factory=dict, repr=False)
+    latents: dict[str, np.ndarray] | None = field(default=None, repr=False)
+
+    def __getitem__(self, layer: str) -> LayerResult:
+        for item in self.layers:
+            if item.layer == layer:
+                return item
+        raise KeyError(f"no layer '{layer}' in this result; layers: {', '.join(x.layer for x in self.layers)}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The result.json document (DESIGN.md section 3)."""
+        return {**self.meta, "layers": [layer.to_dict() for layer in self.layers], "timing": self.timing}
+
+    def to_frame(self):
+        """A pandas DataFrame with one row per layer and the result.json fields flattened."""
+        import pandas as pd
+
+        return pd.DataFrame([flatten_layer(layer) for layer in self.layers])
+
+    def units_frame(self):
+        """A pandas DataFrame with one row per channel: layer, channel, r_dynamic, r_static, class."""
+        import pandas as pd
+
+        return pd.DataFrame(list(unit_rows(self.layers)), columns=UNIT_COLUMNS)
+
+    def save(self, out: str | Path, config: dict[str, Any] | None = None) -> Path:
+        """Write result.json, layers.csv, units.csv, config.json and (when kept) latents.npz into ``out``."""
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        if self.latents is not None:
+            atomic_write(out / "latents.npz", lambda f: np.savez(f, **self.latents))
+        write_text(out / "units.csv", _csv(UNIT_COLUMNS, unit_rows(self.layers)))
+        rows = [flatten_layer(layer) for layer in self.layers]
+        write_text(out / "layers.csv", _csv(list(rows[0]) if rows else [], (r.values() for r in rows)))
+        write_json(out / "config.json", config if config is not None else {"meta": self.meta})
+        write_json(out / "result.json", self.to_dict())
+        return out
+
+    def table(self) -> str:
+        """A per-layer table for the terminal."""
+        head = (f"{'layer':<18}{'C':>6}{'dynamic %':>11}{'95% CI':>15}{'static %':>10}{'95% CI':>15}"
+                f"{'resid %':>9}  {'units D/S/J/N/dead':<20}{'bias':>7}")
+        lines = [head, "-" * len(head)]
+        for r in self.layers:
+            def ci(key: str, r: LayerResult = r) -> str:
+                v = r.ci95.get(key)
+                return f"[{v[0]:.1f}, {v[1]:.1f}]" if v else "-"
+
+            units = "/".join(str(r.units[k]) for k in CLASSES)
+            lines.append(f"{r.layer:<18}{r.channels:>6}{r.percent['dynamic']:>11.1f}{ci('dynamic'):>15}"
+                         f"{r.percent['static']:>10.1f}{ci('static'):>15}{r.percent['residual']:>9.1f}  "
+                         f"{units:<20}{r.bias:>7.2f}")
+        return "\n".join(lines)
+
+
+def flatten_layer(layer: LayerResult) -> dict[str, Any]:
+    """One layers.csv row: result.json fields flattened with underscores."""
+    row: dict[str, Any] = {"layer": layer.layer, "channels": layer.channels}
+    for group in ("score", "dims", "percent", "units"):
+        for key, value in getattr(layer, group).items():
+            row[f"{group}_{key}"] = value
+    for key in FIELDS:
+        interval = layer.ci95.get(key) or [None, None]
+        row[f"ci95_{key}_low"], row[f"ci95_{key}_high"] = interval
+    row["bias"] = layer.bias
+    interval = layer.bias_ci95 or [None, None]
+    row["bias_ci95_low"], row["bias_ci95_high"] = interval
+    return row
+
+
+def unit_rows(layers: list[LayerResult]):
+    for layer in layers:
+        for c in range(layer.channels):
+            yield (layer.layer, c, float(layer.r_dynamic[c]), float(layer.r_static[c]), layer.classes[c])
+
+
+def _csv(header: list[str], rows) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(["" if v is None else v for v in row] for row in rows)
+    return buffer.getvalue()

@@ -1,0 +1,53 @@
+"""``stlens layers``: every hookable module with its output shape(s), from one dry run on a dummy clip."""
+
+from __future__ import annotations
+
+import torch
+
+from stlens.models.registry import ModelHandle
+from stlens.models.taps import flatten_output
+
+
+def dummy_input(handle: ModelHandle, batch: int = 1) -> torch.Tensor:
+    spec = handle.input
+    return torch.zeros(batch, 3, spec.frames, spec.size, spec.size)
+
+
+def layer_shapes(handle: ModelHandle) -> dict[str, list[tuple[str, tuple[int, ...]]]]:
+    """For each named module: the (latent name, shape) of the tensors it outputs in one forward pass."""
+    shapes: dict[str, list[tuple[str, tuple[int, ...]]]] = {}
+    handles = []
+    for name, module in handle.module.named_modules():
+        if not name:
+            continue
+
+        def hook(_m, _i, output, name=name):
+            entries = shapes.setdefault(name, [])
+            entries.extend((n, tuple(t.shape)) for n, t in flatten_output(name, output))
+
+        handles.append(module.register_forward_hook(hook))
+    try:
+        with torch.inference_mode():
+            handle.module.eval()(dummy_input(handle))
+    finally:
+        for h in handles:
+            h.remove()
+    return shapes
+
+
+def describe_layers(handle: ModelHandle) -> str:
+    """A text table: layer, module type, output shape(s); default layers are marked with '*'."""
+    shapes = layer_shapes(handle)
+    modules = dict(handle.module.named_modules())
+    spec = handle.input
+    lines = [f"{handle.spec}: input (1, 3, {spec.frames}, {spec.size}, {spec.size}); * = default layer", ""]
+    width = max(len(n) for n in modules if n) + 2
+    for name, module in modules.items():
+        if not name:
+            continue
+        outs = shapes.get(name)
+        shown = "not called" if not outs else ", ".join(
+            str(s) if n == name else f"{n.removeprefix(name)}={s}" for n, s in outs)
+        mark = "*" if name in handle.default_layers else " "
+        lines.append(f"{mark} {name:<{width}}{type(module).__name__:<28}{shown}")
+    return "\n".join(lines)

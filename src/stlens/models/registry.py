@@ -1,0 +1,198 @@
+"""Model specs (``torchvision:<builder>``, ``module:<pkg.mod>:<callable>``) → a ready model with its input spec."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from stlens.errors import StlensError
+from stlens.models.taps import Layout, all_layers, channels_first
+from stlens.models.weights import load_state_dict, read_state_dict
+
+KINETICS_MEAN = (0.43216, 0.394666, 0.37645)
+KINETICS_STD = (0.22803, 0.22145, 0.216989)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """How clips are sampled and normalized for a model: T frames every ``stride`` frames, short side resized to
+    ``resize``, centre crop ``size``×``size``, then (x/255 − mean)/std per channel."""
+
+    frames: int = 16
+    stride: int = 2
+    size: int = 112
+    resize: int = 128
+    mean: tuple[float, float, float] = KINETICS_MEAN
+    std: tuple[float, float, float] = KINETICS_STD
+
+    def with_overrides(self, frames: int | None = None, size: int | None = None) -> InputSpec:
+        """Override frames and/or crop size; the resize keeps the family's resize/crop ratio."""
+        spec = self
+        if frames is not None:
+            if frames < 1:
+                raise StlensError(f"--frames must be ≥ 1, got {frames}")
+            spec = dataclasses.replace(spec, frames=frames)
+        if size is not None:
+            if size < 8:
+                raise StlensError(f"--size must be ≥ 8, got {size}")
+            spec = dataclasses.replace(spec, size=size, resize=round(size * self.resize / self.size))
+        return spec
+
+
+@dataclass
+class ModelHandle:
+    """A model ready for measuring: the module in eval mode, its input spec, default layers and output layout."""
+
+    module: nn.Module
+    spec: str
+    input: InputSpec
+    default_layers: list[str]
+    weights: str | None = None
+    layout: Layout = channels_first
+    notes: list[str] = field(default_factory=list)
+
+    def layers(self, request: str | list[str] | None) -> list[str]:
+        """Resolve ``default``, ``all``, a comma-separated string or a list into layer names."""
+        if request is None or request == "default":
+            return list(self.default_layers)
+        if request == "all":
+            return all_layers(self.module)
+        if isinstance(request, str):
+            request = [name.strip() for name in request.split(",") if name.strip()]
+        return list(request)
+
+
+class FlexibleAvgPool3d(nn.Module):
+    """AvgPool3d whose kernel shrinks to the input when the input is smaller (s3d below 224 px or 16 frames)."""
+
+    def __init__(self, kernel_size: tuple[int, int, int]):
+        super().__init__()
+        self.kernel_size = kernel_size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        kernel = tuple(min(k, s) for k, s in zip(self.kernel_size, x.shape[2:], strict=True))
+        return F.avg_pool3d(x, kernel_size=kernel, stride=1)
+
+
+_RESNET_SPEC = InputSpec(frames=16, stride=2, size=112, resize=128)
+_S3D_SPEC = InputSpec(frames=16, stride=2, size=224, resize=256)
+_MVIT_SPEC = InputSpec(frames=16, stride=4, size=224, resize=256, mean=(0.45,) * 3, std=(0.225,) * 3)
+_SWIN_SPEC = InputSpec(frames=32, stride=2, size=224, resize=256, mean=IMAGENET_MEAN, std=IMAGENET_STD)
+_RESNET_LAYERS = ["stem", "layer1", "layer2", "layer3", "layer4"]
+_MVIT_LAYERS = ["blocks.0", "blocks.2", "blocks.7", "blocks.13", "blocks.15"]
+
+#: builder → (input spec, default layers, channels-last layout?)
+TORCHVISION_VIDEO = {
+    "r3d_18": (_RESNET_SPEC, _RESNET_LAYERS, False),
+    "mc3_18": (_RESNET_SPEC, _RESNET_LAYERS, False),
+    "r2plus1d_18": (_RESNET_SPEC, _RESNET_LAYERS, False),
+    "s3d": (_S3D_SPEC, ["features.0", "features.3", "features.6", "features.12", "features.15"], False),
+    "mvit_v1_b": (_MVIT_SPEC, _MVIT_LAYERS, False),
+    "mvit_v2_s": (_MVIT_SPEC, _MVIT_LAYERS, False),
+    "swin3d_t": (_SWIN_SPEC, ["patch_embed", "features.0", "features.2", "features.4", "features.6"], True),
+    "swin3d_s": (_SWIN_SPEC, ["patch_embed", "features.0", "features.2", "features.4", "features.6"], True),
+    "swin3d_b": (_SWIN_SPEC, ["patch_embed", "features.0", "features.2", "features.4", "features.6"], True),
+}
+
+
+def _swin_layout(name: str) -> str:
+    return "channels_last" if name.startswith(("patch_embed", "features", "norm")) else "channels_first"
+
+
+def _torchvision_weights(builder: str, name: str):
+    """Resolve a torchvision weights name (``KINETICS400_V1``, ``DEFAULT`` or ``R3D_18_Weights.KINETICS400_V1``)."""
+    from torchvision.models import get_model_weights
+
+    enum = get_model_weights(builder)
+    member = name.split(".")[-1]
+    try:
+        return enum[member] if member != "DEFAULT" else enum.DEFAULT
+    except KeyError:
+        choices = ", ".join(w.name for w in enum)
+        raise StlensError(f"unknown weights '{name}' for torchvision:{builder}; choices: {choices}") from None
+
+
+def _load_torchvision_weights(model: nn.Module, builder: str, name: str) -> None:
+    weights = _torchvision_weights(builder, name)
+    cache = Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
+    if not cache.is_file():
+        raise StlensError(
+            f"weights {weights} are not in the torch hub cache ({cache}) and cannot be downloaded here; "
+            f"put the file there or pass --weights PATH"
+        )
+    load_state_dict(model, read_state_dict(cache), str(cache))
+
+
+def _build_torchvision(builder: str, weights: str | None) -> ModelHandle:
+    from torchvision.models import video
+
+    if builder not in TORCHVISION_VIDEO:
+        raise StlensError(f"unknown torchvision video builder '{builder}'; choices: {', '.join(TORCHVISION_VIDEO)}")
+    spec, layers, channels_last = TORCHVISION_VIDEO[builder]
+    model = getattr(video, builder)(weights=None)
+    if builder == "s3d":
+        model.avgpool = FlexibleAvgPool3d(model.avgpool.kernel_size)
+    if weights is not None and not Path(weights).suffix:
+        _load_torchvision_weights(model, builder, weights)
+        weights_loaded = True
+    else:
+        weights_loaded = False
+    handle = ModelHandle(model, f"torchvision:{builder}", spec, list(layers),
+                         layout=_swin_layout if channels_last else channels_first)
+    handle.weights = weights if weights_loaded else None
+    return handle
+
+
+def _build_module(target: str) -> ModelHandle:
+    module_name, _, attr = target.rpartition(":")
+    if not module_name or not attr:
+        raise StlensError(f"module spec must be module:<pkg.mod>:<callable>, got module:{target}")
+    try:
+        factory = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise StlensError(f"cannot import {attr} from {module_name}: {exc}") from exc
+    built = factory()
+    if isinstance(built, ModelHandle):
+        return built
+    if not isinstance(built, nn.Module):
+        raise StlensError(f"module:{target} returned {type(built).__name__}, not an nn.Module")
+    children = [name for name, _ in built.named_children()]
+    return ModelHandle(built, f"module:{target}", InputSpec(), children)
+
+
+def load_model(spec: str, weights: str | None = None, frames: int | None = None,
+               size: int | None = None) -> ModelHandle:
+    """Build a model from a spec, load weights (file path or torchvision weights name), put it in eval mode.
+
+    >>> handle = load_model("torchvision:r3d_18")  # doctest: +SKIP
+    """
+    kind, _, target = spec.partition(":")
+    if kind == "torchvision":
+        handle = _build_torchvision(target, weights)
+    elif kind == "module":
+        handle = _build_module(target)
+    else:
+        raise StlensError(f"unknown model spec '{spec}'; use torchvision:<builder> or module:<pkg.mod>:<callable>")
+    if weights is not None and handle.weights is None:
+        load_state_dict(handle.module, read_state_dict(weights), weights)
+        handle.weights = weights
+    handle.input = handle.input.with_overrides(frames, size)
+    handle.module.eval()
+    return handle
+
+
+def as_handle(model: nn.Module | ModelHandle) -> ModelHandle:
+    """Wrap a bare module (user code) into a handle with its top-level children as default layers."""
+    if isinstance(model, ModelHandle):
+        return model
+    if not isinstance(model, nn.Module):
+        raise StlensError(f"expected an nn.Module or ModelHandle, got {type(model).__name__}")
+    return ModelHandle(model, type(model).__name__, InputSpec(), [n for n, _ in model.named_children()])

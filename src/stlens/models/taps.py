@@ -1,0 +1,121 @@
+"""Forward hooks that pool each tapped layer's output to one vector per video, all layers in one forward pass."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable, Iterable, Sequence
+
+import torch
+from torch import nn
+
+from stlens.errors import StlensError
+
+#: Layers whose 4-D/5-D outputs keep channels last, e.g. Swin3D's (B, T, H, W, C).
+Layout = Callable[[str], str]
+
+
+def channels_first(_name: str) -> str:
+    return "channels_first"
+
+
+def pool_tensor(x: torch.Tensor, layout: str = "channels_first") -> torch.Tensor:
+    """Pool one output tensor to (B, C) in float32.
+
+    5-D (B,C,T,H,W) → mean over T,H,W; 4-D (B,C,H,W) → mean over H,W; tokens (B,N,D) → mean over N; (B,C) as is.
+    With ``layout == "channels_last"`` 4-D/5-D tensors are (B,...,C).
+    """
+    x = x.detach()
+    if x.ndim == 2:
+        return x.float()
+    if x.ndim == 3:
+        return x.float().mean(dim=1)
+    if x.ndim in (4, 5):
+        dims = tuple(range(1, x.ndim - 1)) if layout == "channels_last" else tuple(range(2, x.ndim))
+        return x.float().mean(dim=dims)
+    raise StlensError(f"cannot pool an output of shape {tuple(x.shape)} (expected 2-D to 5-D)")
+
+
+def flatten_output(name: str, output) -> list[tuple[str, torch.Tensor]]:
+    """Name the tensors in a layer output: a tensor keeps the layer name, a list/tuple gives ``name.i`` per tensor
+    element, a dict ``name.key``. A tuple with exactly one tensor (e.g. MViT's ``(x, thw)``) keeps the layer name."""
+    if isinstance(output, torch.Tensor):
+        return [(name, output)]
+    if isinstance(output, dict):
+        items = [(f"{name}.{k}", v) for k, v in output.items()]
+    elif isinstance(output, (list, tuple)):
+        items = [(f"{name}.{i}", v) for i, v in enumerate(output)]
+    else:
+        return []
+    tensors = [(n, v) for n, v in items if isinstance(v, torch.Tensor)]
+    if len(tensors) == 1 and isinstance(output, tuple) and len(items) > 1:
+        return [(name, tensors[0][1])]
+    out: list[tuple[str, torch.Tensor]] = []
+    for n, v in tensors:
+        out.extend(flatten_output(n, v))
+    return out
+
+
+def resolve_layers(model: nn.Module, layers: Iterable[str]) -> list[str]:
+    """Check that every requested layer is a dotted ``named_modules()`` path; suggest the closest names if not."""
+    known = {name for name, _ in model.named_modules() if name}
+    resolved = []
+    for layer in layers:
+        if layer not in known:
+            close = difflib.get_close_matches(layer, sorted(known), n=6, cutoff=0.4)
+            hint = ", ".join(close) if close else ", ".join(sorted(known, key=len)[:8])
+            raise StlensError(f"unknown layer '{layer}'; closest names: {hint} (see `stlens layers SPEC`)")
+        resolved.append(layer)
+    if not resolved:
+        raise StlensError("no layers to tap")
+    return list(dict.fromkeys(resolved))
+
+
+def all_layers(model: nn.Module) -> list[str]:
+    """Every named submodule, in registration order."""
+    return [name for name, _ in model.named_modules() if name]
+
+
+class LayerTaps:
+    """Context manager that records the pooled output of each requested module during a forward pass.
+
+    After a forward, ``latents`` maps latent names (the layer name, or ``layer.i``/``layer.key`` for list/dict outputs,
+    ``layer@k`` for the k-th call of a module called more than once per forward) to (B, C) float32 tensors.
+    Non-finite activations raise an error naming the layer.
+    """
+
+    def __init__(self, model: nn.Module, layers: Sequence[str], layout: Layout = channels_first,
+                 check_finite: bool = True):
+        self.model = model
+        self.layers = resolve_layers(model, layers)
+        self.layout = layout
+        self.check_finite = check_finite
+        self.latents: dict[str, torch.Tensor] = {}
+        self._calls: dict[str, int] = {}
+        self._handles: list = []
+
+    def _hook(self, name: str):
+        def hook(_module, _inputs, output):
+            count = self._calls.get(name, 0) + 1
+            self._calls[name] = count
+            base = name if count == 1 else f"{name}@{count}"
+            for latent_name, tensor in flatten_output(base, output):
+                pooled = pool_tensor(tensor, self.layout(name))
+                if self.check_finite and not torch.isfinite(pooled).all():
+                    raise StlensError(f"non-finite (NaN/inf) activations in layer '{latent_name}'")
+                self.latents[latent_name] = pooled
+
+        return hook
+
+    def reset(self) -> None:
+        self.latents = {}
+        self._calls = {}
+
+    def __enter__(self) -> LayerTaps:
+        modules = dict(self.model.named_modules())
+        self._handles = [modules[name].register_forward_hook(self._hook(name)) for name in self.layers]
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []

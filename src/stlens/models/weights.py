@@ -1,0 +1,56 @@
+"""Loading checkpoints safely: safetensors, or torch files with ``weights_only=True`` (never a full unpickle)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from stlens.errors import StlensError
+
+STATE_DICT_KEYS = ("state_dict", "model_state", "model", "model_state_dict")
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a state_dict from ``.safetensors`` or ``.pt/.pth/.pyth`` (tensors only, ``weights_only=True``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise StlensError(f"weights file not found: {path}")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unpickling refusal becomes a clear message
+        raise StlensError(f"cannot read {path} as a tensors-only checkpoint (weights_only=True): {exc}") from exc
+    for key in STATE_DICT_KEYS:
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+            break
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise StlensError(f"{path} does not hold a state_dict of tensors")
+    return {k.removeprefix("module."): v for k, v in obj.items()}
+
+
+def load_state_dict(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """Load strictly; a mismatch raises an error listing missing, unexpected and mis-shaped keys."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    shapes = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
+    if missing or unexpected or shapes:
+        def show(keys: list[str]) -> str:
+            return ", ".join(keys[:8]) + (f" … (+{len(keys) - 8})" if len(keys) > 8 else "")
+
+        parts = []
+        if missing:
+            parts.append(f"missing keys: {show(missing)}")
+        if unexpected:
+            parts.append(f"unexpected keys: {show(unexpected)}")
+        if shapes:
+            mismatched = [f"{k} {tuple(state[k].shape)}≠{tuple(own[k].shape)}" for k in shapes]
+            parts.append("shape mismatch: " + show(mismatched))
+        raise StlensError(f"weights {source} do not fit the model; " + "; ".join(parts))
+    model.load_state_dict(state)

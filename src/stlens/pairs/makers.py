@@ -1,0 +1,129 @@
+"""Pair makers: dynamic pairs (same clip, two styles) and static pairs (same styled clip, frames shuffled)."""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from stlens.errors import StlensError
+from stlens.models.registry import InputSpec
+from stlens.pairs.stylizers import get_stylizer
+from stlens.video.io import read_clip_source
+from stlens.video.sampling import centre_crop, clip_indices, to_model_input
+from stlens.video.sources import VideoSource
+
+log = logging.getLogger("stlens")
+
+DYNAMIC, STATIC = 0, 1
+
+
+@dataclass
+class Pair:
+    """Two model inputs that share only motion (factor 0, dynamic) or only appearance (factor 1, static)."""
+
+    factor: int
+    a: torch.Tensor
+    b: torch.Tensor
+    source: str = ""
+
+
+def frame_shuffle(frames: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Permute the T frames of a clip (never the identity when T ≥ 2)."""
+    t = len(frames)
+    if t < 2:
+        return frames.copy()
+    order = rng.permutation(t)
+    while np.array_equal(order, np.arange(t)):
+        order = rng.permutation(t)
+    return frames[order]
+
+
+@dataclass
+class VideoPairs:
+    """Iterable of ``Pair`` drawn from a ``VideoSource``: ``pairs`` per factor, spread evenly over the videos.
+
+    Each video is decoded once (short side resized) and yields its share of clips; pair i of video v is drawn from a
+    generator seeded with (seed, v, factor, i), so pairs are reproducible. Videos that cannot be decoded or are
+    shorter than a clip are skipped, listed in ``skipped``, and their share goes to the following videos.
+    """
+
+    source: VideoSource
+    spec: InputSpec
+    pairs: int
+    stylizer: str = "palette"
+    seed: int = 0
+    skipped: list[dict[str, str]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.pairs < 1:
+            raise StlensError(f"--pairs must be ≥ 1, got {self.pairs}")
+        self._stylizers = get_stylizer(self.stylizer)
+
+    def __len__(self) -> int:
+        return 2 * self.pairs
+
+    def _style(self, clip: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, int]:
+        _, stylize = self._stylizers[int(rng.integers(len(self._stylizers)))]
+        style_seed = int(rng.integers(2**31))
+        return stylize(clip, style_seed), style_seed
+
+    def _pair(self, frames: np.ndarray, factor: int, rng: np.random.Generator, source: str) -> Pair:
+        spec = self.spec
+        idx = clip_indices(len(frames), spec.frames, spec.stride, rng)
+        clip = centre_crop(frames[idx], spec.size)
+        first, seed_a = self._style(clip, rng)
+        if factor == DYNAMIC:
+            second, seed_b = self._style(clip, rng)
+            while seed_b == seed_a:
+                second, seed_b = self._style(clip, rng)
+        else:
+            second = frame_shuffle(first, rng)
+        return Pair(factor, to_model_input(first, spec), to_model_input(second, spec), source)
+
+    def _frames(self, path) -> np.ndarray | None:
+        try:
+            frames = read_clip_source(path, short_side=self.spec.resize)
+        except StlensError as exc:
+            self._skip(path, str(exc).removeprefix(f"{path}: "))
+            return None
+        if len(frames) < self.spec.frames:
+            self._skip(path, f"shorter than the clip ({len(frames)} < {self.spec.frames} frames)")
+            return None
+        return frames
+
+    def _skip(self, path, reason: str) -> None:
+        log.warning("skipping %s: %s", path, reason)
+        self.skipped.append({"source": str(path), "reason": reason})
+
+    def __iter__(self) -> Iterator[Pair]:
+        self.skipped = []
+        videos = self.source.videos
+        remaining = self.pairs
+        for v, path in enumerate(videos):
+            if remaining <= 0:
+                break
+            frames = self._frames(path)
+            if frames is None:
+                continue
+            share = math.ceil(remaining / (len(videos) - v))
+            for i in range(share):
+                for factor in (DYNAMIC, STATIC):
+                    rng = np.random.default_rng((self.seed, v, factor, i))
+                    yield self._pair(frames, factor, rng, str(path))
+            remaining -= share
+        if remaining == self.pairs:
+            reasons = "; ".join(f"{s['source']}: {s['reason']}" for s in self.skipped[:3])
+            raise StlensError(f"no usable video in {self.source.spec}: all {len(videos)} skipped ({reasons})")
+        if remaining > 0:
+            log.warning("only %d of %d pairs per factor could be made", self.pairs - remaining, self.pairs)
+
+
+def make_pairs(source: VideoSource, spec: InputSpec, pairs: int, stylizer: str = "palette",
+               seed: int = 0) -> VideoPairs:
+    """Pairs for ``stlens.measure`` from a video source (see ``VideoPairs``)."""
+    return VideoPairs(source, spec, pairs, stylizer, seed)

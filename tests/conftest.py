@@ -1,0 +1,74 @@
+"""Shared fixtures: tiny models and small real videos so that the suite stays fast on 2 CPU cores."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+torch.set_num_threads(2)
+
+
+class TemporalMeanEncoder(nn.Module):
+    """Per-frame 2-D convolutions then a mean over time: blind to frame order by construction."""
+
+    def __init__(self, channels: int = 12):
+        super().__init__()
+        self.frame_conv = nn.Sequential(nn.Conv3d(3, channels, (1, 3, 3), padding=(0, 1, 1)), nn.ReLU())
+        self.head = nn.Linear(channels, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.frame_conv(x).mean(dim=(2, 3, 4)))
+
+
+class TinyVideoNet(nn.Module):
+    """A small 3-D conv net with a 5-D stage, a 4-D branch, a token output, a list output and a dict output."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv3d(3, 6, 3, padding=1), nn.ReLU())
+        self.stage = nn.Sequential(nn.Conv3d(6, 8, 3, stride=(1, 2, 2), padding=1), nn.ReLU())
+        self.fc = nn.Linear(8, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.stage(self.stem(x)).mean(dim=(2, 3, 4)))
+
+
+def tiny_video_net() -> nn.Module:
+    torch.manual_seed(0)
+    return TinyVideoNet()
+
+
+@pytest.fixture(scope="session")
+def sample_dir() -> Path:
+    from stlens.video.sources import sample_videos
+
+    return sample_videos()[0].parent
+
+
+@pytest.fixture(scope="session")
+def small_video(tmp_path_factory) -> Path:
+    """A real 40-frame h264 clip cut from the bikes sample video at 96x64, written with PyAV."""
+    import av
+
+    from stlens.video.io import decode_video
+    from stlens.video.sources import sample_videos
+
+    bikes = next(p for p in sample_videos() if p.stem == "bikes")
+    frames = decode_video(bikes, short_side=64, max_frames=40)
+    path = tmp_path_factory.mktemp("videos") / "bikes_small.mp4"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=25)
+        stream.width, stream.height = frames.shape[2] // 2 * 2, frames.shape[1] // 2 * 2
+        stream.pix_fmt = "yuv420p"
+        for frame in frames:
+            image = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame[: stream.height, : stream.width]),
+                                               format="rgb24")
+            for packet in stream.encode(image):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
