@@ -78,7 +78,7 @@ def cmd_layers(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     argv = ["measure", "--model", "torchvision:r3d_18", "--data", "sample:", "--pairs", str(args.pairs),
-            "--frames", "8", "--precision", "bf16", "--bootstrap", "200", "--out", args.out]
+            "--bootstrap", "200", "--out", args.out]
     print("stlens demo: " + " ".join(["stlens", *argv]), flush=True)
     return main(argv)
 
