@@ -11,8 +11,8 @@ from conftest import TemporalMeanEncoder, TinyVideoNet
 
 import stlens
 from stlens.errors import StlensError
-from stlens.models.registry import InputSpec, ModelHandle
 from stlens.measure.run import cpu_has_native_bf16
+from stlens.models.registry import InputSpec, ModelHandle
 from stlens.pairs.makers import Pair
 
 SPEC = InputSpec(frames=4, stride=2, size=32, resize=36)

@@ -80,6 +80,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     argv = ["measure", "--model", "torchvision:r3d_18", "--data", "sample:", "--pairs", str(args.pairs),
             "--bootstrap", "200", "--out", args.out]
     print("stlens demo: " + " ".join(["stlens", *argv]), flush=True)
+    print("(random-init weights: no pretrained video weights can be downloaded here; pass --weights to measure yours)",
+          flush=True)
     return main(argv)
 
 
