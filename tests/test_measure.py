@@ -87,3 +87,15 @@ def test_tuple_pairs_are_accepted():
     result = stlens.measure(TinyVideoNet(), pairs, ["stem"], bootstrap=0, progress=False)
     assert result.meta["pairs"] == {"dynamic": 8, "static": 8}
     assert isinstance(Pair(0, pairs[0][1], pairs[0][2]).a, torch.Tensor)
+
+
+def test_interrupt_keeps_the_pairs_measured_so_far(sample_pairs):
+    def interrupted_stream():
+        yield from sample_pairs[:20]
+        raise KeyboardInterrupt
+
+    with pytest.warns(RuntimeWarning, match="interrupted after 20 pairs"):
+        result = stlens.measure(TinyVideoNet(), interrupted_stream(), ["stage"], batch_size=4, bootstrap=0,
+                                progress=False)
+    assert result.meta["interrupted"] is True
+    assert result.meta["pairs"] == {"dynamic": 10, "static": 10}

@@ -74,6 +74,18 @@ def run_forward(module: nn.Module, batch, precision: str) -> None:
         module(*batch) if isinstance(batch, tuple) else module(batch)
 
 
+def _forward_or_explain(handle: ModelHandle, module: nn.Module, inputs, precision: str) -> None:
+    """Run one forward; a model error is re-raised naming the model, the input shape and the input spec."""
+    try:
+        run_forward(module, inputs, precision)
+    except StlensError:
+        raise
+    except Exception as exc:
+        shapes = [tuple(x.shape) for x in inputs] if isinstance(inputs, tuple) else tuple(inputs.shape)
+        raise StlensError(f"{handle.spec} failed on an input of shape {shapes} "
+                          f"(input spec {handle.input}): {type(exc).__name__}: {exc}") from exc
+
+
 def _progress(total: int | None, enabled: bool):
     from tqdm.auto import tqdm
 
@@ -107,37 +119,39 @@ def measure(model: nn.Module | ModelHandle, pairs: Iterable, layers: str | list[
     kept: dict[str, list[np.ndarray]] = {}
     factors: list[int] = []
     forward_seconds = 0.0
+    interrupted = False
     start = time.perf_counter()
     total = len(pairs) if hasattr(pairs, "__len__") else None
     with LayerTaps(module, handle.layers(layers), layout=handle.layout) as taps, _progress(total, progress) as bar:
-        for batch in batches(pairs, batch_size):
-            n = len(batch)
-            inputs = stack_inputs([p.a for p in batch] + [p.b for p in batch])
-            taps.reset()
-            tick = time.perf_counter()
-            try:
-                run_forward(module, inputs, precision)
-            except StlensError:
+        try:
+            for batch in batches(pairs, batch_size):
+                n = len(batch)
+                inputs = stack_inputs([p.a for p in batch] + [p.b for p in batch])
+                taps.reset()
+                tick = time.perf_counter()
+                _forward_or_explain(handle, module, inputs, precision)
+                forward_seconds += time.perf_counter() - tick
+                factor = np.array([p.factor for p in batch])
+                for name, pooled in taps.latents.items():
+                    pooled = pooled.numpy()
+                    a, b = pooled[:n], pooled[n:]
+                    if name not in moments:
+                        moments[name] = PairedMoments(a.shape[1], bootstrap=bootstrap, seed=seed)
+                    for f in (0, 1):
+                        if (factor == f).any():
+                            moments[name].update(f, a[factor == f], b[factor == f])
+                    if save_latents:
+                        kept.setdefault(f"{name}/a", []).append(a)
+                        kept.setdefault(f"{name}/b", []).append(b)
+                factors.extend(int(f) for f in factor)
+                bar.update(n)
+        except KeyboardInterrupt:
+            # Keep what was measured: stop here and return the result of the pairs so far (if there are enough).
+            if not moments or len({tuple(m.n) for m in moments.values()}) != 1:
                 raise
-            except Exception as exc:
-                shapes = [tuple(x.shape) for x in inputs] if isinstance(inputs, tuple) else tuple(inputs.shape)
-                raise StlensError(f"{handle.spec} failed on an input of shape {shapes} "
-                                  f"(input spec {handle.input}): {type(exc).__name__}: {exc}") from exc
-            forward_seconds += time.perf_counter() - tick
-            factor = np.array([p.factor for p in batch])
-            for name, pooled in taps.latents.items():
-                pooled = pooled.numpy()
-                a, b = pooled[:n], pooled[n:]
-                if name not in moments:
-                    moments[name] = PairedMoments(a.shape[1], bootstrap=bootstrap, seed=seed)
-                for f in (0, 1):
-                    if (factor == f).any():
-                        moments[name].update(f, a[factor == f], b[factor == f])
-                if save_latents:
-                    kept.setdefault(f"{name}/a", []).append(a)
-                    kept.setdefault(f"{name}/b", []).append(b)
-            factors.extend(int(f) for f in factor)
-            bar.update(n)
+            interrupted = True
+            warnings.warn(f"interrupted after {len(factors)} pairs: the result covers only these", RuntimeWarning,
+                          stacklevel=2)
     if not moments:
         raise StlensError("no pairs were measured (the pair source was empty)")
     counts = next(iter(moments.values())).n
@@ -152,6 +166,8 @@ def measure(model: nn.Module | ModelHandle, pairs: Iterable, layers: str | list[
         "bootstrap": bootstrap, "pairs": {"dynamic": int(counts[0]), "static": int(counts[1])},
         "skipped": list(getattr(pairs, "skipped", [])), "precision": precision,
     }
+    if interrupted:
+        info["interrupted"] = True
     info.update(meta or {})
     latents = None
     if save_latents:
