@@ -107,3 +107,20 @@ def test_layers_command_lists_shapes():
     lines = proc.stdout.splitlines()
     assert any(line.startswith("* layer4 ") and "(1, 512, 1, 2, 2)" in line for line in lines)
     assert any(line.startswith("  layer1.0.conv1.0 ") for line in lines)
+
+
+@pytest.mark.slow
+def test_done_when_command_on_r3d_18_full_size(tmp_path):
+    """The issue's acceptance command at the family's full input size, twice (about 5 minutes on 2 cores)."""
+    args = ["measure", "--model", "torchvision:r3d_18", "--data", "sample:", "--pairs", "48", "--layers", "default",
+            "--save-latents", "--quiet"]
+    for name in ("one", "two"):
+        assert main([*args, "--out", str(tmp_path / name)]) == 0
+    one = json.loads((tmp_path / "one" / "result.json").read_text())
+    two = json.loads((tmp_path / "two" / "result.json").read_text())
+    one.pop("timing"), two.pop("timing")
+    assert one == two
+    with np.load(tmp_path / "one" / "latents.npz") as latents:
+        for layer in one["layers"]:
+            dims = recompute_dims(latents[f"{layer['layer']}/a"], latents[f"{layer['layer']}/b"], latents["factor"])
+            assert dims == (layer["dims"]["dynamic"], layer["dims"]["static"], layer["dims"]["residual"])
