@@ -27,6 +27,8 @@ def _add_measure_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--layers", default="default", help="L1,L2 | default | all (dotted named_modules paths)")
     p.add_argument("--pairs", type=int, default=64, help="pairs per factor (default 64)")
     p.add_argument("--stylizer", default="palette", help="appearance stylizer(s) for the pairs, NAME[,NAME...]")
+    p.add_argument("--flow", choices=["none", "tvl1", "dis", "farneback"], default="none",
+                   help="two-stream model: (rgb, flow) pairs with flow from this method (default none: RGB pairs)")
     p.add_argument("--batch-size", type=int, default=4, help="pairs per forward pass (2× videos)")
     p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
     p.add_argument("--bootstrap", type=int, default=200, help="Poisson bootstrap replicates (0 = no CIs)")
@@ -43,7 +45,12 @@ def cmd_measure(args: argparse.Namespace) -> int:
     torch.manual_seed(args.seed)
     handle = stlens.load_model(args.model, args.weights, frames=args.frames, size=args.size)
     source = stlens.open_data(args.data)
-    pairs = stlens.make_pairs(source, handle.input, args.pairs, stylizer=args.stylizer, seed=args.seed)
+    if args.flow != "none":
+        from stlens.pairs.twostream import TwoStreamPairs
+
+        pairs = TwoStreamPairs(source, handle.input, args.pairs, args.stylizer, args.seed, flow_method=args.flow)
+    else:
+        pairs = stlens.make_pairs(source, handle.input, args.pairs, stylizer=args.stylizer, seed=args.seed)
     started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     result = stlens.measure(
         handle, pairs, args.layers, batch_size=args.batch_size, precision=args.precision, bootstrap=args.bootstrap,
@@ -85,6 +92,35 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return main(argv)
 
 
+def cmd_stylize(args: argparse.Namespace) -> int:
+    from stlens.pairs.stylize import stylize_source
+
+    counts = stylize_source(args.data, args.stylizer, args.styles, args.out, seed=args.seed, short_side=args.size,
+                            max_frames=args.frames_max, progress=not args.quiet)
+    if not args.quiet:
+        print(f"{counts['written']} video(s) written ({counts['frames']} frames), {counts['skipped']} already done, "
+              f"{len(counts['bad'])} skipped → {args.out}")
+        for bad in counts["bad"]:
+            print(f"  skipped {bad['source']}: {bad['reason']}")
+    return 0
+
+
+def _add_stylize_parser(sub: argparse._SubParsersAction) -> None:
+    from stlens.video.io import MAX_FRAMES
+
+    p = sub.add_parser("stylize", help="write K styles of every video as ROOT/style_k/<video>/frame_00001.jpg")
+    p.add_argument("--data", required=True, help="a folder of videos / frame folders, a video file, an annotation "
+                   "file, or sample:")
+    p.add_argument("--stylizer", default="fourier", help="NAME[,NAME...]: style k uses name (k-1) mod count")
+    p.add_argument("--styles", type=int, default=4, help="number of styles K (default 4, as in the paper)")
+    p.add_argument("--out", required=True, help="output root (resumes: written videos are skipped)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--frames-max", type=int, default=MAX_FRAMES, help=f"frames per video (default {MAX_FRAMES})")
+    p.add_argument("--size", type=int, default=None, help="short side in pixels (default: as decoded)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or summary")
+    p.set_defaults(func=cmd_stylize)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="stlens", description="What do video networks encode, in space and time?")
     parser.add_argument("--version", action="version", version=f"stlens {__version__}")
@@ -100,6 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--frames", type=int, default=None)
     p.add_argument("--size", type=int, default=None)
     p.set_defaults(func=cmd_layers)
+
+    _add_stylize_parser(sub)
 
     p = sub.add_parser("demo", help="measure torchvision:r3d_18 on the built-in sample videos")
     p.add_argument("--out", default="runs/demo")

@@ -125,5 +125,10 @@ class VideoPairs:
 
 def make_pairs(source: VideoSource, spec: InputSpec, pairs: int, stylizer: str = "palette",
                seed: int = 0) -> VideoPairs:
-    """Pairs for ``stlens.measure`` from a video source (see ``VideoPairs``)."""
+    """Pairs for ``stlens.measure`` from a video source (see ``VideoPairs``); from a ``stylized:ROOT`` source the
+    styles on disk make the pairs (see ``StylizedPairs``; ``stylizer`` is then unused)."""
+    if source.styles:
+        from stlens.pairs.stylized import StylizedPairs
+
+        return StylizedPairs(source, spec, pairs, seed)
     return VideoPairs(source, spec, pairs, stylizer, seed)

