@@ -7,6 +7,7 @@ import logging
 import platform
 import sys
 import time
+from pathlib import Path
 
 import torch
 
@@ -121,6 +122,40 @@ def _add_stylize_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_stylize)
 
 
+def cmd_pairs_check(args: argparse.Namespace) -> int:
+    import stlens
+    from stlens.files import write_json
+    from stlens.pairs.quality import check_pairs, report_table
+
+    out = Path(args.out)
+    report = check_pairs(stlens.open_data(args.data), args.stylizer, n=args.n, frames=args.frames, size=args.size,
+                         flow_method=args.flow, seed=args.seed, examples_dir=out.with_suffix("") if args.examples
+                         else None, progress=not args.quiet)
+    write_json(out, report)
+    if not args.quiet:
+        print(report_table(report))
+        print(f"→ {out}")
+    return 0
+
+
+def _add_pairs_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("pairs", help="pair-maker tools")
+    pairs_sub = p.add_subparsers(dest="pairs_command", required=True)
+    c = pairs_sub.add_parser("check", help="flow kept? appearance changed? flicker added? (JSON report + table)")
+    c.add_argument("--data", required=True, help="videos to check on (folder, file, annotation, sample:)")
+    c.add_argument("--stylizer", default="palette,fourier,npr", help="NAME[,NAME...] (default palette,fourier,npr)")
+    c.add_argument("--n", type=int, default=8, help="number of clips (default 8)")
+    c.add_argument("--frames", type=int, default=16)
+    c.add_argument("--size", type=int, default=112)
+    c.add_argument("--flow", choices=["tvl1", "dis", "farneback"], default="dis", help="flow method (default dis)")
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--examples", action="store_true", help="also write example GIFs (original | style A | style B) "
+                   "into a folder named after --out")
+    c.add_argument("--out", required=True, help="report JSON file")
+    c.add_argument("--quiet", action="store_true")
+    c.set_defaults(func=cmd_pairs_check)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="stlens", description="What do video networks encode, in space and time?")
     parser.add_argument("--version", action="version", version=f"stlens {__version__}")
@@ -138,6 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_layers)
 
     _add_stylize_parser(sub)
+    _add_pairs_parser(sub)
 
     p = sub.add_parser("demo", help="measure torchvision:r3d_18 on the built-in sample videos")
     p.add_argument("--out", default="runs/demo")

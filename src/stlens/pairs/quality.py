@@ -1,0 +1,146 @@
+"""``stlens pairs check``: does a pair maker keep the motion and change the appearance, as the measurement assumes?
+
+Per stylizer, on real clips:
+
+- ``flow_epe``: mean end-point error (px) between the optical flow of the original clip and of its stylized copy
+  (small = motion kept), next to ``flow_magnitude``, the mean flow magnitude of the original clip;
+- ``appearance_change``: ``colour`` = mean absolute RGB difference (0–255), ``structure`` = 1 − SSIM of the grey
+  frames (0 = same structure);
+- ``temporal_flicker``: warping error that the stylizer adds (grey levels): mean |S(t+1) − warp(S(t))| minus the same
+  for the original, warping with the original's backward flow;
+- for the frame-shuffle static pair, the mean fraction of frames moved.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from stlens.errors import StlensError
+from stlens.pairs.makers import frame_shuffle
+from stlens.pairs.stylizers import get_stylizer
+from stlens.video.flow import compute_flow, to_grey
+from stlens.video.io import read_clip_source
+from stlens.video.sampling import centre_crop, clip_indices
+from stlens.video.sources import VideoSource
+
+
+def end_point_error(flow_a: np.ndarray, flow_b: np.ndarray) -> float:
+    """Mean Euclidean distance between two flow fields (…, 2)."""
+    return float(np.linalg.norm(flow_a - flow_b, axis=-1).mean())
+
+
+def warp_back(frame: np.ndarray, backward_flow: np.ndarray) -> np.ndarray:
+    """Frame t sampled at x + flow(t+1 → t)(x): frame t brought to the pixel grid of frame t+1."""
+    h, w = backward_flow.shape[:2]
+    gx, gy = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+    return cv2.remap(frame, gx + backward_flow[..., 0], gy + backward_flow[..., 1], cv2.INTER_LINEAR,
+                     borderMode=cv2.BORDER_REPLICATE)
+
+
+def warping_error(grey: np.ndarray, backward: np.ndarray) -> float:
+    """Mean |frame(t+1) − warp(frame(t))| over a grey clip (T, H, W) float32, given backward flows (T−1, H, W, 2)."""
+    errors = [np.abs(grey[t + 1] - warp_back(grey[t], backward[t])).mean() for t in range(len(grey) - 1)]
+    return float(np.mean(errors))
+
+
+def structure_distance(a: np.ndarray, b: np.ndarray) -> float:
+    """1 − mean SSIM of the grey frames of two uint8 clips."""
+    from skimage.metrics import structural_similarity
+
+    ga, gb = to_grey(a), to_grey(b)
+    return float(1.0 - np.mean([structural_similarity(x, y, data_range=255) for x, y in zip(ga, gb, strict=True)]))
+
+
+def clip_metrics(clip: np.ndarray, styled: np.ndarray, flow: np.ndarray, backward: np.ndarray,
+                 method: str) -> dict[str, float]:
+    """The pair-quality numbers of one stylized clip against its original (flows of the original given)."""
+    styled_flow = compute_flow(styled, method)
+    base = warping_error(to_grey(clip).astype(np.float32), backward)
+    extra = warping_error(to_grey(styled).astype(np.float32), backward)
+    return {
+        "flow_epe": end_point_error(flow, styled_flow),
+        "flow_magnitude": float(np.linalg.norm(flow, axis=-1).mean()),
+        "colour": float(np.abs(clip.astype(np.float32) - styled.astype(np.float32)).mean()),
+        "structure": structure_distance(clip, styled),
+        "temporal_flicker": extra - base,
+    }
+
+
+def sample_clips(source: VideoSource, n: int, frames: int, stride: int, size: int, seed: int):
+    """Yield (video, uint8 clip) — ``n`` clips spread over the usable videos of ``source``."""
+    videos = list(source.videos)
+    per_video = max(1, math.ceil(n / max(1, len(videos))))
+    made = 0
+    for v, path in enumerate(videos):
+        try:
+            decoded = read_clip_source(path, short_side=size)
+        except StlensError:
+            continue
+        for i in range(per_video):
+            idx = clip_indices(len(decoded), frames, stride, np.random.default_rng((seed, v, i)))
+            if idx is None or made >= n:
+                break
+            made += 1
+            yield str(path), centre_crop(decoded[idx], size)
+    if made == 0:
+        raise StlensError(f"no usable clip of {frames} frames in {source.spec}")
+
+
+def check_pairs(source: VideoSource, stylizers: str, n: int = 8, frames: int = 16, stride: int = 2, size: int = 112,
+                flow_method: str = "dis", seed: int = 0, examples_dir: str | Path | None = None,
+                progress: bool = True) -> dict[str, Any]:
+    """Measure each stylizer (and the frame shuffle) on ``n`` real clips; return the report as a dict."""
+    from tqdm.auto import tqdm
+
+    chosen = get_stylizer(stylizers)
+    clips = list(sample_clips(source, n, frames, stride, size, seed))
+    per_stylizer: dict[str, list[dict[str, float]]] = {name: [] for name, _ in chosen}
+    moved = []
+    examples = Path(examples_dir) if examples_dir else None
+    for c, (_video, clip) in enumerate(tqdm(clips, desc="pairs check", unit="clip", disable=not progress or None)):
+        flow = compute_flow(clip, flow_method)
+        backward = compute_flow(clip[::-1].copy(), flow_method)[::-1]
+        rng = np.random.default_rng((seed, c))
+        for name, stylize in chosen:
+            first, second = stylize(clip, int(rng.integers(2**31))), stylize(clip, int(rng.integers(2**31)))
+            per_stylizer[name].append(clip_metrics(clip, first, flow, backward, flow_method))
+            if examples is not None and c < 2:
+                write_gif(examples / f"{name}_clip{c}.gif", np.concatenate([clip, first, second], axis=2))
+        order = frame_shuffle(np.arange(len(clip)), rng)
+        moved.append(float((order != np.arange(len(clip))).mean()))
+    report = {"data": source.spec, "clips": len(clips), "frames": frames, "size": size, "flow_method": flow_method,
+              "seed": seed, "stylizers": {}, "shuffle": {"fraction_of_frames_moved": float(np.mean(moved))}}
+    for name, rows in per_stylizer.items():
+        mean = {key: float(np.mean([r[key] for r in rows])) for key in rows[0]}
+        report["stylizers"][name] = {
+            "flow_epe": mean["flow_epe"], "flow_magnitude": mean["flow_magnitude"],
+            "appearance_change": {"colour": mean["colour"], "structure": mean["structure"]},
+            "temporal_flicker": mean["temporal_flicker"],
+        }
+    return report
+
+
+def write_gif(path: Path, frames: np.ndarray, fps: float = 8.0) -> None:
+    """An animated GIF of uint8 (T, H, W, 3) frames."""
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    images = [Image.fromarray(f) for f in frames]
+    images[0].save(path, save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0)
+
+
+def report_table(report: dict[str, Any]) -> str:
+    """A terminal table of a ``check_pairs`` report."""
+    head = f"{'stylizer':<12}{'flow EPE px':>12}{'|flow| px':>11}{'colour Δ':>10}{'1-SSIM':>8}{'flicker':>9}"
+    lines = [head, "-" * len(head)]
+    for name, r in report["stylizers"].items():
+        lines.append(f"{name:<12}{r['flow_epe']:>12.2f}{r['flow_magnitude']:>11.2f}"
+                     f"{r['appearance_change']['colour']:>10.1f}{r['appearance_change']['structure']:>8.2f}"
+                     f"{r['temporal_flicker']:>9.2f}")
+    lines.append(f"shuffle: {100 * report['shuffle']['fraction_of_frames_moved']:.0f}% of frames moved on average")
+    return "\n".join(lines)
