@@ -6,10 +6,12 @@ from stlens.errors import StlensError  # noqa: E402
 from stlens.measure import LayerResult, MeasureResult, PairedMoments, measure  # noqa: E402
 from stlens.models.registry import InputSpec, ModelHandle, load_model  # noqa: E402
 from stlens.models.taps import LayerTaps  # noqa: E402
-from stlens.pairs.makers import Pair, make_pairs  # noqa: E402
+from stlens.pairs.makers import Pair, VideoPairs, make_pairs  # noqa: E402
+from stlens.pairs.stylized import StylizedPairs  # noqa: E402
+from stlens.pairs.twostream import TwoStreamPairs  # noqa: E402
 from stlens.video.sources import open_data  # noqa: E402
 
 __all__ = [
     "InputSpec", "LayerResult", "LayerTaps", "MeasureResult", "ModelHandle", "Pair", "PairedMoments", "StlensError",
-    "__version__", "load_model", "make_pairs", "measure", "open_data",
+    "StylizedPairs", "TwoStreamPairs", "VideoPairs", "__version__", "load_model", "make_pairs", "measure", "open_data",
 ]

@@ -56,7 +56,8 @@ def cmd_measure(args: argparse.Namespace) -> int:
     result = stlens.measure(
         handle, pairs, args.layers, batch_size=args.batch_size, precision=args.precision, bootstrap=args.bootstrap,
         threshold=args.threshold, seed=args.seed, save_latents=args.save_latents, progress=not args.quiet,
-        meta={"data": args.data, "stylizer": args.stylizer},
+        meta={"data": args.data, "stylizer": "stylized folders" if source.styles else args.stylizer,
+              "flow": None if args.flow == "none" else args.flow},
     )
     config = {
         "command": "measure", "arguments": {k: v for k, v in vars(args).items() if k != "func"},
