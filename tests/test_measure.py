@@ -60,6 +60,7 @@ def test_bf16_runs_and_stays_close(sample_pairs):
         bf16 = stlens.measure(handle, sample_pairs, bootstrap=0, precision="bf16", progress=False)
     assert abs(fp32["stage"].score["dynamic"] - bf16["stage"].score["dynamic"]) < 0.05
     assert abs(fp32["stage"].score["static"] - bf16["stage"].score["static"]) < 0.05
+    assert handle.module.stem[0].weight.is_contiguous()  # the caller's model is given back in its layout
 
 
 def test_too_few_pairs_and_bad_options(sample_pairs):

@@ -82,8 +82,19 @@ def _forward_or_explain(handle: ModelHandle, module: nn.Module, inputs, precisio
         raise
     except Exception as exc:
         shapes = [tuple(x.shape) for x in inputs] if isinstance(inputs, tuple) else tuple(inputs.shape)
-        raise StlensError(f"{handle.spec} failed on an input of shape {shapes} "
-                          f"(input spec {handle.input}): {type(exc).__name__}: {exc}") from exc
+        spec = f" (input spec {handle.input})" if handle.spec_known else ""
+        raise StlensError(f"{handle.spec} failed on an input of shape {shapes}{spec}: "
+                          f"{type(exc).__name__}: {exc}") from exc
+
+
+@contextlib.contextmanager
+def _restore_layout(module: nn.Module, changed: bool):
+    """Give the caller's module back in the default memory layout after a channels_last_3d (bf16) run."""
+    try:
+        yield
+    finally:
+        if changed:
+            module.to(memory_format=torch.contiguous_format)
 
 
 def _progress(total: int | None, enabled: bool):
@@ -112,9 +123,9 @@ def measure(model: nn.Module | ModelHandle, pairs: Iterable, layers: str | list[
     if precision == "bf16":
         if not cpu_has_native_bf16():
             warnings.warn("this CPU has no native bf16 (AVX512_BF16/AMX): bf16 convolutions take a slow fallback "
-                          "path (measured ~380x slower than fp32 for r3d_18 on an AVX2-only CPU); prefer fp32",
+                          "path (measured 128-380x slower than fp32 for r3d_18 on an AVX2-only CPU); prefer fp32",
                           RuntimeWarning, stacklevel=2)
-        module = module.to(memory_format=torch.channels_last_3d)
+        module.to(memory_format=torch.channels_last_3d)
     moments: dict[str, PairedMoments] = {}
     kept: dict[str, list[np.ndarray]] = {}
     factors: list[int] = []
@@ -122,7 +133,8 @@ def measure(model: nn.Module | ModelHandle, pairs: Iterable, layers: str | list[
     interrupted = False
     start = time.perf_counter()
     total = len(pairs) if hasattr(pairs, "__len__") else None
-    with LayerTaps(module, handle.layers(layers), layout=handle.layout) as taps, _progress(total, progress) as bar:
+    with (LayerTaps(module, handle.layers(layers), layout=handle.layout) as taps, _progress(total, progress) as bar,
+          _restore_layout(module, precision == "bf16")):
         try:
             for batch in batches(pairs, batch_size):
                 n = len(batch)
@@ -158,8 +170,8 @@ def measure(model: nn.Module | ModelHandle, pairs: Iterable, layers: str | list[
     if counts.min() < min_pairs:
         raise StlensError(f"only {counts[0]} dynamic and {counts[1]} static pairs; at least {min_pairs} per factor "
                           f"are needed (use more --pairs or more videos)")
-    elapsed = time.perf_counter() - start
     layers_out = [estimate_layer(name, m, threshold) for name, m in moments.items()]
+    elapsed = time.perf_counter() - start
     info = {
         "stlens_version": __version__, "model": handle.spec, "weights": handle.weights,
         "data": getattr(pairs, "source", None) and pairs.source.spec, "seed": seed, "threshold": threshold,

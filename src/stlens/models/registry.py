@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -57,7 +57,7 @@ class ModelHandle:
     default_layers: list[str]
     weights: str | None = None
     layout: Layout = channels_first
-    notes: list[str] = field(default_factory=list)
+    spec_known: bool = True  # False for a bare module wrapped by ``as_handle`` (its InputSpec is a placeholder)
 
     def layers(self, request: str | list[str] | None) -> list[str]:
         """Resolve ``default``, ``all``, a comma-separated string or a list into layer names."""
@@ -195,4 +195,5 @@ def as_handle(model: nn.Module | ModelHandle) -> ModelHandle:
         return model
     if not isinstance(model, nn.Module):
         raise StlensError(f"expected an nn.Module or ModelHandle, got {type(model).__name__}")
-    return ModelHandle(model, type(model).__name__, InputSpec(), [n for n, _ in model.named_children()])
+    return ModelHandle(model, type(model).__name__, InputSpec(), [n for n, _ in model.named_children()],
+                       spec_known=False)
