@@ -130,9 +130,11 @@ def test_cli_measure_with_flow(small_video, tmp_path):
     out = tmp_path / "run"
     code = main(["measure", "--model", "module:test_twostream:two_stream_net", "--flow", "dis", "--frames", "4",
                  "--size", "32", "--pairs", "8", "--bootstrap", "10", "--quiet", "--data", str(small_video),
-                 "--out", str(out)])
+                 "--flow-cache", str(tmp_path / "cache"), "--out", str(out)])
     assert code == 0
+    assert list((tmp_path / "cache").rglob("*.npz")), "flow was cached on disk"
     result = json.loads((out / "result.json").read_text())
     assert [layer["layer"] for layer in result["layers"]] == ["rgb_stream", "flow_stream", "fusion", "head"]
     assert result["pairs"] == {"dynamic": 8, "static": 8}
     assert json.loads((out / "config.json").read_text())["arguments"]["flow"] == "dis"
+    assert result["flow"] == "dis"

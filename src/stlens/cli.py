@@ -30,6 +30,7 @@ def _add_measure_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--stylizer", default="palette", help="appearance stylizer(s) for the pairs, NAME[,NAME...]")
     p.add_argument("--flow", choices=["none", "tvl1", "dis", "farneback"], default="none",
                    help="two-stream model: (rgb, flow) pairs with flow from this method (default none: RGB pairs)")
+    p.add_argument("--flow-cache", default=None, help="folder to cache optical flow in (reused across runs)")
     p.add_argument("--batch-size", type=int, default=4, help="pairs per forward pass (2× videos)")
     p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
     p.add_argument("--bootstrap", type=int, default=200, help="Poisson bootstrap replicates (0 = no CIs)")
@@ -49,7 +50,8 @@ def cmd_measure(args: argparse.Namespace) -> int:
     if args.flow != "none":
         from stlens.pairs.twostream import TwoStreamPairs
 
-        pairs = TwoStreamPairs(source, handle.input, args.pairs, args.stylizer, args.seed, flow_method=args.flow)
+        pairs = TwoStreamPairs(source, handle.input, args.pairs, args.stylizer, args.seed, flow_method=args.flow,
+                               cache=args.flow_cache)
     else:
         pairs = stlens.make_pairs(source, handle.input, args.pairs, stylizer=args.stylizer, seed=args.seed)
     started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
