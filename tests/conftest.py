@@ -72,3 +72,21 @@ def small_video(tmp_path_factory) -> Path:
         for packet in stream.encode():
             container.mux(packet)
     return path
+
+
+class TinyClassifier(nn.Module):
+    """A 3-D conv classifier with BatchNorm (its running statistics must survive a checkpoint round trip)."""
+
+    def __init__(self, classes: int = 8):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv3d(3, 8, 3, padding=1), nn.BatchNorm3d(8), nn.ReLU())
+        self.stage = nn.Sequential(nn.Conv3d(8, 12, 3, stride=(1, 2, 2), padding=1), nn.ReLU())
+        self.head = nn.Linear(12, classes)
+        self.stlens_config = {"name": "tiny_classifier", "options": {"classes": classes}}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.stage(self.stem(x)).mean(dim=(2, 3, 4)))
+
+
+def tiny_classifier() -> nn.Module:
+    return TinyClassifier()

@@ -16,20 +16,25 @@ from stlens.errors import StlensError
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, help="torchvision:<builder> or module:<pkg.mod>:<callable>")
-    p.add_argument("--weights", default=None, help="a .safetensors/.pt file or a torchvision weights name")
+    p.add_argument("--model", required=True, help="torchvision:<builder>, stlens:<zoo name> or "
+                   "module:<pkg.mod>:<callable>")
+    p.add_argument("--weights", default=None, help="a .safetensors/.pt file, bundled:<name> or a torchvision "
+                   "weights name")
     p.add_argument("--frames", type=int, default=None, help="frames per clip (default: the model family's)")
     p.add_argument("--size", type=int, default=None, help="crop size in pixels (default: the model family's)")
 
 
 def _add_measure_args(p: argparse.ArgumentParser) -> None:
     _add_model_args(p)
-    p.add_argument("--data", required=True, help="a folder of videos / frame folders, a video file, or sample:")
+    p.add_argument("--data", required=True, help="a folder of videos / frame folders, a video file, an annotation "
+                   "file, stylized:ROOT, sample: or synth:WORLD[?options]")
     p.add_argument("--layers", default="default", help="L1,L2 | default | all (dotted named_modules paths)")
     p.add_argument("--pairs", type=int, default=64, help="pairs per factor (default 64)")
-    p.add_argument("--stylizer", default="palette", help="appearance stylizer(s) for the pairs, NAME[,NAME...]")
-    p.add_argument("--flow", choices=["none", "tvl1", "dis", "farneback"], default="none",
-                   help="two-stream model: (rgb, flow) pairs with flow from this method (default none: RGB pairs)")
+    p.add_argument("--stylizer", default=None, help="appearance stylizer(s) for the pairs, NAME[,NAME...] (default "
+                   "palette; on synth: worlds rerender, the same motion drawn with other textures)")
+    p.add_argument("--flow", choices=["auto", "none", "tvl1", "dis", "farneback"], default="auto",
+                   help="(rgb, flow) pairs for two-stream models, flow from this method; auto: tvl1 for models whose "
+                   "forward takes two inputs (ground-truth flow on synth: worlds), none otherwise")
     p.add_argument("--flow-cache", default=None, help="folder to cache optical flow in (reused across runs)")
     p.add_argument("--batch-size", type=int, default=4, help="pairs per forward pass (2× videos)")
     p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
@@ -47,19 +52,14 @@ def cmd_measure(args: argparse.Namespace) -> int:
     torch.manual_seed(args.seed)
     handle = stlens.load_model(args.model, args.weights, frames=args.frames, size=args.size)
     source = stlens.open_data(args.data)
-    if args.flow != "none":
-        from stlens.pairs.twostream import TwoStreamPairs
-
-        pairs = TwoStreamPairs(source, handle.input, args.pairs, args.stylizer, args.seed, flow_method=args.flow,
-                               cache=args.flow_cache)
-    else:
-        pairs = stlens.make_pairs(source, handle.input, args.pairs, stylizer=args.stylizer, seed=args.seed)
+    pairs = stlens.make_pairs(source, handle.input, args.pairs, stylizer=args.stylizer, seed=args.seed,
+                              flow=_flow_method(args.flow, handle), flow_cache=args.flow_cache)
     started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     result = stlens.measure(
         handle, pairs, args.layers, batch_size=args.batch_size, precision=args.precision, bootstrap=args.bootstrap,
         threshold=args.threshold, seed=args.seed, save_latents=args.save_latents, progress=not args.quiet,
-        meta={"data": args.data, "stylizer": "stylized folders" if source.styles else args.stylizer,
-              "flow": None if args.flow == "none" else args.flow},
+        meta={"data": args.data, "stylizer": "stylized folders" if source.styles else pairs.stylizer,
+              "flow": getattr(pairs, "flow_method", None)},
     )
     config = {
         "command": "measure", "arguments": {k: v for k, v in vars(args).items() if k != "func"},
@@ -78,6 +78,14 @@ def cmd_measure(args: argparse.Namespace) -> int:
     return 0
 
 
+def _flow_method(choice: str, handle) -> str | None:
+    from stlens.train.trainer import takes_two_inputs
+
+    if choice == "auto":
+        return "tvl1" if takes_two_inputs(handle.module) else None
+    return None if choice == "none" else choice
+
+
 def cmd_layers(args: argparse.Namespace) -> int:
     import stlens
     from stlens.models.inspect import describe_layers
@@ -94,6 +102,40 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print("(random-init weights: no pretrained video weights can be downloaded here; pass --weights to measure yours)",
           flush=True)
     return main(argv)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from stlens.train import TrainConfig, train
+
+    config = TrainConfig(model=args.model, data=args.data, steps=args.steps, out=args.out, weights=args.weights,
+                         test_data=None if args.test_data == "none" else args.test_data,
+                         checkpoint_every=args.checkpoint_every, batch_size=args.batch_size, lr=args.lr,
+                         seed=args.seed, eval_clips=args.eval_clips, augment=args.augment, frames=args.frames,
+                         size=args.size)
+    metrics = train(config, progress=not args.quiet)
+    if not args.quiet:
+        shown = ", ".join(f"{k} {v:.3f}" for k, v in metrics.items() if isinstance(v, float))
+        print(f"step {metrics.get('step')}: {shown} → {args.out}")
+    return 0
+
+
+def _add_train_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train a model on labelled clips (synth: worlds or annotation files)")
+    _add_model_args(p)
+    p.add_argument("--data", required=True, help="synth:WORLD[?options] or a labelled source (annotation file)")
+    p.add_argument("--test-data", default="auto", help="held-out data (default auto: a synth world's test split; "
+                   "none: no test accuracy)")
+    p.add_argument("--steps", type=int, required=True, help="optimizer steps")
+    p.add_argument("--checkpoint-every", type=int, default=0, help="also save step 0 and every K steps (default 0: "
+                   "the final step only)")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--lr", type=float, default=2e-3, help="AdamW peak learning rate (warm-up, cosine decay)")
+    p.add_argument("--eval-clips", type=int, default=256, help="clips for train/test accuracy at each checkpoint")
+    p.add_argument("--augment", action="store_true", help="random crops (video sources; default off)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="run folder (resumes from its last checkpoint)")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_train)
 
 
 def cmd_stylize(args: argparse.Namespace) -> int:
@@ -175,6 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=int, default=None)
     p.set_defaults(func=cmd_layers)
 
+    _add_train_parser(sub)
     _add_stylize_parser(sub)
     _add_pairs_parser(sub)
 

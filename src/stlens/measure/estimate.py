@@ -166,12 +166,16 @@ def layer_statistics(dynamic: FactorSums, static: FactorSums, threshold: float =
     )
 
 
-def percentile_interval(values: np.ndarray, level: float = 95.0) -> tuple[float, float] | None:
-    """Central percentile interval of finite bootstrap values, or None when there are none."""
+def percentile_interval(values: np.ndarray, level: float = 95.0, discrete: bool = False) -> tuple[float, float] | None:
+    """Central percentile interval of finite bootstrap values, or None when there are none. ``discrete``: the ends
+    are values that occur (lower end rounded down, upper end up), for counts such as dims, so that the interval is
+    made of reachable values and never falls between two of them."""
     v = np.asarray(values, dtype=np.float64)
     v = v[np.isfinite(v)]
     if v.size == 0:
         return None
     tail = (100.0 - level) / 2.0
+    if discrete:
+        return float(np.percentile(v, tail, method="lower")), float(np.percentile(v, 100.0 - tail, method="higher"))
     lo, hi = np.percentile(v, [tail, 100.0 - tail])
     return float(lo), float(hi)

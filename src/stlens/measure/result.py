@@ -49,6 +49,17 @@ def _interval(values: np.ndarray) -> list[float] | None:
     return None if found is None else [round(found[0], 4), round(found[1], 4)]
 
 
+def _dims_interval(dims: np.ndarray, channels: int) -> list[float] | None:
+    """The CI of a percentage, from the bootstrap dims, rounded exactly like the point percentage."""
+    found = percentile_interval(dims, discrete=True)
+    return None if found is None else [percent(int(found[0]), channels), percent(int(found[1]), channels)]
+
+
+def _count_interval(counts: np.ndarray) -> list[float] | None:
+    found = percentile_interval(counts, discrete=True)
+    return None if found is None else [found[0], found[1]]
+
+
 def estimate_layer(name: str, moments: PairedMoments, threshold: float) -> LayerResult:
     """Point estimate and bootstrap intervals for one latent from its streamed moments."""
     point = layer_statistics(moments.factor_sums(0), moments.factor_sums(1), threshold)
@@ -62,10 +73,10 @@ def estimate_layer(name: str, moments: PairedMoments, threshold: float) -> Layer
         boot = layer_statistics(moments.replicate_sums(0), moments.replicate_sums(1), threshold)
         valid = boot.valid
         for i, key in enumerate(FIELDS):
-            ci95[key] = _interval(100.0 * boot.dims[valid, i] / c)
+            ci95[key] = _dims_interval(boot.dims[valid, i], c)
         boot_counts = boot.class_counts()[valid]
         for i, key in enumerate(CLASSES):
-            units_ci95[key] = _interval(boot_counts[:, i])
+            units_ci95[key] = _count_interval(boot_counts[:, i])
         bias_ci = _interval(boot.bias[valid])
     return LayerResult(
         layer=name,

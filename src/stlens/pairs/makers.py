@@ -123,10 +123,29 @@ class VideoPairs:
             log.warning("only %d of %d pairs per factor could be made", self.pairs - remaining, self.pairs)
 
 
-def make_pairs(source: VideoSource, spec: InputSpec, pairs: int, stylizer: str = "palette",
-               seed: int = 0) -> VideoPairs:
+def make_pairs(source: VideoSource, spec: InputSpec, pairs: int, stylizer: str | None = None,
+               seed: int = 0, flow: str | None = None, flow_cache=None) -> VideoPairs:
     """Pairs for ``stlens.measure`` from a video source (see ``VideoPairs``); from a ``stylized:ROOT`` source the
-    styles on disk make the pairs (see ``StylizedPairs``; ``stylizer`` is then unused)."""
+    styles on disk make the pairs (see ``StylizedPairs``; ``stylizer`` is then unused); from a ``synth:`` source
+    (``SynthDataset``) see ``stlens.synth.SynthPairs``. ``stylizer`` None: ``palette`` for videos, ``rerender`` (the
+    clip rendered with new textures) for synthetic clips.
+
+    ``flow`` (``tvl1``, ``dis``, ``farneback``): two-stream ``(rgb, flow)`` pairs (see ``TwoStreamPairs``; on synth
+    sources the ground-truth flow is used whatever the method), cached in ``flow_cache`` when given."""
+    from stlens.synth.dataset import SynthDataset  # synth: pairs (lazy: stlens.synth imports this module)
+
+    if isinstance(source, SynthDataset):
+        from stlens.synth.pairs import SynthPairs
+
+        return SynthPairs(source, spec, pairs, "rerender" if stylizer is None else stylizer, seed,
+                          flow=flow is not None)
+    stylizer = "palette" if stylizer is None else stylizer
+    if flow is not None:
+        if source.styles:
+            raise StlensError("two-stream pairs from stylized: folders are not supported; use the videos themselves")
+        from stlens.pairs.twostream import TwoStreamPairs
+
+        return TwoStreamPairs(source, spec, pairs, stylizer, seed, flow_method=flow, cache=flow_cache)
     if source.styles:
         from stlens.pairs.stylized import StylizedPairs
 

@@ -73,10 +73,15 @@ def open_stylized(spec: str) -> VideoSource:
 
 
 def open_data(spec: str | Path) -> VideoSource:
-    """Open a data source: ``sample:``, ``stylized:ROOT``, a folder, a single video file or an annotation file."""
+    """Open a data source: ``sample:``, ``stylized:ROOT``, a folder, a single video file, an annotation file or
+    ``synth:<world>?...`` (a ``stlens.synth.SynthDataset``, which reads like a ``VideoSource``)."""
     from stlens.video.annotations import is_annotation, open_annotation
 
     spec = str(spec)
+    if spec.startswith("synth:"):  # procedural clips with ground truth (stlens.synth)
+        from stlens.synth import open_synth
+
+        return open_synth(spec)
     if spec.startswith("sample:"):
         return VideoSource(spec, tuple(sample_videos()))
     if spec.startswith("stylized:"):

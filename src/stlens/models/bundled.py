@@ -1,0 +1,48 @@
+"""Checkpoints shipped inside the package (``--weights bundled:<name>``): ``stlens/bundled/<name>.safetensors`` with
+``<name>.json`` (the model spec, the training run's config and the accuracies it reached). ``make checkpoints``
+regenerates them (``benchmarks/make_checkpoints.py``)."""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from stlens.errors import StlensError
+
+PREFIX = "bundled:"
+
+
+def bundled_dir() -> Path:
+    return Path(str(resources.files("stlens") / "bundled"))
+
+
+def list_bundled() -> list[str]:
+    folder = bundled_dir()
+    if not folder.is_dir():
+        return []
+    return sorted(p.stem for p in folder.glob("*.safetensors") if p.with_suffix(".json").is_file())
+
+
+def bundled_info(name: str) -> dict[str, Any]:
+    """The JSON record of a bundled checkpoint (model spec, training config, accuracies)."""
+    path = bundled_path(name).with_suffix(".json")
+    return json.loads(path.read_text())
+
+
+def bundled_path(name: str) -> Path:
+    """The weights file of ``bundled:<name>`` (or of ``<name>``); an unknown name lists the bundled ones."""
+    name = name.removeprefix(PREFIX)
+    path = bundled_dir() / f"{name}.safetensors"
+    if not path.is_file() or not path.with_suffix(".json").is_file():
+        known = ", ".join(list_bundled()) or "none (run make checkpoints)"
+        raise StlensError(f"unknown bundled checkpoint '{name}'; bundled: {known}")
+    return path
+
+
+def check_bundled_fits(name: str, spec: str) -> None:
+    """A bundled checkpoint belongs to one zoo model: refuse it for another spec with a clear message."""
+    expected = bundled_info(name)["model"]
+    if spec.partition("?")[0] != expected.partition("?")[0]:
+        raise StlensError(f"bundled:{name.removeprefix(PREFIX)} holds weights for {expected}, not {spec}")

@@ -1,0 +1,12 @@
+"""Procedural videos with ground truth: textured objects moving over textured backgrounds, with per-pixel object
+masks, ground-truth optical flow and full metadata; classes defined by motion, by appearance, by both (confounded)
+or by motion alone with the object camouflaged. Open with ``open_synth("synth:motion?n=200")`` or
+``stlens.open_data``; pairs for ``stlens.measure`` with ``SynthPairs`` or ``stlens.make_pairs``."""
+
+from stlens.synth.dataset import OPTIONS, SynthClip, SynthDataset, open_synth
+from stlens.synth.pairs import SynthPairs
+from stlens.synth.textures import FAMILIES, TextureBank, texture_bank
+from stlens.synth.worlds import DIRECTIONS, NUM_CLASSES, WORLDS
+
+__all__ = ["DIRECTIONS", "FAMILIES", "NUM_CLASSES", "OPTIONS", "WORLDS", "SynthClip", "SynthDataset", "SynthPairs",
+           "TextureBank", "open_synth", "texture_bank"]

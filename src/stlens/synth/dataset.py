@@ -1,0 +1,232 @@
+"""``synth:<world>?n=..&frames=..&size=..&seed=..&split=..&speed=lo-hi``: procedural clips with ground truth.
+
+A ``SynthDataset`` renders clip i on demand from its own seeded generator (see ``worlds``), so clips are identical on
+every access and in any order, and nothing is stored. It quacks like ``stlens.video.sources.VideoSource`` where code
+reads ``spec``, ``videos``, ``labels``, ``segments``, ``missing`` and ``styles``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any, ClassVar
+
+import numpy as np
+
+from stlens.errors import StlensError
+from stlens.synth import worlds
+from stlens.synth.render import flow_from_masks, render_clip, shape_mask
+from stlens.synth.textures import texture_bank
+from stlens.synth.worlds import DEFAULT_SPEED, NUM_CLASSES, SPLITS, WORLDS, Appearance, ClipPlan
+
+OPTIONS = ("n", "frames", "size", "seed", "split", "speed")
+DEFAULT_N = {"train": 2000, "test": 400}
+
+
+@dataclass(frozen=True, eq=False)
+class SynthClip:
+    """One rendered clip: ``frames`` uint8 (T, H, W, 3), ``masks`` bool (T, H, W) (the object's visible pixels),
+    ``label``, ``meta`` (JSON-serialisable: class, direction, speed, velocity, shape, box, start and per-frame
+    positions, texture ids/names/offsets) and ``positions`` (T, 2) int, the (x, y) of the object's box per frame.
+
+    The ground-truth optical flow is computed on request by ``flow()`` (it is larger than the clip itself).
+    """
+
+    frames: np.ndarray
+    masks: np.ndarray
+    label: int
+    meta: dict[str, Any]
+    positions: np.ndarray
+
+    def flow(self) -> np.ndarray:
+        """float32 (T-1, H, W, 2) in px, (u, v) = (rightwards, downwards), field t moving frame t onto t + 1: the
+        object's displacement on the object's pixels of frame t, zero elsewhere (the background does not move)."""
+        return flow_from_masks(self.masks, self.positions)
+
+
+def _parse_int(name: str, value: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise StlensError(f"synth option {name} must be an integer, got '{value}'") from None
+
+
+def _parse_speed(value: str) -> tuple[float, float]:
+    lo, sep, hi = value.partition("-")
+    try:
+        speed = (float(lo), float(hi if sep else lo))
+    except ValueError:
+        raise StlensError(f"synth option speed must be LO-HI or V in px/frame (e.g. speed=1.5-3), got '{value}'") \
+            from None
+    return speed
+
+
+@dataclass(frozen=True, eq=False)
+class SynthDataset:
+    """Procedural clips of a textured object moving over a textured background (see ``WORLDS`` for the worlds).
+
+    ``n`` clips (default 2000 for train, 400 for test) of ``frames`` frames at ``size``×``size`` px; ``speed`` is the
+    (lo, hi) range in px/frame (default 1.5-3 px/frame at 64 px, scaled with size). Objects start where their whole
+    trajectory stays inside the frame (no wrapping, no bouncing: one direction per clip). ``ds[i]`` renders clip i.
+    """
+
+    world: str = "motion"
+    n: int | None = None
+    frames: int = 16
+    size: int = 64
+    seed: int = 0
+    split: str = "train"
+    speed: tuple[float, float] | None = None
+    spec: str = ""
+
+    num_classes: ClassVar[int] = NUM_CLASSES
+    missing: ClassVar[tuple] = ()  # VideoSource's fields that synthetic data never has
+    segments: ClassVar[tuple] = ()
+    styles: ClassVar[tuple] = ()
+
+    def __post_init__(self) -> None:
+        if self.world not in WORLDS:
+            raise StlensError(f"unknown synthetic world '{self.world}'; choices: {', '.join(WORLDS)}")
+        if self.split not in SPLITS:
+            raise StlensError(f"synth option split must be one of {', '.join(SPLITS)}, got '{self.split}'")
+        n = DEFAULT_N[self.split] if self.n is None else self.n
+        speed = self.speed if self.speed is not None else tuple(s * self.size / 64 for s in DEFAULT_SPEED)
+        checks = [(n >= 1, f"n must be ≥ 1, got {n}"), (self.frames >= 2, f"frames must be ≥ 2, got {self.frames}"),
+                  (self.size >= 16, f"size must be ≥ 16, got {self.size}"),
+                  (self.seed >= 0, f"seed must be ≥ 0, got {self.seed}"),
+                  (0 <= speed[0] <= speed[1], f"speed must be 0 ≤ lo ≤ hi px/frame, got {speed[0]}-{speed[1]}")]
+        for ok, message in checks:
+            if not ok:
+                raise StlensError(f"synth option {message}")
+        object.__setattr__(self, "n", int(n))
+        object.__setattr__(self, "speed", (float(speed[0]), float(speed[1])))
+        if not self.spec:
+            object.__setattr__(self, "spec", self.canonical_spec)
+
+    @property
+    def canonical_spec(self) -> str:
+        """The spec with every option spelled out."""
+        lo, hi = self.speed
+        return (f"synth:{self.world}?n={self.n}&frames={self.frames}&size={self.size}&seed={self.seed}"
+                f"&split={self.split}&speed={lo:g}-{hi:g}")
+
+    def __len__(self) -> int:
+        return self.n
+
+    @cached_property
+    def videos(self) -> tuple[str, ...]:
+        """Clip names ``synth:<world>/<split>/<index>``."""
+        return tuple(self.name(i) for i in range(self.n))
+
+    @cached_property
+    def labels(self) -> tuple[int, ...]:
+        """The label of every clip (drawn first from each clip's generator: nothing is rendered)."""
+        return tuple(worlds.draw_label(worlds.clip_rng(self.seed, self.split, i)) for i in range(self.n))
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        """Class names: compass directions, or appearance families for the ``appearance`` world."""
+        return worlds.class_names(self.world)
+
+    def name(self, index: int) -> str:
+        return f"synth:{self.world}/{self.split}/{index:06d}"
+
+    def _index(self, index: int) -> int:
+        index = int(index)
+        if index < 0:
+            index += self.n
+        if not 0 <= index < self.n:
+            raise IndexError(f"clip {index} out of range for {self.n} clips")
+        return index
+
+    def _plan(self, index: int) -> tuple[ClipPlan, np.random.Generator]:
+        rng = worlds.clip_rng(self.seed, self.split, index)
+        return worlds.plan_clip(rng, self.world, self.split, self.frames, self.size, self.speed), rng
+
+    def _appearance(self, plan: ClipPlan, rng: np.random.Generator, own: bool) -> Appearance:
+        family = plan.appearance_class if own else None
+        return worlds.draw_appearance(rng, texture_bank(self.size), plan, self.size, self.world == "camouflage", family)
+
+    def _meta(self, index: int, plan: ClipPlan, look: Appearance, appearance_seed: int | None) -> dict[str, Any]:
+        bank = texture_bank(self.size)
+        family = look.object_texture if look.object_texture in bank.families else None
+        return {
+            "name": self.name(index), "world": self.world, "split": self.split, "index": index, "seed": self.seed,
+            "frames": self.frames, "size": self.size, "label": plan.label, "class_name": self.classes[plan.label],
+            "motion_class": plan.motion_class, "object_family": family,
+            "direction_deg": plan.direction_deg, "speed": plan.speed, "velocity": list(plan.velocity),
+            "shape": plan.shape, "box": list(plan.box), "start": [int(v) for v in plan.positions[0]],
+            "positions": plan.positions.tolist(),
+            "object_texture": look.object_texture, "object_texture_name": bank.names[look.object_texture],
+            "object_offset": list(look.object_offset),
+            "background_texture": look.background_texture,
+            "background_texture_name": bank.names[look.background_texture],
+            "background_offset": list(look.background_offset), "appearance_seed": appearance_seed,
+        }
+
+    def _render(self, index: int, plan: ClipPlan, look: Appearance, appearance_seed: int | None) -> SynthClip:
+        images = texture_bank(self.size).images
+        (height, width), (oy, ox), (by, bx) = plan.box, look.object_offset, look.background_offset
+        background = images[look.background_texture, by:by + self.size, bx:bx + self.size]
+        sprite = images[look.object_texture, oy:oy + height, ox:ox + width]
+        frames, masks = render_clip(background, sprite, shape_mask(plan.shape, height, width), plan.positions,
+                                    self.frames)
+        return SynthClip(frames, masks, plan.label, self._meta(index, plan, look, appearance_seed), plan.positions)
+
+    def __getitem__(self, index: int) -> SynthClip:
+        index = self._index(index)
+        plan, rng = self._plan(index)
+        return self._render(index, plan, self._appearance(plan, rng, own=True), None)
+
+    def describe(self, index: int) -> dict[str, Any]:
+        """Clip ``index``'s ``meta`` without rendering it."""
+        index = self._index(index)
+        plan, rng = self._plan(index)
+        return self._meta(index, plan, self._appearance(plan, rng, own=True), None)
+
+    def rerender(self, index: int, appearance_seed: int) -> SynthClip:
+        """Clip ``index`` with the same label, motion, shape, box and trajectory (so the same masks and flow) but
+        object and background textures drawn afresh from ``appearance_seed`` (any texture of the bank for the
+        object, whatever the world; camouflage keeps object texture = background texture)."""
+        index = self._index(index)
+        plan, _ = self._plan(index)
+        rng = worlds.rerender_rng(self.seed, self.split, index, int(appearance_seed))
+        return self._render(index, plan, self._appearance(plan, rng, own=False), int(appearance_seed))
+
+    def batch(self, indices) -> tuple[np.ndarray, np.ndarray]:
+        """Clips ``indices`` stacked: frames uint8 (B, T, H, W, 3) and labels int64 (B,)."""
+        indices = list(indices)
+        x = np.empty((len(indices), self.frames, self.size, self.size, 3), np.uint8)
+        y = np.empty(len(indices), np.int64)
+        for k, i in enumerate(indices):
+            clip = self[i]
+            x[k], y[k] = clip.frames, clip.label
+        return x, y
+
+
+def open_synth(spec: str) -> SynthDataset:
+    """``synth:<world>[?option=value&...]`` → a ``SynthDataset``. Worlds: see ``WORLDS``; options: ``n``,
+    ``frames``, ``size``, ``seed``, ``split`` (train|test), ``speed`` (LO-HI px/frame)."""
+    spec = str(spec)
+    if not spec.startswith("synth:"):
+        raise StlensError(f"not a synth spec: {spec} (expected synth:<world>?n=...)")
+    world, _, query = spec.removeprefix("synth:").partition("?")
+    if world not in WORLDS:
+        raise StlensError(f"unknown synthetic world '{world}' in {spec}; choices: {', '.join(WORLDS)}")
+    options: dict[str, Any] = {}
+    for item in filter(None, query.split("&")):
+        key, sep, value = item.partition("=")
+        if key not in OPTIONS:
+            raise StlensError(f"unknown synth option '{key}' in {spec}; valid options: {', '.join(OPTIONS)}")
+        if not sep:
+            raise StlensError(f"synth option {key} needs a value ({key}=...) in {spec}")
+        if key in options:
+            raise StlensError(f"synth option {key} given twice in {spec}")
+        if key == "split":
+            options[key] = value
+        elif key == "speed":
+            options[key] = _parse_speed(value)
+        else:
+            options[key] = _parse_int(key, value)
+    return SynthDataset(world=world, spec=spec, **options)
+

@@ -1,0 +1,90 @@
+"""Rendering a synthetic clip: a textured sprite pasted over a static textured background along an integer
+trajectory, with the per-pixel object masks and the ground-truth optical flow.
+
+Positions are integers: the object's top-left corner at frame t is ``start + round(t · velocity)`` (cumulative
+rounding, so a fractional speed is kept on average and the position never drifts). The object's texture moves with
+the object; the background never moves. All frames are pasted at once with fancy indexing.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+
+SHAPES = ("square", "disc", "triangle", "diamond", "cross")
+"""Object shapes; each is drawn inside an h×w box (h and w drawn independently, so discs may be ellipses)."""
+
+
+@lru_cache(maxsize=1024)
+def shape_mask(shape: str, height: int, width: int) -> np.ndarray:
+    """The bool (height, width) mask of ``shape`` filling its box (read-only, cached)."""
+    ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
+    y = (ys + 0.5) / height * 2 - 1  # pixel centres in [-1, 1]
+    x = (xs + 0.5) / width * 2 - 1
+    if shape == "square":
+        mask = np.ones((height, width), bool)
+    elif shape == "disc":
+        mask = x**2 + y**2 <= 1.0
+    elif shape == "triangle":  # apex up, base at the bottom
+        mask = np.abs(x) <= (y + 1) / 2
+    elif shape == "diamond":
+        mask = np.abs(x) + np.abs(y) <= 1.0
+    elif shape == "cross":
+        mask = (np.abs(x) <= 0.34) | (np.abs(y) <= 0.34)
+    else:
+        raise ValueError(f"unknown shape {shape!r}; choices: {', '.join(SHAPES)}")
+    mask.setflags(write=False)
+    return mask
+
+
+def displacements(velocity: tuple[float, float], frames: int) -> np.ndarray:
+    """Integer offsets (T, 2) as (x, y) of the object at frame t from frame 0: ``round(t · velocity)``."""
+    t = np.arange(frames, dtype=np.float64)[:, None]
+    return np.round(t * np.asarray(velocity, np.float64)[None, :]).astype(np.int64)
+
+
+def place(offsets: np.ndarray, extent: int, frame: int, rng: np.random.Generator) -> int:
+    """The start coordinate along one axis: uniform among those that keep the object (``extent`` px) inside the
+    frame (``frame`` px) on every frame; when none does (too fast, too long), the trajectory is centred and the
+    object leaves the frame partly at both ends (its mask then covers only the visible part)."""
+    lo, hi = -int(offsets.min()), frame - extent - int(offsets.max())
+    if lo <= hi:
+        return int(rng.integers(lo, hi + 1))
+    return (lo + hi) // 2
+
+
+def render_clip(background: np.ndarray, sprite: np.ndarray, mask: np.ndarray, positions: np.ndarray,
+                frames: int) -> tuple[np.ndarray, np.ndarray]:
+    """Frames uint8 (T, H, W, 3) and masks bool (T, H, W).
+
+    ``background`` (H, W, 3) is the static background, ``sprite`` (h, w, 3) the object's texture, ``mask`` (h, w)
+    its shape, ``positions`` (T, 2) the (x, y) of the sprite's top-left corner per frame (may lie partly outside).
+    """
+    height, width = background.shape[:2]
+    video = np.empty((frames, height, width, 3), np.uint8)
+    video[:] = background
+    masks = np.zeros((frames, height, width), bool)
+    sy, sx = np.nonzero(mask)
+    t = np.repeat(np.arange(frames), len(sy))
+    ys = np.tile(sy, frames) + np.repeat(positions[:, 1], len(sy))
+    xs = np.tile(sx, frames) + np.repeat(positions[:, 0], len(sx))
+    colours = sprite[sy, sx]
+    inside = (ys >= 0) & (ys < height) & (xs >= 0) & (xs < width)
+    if inside.all():
+        video[t, ys, xs] = np.tile(colours, (frames, 1))
+        masks[t, ys, xs] = True
+    else:
+        video[t[inside], ys[inside], xs[inside]] = np.tile(colours, (frames, 1))[inside]
+        masks[t[inside], ys[inside], xs[inside]] = True
+    return video, masks
+
+
+def flow_from_masks(masks: np.ndarray, positions: np.ndarray) -> np.ndarray:
+    """Ground-truth flow float32 (T-1, H, W, 2) in px, (u, v) = (x, y): on the object's pixels of frame t the
+    displacement of the object from frame t to t + 1, zero elsewhere (the background is static)."""
+    steps = np.diff(np.asarray(positions, np.float32), axis=0)  # (T-1, 2)
+    flow = np.zeros((*masks[:-1].shape, 2), np.float32)
+    t, y, x = np.nonzero(masks[:-1])
+    flow[t, y, x] = steps[t]
+    return flow

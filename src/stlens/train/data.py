@@ -1,0 +1,157 @@
+"""Labelled clips for training: synthetic worlds (rendered on the fly) and labelled video sources (annotation files).
+
+A ``LabelledClips`` gives ``len()``, ``num_classes`` and ``batch(indices, rng) -> (inputs, labels)`` where inputs is a
+float tensor (B, 3, T, H, W) normalized with the model's ``InputSpec`` — or, for two-stream models, a tuple
+``(rgb, flow)`` with flow (B, 2, T − 1, H, W) encoded as in ``stlens.video.flow.encode_flow``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from stlens.errors import StlensError
+from stlens.models.registry import InputSpec
+from stlens.video.io import read_clip_source
+from stlens.video.sampling import centre_crop, clip_indices, to_model_input
+from stlens.video.sources import VideoSource
+
+log = logging.getLogger("stlens")
+
+
+class LabelledClips(Protocol):
+    num_classes: int
+
+    def __len__(self) -> int: ...
+
+    def batch(self, indices: np.ndarray, rng: np.random.Generator) -> tuple[torch.Tensor | tuple, torch.Tensor]: ...
+
+
+def _stack(inputs: list) -> torch.Tensor | tuple:
+    if isinstance(inputs[0], tuple):
+        return tuple(torch.stack([x[i] for x in inputs]) for i in range(len(inputs[0])))
+    return torch.stack(inputs)
+
+
+@dataclass
+class SynthClips:
+    """Clips of a ``stlens.synth`` world, rendered when asked (deterministic per clip index)."""
+
+    dataset: object
+    spec: InputSpec
+    flow: bool = False
+
+    def __post_init__(self) -> None:
+        if (self.dataset.frames, self.dataset.size) != (self.spec.frames, self.spec.size):
+            raise StlensError(
+                f"{self.dataset.spec} renders {self.dataset.frames} frames at {self.dataset.size} px but the model "
+                f"expects {self.spec.frames} frames at {self.spec.size} px: pass frames=/size= in the synth spec "
+                f"or --frames/--size to the model")
+        self.num_classes = int(self.dataset.num_classes)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    @property
+    def labels(self) -> tuple[int, ...]:
+        return tuple(self.dataset.labels)
+
+    def item(self, index: int) -> tuple[torch.Tensor | tuple, int]:
+        from stlens.video.flow import encode_flow
+
+        clip = self.dataset[int(index)]
+        rgb = to_model_input(clip.frames, self.spec)
+        if not self.flow:
+            return rgb, int(clip.label)
+        flow = clip.flow() if callable(clip.flow) else clip.flow
+        encoded = torch.from_numpy(np.ascontiguousarray(encode_flow(flow))).permute(3, 0, 1, 2).float()
+        return (rgb, encoded), int(clip.label)
+
+    def batch(self, indices: np.ndarray, rng: np.random.Generator) -> tuple[torch.Tensor | tuple, torch.Tensor]:
+        items = [self.item(i) for i in indices]
+        return _stack([x for x, _ in items]), torch.tensor([y for _, y in items], dtype=torch.long)
+
+
+@dataclass
+class VideoClips:
+    """Clips of a labelled ``VideoSource``: a random clip of each video per draw (videos without a label are left
+    out; decoded videos are kept in a small cache). ``augment`` adds a random crop instead of the centre crop."""
+
+    source: VideoSource
+    spec: InputSpec
+    augment: bool = False
+    cache_size: int = 64
+    _cache: OrderedDict = field(default_factory=OrderedDict, repr=False)
+
+    def __post_init__(self) -> None:
+        if not self.source.labels or all(label is None for label in self.source.labels):
+            raise StlensError(f"{self.source.spec} has no labels: training needs an annotation file "
+                              f"(Kinetics CSV, SSv2, UCF101, mmaction2 lists) or a synth: world")
+        kept = [(v, int(y)) for v, y in zip(self.source.videos, self.source.labels, strict=True) if y is not None]
+        self.videos = [v for v, _ in kept]
+        self._labels = [y for _, y in kept]
+        self.num_classes = max(self._labels) + 1
+
+    def __len__(self) -> int:
+        return len(self.videos)
+
+    @property
+    def labels(self) -> tuple[int, ...]:
+        return tuple(self._labels)
+
+    def _frames(self, index: int) -> np.ndarray:
+        path = self.videos[index]
+        if path in self._cache:
+            self._cache.move_to_end(path)
+            return self._cache[path]
+        frames = read_clip_source(path, short_side=self.spec.resize)
+        if len(frames) < self.spec.frames:
+            raise StlensError(f"{path}: shorter than a clip ({len(frames)} < {self.spec.frames} frames)")
+        self._cache[path] = frames
+        if len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
+        return frames
+
+    def item(self, index: int, rng: np.random.Generator) -> tuple[torch.Tensor, int]:
+        frames = self._frames(int(index))
+        clip = frames[clip_indices(len(frames), self.spec.frames, self.spec.stride, rng)]
+        if self.augment:
+            height, width = clip.shape[1:3]
+            top = int(rng.integers(0, height - self.spec.size + 1))
+            left = int(rng.integers(0, width - self.spec.size + 1))
+            clip = clip[:, top:top + self.spec.size, left:left + self.spec.size]
+        else:
+            clip = centre_crop(clip, self.spec.size)
+        return to_model_input(clip, self.spec), self._labels[int(index)]
+
+    def batch(self, indices: np.ndarray, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        items = [self.item(i, rng) for i in indices]
+        return _stack([x for x, _ in items]), torch.tensor([y for _, y in items], dtype=torch.long)
+
+
+def heldout_spec(data: str) -> str | None:
+    """The default held-out data for a training source: a synth world's ``test`` split; none for video sources."""
+    if not data.startswith("synth:"):
+        return None
+    base, _, query = data.partition("?")
+    options = dict(part.split("=", 1) for part in query.split("&") if "=" in part)
+    options["split"] = "test"
+    options["n"] = str(min(int(options.get("n", 512)), 512)) if options.get("n", "").isdigit() else "512"
+    return base + "?" + "&".join(f"{k}={v}" for k, v in options.items())
+
+
+def open_clips(data: str, spec: InputSpec, flow: bool = False, augment: bool = False) -> LabelledClips:
+    """Training clips from a data spec (``synth:...`` or a labelled source such as an annotation file)."""
+    from stlens.video.sources import open_data
+
+    source = open_data(data)
+    if data.startswith("synth:"):
+        return SynthClips(source, spec, flow=flow)
+    if flow:
+        raise StlensError("two-stream training is supported on synth: worlds (ground-truth flow) only")
+    return VideoClips(source, spec, augment=augment)
