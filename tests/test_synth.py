@@ -15,6 +15,7 @@ from stlens.errors import StlensError
 from stlens.models.registry import InputSpec
 from stlens.pairs.makers import DYNAMIC, STATIC
 from stlens.synth import WORLDS, SynthDataset, SynthPairs, open_synth, texture_bank
+from stlens.synth.worlds import DEFAULT_SPEED
 from stlens.video.flow import encode_flow, flow_clip
 
 SPEC = InputSpec(frames=16, size=64, resize=64)
@@ -111,7 +112,7 @@ def test_masks_move_by_the_metadata_velocity(world):
         per_frame = (c[-1] - c[0]) / (len(c) - 1)
         np.testing.assert_allclose(per_frame, clip.meta["velocity"], atol=0.5 / 15 + 1e-9)
         assert np.hypot(*per_frame) == pytest.approx(clip.meta["speed"], abs=0.05)
-        assert 1.5 - 0.05 <= np.hypot(*per_frame) <= 3.0 + 0.05
+        assert DEFAULT_SPEED[0] - 0.05 <= np.hypot(*per_frame) <= DEFAULT_SPEED[1] + 0.05
 
 
 @pytest.mark.parametrize("world", ["motion", "camouflage", "confounded"])

@@ -96,12 +96,18 @@ def cmd_layers(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    argv = ["measure", "--model", "torchvision:r3d_18", "--data", "sample:", "--pairs", str(args.pairs),
-            "--bootstrap", "200", "--out", args.out]
-    print("stlens demo: " + " ".join(["stlens", *argv]), flush=True)
-    print("(random-init weights: no pretrained video weights can be downloaded here; pass --weights to measure yours)",
-          flush=True)
-    return main(argv)
+    from stlens.showcase import demo_table, run_demo, verdicts
+
+    print("stlens demo: the bundled checkpoints (trained in the synthetic world) measured on synthetic pairs and on "
+          "the real sample videos", flush=True)
+    rows = run_demo(args.out, pairs=args.pairs, progress=not args.quiet)
+    if not rows:
+        raise StlensError("no bundled checkpoint found: run make checkpoints")
+    print(demo_table(rows))
+    for line in verdicts(rows):
+        print("- " + line)
+    print(f"→ {args.out}/summary.md")
+    return 0
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -221,9 +227,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_stylize_parser(sub)
     _add_pairs_parser(sub)
 
-    p = sub.add_parser("demo", help="measure torchvision:r3d_18 on the built-in sample videos")
+    p = sub.add_parser("demo", help="measure the bundled models on synthetic pairs and the real sample videos")
     p.add_argument("--out", default="runs/demo")
-    p.add_argument("--pairs", type=int, default=24)
+    p.add_argument("--pairs", type=int, default=64, help="pairs per factor for each model and data (default 64)")
+    p.add_argument("--quiet", action="store_true", help="no progress")
     p.set_defaults(func=cmd_demo)
     return parser
 

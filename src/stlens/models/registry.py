@@ -1,4 +1,5 @@
-"""Model specs (``torchvision:<builder>``, ``module:<pkg.mod>:<callable>``) → a ready model with its input spec."""
+"""Model specs (``torchvision:<builder>``, ``stlens:<zoo name>[?options]``, ``module:<pkg.mod>:<callable>``) → a ready
+model with its input spec."""
 
 from __future__ import annotations
 
@@ -168,21 +169,47 @@ def _build_module(target: str) -> ModelHandle:
     return ModelHandle(built, f"module:{target}", InputSpec(), children)
 
 
+def _build_stlens(target: str) -> ModelHandle:
+    """``stlens:<name>[?key=value&...]``: a model of the small zoo (``stlens.models.zoo``), options as a URL query."""
+    from stlens.models import zoo
+
+    name, options = zoo.parse_spec(target)
+    module = zoo.build(name, **options)
+    spec, layers = zoo.zoo_spec(name, **options)
+    return ModelHandle(module, f"stlens:{target}", spec, layers)
+
+
+def _resolve_weights(weights: str, spec: str) -> str:
+    """A weights argument → a file: ``bundled:<name>`` is a checkpoint shipped in the package (it must belong to the
+    same zoo model as ``spec``); anything else is a path."""
+    from stlens.models.bundled import PREFIX, bundled_path, check_bundled_fits
+
+    if weights.startswith(PREFIX):
+        path = bundled_path(weights)
+        check_bundled_fits(weights, spec)
+        return str(path)
+    return weights
+
+
 def load_model(spec: str, weights: str | None = None, frames: int | None = None,
                size: int | None = None) -> ModelHandle:
     """Build a model from a spec, load weights (file path or torchvision weights name), put it in eval mode.
 
     >>> handle = load_model("torchvision:r3d_18")  # doctest: +SKIP
+    >>> handle = load_model("stlens:i3d?classes=8&width=16")  # doctest: +SKIP
     """
     kind, _, target = spec.partition(":")
     if kind == "torchvision":
         handle = _build_torchvision(target, weights)
+    elif kind == "stlens":
+        handle = _build_stlens(target)
     elif kind == "module":
         handle = _build_module(target)
     else:
-        raise StlensError(f"unknown model spec '{spec}'; use torchvision:<builder> or module:<pkg.mod>:<callable>")
+        raise StlensError(f"unknown model spec '{spec}'; use torchvision:<builder>, stlens:<zoo name>[?options] "
+                          f"or module:<pkg.mod>:<callable>")
     if weights is not None and handle.weights is None:
-        load_state_dict(handle.module, read_state_dict(weights), weights)
+        load_state_dict(handle.module, read_state_dict(_resolve_weights(weights, spec)), weights)
         handle.weights = weights
     handle.input = handle.input.with_overrides(frames, size)
     handle.module.eval()

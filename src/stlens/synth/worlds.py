@@ -33,10 +33,10 @@ WORLDS: dict[str, str] = {
 
 SPLITS = {"train": 0, "test": 1}
 DIRECTIONS = ("east", "north-east", "north", "north-west", "west", "south-west", "south", "south-east")
-DEFAULT_SPEED = (1.5, 3.0)
+DEFAULT_SPEED = (1.0, 2.0)
 """Default speed range in px/frame at 64 px frames; scaled by size/64 at other sizes (same fraction of the frame)."""
-OBJECT_SIZE = (0.1875, 0.28)
-"""Object box side range as a fraction of the frame (12-18 px at 64 px): with the default speeds the object stays
+OBJECT_SIZE = (0.3, 0.45)
+"""Object box side range as a fraction of the frame (19-29 px at 64 px): with the default speeds the object stays
 fully inside the frame for 16 frames in every direction."""
 MIN_CONTRAST = 48.0
 """Least distance (RGB, 0-255) between object and background mean colours (backgrounds are redrawn up to 20 times)."""
