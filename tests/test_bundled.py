@@ -1,0 +1,42 @@
+"""Bundled checkpoints: small, loadable with --weights bundled:<name>, and as accurate as their records say."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from stlens.errors import StlensError
+from stlens.models.bundled import bundled_dir, bundled_info, list_bundled
+from stlens.models.registry import load_model
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from make_checkpoints import RECIPES, sample_accuracy  # noqa: E402
+
+BUNDLED = list_bundled()
+
+
+def test_every_recipe_is_bundled_and_small():
+    assert sorted(BUNDLED) == sorted(RECIPES)
+    sizes = {name: (bundled_dir() / f"{name}.safetensors").stat().st_size for name in BUNDLED}
+    assert max(sizes.values()) < 5 * 2**20
+    assert sum(sizes.values()) < 25 * 2**20
+
+
+@pytest.mark.parametrize("name", BUNDLED)
+def test_bundled_checkpoint_reaches_its_recorded_accuracy(name):
+    info = bundled_info(name)
+    assert info["model"] == RECIPES[name]["model"] and info["data"] == RECIPES[name]["data"]
+    recorded = info["check_sample"]["accuracy"]
+    found = sample_accuracy(info["model"], f"bundled:{name}", info["data"])
+    assert found == pytest.approx(recorded, abs=1 / 64 + 1e-9)  # at most one clip may flip across machines
+    assert json.loads(json.dumps(info["metrics"]))["test_acc"] >= 0.0
+
+
+def test_bundled_weights_for_another_model_are_refused():
+    with pytest.raises(StlensError, match="holds weights for stlens:i3d"):
+        load_model("stlens:c2d", weights="bundled:i3d-motion")
+    with pytest.raises(StlensError, match="unknown bundled checkpoint 'nope'.*i3d-motion"):
+        load_model("stlens:i3d", weights="bundled:nope")
