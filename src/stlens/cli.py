@@ -16,8 +16,8 @@ from stlens.errors import StlensError
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, help="torchvision:<builder>, stlens:<zoo name> or "
-                   "module:<pkg.mod>:<callable>")
+    p.add_argument("--model", required=True, help="torchvision:<builder>, stlens:<zoo name>, pytorchvideo:<name>, "
+                   "hf:<videomae|timesformer|vivit>[?options] or module:<pkg.mod>:<callable> (docs/models.md)")
     p.add_argument("--weights", default=None, help="a .safetensors/.pt file, bundled:<name> or a torchvision "
                    "weights name")
     p.add_argument("--frames", type=int, default=None, help="frames per clip (default: the model family's)")
@@ -106,7 +106,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(demo_table(rows))
     for line in verdicts(rows):
         print("- " + line)
-    print(f"→ {args.out}/summary.md")
+    print(f"→ {args.out}/summary.md, {args.out}/report.html")
     return 0
 
 
@@ -117,7 +117,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                          test_data=None if args.test_data == "none" else args.test_data,
                          checkpoint_every=args.checkpoint_every, batch_size=args.batch_size, lr=args.lr,
                          seed=args.seed, eval_clips=args.eval_clips, augment=args.augment, frames=args.frames,
-                         size=args.size)
+                         size=args.size, static_dropout=args.static_dropout, random_dropout=args.random_dropout)
     metrics = train(config, progress=not args.quiet)
     if not args.quiet:
         shown = ", ".join(f"{k} {v:.3f}" for k, v in metrics.items() if isinstance(v, float))
@@ -138,10 +138,47 @@ def _add_train_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lr", type=float, default=2e-3, help="AdamW peak learning rate (warm-up, cosine decay)")
     p.add_argument("--eval-clips", type=int, default=256, help="clips for train/test accuracy at each checkpoint")
     p.add_argument("--augment", action="store_true", help="random crops (video sources; default off)")
+    p.add_argument("--static-dropout", default=None, metavar="SPEC", help="StaticDropout after a layer: "
+                   "LAYER:p=0.5:select=static|topk:K:every=E[:start=S][:pairs=N][:threshold=T] (channels re-selected "
+                   "every E steps by measuring the current model on the training data; E=0: once at step S)")
+    p.add_argument("--random-dropout", default=None, metavar="SPEC", help="the control: the same SPEC, the same "
+                   "number of channels and p, channels drawn at random at the same schedule")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="run folder (resumes from its last checkpoint)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_train)
+
+
+def cmd_track(args: argparse.Namespace) -> int:
+    from stlens.train.tracking import track
+
+    result = track(args.model, args.checkpoints, args.data, args.layers, pairs=args.pairs, stylizer=args.stylizer,
+                   frames=args.frames, size=args.size, batch_size=args.batch_size, bootstrap=args.bootstrap,
+                   threshold=args.threshold, seed=args.seed, progress=not args.quiet)
+    out = result.save(args.out)
+    if not args.quiet:
+        print(result.table())
+        print(f"→ {out}/track.csv, track.json, track_<layer>.png")
+    return 0
+
+
+def _add_track_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("track", help="the static/dynamic bias of every checkpoint of a training run (same pairs)")
+    p.add_argument("--model", required=True, help="the run's model spec (e.g. stlens:i3d)")
+    p.add_argument("--checkpoints", required=True, help="a `stlens train` run folder or its checkpoints/ folder")
+    p.add_argument("--data", required=True, help="data for the pairs (as for measure)")
+    p.add_argument("--layers", default="default", help="L1,L2 | default | all")
+    p.add_argument("--pairs", type=int, default=64, help="pairs per factor, the same for every checkpoint")
+    p.add_argument("--stylizer", default=None, help="as for measure")
+    p.add_argument("--frames", type=int, default=None, help="frames per clip (default: the run's)")
+    p.add_argument("--size", type=int, default=None, help="crop size (default: the run's)")
+    p.add_argument("--batch-size", type=int, default=8, help="pairs per forward pass")
+    p.add_argument("--bootstrap", type=int, default=200, help="bootstrap replicates for the CIs")
+    p.add_argument("--threshold", type=float, default=0.5)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="output folder: track.csv, track.json, track_<layer>.png")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_track)
 
 
 def cmd_stylize(args: argparse.Namespace) -> int:
@@ -207,6 +244,84 @@ def _add_pairs_parser(sub: argparse._SubParsersAction) -> None:
     c.set_defaults(func=cmd_pairs_check)
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from stlens.report import build_report, write_plots
+
+    if args.plots_only:
+        written = write_plots(args.runs, args.out, layer=args.layer)
+        print(f"{len(written)} files (PNG + SVG) → {sorted({str(p.parent) for p in written})}")
+        return 0
+    out = build_report(args.runs, args.out or "report.html", layer=args.layer, examples=args.examples,
+                       title=args.title)
+    print(f"→ {out}")
+    return 0
+
+
+def _add_report_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("report", help="one self-contained HTML report (plots, pairs, tracks, unit gallery) of runs")
+    p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="stlens measure folders (nested ones are found, e.g. "
+                   "the demo root), stlens track folders and stlens visualize folders")
+    p.add_argument("--out", default=None, help="the HTML file (default report.html); with --plots-only a folder "
+                   "(default: RUN_DIR/plots)")
+    p.add_argument("--plots-only", action="store_true", help="write the figures as PNG + SVG instead of HTML")
+    p.add_argument("--layer", default=None, help="the layer to compare models at (default: each run's last)")
+    p.add_argument("--examples", type=int, default=2, help="example pairs per factor shown as GIFs (0 = none)")
+    p.add_argument("--title", default="stlens report")
+    p.set_defaults(func=cmd_report)
+
+
+def _floats(text: str) -> list[float]:
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got '{text}'") from None
+
+
+def cmd_visualize(args: argparse.Namespace) -> int:
+    from stlens.visualize.api import visualize
+
+    if not args.quiet:
+        logging.getLogger("stlens").setLevel(logging.INFO)
+    result = visualize(args.model, args.target, layer=args.layer, weights=args.weights, from_run=args.from_run,
+                       steps=args.steps, lr=args.lr, param=args.param, temporal_reg=args.temporal_reg,
+                       batch=args.batch, precision=args.precision, seed=args.seed, optimizer=args.optimizer,
+                       data=args.data, natural_clips=args.natural_clips, frames=args.frames, size=args.size,
+                       out=args.out, progress=not args.quiet)
+    if not args.quiet:
+        for t in result.targets:
+            nat = t.natural["mean"] if t.natural else float("nan")
+            print(f"{t.name:<24} λ_T={t.temporal:<6g} objective {t.value:10.3f}  natural mean {nat:8.3f}  "
+                  f"frame change {t.stats['frame_change_grey']:6.2f}  {t.status}")
+        print(f"→ {args.out}")
+    return 0
+
+
+def _add_visualize_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("visualize", help="activation maximization: videos (and flow) that a unit or class responds to")
+    _add_model_args(p)
+    p.add_argument("--layer", default=None, help="layer of channel/neuron/top-* targets (dotted named_modules path)")
+    p.add_argument("--target", required=True, help="class:0-7 | channel:0-15 | neuron:C[@t,y,x] | top-dynamic:K | "
+                   "top-static:K | top-joint:K")
+    p.add_argument("--from", dest="from_run", default=None, help="stlens measure run folder (or its result.json) "
+                   "for top-* targets")
+    p.add_argument("--steps", type=int, default=256, help="optimization steps (default 256)")
+    p.add_argument("--lr", type=float, default=0.05, help="learning rate (default 0.05)")
+    p.add_argument("--param", choices=["pixel", "fourier"], default="fourier", help="input parameterization")
+    p.add_argument("--optimizer", choices=["adam", "mv"], default="adam", help="adam, or mv: momentum + AdaGrad-like "
+                   "update of Mahendran & Vedaldi")
+    p.add_argument("--temporal-reg", type=_floats, default=[1.0], help="λ_T, or a sweep L1,L2,... (one result each; "
+                   "large = slow, small = fast; default 1)")
+    p.add_argument("--batch", type=int, default=8, help="targets optimized together, one per batch element")
+    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
+    p.add_argument("--seed", type=int, default=0, help="target i starts from seed + i")
+    p.add_argument("--data", default=None, help="natural clips for the comparison (default: the synth world of a "
+                   "zoo model, sample: otherwise)")
+    p.add_argument("--natural-clips", type=int, default=8, help="natural clips to compare with (0: none)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_visualize)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="stlens", description="What do video networks encode, in space and time?")
     parser.add_argument("--version", action="version", version=f"stlens {__version__}")
@@ -224,8 +339,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_layers)
 
     _add_train_parser(sub)
+    _add_track_parser(sub)
     _add_stylize_parser(sub)
     _add_pairs_parser(sub)
+    _add_report_parser(sub)
+    _add_visualize_parser(sub)
 
     p = sub.add_parser("demo", help="measure the bundled models on synthetic pairs and the real sample videos")
     p.add_argument("--out", default="runs/demo")

@@ -107,8 +107,10 @@ def verdicts(rows: list[DemoRow]) -> list[str]:
 
 
 def run_demo(out: str | Path = "runs/demo", pairs: int = 64, models: list[str] | None = None,
-             data: list[str] | None = None, flow_method: str = "dis", progress: bool = True) -> list[DemoRow]:
-    """Measure every bundled demo model on every demo data source; write results, summary.csv/.md; return rows."""
+             data: list[str] | None = None, flow_method: str = "dis", progress: bool = True,
+             report: bool = True) -> list[DemoRow]:
+    """Measure every bundled demo model on every demo data source; write results, summary.csv/.md and (``report``)
+    report.html over all the run folders; return rows."""
     from stlens.models.bundled import list_bundled
 
     out = Path(out)
@@ -131,4 +133,10 @@ def run_demo(out: str | Path = "runs/demo", pairs: int = 64, models: list[str] |
                + f"\n\n{pairs} pairs per factor; {seconds:.0f} s\n")
     write_json(out / "summary.json", {"rows": [r.as_dict() for r in rows], "checks": checks, "pairs": pairs,
                                       "data": DEMO_DATA, "seconds": round(seconds, 1)})
+    if rows and report:
+        from stlens.report import build_report
+
+        if progress:
+            print("stlens demo: writing report.html ...", flush=True)
+        build_report([out], out / "report.html", title="stlens demo: bundled models on synthetic and real pairs")
     return rows

@@ -140,6 +140,37 @@ class MeasureResult:
         write_json(out / "result.json", self.to_dict())
         return out
 
+    def _repr_html_(self) -> str:
+        """An HTML table for Jupyter: one row per layer (every value escaped)."""
+        from html import escape
+
+        def ci(v: list[float] | None) -> str:
+            return f"[{v[0]:.1f}, {v[1]:.1f}]" if v else "–"
+
+        head = ["layer", "C", "dynamic %", "95% CI", "static %", "95% CI", "residual %", "units D/S/J/N/dead", "bias"]
+        rows = [[r.layer, r.channels, f"{r.percent['dynamic']:.1f}", ci(r.ci95.get("dynamic")),
+                 f"{r.percent['static']:.1f}", ci(r.ci95.get("static")), f"{r.percent['residual']:.1f}",
+                 "/".join(str(r.units.get(k, 0)) for k in CLASSES), f"{r.bias:.2f}"] for r in self.layers]
+        pairs = self.meta.get("pairs") or {}
+        caption = (f"{self.meta.get('model')} on {self.meta.get('data')}: {pairs.get('dynamic')}+{pairs.get('static')}"
+                   f" pairs, τ = {self.meta.get('threshold')}")
+        cells = "".join(f"<th>{escape(h)}</th>" for h in head)
+        body = "".join("<tr>" + "".join(f"<td>{escape(str(v))}</td>" for v in row) + "</tr>" for row in rows)
+        return (f"<table><caption>{escape(caption)}</caption><thead><tr>{cells}</tr></thead>"
+                f"<tbody>{body}</tbody></table>")
+
+    def plot(self, kind: str = "layers"):
+        """A matplotlib Figure: ``layers`` (dynamic / static / residual % with 95% CIs), ``classes`` (channel classes
+        per layer) or ``channels`` (r_static vs r_dynamic per channel with the τ lines)."""
+        from stlens.report import plots
+
+        makers = {"layers": plots.layer_bars, "classes": plots.unit_classes, "channels": plots.channel_scatter}
+        if kind not in makers:
+            from stlens.errors import StlensError
+
+            raise StlensError(f"unknown plot kind '{kind}'; choose one of {', '.join(makers)}")
+        return makers[kind](self)
+
     def table(self) -> str:
         """A per-layer table for the terminal."""
         head = (f"{'layer':<18}{'C':>6}{'dynamic %':>11}{'95% CI':>15}{'static %':>10}{'95% CI':>15}"

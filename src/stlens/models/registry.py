@@ -205,8 +205,17 @@ def load_model(spec: str, weights: str | None = None, frames: int | None = None,
         handle = _build_stlens(target)
     elif kind == "module":
         handle = _build_module(target)
+    elif kind == "pytorchvideo":
+        from stlens.models.ptvideo import build_pytorchvideo
+
+        handle = build_pytorchvideo(target, frames=frames, size=size)
+    elif kind == "hf":
+        from stlens.models.hfvideo import build_hf
+
+        handle = build_hf(target, frames=frames, size=size)
     else:
-        raise StlensError(f"unknown model spec '{spec}'; use torchvision:<builder>, stlens:<zoo name>[?options] "
+        raise StlensError(f"unknown model spec '{spec}'; use torchvision:<builder>, stlens:<zoo name>[?options], "
+                          f"pytorchvideo:<name>, hf:<videomae|timesformer|vivit>[?options] "
                           f"or module:<pkg.mod>:<callable>")
     if weights is not None and handle.weights is None:
         load_state_dict(handle.module, read_state_dict(_resolve_weights(weights, spec)), weights)

@@ -37,7 +37,8 @@ from stlens.train.data import LabelledClips, heldout_spec, open_clips
 log = logging.getLogger("stlens")
 
 #: config fields that must match for a resume (``steps`` may grow: the schedule then follows the new length)
-RESUME_KEYS = ("model", "weights", "data", "seed", "batch_size", "lr", "weight_decay", "frames", "size")
+RESUME_KEYS = ("model", "weights", "data", "seed", "batch_size", "lr", "weight_decay", "frames", "size",
+               "static_dropout", "random_dropout")
 
 
 @dataclass
@@ -62,6 +63,8 @@ class TrainConfig:
     augment: bool = False
     frames: int | None = None
     size: int | None = None
+    static_dropout: str | None = None
+    random_dropout: str | None = None
 
     def validate(self) -> None:
         if self.steps < 1:
@@ -72,14 +75,21 @@ class TrainConfig:
             raise StlensError(f"--batch-size must be ≥ 1, got {self.batch_size}")
         if not self.lr > 0:
             raise StlensError(f"--lr must be > 0, got {self.lr}")
+        if self.static_dropout and self.random_dropout:
+            raise StlensError("--static-dropout and --random-dropout are two arms of an experiment: give one")
 
 
-#: a callback sees (step just finished, model, trainer); it may change the model (e.g. re-select dropout channels)
+#: a callback sees (step just finished, model, trainer); it may change the model (e.g. re-select dropout channels).
+#: It is also called once before the first step with the step training resumes from (0 for a new run).
 Callback = Callable[[int, nn.Module, "Trainer"], None]
 
 
 def takes_two_inputs(module: nn.Module) -> bool:
-    """True for two-stream models whose forward takes (rgb, flow)."""
+    """True for two-stream models whose forward takes (rgb, flow); an explicit ``module.stlens_inputs`` (set by
+    ``stlens.models.adapters.adapt_inputs``: 1, the module takes one clip) wins over the forward signature."""
+    declared = getattr(module, "stlens_inputs", None)
+    if declared is not None:
+        return declared == 2
     params = [p for p in inspect.signature(module.forward).parameters.values()
               if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty]
     return len(params) >= 2
@@ -132,6 +142,24 @@ class Trainer:
                                            weight_decay=self.config.weight_decay)
         self.out = Path(self.config.out)
         self.checkpoints = self.out / "checkpoints"
+        self.callbacks = list(self.callbacks)
+        self.dropout = self._dropout_schedule()
+        if self.dropout is not None:
+            self.callbacks.append(self.dropout)
+
+    def _dropout_schedule(self):
+        """The StaticDropout (or random-channel control) schedule of ``--static-dropout`` / ``--random-dropout``."""
+        text = self.config.static_dropout or self.config.random_dropout
+        if not text:
+            return None
+        from stlens.pairs.makers import make_pairs
+        from stlens.train.static_dropout import DropoutPlan, DropoutSchedule
+        from stlens.video.sources import open_data
+
+        plan = DropoutPlan.parse(text, random=bool(self.config.random_dropout))
+        pairs = make_pairs(open_data(self.config.data), self.handle.input, plan.pairs, seed=self.config.seed,
+                           flow="tvl1" if self.two_stream else None)
+        return DropoutSchedule(plan, self.handle, pairs, seed=self.config.seed, log_path=self.out / "dropout.jsonl")
 
     def _check_classes(self) -> None:
         probe = self.train_clips.batch(np.arange(1), np.random.default_rng(0))[0]
@@ -213,6 +241,8 @@ class Trainer:
             start = 1
         if start > c.steps:
             log.warning("%s is already trained to step %d", self.out, start - 1)
+        for callback in self.callbacks:
+            callback(start - 1, self.model, self)
         self.model.train()
         losses: list[float] = []
         correct = seen = 0

@@ -11,7 +11,12 @@ slowfast   Slow (T/4 frames) + Fast (1/8 channels) + laterals    stem, stage1–
 x3d        depthwise-separable 3-D bottlenecks, narrow           stem, stage1–4
 timesformer divided space–time attention on 8×8 patch tokens     patch_embed, blocks.0–3
 twostream  RGB + flow streams, concat/additive/multiplicative    rgb.stage2–4, flow.stage2–4, fusion
+effnet-c2d ImageNet EfficientNet-Lite0 (real weights) per frame   stem, stage2/3/5/7, head
+effnet-i3d the same weights inflated to 3×k×k (``kt``), I3D-style stem, stage2/3/5/7, head
 ========== ===================================================== =====================================
+
+The two ``effnet-*`` models carry real ImageNet weights (``pretrained=true``; see ``stlens.models.zoo.effnet``) and use
+ImageNet clips instead (``EFFNET_INPUT``: 16 frames every 2nd, 256 → crop 224, ImageNet mean/std).
 
 Input convention, the same for every zoo model (``ZOO_INPUT``): 16 consecutive frames (stride 1), short side resized to
 64, centre crop 64×64, pixels x/255 normalized with mean 0.5 and std 0.25 per channel (values in [−2, 2]); the
@@ -33,6 +38,7 @@ from torch import nn
 from stlens.errors import StlensError
 from stlens.models.registry import InputSpec
 from stlens.models.zoo.convnets import C2D, I3D, X3D, R2Plus1D
+from stlens.models.zoo.effnet import EffNetC2D, EffNetI3D
 from stlens.models.zoo.slowfast import SlowFast
 from stlens.models.zoo.transformer import TimeSformer
 from stlens.models.zoo.twostream import FUSIONS, TwoStream
@@ -48,6 +54,12 @@ ZOO: dict[str, type[nn.Module]] = {
     "twostream": TwoStream,
 }
 
+#: models with real (ImageNet) weights, also ``stlens:<name>``; kept apart from ``ZOO``, the small trainable nets
+PRETRAINED: dict[str, type[nn.Module]] = {
+    "effnet-c2d": EffNetC2D,
+    "effnet-i3d": EffNetI3D,
+}
+
 #: the input spec shared by the zoo (see the module docstring)
 ZOO_INPUT = InputSpec(frames=16, stride=1, size=64, resize=64, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
 
@@ -56,12 +68,14 @@ ALIASES = {"classes": "num_classes"}
 
 _CHOICES = {("twostream", "fusion"): FUSIONS}
 
-__all__ = ["ALIASES", "ZOO", "ZOO_INPUT", "build", "defaults", "parse_spec", "spec_of", "zoo_spec"]
+__all__ = ["ALIASES", "PRETRAINED", "ZOO", "ZOO_INPUT", "build", "defaults", "parse_spec", "spec_of", "zoo_spec"]
 
 
 def _model(name: str) -> type[nn.Module]:
+    if name in PRETRAINED:
+        return PRETRAINED[name]
     if name not in ZOO:
-        raise StlensError(f"unknown zoo model '{name}'; the stlens zoo has: {', '.join(ZOO)}")
+        raise StlensError(f"unknown zoo model '{name}'; the stlens zoo has: {', '.join([*ZOO, *PRETRAINED])}")
     return ZOO[name]
 
 
@@ -195,7 +209,7 @@ def zoo_spec(name: str, **options) -> tuple[InputSpec, list[str]]:
             module = _model(name)(**resolved)
     except (ValueError, TypeError) as exc:
         raise StlensError(f"cannot build stlens:{name} with {resolved}: {exc}") from exc
-    spec = ZOO_INPUT
+    spec = getattr(module, "input_spec", ZOO_INPUT)  # models with real weights bring their own (e.g. ImageNet)
     if name == "timesformer":
         spec = spec.with_overrides(frames=resolved["frames"], size=resolved["size"])
     return spec, list(module.default_layers)

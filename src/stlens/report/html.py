@@ -1,0 +1,295 @@
+"""``stlens report``: one self-contained HTML file (Jinja2, autoescaped; images as base64 data URIs) and the
+``--plots-only`` PNG + SVG writer."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import platform
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from stlens import __version__
+from stlens.errors import StlensError
+from stlens.files import write_text
+from stlens.measure.estimate import CLASSES
+from stlens.measure.result import LayerResult, MeasureResult
+from stlens.report import plots
+from stlens.report.load import find_inputs, load_result, read_json
+
+log = logging.getLogger("stlens")
+TEMPLATES = Path(__file__).with_name("templates")
+
+
+@dataclass
+class Run:
+    """A loaded measure run: its folder, result, config.json and a short label."""
+
+    path: Path
+    result: MeasureResult
+    config: dict[str, Any]
+    label: str = ""
+
+
+@dataclass
+class Loaded:
+    runs: list[Run] = field(default_factory=list)
+    tracks: list[Path] = field(default_factory=list)
+    visuals: list[Path] = field(default_factory=list)
+    skipped: list[dict[str, str]] = field(default_factory=list)
+
+
+def load_runs(paths: list[str | Path]) -> Loaded:
+    """Find and load everything under ``paths``; a run that cannot be loaded is listed in ``skipped`` with why."""
+    found = find_inputs(paths)
+    loaded = Loaded(tracks=found.tracks, visuals=found.visuals, skipped=list(found.skipped))
+    for folder in found.runs:
+        try:
+            result = load_result(folder)
+            config = read_json(folder / "config.json")
+            loaded.runs.append(Run(folder, result, config if isinstance(config, dict) else {}))
+        except StlensError as exc:
+            loaded.skipped.append({"source": str(folder), "reason": str(exc)})
+    labels = [_label(run) for run in loaded.runs]
+    for run, label in zip(loaded.runs, labels, strict=True):
+        run.label = label if labels.count(label) == 1 else f"{label} ({run.path})"
+    return loaded
+
+
+def _groups(runs: list[Run]) -> list[tuple[str, str]]:
+    """(model, data) of each run: the comparison plot gives a model one colour and a data source one marker."""
+    return [(_label(run).rsplit(" · ", 1)[0], str(run.result.meta.get("data"))) for run in runs]
+
+
+def _label(run: Run) -> str:
+    meta = run.result.meta
+    weights = meta.get("weights")
+    model = str(weights) if weights and str(weights).startswith("bundled:") else str(meta.get("model"))
+    return f"{model} · {meta.get('data')}"
+
+
+def command_line(config: dict[str, Any], run_dir: Path) -> list[str]:
+    """The command(s) that produced a run, from its config.json (``measure`` arguments or the ``demo`` recipe)."""
+    kind = config.get("command")
+    if kind == "measure" and isinstance(config.get("arguments"), dict):
+        words = ["stlens", "measure"]
+        for key, value in config["arguments"].items():
+            if key in ("command", "func", "quiet") or value is None or value is False:
+                continue
+            flag = "--" + key.replace("_", "-")
+            words += [flag] if value is True else [flag, str(value)]
+        return [shlex.join(words)]
+    if kind == "demo":
+        root = run_dir.parent.parent
+        measure = ["stlens", "measure", "--model", str(config.get("model")), "--weights", str(config.get("weights")),
+                   "--data", str(config.get("data")), "--pairs", str(config.get("pairs")), "--batch-size", "8",
+                   "--bootstrap", "200", "--seed", "0", "--out", str(run_dir)]
+        return [shlex.join(["stlens", "demo", "--out", str(root), "--pairs", str(config.get("pairs"))]),
+                "the same measurement alone: " + shlex.join(measure)]
+    return ["unknown (config.json names no command)"]
+
+
+def choose_layer(result: MeasureResult, layer: str | None) -> tuple[LayerResult, str]:
+    """The layer to compare at: ``layer`` when the run has it, else the run's last layer (with a note)."""
+    if layer:
+        try:
+            return result[layer], ""
+        except KeyError:
+            return result.layers[-1], f"no layer {layer!r}; its last layer is shown"
+    return result.layers[-1], ""
+
+
+def top_channels(layer: LayerResult, count: int = 8) -> dict[str, list[dict[str, float]]]:
+    """Per class (dynamic / static / joint), its ``count`` strongest channels: by r_dynamic, r_static, min of both."""
+    keys = {"dynamic": lambda c: layer.r_dynamic[c], "static": lambda c: layer.r_static[c],
+            "joint": lambda c: min(layer.r_dynamic[c], layer.r_static[c])}
+    out = {}
+    for cls, key in keys.items():
+        members = sorted((c for c in range(layer.channels) if layer.classes[c] == cls), key=key, reverse=True)
+        out[cls] = [{"channel": c, "r_dynamic": float(layer.r_dynamic[c]), "r_static": float(layer.r_static[c])}
+                    for c in members[:count]]
+    return out
+
+
+def _ci(v: list[float] | None, digits: int = 1) -> str:
+    return f"[{v[0]:.{digits}f}, {v[1]:.{digits}f}]" if v else "–"
+
+
+def layer_rows(result: MeasureResult) -> list[dict[str, Any]]:
+    """Rows of the per-layer table, formatted."""
+    return [{"layer": r.layer, "channels": r.channels, "dynamic": f"{r.percent['dynamic']:.1f}",
+             "dynamic_ci": _ci(r.ci95.get("dynamic")), "static": f"{r.percent['static']:.1f}",
+             "static_ci": _ci(r.ci95.get("static")), "residual": f"{r.percent['residual']:.1f}",
+             "units": "/".join(str(r.units.get(k, 0)) for k in CLASSES), "bias": f"{r.bias:.2f}",
+             "bias_ci": _ci(r.bias_ci95, 2)} for r in result.layers]
+
+
+def _visualize_command(run: Run, layer: str) -> str:
+    meta = run.result.meta
+    words = ["stlens", "visualize", "--model", str(meta.get("model"))]
+    if meta.get("weights"):
+        words += ["--weights", str(meta["weights"])]
+    words += ["--layer", layer, "--target", "top-dynamic:8", "--from", str(run.path), "--out", str(run.path / "vis")]
+    return shlex.join(words)
+
+
+def _run_view(run: Run, layer: str | None) -> dict[str, Any]:
+    result, config = run.result, run.config
+    chosen, _ = choose_layer(result, layer)
+    return {
+        "label": run.label, "path": str(run.path), "rows": layer_rows(result),
+        "meta": {"model": None, "weights": None, "data": None, "stylizer": None, "flow": None, "threshold": None,
+                 "bootstrap": None} | result.meta | {"pairs": {"dynamic": None, "static": None}
+                                                     | dict(result.meta.get("pairs") or {})},
+        "bars": plots.figure_image(plots.layer_bars(result)), "classes": plots.figure_image(plots.unit_classes(result)),
+        "scatter": plots.figure_image(plots.channel_scatter(result)),
+        "scatter_note": "" if len(result.layers) <= plots.MAX_PANELS else
+        f"{plots.MAX_PANELS} of {len(result.layers)} layers shown (evenly spaced); plots-only writes the same",
+        "commands": command_line(config, run.path), "seed": result.meta.get("seed"),
+        "versions": {"stlens": result.meta.get("stlens_version"), "torch": config.get("torch"),
+                     "python": config.get("python")},
+        "timing": result.timing, "skipped": result.meta.get("skipped") or [],
+        "top_layer": chosen.layer, "top": top_channels(chosen), "visualize": _visualize_command(run, chosen.layer),
+    }
+
+
+def _pair_key(run: Run) -> tuple:
+    meta = run.result.meta
+    spec = run.config.get("input") or {}
+    return (meta.get("data"), repr(sorted(spec.items())), meta.get("seed"), meta.get("stylizer"), meta.get("flow"),
+            (meta.get("pairs") or {}).get("dynamic"))
+
+
+def _examples(runs: list[Run], count: int) -> list[dict[str, Any]]:
+    from stlens.report.media import pair_examples
+
+    groups: dict[tuple, list[Run]] = {}
+    for run in runs:
+        groups.setdefault(_pair_key(run), []).append(run)
+    views = []
+    for members in groups.values():
+        first = members[0]
+        view = {"data": first.result.meta.get("data"), "stylizer": first.result.meta.get("stylizer"),
+                "flow": first.result.meta.get("flow"), "runs": [m.label for m in members], "items": [], "note": ""}
+        try:
+            view["items"] = [{"factor": e.factor, "source": e.source, "captions": e.captions,
+                              "uri": plots.data_uri(e.gif, "image/gif"), "width": e.width}
+                             for e in pair_examples(first.result.meta, first.config, count)]
+        except Exception as exc:  # noqa: BLE001 - any failure to remake the pairs only costs this section
+            view["note"] = f"pairs not shown: {exc}"
+        views.append(view)
+    return views
+
+
+def _tracks(paths: list[Path]) -> list[dict[str, Any]]:
+    from stlens.report.tracks import load_track
+
+    views = []
+    for path in paths:
+        try:
+            table = load_track(path)
+            last = table[table["step"] == table["step"].max()]
+            views.append({"path": str(path), "img": plots.figure_image(plots.track_curves(table)), "note": "",
+                          "steps": sorted(set(table["step"].tolist())),
+                          "last": [{"layer": r.layer, "dynamic": f"{r.dynamic:.1f}", "static": f"{r.static:.1f}"}
+                                   for r in last.itertuples()]})
+        except StlensError as exc:
+            views.append({"path": str(path), "img": None, "note": str(exc), "steps": [], "last": []})
+    return views
+
+
+def _visuals(paths: list[Path]) -> list[dict[str, Any]]:
+    from stlens.report.media import visual_config, visual_items
+
+    shown = ("target", "objective", "lambda_t", "objective_value", "ratio_to_natural_mean", "status", "seed", "layer",
+             "channel", "class", "steps")
+    settings = ("model", "weights", "layer", "steps", "param", "lr", "seed")
+    views = []
+    for path in paths:
+        config = visual_config(path)
+        items = [{"name": item.name, "note": item.note,
+                  "gifs": [{"label": label, "uri": plots.data_uri(data, "image/gif") if data else None}
+                           for label, data in item.gifs],
+                  "fields": {k: (f"{v:.4g}" if isinstance(v, float) else v) for k, v in item.info.items()
+                             if k in shown and k != "target"}}
+                 for item in visual_items(path)]
+        views.append({"path": str(path), "items": items,
+                      "config": {k: config[k] for k in settings if config.get(k) is not None}})
+    return views
+
+
+def build_report(paths: list[str | Path], out: str | Path = "report.html", *, layer: str | None = None,
+                 examples: int = 2, title: str = "stlens report") -> Path:
+    """Write one self-contained HTML report for the measure runs, tracks and visualization runs under ``paths``.
+    Runs that cannot be read are listed as skipped with the reason; ``StlensError`` only when nothing is usable."""
+    import jinja2
+
+    loaded = load_runs(paths)
+    if not (loaded.runs or loaded.tracks or loaded.visuals):
+        reasons = "; ".join(f"{s['source']}: {s['reason']}" for s in loaded.skipped) or "no folders given"
+        raise StlensError(f"nothing to report: {reasons}")
+    runs = [_run_view(run, layer) for run in loaded.runs]
+    comparison = None
+    if loaded.runs:
+        points, notes, table = [], [], []
+        for run in loaded.runs:
+            chosen, note = choose_layer(run.result, layer)
+            points.append((run.label, chosen))
+            if note:
+                notes.append(f"{run.label}: {note}")
+            table.append({"label": run.label, "layer": chosen.layer, "channels": chosen.channels,
+                          "dynamic": f"{chosen.percent['dynamic']:.1f}", "dynamic_ci": _ci(chosen.ci95.get("dynamic")),
+                          "static": f"{chosen.percent['static']:.1f}", "static_ci": _ci(chosen.ci95.get("static")),
+                          "bias": f"{chosen.bias:.2f}", "pairs": (run.result.meta.get("pairs") or {}).get("dynamic")})
+        comparison = {"layer": layer or "the last measured layer of each run", "rows": table, "notes": notes,
+                      "img": plots.figure_image(plots.model_comparison(points, groups=_groups(loaded.runs)))}
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
+                             undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    html = env.get_template("report.html").render(
+        title=title, runs=runs, comparison=comparison, tracks=_tracks(loaded.tracks),
+        examples=_examples(loaded.runs, examples) if examples > 0 else [], visuals=_visuals(loaded.visuals),
+        skipped=loaded.skipped, classes=CLASSES, version=__version__, python=platform.python_version(),
+        generated=dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        inputs=[str(p) for p in paths])
+    path = write_text(out, html)
+    path.chmod(0o644)  # a report is meant to be shared (the atomic writer's temp file is private)
+    return path
+
+
+def write_plots(paths: list[str | Path], out: str | Path | None = None, *, layer: str | None = None) -> list[Path]:
+    """PNG + SVG of every figure of the report: per run ``<out>/<run>/{layers,classes,channels}``, and
+    ``comparison`` / ``track_<i>``; ``out`` None: a ``plots/`` folder inside each run (comparison in the first)."""
+    loaded = load_runs(paths)
+    for item in loaded.skipped:
+        log.warning("skipped %s: %s", item["source"], item["reason"])
+    if not (loaded.runs or loaded.tracks):
+        reasons = "; ".join(f"{s['source']}: {s['reason']}" for s in loaded.skipped) or "no folders given"
+        raise StlensError(f"no plots to make: {reasons}")
+    written: list[Path] = []
+    names = [run.path.name for run in loaded.runs]
+    for run in loaded.runs:
+        if out is None:
+            folder = run.path / "plots"
+        else:
+            parts = run.path.parts[-2:] if names.count(run.path.name) > 1 else run.path.parts[-1:]
+            folder = Path(out) / "_".join(parts) if len(loaded.runs) > 1 else Path(out)
+        written += plots.save_figure(plots.layer_bars(run.result), folder / "layers")
+        written += plots.save_figure(plots.unit_classes(run.result), folder / "classes")
+        written += plots.save_figure(plots.channel_scatter(run.result), folder / "channels")
+    base = Path(out) if out is not None else (loaded.runs[0].path / "plots" if loaded.runs else None)
+    if len(loaded.runs) > 1:
+        points = [(run.label, choose_layer(run.result, layer)[0]) for run in loaded.runs]
+        written += plots.save_figure(plots.model_comparison(points, groups=_groups(loaded.runs)),
+                                     base / "comparison")
+    from stlens.report.tracks import load_track
+
+    for i, path in enumerate(loaded.tracks):
+        try:
+            table = load_track(path)
+        except StlensError as exc:
+            log.warning("%s", exc)
+            continue
+        written += plots.save_figure(plots.track_curves(table), (base or path) / f"track_{i}")
+    return written

@@ -1,0 +1,92 @@
+"""Training tracks (``stlens track`` output) read tolerantly into one table: step, layer, dynamic %, static %.
+
+Accepted: ``track.csv`` / ``tracks.csv`` with a step column, a layer column and percent columns named
+``percent_dynamic`` / ``dynamic_percent`` / ``dynamic_pct`` / ``dynamic`` (likewise static; CI columns
+``dynamic_lo`` / ``dynamic_hi`` (as ``stlens track`` writes), ``ci95_dynamic_low`` / ``dynamic_low`` ...
+optional), or ``track.json`` / ``tracks.json`` holding a list of such records
+(or ``{"rows"|"steps"|"records"|"track": [...]}``), where a record may also nest ``{"percent": {"dynamic": ..}}``
+like result.json, or hold a ``layers`` list of result.json layer entries.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from stlens.errors import StlensError
+from stlens.report.load import TRACK_FILES, read_json
+
+_PERCENT = {key: (f"percent_{key}", f"{key}_percent", f"{key}_pct", f"{key}%", key) for key in ("dynamic", "static")}
+_LOW = {key: (f"ci95_{key}_low", f"{key}_lo", f"{key}_low", f"{key}_ci_low") for key in ("dynamic", "static")}
+_HIGH = {key: (f"ci95_{key}_high", f"{key}_hi", f"{key}_high", f"{key}_ci_high") for key in ("dynamic", "static")}
+_STEP = ("step", "global_step", "iteration", "checkpoint_step", "epoch")
+
+
+def _flatten(record: dict[str, Any]) -> list[dict[str, Any]]:
+    """A JSON record → flat rows; a record with a ``layers`` list becomes one row per layer."""
+    if isinstance(record.get("layers"), list):
+        base = {k: v for k, v in record.items() if k != "layers"}
+        return [row for entry in record["layers"] if isinstance(entry, dict) for row in _flatten(base | entry)]
+    row = {}
+    for key, value in record.items():
+        if isinstance(value, dict):
+            for sub, inner in value.items():
+                if isinstance(inner, list) and len(inner) == 2:
+                    row[f"{key}_{sub}_low"], row[f"{key}_{sub}_high"] = inner
+                else:
+                    row[f"{key}_{sub}"] = inner
+        else:
+            row[key] = value
+    return [row]
+
+
+def _records(doc: Any, path: Path) -> list[dict[str, Any]]:
+    if isinstance(doc, dict):
+        for key in ("rows", "steps", "records", "track"):
+            if isinstance(doc.get(key), list):
+                doc = doc[key]
+                break
+    if not isinstance(doc, list) or not all(isinstance(r, dict) for r in doc):
+        raise StlensError(f"{path}: expected a list of records (or rows/steps/records/track: [...])")
+    return [row for record in doc for row in _flatten(record)]
+
+
+def _pick(frame: pd.DataFrame, names: tuple[str, ...]) -> str | None:
+    lowered = {str(c).lower(): c for c in frame.columns}
+    return next((lowered[n] for n in names if n in lowered), None)
+
+
+def load_track(folder: str | Path) -> pd.DataFrame:
+    """The track table in ``folder``: columns step, layer, dynamic, static (+ *_low/_high when given), sorted."""
+    folder = Path(folder)
+    path = next((folder / n for n in TRACK_FILES if (folder / n).is_file()), None)
+    if path is None:
+        raise StlensError(f"{folder}: no {' / '.join(TRACK_FILES)}")
+    if path.suffix == ".csv":
+        try:
+            frame = pd.read_csv(path)
+        except (OSError, ValueError, pd.errors.ParserError) as exc:
+            raise StlensError(f"{path}: cannot read as CSV ({exc})") from exc
+    else:
+        frame = pd.DataFrame(_records(read_json(path), path))
+    step = _pick(frame, _STEP)
+    if step is None:
+        raise StlensError(f"{path}: no step column (one of {', '.join(_STEP)}); columns: {', '.join(map(str, frame))}")
+    out = pd.DataFrame({"step": pd.to_numeric(frame[step], errors="coerce")})
+    layer = _pick(frame, ("layer", "latent", "name"))
+    out["layer"] = frame[layer].astype(str) if layer is not None else "all"
+    for key in ("dynamic", "static"):
+        column = _pick(frame, _PERCENT[key])
+        if column is None:
+            raise StlensError(f"{path}: no {key} percent column (one of {', '.join(_PERCENT[key])})")
+        out[key] = pd.to_numeric(frame[column], errors="coerce")
+        low, high = _pick(frame, _LOW[key]), _pick(frame, _HIGH[key])
+        if low is not None and high is not None:
+            out[f"{key}_low"] = pd.to_numeric(frame[low], errors="coerce")
+            out[f"{key}_high"] = pd.to_numeric(frame[high], errors="coerce")
+    out = out.dropna(subset=["step", "dynamic", "static"])
+    if out.empty:
+        raise StlensError(f"{path}: no rows with a step and numeric dynamic/static percents")
+    return out.sort_values(["layer", "step"], kind="stable").reset_index(drop=True)

@@ -1,0 +1,265 @@
+"""Tracking the static/dynamic bias over training (``stlens track``, ``BiasTracker``).
+
+Every checkpoint (or every K steps of a live run) is measured on the *same* pairs with the same seed, all layers in
+one forward per batch (``stlens.measure``). The result is a table step × layer (dynamic %, static %, their 95% CIs,
+unit-class counts, bias) and, per layer, the convergence step: the first tracked step from which on both the
+dynamic % and the static % stay inside the final step's 95% CIs ("converged at X% of training").
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from stlens.errors import StlensError
+from stlens.files import atomic_write, write_json, write_text
+
+log = logging.getLogger("stlens")
+
+COLUMNS = ["step", "layer", "channels", "dynamic", "dynamic_lo", "dynamic_hi", "static", "static_lo", "static_hi",
+           "residual", "bias", "units_dynamic", "units_static", "units_joint", "units_none", "units_dead",
+           "train_acc", "test_acc"]
+CACHE_BYTES = 256 * 2**20
+
+
+def layer_rows(result, step: int, metrics: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """One table row per layer of a ``MeasureResult`` measured at ``step``."""
+    metrics = metrics or {}
+    rows = []
+    for layer in result.layers:
+        ci = {k: (v if v is not None else [None, None]) for k, v in layer.ci95.items()}
+        rows.append({
+            "step": int(step), "layer": layer.layer, "channels": layer.channels,
+            "dynamic": layer.percent["dynamic"], "dynamic_lo": ci["dynamic"][0], "dynamic_hi": ci["dynamic"][1],
+            "static": layer.percent["static"], "static_lo": ci["static"][0], "static_hi": ci["static"][1],
+            "residual": layer.percent["residual"], "bias": layer.bias,
+            **{f"units_{k}": int(layer.units.get(k, 0)) for k in ("dynamic", "static", "joint", "none", "dead")},
+            "train_acc": metrics.get("train_acc"), "test_acc": metrics.get("test_acc"),
+        })
+    return rows
+
+
+def _inside(value: float, low: float | None, high: float | None, point: float) -> bool:
+    if low is None or high is None:  # no bootstrap: the final point itself is the band
+        low = high = point
+    return low - 1e-9 <= value <= high + 1e-9
+
+
+def convergence(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """For one layer's rows: the first step from which both percentages stay within the final step's 95% CIs."""
+    rows = sorted(rows, key=lambda r: r["step"])
+    if not rows:
+        raise StlensError("no tracked steps")
+    final = rows[-1]
+    converged = final["step"]
+    for row in reversed(rows):
+        if not (_inside(row["dynamic"], final["dynamic_lo"], final["dynamic_hi"], final["dynamic"])
+                and _inside(row["static"], final["static_lo"], final["static_hi"], final["static"])):
+            break
+        converged = row["step"]
+    first, last = rows[0]["step"], final["step"]
+    share = 100.0 * (converged - first) / (last - first) if last > first else 100.0
+    return {"step": converged, "percent_of_training": round(share, 1), "final_step": last,
+            "final": {"dynamic": final["dynamic"], "static": final["static"],
+                      "dynamic_ci95": [final["dynamic_lo"], final["dynamic_hi"]],
+                      "static_ci95": [final["static_lo"], final["static_hi"]]}}
+
+
+@dataclass
+class TrackResult:
+    """Rows (one per step × layer; see ``COLUMNS``), the convergence per layer, and what was run."""
+
+    rows: list[dict[str, Any]]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def layers(self) -> list[str]:
+        return list(dict.fromkeys(r["layer"] for r in self.rows))
+
+    def layer(self, name: str) -> list[dict[str, Any]]:
+        return sorted((r for r in self.rows if r["layer"] == name), key=lambda r: r["step"])
+
+    def convergence(self) -> dict[str, dict[str, Any]]:
+        return {name: convergence(self.layer(name)) for name in self.layers}
+
+    def to_frame(self):
+        import pandas as pd
+
+        return pd.DataFrame(self.rows, columns=COLUMNS)
+
+    def table(self) -> str:
+        lines = [f"{'step':>7} {'layer':<16} {'dynamic %':>9} {'static %':>9} {'units D/S/J/N':>14}"]
+        for r in sorted(self.rows, key=lambda r: (r["step"], self.layers.index(r["layer"]))):
+            units = f"{r['units_dynamic']}/{r['units_static']}/{r['units_joint']}/{r['units_none']}"
+            lines.append(f"{r['step']:>7} {r['layer']:<16} {r['dynamic']:>9.1f} {r['static']:>9.1f} {units:>14}")
+        for name, conv in self.convergence().items():
+            lines.append(f"{name}: converged at step {conv['step']} ({conv['percent_of_training']}% of training; "
+                         f"final dynamic {conv['final']['dynamic']}%, static {conv['final']['static']}%)")
+        return "\n".join(lines)
+
+    def save(self, out: str | Path, plots: bool = True) -> Path:
+        """``track.csv``, ``track.json`` (rows, convergence, meta) and ``track_<layer>.png`` per layer."""
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(sorted(self.rows, key=lambda r: (r["step"], self.layers.index(r["layer"]))))
+        write_text(out / "track.csv", buffer.getvalue())
+        write_json(out / "track.json", {"meta": self.meta, "convergence": self.convergence(), "rows": self.rows})
+        if plots:
+            for name in self.layers:
+                plot_layer(self.layer(name), name, self.convergence()[name], out / f"track_{_safe(name)}.png")
+        return out
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", name)
+
+
+def plot_layer(rows: Sequence[dict[str, Any]], name: str, conv: dict[str, Any], path: Path, title: str = "") -> None:
+    """Dynamic % and static % (95% CI bands) against training step, with the convergence step marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = [r["step"] for r in rows]
+    fig, ax = plt.subplots(figsize=(6.4, 3.8), dpi=110)
+    for key, colour in (("dynamic", "tab:blue"), ("static", "tab:orange")):
+        ax.plot(steps, [r[key] for r in rows], "o-", color=colour, label=f"{key} %", markersize=3)
+        if all(r[f"{key}_lo"] is not None for r in rows):
+            ax.fill_between(steps, [r[f"{key}_lo"] for r in rows], [r[f"{key}_hi"] for r in rows], color=colour,
+                            alpha=0.2, linewidth=0)
+    ax.axvline(conv["step"], color="grey", linestyle="--", linewidth=1,
+               label=f"converged: step {conv['step']} ({conv['percent_of_training']}%)")
+    ax.set_xlabel("training step")
+    ax.set_ylabel("% of units")
+    if any(r.get("test_acc") is not None or r.get("train_acc") is not None for r in rows):
+        twin = ax.twinx()
+        for key, style in (("train_acc", ":"), ("test_acc", "-.")):
+            if any(r.get(key) is not None for r in rows):
+                twin.plot(steps, [r.get(key) for r in rows], style, color="black", linewidth=1, label=key)
+        twin.set_ylim(0, 1.02)
+        twin.set_ylabel("accuracy")
+        twin.legend(loc="lower right", fontsize=7)
+    ax.legend(loc="upper left", fontsize=7)
+    ax.set_title(title or f"static/dynamic bias over training: {name}", fontsize=9)
+    fig.tight_layout()
+
+    def write(handle) -> None:
+        fig.savefig(handle, format="png")
+
+    atomic_write(path, write)
+    plt.close(fig)
+
+
+def cache_pairs(pairs, limit_bytes: int = CACHE_BYTES):
+    """The pairs as a list when they fit in ``limit_bytes`` (measured once, re-used for every checkpoint); otherwise
+    the (deterministic, re-iterable) pair source itself."""
+    if not hasattr(pairs, "__len__"):
+        return list(pairs)
+    first = next(iter(pairs), None)
+    if first is None:
+        raise StlensError("the pair source is empty")
+
+    def size(x) -> int:
+        return sum(size(t) for t in x) if isinstance(x, (tuple, list)) else x.numel() * x.element_size()
+
+    if 2 * size(first.a) * len(pairs) > limit_bytes:
+        return pairs
+    return list(pairs)
+
+
+def _resolve_checkpoints(folder: str | Path) -> list[tuple[int, Path]]:
+    from stlens.train.checkpoints import list_checkpoints
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise StlensError(f"--checkpoints {folder}: no such folder")
+    found = list_checkpoints(folder) or list_checkpoints(folder / "checkpoints")
+    if not found:
+        raise StlensError(f"--checkpoints {folder}: no step_NNNNNN.safetensors + .json checkpoints (a `stlens train` "
+                          f"run folder or its checkpoints/ folder)")
+    return found
+
+
+def track(model: str, checkpoints: str | Path, data: str, layers: str | list[str] | None = "default", *,
+          pairs: int = 64, stylizer: str | None = None, frames: int | None = None, size: int | None = None,
+          batch_size: int = 8, bootstrap: int = 200, threshold: float = 0.5, seed: int = 0,
+          progress: bool = True) -> TrackResult:
+    """Measure every checkpoint of a ``stlens train`` run on the same pairs (made once from ``data`` and ``seed``).
+    ``frames``/``size`` default to the run's own (from the checkpoint info)."""
+    from tqdm.auto import tqdm
+
+    from stlens.measure.run import measure
+    from stlens.models.registry import load_model
+    from stlens.pairs.makers import make_pairs
+    from stlens.train.checkpoints import load_checkpoint
+    from stlens.train.trainer import takes_two_inputs
+    from stlens.video.sources import open_data
+
+    found = _resolve_checkpoints(checkpoints)
+    info = json.loads(found[-1][1].with_suffix(".json").read_text()).get("config", {})
+    frames = frames if frames is not None else info.get("frames")
+    size = size if size is not None else info.get("size")
+    handle = load_model(model, None, frames=frames, size=size)
+    flow = "tvl1" if takes_two_inputs(handle.module) else None
+    fixed = cache_pairs(make_pairs(open_data(data), handle.input, pairs, stylizer=stylizer, seed=seed, flow=flow))
+    names = handle.layers(layers)
+    rows: list[dict[str, Any]] = []
+    for step, weights in tqdm(found, desc="track", unit="ckpt", disable=not progress):
+        checkpoint = load_checkpoint(weights, handle.module)
+        result = measure(handle, fixed, names, batch_size=batch_size, bootstrap=bootstrap, threshold=threshold,
+                         seed=seed, progress=False)
+        rows.extend(layer_rows(result, step, checkpoint.info.get("metrics")))
+    meta = {"model": model, "checkpoints": str(checkpoints), "data": data, "layers": names, "pairs": pairs,
+            "seed": seed, "bootstrap": bootstrap, "threshold": threshold, "frames": handle.input.frames,
+            "size": handle.input.size, "steps": [s for s, _ in found], "run": info.get("data")}
+    return TrackResult(rows, meta)
+
+
+class BiasTracker:
+    """A training callback that measures ``layers`` of the model being trained every ``every`` steps (and at step 0
+    and, given a ``Trainer``, at its last step) on fixed ``pairs``; ``.result()`` gives the ``TrackResult``.
+
+    ``handle`` is a ``ModelHandle`` or the module itself (its layers must then be named explicitly)."""
+
+    def __init__(self, pairs: Iterable, layers: str | list[str] | None = "default", every: int = 100, *,
+                 handle=None, bootstrap: int = 200, threshold: float = 0.5, seed: int = 0, batch_size: int = 8):
+        if every < 1:
+            raise StlensError(f"BiasTracker every must be ≥ 1, got {every}")
+        self.pairs = cache_pairs(pairs)
+        self.layers, self.every, self.handle = layers, every, handle
+        self.bootstrap, self.threshold, self.seed, self.batch_size = bootstrap, threshold, seed, batch_size
+        self.rows: list[dict[str, Any]] = []
+
+    def measure_now(self, step: int, model: nn.Module) -> None:
+        from stlens.measure.run import measure
+        from stlens.models.registry import as_handle
+
+        handle = self.handle if self.handle is not None else as_handle(model)
+        was_training = model.training
+        result = measure(handle, self.pairs, handle.layers(self.layers), batch_size=self.batch_size,
+                         bootstrap=self.bootstrap, threshold=self.threshold, seed=self.seed, progress=False)
+        model.train(was_training)
+        self.rows = [r for r in self.rows if r["step"] != step] + layer_rows(result, step)
+
+    def __call__(self, step: int, model: nn.Module, trainer=None) -> None:
+        last = trainer is not None and step == trainer.config.steps
+        if step % self.every == 0 or last:
+            self.measure_now(step, model)
+
+    def result(self) -> TrackResult:
+        if not self.rows:
+            raise StlensError("BiasTracker has measured nothing yet")
+        return TrackResult(list(self.rows), {"every": self.every, "seed": self.seed, "bootstrap": self.bootstrap})

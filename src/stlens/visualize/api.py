@@ -1,0 +1,239 @@
+"""``stlens.visualize``: activation maximization of units and classes of video and two-stream networks."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from stlens.errors import StlensError
+from stlens.models.registry import ModelHandle, as_handle, load_model
+from stlens.visualize import natural as nat
+from stlens.visualize import outputs as writers
+from stlens.visualize.objectives import Objective
+from stlens.visualize.regularizers import Regularization
+from stlens.visualize.render import Capture, Job, RenderConfig, Rendered, render, to_uint8
+from stlens.visualize.targets import Target, parse_target
+from stlens.visualize.transforms import Transforms
+
+log = logging.getLogger("stlens")
+
+
+@dataclass
+class TargetResult:
+    """One optimized input and its numbers (``to_dict`` is the per-target JSON)."""
+
+    name: str
+    objective: str
+    temporal: float
+    seed: int
+    rgb: np.ndarray  # uint8 (T, H, W, 3)
+    flow: np.ndarray | None  # optimized flow input (N, H, W, 2) px of a two-stream model, else None
+    value: float
+    natural: dict | None
+    regularizers: dict[str, float]
+    history: list[float]
+    status: str
+    stopped_at: int | None
+    seconds: float
+    measured: dict | None = None
+    stats: dict = field(default_factory=dict)
+    video_flow: np.ndarray | None = None  # OpenCV (DIS) flow of the optimized RGB video, (T − 1, H, W, 2) px
+
+    def to_dict(self) -> dict:
+        nat_mean = self.natural["mean"] if self.natural else None
+        ratio = self.value / nat_mean if nat_mean not in (None, 0.0) else None
+        every = max(1, len(self.history) // 64)
+        return {
+            "target": self.name, "objective": self.objective, "lambda_t": self.temporal, "seed": self.seed,
+            "status": self.status, "stopped_at_step": self.stopped_at,
+            "objective_value": self.value, "natural": self.natural, "ratio_to_natural_mean": ratio,
+            "regularizers": self.regularizers, **self.stats, "measured": self.measured,
+            "seconds_per_target": round(self.seconds, 3),
+            "history_every": every, "history": self.history[::every],
+        }
+
+
+@dataclass
+class VisResult:
+    """All targets (× λ_T values) of one ``visualize`` call, with the settings; ``save(dir)`` writes everything."""
+
+    targets: list[TargetResult]
+    config: dict
+
+    def __getitem__(self, name: str) -> TargetResult:
+        for t in self.targets:
+            if t.name == name:
+                return t
+        raise KeyError(name)
+
+    def temporal_values(self) -> list[float]:
+        return list(dict.fromkeys(t.temporal for t in self.targets))
+
+    def save(self, out: str | Path) -> Path:
+        """Per target: video.gif, video.mp4, flow_paper.gif, flow_wheel.gif, result.json; per λ_T a mosaic.png
+        (targets × frames); summary.json at the top. With several λ_T values each gets a ``lambda_t=<v>`` folder."""
+        out = Path(out)
+        sweep = len(self.temporal_values()) > 1
+        for lam in self.temporal_values():
+            folder = out / f"lambda_t={lam:g}" if sweep else out
+            group = [t for t in self.targets if t.temporal == lam]
+            rows, labels = [], []
+            for t in group:
+                _save_target(folder / t.name, t)
+                rows.append(t.rgb)
+                labels.append(t.name)
+                if t.flow is not None:
+                    rows.append(writers.flow_paper(t.flow, t.stats["flow_display_scale"]))
+                    labels.append(f"{t.name} flow")
+            writers.write_png(folder / "mosaic.png", writers.mosaic(rows, labels))
+        writers.write_png(out / "flow_wheel_legend.png", writers.wheel_legend())
+        records = [t.to_dict() for t in self.targets]
+        writers.write_json(out / "summary.json", {"config": self.config, "targets": records})
+        return out
+
+
+def _save_target(folder: Path, t: TargetResult) -> None:
+    shown = t.flow if t.flow is not None else t.video_flow
+    scale = t.stats["flow_display_scale"]
+    writers.write_gif(folder / "video.gif", t.rgb)
+    writers.write_mp4(folder / "video.mp4", t.rgb)
+    writers.write_gif(folder / "flow_paper.gif", writers.flow_paper(shown, scale))
+    writers.write_gif(folder / "flow_wheel.gif", writers.flow_wheel(shown, scale))
+    writers.write_json(folder / "result.json", t.to_dict())
+
+
+def _targets(target, layer: str | None, from_run) -> list[Target]:
+    items = target if isinstance(target, (list, tuple)) else [target]
+    out: list[Target] = []
+    for item in items:
+        if isinstance(item, Objective):
+            out.append(Target(item, _safe(item.name)))
+        elif isinstance(item, Target):
+            out.append(item)
+        elif isinstance(item, str):
+            out.extend(parse_target(item, layer, from_run))
+        else:
+            raise StlensError(f"a target is a spec string or an Objective, got {type(item).__name__}")
+    if not out:
+        raise StlensError("no targets to visualize")
+    return out
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name).strip("_") or "target"
+
+
+def takes_two_inputs(module: nn.Module) -> bool:
+    from stlens.train.trainer import takes_two_inputs as two
+
+    return two(module)
+
+
+def _check(handle: ModelHandle, targets: Sequence[Target], two_stream: bool) -> None:
+    """One dry forward on a grey clip: unknown layers and out-of-range channels/classes fail here, before optimizing."""
+    spec = handle.input
+    inputs = [torch.zeros(1, 3, spec.frames, spec.size, spec.size)]
+    if two_stream:
+        inputs.append(torch.zeros(1, 2, spec.frames - 1, spec.size, spec.size))
+    layers = list(dict.fromkeys(n for t in targets for n in t.objective.layers))
+    with torch.no_grad(), Capture(handle.module, layers) as capture:
+        acts = capture.run(inputs)
+        for t in targets:
+            t.objective(acts)
+
+
+def _natural(handle, targets, two_stream, data, clips, seed) -> list[dict | None]:
+    if not clips:
+        return [None] * len(targets)
+    inputs = nat.natural_inputs(data, handle.input, two_stream, clips, seed)
+    layers = list(dict.fromkeys(n for t in targets for n in t.objective.layers))
+    with torch.no_grad(), Capture(handle.module, layers) as capture:
+        acts = capture.run(inputs)
+        return [nat.summary(t.objective(acts).float().tolist()) for t in targets]
+
+
+def _stats(r: Rendered, rgb: np.ndarray, video_flow: np.ndarray) -> dict:
+    stats = {"frame_change_grey": nat.frame_change(rgb), "video_flow_opencv_dis": nat.mean_flow(video_flow)
+             if len(video_flow) else None}
+    shown = video_flow
+    if r.flow is not None:
+        flow = r.flow.permute(1, 2, 3, 0).numpy()
+        stats["input_flow"] = nat.mean_flow(flow)
+        stats["flow_frame_change_px"] = nat.frame_change(flow)
+        shown = flow
+    stats["flow_display_scale"] = writers.display_scale(shown)
+    return stats
+
+
+def visualize(model: str | ModelHandle | nn.Module, target, *, layer: str | None = None, weights: str | None = None,
+              from_run: str | Path | None = None, steps: int = 256, lr: float = 0.05, param: str = "fourier",
+              temporal_reg: float | Sequence[float] = 1.0, batch: int = 8, precision: str = "fp32", seed: int = 0,
+              optimizer: str = "adam", data: str | None = None, natural_clips: int = 8,
+              regularization: Regularization | None = None, transforms: Transforms | None = None,
+              frames: int | None = None, size: int | None = None, out: str | Path | None = None,
+              progress: bool = False) -> VisResult:
+    """Optimize an input video (and, for two-stream models, a flow stack) so that each target responds maximally.
+
+    ``target``: a spec (``class:0-7``, ``channel:0-15``, ``neuron:C@t,y,x``, ``top-dynamic:K`` with ``from_run``),
+    an ``Objective`` (``stlens.visualize.objectives``), or a list of them. ``temporal_reg``: λ_T, or several for a
+    sweep (each target is rendered once per value). Jobs run ``batch`` at a time, one per batch element; target i
+    starts from seed ``seed + i`` whatever the batching. ``data``: natural clips for the comparison (default: the
+    synth world of a zoo model, ``sample:`` otherwise; ``natural_clips=0`` skips it). ``out``: also ``save`` there.
+    """
+    began = time.perf_counter()
+    if isinstance(model, str):
+        handle = load_model(model, weights, frames=frames, size=size)
+    else:
+        handle = as_handle(model)
+        handle.input = handle.input.with_overrides(frames, size)
+    handle.module.eval()
+    two_stream = takes_two_inputs(handle.module)
+    if two_stream and handle.input.frames < 2:
+        raise StlensError("two-stream models need at least 2 frames (flow between frames)")
+    lams = [float(v) for v in (temporal_reg if isinstance(temporal_reg, (list, tuple)) else [temporal_reg])]
+    if not lams or any(v < 0 or not np.isfinite(v) for v in lams):
+        raise StlensError(f"--temporal-reg values must be finite and ≥ 0, got {temporal_reg}")
+    targets = _targets(target, layer, from_run)
+    config = RenderConfig(steps=steps, lr=lr, param=param, optimizer=optimizer, batch=batch, precision=precision,
+                          reg=regularization or Regularization(), transforms=transforms or Transforms())
+    _check(handle, targets, two_stream)
+    if data is None and natural_clips:
+        data = nat.default_data(handle, weights)
+    natural = _natural(handle, targets, two_stream, data, natural_clips, seed)
+    jobs = [Job(t.objective, seed + i, lam, t.name) for lam in lams for i, t in enumerate(targets)]
+    spec = handle.input
+
+    def report(done: int, total: int) -> None:
+        if progress:
+            log.info("visualize: %d/%d targets (%.0f s)", done, total, time.perf_counter() - began)
+
+    rendered = render(handle.module, jobs, spec.frames, spec.size, spec.mean, spec.std, two_stream, config, report)
+    results = []
+    for k, r in enumerate(rendered):
+        t = targets[k % len(targets)]
+        rgb = to_uint8(r.rgb)
+        flow = None if r.flow is None else r.flow.permute(1, 2, 3, 0).numpy().copy()
+        moved = nat.video_flow(rgb) if len(rgb) > 1 else np.zeros((0, *rgb.shape[1:3], 2), np.float32)
+        results.append(TargetResult(t.name, t.objective.name, r.job.temporal, r.job.seed, rgb, flow, r.value,
+                                    natural[k % len(targets)], r.regularizers, r.history, r.status, r.stopped_at,
+                                    r.seconds, t.measured, _stats(r, rgb, moved), moved))
+        if r.status != "ok":
+            log.warning("visualize: %s stopped at step %s (NaN/inf); the other targets went on", t.name,
+                        r.stopped_at)
+    settings = {"model": handle.spec, "weights": weights, "two_stream": two_stream, "layer": layer,
+                "from": None if from_run is None else str(from_run), "data": data, "natural_clips": natural_clips,
+                "steps": steps, "lr": lr, "param": param, "optimizer": optimizer, "batch": batch,
+                "precision": precision, "seed": seed, "temporal_reg": lams, "frames": spec.frames, "size": spec.size,
+                "regularization": config.reg.to_dict(), "transforms": config.transforms.to_dict(),
+                "seconds": round(time.perf_counter() - began, 2)}
+    result = VisResult(results, settings)
+    if out is not None:
+        result.save(out)
+    return result

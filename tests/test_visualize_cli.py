@@ -1,0 +1,91 @@
+"""``stlens visualize`` end to end through the CLI on tiny zoo models: files written, sweep, two-stream, errors."""
+
+from __future__ import annotations
+
+import json
+
+import av
+import pytest
+import torch
+from PIL import Image
+
+import stlens
+from stlens.cli import main
+
+TINY = ["--model", "stlens:i3d?width=4", "--frames", "4", "--size", "16", "--steps", "3", "--natural-clips", "2",
+        "--quiet"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_cli_writes_every_output(tmp_path):
+    out = tmp_path / "viz"
+    assert main(["visualize", *TINY, "--target", "class:0-1", "--batch", "2", "--out", str(out)]) == 0
+    for name in ("class_0", "class_1"):
+        folder = out / name
+        gif = Image.open(folder / "video.gif")
+        assert gif.n_frames == 4 and gif.size == (128, 128)
+        assert Image.open(folder / "flow_paper.gif").n_frames == 3
+        assert Image.open(folder / "flow_wheel.gif").n_frames == 3
+        with av.open(str(folder / "video.mp4")) as container:
+            stream = container.streams.video[0]
+            assert stream.codec_context.name == "h264"
+            assert sum(1 for _ in container.decode(stream)) == 4
+        record = json.loads((folder / "result.json").read_text())
+        assert record["status"] == "ok" and record["natural"]["clips"] == 2
+        assert set(record["regularizers"]) == {"rgb.lp_norm", "rgb.spatial_tv", "rgb.temporal_variation",
+                                               "rgb.range_bound"}
+        assert record["frame_change_grey"] >= 0 and "direction_deg" in record["video_flow_opencv_dis"]
+    mosaic = Image.open(out / "mosaic.png")
+    assert mosaic.size[0] > 4 * 64 and mosaic.size[1] > 2 * 64
+    summary = json.loads((out / "summary.json").read_text())
+    assert [t["target"] for t in summary["targets"]] == ["class_0", "class_1"]
+    assert summary["config"]["temporal_reg"] == [1.0]
+
+
+def test_cli_temporal_sweep_and_top_dynamic(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "units.csv").write_text("layer,channel,r_dynamic,r_static,class\n"
+                                   "stage1,0,0.1,0.9,static\nstage1,1,0.8,0.1,dynamic\nstage1,2,0.6,0.2,dynamic\n"
+                                   "stage1,3,0.9,0.95,joint\n")
+    (run / "result.json").write_text("{}")
+    out = tmp_path / "sweep"
+    code = main(["visualize", *TINY, "--layer", "stage1", "--target", "top-dynamic:2", "--from",
+                 str(run / "result.json"), "--temporal-reg", "0,10", "--out", str(out)])
+    assert code == 0
+    for lam in ("0", "10"):
+        names = sorted(p.name for p in (out / f"lambda_t={lam}").iterdir() if p.is_dir())
+        assert names == ["stage1_ch1", "stage1_ch2"]
+        record = json.loads((out / f"lambda_t={lam}" / "stage1_ch1" / "result.json").read_text())
+        assert record["lambda_t"] == float(lam) and record["measured"]["class"] == "dynamic"
+
+
+def test_two_stream_joint_rgb_and_flow(tmp_path):
+    result = stlens.visualize("stlens:twostream?width=4", "class:2", frames=4, size=16, steps=3, natural_clips=2,
+                              out=tmp_path / "ts")
+    t = result.targets[0]
+    assert t.flow.shape == (3, 16, 16, 2) and abs(t.flow).max() <= 20.0
+    record = json.loads((tmp_path / "ts" / "class_2" / "result.json").read_text())
+    assert "flow.temporal_variation" in record["regularizers"] and "direction_deg" in record["input_flow"]
+    assert Image.open(tmp_path / "ts" / "class_2" / "flow_paper.gif").n_frames == 3
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--layer", "stage9", "--target", "channel:0"], "stage9"),
+    (["--layer", "stage1", "--target", "channel:0-99"], "out of range"),
+    (["--target", "class:42"], "class 42"),
+    (["--target", "pixels:3"], "unknown target"),
+    (["--layer", "stage1", "--target", "top-static:3"], "--from"),
+    (["--target", "class:0", "--temporal-reg", "-1"], "temporal-reg"),
+])
+def test_cli_errors_exit_2(tmp_path, capsys, extra, message):
+    assert main(["visualize", *TINY, *extra, "--out", str(tmp_path / "x")]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
