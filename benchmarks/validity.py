@@ -23,7 +23,7 @@ import torch
 
 import stlens
 from stlens.measure.simulate import PlantedWorld, ci_coverage, simulate_run
-from stlens.showcase import DEMO_DATA, last_stage, run_demo
+from stlens.showcase import DEMO_DATA, last_stage_checks, run_demo
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from conftest import TemporalMeanEncoder  # noqa: E402
@@ -66,22 +66,6 @@ def coverage(runs: int) -> list[dict]:
     return rows
 
 
-def model_checks(rows) -> list[dict]:
-    checks = []
-    for data in DEMO_DATA:
-        motion = last_stage(rows, "i3d-motion", data)
-        for other in ("i3d-appearance", "c2d-motion", "c2d-appearance"):
-            twin = last_stage(rows, other, data)
-            if motion is None or twin is None:
-                continue
-            checks.append({"data": data, "layer": motion.layer, "i3d-motion": motion.dynamic, "other": other,
-                           "other_dynamic": twin.dynamic, "i3d_ci": motion.dynamic_ci, "other_ci": twin.dynamic_ci,
-                           "more_dynamic": motion.dynamic > twin.dynamic,
-                           "cis_apart": bool(motion.dynamic_ci and twin.dynamic_ci
-                                             and motion.dynamic_ci[0] > twin.dynamic_ci[1])})
-    return checks
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pairs", type=int, default=64)
@@ -99,7 +83,7 @@ def main() -> None:
     print(f"2. temporal-mean encoder: {t['live']}/{t['channels']} live channels, min r_static {t['min_r_static']:.6f}, "
           f"units {t['units']}")
     rows = run_demo(Path(args.out) / "demo", pairs=args.pairs, progress=False)
-    report["models"] = model_checks(rows)
+    report["models"] = last_stage_checks(rows)
     print("3-4. bundled models, last stage dynamic % [95% CI]:")
     for c in report["models"]:
         print(f"   {c['data']:<7} i3d-motion {c['i3d-motion']:.1f} {c['i3d_ci']} vs {c['other']} "

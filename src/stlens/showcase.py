@@ -89,21 +89,29 @@ def last_stage(rows: list[DemoRow], model: str, data: str) -> DemoRow | None:
     return found[-1] if found else None
 
 
-def verdicts(rows: list[DemoRow]) -> list[str]:
-    """The checks the demo exists for, in words, from the last-stage rows."""
-    lines = []
+def last_stage_checks(rows: list[DemoRow]) -> list[dict[str, Any]]:
+    """i3d-motion against each other bundled net at the last stage, per data source: more dynamic? CIs apart?"""
+    checks = []
     for data in DEMO_DATA:
         motion = last_stage(rows, "i3d-motion", data)
         for other in ("i3d-appearance", "c2d-motion", "c2d-appearance"):
             twin = last_stage(rows, other, data)
             if motion is None or twin is None:
                 continue
-            apart = (motion.dynamic_ci and twin.dynamic_ci and motion.dynamic_ci[0] > twin.dynamic_ci[1])
-            word = "more" if motion.dynamic > twin.dynamic else "NOT more"
-            lines.append(f"{data}: i3d-motion {motion.layer} dynamic {motion.dynamic:.1f}% {_ci(motion.dynamic_ci)} "
-                         f"is {word} dynamic than {other} {twin.layer} {twin.dynamic:.1f}% {_ci(twin.dynamic_ci)}"
-                         f"{' (CIs apart)' if apart else ' (CIs overlap)'}")
-    return lines
+            checks.append({"data": data, "layer": motion.layer, "i3d-motion": motion.dynamic, "other": other,
+                           "other_layer": twin.layer, "other_dynamic": twin.dynamic, "i3d_ci": motion.dynamic_ci,
+                           "other_ci": twin.dynamic_ci, "more_dynamic": motion.dynamic > twin.dynamic,
+                           "cis_apart": bool(motion.dynamic_ci and twin.dynamic_ci
+                                             and motion.dynamic_ci[0] > twin.dynamic_ci[1])})
+    return checks
+
+
+def verdicts(rows: list[DemoRow]) -> list[str]:
+    """The checks the demo exists for, in words, from the last-stage rows."""
+    return [f"{c['data']}: i3d-motion {c['layer']} dynamic {c['i3d-motion']:.1f}% {_ci(c['i3d_ci'])} is "
+            f"{'more' if c['more_dynamic'] else 'NOT more'} dynamic than {c['other']} {c['other_layer']} "
+            f"{c['other_dynamic']:.1f}% {_ci(c['other_ci'])}{' (CIs apart)' if c['cis_apart'] else ' (CIs overlap)'}"
+            for c in last_stage_checks(rows)]
 
 
 def run_demo(out: str | Path = "runs/demo", pairs: int = 64, models: list[str] | None = None,
