@@ -6,7 +6,10 @@
 4. optimized channel activations are ≥ 10× the channel's mean activation on natural clips;
 5. twostream-motion with joint RGB + flow: the optimized flow of each class follows its direction.
 
-    python benchmarks/visualize_checks.py [--steps 150] [--only motion,appearance,sweep,twostream] [--out runs/viz]
+    python benchmarks/visualize_checks.py [--steps 150] [--only motion,appearance,sweep,twostream,variants]
+                                          [--out runs/visualize_checks]
+
+``variants`` (not run by default) repeats check 1 with λ_T = 10, λ_T = 100 and 300 steps.
 """
 
 from __future__ import annotations
@@ -175,6 +178,18 @@ def main() -> None:
                                        "rgb_flow": direction_check(r, "video_flow_opencv_dis")}
         docs_image(out / "twostream_motion_classes" / "mosaic.png", IMAGES / "visualize_twostream_classes.png")
         save()
+    if "variants" in only and "i3d-motion" in bundled:
+        variants = {}
+        for name, extra in [("lt10", dict(temporal_reg=10.0)), ("lt100", dict(temporal_reg=100.0)),
+                            ("steps300", dict(steps=300))]:
+            settings = {**common, **extra}
+            r = run(f"variant_{name}", out, model="stlens:i3d", weights="bundled:i3d-motion", target="class:0-7",
+                    **settings)
+            check = direction_check(r, "video_flow_opencv_dis")
+            variants[name] = {"settings": settings, "within_45": check["within_45"],
+                              "measured_deg": [c["measured_deg"] for c in check["classes"]],
+                              "speed_px": [c["speed_px"] for c in check["classes"]]}
+        report["i3d_motion_variants"] = variants
     save()
     print(json.dumps({k: (v if not isinstance(v, dict) else {kk: vv for kk, vv in v.items() if kk != "classes"
                                                              and kk != "rows"}) for k, v in report.items()}, indent=1))
