@@ -175,7 +175,8 @@ def model_comparison(points: Sequence[tuple[str, LayerResult]], title: str | Non
                         yerr=np.array(_whisker(ys, r.ci95.get("dynamic"))).reshape(2, 1),
                         fmt=MARKERS[markers.index(marker) % len(MARKERS)],
                         color=SERIES[colours.index(colour) % len(SERIES)], markersize=7, capsize=2, elinewidth=0.9,
-                        markeredgecolor="white", markeredgewidth=0.5, label=_short(f"{label} · {r.layer}", 80))
+                        markeredgecolor="white", markeredgewidth=0.5,
+                        label=_short(f"{label} · {r.layer}", 80 if columns == 1 else 56))
         ax.set_xlim(0, limit)
         ax.set_ylim(0, limit)
         ax.set_aspect("equal")
