@@ -90,3 +90,13 @@ class TinyClassifier(nn.Module):
 
 def tiny_classifier() -> nn.Module:
     return TinyClassifier()
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models run fastest on one thread (and far faster on a busy machine); use with
+    ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -6,7 +6,6 @@ import json
 
 import av
 import pytest
-import torch
 from PIL import Image
 
 import stlens
@@ -16,12 +15,7 @@ TINY = ["--model", "stlens:i3d?width=4", "--frames", "4", "--size", "16", "--ste
         "--quiet"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_cli_writes_every_output(tmp_path):
