@@ -26,10 +26,10 @@ from stlens.models.bundled import list_bundled
 from stlens.models.registry import load_model
 from stlens.synth import open_synth
 from stlens.synth.textures import FAMILIES, texture_bank
+from stlens.train.trainer import takes_two_inputs
 from stlens.video.flow import encode_flow, flow_clip
 from stlens.video.sampling import to_model_input
 from stlens.visualize import visualize
-from stlens.visualize.api import takes_two_inputs
 from stlens.visualize.natural import angle_error
 
 IMAGES = Path("docs/images")

@@ -14,6 +14,7 @@ from torch import nn
 
 from stlens.errors import StlensError
 from stlens.models.registry import ModelHandle, as_handle, load_model
+from stlens.train.trainer import takes_two_inputs
 from stlens.visualize import natural as nat
 from stlens.visualize import outputs as writers
 from stlens.visualize.objectives import Objective
@@ -128,12 +129,6 @@ def _targets(target, layer: str | None, from_run) -> list[Target]:
 
 def _safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name).strip("_") or "target"
-
-
-def takes_two_inputs(module: nn.Module) -> bool:
-    from stlens.train.trainer import takes_two_inputs as two
-
-    return two(module)
 
 
 def _check(handle: ModelHandle, targets: Sequence[Target], two_stream: bool) -> None:
