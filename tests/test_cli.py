@@ -32,7 +32,7 @@ def two_runs(tmp_path_factory):
 def test_same_seed_gives_identical_result_json(two_runs):
     first = json.loads((two_runs / "first" / "result.json").read_text())
     second = json.loads((two_runs / "second" / "result.json").read_text())
-    first.pop("timing"), second.pop("timing")
+    first.pop("timing"), second.pop("timing"), first.pop("run_id"), second.pop("run_id")
     assert first == second
     assert [layer["layer"] for layer in first["layers"]] == ["stem", "layer1", "layer2", "layer3", "layer4"]
     assert first["pairs"] == {"dynamic": 8, "static": 8} and first["skipped"] == []
@@ -118,7 +118,7 @@ def test_done_when_command_on_r3d_18_full_size(tmp_path):
         assert main([*args, "--out", str(tmp_path / name)]) == 0
     one = json.loads((tmp_path / "one" / "result.json").read_text())
     two = json.loads((tmp_path / "two" / "result.json").read_text())
-    one.pop("timing"), two.pop("timing")
+    one.pop("timing"), two.pop("timing"), one.pop("run_id"), two.pop("run_id")
     assert one == two
     with np.load(tmp_path / "one" / "latents.npz") as latents:
         for layer in one["layers"]:

@@ -46,8 +46,8 @@ def test_measure_api_result_frame_and_save(sample_pairs, tmp_path):
     units = result.units_frame()
     assert len(units) == 6 + 8
     result.save(tmp_path)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "latents.npz", "layers.csv", "result.json",
-                                                         "units.csv"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".stlens-run.json", ".stlens.lock", "config.json",
+                                                         "latents.npz", "layers.csv", "result.json", "units.csv"]
     assert not any(p.name.endswith(".tmp") for p in tmp_path.iterdir())
 
 

@@ -94,6 +94,7 @@ def test_report_lists_bad_runs_as_skipped_and_keeps_the_rest(run, tmp_path):
     doc = json.loads((moved / "result.json").read_text())
     doc["data"] = str(tmp_path / "gone")
     (moved / "result.json").write_text(json.dumps(doc))
+    (moved / ".stlens-run.json").unlink()  # edited by hand: an unmarked folder, loaded with a warning
     out = tmp_path / "r.html"
     assert main(["report", str(run), str(missing), str(old), str(broken), str(nowhere), str(moved), "--out",
                  str(out)]) == 0
@@ -143,8 +144,11 @@ def test_load_result_round_trips_the_files(run, tmp_path):
     units = loaded.units_frame()
     assert units["layer"].tolist().count(EVIL_LAYER) == loaded[EVIL_LAYER].channels == 8
     loaded.save(tmp_path / "again", json.loads((run / "config.json").read_text()))
+    assert loaded.run_id != json.loads((run / "result.json").read_text())["run_id"]  # a save is a new run
     for name in ("result.json", "layers.csv", "units.csv", "config.json"):
-        assert (tmp_path / "again" / name).read_bytes() == (run / name).read_bytes(), name
+        again = (tmp_path / "again" / name).read_text().replace(loaded.run_id, "ID")
+        first = (run / name).read_text().replace(json.loads((run / "result.json").read_text())["run_id"], "ID")
+        assert again == first, name
 
 
 def test_load_result_errors_name_the_file(run, tmp_path):
@@ -154,6 +158,9 @@ def test_load_result_errors_name_the_file(run, tmp_path):
     shutil.copytree(run, bad)
     lines = (bad / "units.csv").read_text().splitlines()
     (bad / "units.csv").write_text("\n".join(lines[:-1]) + "\n")  # one channel row lost
+    with pytest.raises(stlens.StlensError, match=r"units.csv: changed since the run wrote it"):
+        stlens.load_result(bad)
+    (bad / ".stlens-run.json").unlink()  # an unmarked folder (stlens 0.1.0): the files themselves are checked
     with pytest.raises(stlens.StlensError, match=r"units.csv: layer .* has 7 channel rows, result.json says 8"):
         stlens.load_result(bad)
     (bad / "units.csv").write_text("\n".join(lines[:2] + [lines[2].rsplit(",", 1)[0] + ",weird"]) + "\n")

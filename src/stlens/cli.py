@@ -40,17 +40,35 @@ def _add_measure_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
     p.add_argument("--bootstrap", type=int, default=200, help="Poisson bootstrap replicates (0 = no CIs)")
     p.add_argument("--threshold", type=float, default=0.5, help="per-channel class threshold τ (strict >)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_seed, default=0)
     p.add_argument("--save-latents", action="store_true", help="also write latents.npz (memory grows with pairs)")
-    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--out", required=True, help="output run folder (refused if it holds a complete run)")
+    p.add_argument("--overwrite", action="store_true", help="replace the run in --out (swapped in only when the new "
+                   "run is complete)")
     p.add_argument("--quiet", action="store_true", help="no progress bar or table")
 
 
 def cmd_measure(args: argparse.Namespace) -> int:
+    from stlens.runs import RunFolder
+
+    folder = RunFolder(args.out, "measure", overwrite=args.overwrite).claim()  # before any work
+    try:
+        return _measure_into(folder, args)
+    except BaseException:
+        folder.abandon()
+        raise
+
+
+def _measure_into(folder, args: argparse.Namespace) -> int:
     import stlens
 
     torch.manual_seed(args.seed)
     handle = stlens.load_model(args.model, args.weights, frames=args.frames, size=args.size)
+    from stlens.models.inspect import random_init, random_init_warning
+
+    untrained = random_init(handle)
+    if untrained:
+        print(f"stlens: WARNING: {random_init_warning(handle)}", file=sys.stderr, flush=True)
     source = stlens.open_data(args.data)
     pairs = stlens.make_pairs(source, handle.input, args.pairs, stylizer=args.stylizer, seed=args.seed,
                               flow=_flow_method(args.flow, handle), flow_cache=args.flow_cache)
@@ -59,7 +77,7 @@ def cmd_measure(args: argparse.Namespace) -> int:
         handle, pairs, args.layers, batch_size=args.batch_size, precision=args.precision, bootstrap=args.bootstrap,
         threshold=args.threshold, seed=args.seed, save_latents=args.save_latents, progress=not args.quiet,
         meta={"data": args.data, "stylizer": "stylized folders" if source.styles else pairs.stylizer,
-              "flow": getattr(pairs, "flow_method", None)},
+              "flow": getattr(pairs, "flow_method", None), "random_init": untrained},
     )
     config = {
         "command": "measure", "arguments": {k: v for k, v in vars(args).items() if k != "func"},
@@ -67,7 +85,9 @@ def cmd_measure(args: argparse.Namespace) -> int:
         "layers": handle.layers(args.layers), "stlens_version": __version__, "torch": torch.__version__,
         "python": platform.python_version(), "started": started, "timing": result.timing,
     }
-    out = result.save(args.out, config)
+    if result.meta.get("interrupted"):
+        return _save_interrupted(result, config, folder)
+    out = result.save(folder, config)
     if not args.quiet:
         print(result.table())
         skipped = result.meta["skipped"]
@@ -75,7 +95,26 @@ def cmd_measure(args: argparse.Namespace) -> int:
             print(f"skipped {len(skipped)} video(s): " + "; ".join(f"{s['source']}: {s['reason']}" for s in skipped))
         print(f"{result.meta['pairs']['dynamic']}+{result.meta['pairs']['static']} pairs in "
               f"{result.timing['seconds']:.1f} s → {out}/result.json")
+        if untrained:
+            print(f"stlens: WARNING: {random_init_warning(handle)}", file=sys.stderr)
     return 0
+
+
+def _save_interrupted(result, config: dict, folder) -> int:
+    """An interrupted measurement: its partial result goes into ``--out`` only when that holds no complete run,
+    otherwise into a fresh folder beside it; exit code 130."""
+    from stlens.interrupts import EXIT_INTERRUPTED
+    from stlens.runs import fresh_sibling
+
+    pairs = result.meta["pairs"]["dynamic"] + result.meta["pairs"]["static"]
+    earlier = folder.previous is not None and folder.previous.get("status") == "complete"
+    if earlier:
+        folder.abandon()
+        folder = fresh_sibling(folder.out, ".interrupted")
+    out = result.save(folder, config)
+    kept = f"; the complete earlier run in {config['arguments']['out']} is unchanged" if earlier else ""
+    print(f"stlens: interrupted after {pairs} pairs: partial result in {out}{kept}", file=sys.stderr)
+    return EXIT_INTERRUPTED
 
 
 def _flow_method(choice: str, handle) -> str | None:
@@ -136,14 +175,15 @@ def _add_train_parser(sub: argparse._SubParsersAction) -> None:
                    "the final step only)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--lr", type=float, default=2e-3, help="AdamW peak learning rate (warm-up, cosine decay)")
-    p.add_argument("--eval-clips", type=int, default=256, help="clips for train/test accuracy at each checkpoint")
+    p.add_argument("--eval-clips", type=int, default=256, help="clips for train/test accuracy at each checkpoint "
+                   "(0: no evaluation)")
     p.add_argument("--augment", action="store_true", help="random crops (video sources; default off)")
     p.add_argument("--static-dropout", default=None, metavar="SPEC", help="StaticDropout after a layer: "
                    "LAYER:p=0.5:select=static|topk:K:every=E[:start=S][:pairs=N][:threshold=T] (channels re-selected "
                    "every E steps by measuring the current model on the training data; E=0: once at step S)")
     p.add_argument("--random-dropout", default=None, metavar="SPEC", help="the control: the same SPEC, the same "
                    "number of channels and p, channels drawn at random at the same schedule")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_seed, default=0)
     p.add_argument("--out", required=True, help="run folder (resumes from its last checkpoint)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_train)
@@ -175,7 +215,7 @@ def _add_track_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=8, help="pairs per forward pass")
     p.add_argument("--bootstrap", type=int, default=200, help="bootstrap replicates for the CIs")
     p.add_argument("--threshold", type=float, default=0.5)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_seed, default=0)
     p.add_argument("--out", required=True, help="output folder: track.csv, track.json, track_<layer>.png")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_track)
@@ -203,7 +243,7 @@ def _add_stylize_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--stylizer", default="fourier", help="NAME[,NAME...]: style k uses name (k-1) mod count")
     p.add_argument("--styles", type=int, default=4, help="number of styles K (default 4, as in the paper)")
     p.add_argument("--out", required=True, help="output root (resumes: written videos are skipped)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_seed, default=0)
     p.add_argument("--frames-max", type=int, default=MAX_FRAMES, help=f"frames per video (default {MAX_FRAMES})")
     p.add_argument("--size", type=int, default=None, help="short side in pixels (default: as decoded)")
     p.add_argument("--quiet", action="store_true", help="no progress bar or summary")
@@ -216,6 +256,11 @@ def cmd_pairs_check(args: argparse.Namespace) -> int:
     from stlens.pairs.quality import check_pairs, report_table
 
     out = Path(args.out)
+    if out.is_dir():
+        raise StlensError(f"--out is the report's JSON file, but {out} is a folder; use e.g. {out / 'pairs.json'}")
+    if args.examples and out.suffix.lower() != ".json":
+        raise StlensError(f"--out {out}: with --examples, --out must end in .json (the example GIFs go into the "
+                          f"folder of the same name without .json); use e.g. {out.with_name(out.name + '.json')}")
     report = check_pairs(stlens.open_data(args.data), args.stylizer, n=args.n, frames=args.frames, size=args.size,
                          flow_method=args.flow, seed=args.seed, examples_dir=out.with_suffix("") if args.examples
                          else None, progress=not args.quiet)
@@ -236,7 +281,7 @@ def _add_pairs_parser(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--frames", type=int, default=16)
     c.add_argument("--size", type=int, default=112)
     c.add_argument("--flow", choices=["tvl1", "dis", "farneback"], default="dis", help="flow method (default dis)")
-    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--seed", type=_seed, default=0)
     c.add_argument("--examples", action="store_true", help="also write example GIFs (original | style A | style B) "
                    "into a folder named after --out")
     c.add_argument("--out", required=True, help="report JSON file")
@@ -277,6 +322,17 @@ def _floats(text: str) -> list[float]:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got '{text}'") from None
 
 
+def _seed(text: str) -> int:
+    """A --seed value: an integer in [0, 2**63) (checked when the arguments are parsed, before any work)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got '{text}'") from None
+    if not 0 <= value < 2**63:
+        raise argparse.ArgumentTypeError(f"must be in [0, 2**63), got {value}")
+    return value
+
+
 def cmd_visualize(args: argparse.Namespace) -> int:
     from stlens.visualize.api import visualize
 
@@ -313,7 +369,7 @@ def _add_visualize_parser(sub: argparse._SubParsersAction) -> None:
                    "large = slow, small = fast; default 1)")
     p.add_argument("--batch", type=int, default=8, help="targets optimized together, one per batch element")
     p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
-    p.add_argument("--seed", type=int, default=0, help="target i starts from seed + i")
+    p.add_argument("--seed", type=_seed, default=0, help="target i starts from seed + i")
     p.add_argument("--data", default=None, help="natural clips for the comparison (default: the synth world of a "
                    "zoo model, sample: otherwise)")
     p.add_argument("--natural-clips", type=int, default=8, help="natural clips to compare with (0: none)")
@@ -356,14 +412,18 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="stlens: %(levelname)s: %(message)s")
     args = build_parser().parse_args(argv)
+    from stlens.interrupts import EXIT_INTERRUPTED, Interrupted, handle_signals
+
     try:
-        return args.func(args)
+        with handle_signals():
+            return args.func(args)
     except StlensError as exc:
         print(f"stlens: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("stlens: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        name = exc.signal_name if isinstance(exc, Interrupted) else "SIGINT"
+        print(f"stlens: interrupted ({name}); nothing more was written", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import numpy as np
 from stlens.files import atomic_write, write_json, write_text
 from stlens.measure.estimate import CLASSES, layer_statistics, percent, percentile_interval
 from stlens.measure.moments import PairedMoments
+from stlens.runs import RunFolder
 
 FIELDS = ("dynamic", "static")
 UNIT_COLUMNS = ["layer", "channel", "r_dynamic", "r_static", "class"]
@@ -104,6 +105,8 @@ class MeasureResult:
     timing: dict[str, float] = field(default_factory=dict)
     moments: dict[str, PairedMoments] = field(default_factory=dict, repr=False)
     latents: dict[str, np.ndarray] | None = field(default=None, repr=False)
+    #: the id of the run folder this result was saved to or loaded from (docs/reliability.md)
+    run_id: str | None = None
 
     def __getitem__(self, layer: str) -> LayerResult:
         for item in self.layers:
@@ -113,7 +116,8 @@ class MeasureResult:
 
     def to_dict(self) -> dict[str, Any]:
         """The result.json document (DESIGN.md section 3)."""
-        return {**self.meta, "layers": [layer.to_dict() for layer in self.layers], "timing": self.timing}
+        doc = {**self.meta, "layers": [layer.to_dict() for layer in self.layers], "timing": self.timing}
+        return doc if self.run_id is None else doc | {"run_id": self.run_id}
 
     def to_frame(self):
         """A pandas DataFrame with one row per layer and the result.json fields flattened."""
@@ -127,18 +131,31 @@ class MeasureResult:
 
         return pd.DataFrame(list(unit_rows(self.layers)), columns=UNIT_COLUMNS)
 
-    def save(self, out: str | Path, config: dict[str, Any] | None = None) -> Path:
-        """Write result.json, layers.csv, units.csv, config.json and (when kept) latents.npz into ``out``."""
-        out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
+    def save(self, out: str | Path | RunFolder, config: dict[str, Any] | None = None, *,
+             overwrite: bool = False) -> Path:
+        """Write result.json, layers.csv, units.csv, config.json and (when kept) latents.npz into the run folder
+        ``out`` (docs/reliability.md): all files or none; a folder holding a complete run is refused unless
+        ``overwrite``; ``out`` may be a ``RunFolder`` claimed before the work started."""
+        folder = out if isinstance(out, RunFolder) else RunFolder(out, "measure", overwrite=overwrite)
+        with folder:
+            self.write_files(folder.staging, config, folder.run_id)
+            saved = folder.commit("interrupted" if self.meta.get("interrupted") else "complete")
+        self.run_id = folder.run_id
+        return saved
+
+    def write_files(self, out: Path, config: dict[str, Any] | None, run_id: str | None = None) -> None:
+        """The files of a measure run, written into ``out`` (a staging folder); ``run_id`` goes into the JSONs."""
         if self.latents is not None:
             atomic_write(out / "latents.npz", lambda f: np.savez(f, **self.latents))
         write_text(out / "units.csv", _csv(UNIT_COLUMNS, unit_rows(self.layers)))
         rows = [flatten_layer(layer) for layer in self.layers]
         write_text(out / "layers.csv", _csv(list(rows[0]) if rows else [], (r.values() for r in rows)))
-        write_json(out / "config.json", config if config is not None else {"meta": self.meta})
-        write_json(out / "result.json", self.to_dict())
-        return out
+        config = dict(config) if config is not None else {"meta": self.meta}
+        doc = self.to_dict()
+        if run_id is not None:
+            config["run_id"] = doc["run_id"] = run_id
+        write_json(out / "config.json", config)
+        write_json(out / "result.json", doc)
 
     def _repr_html_(self) -> str:
         """An HTML table for Jupyter: one row per layer (every value escaped)."""

@@ -18,7 +18,7 @@ from stlens.errors import StlensError
 from stlens.measure.moments import PairedMoments
 from stlens.measure.result import MeasureResult, estimate_layer
 from stlens.models.registry import ModelHandle, as_handle
-from stlens.models.taps import LayerTaps
+from stlens.models.taps import LayerTaps, asked_by_name
 from stlens.pairs.makers import Pair
 
 MIN_PAIRS = 8
@@ -130,7 +130,7 @@ def measure(model: nn.Module | ModelHandle, pairs: Iterable, layers: str | list[
     kept: dict[str, list[np.ndarray]] = {}
     factors: list[int] = []
     forward_seconds = 0.0
-    interrupted = False
+    interrupted: BaseException | None = None
     start = time.perf_counter()
     total = len(pairs) if hasattr(pairs, "__len__") else None
     with (LayerTaps(module, handle.layers(layers), layout=handle.layout) as taps, _progress(total, progress) as bar,
@@ -139,12 +139,12 @@ def measure(model: nn.Module | ModelHandle, pairs: Iterable, layers: str | list[
             for batch in batches(pairs, batch_size):
                 n = len(batch)
                 inputs = stack_inputs([p.a for p in batch] + [p.b for p in batch])
-                taps.reset()
+                taps.reset(batch=2 * n)
                 tick = time.perf_counter()
                 _forward_or_explain(handle, module, inputs, precision)
                 forward_seconds += time.perf_counter() - tick
                 factor = np.array([p.factor for p in batch])
-                for name, pooled in taps.latents.items():
+                for name, pooled in taps.checked(strict=asked_by_name(layers)).items():
                     pooled = pooled.numpy()
                     a, b = pooled[:n], pooled[n:]
                     if name not in moments:
@@ -157,16 +157,18 @@ def measure(model: nn.Module | ModelHandle, pairs: Iterable, layers: str | list[
                         kept.setdefault(f"{name}/b", []).append(b)
                 factors.extend(int(f) for f in factor)
                 bar.update(n)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:
             # Keep what was measured: stop here and return the result of the pairs so far (if there are enough).
             if not moments or len({tuple(m.n) for m in moments.values()}) != 1:
                 raise
-            interrupted = True
+            interrupted = exc
             warnings.warn(f"interrupted after {len(factors)} pairs: the result covers only these", RuntimeWarning,
                           stacklevel=2)
     if not moments:
         raise StlensError("no pairs were measured (the pair source was empty)")
     counts = next(iter(moments.values())).n
+    if interrupted and counts.min() < min_pairs:
+        raise interrupted  # too few pairs for a partial result: nothing to keep
     if counts.min() < min_pairs:
         raise StlensError(f"only {counts[0]} dynamic and {counts[1]} static pairs; at least {min_pairs} per factor "
                           f"are needed (use more --pairs or more videos)")

@@ -7,6 +7,28 @@ import torch
 from stlens.models.registry import ModelHandle
 from stlens.models.taps import flatten_output
 
+#: Families whose models are built with random weights unless weights are given (``module:`` specs may return a
+#: trained model: that cannot be known).
+RANDOM_UNLESS_WEIGHTS = ("torchvision:", "stlens:", "pytorchvideo:", "hf:")
+
+
+def random_init(handle: ModelHandle) -> bool | None:
+    """True when ``handle`` holds randomly initialized weights (no weights were loaded into a family that builds
+    random ones; zoo models built with their own trained weights, like ``pretrained=true``, are not); None when it
+    cannot be known (``module:`` specs, bare modules)."""
+    if not handle.spec.startswith(RANDOM_UNLESS_WEIGHTS):
+        return None
+    if handle.weights is not None:
+        return False
+    options = (getattr(handle.module, "stlens_config", None) or {}).get("options") or {}
+    return not options.get("pretrained", False)
+
+
+def random_init_warning(handle: ModelHandle) -> str:
+    """The loud line said when a measurement is of an untrained network."""
+    return (f"{handle.spec} has random weights (no --weights given): this measures an untrained network, not what "
+            f"a trained model encodes; pass --weights FILE (or a torchvision weights name, or bundled:NAME)")
+
 
 def dummy_input(handle: ModelHandle, batch: int = 1) -> torch.Tensor:
     spec = handle.input

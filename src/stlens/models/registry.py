@@ -152,15 +152,46 @@ def _build_torchvision(builder: str, weights: str | None) -> ModelHandle:
     return handle
 
 
+def _is_machinery(filename: str) -> bool:
+    """Frames of stlens' loader and of the import system, left out of a user traceback."""
+    return filename == __file__ or filename.startswith("<frozen importlib") or filename == importlib.__file__
+
+
+def _user_code_error(spec: str, doing: str, exc: Exception) -> StlensError:
+    """One line that says the user's code raised (naming the spec), then the traceback of the user's code."""
+    import traceback
+
+    shown = traceback.TracebackException.from_exception(exc)
+    shown.stack = traceback.StackSummary.from_list([f for f in shown.stack if not _is_machinery(f.filename)])
+    first = (str(exc).splitlines() or [""])[0]
+    return StlensError(f"{spec}: {doing} raised {type(exc).__name__}: {first} (the traceback of that code follows)\n"
+                       + "".join(shown.format()).rstrip("\n"))
+
+
 def _build_module(target: str) -> ModelHandle:
     module_name, _, attr = target.rpartition(":")
     if not module_name or not attr:
         raise StlensError(f"module spec must be module:<pkg.mod>:<callable>, got module:{target}")
     try:
-        factory = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as exc:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name == module_name or module_name.startswith(f"{exc.name}."):  # the named module itself is not there
+            raise StlensError(f"cannot import {attr} from {module_name}: {exc}") from exc
+        raise _user_code_error(f"module:{target}", f"importing {module_name}", exc) from exc
+    except StlensError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the user's module raised: say so, then show its traceback
+        raise _user_code_error(f"module:{target}", f"importing {module_name}", exc) from exc
+    try:
+        factory = getattr(module, attr)
+    except AttributeError as exc:
         raise StlensError(f"cannot import {attr} from {module_name}: {exc}") from exc
-    built = factory()
+    try:
+        built = factory()
+    except StlensError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the user's factory raised: say so, then show its traceback
+        raise _user_code_error(f"module:{target}", f"calling {attr}()", exc) from exc
     if isinstance(built, ModelHandle):
         return built
     if not isinstance(built, nn.Module):

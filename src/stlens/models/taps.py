@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import logging
 from collections.abc import Callable, Iterable, Sequence
 
 import torch
@@ -10,6 +11,7 @@ from torch import nn
 
 from stlens.errors import StlensError
 
+log = logging.getLogger("stlens")
 #: Layers whose 4-D/5-D outputs keep channels last, e.g. Swin3D's (B, T, H, W, C).
 Layout = Callable[[str], str]
 
@@ -70,9 +72,23 @@ def resolve_layers(model: nn.Module, layers: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(resolved))
 
 
+def asked_by_name(request: str | list[str] | None) -> bool:
+    """True when layers were named by the user (not ``default``/``all``): a layer that gives nothing usable is then
+    an error, not a warning."""
+    return request is not None and request not in ("default", "all")
+
+
 def all_layers(model: nn.Module) -> list[str]:
     """Every named submodule, in registration order."""
     return [name for name, _ in model.named_modules() if name]
+
+
+def _kind(output) -> str:
+    if output is None:
+        return "None"
+    if isinstance(output, (list, tuple, dict)):
+        return f"a {type(output).__name__} without tensors"
+    return f"a {type(output).__name__}"
 
 
 class LayerTaps:
@@ -81,6 +97,10 @@ class LayerTaps:
     After a forward, ``latents`` maps latent names (the layer name, or ``layer.i``/``layer.key`` for list/dict outputs,
     ``layer@k`` for the k-th call of a module called more than once per forward) to (B, C) float32 tensors.
     Non-finite activations raise an error naming the layer.
+
+    With ``reset(batch=B)`` an output whose first axis is not the B videos of the batch (e.g. attention over
+    (B·T, N, D) frame tokens) is not pooled; such outputs, outputs that hold no tensor or cannot be pooled, and layers
+    never called in the forward are named with the reason in ``unusable()`` (see ``checked``).
     """
 
     def __init__(self, model: nn.Module, layers: Sequence[str], layout: Layout = channels_first,
@@ -90,6 +110,10 @@ class LayerTaps:
         self.layout = layout
         self.check_finite = check_finite
         self.latents: dict[str, torch.Tensor] = {}
+        self.batch: int | None = None
+        self.problems: dict[str, tuple[str, str]] = {}  # latent name → (why, detail) in the last forward
+        self.skipped: dict[str, str] = {}  # left out by ``checked`` (name → why)
+        self._checked = False
         self._calls: dict[str, int] = {}
         self._handles: list = []
 
@@ -98,7 +122,19 @@ class LayerTaps:
             count = self._calls.get(name, 0) + 1
             self._calls[name] = count
             base = name if count == 1 else f"{name}@{count}"
-            for latent_name, tensor in flatten_output(base, output):
+            tensors = flatten_output(base, output)
+            if not tensors:
+                self.problems[base] = (f"the output is {_kind(output)}, not a tensor", "")
+            for latent_name, tensor in tensors:
+                shape = str(tuple(tensor.shape))
+                if self.batch is not None and (tensor.ndim == 0 or tensor.shape[0] != self.batch):
+                    self.problems[latent_name] = (
+                        f"the output's first axis is not the {self.batch} videos of the batch (frames or tokens "
+                        f"folded into it, e.g. inside attention)", shape)
+                    continue
+                if self.batch is not None and not 2 <= tensor.ndim <= 5:
+                    self.problems[latent_name] = ("the output cannot be pooled (expected 2-D to 5-D)", shape)
+                    continue
                 pooled = pool_tensor(tensor, self.layout(name))
                 if self.check_finite and not torch.isfinite(pooled).all():
                     raise StlensError(f"non-finite (NaN/inf) activations in layer '{latent_name}'")
@@ -106,11 +142,48 @@ class LayerTaps:
 
         return hook
 
-    def reset(self) -> None:
+    def reset(self, batch: int | None = None) -> None:
+        """Clear the latents before a forward; ``batch``: the number of videos in it (checked against each output's
+        first axis)."""
         self.latents = {}
+        self.problems = {}
         self._calls = {}
+        self.batch = batch
+
+    def unusable(self) -> dict[str, str]:
+        """Requested layers (or latents of them) that gave nothing usable in the last forward, with why."""
+        return {name: f"{why} {detail}" if detail else why for name, (why, detail) in self._unusable().items()}
+
+    def _unusable(self) -> dict[str, tuple[str, str]]:
+        found = {name: ("never called in the forward", "") for name in self.layers if name not in self._calls}
+        return found | self.problems
+
+    def checked(self, strict: bool) -> dict[str, torch.Tensor]:
+        """The latents of the last forward, after checking what every requested layer gave.
+
+        The first call decides: layers that gave nothing usable (``unusable()``) raise a ``StlensError`` naming them
+        when ``strict`` (the layers were asked for by name), else they are left out with one warning listing them
+        (kept in ``skipped``); a ``StlensError`` too when no layer is left. Later calls leave out the same ones and
+        raise when another layer stops giving a usable output."""
+        bad = {name: entry for name, entry in self._unusable().items() if name not in self.skipped}
+        if bad and (strict or self._checked or not self.latents):
+            listed = "; ".join(f"'{name}'" + (f" {detail}" if detail else "") + f": {why}"
+                               for name, (why, detail) in bad.items())
+            raise StlensError(f"cannot measure layer(s) {listed}. Choose other layers (`stlens layers SPEC` lists "
+                              f"every layer with its output shape)")
+        if bad:
+            self.skipped.update({name: why for name, (why, _) in bad.items()})
+            groups: dict[str, list[str]] = {}
+            for name, (why, detail) in bad.items():
+                groups.setdefault(why, []).append(f"{name} {detail}" if detail else name)
+            log.warning("skipping %d of %d layer(s), which give no per-video tensor to measure: %s", len(bad),
+                        len(self.layers), "; ".join(f"{why}: {', '.join(names)}" for why, names in groups.items()))
+        self._checked = True
+        return self.latents
 
     def __enter__(self) -> LayerTaps:
+        self.skipped = {}
+        self._checked = False
         modules = dict(self.model.named_modules())
         self._handles = [modules[name].register_forward_hook(self._hook(name)) for name in self.layers]
         return self

@@ -17,14 +17,15 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise StlensError(f"weights file not found: {path}")
+    if path.stat().st_size == 0:
+        raise StlensError(f"weights file {path} is empty (0 bytes)")
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path))
+        return _read_safetensors(path)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unpickling refusal becomes a clear message
-        raise StlensError(f"cannot read {path} as a tensors-only checkpoint (weights_only=True): {exc}") from exc
+    except Exception as exc:  # noqa: BLE001 - any unpickling refusal or a truncated file becomes a clear message
+        raise StlensError(f"cannot read {path} as a tensors-only checkpoint (weights_only=True; truncated or not a "
+                          f"torch checkpoint?): {type(exc).__name__}: {exc}") from exc
     for key in STATE_DICT_KEYS:
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]
@@ -32,6 +33,23 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise StlensError(f"{path} does not hold a state_dict of tensors")
     return {k.removeprefix("module."): v for k, v in obj.items()}
+
+
+def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    """A ``.safetensors`` file, or a clear error for a truncated file or a torch/pickle file under that name."""
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path))
+    except Exception as exc:  # noqa: BLE001 - SafetensorError and OS errors alike become a clear message
+        with open(path, "rb") as f:
+            head = f.read(4)
+        if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":
+            hint = ("it looks like a torch/pickle checkpoint (zip or pickle data) named .safetensors; "
+                    "rename it to .pt to load it tensors-only")
+        else:
+            hint = "truncated, or not a safetensors file"
+        raise StlensError(f"cannot read weights file {path} as safetensors ({hint}): {exc}") from exc
 
 
 def load_state_dict(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:

@@ -13,7 +13,7 @@ import torch
 from stlens.errors import StlensError
 from stlens.models.registry import InputSpec
 from stlens.pairs.stylizers import get_stylizer
-from stlens.video.io import read_clip_source
+from stlens.video.io import probe_clip_source, read_clip_source
 from stlens.video.sampling import centre_crop, clip_indices, to_model_input
 from stlens.video.sources import VideoSource
 
@@ -32,6 +32,13 @@ class Pair:
     source: str = ""
 
 
+def check_clip_frames(frames: int) -> None:
+    """Refuse clips of fewer than 2 frames: a static pair would be two identical clips (r_static = 1 everywhere)."""
+    if frames < 2:
+        raise StlensError(f"pairs need clips of at least 2 frames, got --frames {frames}: a 1-frame clip and its "
+                          f"frame-shuffled copy are the same clip, so every static pair would be two identical inputs")
+
+
 def frame_shuffle(frames: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Permute the T frames of a clip (never the identity when T ≥ 2)."""
     t = len(frames)
@@ -48,8 +55,13 @@ class VideoPairs:
     """Iterable of ``Pair`` drawn from a ``VideoSource``: ``pairs`` per factor, spread evenly over the videos.
 
     Each video is decoded once (short side resized) and yields its share of clips; pair i of video v is drawn from a
-    generator seeded with (seed, v, factor, i), so pairs are reproducible. Videos that cannot be decoded or are
-    shorter than a clip are skipped, listed in ``skipped``, and their share goes to the following videos.
+    generator seeded with (seed, v, factor, i), so pairs are reproducible. Before its share is set, every video is
+    probed cheaply (container header and first frame, or the image files of a frame folder; only as far ahead as
+    the shares need): videos that cannot be opened or are shorter than a clip are skipped and listed in ``skipped``,
+    and the shares are spread over the usable ones, so the count asked for is met whenever they allow it. A video
+    that passes the probe but then cannot be decoded (or gives fewer frames than a clip) is a ``StlensError`` naming
+    it; one that decodes only partly (truncated) is used with a warning giving the frames read vs expected.
+    Clips need at least 2 frames (a 1-frame clip is its own frame-shuffled copy).
     """
 
     source: VideoSource
@@ -62,6 +74,7 @@ class VideoPairs:
     def __post_init__(self) -> None:
         if self.pairs < 1:
             raise StlensError(f"--pairs must be ≥ 1, got {self.pairs}")
+        check_clip_frames(self.spec.frames)
         self._stylizers = get_stylizer(self.stylizer)
 
     def __len__(self) -> int:
@@ -85,15 +98,45 @@ class VideoPairs:
             second = frame_shuffle(first, rng)
         return Pair(factor, to_model_input(first, spec), to_model_input(second, spec), source)
 
-    def _frames(self, path) -> np.ndarray | None:
+    def _min_frames(self) -> int:
+        """Frames a video needs to give a pair."""
+        return self.spec.frames
+
+    def _probe(self, path) -> tuple[int | None, bool] | None:
+        """The cheap look at a video before shares are set: ``(frames, exact)`` (see ``probe_clip_source``), or None
+        when it is skipped (and listed in ``skipped``). A count estimated close to what a clip needs is made exact by
+        decoding the video."""
+        need = self._min_frames()
         try:
-            frames = read_clip_source(path, short_side=self.spec.resize)
+            frames, exact = probe_clip_source(path)
+            if frames is None or (not exact and frames < need + _tolerance(need, exact)):
+                frames, exact = len(read_clip_source(path, short_side=self.spec.resize, partial=True)), True
         except StlensError as exc:
             self._skip(path, str(exc).removeprefix(f"{path}: "))
             return None
-        if len(frames) < self.spec.frames:
-            self._skip(path, f"shorter than the clip ({len(frames)} < {self.spec.frames} frames)")
+        if frames < self.spec.frames:
+            self._skip(path, f"shorter than the clip ({frames} < {self.spec.frames} frames)")
             return None
+        return frames, exact
+
+    def _frames(self, path, probe: tuple[int | None, bool]) -> np.ndarray:
+        """Decode a video that passed ``_probe``: a ``StlensError`` naming it when it now cannot be decoded or gives
+        fewer frames than a pair needs; a warning when it gives fewer frames than the probe said (truncated)."""
+        expected, exact = probe
+        try:
+            frames = read_clip_source(path, short_side=self.spec.resize, partial=True)
+        except StlensError as exc:
+            raise StlensError(f"{exc} (it passed the first check, so its share of pairs was counted on; "
+                              f"remove or repair it)") from exc
+        need = self._min_frames()
+        short = expected is not None and len(frames) < expected - _tolerance(expected, exact)
+        if len(frames) < need:
+            raise StlensError(f"{path}: read only {len(frames)} frames"
+                              + (f" of the {expected} its header announces (truncated or damaged)" if short else "")
+                              + f", fewer than the {need} a clip needs; remove or repair it")
+        if short:
+            log.warning("%s: read only %d of the %d frames its header announces (truncated or damaged?); "
+                        "its pairs are drawn from the %d frames read", path, len(frames), expected, len(frames))
         return frames
 
     def _skip(self, path, reason: str) -> None:
@@ -103,14 +146,22 @@ class VideoPairs:
     def __iter__(self) -> Iterator[Pair]:
         self.skipped = [dict(m) for m in self.source.missing]
         videos = self.source.videos
+        probes: list[tuple[int | None, bool] | None] = []  # per video probed so far; None: skipped
+        usable = 0  # usable videos among those probed
+        before = 0  # usable videos before video v
         remaining = self.pairs
         for v, path in enumerate(videos):
             if remaining <= 0:
                 break
-            frames = self._frames(path)
-            if frames is None:
+            # Probe ahead until `remaining` usable videos are known from v on (each then gets 1 pair), or to the end.
+            while len(probes) < len(videos) and (len(probes) <= v or usable - before < remaining):
+                probes.append(self._probe(videos[len(probes)]))
+                usable += probes[-1] is not None
+            if probes[v] is None:
                 continue
-            share = math.ceil(remaining / (len(videos) - v))
+            share = math.ceil(remaining / (usable - before))
+            before += 1
+            frames = self._frames(path, probes[v])
             for i in range(share):
                 for factor in (DYNAMIC, STATIC):
                     rng = np.random.default_rng((self.seed, v, factor, i))
@@ -121,6 +172,12 @@ class VideoPairs:
             raise StlensError(f"no usable video in {self.source.spec}: all {len(videos)} skipped ({reasons})")
         if remaining > 0:
             log.warning("only %d of %d pairs per factor could be made", self.pairs - remaining, self.pairs)
+
+
+def _tolerance(frames: int, exact: bool) -> int:
+    """How far the frames decoded may fall short of a probed count without a warning: 2 for a container's frame
+    count (edit lists may drop a frame or two), 5% for one estimated from duration × rate."""
+    return 2 if exact else max(2, frames // 20)
 
 
 def make_pairs(source: VideoSource, spec: InputSpec, pairs: int, stylizer: str | None = None,

@@ -25,7 +25,7 @@ from stlens.pairs.makers import frame_shuffle
 from stlens.pairs.stylizers import get_stylizer
 from stlens.video.flow import compute_flow, to_grey
 from stlens.video.io import read_clip_source
-from stlens.video.sampling import centre_crop, clip_indices
+from stlens.video.sampling import centre_crop, clip_indices, segment_of
 from stlens.video.sources import VideoSource
 
 
@@ -72,7 +72,10 @@ def clip_metrics(clip: np.ndarray, styled: np.ndarray, flow: np.ndarray, backwar
 
 
 def sample_clips(source: VideoSource, n: int, frames: int, stride: int, size: int, seed: int):
-    """Yield (video, uint8 clip) — ``n`` clips spread over the usable videos of ``source``."""
+    """Yield (video, uint8 clip) — ``n`` clips spread over the usable videos of ``source``, each inside its video's
+    (start, end) segment where the source gives one (Diving48)."""
+    if n < 1:
+        raise StlensError(f"--n must be ≥ 1 (the number of clips to check), got {n}")
     videos = list(source.videos)
     per_video = max(1, math.ceil(n / max(1, len(videos))))
     made = 0
@@ -82,7 +85,8 @@ def sample_clips(source: VideoSource, n: int, frames: int, stride: int, size: in
         except StlensError:
             continue
         for i in range(per_video):
-            idx = clip_indices(len(decoded), frames, stride, np.random.default_rng((seed, v, i)))
+            idx = clip_indices(len(decoded), frames, stride, np.random.default_rng((seed, v, i)),
+                               segment=segment_of(source, v))
             if idx is None or made >= n:
                 break
             made += 1
@@ -97,6 +101,8 @@ def check_pairs(source: VideoSource, stylizers: str, n: int = 8, frames: int = 1
     """Measure each stylizer (and the frame shuffle) on ``n`` real clips; return the report as a dict."""
     from tqdm.auto import tqdm
 
+    if n < 1:
+        raise StlensError(f"--n must be ≥ 1 (the number of clips to check), got {n}")
     chosen = get_stylizer(stylizers)
     clips = list(sample_clips(source, n, frames, stride, size, seed))
     per_stylizer: dict[str, list[dict[str, float]]] = {name: [] for name, _ in chosen}

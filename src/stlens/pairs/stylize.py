@@ -2,8 +2,29 @@
 
 Style k (1-based) uses the stylizer ``names[(k - 1) % len(names)]`` with a seed derived from (seed, k), the same on
 every video (as the paper's fixed styles). Each video folder is written to a temporary folder and renamed, so a folder
-that exists is complete; a rerun skips videos present in every style (resume). ``ROOT/stylize.json`` records the
-arguments; a rerun with other arguments into the same root is refused, except a larger number of styles.
+that exists is complete; a rerun skips videos present in every style (resume).
+
+Folder names (``video_names``): the file stem (frame folders: their name); where stems collide, the path relative to
+the videos' common folder (suffix dropped) with ``/`` replaced by ``__``; then made safe and distinct by
+``stlens.names.unique_safe_names`` (no ``.``/``..``, separators, control characters or leading dot, at most 200
+bytes). The folders stay flat under ``style_k/`` (``stylized:ROOT`` reads its direct children).
+
+``ROOT/stylize.json`` records the arguments, the data (``data`` as given, ``data_path``: its absolute path when it is
+a file or folder, ``root``: the folder the video paths are relative to) and, for each video, ``{"path", "size",
+"mtime_ns", "name"}`` (path relative to ``root``, size in bytes, modification time, folder name; a frame folder's
+size sums its files and its time is the newest). The record is written before any folder, so every folder stlens
+writes is recorded first. A rerun into the same root:
+
+- is refused (``StlensError``, before any work) with other fixed arguments (a larger number of styles is allowed),
+  with other ``--data``, or when ``stylize.json`` is unreadable or not one that stlens wrote;
+- finds each video's folder by its recorded path, never by its stem (``setA/clip.mp4`` and ``setB/clip.mp4`` get
+  distinct folders); a new video gets a name that no recorded video and no existing folder uses;
+- writes again a video whose size or modification time changed since it was recorded: its old folders are removed
+  (with a warning) before any new work — frames are derived data, and a stale folder would be used silently.
+
+Nothing is ever removed recursively: the only removal is of a changed video's own folder, a direct child of
+``style_k`` with the recorded safe name, holding nothing but ``frame_NNNNN.jpg`` files (else ``StlensError``). A folder
+in the way that stlens did not write is left as it is and the video listed as skipped.
 """
 
 from __future__ import annotations
@@ -11,6 +32,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -21,6 +43,7 @@ import numpy as np
 from stlens import __version__
 from stlens.errors import StlensError
 from stlens.files import write_json
+from stlens.names import safe_name, unique_safe_names
 from stlens.pairs.stylizers import get_stylizer
 from stlens.video.io import MAX_FRAMES, read_clip_source
 from stlens.video.sources import VideoSource, open_data
@@ -28,6 +51,8 @@ from stlens.video.sources import VideoSource, open_data
 log = logging.getLogger("stlens")
 
 FRAME_NAME = "frame_{:05d}.jpg"
+FRAME_PATTERN = re.compile(r"frame_\d{5}\.jpg")
+STYLE_PATTERN = re.compile(r"style_\d+")
 JPEG_QUALITY = 95
 CONFIG_NAME = "stylize.json"
 FIXED_KEYS = ("stylizer", "seed", "short_side", "max_frames")
@@ -38,34 +63,43 @@ def style_seed(seed: int, k: int) -> int:
     return int(np.random.default_rng((seed, k)).integers(2**31))
 
 
-def video_names(videos: tuple[Path, ...] | list[Path]) -> list[str]:
-    """Folder names for the videos: file stems (frame folders: their name); where names collide, the path relative
-    to the videos' common folder (suffix dropped) with ``/`` replaced by ``__``."""
-    names = [p.name if p.is_dir() else p.stem for p in videos]
-    if len(set(names)) == len(names):
-        return names
-    paths = [Path(p).absolute() for p in videos]
+def _absolute(path: str | Path) -> Path:
+    """``path`` made absolute and normalised without touching the disk (``a/../b`` → ``b``)."""
+    return Path(os.path.abspath(path))
+
+
+def _candidate_names(videos: tuple[Path, ...] | list[Path]) -> list[str]:
+    """Unsafe folder names: stems (frame folders: names); on collisions, ``__``-joined paths from the common folder."""
+    paths = [_absolute(p) for p in videos]
+    stems = [p.name if Path(v).is_dir() else p.stem for v, p in zip(videos, paths, strict=True)]
+    if len(set(stems)) == len(stems):
+        return stems
     common = Path(os.path.commonpath([str(p.parent) for p in paths]))
-    names = ["__".join((p if p.is_dir() else p.with_suffix("")).relative_to(common).parts) for p in paths]
-    if len(set(names)) != len(names):
-        raise StlensError("two videos in the source have the same path without suffix; cannot name their folders")
-    return names
+    return ["__".join((*p.parent.relative_to(common).parts, stem)) for p, stem in zip(paths, stems, strict=True)]
+
+
+def video_names(videos: tuple[Path, ...] | list[Path]) -> list[str]:
+    """Safe, distinct folder names for the videos (the rule is in the module docstring)."""
+    return unique_safe_names(_candidate_names(videos))
 
 
 def write_frames(frames: np.ndarray, folder: Path) -> None:
-    """Write (T, H, W, 3) uint8 frames as ``frame_00001.jpg``… into ``folder`` atomically (temporary folder, rename)."""
+    """Write (T, H, W, 3) uint8 frames as ``frame_00001.jpg``… into the new folder ``folder`` atomically (temporary
+    folder, rename). ``folder.name`` must be safe; a folder that already exists is never replaced (``StlensError``)."""
     from PIL import Image
 
+    if folder.name != safe_name(folder.name):
+        raise ValueError(f"unsafe folder name {folder.name!r}")
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
     try:
         for t, frame in enumerate(frames, 1):
             Image.fromarray(frame).save(tmp / FRAME_NAME.format(t), quality=JPEG_QUALITY)
-        if folder.exists():  # an incomplete folder (complete ones are skipped before decoding)
-            shutil.rmtree(folder)
+        if folder.exists() or folder.is_symlink():
+            raise StlensError(f"{folder} appeared while it was being written; left as it is")
         tmp.rename(folder)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(tmp, ignore_errors=True)  # the temporary folder made just above, nothing else
         raise
 
 
@@ -73,16 +107,135 @@ def _is_done(folder: Path) -> bool:
     return folder.is_dir() and any(folder.glob("frame_*.jpg"))
 
 
-def _check_config(root: Path, config: dict[str, Any]) -> None:
-    """Refuse to resume into a root written with other fixed arguments (styles would not match)."""
-    path = root / CONFIG_NAME
-    if not path.exists():
+def _remove_own(style_dir: Path, name: str) -> bool:
+    """Remove ``style_dir/name``, a folder stlens wrote for one video: a direct child of ``style_dir`` with a safe
+    name holding only ``frame_NNNNN.jpg`` files. Never recursive; anything else raises ``StlensError``. Returns
+    whether there was a folder."""
+    target = style_dir / name
+    if not (target.exists() or target.is_symlink()):
+        return False
+    where = "not removed; remove it yourself or use another --out"
+    if name != safe_name(name) or target.is_symlink() or not target.is_dir() \
+            or target.resolve().parent != style_dir.resolve() or target.resolve().name != name:
+        raise StlensError(f"{target} is not a folder that stlens wrote for a video; {where}")
+    entries = list(target.iterdir())
+    foreign = [p.name for p in entries if not FRAME_PATTERN.fullmatch(p.name) or p.is_symlink() or not p.is_file()]
+    if foreign:
+        raise StlensError(f"{target} holds files that stlens did not write ({', '.join(map(repr, foreign[:3]))}); "
+                          f"{where}")
+    for path in entries:
+        path.unlink()
+    target.rmdir()
+    return True
+
+
+def _stat(path: Path) -> tuple[int, int]:
+    """(size in bytes, modification time in ns) of a video file, or of a frame folder (sum of the files' sizes,
+    newest time of the folder and its files)."""
+    info = path.stat()
+    if not path.is_dir():
+        return info.st_size, info.st_mtime_ns
+    files = [p.stat() for p in path.iterdir() if p.is_file()]
+    return sum(f.st_size for f in files), max([info.st_mtime_ns, *(f.st_mtime_ns for f in files)])
+
+
+def _data_path(spec: str) -> str | None:
+    """The absolute path of ``spec`` when it names an existing file or folder, else None (``sample:``, ...)."""
+    path = Path(spec).expanduser()
+    return str(_absolute(path)) if path.exists() else None
+
+
+def _data_root(source: VideoSource) -> Path:
+    """The folder the video paths are recorded relative to: the ``--data`` folder, else the videos' common folder."""
+    path = Path(source.spec).expanduser()
+    if path.is_dir():
+        return _absolute(path)
+    return Path(os.path.commonpath([str(_absolute(p).parent) for p in source.videos]))
+
+
+def _load_config(path: Path) -> dict[str, Any] | None:
+    """The ``stylize.json`` of an earlier run (None when there is none), checked; ``StlensError`` naming the file
+    when it cannot be read or is not one that stlens wrote."""
+    if not (path.exists() or path.is_symlink()):
+        return None
+    advice = "repair or remove it, or use another --out"
+    try:
+        old = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise StlensError(f"{path}:{exc.lineno}: invalid JSON ({exc.msg}); {advice}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise StlensError(f"{path}: cannot read ({exc}); {advice}") from None
+    if not isinstance(old, dict):
+        raise StlensError(f"{path}: expected a JSON object, got {type(old).__name__}; {advice}")
+    videos = old.get("videos")
+    if videos is None:
+        return old
+    types = {"path": str, "name": str, "size": int, "mtime_ns": int}
+    if not isinstance(old.get("root"), str) or not isinstance(videos, list):
+        raise StlensError(f"{path}: expected \"root\" (a string) and \"videos\" (a list); {advice}")
+    for i, video in enumerate(videos, 1):
+        if not isinstance(video, dict) or not all(isinstance(video.get(k), t) for k, t in types.items()) \
+                or video["name"] != safe_name(video["name"]):
+            raise StlensError(f"{path}: video {i} is not {{\"path\", \"size\", \"mtime_ns\", \"name\"}} with a safe "
+                              f"name: {video!r:.200}; {advice}")
+    return old
+
+
+def _check_config(root: Path, old: dict[str, Any] | None, config: dict[str, Any]) -> None:
+    """Refuse to resume into a root written with other fixed arguments (styles would not match) or other data."""
+    if old is None:
         return
-    old = json.loads(path.read_text(encoding="utf-8"))
     changed = [k for k in FIXED_KEYS if old.get(k) != config[k]]
     if changed:
         details = ", ".join(f"{k}: {old.get(k)!r} → {config[k]!r}" for k in changed)
         raise StlensError(f"{root} was stylized with other arguments ({details}); use another --out")
+    before = old.get("data_path") or _data_path(str(old.get("data"))) or str(old.get("data"))
+    if before != (config["data_path"] or config["data"]):
+        raise StlensError(f"{root} was stylized from --data {old.get('data')!r}, not {config['data']!r}; "
+                          "stylize other data into another --out")
+
+
+def _plan_videos(source: VideoSource, old: dict[str, Any] | None, styles: list[Path]
+                 ) -> tuple[Path, list[dict[str, Any]], list[tuple[Path, dict[str, Any]]], list[str],
+                            list[dict[str, str]]]:
+    """(data root, records to write, (video, record) to stylize in source order, names of changed videos, videos
+    that cannot be stat'ed as bad entries)."""
+    data_root = _data_root(source)
+    records: dict[Path, dict[str, Any]] = {}  # absolute path → record, earlier videos first
+    if old is not None and "videos" in old:
+        for video in old["videos"]:
+            records[_absolute(Path(old["root"]) / video["path"])] = dict(video)
+    # a new video's name must not be a recorded one, nor (after a run that kept records) any existing entry
+    taken = {r["name"] for r in records.values()}
+    if old is None or "videos" in old:
+        taken |= {p.name for style in styles if style.is_dir() for p in style.iterdir()}
+    candidates = _candidate_names(source.videos)
+    todo: list[tuple[Path, dict[str, Any]]] = []
+    changed: list[str] = []
+    bad: list[dict[str, str]] = []
+    new: list[tuple[Path, dict[str, Any], str]] = []
+    for path, candidate in zip(source.videos, candidates, strict=True):
+        key = _absolute(path)
+        try:
+            size, mtime_ns = _stat(Path(path))
+        except OSError as exc:
+            bad.append({"source": str(path), "reason": f"cannot read ({exc.strerror or exc})"})
+            continue
+        record = records.get(key)
+        if record is None:
+            record = records[key] = {"path": "", "size": size, "mtime_ns": mtime_ns, "name": ""}
+            new.append((key, record, candidate))
+        elif (record["size"], record["mtime_ns"]) != (size, mtime_ns):
+            if record["name"] not in changed:
+                changed.append(record["name"])
+                log.warning("%s changed since it was stylized (size or time); writing it again", path)
+            record.update(size=size, mtime_ns=mtime_ns)
+        todo.append((Path(path), record))
+    for (_, record, _), name in zip(new, unique_safe_names([c for _, _, c in new], taken), strict=True):
+        record["name"] = name
+    for key, record in records.items():
+        record["path"] = Path(os.path.relpath(key, data_root)).as_posix()
+    return data_root, list(records.values()), todo, changed, bad
 
 
 def stylize_source(source: VideoSource | str | Path, stylizer: str, styles: int, out: str | Path, seed: int = 0,
@@ -90,32 +243,48 @@ def stylize_source(source: VideoSource | str | Path, stylizer: str, styles: int,
                    ) -> dict[str, Any]:
     """Stylize every video of ``source`` in ``styles`` styles into ``out/style_k/<video>/frame_00001.jpg``.
 
-    Returns ``{"videos", "written", "skipped", "frames", "bad"}``: videos in the source, videos written (in at least
-    one style), videos skipped because every style was already written, frames written, and the videos that could
-    not be read as ``{"source", "reason"}``.
+    Returns ``{"videos", "written", "skipped", "changed", "frames", "bad"}``: videos in the source, videos written
+    (in at least one style), videos skipped because every style was already written, videos written again because
+    they changed, frames written, and the videos that could not be read as ``{"source", "reason"}``.
     """
     from tqdm.auto import tqdm
 
     if styles < 1:
         raise StlensError(f"--styles must be ≥ 1, got {styles}")
+    root = Path(out)
+    if root.exists() and not root.is_dir():
+        raise StlensError(f"--out {root} exists and is not a folder")
     source = source if isinstance(source, VideoSource) else open_data(source)
     chosen = get_stylizer(stylizer)
-    root = Path(out)
     plan = [(f"style_{k}", *chosen[(k - 1) % len(chosen)], style_seed(seed, k)) for k in range(1, styles + 1)]
-    config = {"stlens_version": __version__, "data": source.spec, "stylizer": stylizer, "styles": styles, "seed": seed,
-              "short_side": short_side, "max_frames": max_frames,
-              "style": [{"folder": f, "stylizer": n, "seed": s} for f, n, _, s in plan]}
-    _check_config(root, config)
+    config = {"stlens_version": __version__, "data": source.spec, "data_path": _data_path(source.spec),
+              "stylizer": stylizer, "styles": styles, "seed": seed, "short_side": short_side,
+              "max_frames": max_frames, "style": [{"folder": f, "stylizer": n, "seed": s} for f, n, _, s in plan]}
+    old = _load_config(root / CONFIG_NAME)
+    _check_config(root, old, config)
+    style_dirs = sorted({root / f for f, *_ in plan} | ({p for p in root.iterdir() if p.is_dir()
+                                                         and STYLE_PATTERN.fullmatch(p.name)}
+                                                        if root.is_dir() else set()))
+    data_root, records, todo_videos, changed, unreadable = _plan_videos(source, old, style_dirs)
+    for name in changed:  # before the record says the video is current
+        for style in style_dirs:
+            _remove_own(style, name)
     root.mkdir(parents=True, exist_ok=True)
+    config |= {"root": str(data_root), "videos": records}
     write_json(root / CONFIG_NAME, config)
-    counts: dict[str, Any] = {"videos": len(source), "written": 0, "skipped": 0, "frames": 0,
-                              "bad": [dict(m) for m in source.missing]}
-    names = video_names(source.videos)
-    for path, name in tqdm(list(zip(source.videos, names, strict=True)), unit="video", desc="stylize",
-                           disable=not progress or None):
+    counts: dict[str, Any] = {"videos": len(source), "written": 0, "skipped": 0, "changed": len(changed),
+                              "frames": 0, "bad": [dict(m) for m in source.missing] + unreadable}
+    for path, record in tqdm(todo_videos, unit="video", desc="stylize", disable=not progress or None):
+        name = record["name"]
         todo = [(root / folder / name, n, fn, s) for folder, n, fn, s in plan if not _is_done(root / folder / name)]
         if not todo:
             counts["skipped"] += 1
+            continue
+        blocked = [str(folder) for folder, *_ in todo if folder.exists() or folder.is_symlink()]
+        if blocked:
+            reason = f"{blocked[0]} exists without frames (not written by stlens); left as it is"
+            log.warning("skipping %s: %s", path, reason)
+            counts["bad"].append({"source": str(path), "reason": reason})
             continue
         try:
             frames = read_clip_source(path, short_side=short_side, max_frames=max_frames)

@@ -12,16 +12,18 @@ import numpy as np
 
 from stlens.errors import StlensError
 from stlens.models.registry import InputSpec
-from stlens.pairs.makers import DYNAMIC, Pair, VideoPairs, frame_shuffle
-from stlens.video.io import read_clip_source
+from stlens.pairs.makers import DYNAMIC, Pair, VideoPairs, check_clip_frames, frame_shuffle
+from stlens.video.io import IMAGE_SUFFIXES, probe_clip_source, read_clip_source, scaled_size
 from stlens.video.sampling import centre_crop, clip_indices, to_model_input
 from stlens.video.sources import VideoSource
 
 
 class StylizedPairs(VideoPairs):
     """Iterable of ``Pair`` from a stylized source, with the interface and behaviour of ``VideoPairs``: ``pairs`` per
-    factor spread evenly over the videos, pair i of video v drawn from a generator seeded with (seed, v, factor, i),
-    and videos missing in a style, unreadable or shorter than a clip skipped and listed in ``skipped``.
+    factor spread evenly over the usable videos, pair i of video v drawn from a generator seeded with
+    (seed, v, factor, i), and videos missing in a style, without frames, with frames of other sizes in other styles
+    or shorter than a clip skipped (by a cheap probe: file counts and the first frame's size) and listed in
+    ``skipped``; one that passes the probe but then cannot be read is a ``StlensError`` naming it.
 
     Each video is read once in every style (short side resized); ``stylizer`` is fixed to ``"stylized"``.
     """
@@ -35,26 +37,49 @@ class StylizedPairs(VideoPairs):
         if len(self.source.styles) < 2:
             found = ", ".join(p.name for p in self.source.styles) or "none"
             raise StlensError(f"{self.source.spec}: dynamic pairs need ≥ 2 style_k folders (found: {found})")
+        check_clip_frames(self.spec.frames)
 
-    def _frames(self, path) -> np.ndarray | None:
-        """The video in every style, stacked (K, T, H, W, 3) and cut to the shortest style; None when skipped."""
+    def _probe(self, path) -> tuple[int | None, bool] | None:
+        """The video's frame count (the shortest style's image files), or None when it is skipped."""
+        from PIL import Image
+
         name = Path(path).name
         missing = [style.name for style in self.source.styles if not (style / name).is_dir()]
         if missing:
             self._skip(path, f"missing in {', '.join(missing)}")
             return None
         try:
-            styled = [read_clip_source(style / name, short_side=self.spec.resize) for style in self.source.styles]
-        except StlensError as exc:
+            counts = [probe_clip_source(style / name)[0] for style in self.source.styles]
+            sizes = set()
+            for style in self.source.styles:
+                first = min(p for p in (style / name).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+                with Image.open(first) as image:
+                    sizes.add(scaled_size(*image.size, self.spec.resize))
+        except (StlensError, OSError) as exc:
             self._skip(path, str(exc))
             return None
-        if len({clip.shape[1:] for clip in styled}) > 1:
+        if len(sizes) > 1:
             self._skip(path, "frames differ in size between styles")
             return None
-        length = min(len(clip) for clip in styled)
+        length = min(counts)
         if length < self.spec.frames:
             self._skip(path, f"shorter than the clip ({length} < {self.spec.frames} frames)")
             return None
+        return length, True
+
+    def _frames(self, path, probe: tuple[int | None, bool]) -> np.ndarray:
+        """The video in every style, stacked (K, T, H, W, 3) and cut to the shortest style."""
+        name = Path(path).name
+        try:
+            styled = [read_clip_source(style / name, short_side=self.spec.resize) for style in self.source.styles]
+        except StlensError as exc:
+            raise StlensError(f"{exc} (it passed the first check, so its share of pairs was counted on; "
+                              f"remove or repair it)") from exc
+        if len({clip.shape[1:] for clip in styled}) > 1:
+            raise StlensError(f"{path}: frames differ in size between styles; remove or repair it")
+        length = min(len(clip) for clip in styled)
+        if length < self.spec.frames:
+            raise StlensError(f"{path}: read only {length} frames, fewer than the {self.spec.frames} a clip needs")
         return np.stack([clip[:length] for clip in styled])
 
     def _pair(self, frames: np.ndarray, factor: int, rng: np.random.Generator, source: str) -> Pair:

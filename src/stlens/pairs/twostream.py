@@ -60,12 +60,15 @@ class TwoStreamPairs(VideoPairs):
         if self.cache is not None and not isinstance(self.cache, FlowCache):
             self.cache = FlowCache(self.cache)
 
-    def _frames(self, path) -> np.ndarray | None:
-        frames = super()._frames(path)
-        if frames is not None and self.flow_frames is not None and len(frames) < self.flow_frames + 1:
-            self._skip(path, f"shorter than the flow stack ({len(frames)} < {self.flow_frames + 1} frames)")
+    def _min_frames(self) -> int:
+        return self.spec.frames if self.flow_frames is None else max(self.spec.frames, self.flow_frames + 1)
+
+    def _probe(self, path) -> tuple[int | None, bool] | None:
+        probe = super()._probe(path)
+        if probe is not None and self.flow_frames is not None and probe[0] < self.flow_frames + 1:
+            self._skip(path, f"shorter than the flow stack ({probe[0]} < {self.flow_frames + 1} frames)")
             return None
-        return frames
+        return probe
 
     def _flow(self, frames: np.ndarray, clip: np.ndarray, source: str) -> np.ndarray:
         """Cropped flow in pixels (N, size, size, 2) for the clip at indices ``clip`` (cached when asked)."""

@@ -3,9 +3,12 @@
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
+import hashlib
 import logging
 import platform
+import re
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,7 +70,11 @@ def _label(run: Run) -> str:
     meta = run.result.meta
     weights = meta.get("weights")
     model = str(weights) if weights and str(weights).startswith("bundled:") else str(meta.get("model"))
-    return f"{model} · {meta.get('data')}"
+    label = f"{model} · {meta.get('data')}"
+    if meta.get("interrupted"):
+        pairs = meta.get("pairs") or {}
+        label += f" (interrupted after {int(pairs.get('dynamic') or 0) + int(pairs.get('static') or 0)} pairs)"
+    return label
 
 
 def command_line(config: dict[str, Any], run_dir: Path) -> list[str]:
@@ -141,7 +148,7 @@ def _run_view(run: Run, layer: str | None) -> dict[str, Any]:
     return {
         "label": run.label, "path": str(run.path), "rows": layer_rows(result),
         "meta": {"model": None, "weights": None, "data": None, "stylizer": None, "flow": None, "threshold": None,
-                 "bootstrap": None} | result.meta | {"pairs": {"dynamic": None, "static": None}
+                 "bootstrap": None, "random_init": None} | result.meta | {"pairs": {"dynamic": None, "static": None}
                                                      | dict(result.meta.get("pairs") or {})},
         "bars": plots.figure_image(plots.layer_bars(result)), "classes": plots.figure_image(plots.unit_classes(result)),
         "scatter": plots.figure_image(plots.channel_scatter(result)),
@@ -200,6 +207,15 @@ def _tracks(paths: list[Path]) -> list[dict[str, Any]]:
     return views
 
 
+def _visual_fields(info: dict[str, Any], shown: tuple[str, ...]) -> dict[str, Any]:
+    """The numbers shown under a visualization; a ratio to the natural mean that is null (no natural clips, or a
+    natural mean ≤ 0, where the ratio means nothing) shows as "–"."""
+    fields = {k: (f"{v:.4g}" if isinstance(v, float) else v) for k, v in info.items() if k in shown and k != "target"}
+    if info and "ratio_to_natural_mean" not in fields:
+        fields["ratio_to_natural_mean"] = "–"
+    return fields
+
+
 def _visuals(paths: list[Path]) -> list[dict[str, Any]]:
     from stlens.report.media import visual_config, visual_items
 
@@ -212,12 +228,36 @@ def _visuals(paths: list[Path]) -> list[dict[str, Any]]:
         items = [{"name": item.name, "note": item.note,
                   "gifs": [{"label": label, "uri": plots.data_uri(data, "image/gif") if data else None}
                            for label, data in item.gifs],
-                  "fields": {k: (f"{v:.4g}" if isinstance(v, float) else v) for k, v in item.info.items()
-                             if k in shown and k != "target"}}
+                  "fields": _visual_fields(item.info, shown)}
                  for item in visual_items(path)]
         views.append({"path": str(path), "items": items,
                       "config": {k: config[k] for k in settings if config.get(k) is not None}})
     return views
+
+
+_SCRIPT = re.compile(r"<script\b[^>]*>(.*?)</script\s*>", re.S | re.I)
+
+
+def _sha256_source(text: str) -> str:
+    return "'sha256-" + base64.b64encode(hashlib.sha256(text.encode("utf-8")).digest()).decode("ascii") + "'"
+
+
+def script_src(template: Path) -> str:
+    """The CSP ``script-src`` of a report: the sha256 hash of each inline script of the (trusted) template, so that
+    no other script runs even if some text escaped into markup. The scripts must be plain text (no Jinja)."""
+    sources = []
+    for body in _SCRIPT.findall(template.read_text(encoding="utf-8")):
+        if "{{" in body or "{%" in body:
+            raise RuntimeError(f"{template}: an inline <script> must not hold template code (its hash is fixed)")
+        sources.append(_sha256_source(body))
+    return " ".join(dict.fromkeys(sources)) or "'none'"
+
+
+def check_scripts(html: str, allowed: str) -> None:
+    """Every inline script of a rendered report must be one that the CSP allows (a guard for the template)."""
+    for body in _SCRIPT.findall(html):
+        if _sha256_source(body) not in allowed.split():
+            raise RuntimeError("a <script> of the rendered report is not among the hashed template scripts")
 
 
 def build_report(paths: list[str | Path], out: str | Path = "report.html", *, layer: str | None = None,
@@ -225,6 +265,7 @@ def build_report(paths: list[str | Path], out: str | Path = "report.html", *, la
     """Write one self-contained HTML report for the measure runs, tracks and visualization runs under ``paths``.
     Runs that cannot be read are listed as skipped with the reason; ``StlensError`` only when nothing is usable."""
     import jinja2
+    import markupsafe
 
     loaded = load_runs(paths)
     if not (loaded.runs or loaded.tracks or loaded.visuals):
@@ -242,17 +283,20 @@ def build_report(paths: list[str | Path], out: str | Path = "report.html", *, la
             table.append({"label": run.label, "layer": chosen.layer, "channels": chosen.channels,
                           "dynamic": f"{chosen.percent['dynamic']:.1f}", "dynamic_ci": _ci(chosen.ci95.get("dynamic")),
                           "static": f"{chosen.percent['static']:.1f}", "static_ci": _ci(chosen.ci95.get("static")),
-                          "bias": f"{chosen.bias:.2f}", "pairs": (run.result.meta.get("pairs") or {}).get("dynamic")})
+                          "bias": f"{chosen.bias:.2f}", "pairs": (run.result.meta.get("pairs") or {}).get("dynamic"),
+                          "random_init": run.result.meta.get("random_init") is True})
         comparison = {"layer": layer or "the last measured layer of each run", "rows": table, "notes": notes,
                       "img": plots.figure_image(plots.model_comparison(points, groups=_groups(loaded.runs)))}
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    env.globals["script_src"] = markupsafe.Markup(script_src(TEMPLATES / "report.html"))  # quotes, base64: no markup
     html = env.get_template("report.html").render(
         title=title, runs=runs, comparison=comparison, tracks=_tracks(loaded.tracks),
         examples=_examples(loaded.runs, examples) if examples > 0 else [], visuals=_visuals(loaded.visuals),
         skipped=loaded.skipped, classes=CLASSES, version=__version__, python=platform.python_version(),
         generated=dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         inputs=[str(p) for p in paths])
+    check_scripts(html, env.globals["script_src"])
     path = write_text(out, html)
     path.chmod(0o644)  # a report is meant to be shared (the atomic writer's temp file is private)
     return path

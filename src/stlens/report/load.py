@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,9 @@ from stlens import __version__
 from stlens.errors import StlensError
 from stlens.measure.estimate import CLASSES
 from stlens.measure.result import UNIT_COLUMNS, LayerResult, MeasureResult
+from stlens.runs import STAGING_PREFIX, check_files, describe, read_marker
+
+log = logging.getLogger("stlens")
 
 #: the files every ``stlens measure`` run folder holds (DESIGN.md section 3)
 RUN_FILES = ("result.json", "layers.csv", "units.csv", "config.json")
@@ -96,17 +100,38 @@ def load_result(run_dir: str | Path, *, check_version: bool = True) -> MeasureRe
     if check_version and version != __version__:
         raise StlensError(f"{run / 'result.json'}: written by stlens {version}, this is stlens {__version__} "
                           f"(re-run the measurement with this version, or use stlens {version})")
+    listed = _check_run(run, doc)
     units = _read_units(run / "units.csv")
     layers = [_layer(entry, units.get(str(entry.get("layer")), []), run / "result.json") for entry in doc["layers"]]
-    meta = {k: v for k, v in doc.items() if k not in ("layers", "timing")}
+    meta = {k: v for k, v in doc.items() if k not in ("layers", "timing", "run_id")}
     latents = None
-    if (run / "latents.npz").is_file():
+    if (run / "latents.npz").is_file() and (listed is None or "latents.npz" in listed):
         try:
             with np.load(run / "latents.npz", allow_pickle=False) as npz:
                 latents = {key: npz[key] for key in npz.files}
         except (OSError, ValueError) as exc:
             raise StlensError(f"{run / 'latents.npz'}: cannot read ({exc})") from exc
-    return MeasureResult(meta, layers, dict(doc.get("timing") or {}), latents=latents)
+    return MeasureResult(meta, layers, dict(doc.get("timing") or {}), latents=latents, run_id=doc.get("run_id"))
+
+
+def _check_run(run: Path, doc: dict[str, Any]) -> set[str] | None:
+    """Check the run marker: a measure run, complete (or interrupted), every listed file as written, result.json and
+    config.json of the same run. Returns the listed file names; None for an unmarked folder (stlens 0.1.0)."""
+    marker = read_marker(run)
+    if marker is None:
+        log.warning("%s has no run marker (written by stlens 0.1.0 or by hand): its files are not checked", run)
+        return None
+    if marker["verb"] != "measure":
+        raise StlensError(f"{run}: holds {describe(marker)}, not a measure run")
+    if marker.get("status") not in ("complete", "interrupted"):
+        raise StlensError(f"{run}: the run was not completely written (status {marker.get('status')!r}); run it again")
+    check_files(run, marker, [*RUN_FILES, *(["latents.npz"] if "latents.npz" in marker["files"] else [])])
+    config = read_json(run / "config.json")
+    for name, found in (("result.json", doc.get("run_id")), ("config.json", isinstance(config, dict)
+                                                            and config.get("run_id"))):
+        if found != marker.get("run_id"):
+            raise StlensError(f"{run / name}: belongs to run {found!r}, the folder holds run {marker.get('run_id')!r}")
+    return set(marker["files"])
 
 
 @dataclass
@@ -148,6 +173,11 @@ def _is_run_like(folder: Path) -> bool:
     return any((folder / name).is_file() for name in RUN_FILES) and not _is_track(folder) and not _is_visual(folder)
 
 
+def _in_staging(folder: Path, root: Path) -> bool:
+    """Inside a staging folder of a run still being written (never shown)."""
+    return any(part.startswith(STAGING_PREFIX) for part in folder.relative_to(root).parts)
+
+
 def find_inputs(paths: list[str | Path]) -> Found:
     """Classify the given folders, searching nested folders: a folder with any of result.json / layers.csv /
     units.csv / config.json is a measure run (the demo root holds several, ``<model>/<data>/``), one with
@@ -161,7 +191,8 @@ def find_inputs(paths: list[str | Path]) -> Found:
             continue
         before = len(found.runs) + len(found.tracks) + len(found.visuals)
         roots: list[Path] = []
-        for folder in [path, *sorted(p for p in path.rglob("*") if p.is_dir())]:
+        nested = sorted(p for p in path.rglob("*") if p.is_dir() and not _in_staging(p, path))
+        for folder in [path, *nested]:
             if any(root in folder.parents for root in roots):
                 continue  # inside a visualize output: its target folders belong to it
             if _is_visual_root(folder):

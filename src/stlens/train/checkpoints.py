@@ -1,6 +1,12 @@
 """Training checkpoints: ``DIR/checkpoints/step_NNNNNN.safetensors`` (model weights, what ``--weights`` and
 ``stlens track`` read), ``step_NNNNNN.json`` (step, metrics, the run config) and ``step_NNNNNN.state.safetensors``
-(optimizer moments and RNG state, for an exact resume). Everything is tensors + JSON: nothing is unpickled."""
+(optimizer moments and RNG state, for an exact resume). Everything is tensors + JSON: nothing is unpickled.
+
+A checkpoint is *complete* once its JSON is written (it is written last). A complete checkpoint whose files cannot be
+read (a truncated ``.safetensors``, an invalid JSON) raises ``CorruptCheckpoint``; ``stlens train`` resumes from the
+previous readable one and ``stlens track`` skips it, both with a warning naming the file. The damaged files are never
+deleted: when a resumed run writes that step again, they are first renamed to ``<name>.corrupt`` beside it.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -18,6 +25,10 @@ from stlens.errors import StlensError
 from stlens.files import atomic_write, write_json
 
 STEP_FILE = re.compile(r"step_(\d+)\.safetensors$")
+
+
+class CorruptCheckpoint(StlensError):
+    """A complete checkpoint (its JSON exists) whose files cannot be read; the message names the file."""
 
 
 def checkpoint_path(folder: str | Path, step: int) -> Path:
@@ -35,6 +46,55 @@ def list_checkpoints(folder: str | Path) -> list[tuple[int, Path]]:
         if match and path.with_suffix(".json").is_file():
             found.append((int(match.group(1)), path))
     return sorted(found)
+
+
+def state_path(weights: str | Path) -> Path:
+    """The optimizer + RNG file of the checkpoint whose weights are ``weights``."""
+    weights = Path(weights)
+    return weights.with_name(weights.stem + ".state.safetensors")
+
+
+def read_info(weights: str | Path) -> dict[str, Any]:
+    """The JSON of a checkpoint (step, metrics, run config, optimizer scalars); ``CorruptCheckpoint`` when it cannot
+    be read or is not a checkpoint's."""
+    path = Path(weights).with_suffix(".json")
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CorruptCheckpoint(f"cannot read checkpoint info {path}: {exc}") from exc
+    if not isinstance(info, dict) or not isinstance(info.get("step"), int):
+        raise CorruptCheckpoint(f"checkpoint info {path} is not a stlens checkpoint's (a JSON object with its step)")
+    return info
+
+
+def read_tensors(path: str | Path) -> dict[str, torch.Tensor]:
+    """A checkpoint's ``.safetensors`` file; ``CorruptCheckpoint`` naming it when it is missing, truncated or not a
+    safetensors file."""
+    path = Path(path)
+    if not path.is_file():
+        raise CorruptCheckpoint(f"{path} is missing")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CorruptCheckpoint(f"cannot read {path} (truncated or not a safetensors file): {exc}") from exc
+
+
+def set_aside(weights: str | Path) -> list[Path]:
+    """Rename the existing files of a damaged checkpoint to ``<name>.corrupt`` (``.corrupt2`` … when taken), so that
+    writing the same step again destroys nothing; returns the new names."""
+    weights = Path(weights)
+    moved = []
+    for path in (weights, state_path(weights), weights.with_suffix(".json")):
+        if not path.exists():
+            continue
+        number = 1
+        target = path.with_name(path.name + ".corrupt")
+        while target.exists():
+            number += 1
+            target = path.with_name(f"{path.name}.corrupt{number}")
+        path.rename(target)
+        moved.append(target)
+    return moved
 
 
 def _save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
@@ -89,30 +149,41 @@ def save_checkpoint(folder: str | Path, step: int, model: nn.Module, optimizer: 
     _save_tensors(weights, model.state_dict(), metadata={"step": str(step)})
     tensors, scalars = optimizer_tensors(optimizer)
     tensors["rng/torch"] = torch.get_rng_state()
-    _save_tensors(weights.with_name(weights.stem + ".state.safetensors"), tensors)
+    _save_tensors(state_path(weights), tensors)
     write_json(weights.with_suffix(".json"), {**info, "step": step, "optimizer": scalars})
     return weights
 
 
+def update_info(weights: str | Path, changes: dict[str, Any]) -> dict[str, Any]:
+    """Rewrite a complete checkpoint's JSON with ``changes`` merged in (atomically: the checkpoint stays complete)."""
+    info = {**read_info(weights), **changes}
+    write_json(Path(weights).with_suffix(".json"), info)
+    return info
+
+
 def load_checkpoint(weights: str | Path, model: nn.Module,
                     optimizer: torch.optim.Optimizer | None = None) -> Checkpoint:
-    """Load the model (strict) and, when given, the optimizer and torch RNG state of a checkpoint."""
+    """Load the model (strict) and, when given, the optimizer and torch RNG state of a checkpoint. Every file is
+    read before anything is loaded, so an unreadable file (``CorruptCheckpoint``, naming it) leaves the model, the
+    optimizer and the RNG as they were."""
     from stlens.models.weights import load_state_dict
 
     weights = Path(weights)
-    info_path = weights.with_suffix(".json")
-    try:
-        info = json.loads(info_path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise StlensError(f"cannot read checkpoint info {info_path}: {exc}") from exc
-    load_state_dict(model, load_file(str(weights)), str(weights))
+    info = read_info(weights)
+    state = read_tensors(weights)
+    tensors = None
     if optimizer is not None:
-        state_path = weights.with_name(weights.stem + ".state.safetensors")
-        if not state_path.is_file():
-            raise StlensError(f"{state_path} is missing: cannot resume the optimizer from {weights}")
-        tensors = load_file(str(state_path))
+        tensors = read_tensors(state_path(weights))
+        if "rng/torch" not in tensors or not isinstance(info.get("optimizer"), dict):
+            raise CorruptCheckpoint(f"{state_path(weights)} holds no optimizer/RNG state: cannot resume from it")
+    load_state_dict(model, state, str(weights))
+    if optimizer is not None and tensors is not None:
         torch.set_rng_state(tensors.pop("rng/torch"))
-        restore_optimizer(optimizer, tensors, info["optimizer"])
+        try:
+            restore_optimizer(optimizer, tensors, info["optimizer"])
+        except (KeyError, ValueError, TypeError, IndexError, AttributeError) as exc:
+            raise CorruptCheckpoint(f"the optimizer state in {state_path(weights)} and {weights.with_suffix('.json')}"
+                                    f" cannot be restored ({type(exc).__name__}: {exc})") from exc
     return Checkpoint(int(info["step"]), weights, info)
 
 

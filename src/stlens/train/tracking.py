@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import logging
 import re
 from collections.abc import Iterable, Sequence
@@ -198,18 +197,26 @@ def track(model: str, checkpoints: str | Path, data: str, layers: str | list[str
           batch_size: int = 8, bootstrap: int = 200, threshold: float = 0.5, seed: int = 0,
           progress: bool = True) -> TrackResult:
     """Measure every checkpoint of a ``stlens train`` run on the same pairs (made once from ``data`` and ``seed``).
-    ``frames``/``size`` default to the run's own (from the checkpoint info)."""
+    ``frames``/``size`` default to the run's own (from the checkpoint info). A checkpoint whose files cannot be read
+    (truncated, invalid JSON) is skipped with a warning naming it and listed in ``meta["skipped"]``; it is left as
+    it is."""
     from tqdm.auto import tqdm
 
     from stlens.measure.run import measure
     from stlens.models.registry import load_model
     from stlens.pairs.makers import make_pairs
-    from stlens.train.checkpoints import load_checkpoint
+    from stlens.train.checkpoints import CorruptCheckpoint, load_checkpoint, read_info
     from stlens.train.trainer import takes_two_inputs
     from stlens.video.sources import open_data
 
     found = _resolve_checkpoints(checkpoints)
-    info = json.loads(found[-1][1].with_suffix(".json").read_text()).get("config", {})
+    info: dict[str, Any] = {}
+    for _, weights in reversed(found):  # the run's config, from the last checkpoint whose JSON can be read
+        try:
+            info = read_info(weights).get("config") or {}
+            break
+        except CorruptCheckpoint:
+            continue
     frames = frames if frames is not None else info.get("frames")
     size = size if size is not None else info.get("size")
     handle = load_model(model, None, frames=frames, size=size)
@@ -217,14 +224,25 @@ def track(model: str, checkpoints: str | Path, data: str, layers: str | list[str
     fixed = cache_pairs(make_pairs(open_data(data), handle.input, pairs, stylizer=stylizer, seed=seed, flow=flow))
     names = handle.layers(layers)
     rows: list[dict[str, Any]] = []
+    measured: list[int] = []
+    skipped: list[dict[str, Any]] = []
     for step, weights in tqdm(found, desc="track", unit="ckpt", disable=not progress):
-        checkpoint = load_checkpoint(weights, handle.module)
+        try:
+            checkpoint = load_checkpoint(weights, handle.module)
+        except CorruptCheckpoint as exc:
+            log.warning("skipped the damaged checkpoint of step %d: %s", step, exc)
+            skipped.append({"step": step, "weights": str(weights), "reason": str(exc)})
+            continue
         result = measure(handle, fixed, names, batch_size=batch_size, bootstrap=bootstrap, threshold=threshold,
                          seed=seed, progress=False)
         rows.extend(layer_rows(result, step, checkpoint.info.get("metrics")))
+        measured.append(step)
+    if not measured:
+        raise StlensError(f"--checkpoints {checkpoints}: no checkpoint can be read (" +
+                          "; ".join(s["reason"] for s in skipped) + ")")
     meta = {"model": model, "checkpoints": str(checkpoints), "data": data, "layers": names, "pairs": pairs,
             "seed": seed, "bootstrap": bootstrap, "threshold": threshold, "frames": handle.input.frames,
-            "size": handle.input.size, "steps": [s for s, _ in found], "run": info.get("data")}
+            "size": handle.input.size, "steps": measured, "run": info.get("data"), "skipped": skipped}
     return TrackResult(rows, meta)
 
 

@@ -7,6 +7,13 @@ with every checkpoint. Output folder::
     DIR/config.json                     the run (model spec and options, data, optimizer, seed, input spec)
     DIR/metrics.jsonl                   one JSON line per log step / evaluation (step, loss, train/test accuracy)
     DIR/checkpoints/step_NNNNNN.*       weights (.safetensors), info (.json), optimizer + RNG (.state.safetensors)
+
+A "train" line of ``metrics.jsonl`` averages the loss and batch accuracy of the ``steps_averaged`` steps since the
+previous train line; the running sums travel with every checkpoint, so a resumed run writes the same lines as an
+uninterrupted one (all but ``seconds``). At a checkpoint step the weights, optimizer and RNG state are saved *before*
+the evaluation runs and before the metrics are logged: if either fails, the checkpoint is complete on disk, the error
+says so, and running the same command again resumes from it (its missing metrics line and evaluation are redone).
+An unreadable last checkpoint is skipped (with a warning naming it) and the run resumes from the previous one.
 """
 
 from __future__ import annotations
@@ -17,7 +24,8 @@ import json
 import logging
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,7 +39,15 @@ from stlens import __version__
 from stlens.errors import StlensError
 from stlens.files import write_json, write_text
 from stlens.models.registry import ModelHandle, load_model
-from stlens.train.checkpoints import list_checkpoints, load_checkpoint, save_checkpoint
+from stlens.train.checkpoints import (
+    Checkpoint,
+    CorruptCheckpoint,
+    list_checkpoints,
+    load_checkpoint,
+    save_checkpoint,
+    set_aside,
+    update_info,
+)
 from stlens.train.data import LabelledClips, heldout_spec, open_clips
 
 log = logging.getLogger("stlens")
@@ -69,6 +85,10 @@ class TrainConfig:
     def validate(self) -> None:
         if self.steps < 1:
             raise StlensError(f"--steps must be ≥ 1, got {self.steps}")
+        if self.eval_clips < 0:
+            raise StlensError(f"--eval-clips must be ≥ 0 (0: no accuracy evaluation), got {self.eval_clips}")
+        if self.log_every < 1:
+            raise StlensError(f"log_every must be ≥ 1, got {self.log_every}")
         if self.checkpoint_every < 0:
             raise StlensError(f"--checkpoint-every must be ≥ 0, got {self.checkpoint_every}")
         if self.batch_size < 1:
@@ -107,8 +127,10 @@ def learning_rate(step: int, config: TrainConfig) -> float:
 def accuracy(model: nn.Module, clips: LabelledClips, count: int, batch_size: int, seed: int) -> float:
     """Top-1 accuracy (eval mode) on the first ``count`` clips; video clips are drawn with a fixed seed."""
     was_training = model.training
-    model.eval()
     count = min(count, len(clips))
+    if count < 1:
+        raise StlensError("accuracy needs at least one clip")
+    model.eval()
     correct = 0
     rng = np.random.default_rng((seed, 7))
     for start in range(0, count, batch_size):
@@ -146,6 +168,10 @@ class Trainer:
         self.dropout = self._dropout_schedule()
         if self.dropout is not None:
             self.callbacks.append(self.dropout)
+        self._damaged: dict[int, Path] = {}  # step → an unreadable checkpoint skipped on resume (kept, never deleted)
+        self._running: tuple[list[float], int, int] = ([], 0, 0)  # losses, correct, seen since the last train line
+        self._unevaluated: Checkpoint | None = None  # a resumed checkpoint whose evaluation did not finish
+        self._last_metrics: dict[str, Any] = {}
 
     def _dropout_schedule(self):
         """The StaticDropout (or random-channel control) schedule of ``--static-dropout`` / ``--random-dropout``."""
@@ -186,7 +212,7 @@ class Trainer:
             if found:
                 raise StlensError(f"{self.out} has checkpoints but no config.json: use another --out")
             return 0
-        previous = json.loads(config_path.read_text())
+        previous = self._read_config(config_path)
         current = self.run_config()
         changed = [k for k in RESUME_KEYS if previous.get(k) != current.get(k)]
         if changed:
@@ -194,34 +220,115 @@ class Trainer:
             raise StlensError(f"{self.out} holds a different run ({diffs}); use another --out or the same settings")
         if not found:
             return 0
-        step, weights = found[-1]
-        load_checkpoint(weights, self.model, self.optimizer)
-        self._truncate_metrics(step)
-        log.warning("resuming %s from step %d", self.out, step)
-        return step + 1
+        checkpoint = self._load_last_readable(found)
+        info = checkpoint.info
+        running = info.get("running") or {}
+        self._running = ([float(x) for x in running.get("losses", [])], int(running.get("correct", 0)),
+                         int(running.get("seen", 0)))
+        evaluated = info.get("evaluated", True)  # checkpoints of stlens ≤ 0.1.0 were saved after their evaluation
+        self._unevaluated = None if evaluated else checkpoint
+        self._last_metrics = dict(info.get("metrics") or {})
+        self._truncate_metrics(checkpoint.step, evaluated, info.get("log"))
+        log.warning("resuming %s from step %d", self.out, checkpoint.step)
+        return checkpoint.step + 1
 
-    def _truncate_metrics(self, step: int) -> None:
+    @staticmethod
+    def _read_config(path: Path) -> dict[str, Any]:
+        """The config.json of the run in ``--out``; a clear error (the file left as it is) when it is unreadable."""
+        try:
+            previous = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise StlensError(f"{path} cannot be read ({exc}); it records the run in this folder, so it is left as it "
+                              f"is: repair it, or use another --out") from None
+        if not isinstance(previous, dict):
+            raise StlensError(f"{path} is not a stlens train config (a JSON object, found {type(previous).__name__});"
+                              f" it is left as it is: repair it, or use another --out")
+        return previous
+
+    def _load_last_readable(self, found: list[tuple[int, Path]]) -> Checkpoint:
+        """Load the last checkpoint that can be read, skipping (never deleting) damaged later ones with a warning."""
+        damaged: list[tuple[int, Path, CorruptCheckpoint]] = []
+        for step, weights in reversed(found):
+            try:
+                checkpoint = load_checkpoint(weights, self.model, self.optimizer)
+            except CorruptCheckpoint as exc:
+                damaged.append((step, weights, exc))
+                continue
+            for bad_step, bad, exc in damaged:
+                log.warning("skipped the damaged checkpoint %s (%s); resuming from step %d. Its files are kept: "
+                            "when step %d is written again they are renamed to *.corrupt", bad, exc, step, bad_step)
+                self._damaged[bad_step] = bad
+            return checkpoint
+        problems = "; ".join(str(exc) for _, _, exc in damaged)
+        raise StlensError(f"no checkpoint in {self.checkpoints} can be read ({problems}). Nothing was changed: move "
+                          f"the damaged files away to train from the start, or use another --out")
+
+    def _truncate_metrics(self, step: int, evaluated: bool = True, line: dict[str, Any] | None = None) -> None:
+        """Keep the metrics lines up to the resumed ``step`` (its eval line only when its evaluation finished), and
+        restore its train ``line`` when logging it had failed."""
         path = self.out / "metrics.jsonl"
-        if path.is_file():
-            kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
-            write_text(path, "".join(line + "\n" for line in kept))
+        if not path.is_file():
+            return
+        kept, unreadable = [], 0
+        for text in path.read_text(encoding="utf-8", errors="replace").splitlines():
+            try:
+                record = json.loads(text)
+                at = int(record["step"])
+            except (ValueError, TypeError, KeyError):
+                unreadable += bool(text.strip())
+                continue
+            if at < step or (at == step and (evaluated or record.get("kind") != "eval")):
+                kept.append(record)
+        if unreadable:
+            log.warning("dropped %d unreadable line(s) of %s (an interrupted write)", unreadable, path)
+        if line is not None and not any(r["step"] == step and r.get("kind") == "train" for r in kept):
+            kept.append(line)
+        write_text(path, "".join(json.dumps(record) + "\n" for record in kept))
 
     def _log(self, record: dict[str, Any]) -> None:
         with open(self.out / "metrics.jsonl", "a", encoding="utf-8") as handle:
             handle.write(json.dumps(record) + "\n")
 
     def evaluate(self) -> dict[str, float]:
+        """Train (and test) accuracy on the first ``eval_clips`` clips; empty with ``eval_clips`` 0."""
         c = self.config
-        result = {"train_acc": accuracy(self.model, self.train_clips, c.eval_clips, 2 * c.batch_size, c.seed)}
-        if self.test_clips is not None:
-            result["test_acc"] = accuracy(self.model, self.test_clips, c.eval_clips, 2 * c.batch_size, c.seed)
+        result = {}
+        for key, clips in (("train_acc", self.train_clips), ("test_acc", self.test_clips)):
+            if c.eval_clips > 0 and clips is not None and len(clips) > 0:
+                result[key] = accuracy(self.model, clips, c.eval_clips, 2 * c.batch_size, c.seed)
         return result
 
-    def _checkpoint(self, step: int, loss: float | None) -> None:
+    @contextmanager
+    def _saved(self, step: int, weights: Path) -> Iterator[None]:
+        """Turn a failure after the checkpoint ``weights`` was saved into a clear error that says how to resume."""
+        try:
+            yield
+        except Exception as exc:  # noqa: BLE001 - any failure of evaluation or logging: the weights are safe
+            raise StlensError(f"evaluation or metrics logging at step {step} failed ({type(exc).__name__}: {exc}); "
+                              f"the checkpoint {weights} is complete: run the same command again to resume from it "
+                              f"(its evaluation is then redone)") from exc
+
+    def _evaluate_checkpoint(self, step: int, loss: float | None, weights: Path) -> None:
         metrics = {"step": step, "loss": loss, **self.evaluate()}
         self._log({**metrics, "kind": "eval"})
-        save_checkpoint(self.checkpoints, step, self.model, self.optimizer,
-                        {"metrics": metrics, "config": self.run_config()})
+        update_info(weights, {"metrics": metrics, "evaluated": True})
+        self._last_metrics = metrics
+
+    def _checkpoint(self, step: int, loss: float | None, line: dict[str, Any] | None = None) -> None:
+        """Save first (complete, marked not yet evaluated), then log ``line`` (the train line of this step, if any),
+        then evaluate and rewrite the checkpoint's JSON with the metrics."""
+        if step in self._damaged:
+            moved = set_aside(self._damaged.pop(step))
+            log.warning("kept the damaged checkpoint of step %d as %s", step, ", ".join(str(p) for p in moved))
+        losses, correct, seen = self._running
+        info = {"metrics": {"step": step, "loss": loss}, "config": self.run_config(), "evaluated": False,
+                "log": line, "running": {"losses": losses, "correct": correct, "seen": seen}}
+        weights = save_checkpoint(self.checkpoints, step, self.model, self.optimizer, info)
+        self._last_metrics = info["metrics"]
+        with self._saved(step, weights):
+            if line is not None:
+                self._log(line)
+            self._evaluate_checkpoint(step, loss, weights)
 
     def _is_checkpoint_step(self, step: int) -> bool:
         every = self.config.checkpoint_every
@@ -243,9 +350,12 @@ class Trainer:
             log.warning("%s is already trained to step %d", self.out, start - 1)
         for callback in self.callbacks:
             callback(start - 1, self.model, self)
+        if self._unevaluated is not None:  # the evaluation of the resumed checkpoint had failed or was interrupted
+            pending, self._unevaluated = self._unevaluated, None
+            with self._saved(pending.step, pending.weights):
+                self._evaluate_checkpoint(pending.step, pending.info.get("metrics", {}).get("loss"), pending.weights)
         self.model.train()
-        losses: list[float] = []
-        correct = seen = 0
+        losses, correct, seen = self._running
         began = time.perf_counter()
         bar = tqdm(range(start, c.steps + 1), desc="train", disable=not self.progress, initial=start - 1,
                    total=c.steps)
@@ -267,21 +377,26 @@ class Trainer:
             seen += len(labels)
             for callback in self.callbacks:
                 callback(step, self.model, self)
+            record = None
             if step % c.log_every == 0 or step == c.steps:
                 record = {"step": step, "loss": float(np.mean(losses)), "batch_acc": correct / seen,
-                          "lr": learning_rate(step - 1, c), "seconds": round(time.perf_counter() - began, 2),
-                          "kind": "train"}
-                self._log(record)
+                          "steps_averaged": len(losses), "lr": learning_rate(step - 1, c),
+                          "seconds": round(time.perf_counter() - began, 2), "kind": "train"}
                 bar.set_postfix(loss=f"{record['loss']:.3f}", acc=f"{record['batch_acc']:.2f}")
                 losses, correct, seen = [], 0, 0
+            self._running = (losses, correct, seen)
             if self._is_checkpoint_step(step):
-                self._checkpoint(step, float(loss.detach()))
+                self._checkpoint(step, float(loss.detach()), record)
                 self.model.train()
+            elif record is not None:
+                try:
+                    self._log(record)
+                except OSError as exc:
+                    raise StlensError(f"cannot append to {self.out / 'metrics.jsonl'} at step {step} ({exc}); the "
+                                      f"checkpoints so far are kept in {self.checkpoints}: run the same command "
+                                      f"again to resume from the last one") from exc
         bar.close()
-        final = list_checkpoints(self.checkpoints)
-        if not final:
-            return {}
-        return json.loads(final[-1][1].with_suffix(".json").read_text())["metrics"]
+        return dict(self._last_metrics)
 
 
 def train(config: TrainConfig, callbacks: Sequence[Callback] = (), progress: bool = True) -> dict[str, Any]:

@@ -17,8 +17,9 @@ Anything else is an error that asks for ``ann:FORMAT:PATH``.
 Labels: Kinetics class names → index in the sorted class names of the file; SSv2 templates (brackets stripped) →
 index from ``something-something-v2-labels.json`` beside the file (else None); UCF101 1-indexed → 0-indexed
 (testlists through ``classInd.txt`` beside the list, else None); the other formats as written. Diving48 start/end
-frames go to ``VideoSource.segments``. Listed files that do not exist are skipped and listed in
-``VideoSource.missing``; malformed files raise ``StlensError`` naming the file and the line (JSON: the entry).
+frames go to ``VideoSource.segments``: clips are drawn inside [start_frame, end_frame). Listed files that do not
+exist are skipped and listed in ``VideoSource.missing``; malformed files raise ``StlensError`` naming the file and
+the line (JSON: the entry).
 """
 
 from __future__ import annotations
@@ -154,7 +155,8 @@ def parse_ssv2(path: Path, root: Path) -> list[Entry]:
 
 
 def parse_diving48(path: Path, root: Path) -> list[Entry]:
-    """Diving48 JSON list of ``{"vid_name", "label", "start_frame", "end_frame"}``; ``<vid_name>.mp4`` or a folder."""
+    """Diving48 JSON list of ``{"vid_name", "label", "start_frame", "end_frame"}``; ``<vid_name>.mp4`` or a folder.
+    Clips are sampled inside [start_frame, end_frame) (see ``stlens.video.sampling.clip_indices``)."""
     entries = []
     for i, item in enumerate(_json_entries(path)):
         name, where = _key(path, i, item, "vid_name"), f"entry {i + 1}"
@@ -162,6 +164,9 @@ def parse_diving48(path: Path, root: Path) -> list[Entry]:
         segment = None
         if "start_frame" in item and "end_frame" in item:
             segment = (_int(path, where, item["start_frame"]), _int(path, where, item["end_frame"]))
+            if segment[0] < 0 or segment[1] <= segment[0]:
+                raise StlensError(f"{path}:{where}: expected 0 ≤ start_frame < end_frame, got start_frame "
+                                  f"{segment[0]}, end_frame {segment[1]}")
         entries.append(Entry((root / f"{name}.mp4", root / name), label, segment))
     return entries
 

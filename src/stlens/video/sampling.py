@@ -18,14 +18,30 @@ def clip_stride(length: int, frames: int, stride: int) -> int | None:
     return max(1, min(stride, (length - 1) // (frames - 1)))
 
 
-def clip_indices(length: int, frames: int, stride: int, rng: np.random.Generator) -> np.ndarray | None:
-    """Frame indices of one clip with a random start, or None when the video is too short."""
+def clip_indices(length: int, frames: int, stride: int, rng: np.random.Generator,
+                 segment: tuple[int, int] | None = None) -> np.ndarray | None:
+    """Frame indices of one clip with a random start, or None when the video is too short.
+
+    ``segment``: (start, end) frames of the action (Diving48 annotations); the clip then lies inside
+    [start, min(end, length)), and None is returned when that part is shorter than the clip. Without a segment the
+    indices (and the draws from ``rng``) are those of the whole video."""
+    offset = 0
+    if segment is not None:
+        first, end = segment
+        offset = max(0, first)
+        length = max(0, min(end, length) - offset)
     step = clip_stride(length, frames, stride)
     if step is None:
         return None
     span = (frames - 1) * step + 1
     start = int(rng.integers(0, length - span + 1))
-    return start + step * np.arange(frames)
+    return offset + start + step * np.arange(frames)
+
+
+def segment_of(source, index: int) -> tuple[int, int] | None:
+    """The (start, end) segment of video ``index`` of a ``VideoSource`` (None when its source gives none)."""
+    segments = getattr(source, "segments", ())
+    return segments[index] if segments else None
 
 
 def centre_crop(frames: np.ndarray, size: int) -> np.ndarray:

@@ -49,7 +49,8 @@ class TargetResult:
 
     def to_dict(self) -> dict:
         nat_mean = self.natural["mean"] if self.natural else None
-        ratio = self.value / nat_mean if nat_mean not in (None, 0.0) else None
+        # a ratio to a mean ≤ 0 means nothing (its sign flips with the mean's): null, as benchmarks/visualize_checks
+        ratio = self.value / nat_mean if nat_mean is not None and nat_mean > 0 else None
         every = max(1, len(self.history) // 64)
         return {
             "target": self.name, "objective": self.objective, "lambda_t": self.temporal, "seed": self.seed,

@@ -1,0 +1,278 @@
+"""Run folders (docs/reliability.md): one owner per folder, no partial result over a complete one, interrupts."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import re
+import signal
+import struct
+import subprocess
+import sys
+import termios
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from stlens.cli import main
+from stlens.errors import StlensError
+from stlens.runs import LOCK, MARKER, RunFolder, read_marker
+
+FAST = ["--model", "torchvision:r3d_18", "--frames", "4", "--size", "32", "--bootstrap", "20", "--data", "sample:"]
+
+
+def measure(out: Path, *extra: str, pairs: int = 8) -> int:
+    return main(["measure", *FAST, "--pairs", str(pairs), "--quiet", "--out", str(out), *extra])
+
+
+def digest(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file() and p.name != LOCK}
+
+
+RUNNING: list[subprocess.Popen] = []
+
+
+@pytest.fixture(autouse=True)
+def _kill_leftovers():
+    yield
+    while RUNNING:
+        proc = RUNNING.pop()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture(scope="module")
+def complete_run(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("complete") / "run"
+    assert measure(out) == 0
+    return out
+
+
+class Background:
+    """``stlens measure`` started as a script would start it in the background: SIGINT inherited as ignored. Its
+    stderr is a pseudo-terminal, so that the progress bar shows how far it got."""
+
+    def __init__(self, out: Path, *extra: str, pairs: int = 2000):
+        import pty
+
+        def ignore_sigint() -> None:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+        self.master, slave = pty.openpty()
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 160, 0, 0))  # tqdm needs a width
+        self.proc = subprocess.Popen([sys.executable, "-m", "stlens", "measure", *FAST, "--pairs", str(pairs),
+                                      "--out", str(out), *extra], stdout=subprocess.DEVNULL, stderr=slave,
+                                     preexec_fn=ignore_sigint)
+        os.close(slave)
+        self.stderr: list[str] = []
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+        RUNNING.append(self.proc)
+
+    def _read(self) -> None:
+        while True:
+            try:
+                chunk = os.read(self.master, 4096)
+            except OSError:
+                return
+            if not chunk:
+                return
+            self.stderr.append(chunk.decode("utf-8", errors="replace"))
+
+    def text(self) -> str:
+        return "".join(self.stderr)
+
+    def wait_for_pairs(self, count: int, timeout: float = 300) -> None:
+        """Until the progress bar shows at least ``count`` pairs measured."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            done = [int(n) for n in re.findall(r"(\d+)/\d+ \[", self.text())]
+            if done and max(done) >= count:
+                return
+            if self.proc.poll() is not None:
+                raise AssertionError(f"stlens ended early: {self.text()}")
+            time.sleep(0.2)
+        raise AssertionError(f"no progress in time: {self.text()[-500:]}")
+
+    def stop(self, signum: int) -> int:
+        self.proc.send_signal(signum)
+        code = self.proc.wait(timeout=120)
+        self.reader.join(timeout=10)
+        return code
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_interrupt_never_replaces_a_complete_run(tmp_path, complete_run, signum):
+    import shutil
+
+    out = tmp_path / "run"
+    shutil.copytree(complete_run, out)
+    before = digest(out)
+    job = Background(out, "--overwrite")
+    job.wait_for_pairs(40)
+    assert job.stop(signum) == 130
+    assert digest(out) == before, "the complete earlier run was changed"
+    partial = tmp_path / "run.interrupted"
+    doc = json.loads((partial / "result.json").read_text())
+    assert doc["interrupted"] is True and doc["pairs"]["dynamic"] + doc["pairs"]["static"] >= 40
+    assert read_marker(partial)["status"] == "interrupted"
+    assert "Traceback" not in job.text() and "partial result in" in job.text()
+    assert signal.Signals(signum).name in job.text() or "interrupted after" in job.text()
+
+
+def test_interrupt_into_a_fresh_folder_then_report_and_rerun(tmp_path):
+    out = tmp_path / "run"
+    job = Background(out)
+    job.wait_for_pairs(40)
+    assert job.stop(signal.SIGTERM) == 130
+    doc = json.loads((out / "result.json").read_text())
+    n = doc["pairs"]["dynamic"] + doc["pairs"]["static"]
+    assert doc["interrupted"] is True and read_marker(out)["status"] == "interrupted"
+    assert main(["report", str(out), "--out", str(tmp_path / "r.html"), "--examples", "0"]) == 0
+    assert f"interrupted after {n} pairs" in (tmp_path / "r.html").read_text()
+    # an interrupted run is not a complete one: the same command may replace it without --overwrite
+    assert measure(out) == 0
+    assert "interrupted" not in json.loads((out / "result.json").read_text())
+
+
+def test_interrupt_before_enough_pairs_writes_nothing(tmp_path, complete_run):
+    out = tmp_path / "fresh"
+    job = Background(out, pairs=2000)
+    deadline = time.monotonic() + 120
+    while not any(out.glob(".stlens-staging-*")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert job.stop(signal.SIGINT) == 130
+    assert not out.exists() or not [p for p in out.iterdir() if p.name != LOCK]
+    assert not (tmp_path / "fresh.interrupted").exists()
+
+
+def test_complete_run_is_refused_before_any_work(tmp_path, complete_run, capsys):
+    import shutil
+
+    out = tmp_path / "run"
+    shutil.copytree(complete_run, out)
+    before = digest(out)
+    started = time.perf_counter()
+    assert main(["measure", "--model", "torchvision:no_such", "--data", "sample:", "--out", str(out)]) == 2
+    assert time.perf_counter() - started < 5
+    err = capsys.readouterr().err
+    assert "already holds a complete stlens measure run" in err and "--overwrite" in err
+    assert digest(out) == before
+
+
+def test_overwrite_swaps_in_and_removes_stale_latents(tmp_path, complete_run):
+    import shutil
+
+    import stlens
+
+    out = tmp_path / "run"
+    shutil.copytree(complete_run, out)
+    assert measure(out, "--overwrite", "--save-latents") == 0
+    assert (out / "latents.npz").is_file() and stlens.load_result(out).latents is not None
+    assert measure(out, "--overwrite") == 0
+    assert not (out / "latents.npz").exists()
+    assert stlens.load_result(out).latents is None
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [MARKER, LOCK, "config.json", "layers.csv", "result.json", "units.csv"])
+
+
+def test_files_of_another_run_are_detected(tmp_path, complete_run):
+    import shutil
+
+    import stlens
+
+    one, two = tmp_path / "one", tmp_path / "two"
+    shutil.copytree(complete_run, one)
+    assert measure(two, "--seed", "1") == 0
+    shutil.copy(two / "units.csv", one / "units.csv")
+    with pytest.raises(StlensError, match="units.csv: changed since the run wrote it"):
+        stlens.load_result(one)
+    shutil.copytree(complete_run, tmp_path / "three")
+    (tmp_path / "three" / "result.json").write_bytes((two / "result.json").read_bytes())
+    with pytest.raises(StlensError, match="result.json"):
+        stlens.load_result(tmp_path / "three")
+
+
+def test_stale_latents_of_an_unlisted_file_are_not_attached(tmp_path, complete_run):
+    import shutil
+
+    import numpy as np
+
+    import stlens
+
+    out = tmp_path / "run"
+    shutil.copytree(complete_run, out)
+    np.savez(out / "latents.npz", factor=np.zeros(3))
+    assert stlens.load_result(out).latents is None
+
+
+def test_other_verbs_runs_and_user_files_are_left_alone(tmp_path, capsys):
+    train_run = tmp_path / "train"
+    train_run.mkdir()
+    config = {"stlens_version": "0.1.0", "model": "stlens:i3d", "steps": 10}
+    (train_run / "config.json").write_text(json.dumps(config))
+    for extra in ([], ["--overwrite"]):
+        assert measure(train_run, *extra) == 2
+        assert "stlens train run" in capsys.readouterr().err
+    assert json.loads((train_run / "config.json").read_text()) == config
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    (mine / "result.json").write_text('{"mine": true}')
+    assert measure(mine) == 2
+    assert "not written by stlens" in capsys.readouterr().err
+    (mine / "result.json").unlink()
+    assert measure(mine) == 0
+    assert (mine / "notes.txt").read_text() == "keep me"
+    assert measure(mine, "--overwrite") == 0
+    assert (mine / "notes.txt").read_text() == "keep me"
+
+
+def test_out_that_is_a_file_or_not_writable(tmp_path, capsys):
+    target = tmp_path / "file.txt"
+    target.write_text("x")
+    assert measure(target) == 2
+    assert "exists and is not a folder" in capsys.readouterr().err
+    if os.geteuid() == 0:
+        pytest.skip("root can write into a read-only folder")
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    try:
+        assert measure(ro / "out") == 2
+        assert "cannot create" in capsys.readouterr().err
+    finally:
+        ro.chmod(0o755)
+
+
+def test_two_concurrent_writers(tmp_path, capsys):
+    out = tmp_path / "run"
+    job = Background(out)
+    job.wait_for_pairs(8)
+    assert measure(out) == 2
+    assert "another stlens process is writing this folder" in capsys.readouterr().err
+    with pytest.raises(StlensError, match="another stlens process"):
+        RunFolder(out, "measure").claim()
+    assert job.stop(signal.SIGINT) == 130
+    # the lock dies with its process: the folder is usable again
+    folder = RunFolder(out, "measure", overwrite=True).claim()
+    folder.abandon()
+
+
+def test_unmarked_legacy_run_loads_with_a_warning(tmp_path, complete_run, caplog):
+    import shutil
+
+    import stlens
+
+    out = tmp_path / "old"
+    shutil.copytree(complete_run, out)
+    (out / MARKER).unlink()
+    with caplog.at_level("WARNING", logger="stlens"):
+        result = stlens.load_result(out)
+    assert result.layers and "no run marker" in caplog.text
+    assert measure(out) == 2  # still a complete run: refused without --overwrite
