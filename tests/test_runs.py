@@ -276,3 +276,67 @@ def test_unmarked_legacy_run_loads_with_a_warning(tmp_path, complete_run, caplog
         result = stlens.load_result(out)
     assert result.layers and "no run marker" in caplog.text
     assert measure(out) == 2  # still a complete run: refused without --overwrite
+
+
+# -------------------------------------------------------------------- every verb: one owner per folder
+
+TRAIN = ["train", "--model", "module:conftest:tiny_classifier", "--data", "synth:motion?n=16&frames=4&size=16&seed=0",
+         "--frames", "4", "--size", "16", "--steps", "2", "--batch-size", "4", "--eval-clips", "4", "--quiet"]
+TINY_VIS = ["visualize", "--model", "stlens:i3d?width=4", "--frames", "4", "--size", "16", "--steps", "2",
+            "--natural-clips", "0", "--target", "class:0", "--batch", "1", "--quiet"]
+
+
+def files_of(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file() and p.name != LOCK}
+
+
+def test_measure_into_a_train_run_and_train_into_a_measure_run_are_refused(tmp_path, complete_run, capsys):
+    import shutil
+
+    run = tmp_path / "train"
+    assert main([*TRAIN, "--out", str(run)]) == 0
+    marker = read_marker(run)
+    assert marker["verb"] == "train" and marker["status"] == "complete"
+    assert "config.json" in marker["files"] and any(n.startswith("checkpoints/") for n in marker["files"])
+    assert json.loads((run / "config.json").read_text())["run_id"] == marker["run_id"]
+    before = files_of(run)
+    for extra in ([], ["--overwrite"]):
+        assert measure(run, *extra) == 2
+        assert "stlens train run" in capsys.readouterr().err
+    assert files_of(run) == before  # the training can still resume
+    assert main([*TRAIN, "--steps", "3", "--out", str(run)]) == 0  # resuming the same run is not a new run
+    assert read_marker(run)["run_id"] == marker["run_id"]
+
+    measured = tmp_path / "measured"
+    shutil.copytree(complete_run, measured)
+    assert main([*TRAIN, "--out", str(measured)]) == 2
+    assert "stlens measure run" in capsys.readouterr().err
+
+
+def test_track_and_visualize_runs_are_owned(tmp_path, capsys):
+    vis = tmp_path / "vis"
+    assert main([*TINY_VIS, "--out", str(vis)]) == 0
+    assert read_marker(vis)["verb"] == "visualize" and "summary.json" in read_marker(vis)["files"]
+    before = files_of(vis)
+    assert main([*TINY_VIS, "--seed", "1", "--out", str(vis)]) == 2
+    assert "already holds a complete stlens visualize run" in capsys.readouterr().err
+    assert files_of(vis) == before
+    assert main([*TINY_VIS, "--seed", "1", "--overwrite", "--out", str(vis)]) == 0
+    assert files_of(vis) != before and read_marker(vis)["verb"] == "visualize"
+
+
+def test_report_and_pairs_check_never_overwrite_a_file_stlens_did_not_write(tmp_path, complete_run, capsys):
+    page = tmp_path / "mine.html"
+    page.write_text("<html>my notes</html>")
+    assert main(["report", str(complete_run), "--out", str(page), "--examples", "0"]) == 2
+    assert "not a report written by stlens" in capsys.readouterr().err
+    assert page.read_text() == "<html>my notes</html>"
+    ours = tmp_path / "ours.html"
+    for _ in range(2):  # its own report is replaced
+        assert main(["report", str(complete_run), "--out", str(ours), "--examples", "0"]) == 0
+    notes = tmp_path / "notes.json"
+    notes.write_text('{"mine": 1}')
+    assert main(["pairs", "check", "--data", "sample:", "--n", "1", "--frames", "4", "--size", "32", "--stylizer",
+                 "palette", "--quiet", "--out", str(notes)]) == 2
+    assert notes.read_text() == '{"mine": 1}'

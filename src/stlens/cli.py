@@ -77,7 +77,7 @@ def _measure_into(folder, args: argparse.Namespace) -> int:
         handle, pairs, args.layers, batch_size=args.batch_size, precision=args.precision, bootstrap=args.bootstrap,
         threshold=args.threshold, seed=args.seed, save_latents=args.save_latents, progress=not args.quiet,
         meta={"data": args.data, "stylizer": "stylized folders" if source.styles else pairs.stylizer,
-              "flow": getattr(pairs, "flow_method", None), "random_init": untrained},
+              "flow": getattr(pairs, "flow_method", None)},
     )
     config = {
         "command": "measure", "arguments": {k: v for k, v in vars(args).items() if k != "func"},
@@ -190,12 +190,15 @@ def _add_train_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_track(args: argparse.Namespace) -> int:
+    from stlens.runs import new_run
     from stlens.train.tracking import track
 
-    result = track(args.model, args.checkpoints, args.data, args.layers, pairs=args.pairs, stylizer=args.stylizer,
-                   frames=args.frames, size=args.size, batch_size=args.batch_size, bootstrap=args.bootstrap,
-                   threshold=args.threshold, seed=args.seed, progress=not args.quiet)
-    out = result.save(args.out)
+    with new_run(args.out, "track", overwrite=args.overwrite) as run:
+        result = track(args.model, args.checkpoints, args.data, args.layers, pairs=args.pairs, stylizer=args.stylizer,
+                       frames=args.frames, size=args.size, batch_size=args.batch_size, bootstrap=args.bootstrap,
+                       threshold=args.threshold, seed=args.seed, progress=not args.quiet)
+        result.save(run.staging)
+    out = run.out
     if not args.quiet:
         print(result.table())
         print(f"→ {out}/track.csv, track.json, track_<layer>.png")
@@ -216,7 +219,8 @@ def _add_track_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--bootstrap", type=int, default=200, help="bootstrap replicates for the CIs")
     p.add_argument("--threshold", type=float, default=0.5)
     p.add_argument("--seed", type=_seed, default=0)
-    p.add_argument("--out", required=True, help="output folder: track.csv, track.json, track_<layer>.png")
+    p.add_argument("--out", required=True, help="output run folder: track.csv, track.json, track_<layer>.png")
+    p.add_argument("--overwrite", action="store_true", help="replace the track run in --out (when complete)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_track)
 
@@ -254,10 +258,12 @@ def cmd_pairs_check(args: argparse.Namespace) -> int:
     import stlens
     from stlens.files import write_json
     from stlens.pairs.quality import check_pairs, report_table
+    from stlens.runs import own_file
 
     out = Path(args.out)
     if out.is_dir():
         raise StlensError(f"--out is the report's JSON file, but {out} is a folder; use e.g. {out / 'pairs.json'}")
+    own_file(out, '"flow_method"', "pairs check report")
     if args.examples and out.suffix.lower() != ".json":
         raise StlensError(f"--out {out}: with --examples, --out must end in .json (the example GIFs go into the "
                           f"folder of the same name without .json); use e.g. {out.with_name(out.name + '.json')}")
@@ -296,6 +302,9 @@ def cmd_report(args: argparse.Namespace) -> int:
         written = write_plots(args.runs, args.out, layer=args.layer)
         print(f"{len(written)} files (PNG + SVG) → {sorted({str(p.parent) for p in written})}")
         return 0
+    from stlens.runs import own_file
+
+    own_file(args.out or "report.html", '<meta name="generator" content="stlens', "report")
     out = build_report(args.runs, args.out or "report.html", layer=args.layer, examples=args.examples,
                        title=args.title)
     print(f"→ {out}")
@@ -334,15 +343,18 @@ def _seed(text: str) -> int:
 
 
 def cmd_visualize(args: argparse.Namespace) -> int:
+    from stlens.runs import new_run
     from stlens.visualize.api import visualize
 
     if not args.quiet:
         logging.getLogger("stlens").setLevel(logging.INFO)
-    result = visualize(args.model, args.target, layer=args.layer, weights=args.weights, from_run=args.from_run,
-                       steps=args.steps, lr=args.lr, param=args.param, temporal_reg=args.temporal_reg,
-                       batch=args.batch, precision=args.precision, seed=args.seed, optimizer=args.optimizer,
-                       data=args.data, natural_clips=args.natural_clips, frames=args.frames, size=args.size,
-                       out=args.out, progress=not args.quiet)
+    with new_run(args.out, "visualize", overwrite=args.overwrite) as run:
+        result = visualize(args.model, args.target, layer=args.layer, weights=args.weights, from_run=args.from_run,
+                           steps=args.steps, lr=args.lr, param=args.param, temporal_reg=args.temporal_reg,
+                           batch=args.batch, precision=args.precision, seed=args.seed, optimizer=args.optimizer,
+                           data=args.data, natural_clips=args.natural_clips, frames=args.frames, size=args.size,
+                           progress=not args.quiet)
+        result.save(run.staging)
     if not args.quiet:
         for t in result.targets:
             nat = t.natural["mean"] if t.natural else float("nan")
@@ -373,7 +385,8 @@ def _add_visualize_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", default=None, help="natural clips for the comparison (default: the synth world of a "
                    "zoo model, sample: otherwise)")
     p.add_argument("--natural-clips", type=int, default=8, help="natural clips to compare with (0: none)")
-    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--out", required=True, help="output run folder")
+    p.add_argument("--overwrite", action="store_true", help="replace the visualize run in --out (when complete)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_visualize)
 

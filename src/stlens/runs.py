@@ -28,7 +28,7 @@ import shutil
 import tempfile
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -179,8 +179,6 @@ class RunFolder:
             os.close(fd)
             raise StlensError(f"--out {self.out}: another stlens process is writing this folder; wait for it or "
                               f"use another --out") from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()} {self.verb} {self.run_id}\n".encode())
         self._lock_fd = fd
 
     def _previous_run(self) -> dict[str, Any] | None:
@@ -320,6 +318,20 @@ class RunFolder:
     def __exit__(self, kind, value, traceback) -> None:
         if kind is not None:
             self.abandon()
+
+
+@contextlib.contextmanager
+def new_run(out: str | Path, verb: str, *, overwrite: bool = False) -> Iterator[RunFolder]:
+    """Claim ``out`` for a new run of ``verb`` (before any work); the block writes into ``run.staging``; a normal exit
+    commits, an exception (an interrupt included) abandons the staged files and leaves ``out`` as it was."""
+    run = RunFolder(out, verb, overwrite=overwrite).claim()
+    try:
+        yield run
+    except BaseException:
+        run.abandon()
+        raise
+    if run.staging is not None:
+        run.commit()
 
 
 def fresh_sibling(out: str | Path, suffix: str) -> Path:

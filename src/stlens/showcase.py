@@ -64,7 +64,7 @@ def _measure_one(name: str, spec: str, data_name: str, data: str, pairs: int, ou
               "input": vars(handle.input) | {"mean": list(handle.input.mean), "std": list(handle.input.std)},
               "stlens_version": __version__, "torch": torch.__version__, "python": platform.python_version(),
               "timing": result.timing}
-    result.save(out / name / data_name, config)
+    result.save(out / name / data_name, config, overwrite=True)  # the demo replaces its own earlier runs
     return [DemoRow(name, data_name, r.layer, r.channels, r.percent["dynamic"], r.ci95["dynamic"],
                     r.percent["static"], r.ci95["static"], r.bias) for r in result.layers]
 
@@ -119,9 +119,23 @@ def run_demo(out: str | Path = "runs/demo", pairs: int = 64, models: list[str] |
              report: bool = True) -> list[DemoRow]:
     """Measure every bundled demo model on every demo data source; write results, summary.csv/.md and (``report``)
     report.html over all the run folders; return rows."""
+    from stlens.runs import RunFolder
+
+    run = RunFolder(out, "demo")
+    run.resume()  # a demo folder is re-runnable; a folder holding another verb's run is refused
+    try:
+        rows = _run_demo(Path(out), pairs, models, data, flow_method, progress, report)
+        run.mark(["summary.md", "summary.json", "report.html"], "complete",
+                 info={"runs": sorted(str(p.parent.relative_to(out)) for p in Path(out).glob("*/*/result.json"))})
+        return rows
+    finally:
+        run.release()
+
+
+def _run_demo(out: Path, pairs: int, models: list[str] | None, data: list[str] | None, flow_method: str,
+              progress: bool, report: bool) -> list[DemoRow]:
     from stlens.models.bundled import list_bundled
 
-    out = Path(out)
     started = time.perf_counter()
     bundled = set(list_bundled())
     rows: list[DemoRow] = []

@@ -17,6 +17,7 @@ from stlens import __version__
 from stlens.errors import StlensError
 from stlens.measure.moments import PairedMoments
 from stlens.measure.result import MeasureResult, estimate_layer
+from stlens.models.inspect import random_init
 from stlens.models.registry import ModelHandle, as_handle
 from stlens.models.taps import LayerTaps, asked_by_name
 from stlens.pairs.makers import Pair
@@ -178,7 +179,7 @@ def measure(model: nn.Module | ModelHandle, pairs: Iterable, layers: str | list[
         "stlens_version": __version__, "model": handle.spec, "weights": handle.weights,
         "data": getattr(pairs, "source", None) and pairs.source.spec, "seed": seed, "threshold": threshold,
         "bootstrap": bootstrap, "pairs": {"dynamic": int(counts[0]), "static": int(counts[1])},
-        "skipped": list(getattr(pairs, "skipped", [])), "precision": precision,
+        "skipped": list(getattr(pairs, "skipped", [])), "precision": precision, "random_init": random_init(handle),
     }
     if interrupted:
         info["interrupted"] = True

@@ -14,7 +14,7 @@ from stlens.errors import StlensError
 from stlens.models.registry import InputSpec
 from stlens.pairs.stylizers import get_stylizer
 from stlens.video.io import probe_clip_source, read_clip_source
-from stlens.video.sampling import centre_crop, clip_indices, to_model_input
+from stlens.video.sampling import centre_crop, clip_indices, segment_of, to_model_input
 from stlens.video.sources import VideoSource
 
 log = logging.getLogger("stlens")
@@ -62,6 +62,11 @@ class VideoPairs:
     that passes the probe but then cannot be decoded (or gives fewer frames than a clip) is a ``StlensError`` naming
     it; one that decodes only partly (truncated) is used with a warning giving the frames read vs expected.
     Clips need at least 2 frames (a 1-frame clip is its own frame-shuffled copy).
+
+    Where the source gives a video a (start, end) segment (Diving48 ``start_frame``/``end_frame``), every clip of it
+    lies inside frames [start, end): ``end`` is exclusive, as in ``clip_indices``. A video whose segment is shorter
+    than a clip, or has fewer frames than a clip inside the video, is skipped by the probe (before shares are set)
+    and listed in ``skipped`` with that reason. Videos without a segment give the same pairs as before.
     """
 
     source: VideoSource
@@ -70,6 +75,9 @@ class VideoPairs:
     stylizer: str = "palette"
     seed: int = 0
     skipped: list[dict[str, str]] = field(default_factory=list)
+    # The segment of the video whose pairs are being drawn (None: the whole video); set by ``__iter__`` for ``_pair``
+    # (not an argument, so that subclasses keep the signature of ``_pair``).
+    _segment: tuple[int, int] | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.pairs < 1:
@@ -87,7 +95,7 @@ class VideoPairs:
 
     def _pair(self, frames: np.ndarray, factor: int, rng: np.random.Generator, source: str) -> Pair:
         spec = self.spec
-        idx = clip_indices(len(frames), spec.frames, spec.stride, rng)
+        idx = clip_indices(len(frames), spec.frames, spec.stride, rng, segment=self._segment)
         clip = centre_crop(frames[idx], spec.size)
         first, seed_a = self._style(clip, rng)
         if factor == DYNAMIC:
@@ -118,6 +126,45 @@ class VideoPairs:
             self._skip(path, f"shorter than the clip ({frames} < {self.spec.frames} frames)")
             return None
         return frames, exact
+
+    def _probe_video(self, index: int) -> tuple[int | None, bool] | None:
+        """``_probe`` of video ``index``; where the source gives it a segment, the video is also skipped (None) when
+        the segment is shorter than a clip (without opening it) or has fewer frames than a clip inside the video."""
+        path, segment = self.source.videos[index], segment_of(self.source, index)
+        need = self._min_frames()
+        if segment is not None and segment[1] - segment[0] < need:
+            what = "the clip" if need == self.spec.frames else "the frames a pair needs"
+            self._skip(path, f"its segment [{segment[0]}, {segment[1]}) is shorter than {what} "
+                             f"({segment[1] - segment[0]} < {need} frames)")
+            return None
+        probe = self._probe(path)
+        if probe is None or segment is None:
+            return probe
+        (start, end), (frames, exact) = segment, probe
+        try:
+            if not exact and min(end, frames - _tolerance(frames, exact)) - start < need:  # estimated: count them
+                frames, exact = len(read_clip_source(path, short_side=self.spec.resize, partial=True)), True
+        except StlensError as exc:
+            self._skip(path, str(exc).removeprefix(f"{path}: "))
+            return None
+        inside = max(0, min(end, frames) - start)
+        if inside < need:
+            self._skip(path, f"only {inside} frames of its segment [{start}, {end}) are in the video ({frames} "
+                             f"frames), fewer than the {need} a clip needs")
+            return None
+        return frames, exact
+
+    def _in_segment(self, path, frames: np.ndarray, segment: tuple[int, int] | None) -> tuple[int, int] | None:
+        """``segment`` of a decoded video that passed ``_probe_video``; a ``StlensError`` naming the video when fewer
+        frames than a pair needs were decoded inside it (truncated after the probe)."""
+        if segment is None:
+            return None
+        (start, end), need = segment, self._min_frames()
+        inside = max(0, min(end, len(frames)) - start)
+        if inside < need:
+            raise StlensError(f"{path}: read only {len(frames)} frames, so {inside} of its segment [{start}, {end}), "
+                              f"fewer than the {need} a clip needs; remove or repair it")
+        return segment
 
     def _frames(self, path, probe: tuple[int | None, bool]) -> np.ndarray:
         """Decode a video that passed ``_probe``: a ``StlensError`` naming it when it now cannot be decoded or gives
@@ -155,13 +202,14 @@ class VideoPairs:
                 break
             # Probe ahead until `remaining` usable videos are known from v on (each then gets 1 pair), or to the end.
             while len(probes) < len(videos) and (len(probes) <= v or usable - before < remaining):
-                probes.append(self._probe(videos[len(probes)]))
+                probes.append(self._probe_video(len(probes)))
                 usable += probes[-1] is not None
             if probes[v] is None:
                 continue
             share = math.ceil(remaining / (usable - before))
             before += 1
             frames = self._frames(path, probes[v])
+            self._segment = self._in_segment(path, frames, segment_of(self.source, v))
             for i in range(share):
                 for factor in (DYNAMIC, STATIC):
                     rng = np.random.default_rng((self.seed, v, factor, i))

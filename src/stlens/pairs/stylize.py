@@ -45,6 +45,7 @@ from stlens.errors import StlensError
 from stlens.files import write_json
 from stlens.names import safe_name, unique_safe_names
 from stlens.pairs.stylizers import get_stylizer
+from stlens.runs import RunFolder
 from stlens.video.io import MAX_FRAMES, read_clip_source
 from stlens.video.sources import VideoSource, open_data
 
@@ -247,13 +248,23 @@ def stylize_source(source: VideoSource | str | Path, stylizer: str, styles: int,
     (in at least one style), videos skipped because every style was already written, videos written again because
     they changed, frames written, and the videos that could not be read as ``{"source", "reason"}``.
     """
-    from tqdm.auto import tqdm
-
     if styles < 1:
         raise StlensError(f"--styles must be ≥ 1, got {styles}")
     root = Path(out)
     if root.exists() and not root.is_dir():
         raise StlensError(f"--out {root} exists and is not a folder")
+    run = RunFolder(root, "stylize")
+    run.resume()  # refuses a folder that holds another verb's run, or one being written by another process
+    try:
+        return _stylize(source, stylizer, styles, root, seed, short_side, max_frames, progress, run)
+    finally:
+        run.release()
+
+
+def _stylize(source: VideoSource | str | Path, stylizer: str, styles: int, root: Path, seed: int,
+             short_side: int | None, max_frames: int, progress: bool, run: RunFolder) -> dict[str, Any]:
+    from tqdm.auto import tqdm
+
     source = source if isinstance(source, VideoSource) else open_data(source)
     chosen = get_stylizer(stylizer)
     plan = [(f"style_{k}", *chosen[(k - 1) % len(chosen)], style_seed(seed, k)) for k in range(1, styles + 1)]
@@ -270,8 +281,9 @@ def stylize_source(source: VideoSource | str | Path, stylizer: str, styles: int,
         for style in style_dirs:
             _remove_own(style, name)
     root.mkdir(parents=True, exist_ok=True)
-    config |= {"root": str(data_root), "videos": records}
+    config |= {"root": str(data_root), "videos": records, "run_id": run.run_id}
     write_json(root / CONFIG_NAME, config)
+    run.mark([CONFIG_NAME], "running")
     counts: dict[str, Any] = {"videos": len(source), "written": 0, "skipped": 0, "changed": len(changed),
                               "frames": 0, "bad": [dict(m) for m in source.missing] + unreadable}
     for path, record in tqdm(todo_videos, unit="video", desc="stylize", disable=not progress or None):
@@ -297,4 +309,6 @@ def stylize_source(source: VideoSource | str | Path, stylizer: str, styles: int,
             counts["frames"] += len(frames)
         counts["written"] += 1
     write_json(root / CONFIG_NAME, config | {"result": counts})
+    written = sorted(f"{f}/{r['name']}" for f, *_ in plan for r in records if _is_done(root / f / r["name"]))
+    run.mark([CONFIG_NAME], "complete", info={"folders": written})
     return counts

@@ -22,14 +22,17 @@ from stlens.video.flow import FLOW_BOUND, FLOW_METHODS, FlowCache, compute_flow,
 from stlens.video.sampling import centre_crop, clip_indices, to_model_input
 
 
-def flow_indices(clip: np.ndarray, length: int, flow_frames: int | None) -> np.ndarray:
+def flow_indices(clip: np.ndarray, length: int, flow_frames: int | None,
+                 segment: tuple[int, int] | None = None) -> np.ndarray:
     """The frames whose consecutive flow is taken: the clip's own frames (``flow_frames`` None: N = T − 1 fields
     between the sampled frames), or ``flow_frames + 1`` consecutive frames centred on the clip (N = ``flow_frames``
-    fields of gap-1 flow, the stacked input of Simonyan & Zisserman)."""
+    fields of gap-1 flow, the stacked input of Simonyan & Zisserman), kept inside the video, or inside frames
+    [start, end) of its ``segment`` when given (end exclusive, as in ``clip_indices``)."""
     if flow_frames is None:
         return np.asarray(clip)
+    first, end = (0, length) if segment is None else (max(0, segment[0]), min(segment[1], length))
     centre = int(clip[len(clip) // 2])
-    start = min(max(0, centre - flow_frames // 2), length - flow_frames - 1)
+    start = min(max(first, centre - flow_frames // 2), end - flow_frames - 1)
     return start + np.arange(flow_frames + 1)
 
 
@@ -41,7 +44,8 @@ class TwoStreamPairs(VideoPairs):
     ``flow_method``: ``tvl1`` (faithful, slow), ``dis`` or ``farneback``. ``flow_frames``: None for flow between the
     T sampled frames (flow input (2, T − 1, H, W)), or L for L gap-1 fields centred on the clip ((2, L, H, W)).
     ``cache``: a ``FlowCache`` or a folder for one. Flow is computed on the resized full frames, then centre-cropped
-    like the RGB, and encoded with ``encode_flow`` (±``bound`` px → [-1, 1]).
+    like the RGB, and encoded with ``encode_flow`` (±``bound`` px → [-1, 1]). Where the source gives segments
+    (Diving48), the clip and the frames of its flow lie inside [start, end) of the video's segment.
     """
 
     flow_method: str = "tvl1"
@@ -72,7 +76,7 @@ class TwoStreamPairs(VideoPairs):
 
     def _flow(self, frames: np.ndarray, clip: np.ndarray, source: str) -> np.ndarray:
         """Cropped flow in pixels (N, size, size, 2) for the clip at indices ``clip`` (cached when asked)."""
-        indices = flow_indices(clip, len(frames), self.flow_frames)
+        indices = flow_indices(clip, len(frames), self.flow_frames, segment=self._segment)
 
         def compute() -> np.ndarray:
             return np.ascontiguousarray(centre_crop(compute_flow(frames[indices], self.flow_method), self.spec.size))
@@ -87,7 +91,7 @@ class TwoStreamPairs(VideoPairs):
 
     def _pair(self, frames: np.ndarray, factor: int, rng: np.random.Generator, source: str) -> Pair:
         spec = self.spec
-        idx = clip_indices(len(frames), spec.frames, spec.stride, rng)
+        idx = clip_indices(len(frames), spec.frames, spec.stride, rng, segment=self._segment)
         clip = centre_crop(frames[idx], spec.size)
         flow = self._flow(frames, idx, source)
         first, seed_a = self._style(clip, rng)

@@ -18,7 +18,7 @@ import torch
 from stlens.errors import StlensError
 from stlens.models.registry import InputSpec
 from stlens.video.io import read_clip_source
-from stlens.video.sampling import centre_crop, clip_indices, to_model_input
+from stlens.video.sampling import centre_crop, clip_indices, segment_of, to_model_input
 from stlens.video.sources import VideoSource
 
 log = logging.getLogger("stlens")
@@ -80,22 +80,39 @@ class SynthClips:
 @dataclass
 class VideoClips:
     """Clips of a labelled ``VideoSource``: a random clip of each video per draw (videos without a label are left
-    out; decoded videos are kept in a small cache). ``augment`` adds a random crop instead of the centre crop."""
+    out; decoded videos are kept in a small cache). ``augment`` adds a random crop instead of the centre crop.
+
+    Where the source gives a video a (start, end) segment (Diving48), its clips lie inside frames [start, end) (end
+    exclusive, as in ``clip_indices``); videos whose segment is shorter than a clip are left out with a warning and
+    listed in ``skipped``. ``num_classes`` counts the labels of the whole source."""
 
     source: VideoSource
     spec: InputSpec
     augment: bool = False
     cache_size: int = 64
     _cache: OrderedDict = field(default_factory=OrderedDict, repr=False)
+    skipped: list[dict[str, str]] = field(default_factory=list, init=False)
 
     def __post_init__(self) -> None:
         if not self.source.labels or all(label is None for label in self.source.labels):
             raise StlensError(f"{self.source.spec} has no labels: training needs an annotation file "
                               f"(Kinetics CSV, SSv2, UCF101, mmaction2 lists) or a synth: world")
-        kept = [(v, int(y)) for v, y in zip(self.source.videos, self.source.labels, strict=True) if y is not None]
-        self.videos = [v for v, _ in kept]
-        self._labels = [y for _, y in kept]
-        self.num_classes = max(self._labels) + 1
+        kept = [(v, int(y), segment_of(self.source, i))
+                for i, (v, y) in enumerate(zip(self.source.videos, self.source.labels, strict=True)) if y is not None]
+        self.num_classes = max(y for _, y, _ in kept) + 1
+        self.skipped = [{"source": str(v), "reason": f"its segment [{s[0]}, {s[1]}) is shorter than the clip "
+                                                    f"({s[1] - s[0]} < {self.spec.frames} frames)"}
+                        for v, _, s in kept if s is not None and s[1] - s[0] < self.spec.frames]
+        if self.skipped:
+            log.warning("%d of %d labelled videos of %s left out: %s (first: %s)", len(self.skipped), len(kept),
+                        self.source.spec, self.skipped[0]["reason"], self.skipped[0]["source"])
+            kept = [k for k in kept if k[2] is None or k[2][1] - k[2][0] >= self.spec.frames]
+            if not kept:
+                raise StlensError(f"{self.source.spec}: every labelled video has a segment shorter than the clip "
+                                  f"({self.spec.frames} frames)")
+        self.videos = [v for v, _, _ in kept]
+        self._labels = [y for _, y, _ in kept]
+        self._segments = [s for _, _, s in kept]
 
     def __len__(self) -> int:
         return len(self.videos)
@@ -112,6 +129,11 @@ class VideoClips:
         frames = read_clip_source(path, short_side=self.spec.resize)
         if len(frames) < self.spec.frames:
             raise StlensError(f"{path}: shorter than a clip ({len(frames)} < {self.spec.frames} frames)")
+        segment = self._segments[index]
+        if segment is not None and min(segment[1], len(frames)) - segment[0] < self.spec.frames:
+            inside = max(0, min(segment[1], len(frames)) - segment[0])
+            raise StlensError(f"{path}: only {inside} frames of its segment [{segment[0]}, {segment[1]}) are in the "
+                              f"video ({len(frames)} frames), fewer than a clip ({self.spec.frames} frames)")
         self._cache[path] = frames
         if len(self._cache) > self.cache_size:
             self._cache.popitem(last=False)
@@ -119,7 +141,8 @@ class VideoClips:
 
     def item(self, index: int, rng: np.random.Generator) -> tuple[torch.Tensor, int]:
         frames = self._frames(int(index))
-        clip = frames[clip_indices(len(frames), self.spec.frames, self.spec.stride, rng)]
+        segment = self._segments[int(index)]
+        clip = frames[clip_indices(len(frames), self.spec.frames, self.spec.stride, rng, segment=segment)]
         if self.augment:
             height, width = clip.shape[1:3]
             top = int(rng.integers(0, height - self.spec.size + 1))

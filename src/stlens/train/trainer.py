@@ -39,6 +39,7 @@ from stlens import __version__
 from stlens.errors import StlensError
 from stlens.files import write_json, write_text
 from stlens.models.registry import ModelHandle, load_model
+from stlens.runs import RunFolder
 from stlens.train.checkpoints import (
     Checkpoint,
     CorruptCheckpoint,
@@ -150,6 +151,15 @@ class Trainer:
 
     def __post_init__(self) -> None:
         self.config.validate()
+        self.folder = RunFolder(self.config.out, "train")
+        self.folder.resume()  # before any work: refuses a folder that holds another verb's run, or is in use
+        try:
+            self._setup()
+        except BaseException:
+            self.folder.release()
+            raise
+
+    def _setup(self) -> None:
         torch.manual_seed(self.config.seed)
         self.handle = load_model(self.config.model, self.config.weights, frames=self.config.frames,
                                  size=self.config.size)
@@ -202,7 +212,7 @@ class Trainer:
                 "input": dataclasses.asdict(self.handle.input), "two_stream": self.two_stream,
                 "test_data_resolved": heldout_spec(self.config.data) if self.config.test_data == "auto"
                 else self.config.test_data, "train_clips": len(self.train_clips),
-                "num_classes": self.train_clips.num_classes}
+                "num_classes": self.train_clips.num_classes, "run_id": self.folder.run_id}
 
     def _resume(self) -> int:
         """Load the last complete checkpoint when the folder holds a compatible run; returns the next step."""
@@ -325,17 +335,39 @@ class Trainer:
                 "log": line, "running": {"losses": losses, "correct": correct, "seen": seen}}
         weights = save_checkpoint(self.checkpoints, step, self.model, self.optimizer, info)
         self._last_metrics = info["metrics"]
+        self._mark()
         with self._saved(step, weights):
             if line is not None:
                 self._log(line)
             self._evaluate_checkpoint(step, loss, weights)
+        self._mark()
 
     def _is_checkpoint_step(self, step: int) -> bool:
         every = self.config.checkpoint_every
         return step == self.config.steps or (every > 0 and step % every == 0)
 
+    def run_files(self) -> list[str]:
+        """The files of this run, relative to the run folder (what the run marker lists)."""
+        names = [n for n in ("config.json", "metrics.jsonl", "dropout.jsonl") if (self.out / n).is_file()]
+        if self.checkpoints.is_dir():
+            names += [str(p.relative_to(self.out)) for p in sorted(self.checkpoints.iterdir())
+                      if p.is_file() and not p.name.startswith(".")]
+        return names
+
+    def _mark(self, status: str = "running") -> None:
+        self.folder.mark(self.run_files(), status)
+
     def train(self) -> dict[str, Any]:
-        """Train to ``config.steps`` (resuming when possible); returns the final metrics."""
+        """Train to ``config.steps`` (resuming when possible); returns the final metrics. The run folder is marked
+        (``.stlens-run.json``) after every checkpoint and released at the end."""
+        try:
+            metrics = self._train()
+            self._mark("complete")
+            return metrics
+        finally:
+            self.folder.release()
+
+    def _train(self) -> dict[str, Any]:
         from tqdm.auto import tqdm
 
         c = self.config

@@ -14,6 +14,8 @@ from torch import nn
 
 from stlens.errors import StlensError
 from stlens.models.registry import ModelHandle, as_handle, load_model
+from stlens.names import safe_name
+from stlens.runs import new_run
 from stlens.train.trainer import takes_two_inputs
 from stlens.visualize import natural as nat
 from stlens.visualize import outputs as writers
@@ -88,7 +90,7 @@ class VisResult:
             group = [t for t in self.targets if t.temporal == lam]
             rows, labels = [], []
             for t in group:
-                _save_target(folder / t.name, t)
+                _save_target(folder / safe_name(t.name), t)
                 rows.append(t.rgb)
                 labels.append(t.name)
                 if t.flow is not None:
@@ -174,7 +176,7 @@ def visualize(model: str | ModelHandle | nn.Module, target, *, layer: str | None
               optimizer: str = "adam", data: str | None = None, natural_clips: int = 8,
               regularization: Regularization | None = None, transforms: Transforms | None = None,
               frames: int | None = None, size: int | None = None, out: str | Path | None = None,
-              progress: bool = False) -> VisResult:
+              overwrite: bool = False, progress: bool = False) -> VisResult:
     """Optimize an input video (and, for two-stream models, a flow stack) so that each target responds maximally.
 
     ``target``: a spec (``class:0-7``, ``channel:0-15``, ``neuron:C@t,y,x``, ``top-dynamic:K`` with ``from_run``),
@@ -231,5 +233,6 @@ def visualize(model: str | ModelHandle | nn.Module, target, *, layer: str | None
                 "seconds": round(time.perf_counter() - began, 2)}
     result = VisResult(results, settings)
     if out is not None:
-        result.save(out)
+        with new_run(out, "visualize", overwrite=overwrite) as run:
+            result.save(run.staging)
     return result

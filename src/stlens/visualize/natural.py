@@ -12,7 +12,7 @@ import torch
 from stlens.errors import StlensError
 from stlens.models.registry import InputSpec, ModelHandle
 from stlens.video.flow import compute_flow, encode_flow, flow_clip
-from stlens.video.sampling import centre_crop, clip_indices, to_model_input
+from stlens.video.sampling import centre_crop, clip_indices, segment_of, to_model_input
 
 
 def default_data(handle: ModelHandle, weights: str | None) -> str:
@@ -30,7 +30,8 @@ def default_data(handle: ModelHandle, weights: str | None) -> str:
 
 def natural_inputs(data: str, spec: InputSpec, two_stream: bool, n: int, seed: int) -> list[torch.Tensor]:
     """``n`` random clips of ``data`` as a model input batch: [rgb (n, 3, T, H, W)] (+ flow (n, 2, T − 1, H, W), the
-    ground truth for synth: worlds, DIS flow for videos)."""
+    ground truth for synth: worlds, DIS flow for videos). Clips of a video with a (start, end) segment (Diving48) lie
+    inside frames [start, end) (end exclusive, as in ``clip_indices``); draws that do not fit are left out."""
     from stlens.video.io import read_clip_source
     from stlens.video.sources import open_data
 
@@ -48,8 +49,9 @@ def natural_inputs(data: str, spec: InputSpec, two_stream: bool, n: int, seed: i
     else:
         videos = list(source.videos)
         for _ in range(n):
-            frames = read_clip_source(videos[int(rng.integers(len(videos)))], short_side=spec.resize)
-            idx = clip_indices(len(frames), spec.frames, spec.stride, rng)
+            k = int(rng.integers(len(videos)))
+            frames = read_clip_source(videos[k], short_side=spec.resize)
+            idx = clip_indices(len(frames), spec.frames, spec.stride, rng, segment=segment_of(source, k))
             if idx is None:
                 continue
             clip = np.ascontiguousarray(centre_crop(frames[idx], spec.size))
