@@ -44,7 +44,9 @@ def check_page(dom: str, pixels: np.ndarray, log: str) -> None:
     assert re.search(r'<html[^>]*data-script-errors="0"', dom), "a script error was recorded by window.onerror"
     assert re.search(r'<body[^>]*data-report-ready="1"', dom), "the report's script did not run to its end"
     assert "Uncaught" not in log, [line for line in log.splitlines() if "Uncaught" in line]
-    assert "Refused to" not in log, "the Content-Security-Policy blocked something (an external resource?)"
+    blocked = [line for line in log.splitlines() if "Refused to" in line or "violates the following Content Security"
+               in line or "Content-Security-Policy" in line]
+    assert not blocked, f"the Content-Security-Policy blocked something (an external resource?): {blocked[:3]}"
     assert pixels.std() > 20, f"blank screenshot (pixel std {pixels.std():.1f})"
     background = np.abs(pixels - pixels[5, -5]).sum(axis=2) > 30
     assert background.mean() > 0.05, f"only {100 * background.mean():.1f}% of the screenshot differs from the page"

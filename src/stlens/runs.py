@@ -350,6 +350,12 @@ def own_file(path: str | Path, signature: str, what: str) -> None:
     path = Path(path)
     if path.is_dir():
         raise StlensError(f"--out {path}: is a folder; give a file name")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StlensError(f"--out {path}: cannot create its folder ({exc.strerror or exc})") from exc
+    if not os.access(path.parent, os.W_OK | os.X_OK):
+        raise StlensError(f"--out {path}: its folder {path.parent} is not writable")
     if not path.exists():
         return
     try:

@@ -298,7 +298,6 @@ def build_report(paths: list[str | Path], out: str | Path = "report.html", *, la
         inputs=[str(p) for p in paths])
     check_scripts(html, env.globals["script_src"])
     path = write_text(out, html)
-    path.chmod(0o644)  # a report is meant to be shared (the atomic writer's temp file is private)
     return path
 
 
