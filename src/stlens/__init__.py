@@ -1,23 +1,34 @@
-"""stlens: what spatiotemporal video networks encode — static vs. dynamic information per layer and channel."""
+"""stlens: what spatiotemporal video networks encode — static vs. dynamic information per layer and channel.
 
-__version__ = "0.1.0"
+Attributes load on first use (``import stlens`` itself imports nothing heavy): see docs/architecture.md.
+"""
 
-from stlens import visualize  # noqa: E402  (a callable package: stlens.visualize(...) runs visualize.api.visualize)
-from stlens.errors import StlensError  # noqa: E402
-from stlens.measure import LayerResult, MeasureResult, PairedMoments, measure  # noqa: E402
-from stlens.models.registry import InputSpec, ModelHandle, load_model  # noqa: E402
-from stlens.models.taps import LayerTaps  # noqa: E402
-from stlens.pairs.makers import Pair, VideoPairs, make_pairs  # noqa: E402
-from stlens.pairs.stylized import StylizedPairs  # noqa: E402
-from stlens.pairs.twostream import TwoStreamPairs  # noqa: E402
-from stlens.report.load import load_result  # noqa: E402
-from stlens.train.static_dropout import RandomChannelDropout, StaticDropout  # noqa: E402
-from stlens.train.tracking import BiasTracker, TrackResult, track  # noqa: E402
-from stlens.video.sources import open_data  # noqa: E402
+from stlens._lazy import attach
+from stlens._version import __version__
 
-__all__ = [
-    "BiasTracker", "InputSpec", "LayerResult", "LayerTaps", "MeasureResult", "ModelHandle", "Pair", "PairedMoments",
-    "RandomChannelDropout", "StaticDropout", "StlensError", "StylizedPairs", "TrackResult", "TwoStreamPairs",
-    "VideoPairs", "__version__", "load_model", "load_result", "make_pairs", "measure", "open_data", "track",
-    "visualize",
-]
+_NAMES = {
+    "BiasTracker": "stlens.train.tracking:BiasTracker",
+    "InputSpec": "stlens.models.registry:InputSpec",
+    "LayerResult": "stlens.measure.result:LayerResult",
+    "LayerTaps": "stlens.models.taps:LayerTaps",
+    "MeasureResult": "stlens.measure.result:MeasureResult",
+    "ModelHandle": "stlens.models.registry:ModelHandle",
+    "Pair": "stlens.pairs.makers:Pair",
+    "PairedMoments": "stlens.measure.moments:PairedMoments",
+    "RandomChannelDropout": "stlens.train.static_dropout:RandomChannelDropout",
+    "StaticDropout": "stlens.train.static_dropout:StaticDropout",
+    "StlensError": "stlens.errors:StlensError",
+    "StylizedPairs": "stlens.pairs.stylized:StylizedPairs",
+    "TrackResult": "stlens.train.tracking:TrackResult",
+    "TwoStreamPairs": "stlens.pairs.twostream:TwoStreamPairs",
+    "VideoPairs": "stlens.pairs.makers:VideoPairs",
+    "load_model": "stlens.models.registry:load_model",
+    "load_result": "stlens.report.load:load_result",
+    "make_pairs": "stlens.pairs.makers:make_pairs",
+    "measure": "stlens.measure",  # a callable package: stlens.measure(...) runs measure.run.measure
+    "open_data": "stlens.video.sources:open_data",
+    "track": "stlens.train.tracking:track",
+    "visualize": "stlens.visualize",  # a callable package: stlens.visualize(...) runs visualize.api.visualize
+}
+__getattr__, __dir__ = attach(__name__, _NAMES)
+__all__ = [*sorted(_NAMES), "__version__"]

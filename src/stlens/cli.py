@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from stlens import __version__
+from stlens._version import __version__
 from stlens.errors import StlensError
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from stlens import __version__
+from stlens._version import __version__
 from stlens.files import write_json, write_text
 
 #: bundled checkpoint → zoo model

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from stlens import __version__
+from stlens._version import __version__
 from stlens.errors import StlensError
 from stlens.measure.moments import PairedMoments
 from stlens.measure.result import MeasureResult, estimate_layer

@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from stlens import __version__
+from stlens._version import __version__
 from stlens.errors import StlensError
 from stlens.files import write_json
 from stlens.names import safe_name, unique_safe_names

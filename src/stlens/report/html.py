@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from stlens import __version__
+from stlens._version import __version__
 from stlens.errors import StlensError
 from stlens.files import write_text
 from stlens.measure.estimate import CLASSES

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from stlens import __version__
+from stlens._version import __version__
 from stlens.errors import StlensError
 from stlens.measure.estimate import CLASSES
 from stlens.measure.result import UNIT_COLUMNS, LayerResult, MeasureResult

@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from stlens import __version__
+from stlens._version import __version__
 from stlens.errors import StlensError
 from stlens.files import write_json, write_text
 from stlens.models.registry import ModelHandle, load_model
