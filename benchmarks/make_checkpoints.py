@@ -15,11 +15,12 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from stlens.core.handle import takes_two_inputs
 from stlens.models.bundled import bundled_dir
 from stlens.models.registry import load_model
 from stlens.train import TrainConfig, train
 from stlens.train.data import open_clips
-from stlens.train.trainer import accuracy, takes_two_inputs
+from stlens.train.trainer import accuracy
 
 #: the fixed sample the bundled test re-checks: the first clips of the world's test split
 CHECK_SAMPLE = 64

@@ -22,11 +22,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from stlens.core.handle import takes_two_inputs
 from stlens.models.bundled import list_bundled
 from stlens.models.registry import load_model
 from stlens.synth import open_synth
 from stlens.synth.textures import FAMILIES, texture_bank
-from stlens.train.trainer import takes_two_inputs
 from stlens.video.flow import encode_flow, flow_clip
 from stlens.video.sampling import to_model_input
 from stlens.visualize import visualize

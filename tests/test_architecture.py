@@ -30,14 +30,8 @@ CORE_MODULES = {"stlens", "stlens._version", "stlens._lazy", "stlens.errors", "s
 KNOWN = {
     ("stlens.pairs.makers", "stlens.synth.dataset"),
     ("stlens.pairs.makers", "stlens.synth.pairs"),
-    ("stlens.synth.pairs", "stlens.pairs.makers"),
     ("stlens.synth.pairs", "stlens.pairs.stylizers"),
-    ("stlens.video.sampling", "stlens.models.registry"),
     ("stlens.video.sources", "stlens.synth"),
-    ("stlens.pairs.makers", "stlens.models.registry"),
-    ("stlens.pairs.stylized", "stlens.models.registry"),
-    ("stlens.synth.pairs", "stlens.models.registry"),
-    ("stlens.visualize.api", "stlens.train.trainer"),
     ("stlens.measure.result", "stlens.report.plots"),
 }
 

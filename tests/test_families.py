@@ -174,5 +174,5 @@ def test_keyword_inputs_adapter(tmp_path, monkeypatch):
     hf_layout = load_model("module:user_models:keyword_hf_layout")  # (B, 3, T, H, W) → pixel_values (B, T, 3, H, W)
     with torch.inference_mode():
         assert hf_layout.module(torch.randn(2, 3, 4, 8, 8)).shape == (2, 5, 4, 8, 8)
-    from stlens.train.trainer import takes_two_inputs
+    from stlens.core.handle import takes_two_inputs
     assert not takes_two_inputs(load_model("module:user_models:two_rate").module)  # adapted: one clip in

@@ -10,10 +10,11 @@ import torch
 from safetensors.torch import load_file
 
 from stlens.cli import main
+from stlens.core.handle import takes_two_inputs
 from stlens.errors import StlensError
 from stlens.train import TrainConfig, Trainer, list_checkpoints, load_checkpoint, train
 from stlens.train.checkpoints import optimizer_tensors, restore_optimizer
-from stlens.train.trainer import learning_rate, takes_two_inputs
+from stlens.train.trainer import learning_rate
 
 MODEL = "module:conftest:tiny_classifier"
 DATA = "synth:motion?n=64&frames=8&size=32&seed=0"

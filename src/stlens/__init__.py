@@ -8,12 +8,12 @@ from stlens._version import __version__
 
 _NAMES = {
     "BiasTracker": "stlens.train.tracking:BiasTracker",
-    "InputSpec": "stlens.models.registry:InputSpec",
+    "InputSpec": "stlens.core.spec:InputSpec",
     "LayerResult": "stlens.measure.result:LayerResult",
     "LayerTaps": "stlens.models.taps:LayerTaps",
     "MeasureResult": "stlens.measure.result:MeasureResult",
-    "ModelHandle": "stlens.models.registry:ModelHandle",
-    "Pair": "stlens.pairs.makers:Pair",
+    "ModelHandle": "stlens.core.handle:ModelHandle",
+    "Pair": "stlens.core.pair:Pair",
     "PairedMoments": "stlens.measure.moments:PairedMoments",
     "RandomChannelDropout": "stlens.train.static_dropout:RandomChannelDropout",
     "StaticDropout": "stlens.train.static_dropout:StaticDropout",

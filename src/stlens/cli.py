@@ -118,7 +118,7 @@ def _save_interrupted(result, config: dict, folder) -> int:
 
 
 def _flow_method(choice: str, handle) -> str | None:
-    from stlens.train.trainer import takes_two_inputs
+    from stlens.core.handle import takes_two_inputs
 
     if choice == "auto":
         return "tvl1" if takes_two_inputs(handle.module) else None

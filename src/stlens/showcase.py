@@ -50,7 +50,7 @@ class DemoRow:
 def _measure_one(name: str, spec: str, data_name: str, data: str, pairs: int, out: Path, progress: bool,
                  flow_method: str) -> list[DemoRow]:
     import stlens
-    from stlens.train.trainer import takes_two_inputs
+    from stlens.core.handle import takes_two_inputs
 
     torch.manual_seed(0)
     handle = stlens.load_model(spec, weights=f"bundled:{name}")

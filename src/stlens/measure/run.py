@@ -14,13 +14,13 @@ import torch
 from torch import nn
 
 from stlens._version import __version__
+from stlens.core.pair import Pair
 from stlens.errors import StlensError
 from stlens.measure.moments import PairedMoments
 from stlens.measure.result import MeasureResult, estimate_layer
 from stlens.models.inspect import random_init
 from stlens.models.registry import ModelHandle, as_handle
 from stlens.models.taps import LayerTaps, asked_by_name
-from stlens.pairs.makers import Pair
 
 MIN_PAIRS = 8
 PRECISIONS = ("fp32", "bf16")

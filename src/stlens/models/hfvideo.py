@@ -21,8 +21,9 @@ from urllib.parse import parse_qsl
 import torch
 from torch import nn
 
+from stlens.core.handle import ModelHandle
+from stlens.core.spec import IMAGENET_MEAN, IMAGENET_STD, InputSpec
 from stlens.errors import StlensError
-from stlens.models.registry import IMAGENET_MEAN, IMAGENET_STD, InputSpec, ModelHandle
 
 CLS_MODES = ("exclude", "include", "only")
 

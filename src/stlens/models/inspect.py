@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from stlens.models.registry import ModelHandle
+from stlens.core.handle import ModelHandle
 from stlens.models.taps import flatten_output
 
 #: Families whose models are built with random weights unless weights are given (``module:`` specs may return a
@@ -30,11 +30,6 @@ def random_init_warning(handle: ModelHandle) -> str:
             f"a trained model encodes; pass --weights FILE (or a torchvision weights name, or bundled:NAME)")
 
 
-def dummy_input(handle: ModelHandle, batch: int = 1) -> torch.Tensor:
-    spec = handle.input
-    return torch.zeros(batch, 3, spec.frames, spec.size, spec.size)
-
-
 def layer_shapes(handle: ModelHandle) -> dict[str, list[tuple[str, tuple[int, ...]]]]:
     """For each named module: the (latent name, shape) of the tensors it outputs in one forward pass."""
     shapes: dict[str, list[tuple[str, tuple[int, ...]]]] = {}
@@ -50,7 +45,7 @@ def layer_shapes(handle: ModelHandle) -> dict[str, list[tuple[str, tuple[int, ..
         handles.append(module.register_forward_hook(hook))
     try:
         with torch.inference_mode():
-            handle.module.eval()(dummy_input(handle))
+            handle.module.eval()(*handle.example_inputs())
     finally:
         for h in handles:
             h.remove()
@@ -61,8 +56,9 @@ def describe_layers(handle: ModelHandle) -> str:
     """A text table: layer, module type, output shape(s); default layers are marked with '*'."""
     shapes = layer_shapes(handle)
     modules = dict(handle.module.named_modules())
-    spec = handle.input
-    lines = [f"{handle.spec}: input (1, 3, {spec.frames}, {spec.size}, {spec.size}); * = default layer", ""]
+    shapes_in = " + ".join(str(tuple(x.shape)) for x in handle.example_inputs())
+    what = "inputs (rgb, flow)" if handle.inputs == 2 else "input"
+    lines = [f"{handle.spec}: {what} {shapes_in}; * = default layer", ""]
     width = max(len(n) for n in modules if n) + 2
     for name, module in modules.items():
         if not name:

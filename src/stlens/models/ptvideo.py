@@ -15,8 +15,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from stlens.core.handle import ModelHandle
+from stlens.core.spec import InputSpec
 from stlens.errors import StlensError
-from stlens.models.registry import FlexibleAvgPool3d, InputSpec, ModelHandle
+from stlens.models.registry import FlexibleAvgPool3d
 
 PTV_MEAN = (0.45, 0.45, 0.45)
 PTV_STD = (0.225, 0.225, 0.225)

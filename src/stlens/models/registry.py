@@ -1,74 +1,19 @@
 """Model specs (``torchvision:<builder>``, ``stlens:<zoo name>[?options]``, ``module:<pkg.mod>:<callable>``) → a ready
-model with its input spec."""
+model with its input spec. ``InputSpec`` and ``ModelHandle`` live in ``stlens.core`` (re-exported here)."""
 
 from __future__ import annotations
 
-import dataclasses
 import importlib
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from stlens.core.handle import ModelHandle, channels_first
+from stlens.core.spec import IMAGENET_MEAN, IMAGENET_STD, KINETICS_MEAN, KINETICS_STD, InputSpec
 from stlens.errors import StlensError
-from stlens.models.taps import Layout, all_layers, channels_first
 from stlens.models.weights import load_state_dict, read_state_dict
-
-KINETICS_MEAN = (0.43216, 0.394666, 0.37645)
-KINETICS_STD = (0.22803, 0.22145, 0.216989)
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-@dataclass(frozen=True)
-class InputSpec:
-    """How clips are sampled and normalized for a model: T frames every ``stride`` frames, short side resized to
-    ``resize``, centre crop ``size``×``size``, then (x/255 − mean)/std per channel."""
-
-    frames: int = 16
-    stride: int = 2
-    size: int = 112
-    resize: int = 128
-    mean: tuple[float, float, float] = KINETICS_MEAN
-    std: tuple[float, float, float] = KINETICS_STD
-
-    def with_overrides(self, frames: int | None = None, size: int | None = None) -> InputSpec:
-        """Override frames and/or crop size; the resize keeps the family's resize/crop ratio."""
-        spec = self
-        if frames is not None:
-            if frames < 1:
-                raise StlensError(f"--frames must be ≥ 1, got {frames}")
-            spec = dataclasses.replace(spec, frames=frames)
-        if size is not None:
-            if size < 8:
-                raise StlensError(f"--size must be ≥ 8, got {size}")
-            spec = dataclasses.replace(spec, size=size, resize=round(size * self.resize / self.size))
-        return spec
-
-
-@dataclass
-class ModelHandle:
-    """A model ready for measuring: the module in eval mode, its input spec, default layers and output layout."""
-
-    module: nn.Module
-    spec: str
-    input: InputSpec
-    default_layers: list[str]
-    weights: str | None = None
-    layout: Layout = channels_first
-    spec_known: bool = True  # False for a bare module wrapped by ``as_handle`` (its InputSpec is a placeholder)
-
-    def layers(self, request: str | list[str] | None) -> list[str]:
-        """Resolve ``default``, ``all``, a comma-separated string or a list into layer names."""
-        if request is None or request == "default":
-            return list(self.default_layers)
-        if request == "all":
-            return all_layers(self.module)
-        if isinstance(request, str):
-            request = [name.strip() for name in request.split(",") if name.strip()]
-        return list(request)
 
 
 class FlexibleAvgPool3d(nn.Module):
@@ -264,3 +209,7 @@ def as_handle(model: nn.Module | ModelHandle) -> ModelHandle:
         raise StlensError(f"expected an nn.Module or ModelHandle, got {type(model).__name__}")
     return ModelHandle(model, type(model).__name__, InputSpec(), [n for n, _ in model.named_children()],
                        spec_known=False)
+
+
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "KINETICS_MEAN", "KINETICS_STD", "FlexibleAvgPool3d", "InputSpec",
+           "ModelHandle", "TORCHVISION_VIDEO", "as_handle", "load_model"]

@@ -4,20 +4,17 @@ from __future__ import annotations
 
 import difflib
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import torch
 from torch import nn
 
+from stlens.core.handle import Layout, all_layers, channels_first
 from stlens.errors import StlensError
 
 log = logging.getLogger("stlens")
-#: Layers whose 4-D/5-D outputs keep channels last, e.g. Swin3D's (B, T, H, W, C).
-Layout = Callable[[str], str]
 
-
-def channels_first(_name: str) -> str:
-    return "channels_first"
+__all__ = ["Layout", "LayerTaps", "all_layers", "channels_first", "pool_tensor"]
 
 
 def pool_tensor(x: torch.Tensor, layout: str = "channels_first") -> torch.Tensor:
@@ -76,11 +73,6 @@ def asked_by_name(request: str | list[str] | None) -> bool:
     """True when layers were named by the user (not ``default``/``all``): a layer that gives nothing usable is then
     an error, not a warning."""
     return request is not None and request not in ("default", "all")
-
-
-def all_layers(model: nn.Module) -> list[str]:
-    """Every named submodule, in registration order."""
-    return [name for name, _ in model.named_modules() if name]
 
 
 def _kind(output) -> str:

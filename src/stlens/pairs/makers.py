@@ -8,47 +8,16 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
 
+from stlens.core.pair import DYNAMIC, STATIC, Pair, check_clip_frames, frame_shuffle
+from stlens.core.spec import InputSpec
 from stlens.errors import StlensError
-from stlens.models.registry import InputSpec
 from stlens.pairs.stylizers import get_stylizer
 from stlens.video.io import probe_clip_source, read_clip_source
 from stlens.video.sampling import centre_crop, clip_indices, segment_of, to_model_input
 from stlens.video.sources import VideoSource
 
 log = logging.getLogger("stlens")
-
-DYNAMIC, STATIC = 0, 1
-
-
-@dataclass
-class Pair:
-    """Two model inputs that share only motion (factor 0, dynamic) or only appearance (factor 1, static)."""
-
-    factor: int
-    a: torch.Tensor
-    b: torch.Tensor
-    source: str = ""
-
-
-def check_clip_frames(frames: int) -> None:
-    """Refuse clips of fewer than 2 frames: a static pair would be two identical clips (r_static = 1 everywhere)."""
-    if frames < 2:
-        raise StlensError(f"pairs need clips of at least 2 frames, got --frames {frames}: a 1-frame clip and its "
-                          f"frame-shuffled copy are the same clip, so every static pair would be two identical inputs")
-
-
-def frame_shuffle(frames: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Permute the T frames of a clip (never the identity when T ≥ 2)."""
-    t = len(frames)
-    if t < 2:
-        return frames.copy()
-    order = rng.permutation(t)
-    while np.array_equal(order, np.arange(t)):
-        order = rng.permutation(t)
-    return frames[order]
-
 
 @dataclass
 class VideoPairs:

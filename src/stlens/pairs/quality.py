@@ -20,8 +20,8 @@ from typing import Any
 import cv2
 import numpy as np
 
+from stlens.core.pair import frame_shuffle
 from stlens.errors import StlensError
-from stlens.pairs.makers import frame_shuffle
 from stlens.pairs.stylizers import get_stylizer
 from stlens.video.flow import compute_flow, to_grey
 from stlens.video.io import read_clip_source

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import numpy as np
 
+from stlens.core.pair import DYNAMIC, Pair, check_clip_frames, frame_shuffle
+from stlens.core.spec import InputSpec
 from stlens.errors import StlensError
-from stlens.models.registry import InputSpec
-from stlens.pairs.makers import DYNAMIC, Pair, VideoPairs, check_clip_frames, frame_shuffle
+from stlens.pairs.makers import VideoPairs
 from stlens.video.io import IMAGE_SUFFIXES, probe_clip_source, read_clip_source, scaled_size
 from stlens.video.sampling import centre_crop, clip_indices, to_model_input
 from stlens.video.sources import VideoSource

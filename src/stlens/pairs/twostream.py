@@ -16,8 +16,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from stlens.core.pair import DYNAMIC, Pair
 from stlens.errors import StlensError
-from stlens.pairs.makers import DYNAMIC, Pair, VideoPairs
+from stlens.pairs.makers import VideoPairs
 from stlens.video.flow import FLOW_BOUND, FLOW_METHODS, FlowCache, compute_flow, encode_flow, flow_clip, flow_jitter
 from stlens.video.sampling import centre_crop, clip_indices, to_model_input
 

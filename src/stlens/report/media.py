@@ -95,7 +95,7 @@ def pair_examples(meta: dict[str, Any], config: dict[str, Any], count: int = 2) 
     """Remake the first ``count`` dynamic and static pairs of a run from its data spec, input spec, seed, stylizer and
     flow method (the same generator seeds as the measurement); ``StlensError`` when the data cannot be opened."""
     import stlens
-    from stlens.models.registry import InputSpec
+    from stlens.core.spec import InputSpec
 
     spec_fields = config.get("input")
     if not isinstance(spec_fields, dict):

@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from stlens.core.pair import DYNAMIC, STATIC, Pair, frame_shuffle
+from stlens.core.spec import InputSpec
 from stlens.errors import StlensError
-from stlens.models.registry import InputSpec
-from stlens.pairs.makers import DYNAMIC, STATIC, Pair, frame_shuffle
 from stlens.pairs.stylizers import get_stylizer
 from stlens.synth.dataset import SynthClip, SynthDataset
 from stlens.video.flow import FLOW_BOUND, encode_flow, flow_clip, flow_jitter

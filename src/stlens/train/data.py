@@ -15,8 +15,8 @@ from typing import Protocol
 import numpy as np
 import torch
 
+from stlens.core.spec import InputSpec
 from stlens.errors import StlensError
-from stlens.models.registry import InputSpec
 from stlens.video.io import read_clip_source
 from stlens.video.sampling import centre_crop, clip_indices, segment_of, to_model_input
 from stlens.video.sources import VideoSource

@@ -19,7 +19,6 @@ An unreadable last checkpoint is skipped (with a warning naming it) and the run 
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import json
 import logging
 import math
@@ -36,9 +35,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from stlens._version import __version__
+from stlens.core.handle import ModelHandle, takes_two_inputs
 from stlens.errors import StlensError
 from stlens.files import write_json, write_text
-from stlens.models.registry import ModelHandle, load_model
+from stlens.models.registry import load_model
 from stlens.runs import RunFolder
 from stlens.train.checkpoints import (
     Checkpoint,
@@ -103,17 +103,6 @@ class TrainConfig:
 #: a callback sees (step just finished, model, trainer); it may change the model (e.g. re-select dropout channels).
 #: It is also called once before the first step with the step training resumes from (0 for a new run).
 Callback = Callable[[int, nn.Module, "Trainer"], None]
-
-
-def takes_two_inputs(module: nn.Module) -> bool:
-    """True for two-stream models whose forward takes (rgb, flow); an explicit ``module.stlens_inputs`` (set by
-    ``stlens.models.adapters.adapt_inputs``: 1, the module takes one clip) wins over the forward signature."""
-    declared = getattr(module, "stlens_inputs", None)
-    if declared is not None:
-        return declared == 2
-    params = [p for p in inspect.signature(module.forward).parameters.values()
-              if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty]
-    return len(params) >= 2
 
 
 def learning_rate(step: int, config: TrainConfig) -> float:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from stlens.models.registry import InputSpec
+from stlens.core.spec import InputSpec
 
 
 def clip_stride(length: int, frames: int, stride: int) -> int | None:

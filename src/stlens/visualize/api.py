@@ -12,11 +12,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from stlens.core.handle import takes_two_inputs
 from stlens.errors import StlensError
 from stlens.models.registry import ModelHandle, as_handle, load_model
 from stlens.names import safe_name
 from stlens.runs import new_run
-from stlens.train.trainer import takes_two_inputs
 from stlens.visualize import natural as nat
 from stlens.visualize import outputs as writers
 from stlens.visualize.objectives import Objective
@@ -136,12 +136,9 @@ def _safe(name: str) -> str:
 
 def _check(handle: ModelHandle, targets: Sequence[Target], two_stream: bool) -> None:
     """One dry forward on a grey clip: unknown layers and out-of-range channels/classes fail here, before optimizing."""
-    spec = handle.input
-    inputs = [torch.zeros(1, 3, spec.frames, spec.size, spec.size)]
-    if two_stream:
-        inputs.append(torch.zeros(1, 2, spec.frames - 1, spec.size, spec.size))
+    inputs = list(handle.example_inputs(1))
     layers = list(dict.fromkeys(n for t in targets for n in t.objective.layers))
-    with torch.no_grad(), Capture(handle.module, layers) as capture:
+    with torch.no_grad(), Capture(handle.module, layers, handle.layout) as capture:
         acts = capture.run(inputs)
         for t in targets:
             t.objective(acts)
@@ -152,7 +149,7 @@ def _natural(handle, targets, two_stream, data, clips, seed) -> list[dict | None
         return [None] * len(targets)
     inputs = nat.natural_inputs(data, handle.input, two_stream, clips, seed)
     layers = list(dict.fromkeys(n for t in targets for n in t.objective.layers))
-    with torch.no_grad(), Capture(handle.module, layers) as capture:
+    with torch.no_grad(), Capture(handle.module, layers, handle.layout) as capture:
         acts = capture.run(inputs)
         return [nat.summary(t.objective(acts).float().tolist()) for t in targets]
 
@@ -212,7 +209,8 @@ def visualize(model: str | ModelHandle | nn.Module, target, *, layer: str | None
         if progress:
             log.info("visualize: %d/%d targets (%.0f s)", done, total, time.perf_counter() - began)
 
-    rendered = render(handle.module, jobs, spec.frames, spec.size, spec.mean, spec.std, two_stream, config, report)
+    rendered = render(handle.module, jobs, spec.frames, spec.size, spec.mean, spec.std, two_stream, config, report,
+                      layout=handle.layout)
     results = []
     for k, r in enumerate(rendered):
         t = targets[k % len(targets)]

@@ -9,8 +9,9 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from stlens.core.handle import ModelHandle
+from stlens.core.spec import InputSpec
 from stlens.errors import StlensError
-from stlens.models.registry import InputSpec, ModelHandle
 from stlens.video.flow import compute_flow, encode_flow, flow_clip
 from stlens.video.sampling import centre_crop, clip_indices, segment_of, to_model_input
 

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from stlens.core.handle import Layout, channels_first
 from stlens.errors import StlensError
 from stlens.models.taps import flatten_output, resolve_layers
 from stlens.visualize.objectives import LOGITS, Objective
@@ -100,10 +101,13 @@ class _Stop(Exception):
 
 
 class Capture(contextlib.AbstractContextManager):
-    """Forward hooks keeping the un-pooled outputs of ``layers`` (with gradients); ``LOGITS`` = the model output."""
+    """Forward hooks keeping the un-pooled outputs of ``layers`` (with gradients); ``LOGITS`` = the model output.
+    Outputs that ``layout`` calls channels-last ((B, T, H, W, C), e.g. Swin3D's) are kept channels-first, so that an
+    objective's channel index always means the channel axis."""
 
-    def __init__(self, module: nn.Module, layers: Sequence[str]):
+    def __init__(self, module: nn.Module, layers: Sequence[str], layout: Layout = channels_first):
         self.module = module
+        self.layout = layout
         self.want_logits = LOGITS in layers
         named = [name for name in layers if name != LOGITS]
         self.layers = resolve_layers(module, named) if named else []
@@ -128,7 +132,10 @@ class Capture(contextlib.AbstractContextManager):
             tensors = flatten_output(name, output)
             if not tensors:
                 raise StlensError(f"layer '{name}' returns no tensor ({type(output).__name__})")
-            self.acts[name] = tensors[0][1]
+            tensor = tensors[0][1]
+            if tensor.ndim in (4, 5) and self.layout(name) == "channels_last":
+                tensor = tensor.movedim(-1, 1)
+            self.acts[name] = tensor
             if not self.want_logits and len(self.acts) == len(self.layers):
                 raise _Stop
         return hook
@@ -172,7 +179,7 @@ def _autocast(precision: str):
 
 
 def render_batch(module: nn.Module, jobs: Sequence[Job], frames: int, size: int, mean, std, two_stream: bool,
-                 config: RenderConfig) -> list[Rendered]:
+                 config: RenderConfig, layout: Layout = channels_first) -> list[Rendered]:
     """Optimize ``jobs`` together (one batch element each); see the module docstring."""
     began = time.perf_counter()
     b = len(jobs)
@@ -191,7 +198,7 @@ def render_batch(module: nn.Module, jobs: Sequence[Job], frames: int, size: int,
     for p in module.parameters():
         p.requires_grad_(False)
     try:
-        with Capture(module, layers) as capture:
+        with Capture(module, layers, layout) as capture:
             for step in range(config.steps):
                 opt.zero_grad(set_to_none=False)
                 rgb, flow = params.rgb(), params.flow()
@@ -242,12 +249,12 @@ def render_batch(module: nn.Module, jobs: Sequence[Job], frames: int, size: int,
 
 
 def render(module: nn.Module, jobs: Sequence[Job], frames: int, size: int, mean, std, two_stream: bool,
-           config: RenderConfig, progress=None) -> list[Rendered]:
+           config: RenderConfig, progress=None, layout: Layout = channels_first) -> list[Rendered]:
     """All jobs in batches of ``config.batch`` (in order)."""
     results: list[Rendered] = []
     for start in range(0, len(jobs), config.batch):
         chunk = jobs[start:start + config.batch]
-        results.extend(render_batch(module, chunk, frames, size, mean, std, two_stream, config))
+        results.extend(render_batch(module, chunk, frames, size, mean, std, two_stream, config, layout))
         if progress is not None:
             progress(len(results), len(jobs))
     return results

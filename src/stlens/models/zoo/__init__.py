@@ -35,8 +35,8 @@ from urllib.parse import parse_qsl, urlencode
 import torch
 from torch import nn
 
+from stlens.core.spec import InputSpec
 from stlens.errors import StlensError
-from stlens.models.registry import InputSpec
 from stlens.models.zoo.convnets import C2D, I3D, X3D, R2Plus1D
 from stlens.models.zoo.effnet import EffNetC2D, EffNetI3D
 from stlens.models.zoo.slowfast import SlowFast

@@ -21,8 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from stlens.core.spec import IMAGENET_MEAN, IMAGENET_STD, InputSpec
 from stlens.errors import StlensError
-from stlens.models.registry import IMAGENET_MEAN, IMAGENET_STD, InputSpec
 
 #: (expansion, kernel, stride, out channels, repeats) of the 7 stages of EfficientNet-Lite0
 LITE0_STAGES = [(1, 3, 1, 16, 1), (6, 3, 2, 24, 2), (6, 5, 2, 40, 2), (6, 3, 2, 80, 3), (6, 5, 1, 112, 3),

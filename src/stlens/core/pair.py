@@ -1,0 +1,42 @@
+"""``Pair``: two model inputs that share only motion (dynamic) or only appearance (static), and the operations that
+make them: ``frame_shuffle`` (destroys motion, keeps appearance) and ``check_clip_frames``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from stlens.errors import StlensError
+
+DYNAMIC, STATIC = 0, 1
+
+
+@dataclass
+class Pair:
+    """Two model inputs that share only motion (factor 0, dynamic) or only appearance (factor 1, static). Inputs are
+    (3, T, H, W) tensors, or tuples of tensors for models that take several (``(rgb, flow)``)."""
+
+    factor: int
+    a: torch.Tensor
+    b: torch.Tensor
+    source: str = ""
+
+
+def check_clip_frames(frames: int) -> None:
+    """Refuse clips of fewer than 2 frames: a static pair would be two identical clips (r_static = 1 everywhere)."""
+    if frames < 2:
+        raise StlensError(f"pairs need clips of at least 2 frames, got --frames {frames}: a 1-frame clip and its "
+                          f"frame-shuffled copy are the same clip, so every static pair would be two identical inputs")
+
+
+def frame_shuffle(frames: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Permute the T frames of a clip (never the identity when T ≥ 2)."""
+    t = len(frames)
+    if t < 2:
+        return frames.copy()
+    order = rng.permutation(t)
+    while np.array_equal(order, np.arange(t)):
+        order = rng.permutation(t)
+    return frames[order]
