@@ -37,10 +37,10 @@ import torch
 from torch import nn
 
 import stlens
+from stlens.core.pair import Pair
+from stlens.measure.layer import estimate_layer
 from stlens.measure.moments import PairedMoments
-from stlens.measure.result import estimate_layer
 from stlens.measure.run import batches, cpu_has_native_bf16, run_forward
-from stlens.pairs.makers import Pair
 
 MODEL = "torchvision:r3d_18"
 DEFAULT_JSON = "runs/bench/measure_throughput.json"

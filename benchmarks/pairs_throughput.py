@@ -14,11 +14,11 @@ import torch
 
 from stlens.measure.run import run_forward
 from stlens.models.registry import load_model
-from stlens.pairs.stylizers import get_stylizer
 from stlens.video.flow import compute_flow
 from stlens.video.io import decode_video
 from stlens.video.sampling import centre_crop
 from stlens.video.sources import sample_videos
+from stlens.video.stylizers import get_stylizer
 
 
 def rate(fn, repeats: int) -> float:

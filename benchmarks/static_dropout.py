@@ -23,7 +23,7 @@ import torch
 
 from stlens.measure.run import measure
 from stlens.models.registry import load_model
-from stlens.pairs.makers import make_pairs
+from stlens.pairs.compose import make_pairs
 from stlens.train import TrainConfig, list_checkpoints, load_checkpoint, train
 from stlens.train.data import open_clips
 from stlens.train.tracking import track

@@ -17,8 +17,8 @@ from stlens.models.bundled import list_bundled
 from stlens.models.registry import load_model
 from stlens.visualize import objectives as obj
 from stlens.visualize.params import VideoParam
-from stlens.visualize.regularizers import Regularization, regularizer_values
-from stlens.visualize.render import Job, RenderConfig, _penalty, render
+from stlens.visualize.regularizers import Regularization, penalty, regularizer_values
+from stlens.visualize.render import Job, RenderConfig, render
 
 
 def timed(fn, repeats: int) -> float:
@@ -42,23 +42,23 @@ def main() -> None:
     spec = handle.input
     jobs = [Job(obj.class_logit(c % 8), c, 1.0) for c in range(args.k)]
 
-    def run(batch: int) -> None:
+    def run(batch_size: int) -> None:
         render(handle.module, jobs, spec.frames, spec.size, spec.mean, spec.std, False,
-               RenderConfig(steps=args.steps, batch=batch))
+               RenderConfig(steps=args.steps, batch_size=batch_size))
 
     batched = timed(lambda: run(args.k), args.repeats)
     single = timed(lambda: run(1), args.repeats)
 
     reg = Regularization()
     param = VideoParam("fourier", spec.frames, spec.size, list(range(args.k)))
-    temporal = torch.ones(args.k)
+    temporal_reg = torch.ones(args.k)
 
     video = param.rgb().detach()
 
     def regularizers() -> None:
         for _ in range(args.steps):
             rgb = video.clone().requires_grad_(True)
-            _penalty(regularizer_values(rgb, None, reg), reg, temporal).sum().backward()
+            penalty(regularizer_values(rgb, None, reg), reg, temporal_reg).sum().backward()
 
     reg_time = timed(regularizers, args.repeats)
     print(f"{args.model} ({args.weights}), {spec.frames}×{spec.size}×{spec.size}, K={args.k}, {args.steps} steps, "

@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from stlens.pairs.stylizers import get_stylizer
 from stlens.video.io import decode_video
 from stlens.video.sampling import centre_crop
 from stlens.video.sources import sample_videos
+from stlens.video.stylizers import get_stylizer
 
 SEEDS = (1, 2, 3)
 

@@ -27,24 +27,11 @@ CORE_MODULES = {"stlens", "stlens._version", "stlens._lazy", "stlens.errors", "s
                 "stlens.names", "stlens.interrupts"}
 #: imports against the layer order that are still to be removed (issue 14). This list may only shrink: a test below
 #: fails when an entry is no longer needed, so that it is taken out.
-KNOWN = {
-    ("stlens.pairs.makers", "stlens.synth.dataset"),
-    ("stlens.pairs.makers", "stlens.synth.pairs"),
-    ("stlens.synth.pairs", "stlens.pairs.stylizers"),
-    ("stlens.video.sources", "stlens.synth"),
-    ("stlens.measure.result", "stlens.report.plots"),
-}
+KNOWN: set[tuple[str, str]] = set()
 
 
 #: edges inside one package that close a cycle, still to be removed (issue 14); this list may only shrink too
-KNOWN_CYCLES = {
-    ("stlens.models.registry", "stlens.models.hfvideo"),  # dispatchers that import their families
-    ("stlens.models.registry", "stlens.models.ptvideo"),
-    ("stlens.models.registry", "stlens.models.zoo"),
-    ("stlens.video.sources", "stlens.video.annotations"),
-    ("stlens.pairs.makers", "stlens.pairs.stylized"),
-    ("stlens.pairs.makers", "stlens.pairs.twostream"),
-}
+KNOWN_CYCLES: set[tuple[str, str]] = set()
 
 
 def modules() -> dict[str, Path]:
@@ -57,13 +44,27 @@ def modules() -> dict[str, Path]:
     return found
 
 
+def runtime_nodes(tree: ast.AST):
+    """Every node, except those under ``if TYPE_CHECKING:`` (imports for type annotations only never run)."""
+    stack = [tree]
+    while stack:
+        node = stack.pop()
+        yield node
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.If) and getattr(child.test, "id", None) == "TYPE_CHECKING":
+                stack.extend(child.orelse)
+                continue
+            stack.append(child)
+
+
 def import_graph() -> dict[str, set[str]]:
-    """module → the stlens modules it imports (anywhere in the file, function bodies included)."""
+    """module → the stlens modules it imports (anywhere in the file, function bodies included; not the imports
+    under ``if TYPE_CHECKING:``, which never run)."""
     mods = modules()
     graph: dict[str, set[str]] = defaultdict(set)
     for name, path in mods.items():
         package = name if path.name == "__init__.py" else name.rpartition(".")[0]
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        for node in runtime_nodes(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.ImportFrom):
                 base = node.module or ""
                 if node.level:

@@ -189,7 +189,7 @@ FAST_CHECK = ["--stylizer", "palette", "--frames", "4", "--size", "32", "--quiet
 
 def test_pairs_check_examples_needs_a_json_out(small_video, tmp_path, capsys):
     out = tmp_path / "check"
-    assert main(["pairs", "check", "--data", str(small_video), "--n", "1", *FAST_CHECK, "--examples",
+    assert main(["pairs", "check", "--data", str(small_video), "--pairs", "1", *FAST_CHECK, "--examples",
                  "--out", str(out)]) == 2
     err = error_of(capsys)
     assert f"--out {out}" in err and ".json" in err and str(out) + ".json" in err
@@ -199,7 +199,7 @@ def test_pairs_check_examples_needs_a_json_out(small_video, tmp_path, capsys):
 def test_pairs_check_out_that_is_a_folder_is_refused(small_video, tmp_path, capsys):
     out = tmp_path / "folder"
     out.mkdir()
-    assert main(["pairs", "check", "--data", str(small_video), "--n", "1", *FAST_CHECK, "--out", str(out)]) == 2
+    assert main(["pairs", "check", "--data", str(small_video), "--pairs", "1", *FAST_CHECK, "--out", str(out)]) == 2
     err = error_of(capsys)
     assert "--out" in err and "is a folder" in err and str(out / "pairs.json") in err
     assert list(out.iterdir()) == []
@@ -208,8 +208,8 @@ def test_pairs_check_out_that_is_a_folder_is_refused(small_video, tmp_path, caps
 @pytest.mark.parametrize("n", ["0", "-3"])
 def test_pairs_check_n_below_one(small_video, tmp_path, capsys, n):
     out = tmp_path / "check.json"
-    assert main(["pairs", "check", "--data", str(small_video), "--n", n, *FAST_CHECK, "--out", str(out)]) == 2
-    assert f"--n must be ≥ 1 (the number of clips to check), got {n}" in error_of(capsys)
+    assert main(["pairs", "check", "--data", str(small_video), "--pairs", n, *FAST_CHECK, "--out", str(out)]) == 2
+    assert f"--pairs must be ≥ 1 (the number of clips to check), got {n}" in error_of(capsys)
     assert not out.exists()
 
 
@@ -222,7 +222,7 @@ def umask_022():
 
 def test_pairs_check_with_examples_writes_readable_files(small_video, tmp_path, umask_022):
     out = tmp_path / "check.json"
-    assert main(["pairs", "check", "--data", str(small_video), "--n", "1", *FAST_CHECK, "--examples",
+    assert main(["pairs", "check", "--data", str(small_video), "--pairs", "1", *FAST_CHECK, "--examples",
                  "--out", str(out)]) == 0
     assert json.loads(out.read_text())["clips"] == 1
     assert sorted(p.name for p in (tmp_path / "check").iterdir()) == ["palette_clip0.gif"]
@@ -335,6 +335,7 @@ def _diving48(folder: Path, video: Path, entries: list[dict]) -> Path:
 def test_diving48_clips_are_sampled_inside_the_segment(small_video, tmp_path, monkeypatch):
     import stlens
     from stlens.pairs import quality
+    from stlens.video import sampling
     from stlens.video.sampling import clip_indices
 
     ann = _diving48(tmp_path / "d48", small_video,
@@ -348,7 +349,7 @@ def test_diving48_clips_are_sampled_inside_the_segment(small_video, tmp_path, mo
         drawn.append(idx)
         return idx
 
-    monkeypatch.setattr(quality, "clip_indices", spy)
+    monkeypatch.setattr(sampling, "clip_indices", spy)  # every sampler draws through video.sampling.sample_clip
     clips = list(quality.sample_clips(source, n=12, frames=8, stride=2, size=32, seed=0))
     assert len(clips) == 12 and len(drawn) == 12
     assert all(idx.min() >= 20 and idx.max() < 36 for idx in drawn), [idx.tolist() for idx in drawn]
@@ -359,7 +360,7 @@ def test_diving48_bad_segment_names_the_entry(small_video, tmp_path, capsys):
                     [{"vid_name": "bikes_small", "label": 3, "start_frame": 0, "end_frame": 30},
                      {"vid_name": "bikes_small", "label": 3, "start_frame": 30, "end_frame": 30}])
     out = tmp_path / "check.json"
-    assert main(["pairs", "check", "--data", str(ann), "--n", "1", *FAST_CHECK, "--out", str(out)]) == 2
+    assert main(["pairs", "check", "--data", str(ann), "--pairs", "1", *FAST_CHECK, "--out", str(out)]) == 2
     err = error_of(capsys)
     assert f"{ann}:entry 2: expected 0 ≤ start_frame < end_frame, got start_frame 30, end_frame 30" in err
     assert not out.exists()

@@ -39,7 +39,7 @@ def test_same_seed_gives_identical_result_json(two_runs):
 
 
 def recompute_dims(a: np.ndarray, b: np.ndarray, factor: np.ndarray) -> tuple[int, int, int]:
-    """DESIGN.md §1 written out again from latents.npz."""
+    """docs/formats.md §1 written out again from latents.npz."""
     z = np.concatenate([a, b]).astype(np.float64)
     sigma2 = z.var(axis=0).sum()
     scores = []

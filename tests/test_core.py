@@ -35,7 +35,7 @@ def test_visualize_channel_of_a_channels_last_layer_optimizes_that_channel():
 
     handle = channels_last_handle()
     # channel 5 exists (C = 6) but the layer has only T = 4 frames: indexing the wrong axis would fail
-    result = stlens.visualize(handle, "channel:5", layer="last", steps=3, natural_clips=0, batch=1)
+    result = stlens.visualize(handle, "channel:5", layer="last", steps=3, natural_clips=0, batch_size=1)
     target = result.targets[0]
     assert target.status == "ok" and target.history[-1] > target.history[0]  # channel 5's mean went up
     from stlens.visualize.render import Capture

@@ -17,7 +17,7 @@ from stlens.measure.moments import PairedMoments
 
 
 def reference(pairs_a: list[np.ndarray], pairs_b: list[np.ndarray], threshold: float = 0.5) -> dict:
-    """Direct batch computation of DESIGN.md §1, written independently of stlens (loops over factors, ddof=0)."""
+    """Direct batch computation of docs/formats.md §1, written independently of stlens (loops over factors, ddof=0)."""
     all_vectors = np.concatenate(pairs_a + pairs_b)
     var_total = all_vectors.var(axis=0)  # ddof=0 over all 2N vectors of both factors
     sigma2 = var_total.sum()
@@ -139,7 +139,7 @@ def test_planted_latents_recover_classes():
 
 
 def test_bootstrap_interval_covers_point_and_narrows_with_more_pairs():
-    from stlens.measure.result import estimate_layer
+    from stlens.measure.layer import estimate_layer
 
     rng = np.random.default_rng(4)
     widths = []

@@ -10,10 +10,10 @@ import torch
 from conftest import TemporalMeanEncoder, TinyVideoNet
 
 import stlens
+from stlens.core.pair import Pair
 from stlens.errors import StlensError
 from stlens.measure.run import cpu_has_native_bf16
 from stlens.models.registry import InputSpec, ModelHandle
-from stlens.pairs.makers import Pair
 
 SPEC = InputSpec(frames=4, stride=2, size=32, resize=36)
 

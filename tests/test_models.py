@@ -10,8 +10,9 @@ from safetensors.torch import save_file
 
 from stlens.errors import StlensError
 from stlens.models.inspect import layer_shapes
-from stlens.models.registry import TORCHVISION_VIDEO, load_model
+from stlens.models.registry import load_model
 from stlens.models.taps import LayerTaps
+from stlens.models.tvvideo import TORCHVISION_VIDEO
 
 
 @pytest.mark.parametrize("builder", sorted(TORCHVISION_VIDEO))

@@ -12,7 +12,7 @@ from skimage.filters import sobel
 from skimage.transform import resize
 
 from stlens.errors import StlensError
-from stlens.pairs.neural import (
+from stlens.video.neural import (
     LAYER_INDEX,
     NeuralStylizer,
     clip_to_tensor,

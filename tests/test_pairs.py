@@ -6,12 +6,13 @@ import numpy as np
 import pytest
 import torch
 
+from stlens.core.pair import DYNAMIC, STATIC, frame_shuffle
 from stlens.errors import StlensError
 from stlens.models.registry import InputSpec
-from stlens.pairs.makers import DYNAMIC, STATIC, frame_shuffle, make_pairs
-from stlens.pairs.stylizers import get_stylizer, palette
+from stlens.pairs.compose import make_pairs
 from stlens.video.sampling import clip_indices, clip_stride
 from stlens.video.sources import open_data
+from stlens.video.stylizers import get_stylizer, palette
 
 SPEC = InputSpec(frames=4, stride=2, size=32, resize=36)
 

@@ -32,7 +32,7 @@ def test_warping_error_is_zero_for_an_exact_translation():
 
 def test_pairs_check_cli_on_real_video(tmp_path, small_video):
     out = tmp_path / "check.json"
-    code = main(["pairs", "check", "--data", str(small_video), "--stylizer", "palette,identity", "--n", "2",
+    code = main(["pairs", "check", "--data", str(small_video), "--stylizer", "palette,identity", "--pairs", "2",
                  "--frames", "4", "--size", "32", "--examples", "--quiet", "--out", str(out)])
     assert code == 0
     report = json.loads(out.read_text())

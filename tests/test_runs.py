@@ -337,6 +337,6 @@ def test_report_and_pairs_check_never_overwrite_a_file_stlens_did_not_write(tmp_
         assert main(["report", str(complete_run), "--out", str(ours), "--examples", "0"]) == 0
     notes = tmp_path / "notes.json"
     notes.write_text('{"mine": 1}')
-    assert main(["pairs", "check", "--data", "sample:", "--n", "1", "--frames", "4", "--size", "32", "--stylizer",
+    assert main(["pairs", "check", "--data", "sample:", "--pairs", "1", "--frames", "4", "--size", "32", "--stylizer",
                  "palette", "--quiet", "--out", str(notes)]) == 2
     assert notes.read_text() == '{"mine": 1}'

@@ -14,7 +14,8 @@ import torch
 
 from stlens.cli import main
 from stlens.models.registry import InputSpec
-from stlens.pairs.makers import VideoPairs, make_pairs
+from stlens.pairs.compose import make_pairs
+from stlens.pairs.makers import VideoPairs
 from stlens.pairs.twostream import TwoStreamPairs, flow_indices
 from stlens.video.sources import open_data
 

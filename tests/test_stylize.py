@@ -9,9 +9,10 @@ import pytest
 from PIL import Image
 
 from stlens.cli import main
+from stlens.core.pair import DYNAMIC, STATIC
 from stlens.errors import StlensError
 from stlens.models.registry import InputSpec
-from stlens.pairs.makers import DYNAMIC, STATIC, make_pairs
+from stlens.pairs.compose import make_pairs
 from stlens.pairs.stylize import stylize_source, video_names
 from stlens.pairs.stylized import StylizedPairs
 from stlens.video.io import read_frame_folder
@@ -29,7 +30,7 @@ def stylized_root(tmp_path_factory, small_video):
     (data / "broken.mp4").write_bytes(b"not a video")
     root = tmp_path_factory.mktemp("stylized") / "root"
     argv = ["stylize", "--data", str(data), "--stylizer", "fourier,npr", "--styles", "2", "--out", str(root),
-            "--frames-max", "12", "--size", "40", "--seed", "3"]
+            "--frames-max", "12", "--short-side", "40", "--seed", "3"]
     assert main([*argv, "--quiet"]) == 0
     return data, root, argv
 

@@ -14,7 +14,7 @@ import pytest
 from stlens.cli import main
 from stlens.names import safe_name, unique_safe_names
 
-FAST = ["--stylizer", "fourier", "--styles", "2", "--frames-max", "3", "--size", "24", "--quiet"]
+FAST = ["--stylizer", "fourier", "--styles", "2", "--frames-max", "3", "--short-side", "24", "--quiet"]
 FRAMES = [f"frame_{t:05d}.jpg" for t in (1, 2, 3)]
 
 

@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 
 from stlens.errors import StlensError
-from stlens.pairs.stylizers import (
+from stlens.video.io import decode_video
+from stlens.video.sources import sample_videos
+from stlens.video.stylizers import (
     STYLIZERS,
     fourier,
     fourier_params,
@@ -16,8 +18,6 @@ from stlens.pairs.stylizers import (
     npr,
     npr_filter,
 )
-from stlens.video.io import decode_video
-from stlens.video.sources import sample_videos
 
 
 def shift_colours(clip: np.ndarray, seed: int) -> np.ndarray:

@@ -11,9 +11,10 @@ import torch
 from conftest import TemporalMeanEncoder
 
 import stlens
+from stlens.core.pair import DYNAMIC, STATIC
+from stlens.core.source import ClipSource
 from stlens.errors import StlensError
 from stlens.models.registry import InputSpec
-from stlens.pairs.makers import DYNAMIC, STATIC
 from stlens.synth import WORLDS, SynthDataset, SynthPairs, open_synth, texture_bank
 from stlens.synth.worlds import DEFAULT_SPEED
 from stlens.video.flow import encode_flow, flow_clip
@@ -67,9 +68,9 @@ def test_shapes_dtypes_and_json_meta(world):
     assert flow.shape == (15, 64, 64, 2) and flow.dtype == np.float32
     meta = json.loads(json.dumps(clip.meta))
     assert meta["label"] == clip.label == ds.labels[1]
-    assert meta["world"] == world and meta["name"] == ds.videos[1] == f"synth:{world}/train/000001"
+    assert meta["world"] == world and meta["name"] == ds.name(1) == f"synth:{world}/train/000001"
     assert ds.num_classes == 8 and len(ds.classes) == 8
-    assert ds.missing == () and ds.segments == () and ds.styles == ()
+    assert ds.missing == () and isinstance(ds, ClipSource)
 
 
 def test_other_sizes_and_defaults():

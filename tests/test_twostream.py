@@ -12,9 +12,9 @@ from torch import nn
 
 import stlens
 from stlens.cli import main
+from stlens.core.pair import DYNAMIC, STATIC
 from stlens.errors import StlensError
 from stlens.models.registry import InputSpec
-from stlens.pairs.makers import DYNAMIC, STATIC
 from stlens.pairs.twostream import TwoStreamPairs, flow_indices
 from stlens.video.flow import FlowCache
 from stlens.video.sources import open_data

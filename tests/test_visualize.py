@@ -13,8 +13,16 @@ from stlens.models.registry import load_model
 from stlens.visualize import objectives as obj
 from stlens.visualize import outputs
 from stlens.visualize.natural import angle_error, compass, frame_change
-from stlens.visualize.params import VideoParam, spectrum_scale
-from stlens.visualize.regularizers import Regularization, lp_norm, range_bound, spatial_tv, temporal_variation
+from stlens.visualize.params import VideoParam, spectrum_scale, video_param
+from stlens.visualize.regularizers import (
+    Regularization,
+    lp_norm,
+    penalty,
+    range_bound,
+    regularizer_values,
+    spatial_tv,
+    temporal_variation,
+)
 from stlens.visualize.render import Capture, Job, MomentumAdaGrad, RenderConfig, render
 from stlens.visualize.targets import parse_indices, parse_target, rank_units
 from stlens.visualize.transforms import Draw, Transforms, apply
@@ -163,14 +171,14 @@ def _render(handle, jobs, **kw):
 
 def test_batched_equals_one_at_a_time_and_seeds_are_deterministic(tiny):
     jobs = [Job(obj.channel("stage1", c), 10 + c, 1.0) for c in range(3)]
-    batched = _render(tiny, jobs, batch=3)
-    single = _render(tiny, jobs, batch=1)
-    again = _render(tiny, jobs, batch=3)
+    batched = _render(tiny, jobs, batch_size=3)
+    single = _render(tiny, jobs, batch_size=1)
+    again = _render(tiny, jobs, batch_size=3)
     for x, y, z in zip(batched, single, again, strict=True):
         torch.testing.assert_close(x.rgb, y.rgb, atol=1e-4, rtol=0)  # fp reduction order only
         assert x.value == pytest.approx(y.value, rel=1e-3, abs=1e-5)
         assert torch.equal(x.rgb, z.rgb)  # same seeds, same batch: bit-identical
-    other = _render(tiny, [Job(jobs[0].objective, 99, 1.0)], batch=1)
+    other = _render(tiny, [Job(jobs[0].objective, 99, 1.0)], batch_size=1)
     assert not torch.equal(other[0].rgb, batched[0].rgb)
     assert batched[0].history[-1] > batched[0].history[0]  # the objective rises
 
@@ -184,7 +192,7 @@ def test_temporal_regularizer_slows_the_video(tiny):
 def test_nan_stops_only_that_target(tiny):
     poisoned = obj.Objective(lambda a: a["logits"][:, 0] * float("nan"), "poisoned", ("logits",))
     jobs = [Job(poisoned, 0, 1.0), Job(obj.class_logit(1), 1, 1.0)]
-    bad, good = _render(tiny, jobs, batch=2)
+    bad, good = _render(tiny, jobs, batch_size=2)
     assert (bad.status, bad.stopped_at) == ("nan", 0) and torch.isfinite(bad.rgb).all()
     assert good.status == "ok" and math.isfinite(good.value) and len(good.history) == 6
 
@@ -240,3 +248,47 @@ def test_bf16_and_momentum_adagrad_run(tiny):
     assert torch.isfinite(bf16.rgb).all() and not torch.equal(bf16.rgb, fp32.rgb)
     with pytest.raises(StlensError, match="optimizer"):
         RenderConfig(optimizer="sgd")
+
+
+def test_param_and_optimizer_are_factories_resolved_outside_the_loop(tiny):
+    spec = tiny.input
+    jobs = [Job(obj.channel("stage1", c), 20 + c, lam) for c, lam in ((0, 0.0), (1, 5.0))]
+    by_name = _render(tiny, jobs, optimizer="mv")
+    factories = _render(tiny, jobs, param=video_param("pixel", spec.frames, spec.size),
+                        optimizer=lambda params: MomentumAdaGrad(params, lr=0.05))
+    for x, y in zip(by_name, factories, strict=True):  # the built-ins through their factories: bit-identical
+        assert torch.equal(x.rgb, y.rgb) and x.history == y.history
+    made = []
+
+    def sgd(params):  # a new optimizer: a factory, the loop untouched
+        made.append(torch.optim.SGD(params, lr=10.0))
+        return made[-1]
+
+    (new,) = _render(tiny, jobs[:1], optimizer=sgd)
+    assert len(made) == 1 and made[0].state_dict()["state"] == {}  # plain SGD keeps no state
+    assert new.status == "ok" and not torch.equal(new.rgb, by_name[0].rgb)
+    with pytest.raises(StlensError, match="parameterization"):
+        RenderConfig(param="wavelet")
+
+
+def test_penalty_weights_temporal_variation_per_job():
+    g = torch.Generator().manual_seed(3)
+    rgb = torch.rand(2, 3, 4, 8, 8, generator=g)
+    reg = Regularization(lp=0.1, tv=0.2, bound=3.0)
+    values = regularizer_values(rgb, None, reg)
+    temporal_reg = torch.tensor([0.0, 7.0])
+    hand = (0.1 * values["rgb.lp_norm"] + 0.2 * values["rgb.spatial_tv"] + 3.0 * values["rgb.range_bound"]
+            + temporal_reg * values["rgb.temporal_variation"])
+    torch.testing.assert_close(penalty(values, reg, temporal_reg), hand)
+
+
+def test_one_name_for_lambda_t_and_batch_size():
+    with pytest.raises(TypeError):
+        Regularization(temporal=5.0)  # λ_T is per job (temporal_reg), not a shared weight
+    assert "temporal" not in Regularization().to_dict()
+    assert Job(obj.class_logit(0), 0, temporal_reg=2.0).temporal_reg == 2.0
+    with pytest.warns(FutureWarning, match="batch_size"):
+        config = RenderConfig(batch=3)
+    assert config.batch_size == 3
+    with pytest.raises(StlensError, match="disagree"), pytest.warns(FutureWarning):
+        RenderConfig(batch=3, batch_size=2)

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 def test_cli_writes_every_output(tmp_path):
     out = tmp_path / "viz"
-    assert main(["visualize", *TINY, "--target", "class:0-1", "--batch", "2", "--out", str(out)]) == 0
+    assert main(["visualize", *TINY, "--target", "class:0-1", "--batch-size", "2", "--out", str(out)]) == 0
     for name in ("class_0", "class_1"):
         folder = out / name
         gif = Image.open(folder / "video.gif")
@@ -83,3 +83,47 @@ def test_cli_errors_exit_2(tmp_path, capsys, extra, message):
     assert main(["visualize", *TINY, *extra, "--out", str(tmp_path / "x")]) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+def test_same_seed_same_files_on_an_untrained_model(tmp_path):
+    """The model's random weights follow --seed: two runs write byte-identical videos and mosaics."""
+    import torch
+
+    untrained = [*TINY[:TINY.index("--natural-clips")], "--natural-clips", "0", "--quiet", "--target", "class:0-1"]
+    outs = []
+    for k, seed in enumerate(("5", "5", "6")):
+        torch.randn(k + 1)  # whatever ran before must not matter
+        outs.append(tmp_path / f"run{k}")
+        assert main(["visualize", *untrained, "--seed", seed, "--out", str(outs[-1])]) == 0
+    first, again, other = outs
+    for name in ("class_0/video.gif", "class_1/video.gif", "mosaic.png"):
+        assert (first / name).read_bytes() == (again / name).read_bytes(), name
+        assert (first / name).read_bytes() != (other / name).read_bytes(), name
+    records = [json.loads((out / "class_0" / "result.json").read_text()) for out in (first, again)]
+    for record in records:
+        record.pop("seconds_per_target")
+    assert records[0] == records[1]
+
+
+def test_python_seed_builds_the_same_untrained_model():
+    import torch
+
+    results = []
+    for k in range(2):
+        torch.randn(k + 1)
+        results.append(stlens.visualize("stlens:i3d?width=4", "class:0", frames=4, size=16, steps=2,
+                                        natural_clips=0, seed=1))
+    assert (results[0].targets[0].rgb == results[1].targets[0].rgb).all()
+
+
+def test_old_batch_spellings_still_work_and_warn(tmp_path, caplog):
+    out = tmp_path / "old"
+    with caplog.at_level("WARNING", logger="stlens"):
+        assert main(["visualize", *TINY, "--target", "class:0-1", "--batch", "1", "--natural-clips", "0",
+                     "--out", str(out)]) == 0
+    assert "--batch is deprecated; use --batch-size" in caplog.text
+    assert json.loads((out / "summary.json").read_text())["config"]["batch"] == 1
+    with pytest.warns(FutureWarning, match="batch_size"):
+        result = stlens.visualize("stlens:i3d?width=4", "class:0", frames=4, size=16, steps=1, natural_clips=0,
+                                  batch=2)
+    assert result.config["batch"] == 2

@@ -9,7 +9,7 @@ from stlens._version import __version__
 _NAMES = {
     "BiasTracker": "stlens.train.tracking:BiasTracker",
     "InputSpec": "stlens.core.spec:InputSpec",
-    "LayerResult": "stlens.measure.result:LayerResult",
+    "LayerResult": "stlens.measure.layer:LayerResult",
     "LayerTaps": "stlens.models.taps:LayerTaps",
     "MeasureResult": "stlens.measure.result:MeasureResult",
     "ModelHandle": "stlens.core.handle:ModelHandle",
@@ -22,9 +22,10 @@ _NAMES = {
     "TrackResult": "stlens.train.tracking:TrackResult",
     "TwoStreamPairs": "stlens.pairs.twostream:TwoStreamPairs",
     "VideoPairs": "stlens.pairs.makers:VideoPairs",
+    "list_models": "stlens.models.registry:list_models",
     "load_model": "stlens.models.registry:load_model",
     "load_result": "stlens.report.load:load_result",
-    "make_pairs": "stlens.pairs.makers:make_pairs",
+    "make_pairs": "stlens.pairs.compose:make_pairs",
     "measure": "stlens.measure",  # a callable package: stlens.measure(...) runs measure.run.measure
     "open_data": "stlens.video.sources:open_data",
     "track": "stlens.train.tracking:track",

@@ -4,15 +4,25 @@ from __future__ import annotations
 
 import argparse
 import logging
-import platform
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 from stlens._version import __version__
 from stlens.errors import StlensError
+
+
+class DeprecatedAlias(argparse.Action):
+    """An old spelling of an option (hidden from --help): it still works, and warns with the new spelling."""
+
+    def __init__(self, option_strings, dest, new: str = "", **kwargs):
+        super().__init__(option_strings, dest, **kwargs)
+        self.new = new
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        logging.getLogger("stlens").warning("%s is deprecated; use %s", option_string, self.new)
+        setattr(namespace, self.dest, values)
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
@@ -72,19 +82,12 @@ def _measure_into(folder, args: argparse.Namespace) -> int:
     source = stlens.open_data(args.data)
     pairs = stlens.make_pairs(source, handle.input, args.pairs, stylizer=args.stylizer, seed=args.seed,
                               flow=_flow_method(args.flow, handle), flow_cache=args.flow_cache)
-    started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     result = stlens.measure(
         handle, pairs, args.layers, batch_size=args.batch_size, precision=args.precision, bootstrap=args.bootstrap,
         threshold=args.threshold, seed=args.seed, save_latents=args.save_latents, progress=not args.quiet,
-        meta={"data": args.data, "stylizer": "stylized folders" if source.styles else pairs.stylizer,
-              "flow": getattr(pairs, "flow_method", None)},
+        meta={"data": args.data},
     )
-    config = {
-        "command": "measure", "arguments": {k: v for k, v in vars(args).items() if k != "func"},
-        "input": vars(handle.input) | {"mean": list(handle.input.mean), "std": list(handle.input.std)},
-        "layers": handle.layers(args.layers), "stlens_version": __version__, "torch": torch.__version__,
-        "python": platform.python_version(), "started": started, "timing": result.timing,
-    }
+    config = result.config | {"arguments": {k: v for k, v in vars(args).items() if k != "func"}}
     if result.meta.get("interrupted"):
         return _save_interrupted(result, config, folder)
     out = result.save(folder, config)
@@ -228,7 +231,8 @@ def _add_track_parser(sub: argparse._SubParsersAction) -> None:
 def cmd_stylize(args: argparse.Namespace) -> int:
     from stlens.pairs.stylize import stylize_source
 
-    counts = stylize_source(args.data, args.stylizer, args.styles, args.out, seed=args.seed, short_side=args.size,
+    counts = stylize_source(args.data, args.stylizer, args.styles, args.out, seed=args.seed,
+                            short_side=args.short_side,
                             max_frames=args.frames_max, progress=not args.quiet)
     if not args.quiet:
         print(f"{counts['written']} video(s) written ({counts['frames']} frames), {counts['skipped']} already done, "
@@ -249,7 +253,10 @@ def _add_stylize_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="output root (resumes: written videos are skipped)")
     p.add_argument("--seed", type=_seed, default=0)
     p.add_argument("--frames-max", type=int, default=MAX_FRAMES, help=f"frames per video (default {MAX_FRAMES})")
-    p.add_argument("--size", type=int, default=None, help="short side in pixels (default: as decoded)")
+    p.add_argument("--short-side", type=int, default=None, help="resize so that the short side has this many "
+                   "pixels (default: as decoded)")
+    p.add_argument("--size", type=int, dest="short_side", action=DeprecatedAlias, new="--short-side",
+                   help=argparse.SUPPRESS)
     p.add_argument("--quiet", action="store_true", help="no progress bar or summary")
     p.set_defaults(func=cmd_stylize)
 
@@ -264,10 +271,12 @@ def cmd_pairs_check(args: argparse.Namespace) -> int:
     if out.is_dir():
         raise StlensError(f"--out is the report's JSON file, but {out} is a folder; use e.g. {out / 'pairs.json'}")
     own_file(out, '"flow_method"', "pairs check report")
+    if args.pairs < 1:
+        raise StlensError(f"--pairs must be ≥ 1 (the number of clips to check), got {args.pairs}")
     if args.examples and out.suffix.lower() != ".json":
         raise StlensError(f"--out {out}: with --examples, --out must end in .json (the example GIFs go into the "
                           f"folder of the same name without .json); use e.g. {out.with_name(out.name + '.json')}")
-    report = check_pairs(stlens.open_data(args.data), args.stylizer, n=args.n, frames=args.frames, size=args.size,
+    report = check_pairs(stlens.open_data(args.data), args.stylizer, n=args.pairs, frames=args.frames, size=args.size,
                          flow_method=args.flow, seed=args.seed, examples_dir=out.with_suffix("") if args.examples
                          else None, progress=not args.quiet)
     write_json(out, report)
@@ -283,7 +292,8 @@ def _add_pairs_parser(sub: argparse._SubParsersAction) -> None:
     c = pairs_sub.add_parser("check", help="flow kept? appearance changed? flicker added? (JSON report + table)")
     c.add_argument("--data", required=True, help="videos to check on (folder, file, annotation, sample:)")
     c.add_argument("--stylizer", default="palette,fourier,npr", help="NAME[,NAME...] (default palette,fourier,npr)")
-    c.add_argument("--n", type=int, default=8, help="number of clips (default 8)")
+    c.add_argument("--pairs", type=int, default=8, help="number of clips to check (default 8)")
+    c.add_argument("--n", type=int, dest="pairs", action=DeprecatedAlias, new="--pairs", help=argparse.SUPPRESS)
     c.add_argument("--frames", type=int, default=16)
     c.add_argument("--size", type=int, default=112)
     c.add_argument("--flow", choices=["tvl1", "dis", "farneback"], default="dis", help="flow method (default dis)")
@@ -348,17 +358,18 @@ def cmd_visualize(args: argparse.Namespace) -> int:
 
     if not args.quiet:
         logging.getLogger("stlens").setLevel(logging.INFO)
+    torch.manual_seed(args.seed)  # before the model is built: an untrained model's weights follow --seed
     with new_run(args.out, "visualize", overwrite=args.overwrite) as run:
         result = visualize(args.model, args.target, layer=args.layer, weights=args.weights, from_run=args.from_run,
                            steps=args.steps, lr=args.lr, param=args.param, temporal_reg=args.temporal_reg,
-                           batch=args.batch, precision=args.precision, seed=args.seed, optimizer=args.optimizer,
-                           data=args.data, natural_clips=args.natural_clips, frames=args.frames, size=args.size,
-                           progress=not args.quiet)
+                           batch_size=args.batch_size, precision=args.precision, seed=args.seed,
+                           optimizer=args.optimizer, data=args.data, natural_clips=args.natural_clips,
+                           frames=args.frames, size=args.size, progress=not args.quiet)
         result.save(run.staging)
     if not args.quiet:
         for t in result.targets:
             nat = t.natural["mean"] if t.natural else float("nan")
-            print(f"{t.name:<24} λ_T={t.temporal:<6g} objective {t.value:10.3f}  natural mean {nat:8.3f}  "
+            print(f"{t.name:<24} λ_T={t.temporal_reg:<6g} objective {t.value:10.3f}  natural mean {nat:8.3f}  "
                   f"frame change {t.stats['frame_change_grey']:6.2f}  {t.status}")
         print(f"→ {args.out}")
     return 0
@@ -379,7 +390,10 @@ def _add_visualize_parser(sub: argparse._SubParsersAction) -> None:
                    "update of Mahendran & Vedaldi")
     p.add_argument("--temporal-reg", type=_floats, default=[1.0], help="λ_T, or a sweep L1,L2,... (one result each; "
                    "large = slow, small = fast; default 1)")
-    p.add_argument("--batch", type=int, default=8, help="targets optimized together, one per batch element")
+    p.add_argument("--batch-size", type=int, default=8, help="targets optimized together, one per batch element "
+                   "(default 8)")
+    p.add_argument("--batch", dest="batch_size", type=int, action=DeprecatedAlias, new="--batch-size",
+                   help=argparse.SUPPRESS)
     p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
     p.add_argument("--seed", type=_seed, default=0, help="target i starts from seed + i")
     p.add_argument("--data", default=None, help="natural clips for the comparison (default: the synth world of a "

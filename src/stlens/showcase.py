@@ -8,7 +8,6 @@ and than the C2D net, which cannot see frame order before its final pooling.
 
 from __future__ import annotations
 
-import platform
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +15,6 @@ from typing import Any
 
 import torch
 
-from stlens._version import __version__
 from stlens.files import write_json, write_text
 
 #: bundled checkpoint → zoo model
@@ -60,10 +58,8 @@ def _measure_one(name: str, spec: str, data_name: str, data: str, pairs: int, ou
     result = stlens.measure(handle, pair_source, "default", batch_size=8, bootstrap=200, seed=0, progress=progress,
                             meta={"data": data, "stylizer": pair_source.stylizer,
                                   "flow": getattr(pair_source, "flow_method", None)})
-    config = {"command": "demo", "model": spec, "weights": f"bundled:{name}", "data": data, "pairs": pairs,
-              "input": vars(handle.input) | {"mean": list(handle.input.mean), "std": list(handle.input.std)},
-              "stlens_version": __version__, "torch": torch.__version__, "python": platform.python_version(),
-              "timing": result.timing}
+    config = result.config | {"command": "demo", "model": spec, "weights": f"bundled:{name}", "data": data,
+                              "pairs": pairs}
     result.save(out / name / data_name, config, overwrite=True)  # the demo replaces its own earlier runs
     return [DemoRow(name, data_name, r.layer, r.channels, r.percent["dynamic"], r.ci95["dynamic"],
                     r.percent["static"], r.ci95["static"], r.bias) for r in result.layers]

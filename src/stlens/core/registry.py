@@ -14,10 +14,21 @@ from typing import Any
 from stlens.errors import StlensError
 
 #: model spec prefix → the module of that family (it defines ``build`` and ``names``)
-MODEL_FAMILIES: dict[str, str] = {}
+MODEL_FAMILIES: dict[str, str] = {
+    "torchvision": "stlens.models.tvvideo",
+    "stlens": "stlens.models.zoo.family",
+    "pytorchvideo": "stlens.models.ptvideo",
+    "hf": "stlens.models.hfvideo",
+    "module": "stlens.models.usermodule",
+}
 
 #: data spec prefix → the function that opens such a source
-DATA_SOURCES: dict[str, str] = {}
+DATA_SOURCES: dict[str, str] = {
+    "ann": "stlens.video.annotations:open_annotation",
+    "sample": "stlens.video.sources:open_sample",
+    "stylized": "stlens.video.sources:open_stylized",
+    "synth": "stlens.synth.dataset:open_synth",
+}
 
 
 def load(target: str) -> Any:

@@ -7,7 +7,7 @@ import types
 from stlens._lazy import attach
 
 _NAMES = {
-    "LayerResult": "stlens.measure.result:LayerResult",
+    "LayerResult": "stlens.measure.layer:LayerResult",
     "MeasureResult": "stlens.measure.result:MeasureResult",
     "PairedMoments": "stlens.measure.moments:PairedMoments",
     "measure": "stlens.measure.run:measure",

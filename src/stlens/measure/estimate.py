@@ -1,4 +1,4 @@
-"""The static/dynamic estimator of Kowal et al. (DESIGN.md section 1) as pure functions of streamed sums.
+"""The static/dynamic estimator of Kowal et al. (docs/formats.md §1) as pure functions of streamed sums.
 
 Every function takes per-factor sums with an optional leading replicate axis, so the same code gives the point
 estimate (no leading axis) and the bootstrap replicates (a leading axis of length B).

@@ -1,99 +1,23 @@
-"""MeasureResult: per-layer and per-channel results, the result.json / layers.csv / units.csv / latents.npz writers."""
+"""``MeasureResult`` — what ``stlens.measure`` returns — and the run folder of a measurement, in one place:
+``save_result`` writes result.json, layers.csv, units.csv, config.json and latents.npz (through a ``RunFolder``: all
+or nothing), ``load_result`` reads them back and checks that they belong to one run, ``read_units`` / ``units_of``
+read units.csv. The formats: docs/formats.md §3."""
 
 from __future__ import annotations
 
 import csv
-import io
+import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from stlens.files import atomic_write, write_json, write_text
-from stlens.measure.estimate import CLASSES, layer_statistics, percent, percentile_interval
-from stlens.measure.moments import PairedMoments
-from stlens.runs import RunFolder
-
-FIELDS = ("dynamic", "static")
-UNIT_COLUMNS = ["layer", "channel", "r_dynamic", "r_static", "class"]
-
-
-@dataclass
-class LayerResult:
-    """The estimate for one latent (a layer, or one element of a list/dict output)."""
-
-    layer: str
-    channels: int
-    score: dict[str, float]
-    dims: dict[str, int]
-    percent: dict[str, float]
-    ci95: dict[str, list[float] | None]
-    units: dict[str, int]
-    units_ci95: dict[str, list[float] | None]
-    bias: float
-    bias_ci95: list[float] | None
-    r_dynamic: np.ndarray
-    r_static: np.ndarray
-    classes: list[str]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "layer": self.layer, "channels": self.channels, "score": self.score, "dims": self.dims,
-            "percent": self.percent, "ci95": self.ci95, "units": self.units, "units_ci95": self.units_ci95,
-            "bias": self.bias, "bias_ci95": self.bias_ci95,
-        }
-
-
-def _interval(values: np.ndarray) -> list[float] | None:
-    found = percentile_interval(values)
-    return None if found is None else [round(found[0], 4), round(found[1], 4)]
-
-
-def _dims_interval(dims: np.ndarray, channels: int) -> list[float] | None:
-    """The CI of a percentage, from the bootstrap dims, rounded exactly like the point percentage."""
-    found = percentile_interval(dims, discrete=True)
-    return None if found is None else [percent(int(found[0]), channels), percent(int(found[1]), channels)]
-
-
-def _count_interval(counts: np.ndarray) -> list[float] | None:
-    found = percentile_interval(counts, discrete=True)
-    return None if found is None else [found[0], found[1]]
-
-
-def estimate_layer(name: str, moments: PairedMoments, threshold: float) -> LayerResult:
-    """Point estimate and bootstrap intervals for one latent from its streamed moments."""
-    point = layer_statistics(moments.factor_sums(0), moments.factor_sums(1), threshold)
-    c = point.channels
-    dims = {"dynamic": int(point.dims[0]), "static": int(point.dims[1]), "residual": int(point.dims[2])}
-    counts = point.class_counts()
-    ci95: dict[str, list[float] | None] = {"dynamic": None, "static": None}
-    units_ci95: dict[str, list[float] | None] = {k: None for k in CLASSES}
-    bias_ci = None
-    if moments.bootstrap:
-        boot = layer_statistics(moments.replicate_sums(0), moments.replicate_sums(1), threshold)
-        valid = boot.valid
-        for i, key in enumerate(FIELDS):
-            ci95[key] = _dims_interval(boot.dims[valid, i], c)
-        boot_counts = boot.class_counts()[valid]
-        for i, key in enumerate(CLASSES):
-            units_ci95[key] = _count_interval(boot_counts[:, i])
-        bias_ci = _interval(boot.bias[valid])
-    return LayerResult(
-        layer=name,
-        channels=c,
-        score={"dynamic": float(point.score_dynamic), "static": float(point.score_static)},
-        dims=dims,
-        percent={k: percent(v, c) for k, v in dims.items()},
-        ci95=ci95,
-        units={k: int(counts[i]) for i, k in enumerate(CLASSES)},
-        units_ci95=units_ci95,
-        bias=float(point.bias),
-        bias_ci95=bias_ci,
-        r_dynamic=point.r_dynamic,
-        r_static=point.r_static,
-        classes=[CLASSES[code] for code in point.classes],
-    )
+from stlens._version import __version__
+from stlens.errors import StlensError
+from stlens.measure.layer import CLASSES, UNIT_COLUMNS, LayerResult, flatten_layer, unit_rows
+from stlens.runs import RunFolder, check_files, describe, read_marker
 
 
 @dataclass
@@ -103,10 +27,12 @@ class MeasureResult:
     meta: dict[str, Any]
     layers: list[LayerResult]
     timing: dict[str, float] = field(default_factory=dict)
-    moments: dict[str, PairedMoments] = field(default_factory=dict, repr=False)
+    moments: dict[str, Any] = field(default_factory=dict, repr=False)  # layer → PairedMoments
     latents: dict[str, np.ndarray] | None = field(default=None, repr=False)
     #: the id of the run folder this result was saved to or loaded from (docs/reliability.md)
     run_id: str | None = None
+    #: config.json: how the result was made (command, arguments, input spec, layers, versions, timing)
+    config: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def __getitem__(self, layer: str) -> LayerResult:
         for item in self.layers:
@@ -115,7 +41,7 @@ class MeasureResult:
         raise KeyError(f"no layer '{layer}' in this result; layers: {', '.join(x.layer for x in self.layers)}")
 
     def to_dict(self) -> dict[str, Any]:
-        """The result.json document (DESIGN.md section 3)."""
+        """The result.json document (docs/formats.md §3)."""
         doc = {**self.meta, "layers": [layer.to_dict() for layer in self.layers], "timing": self.timing}
         return doc if self.run_id is None else doc | {"run_id": self.run_id}
 
@@ -133,29 +59,10 @@ class MeasureResult:
 
     def save(self, out: str | Path | RunFolder, config: dict[str, Any] | None = None, *,
              overwrite: bool = False) -> Path:
-        """Write result.json, layers.csv, units.csv, config.json and (when kept) latents.npz into the run folder
-        ``out`` (docs/reliability.md): all files or none; a folder holding a complete run is refused unless
-        ``overwrite``; ``out`` may be a ``RunFolder`` claimed before the work started."""
-        folder = out if isinstance(out, RunFolder) else RunFolder(out, "measure", overwrite=overwrite)
-        with folder:
-            self.write_files(folder.staging, config, folder.run_id)
-            saved = folder.commit("interrupted" if self.meta.get("interrupted") else "complete")
-        self.run_id = folder.run_id
-        return saved
-
-    def write_files(self, out: Path, config: dict[str, Any] | None, run_id: str | None = None) -> None:
-        """The files of a measure run, written into ``out`` (a staging folder); ``run_id`` goes into the JSONs."""
-        if self.latents is not None:
-            atomic_write(out / "latents.npz", lambda f: np.savez(f, **self.latents))
-        write_text(out / "units.csv", _csv(UNIT_COLUMNS, unit_rows(self.layers)))
-        rows = [flatten_layer(layer) for layer in self.layers]
-        write_text(out / "layers.csv", _csv(list(rows[0]) if rows else [], (r.values() for r in rows)))
-        config = dict(config) if config is not None else {"meta": self.meta}
-        doc = self.to_dict()
-        if run_id is not None:
-            config["run_id"] = doc["run_id"] = run_id
-        write_json(out / "config.json", config)
-        write_json(out / "result.json", doc)
+        """Write the run folder (result.json, layers.csv, units.csv, config.json, latents.npz when kept) into
+        ``out``: all files or none; a folder holding a complete run is refused unless ``overwrite``
+        (docs/reliability.md). ``config`` None: the settings ``stlens.measure`` recorded (``self.config``)."""
+        return save_result(self, out, config, overwrite=overwrite)
 
     def _repr_html_(self) -> str:
         """An HTML table for Jupyter: one row per layer (every value escaped)."""
@@ -179,7 +86,7 @@ class MeasureResult:
     def plot(self, kind: str = "layers"):
         """A matplotlib Figure: ``layers`` (dynamic / static / residual % with 95% CIs), ``classes`` (channel classes
         per layer) or ``channels`` (r_static vs r_dynamic per channel with the τ lines)."""
-        from stlens.report import plots
+        from stlens.measure import plots
 
         makers = {"layers": plots.layer_bars, "classes": plots.unit_classes, "channels": plots.channel_scatter}
         if kind not in makers:
@@ -205,30 +112,177 @@ class MeasureResult:
         return "\n".join(lines)
 
 
-def flatten_layer(layer: LayerResult) -> dict[str, Any]:
-    """One layers.csv row: result.json fields flattened with underscores."""
-    row: dict[str, Any] = {"layer": layer.layer, "channels": layer.channels}
-    for group in ("score", "dims", "percent", "units"):
-        for key, value in getattr(layer, group).items():
-            row[f"{group}_{key}"] = value
-    for key in FIELDS:
-        interval = layer.ci95.get(key) or [None, None]
-        row[f"ci95_{key}_low"], row[f"ci95_{key}_high"] = interval
-    row["bias"] = layer.bias
-    interval = layer.bias_ci95 or [None, None]
-    row["bias_ci95_low"], row["bias_ci95_high"] = interval
-    return row
+
+log = logging.getLogger("stlens")
+
+#: the files every ``stlens measure`` run folder holds (docs/formats.md)
+RUN_FILES = ("result.json", "layers.csv", "units.csv", "config.json")
+_LAYER_KEYS = ("layer", "channels", "score", "dims", "percent", "ci95", "units", "bias")
 
 
-def unit_rows(layers: list[LayerResult]):
-    for layer in layers:
-        for c in range(layer.channels):
-            yield (layer.layer, c, float(layer.r_dynamic[c]), float(layer.r_static[c]), layer.classes[c])
+def save_result(result: MeasureResult, out: str | Path | RunFolder, config: dict[str, Any] | None = None, *,
+                overwrite: bool = False) -> Path:
+    """Write the run folder of ``result`` (docs/reliability.md): all files or none; a folder holding a complete run is
+    refused unless ``overwrite``; ``out`` may be a ``RunFolder`` claimed before the work started. ``config`` None:
+    the result's own (the settings ``stlens.measure`` recorded)."""
+    folder = out if isinstance(out, RunFolder) else RunFolder(out, "measure", overwrite=overwrite)
+    with folder:
+        write_files(result, folder.staging, config if config is not None else result.config, folder.run_id)
+        saved = folder.commit("interrupted" if result.meta.get("interrupted") else "complete")
+    result.run_id = folder.run_id
+    return saved
+
+
+def write_files(result: MeasureResult, out: Path, config: dict[str, Any] | None, run_id: str | None = None) -> None:
+    """The files of a measure run, written into ``out`` (a staging folder); ``run_id`` goes into the JSONs."""
+    from stlens.files import atomic_write, write_json, write_text
+
+    if result.latents is not None:
+        atomic_write(out / "latents.npz", lambda f: np.savez(f, **result.latents))
+    write_text(out / "units.csv", _csv(UNIT_COLUMNS, unit_rows(result.layers)))
+    rows = [flatten_layer(layer) for layer in result.layers]
+    write_text(out / "layers.csv", _csv(list(rows[0]) if rows else [], (r.values() for r in rows)))
+    config = dict(config) if config else {"meta": result.meta}
+    doc = result.to_dict()
+    if run_id is not None:
+        config["run_id"] = doc["run_id"] = run_id
+    write_json(out / "config.json", config)
+    write_json(out / "result.json", doc)
 
 
 def _csv(header: list[str], rows) -> str:
+    import io
+
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(header)
     writer.writerows(["" if v is None else v for v in row] for row in rows)
     return buffer.getvalue()
+
+
+def read_json(path: Path) -> Any:
+    """A JSON file, or a ``StlensError`` naming the file and the position of the problem."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise StlensError(f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise StlensError(f"{path}: cannot read ({exc})") from exc
+
+
+def read_units(path: Path) -> dict[str, list[tuple[int, float, float, str]]]:
+    try:
+        with path.open(newline="", encoding="utf-8") as f:
+            reader = csv.reader(f)
+            header = next(reader, None)
+            if header != UNIT_COLUMNS:
+                raise StlensError(f"{path}: header {header} is not {','.join(UNIT_COLUMNS)}")
+            rows: dict[str, list[tuple[int, float, float, str]]] = {}
+            for number, row in enumerate(reader, start=2):
+                if len(row) != len(UNIT_COLUMNS):
+                    raise StlensError(f"{path}, line {number}: expected {len(UNIT_COLUMNS)} fields, got {len(row)}")
+                if row[4] not in CLASSES:
+                    raise StlensError(f"{path}, line {number}: unknown class '{row[4]}' (one of {', '.join(CLASSES)})")
+                try:
+                    rows.setdefault(row[0], []).append((int(row[1]), float(row[2]), float(row[3]), row[4]))
+                except ValueError as exc:
+                    raise StlensError(f"{path}, line {number}: {exc}") from exc
+            return rows
+    except OSError as exc:
+        raise StlensError(f"{path}: cannot read ({exc})") from exc
+
+
+def _layer(entry: dict[str, Any], units: list[tuple[int, float, float, str]], where: Path) -> LayerResult:
+    missing = [k for k in _LAYER_KEYS if k not in entry]
+    if missing:
+        raise StlensError(f"{where}: layer entry {entry.get('layer', '?')!r} lacks {', '.join(missing)}")
+    name, channels = str(entry["layer"]), int(entry["channels"])
+    units = sorted(units)
+    if [u[0] for u in units] != list(range(channels)):
+        raise StlensError(f"{where.parent / 'units.csv'}: layer {name!r} has {len(units)} channel rows, "
+                          f"result.json says {channels} channels")
+    return LayerResult(
+        layer=name, channels=channels, score=dict(entry["score"]), dims=dict(entry["dims"]),
+        percent=dict(entry["percent"]), ci95=dict(entry["ci95"]),
+        units=dict(entry["units"]), units_ci95=dict(entry.get("units_ci95") or {k: None for k in CLASSES}),
+        bias=float(entry["bias"]), bias_ci95=entry.get("bias_ci95"),
+        r_dynamic=np.array([u[1] for u in units], dtype=np.float64),
+        r_static=np.array([u[2] for u in units], dtype=np.float64),
+        classes=[u[3] for u in units],
+    )
+
+
+def load_result(run_dir: str | Path, *, check_version: bool = True) -> MeasureResult:
+    """Read a saved ``stlens measure`` folder (result.json, layers.csv, units.csv, config.json, optional latents.npz)
+    back into a ``MeasureResult`` (without the streamed moments). A missing file, a malformed file or a run written
+    by another stlens version (unless ``check_version=False``) raises ``StlensError`` naming the file."""
+    run = Path(run_dir)
+    if not run.is_dir():
+        raise StlensError(f"{run}: not a folder (expected a stlens measure output folder)")
+    missing = [name for name in RUN_FILES if not (run / name).is_file()]
+    if missing:
+        raise StlensError(f"{run}: missing {', '.join(missing)} (a stlens measure run holds {', '.join(RUN_FILES)})")
+    doc = read_json(run / "result.json")
+    if not isinstance(doc, dict) or not isinstance(doc.get("layers"), list):
+        raise StlensError(f"{run / 'result.json'}: not a stlens result (no 'layers' list)")
+    if not doc["layers"]:
+        raise StlensError(f"{run / 'result.json'}: no layers were measured")
+    version = doc.get("stlens_version")
+    if version is None:
+        raise StlensError(f"{run / 'result.json'}: no stlens_version field; not written by stlens measure")
+    if check_version and version != __version__:
+        raise StlensError(f"{run / 'result.json'}: written by stlens {version}, this is stlens {__version__} "
+                          f"(re-run the measurement with this version, or use stlens {version})")
+    listed = _check_run(run, doc)
+    units = read_units(run / "units.csv")
+    layers = [_layer(entry, units.get(str(entry.get("layer")), []), run / "result.json") for entry in doc["layers"]]
+    meta = {k: v for k, v in doc.items() if k not in ("layers", "timing", "run_id")}
+    latents = None
+    if (run / "latents.npz").is_file() and (listed is None or "latents.npz" in listed):
+        try:
+            with np.load(run / "latents.npz", allow_pickle=False) as npz:
+                latents = {key: npz[key] for key in npz.files}
+        except (OSError, ValueError) as exc:
+            raise StlensError(f"{run / 'latents.npz'}: cannot read ({exc})") from exc
+    config = read_json(run / "config.json")
+    return MeasureResult(meta, layers, dict(doc.get("timing") or {}), latents=latents, run_id=doc.get("run_id"),
+                         config=config if isinstance(config, dict) else {})
+
+
+def _check_run(run: Path, doc: dict[str, Any]) -> set[str] | None:
+    """Check the run marker: a measure run, complete (or interrupted), every listed file as written, result.json and
+    config.json of the same run. Returns the listed file names; None for an unmarked folder (stlens 0.1.0)."""
+    marker = read_marker(run)
+    if marker is None:
+        log.warning("%s has no run marker (written by stlens 0.1.0 or by hand): its files are not checked", run)
+        return None
+    if marker["verb"] != "measure":
+        raise StlensError(f"{run}: holds {describe(marker)}, not a measure run")
+    if marker.get("status") not in ("complete", "interrupted"):
+        raise StlensError(f"{run}: the run was not completely written (status {marker.get('status')!r}); run it again")
+    check_files(run, marker, [*RUN_FILES, *(["latents.npz"] if "latents.npz" in marker["files"] else [])])
+    config = read_json(run / "config.json")
+    for name, found in (("result.json", doc.get("run_id")), ("config.json", isinstance(config, dict)
+                                                            and config.get("run_id"))):
+        if found != marker.get("run_id"):
+            raise StlensError(f"{run / name}: belongs to run {found!r}, the folder holds run {marker.get('run_id')!r}")
+    return set(marker["files"])
+
+
+def units_path(source: str | Path) -> Path:
+    """units.csv of a measure run given its folder, its result.json or the units.csv itself."""
+    path = Path(source)
+    candidates = [path / "units.csv"] if path.is_dir() else [path.with_name("units.csv"), path]
+    for candidate in candidates:
+        if candidate.is_file() and candidate.name == "units.csv":
+            return candidate
+    raise StlensError(f"no units.csv for --from {source} (give a stlens measure run folder or its result.json)")
+
+
+def units_of(source: str | Path, layer: str) -> list[dict[str, Any]]:
+    """The units.csv rows of ``layer`` (channel, r_dynamic, r_static, class) of the run at ``source``."""
+    path = units_path(source)
+    rows = read_units(path)
+    if layer not in rows:
+        raise StlensError(f"layer '{layer}' is not in {path}; measured layers: {', '.join(rows) or 'none'}")
+    return [{"channel": c, "r_dynamic": rd, "r_static": rs, "class": k} for c, rd, rs, k in rows[layer]]

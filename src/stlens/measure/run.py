@@ -16,8 +16,9 @@ from torch import nn
 from stlens._version import __version__
 from stlens.core.pair import Pair
 from stlens.errors import StlensError
+from stlens.measure.layer import estimate_layer
 from stlens.measure.moments import PairedMoments
-from stlens.measure.result import MeasureResult, estimate_layer
+from stlens.measure.result import MeasureResult
 from stlens.models.inspect import random_init
 from stlens.models.registry import ModelHandle, as_handle
 from stlens.models.taps import LayerTaps, asked_by_name
@@ -105,7 +106,7 @@ def _progress(total: int | None, enabled: bool):
 
 
 def measure(model: nn.Module | ModelHandle, pairs: Iterable, layers: str | list[str] | None = "default", *,
-            batch_size: int = 8, precision: str = "fp32", bootstrap: int = 200, threshold: float = 0.5,
+            batch_size: int = 4, precision: str = "fp32", bootstrap: int = 200, threshold: float = 0.5,
             seed: int = 0, save_latents: bool = False, min_pairs: int = MIN_PAIRS, progress: bool = True,
             meta: dict[str, Any] | None = None) -> MeasureResult:
     """Measure static and dynamic information in each layer of ``model`` from ``pairs``.
@@ -132,6 +133,7 @@ def measure(model: nn.Module | ModelHandle, pairs: Iterable, layers: str | list[
     factors: list[int] = []
     forward_seconds = 0.0
     interrupted: BaseException | None = None
+    started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     start = time.perf_counter()
     total = len(pairs) if hasattr(pairs, "__len__") else None
     with (LayerTaps(module, handle.layers(layers), layout=handle.layout) as taps, _progress(total, progress) as bar,
@@ -180,6 +182,7 @@ def measure(model: nn.Module | ModelHandle, pairs: Iterable, layers: str | list[
         "data": getattr(pairs, "source", None) and pairs.source.spec, "seed": seed, "threshold": threshold,
         "bootstrap": bootstrap, "pairs": {"dynamic": int(counts[0]), "static": int(counts[1])},
         "skipped": list(getattr(pairs, "skipped", [])), "precision": precision, "random_init": random_init(handle),
+        "stylizer": getattr(pairs, "stylizer", None), "flow": getattr(pairs, "flow_method", None),
     }
     if interrupted:
         info["interrupted"] = True
@@ -190,4 +193,27 @@ def measure(model: nn.Module | ModelHandle, pairs: Iterable, layers: str | list[
         latents.update({key: np.concatenate(parts).astype(np.float32) for key, parts in kept.items()})
     timing = {"seconds": round(elapsed, 3), "forward_seconds": round(forward_seconds, 3),
               "pairs_per_second": round(len(factors) / elapsed, 3)}
-    return MeasureResult(info, layers_out, timing, moments, latents)
+    settings = {"batch_size": batch_size, "precision": precision, "bootstrap": bootstrap, "threshold": threshold,
+                "seed": seed, "save_latents": save_latents}
+    config = run_config(handle, pairs, layers, settings, started, timing)
+    return MeasureResult(info, layers_out, timing, moments, latents, config=config)
+
+
+def run_config(handle: ModelHandle, pairs, layers, settings: dict[str, Any], started: str,
+               timing: dict[str, float]) -> dict[str, Any]:
+    """config.json of a measurement: the command that repeats it (``stlens measure`` arguments), the input spec, the
+    layers, versions and timing — so that a result saved from Python is as complete as one saved by the CLI."""
+    import dataclasses
+    import platform
+
+    spec = handle.input
+    source = getattr(pairs, "source", None)
+    arguments = {"model": handle.spec, "weights": handle.weights, "frames": spec.frames, "size": spec.size,
+                 "data": getattr(source, "spec", None),
+                 "layers": layers if layers is None or isinstance(layers, str) else ",".join(layers),
+                 "pairs": getattr(pairs, "pairs", None), "stylizer": getattr(pairs, "stylizer", None),
+                 "flow": getattr(pairs, "flow_method", None), **settings}
+    return {"command": "measure", "arguments": arguments,
+            "input": dataclasses.asdict(spec) | {"mean": list(spec.mean), "std": list(spec.std)},
+            "layers": handle.layers(layers), "stlens_version": __version__, "torch": torch.__version__,
+            "python": platform.python_version(), "started": started, "timing": timing}

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from stlens.measure.layer import estimate_layer
 from stlens.measure.moments import PairedMoments
-from stlens.measure.result import estimate_layer
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,7 @@ class PlantedWorld:
         return float(m2.sum()) / total, float(a2.sum()) / total
 
     def population_percent(self) -> dict[str, float]:
-        """The dynamic / static / residual percentages the estimator should approach (DESIGN.md §1 on the
+        """The dynamic / static / residual percentages the estimator should approach (docs/formats.md §1 on the
         population scores)."""
         from stlens.measure.estimate import dims_from_scores, percent
 

@@ -13,6 +13,7 @@ tokens (B,N,D) including CLS (``include``; pooled over tokens) or the CLS vector
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,11 @@ from stlens.core.handle import ModelHandle
 from stlens.core.spec import IMAGENET_MEAN, IMAGENET_STD, InputSpec
 from stlens.errors import StlensError
 
+PREFIX = "hf"
+#: models are built with random weights unless weights are given (``stlens measure`` warns)
+RANDOM_WEIGHTS = True
+#: how a spec of this family is written (said by ``load_model`` when a spec has an unknown prefix)
+SPEC_FORM = "hf:<videomae|timesformer|vivit>[?options]"
 CLS_MODES = ("exclude", "include", "only")
 
 
@@ -118,6 +124,16 @@ class HFVideo(nn.Module):
         return out.logits
 
 
+def installed() -> bool:
+    """Whether the optional dependency ``transformers`` is there (without importing it)."""
+    return importlib.util.find_spec("transformers") is not None
+
+
+def names() -> list[str]:
+    """Every spec of this family (none when ``transformers`` is not installed)."""
+    return [f"{PREFIX}:{family}" for family in HF_FAMILIES] if installed() else []
+
+
 def _parse(target: str) -> tuple[str, dict[str, str]]:
     family, _, query = target.partition("?")
     if family not in HF_FAMILIES:
@@ -203,3 +219,10 @@ def build_hf(target: str, frames: int | None = None, size: int | None = None) ->
     layers = [f"hidden.{i}" for i in range(len(wrapper.hidden))]
     weights = options.get("path")
     return ModelHandle(wrapper, f"hf:{target}", spec, layers, weights=weights)
+
+
+def build(target: str, *, weights: str | None = None, frames: int | None = None,
+          size: int | None = None) -> ModelHandle:
+    """The family API: ``hf:<target>`` (see :func:`build_hf`); ``weights`` (a checkpoint file) is loaded by
+    ``load_model`` (a checkpoint folder is the ``path=`` option)."""
+    return build_hf(target, frames=frames, size=size)

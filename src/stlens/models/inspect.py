@@ -4,19 +4,25 @@ from __future__ import annotations
 
 import torch
 
+from stlens.core import registry
 from stlens.core.handle import ModelHandle
 from stlens.models.taps import flatten_output
 
-#: Families whose models are built with random weights unless weights are given (``module:`` specs may return a
-#: trained model: that cannot be known).
-RANDOM_UNLESS_WEIGHTS = ("torchvision:", "stlens:", "pytorchvideo:", "hf:")
+
+def _builds_random_weights(spec: str) -> bool:
+    """Whether the family of ``spec`` builds random weights unless weights are given: a family module says so with
+    ``RANDOM_WEIGHTS = True`` (``module:`` specs may return a trained model: that cannot be known)."""
+    prefix = spec.partition(":")[0]
+    if prefix not in registry.MODEL_FAMILIES:
+        return False
+    return bool(getattr(registry.model_family(prefix), "RANDOM_WEIGHTS", False))
 
 
 def random_init(handle: ModelHandle) -> bool | None:
     """True when ``handle`` holds randomly initialized weights (no weights were loaded into a family that builds
     random ones; zoo models built with their own trained weights, like ``pretrained=true``, are not); None when it
     cannot be known (``module:`` specs, bare modules)."""
-    if not handle.spec.startswith(RANDOM_UNLESS_WEIGHTS):
+    if not _builds_random_weights(handle.spec):
         return None
     if handle.weights is not None:
         return False

@@ -9,6 +9,7 @@ smaller than their native size (the published size gives exactly the original po
 
 from __future__ import annotations
 
+import importlib.util
 import warnings
 from dataclasses import dataclass
 
@@ -18,7 +19,13 @@ from torch import nn
 from stlens.core.handle import ModelHandle
 from stlens.core.spec import InputSpec
 from stlens.errors import StlensError
-from stlens.models.registry import FlexibleAvgPool3d
+from stlens.models.tvvideo import FlexibleAvgPool3d
+
+PREFIX = "pytorchvideo"
+#: models are built with random weights unless weights are given (``stlens measure`` warns)
+RANDOM_WEIGHTS = True
+#: how a spec of this family is written (said by ``load_model`` when a spec has an unknown prefix)
+SPEC_FORM = "pytorchvideo:<name>"
 
 PTV_MEAN = (0.45, 0.45, 0.45)
 PTV_STD = (0.225, 0.225, 0.225)
@@ -59,6 +66,16 @@ PTV_MODELS: dict[str, PTVModel] = {
     "mvit_base_16x4": PTVModel("mvit_base_16x4", _spec(16, 4, 224, 256), _MVIT_STAGES,
                                ("temporal_size", "spatial_size")),
 }
+
+
+def installed() -> bool:
+    """Whether the optional dependency ``pytorchvideo`` is there (without importing it)."""
+    return importlib.util.find_spec("pytorchvideo") is not None
+
+
+def names() -> list[str]:
+    """Every spec of this family (none when ``pytorchvideo`` is not installed)."""
+    return [f"{PREFIX}:{name}" for name in PTV_MODELS] if installed() else []
 
 
 def _hub():
@@ -134,3 +151,10 @@ def build_pytorchvideo(name: str, frames: int | None = None, size: int | None = 
         model.register_forward_pre_hook(_slowfast_pre_hook(info.alpha))
     # the spec as given (overrides are applied again by load_model; with_overrides is idempotent)
     return ModelHandle(model, f"pytorchvideo:{name}", info.input, list(info.layers))
+
+
+def build(target: str, *, weights: str | None = None, frames: int | None = None,
+          size: int | None = None) -> ModelHandle:
+    """The family API: ``pytorchvideo:<target>`` (see :func:`build_pytorchvideo`); ``weights`` (a checkpoint file) is
+    loaded by ``load_model``."""
+    return build_pytorchvideo(target, frames=frames, size=size)

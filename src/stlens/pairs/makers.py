@@ -12,10 +12,10 @@ import numpy as np
 from stlens.core.pair import DYNAMIC, STATIC, Pair, check_clip_frames, frame_shuffle
 from stlens.core.spec import InputSpec
 from stlens.errors import StlensError
-from stlens.pairs.stylizers import get_stylizer
 from stlens.video.io import probe_clip_source, read_clip_source
-from stlens.video.sampling import centre_crop, clip_indices, segment_of, to_model_input
-from stlens.video.sources import VideoSource
+from stlens.video.sampling import sample_clip, segment_of, to_model_input
+from stlens.video.source import VideoSource
+from stlens.video.stylizers import get_stylizer
 
 log = logging.getLogger("stlens")
 
@@ -64,8 +64,7 @@ class VideoPairs:
 
     def _pair(self, frames: np.ndarray, factor: int, rng: np.random.Generator, source: str) -> Pair:
         spec = self.spec
-        idx = clip_indices(len(frames), spec.frames, spec.stride, rng, segment=self._segment)
-        clip = centre_crop(frames[idx], spec.size)
+        _, clip = sample_clip(frames, spec, rng, segment=self._segment)
         first, seed_a = self._style(clip, rng)
         if factor == DYNAMIC:
             second, seed_b = self._style(clip, rng)
@@ -196,32 +195,3 @@ def _tolerance(frames: int, exact: bool) -> int:
     count (edit lists may drop a frame or two), 5% for one estimated from duration × rate."""
     return 2 if exact else max(2, frames // 20)
 
-
-def make_pairs(source: VideoSource, spec: InputSpec, pairs: int, stylizer: str | None = None,
-               seed: int = 0, flow: str | None = None, flow_cache=None) -> VideoPairs:
-    """Pairs for ``stlens.measure`` from a video source (see ``VideoPairs``); from a ``stylized:ROOT`` source the
-    styles on disk make the pairs (see ``StylizedPairs``; ``stylizer`` is then unused); from a ``synth:`` source
-    (``SynthDataset``) see ``stlens.synth.SynthPairs``. ``stylizer`` None: ``palette`` for videos, ``rerender`` (the
-    clip rendered with new textures) for synthetic clips.
-
-    ``flow`` (``tvl1``, ``dis``, ``farneback``): two-stream ``(rgb, flow)`` pairs (see ``TwoStreamPairs``; on synth
-    sources the ground-truth flow is used whatever the method), cached in ``flow_cache`` when given."""
-    from stlens.synth.dataset import SynthDataset  # synth: pairs (lazy: stlens.synth imports this module)
-
-    if isinstance(source, SynthDataset):
-        from stlens.synth.pairs import SynthPairs
-
-        return SynthPairs(source, spec, pairs, "rerender" if stylizer is None else stylizer, seed,
-                          flow=flow is not None)
-    stylizer = "palette" if stylizer is None else stylizer
-    if flow is not None:
-        if source.styles:
-            raise StlensError("two-stream pairs from stylized: folders are not supported; use the videos themselves")
-        from stlens.pairs.twostream import TwoStreamPairs
-
-        return TwoStreamPairs(source, spec, pairs, stylizer, seed, flow_method=flow, cache=flow_cache)
-    if source.styles:
-        from stlens.pairs.stylized import StylizedPairs
-
-        return StylizedPairs(source, spec, pairs, seed)
-    return VideoPairs(source, spec, pairs, stylizer, seed)

@@ -21,12 +21,13 @@ import cv2
 import numpy as np
 
 from stlens.core.pair import frame_shuffle
+from stlens.core.spec import InputSpec
 from stlens.errors import StlensError
-from stlens.pairs.stylizers import get_stylizer
 from stlens.video.flow import compute_flow, to_grey
 from stlens.video.io import read_clip_source
-from stlens.video.sampling import centre_crop, clip_indices, segment_of
-from stlens.video.sources import VideoSource
+from stlens.video.sampling import sample_clip, segment_of
+from stlens.video.source import VideoSource, video_source
+from stlens.video.stylizers import get_stylizer
 
 
 def end_point_error(flow_a: np.ndarray, flow_b: np.ndarray) -> float:
@@ -76,21 +77,21 @@ def sample_clips(source: VideoSource, n: int, frames: int, stride: int, size: in
     (start, end) segment where the source gives one (Diving48)."""
     if n < 1:
         raise StlensError(f"--n must be ≥ 1 (the number of clips to check), got {n}")
-    videos = list(source.videos)
+    videos = list(video_source(source, "pairs check").videos)
+    spec = InputSpec(frames=frames, stride=stride, size=size, resize=size)
     per_video = max(1, math.ceil(n / max(1, len(videos))))
     made = 0
     for v, path in enumerate(videos):
         try:
-            decoded = read_clip_source(path, short_side=size)
+            decoded = read_clip_source(path, short_side=spec.resize)
         except StlensError:
             continue
         for i in range(per_video):
-            idx = clip_indices(len(decoded), frames, stride, np.random.default_rng((seed, v, i)),
-                               segment=segment_of(source, v))
-            if idx is None or made >= n:
+            drawn = sample_clip(decoded, spec, np.random.default_rng((seed, v, i)), segment=segment_of(source, v))
+            if drawn is None or made >= n:
                 break
             made += 1
-            yield str(path), centre_crop(decoded[idx], size)
+            yield str(path), drawn[1]
     if made == 0:
         raise StlensError(f"no usable clip of {frames} frames in {source.spec}")
 

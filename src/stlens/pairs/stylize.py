@@ -44,10 +44,11 @@ from stlens._version import __version__
 from stlens.errors import StlensError
 from stlens.files import write_json
 from stlens.names import safe_name, unique_safe_names
-from stlens.pairs.stylizers import get_stylizer
 from stlens.runs import RunFolder
 from stlens.video.io import MAX_FRAMES, read_clip_source
-from stlens.video.sources import VideoSource, open_data
+from stlens.video.source import VideoSource, video_source
+from stlens.video.sources import open_data
+from stlens.video.stylizers import get_stylizer
 
 log = logging.getLogger("stlens")
 
@@ -265,7 +266,7 @@ def _stylize(source: VideoSource | str | Path, stylizer: str, styles: int, root:
              short_side: int | None, max_frames: int, progress: bool, run: RunFolder) -> dict[str, Any]:
     from tqdm.auto import tqdm
 
-    source = source if isinstance(source, VideoSource) else open_data(source)
+    source = video_source(source if isinstance(source, VideoSource) else open_data(source), "stylize")
     chosen = get_stylizer(stylizer)
     plan = [(f"style_{k}", *chosen[(k - 1) % len(chosen)], style_seed(seed, k)) for k in range(1, styles + 1)]
     config = {"stlens_version": __version__, "data": source.spec, "data_path": _data_path(source.spec),

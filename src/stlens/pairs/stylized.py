@@ -15,8 +15,8 @@ from stlens.core.spec import InputSpec
 from stlens.errors import StlensError
 from stlens.pairs.makers import VideoPairs
 from stlens.video.io import IMAGE_SUFFIXES, probe_clip_source, read_clip_source, scaled_size
-from stlens.video.sampling import centre_crop, clip_indices, to_model_input
-from stlens.video.sources import VideoSource
+from stlens.video.sampling import sample_clip, to_model_input
+from stlens.video.source import VideoSource
 
 
 class StylizedPairs(VideoPairs):
@@ -26,11 +26,11 @@ class StylizedPairs(VideoPairs):
     or shorter than a clip skipped (by a cheap probe: file counts and the first frame's size) and listed in
     ``skipped``; one that passes the probe but then cannot be read is a ``StlensError`` naming it.
 
-    Each video is read once in every style (short side resized); ``stylizer`` is fixed to ``"stylized"``.
+    Each video is read once in every style (short side resized); ``stylizer`` is ``"stylized folders"``.
     """
 
     def __init__(self, source: VideoSource, spec: InputSpec, pairs: int, seed: int = 0):
-        super().__init__(source, spec, pairs, stylizer="stylized", seed=seed)
+        super().__init__(source, spec, pairs, stylizer="stylized folders", seed=seed)
 
     def __post_init__(self) -> None:
         if self.pairs < 1:
@@ -85,11 +85,11 @@ class StylizedPairs(VideoPairs):
 
     def _pair(self, frames: np.ndarray, factor: int, rng: np.random.Generator, source: str) -> Pair:
         spec = self.spec
-        idx = clip_indices(frames.shape[1], spec.frames, spec.stride, rng)
+        _, styles = sample_clip(frames, spec, rng)  # (K, T, size, size, 3): every style at the same frames
         if factor == DYNAMIC:
             k1, k2 = rng.choice(len(frames), size=2, replace=False)
-            first, second = centre_crop(frames[k1, idx], spec.size), centre_crop(frames[k2, idx], spec.size)
+            first, second = styles[k1], styles[k2]
         else:
-            first = centre_crop(frames[int(rng.integers(len(frames))), idx], spec.size)
+            first = styles[int(rng.integers(len(frames)))]
             second = frame_shuffle(first, rng)
         return Pair(factor, to_model_input(first, spec), to_model_input(second, spec), source)

@@ -20,7 +20,7 @@ from stlens.core.pair import DYNAMIC, Pair
 from stlens.errors import StlensError
 from stlens.pairs.makers import VideoPairs
 from stlens.video.flow import FLOW_BOUND, FLOW_METHODS, FlowCache, compute_flow, encode_flow, flow_clip, flow_jitter
-from stlens.video.sampling import centre_crop, clip_indices, to_model_input
+from stlens.video.sampling import centre_crop, sample_clip, to_model_input
 
 
 def flow_indices(clip: np.ndarray, length: int, flow_frames: int | None,
@@ -92,8 +92,7 @@ class TwoStreamPairs(VideoPairs):
 
     def _pair(self, frames: np.ndarray, factor: int, rng: np.random.Generator, source: str) -> Pair:
         spec = self.spec
-        idx = clip_indices(len(frames), spec.frames, spec.stride, rng, segment=self._segment)
-        clip = centre_crop(frames[idx], spec.size)
+        idx, clip = sample_clip(frames, spec, rng, segment=self._segment)
         flow = self._flow(frames, idx, source)
         first, seed_a = self._style(clip, rng)
         rgb_a = to_model_input(first, spec)

@@ -3,8 +3,9 @@ masks, ground-truth optical flow and full metadata; classes defined by motion, b
 or by motion alone with the object camouflaged. Open with ``open_synth("synth:motion?n=200")`` or
 ``stlens.open_data``; pairs for ``stlens.measure`` with ``SynthPairs`` or ``stlens.make_pairs``."""
 
-from stlens.synth.dataset import OPTIONS, SynthClip, SynthDataset, open_synth
+from stlens.synth.dataset import OPTIONS, SynthDataset, open_synth
 from stlens.synth.pairs import SynthPairs
+from stlens.synth.render import SynthClip
 from stlens.synth.textures import FAMILIES, TextureBank, texture_bank
 from stlens.synth.worlds import DIRECTIONS, NUM_CLASSES, WORLDS
 

@@ -1,8 +1,8 @@
 """``synth:<world>?n=..&frames=..&size=..&seed=..&split=..&speed=lo-hi``: procedural clips with ground truth.
 
 A ``SynthDataset`` renders clip i on demand from its own seeded generator (see ``worlds``), so clips are identical on
-every access and in any order, and nothing is stored. It quacks like ``stlens.video.sources.VideoSource`` where code
-reads ``spec``, ``videos``, ``labels``, ``segments``, ``missing`` and ``styles``.
+every access and in any order, and nothing is stored. It is a ``stlens.core.source.ClipSource`` (``spec``, ``len``,
+``labels``, ``missing``, ``name(i)``) that makes its own pairs (``make_pairs``, see ``stlens.synth.pairs``).
 """
 
 from __future__ import annotations
@@ -13,35 +13,16 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from stlens.core.source import PairSource
+from stlens.core.spec import InputSpec
 from stlens.errors import StlensError
 from stlens.synth import worlds
-from stlens.synth.render import flow_from_masks, render_clip, shape_mask
+from stlens.synth.render import SynthClip, render_clip, shape_mask
 from stlens.synth.textures import texture_bank
 from stlens.synth.worlds import DEFAULT_SPEED, NUM_CLASSES, SPLITS, WORLDS, Appearance, ClipPlan
 
 OPTIONS = ("n", "frames", "size", "seed", "split", "speed")
 DEFAULT_N = {"train": 2000, "test": 400}
-
-
-@dataclass(frozen=True, eq=False)
-class SynthClip:
-    """One rendered clip: ``frames`` uint8 (T, H, W, 3), ``masks`` bool (T, H, W) (the object's visible pixels),
-    ``label``, ``meta`` (JSON-serialisable: class, direction, speed, velocity, shape, box, start and per-frame
-    positions, texture ids/names/offsets) and ``positions`` (T, 2) int, the (x, y) of the object's box per frame.
-
-    The ground-truth optical flow is computed on request by ``flow()`` (it is larger than the clip itself).
-    """
-
-    frames: np.ndarray
-    masks: np.ndarray
-    label: int
-    meta: dict[str, Any]
-    positions: np.ndarray
-
-    def flow(self) -> np.ndarray:
-        """float32 (T-1, H, W, 2) in px, (u, v) = (rightwards, downwards), field t moving frame t onto t + 1: the
-        object's displacement on the object's pixels of frame t, zero elsewhere (the background does not move)."""
-        return flow_from_masks(self.masks, self.positions)
 
 
 def _parse_int(name: str, value: str) -> int:
@@ -80,9 +61,7 @@ class SynthDataset:
     spec: str = ""
 
     num_classes: ClassVar[int] = NUM_CLASSES
-    missing: ClassVar[tuple] = ()  # VideoSource's fields that synthetic data never has
-    segments: ClassVar[tuple] = ()
-    styles: ClassVar[tuple] = ()
+    missing: ClassVar[tuple] = ()  # every clip is rendered: none is ever missing (``ClipSource.missing``)
 
     def __post_init__(self) -> None:
         if self.world not in WORLDS:
@@ -114,11 +93,6 @@ class SynthDataset:
         return self.n
 
     @cached_property
-    def videos(self) -> tuple[str, ...]:
-        """Clip names ``synth:<world>/<split>/<index>``."""
-        return tuple(self.name(i) for i in range(self.n))
-
-    @cached_property
     def labels(self) -> tuple[int, ...]:
         """The label of every clip (drawn first from each clip's generator: nothing is rendered)."""
         return tuple(worlds.draw_label(worlds.clip_rng(self.seed, self.split, i)) for i in range(self.n))
@@ -129,6 +103,7 @@ class SynthDataset:
         return worlds.class_names(self.world)
 
     def name(self, index: int) -> str:
+        """Clip ``index``'s name, ``synth:<world>/<split>/<index>``."""
         return f"synth:{self.world}/{self.split}/{index:06d}"
 
     def _index(self, index: int) -> int:
@@ -192,6 +167,15 @@ class SynthDataset:
         plan, _ = self._plan(index)
         rng = worlds.rerender_rng(self.seed, self.split, index, int(appearance_seed))
         return self._render(index, plan, self._appearance(plan, rng, own=False), int(appearance_seed))
+
+    def make_pairs(self, spec: InputSpec, pairs: int, *, stylizer: str | None = None, seed: int = 0,
+                   flow: str | None = None, flow_cache=None) -> PairSource:
+        """Pairs for ``stlens.measure`` (``stlens.make_pairs`` calls this): see ``SynthPairs``. ``stylizer`` None:
+        ``rerender`` (the clip rendered with new textures); ``flow`` (any method): two-stream pairs with the
+        ground-truth flow (``flow_cache`` is not needed and unused)."""
+        from stlens.synth.pairs import RERENDER, SynthPairs
+
+        return SynthPairs(self, spec, pairs, RERENDER if stylizer is None else stylizer, seed, flow=flow is not None)
 
     def batch(self, indices) -> tuple[np.ndarray, np.ndarray]:
         """Clips ``indices`` stacked: frames uint8 (B, T, H, W, 3) and labels int64 (B,)."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -22,10 +23,13 @@ import torch
 from stlens.core.pair import DYNAMIC, STATIC, Pair, frame_shuffle
 from stlens.core.spec import InputSpec
 from stlens.errors import StlensError
-from stlens.pairs.stylizers import get_stylizer
-from stlens.synth.dataset import SynthClip, SynthDataset
+from stlens.synth.render import SynthClip
 from stlens.video.flow import FLOW_BOUND, encode_flow, flow_clip, flow_jitter
 from stlens.video.sampling import to_model_input
+from stlens.video.stylizers import get_stylizer
+
+if TYPE_CHECKING:  # (at run time the dataset imports this module, to make its pairs)
+    from stlens.synth.dataset import SynthDataset
 
 RERENDER = "rerender"
 

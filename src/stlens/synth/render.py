@@ -8,7 +8,9 @@ the object; the background never moves. All frames are pasted at once with fancy
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 
@@ -88,3 +90,24 @@ def flow_from_masks(masks: np.ndarray, positions: np.ndarray) -> np.ndarray:
     t, y, x = np.nonzero(masks[:-1])
     flow[t, y, x] = steps[t]
     return flow
+
+
+@dataclass(frozen=True, eq=False)
+class SynthClip:
+    """One rendered clip: ``frames`` uint8 (T, H, W, 3), ``masks`` bool (T, H, W) (the object's visible pixels),
+    ``label``, ``meta`` (JSON-serialisable: class, direction, speed, velocity, shape, box, start and per-frame
+    positions, texture ids/names/offsets) and ``positions`` (T, 2) int, the (x, y) of the object's box per frame.
+
+    The ground-truth optical flow is computed on request by ``flow()`` (it is larger than the clip itself).
+    """
+
+    frames: np.ndarray
+    masks: np.ndarray
+    label: int
+    meta: dict[str, Any]
+    positions: np.ndarray
+
+    def flow(self) -> np.ndarray:
+        """float32 (T-1, H, W, 2) in px, (u, v) = (rightwards, downwards), field t moving frame t onto t + 1: the
+        object's displacement on the object's pixels of frame t, zero elsewhere (the background does not move)."""
+        return flow_from_masks(self.masks, self.positions)

@@ -18,8 +18,8 @@ import torch
 from stlens.core.spec import InputSpec
 from stlens.errors import StlensError
 from stlens.video.io import read_clip_source
-from stlens.video.sampling import centre_crop, clip_indices, segment_of, to_model_input
-from stlens.video.sources import VideoSource
+from stlens.video.sampling import sample_clip, segment_of, to_model_input
+from stlens.video.source import VideoSource
 
 log = logging.getLogger("stlens")
 
@@ -141,15 +141,7 @@ class VideoClips:
 
     def item(self, index: int, rng: np.random.Generator) -> tuple[torch.Tensor, int]:
         frames = self._frames(int(index))
-        segment = self._segments[int(index)]
-        clip = frames[clip_indices(len(frames), self.spec.frames, self.spec.stride, rng, segment=segment)]
-        if self.augment:
-            height, width = clip.shape[1:3]
-            top = int(rng.integers(0, height - self.spec.size + 1))
-            left = int(rng.integers(0, width - self.spec.size + 1))
-            clip = clip[:, top:top + self.spec.size, left:left + self.spec.size]
-        else:
-            clip = centre_crop(clip, self.spec.size)
+        _, clip = sample_clip(frames, self.spec, rng, segment=self._segments[int(index)], random_crop=self.augment)
         return to_model_input(clip, self.spec), self._labels[int(index)]
 
     def batch(self, indices: np.ndarray, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:

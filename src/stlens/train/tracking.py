@@ -205,7 +205,7 @@ def track(model: str, checkpoints: str | Path, data: str, layers: str | list[str
     from stlens.core.handle import takes_two_inputs
     from stlens.measure.run import measure
     from stlens.models.registry import load_model
-    from stlens.pairs.makers import make_pairs
+    from stlens.pairs.compose import make_pairs
     from stlens.train.checkpoints import CorruptCheckpoint, load_checkpoint, read_info
     from stlens.video.sources import open_data
 

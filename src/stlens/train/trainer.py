@@ -177,7 +177,7 @@ class Trainer:
         text = self.config.static_dropout or self.config.random_dropout
         if not text:
             return None
-        from stlens.pairs.makers import make_pairs
+        from stlens.pairs.compose import make_pairs
         from stlens.train.static_dropout import DropoutPlan, DropoutSchedule
         from stlens.video.sources import open_data
 

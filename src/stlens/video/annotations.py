@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from stlens.errors import StlensError
-from stlens.video.sources import VideoSource
+from stlens.video.source import VideoSource
 
 log = logging.getLogger("stlens")
 

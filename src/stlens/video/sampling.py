@@ -1,4 +1,8 @@
-"""Clip sampling: T frames at a uniform stride, centre crop, and normalization to a (3, T, H, W) float tensor."""
+"""Clip sampling: T frames at a uniform stride, centre crop, and normalization to a (3, T, H, W) float tensor.
+
+The chain every reader of videos follows: decode with ``stlens.video.io.read_clip_source(path, short_side=
+spec.resize)``, draw a clip with ``sample_clip`` (frame indices and crop), change its appearance if asked, then
+``to_model_input``."""
 
 from __future__ import annotations
 
@@ -45,11 +49,33 @@ def segment_of(source, index: int) -> tuple[int, int] | None:
 
 
 def centre_crop(frames: np.ndarray, size: int) -> np.ndarray:
-    """Centre crop (T, H, W, 3) frames to size×size (frames must be at least that large)."""
-    height, width = frames.shape[1:3]
+    """Centre crop (…, T, H, W, 3) frames to size×size (frames must be at least that large)."""
+    height, width = frames.shape[-3:-1]
     top = max(0, (height - size) // 2)
     left = max(0, (width - size) // 2)
-    return frames[:, top:top + size, left:left + size]
+    return frames[..., top:top + size, left:left + size, :]
+
+
+def sample_clip(frames: np.ndarray, spec: InputSpec, rng: np.random.Generator,
+                segment: tuple[int, int] | None = None,
+                random_crop: bool = False) -> tuple[np.ndarray, np.ndarray] | None:
+    """One clip of decoded frames (…, T, H, W, 3) — a video, or the same video in several styles stacked in front —
+    as ``spec`` samples it: ``spec.frames`` frames every ``spec.stride`` from a random start (inside ``segment`` when
+    given; see ``clip_indices``), cropped to ``spec.size``×``spec.size`` at the centre or, with ``random_crop``, at a
+    place drawn from ``rng`` after the start (top, then left).
+
+    Returns (frame indices, uint8 clip (…, spec.frames, spec.size, spec.size, 3)), or None when the video (its
+    segment) is shorter than a clip."""
+    idx = clip_indices(frames.shape[-4], spec.frames, spec.stride, rng, segment=segment)
+    if idx is None:
+        return None
+    clip = frames[..., idx, :, :, :]
+    if not random_crop:
+        return idx, centre_crop(clip, spec.size)
+    height, width = clip.shape[-3:-1]
+    top = int(rng.integers(0, height - spec.size + 1))
+    left = int(rng.integers(0, width - spec.size + 1))
+    return idx, clip[..., top:top + spec.size, left:left + spec.size, :]
 
 
 def to_model_input(frames: np.ndarray, spec: InputSpec) -> torch.Tensor:

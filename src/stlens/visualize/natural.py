@@ -13,7 +13,7 @@ from stlens.core.handle import ModelHandle
 from stlens.core.spec import InputSpec
 from stlens.errors import StlensError
 from stlens.video.flow import compute_flow, encode_flow, flow_clip
-from stlens.video.sampling import centre_crop, clip_indices, segment_of, to_model_input
+from stlens.video.sampling import sample_clip, segment_of, to_model_input
 
 
 def default_data(handle: ModelHandle, weights: str | None) -> str:
@@ -52,10 +52,10 @@ def natural_inputs(data: str, spec: InputSpec, two_stream: bool, n: int, seed: i
         for _ in range(n):
             k = int(rng.integers(len(videos)))
             frames = read_clip_source(videos[k], short_side=spec.resize)
-            idx = clip_indices(len(frames), spec.frames, spec.stride, rng, segment=segment_of(source, k))
-            if idx is None:
+            drawn = sample_clip(frames, spec, rng, segment=segment_of(source, k))
+            if drawn is None:
                 continue
-            clip = np.ascontiguousarray(centre_crop(frames[idx], spec.size))
+            clip = np.ascontiguousarray(drawn[1])
             rgbs.append(to_model_input(clip, spec))
             if two_stream:
                 flows.append(torch.from_numpy(flow_clip(encode_flow(compute_flow(clip, "dis")))))

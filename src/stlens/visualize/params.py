@@ -4,12 +4,17 @@ and, for two-stream models, a flow stack bounded to ±20 px, optimized jointly.
 A ``VideoParam`` holds raw leaf tensors, one batch element per target, each initialized from its target's own seed (so
 a target gets the same start whether it is optimized alone or in a batch). ``rgb()`` gives (B, 3, T, H, W) in [0, 1]
 (a sigmoid of the raw values), ``flow()`` (B, 2, N, H, W) in pixels, ``20·tanh`` of the raw values.
+
+The render loop takes a parameterization as a factory, ``seeds → Parameterization`` (lucent's ``param_f``);
+``video_param(kind, ...)`` is the factory of the built-in ones. A new parameterization is a new factory: any object
+with ``parameters()``, ``rgb()`` and ``flow()`` as below, whose parameters have the batch (one job each) first.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 
@@ -36,6 +41,23 @@ def spectrum_scale(frames: int, height: int, width: int, decay: float = 1.0) -> 
     fx = torch.fft.rfftfreq(width)[None, None, :]
     f = torch.sqrt(ft ** 2 + fy ** 2 + fx ** 2)
     return 1.0 / f.clamp_min(1.0 / max(frames, height, width)) ** decay
+
+
+class Parameterization(Protocol):
+    """What the render loop optimizes for ``B`` jobs: leaf tensors (batch first) and the inputs they give."""
+
+    def parameters(self) -> list[torch.Tensor]:
+        """The leaf tensors to optimize, each (B, ...): element k belongs to job k."""
+
+    def rgb(self) -> torch.Tensor:
+        """(B, 3, T, H, W) in [0, 1]."""
+
+    def flow(self) -> torch.Tensor | None:
+        """(B, 2, N, H, W) flow in pixels for two-stream models, None for RGB-only models."""
+
+
+ParamFactory = Callable[[Sequence[int]], Parameterization]
+"""seeds (one per job) → the parameterization of those jobs, element k drawn from ``seeds[k]`` alone."""
 
 
 def _raw(kind: str, channels: int, shape: tuple[int, int, int], seeds: Sequence[int], sd: float) -> torch.Tensor:
@@ -98,11 +120,17 @@ class VideoParam:
         x = self._spatial(self.flow_raw, self._scale_flow, (self.flow_fields, self.size, self.size))
         return self.flow_bound * torch.tanh(x)
 
-    def restore(self, index: int, saved: Sequence[torch.Tensor]) -> None:
-        """Put back element ``index`` of every parameter from ``saved`` (a snapshot of ``parameters()``)."""
-        with torch.no_grad():
-            for param, old in zip(self.parameters(), saved, strict=True):
-                param[index] = old[index]
+
+def video_param(kind: str, frames: int, size: int, flow_fields: int | None = None, **options) -> ParamFactory:
+    """The factory of a built-in parameterization: seeds → ``VideoParam(kind, frames, size, seeds, flow_fields,
+    **options)`` (``kind``: pixel | fourier, checked here, before any rendering)."""
+    if kind not in PARAMS:
+        raise StlensError(f"unknown parameterization '{kind}'; choices: {', '.join(PARAMS)}")
+
+    def make(seeds: Sequence[int]) -> VideoParam:
+        return VideoParam(kind, frames, size, seeds, flow_fields=flow_fields, **options)
+
+    return make
 
 
 def normalize_rgb(rgb: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:

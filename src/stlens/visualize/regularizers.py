@@ -145,13 +145,13 @@ def range_bound(x: torch.Tensor, bound: float) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class Regularization:
-    """Weights (λ) and shapes of the regularizers; ``temporal`` is λ_T (large = slow, small = fast)."""
+    """Weights (λ) and shapes of the regularizers shared by every job. λ_T, the weight of the temporal variation, is
+    not here: it is each job's own ``temporal_reg`` (``Job.temporal_reg``, ``visualize(temporal_reg=...)``)."""
 
     lp: float = 0.05
     alpha: float = 6.0
     tv: float = 0.5
     beta: float = 2.0
-    temporal: float = 1.0
     bound: float = 10.0
 
     def to_dict(self) -> dict:
@@ -177,10 +177,16 @@ def regularizer_values(rgb: torch.Tensor, flow: torch.Tensor | None, reg: Regula
 
 
 def weight_of(name: str, reg: Regularization) -> float:
+    """λ of the regularizer ``name`` (``rgb.spatial_tv``, ...) other than the temporal variation (λ_T is per job)."""
     kind = name.split(".", 1)[1]
-    return {"lp_norm": reg.lp, "spatial_tv": reg.tv, "temporal_variation": reg.temporal, "range_bound": reg.bound}[kind]
+    return {"lp_norm": reg.lp, "spatial_tv": reg.tv, "range_bound": reg.bound}[kind]
 
 
-def penalty(values: dict[str, torch.Tensor], reg: Regularization) -> torch.Tensor:
-    """Σ λ·R over ``values`` → (B,)."""
-    return sum(weight_of(name, reg) * value for name, value in values.items())
+def penalty(values: dict[str, torch.Tensor], reg: Regularization, temporal_reg: torch.Tensor) -> torch.Tensor:
+    """Σ λ·R over ``values`` (from ``regularizer_values``) → (B,): ``*.temporal_variation`` weighted by each element's
+    λ_T, ``temporal_reg`` (B,), the others by ``reg``."""
+    total = torch.zeros_like(temporal_reg)
+    for name, value in values.items():
+        weight = temporal_reg if name.endswith("temporal_variation") else weight_of(name, reg)
+        total = total + weight * value
+    return total

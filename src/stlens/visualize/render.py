@@ -1,5 +1,10 @@
 """The optimizer loop: K jobs (objective, seed, λ_T) optimized in one batch, one job per batch element.
 
+The loop takes its parameterization and its optimizer as objects (lucent's shape): ``param``, seeds → a
+``Parameterization`` (``stlens.visualize.params``), and ``optimizer``, parameters → a ``torch.optim.Optimizer``.
+``render`` resolves the string settings of ``RenderConfig`` (``param="fourier"``, ``optimizer="adam"``) to those
+objects before the loop, so a new parameterization or optimizer is a new factory, not a change to the loop.
+
 Batch elements never interact (models run in eval mode), each job draws its start and its transforms from its own
 seed, and its regularizer weights are its own: a job gives the same result batched or alone, up to floating-point
 differences of batched kernels (see docs/visualize.md). A job whose objective or penalty turns NaN/inf is stopped at
@@ -10,8 +15,9 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import InitVar, dataclass, field
 
 import numpy as np
 import torch
@@ -21,39 +27,71 @@ from stlens.core.handle import Layout, channels_first
 from stlens.errors import StlensError
 from stlens.models.taps import flatten_output, resolve_layers
 from stlens.visualize.objectives import LOGITS, Objective
-from stlens.visualize.params import VideoParam, encode_flow_input, normalize_rgb
-from stlens.visualize.regularizers import Regularization, regularizer_values, weight_of
+from stlens.visualize.params import (
+    PARAMS,
+    Parameterization,
+    ParamFactory,
+    encode_flow_input,
+    normalize_rgb,
+    video_param,
+)
+from stlens.visualize.regularizers import Regularization, penalty, regularizer_values
 from stlens.visualize.transforms import Transforms, apply, draw
 
-OPTIMIZERS = ("adam", "mv")
+OptimizerFactory = Callable[[list[torch.Tensor]], torch.optim.Optimizer]
+"""parameters → the optimizer that updates them (lucent's ``optimizer``), e.g.
+``lambda params: torch.optim.Adam(params, lr=0.05)``."""
 
 
 @dataclass(frozen=True)
 class Job:
-    """One visualization: maximize ``objective`` from the start drawn with ``seed`` under temporal weight λ_T."""
+    """One visualization: maximize ``objective`` from the start drawn with ``seed`` under temporal weight
+    ``temporal_reg`` (λ_T; large = slow, small = fast)."""
 
     objective: Objective
     seed: int
-    temporal: float
+    temporal_reg: float
     label: str = ""
+
+
+def deprecated_batch(batch: int | None, batch_size: int, default: int, stacklevel: int = 3) -> int:
+    """``batch`` is the deprecated spelling of ``batch_size``: warn (``stacklevel`` as in ``warnings.warn`` called
+    here; 3 = the caller of the function that took ``batch``), and use it (an error if ``batch_size`` was also given
+    with another value)."""
+    if batch is None:
+        return batch_size
+    warnings.warn("batch= is deprecated, use batch_size= (the same name as in stlens.measure)", FutureWarning,
+                  stacklevel=stacklevel)
+    if batch_size != default and batch_size != batch:
+        raise StlensError(f"batch={batch} and batch_size={batch_size} disagree; pass batch_size only")
+    return batch
 
 
 @dataclass
 class RenderConfig:
+    """The loop's settings. ``param`` and ``optimizer``: a built-in's name (``PARAMS``, ``OPTIMIZERS``) or a factory
+    (``ParamFactory``: seeds → parameterization; ``OptimizerFactory``: parameters → optimizer, ``lr`` then unused).
+    ``batch_size``: jobs optimized together (``batch`` is its deprecated alias)."""
+
     steps: int = 256
     lr: float = 0.05
-    param: str = "fourier"
-    optimizer: str = "adam"
-    batch: int = 8
+    param: str | ParamFactory = "fourier"
+    optimizer: str | OptimizerFactory = "adam"
+    batch_size: int = 8
     precision: str = "fp32"
     reg: Regularization = field(default_factory=Regularization)
     transforms: Transforms = field(default_factory=Transforms)
+    batch: InitVar[int | None] = None
 
-    def __post_init__(self) -> None:
-        if self.steps < 1 or self.batch < 1 or not self.lr > 0:
-            raise StlensError(f"steps and batch must be ≥ 1 and lr > 0, got {self.steps}, {self.batch}, {self.lr}")
-        if self.optimizer not in OPTIMIZERS:
+    def __post_init__(self, batch: int | None) -> None:
+        self.batch_size = deprecated_batch(batch, self.batch_size, 8, stacklevel=4)
+        if self.steps < 1 or self.batch_size < 1 or not self.lr > 0:
+            raise StlensError(f"steps and batch_size must be ≥ 1 and lr > 0, got {self.steps}, {self.batch_size}, "
+                              f"{self.lr}")
+        if isinstance(self.optimizer, str) and self.optimizer not in OPTIMIZERS:
             raise StlensError(f"unknown optimizer '{self.optimizer}'; choices: {', '.join(OPTIMIZERS)}")
+        if isinstance(self.param, str) and self.param not in PARAMS:
+            raise StlensError(f"unknown parameterization '{self.param}'; choices: {', '.join(PARAMS)}")
         if self.precision not in ("fp32", "bf16"):
             raise StlensError(f"unknown precision '{self.precision}'; choices: fp32, bf16")
 
@@ -94,6 +132,31 @@ class MomentumAdaGrad(torch.optim.Optimizer):
                 step = p.grad / (1.0 / group["lr"] + state["G"].sqrt())
                 state["m"].mul_(group["momentum"]).sub_(step)
                 p.add_(state["m"])
+
+
+OPTIMIZERS: dict[str, Callable[[list[torch.Tensor], float], torch.optim.Optimizer]] = {
+    "adam": lambda params, lr: torch.optim.Adam(params, lr=lr),
+    "mv": lambda params, lr: MomentumAdaGrad(params, lr=lr),
+}
+"""The built-in optimizers by name: (parameters, lr) → optimizer."""
+
+
+def param_factory(param: str | ParamFactory, frames: int, size: int, two_stream: bool) -> ParamFactory:
+    """``param`` as a factory: a name of ``PARAMS`` gives ``video_param`` (RGB, plus a flow stack of frames − 1
+    fields for two-stream models); a factory is returned as it is."""
+    if callable(param):
+        return param
+    return video_param(param, frames, size, flow_fields=frames - 1 if two_stream else None)
+
+
+def optimizer_factory(optimizer: str | OptimizerFactory, lr: float) -> OptimizerFactory:
+    """``optimizer`` as a factory: a name of ``OPTIMIZERS`` with learning rate ``lr``; a factory as it is."""
+    if callable(optimizer):
+        return optimizer
+    if optimizer not in OPTIMIZERS:
+        raise StlensError(f"unknown optimizer '{optimizer}'; choices: {', '.join(OPTIMIZERS)}")
+    make = OPTIMIZERS[optimizer]
+    return lambda params: make(params, lr)
 
 
 class _Stop(Exception):
@@ -166,30 +229,29 @@ def _objective_values(jobs: Sequence[Job], acts: dict[str, torch.Tensor]) -> tor
     return torch.cat([job.objective(_slice(acts, k)).float().reshape(1) for k, job in enumerate(jobs)])
 
 
-def _penalty(values: dict[str, torch.Tensor], reg: Regularization, temporal: torch.Tensor) -> torch.Tensor:
-    total = torch.zeros_like(temporal)
-    for name, value in values.items():
-        weight = temporal if name.endswith("temporal_variation") else weight_of(name, reg)
-        total = total + weight * value
-    return total
+def _restore(params: Parameterization, index: int, saved: Sequence[torch.Tensor]) -> None:
+    """Put back element ``index`` of every parameter from ``saved`` (a snapshot of ``params.parameters()``)."""
+    with torch.no_grad():
+        for param, old in zip(params.parameters(), saved, strict=True):
+            param[index] = old[index]
 
 
 def _autocast(precision: str):
     return torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
 
 
-def render_batch(module: nn.Module, jobs: Sequence[Job], frames: int, size: int, mean, std, two_stream: bool,
+def render_batch(module: nn.Module, jobs: Sequence[Job], param: ParamFactory, optimizer: OptimizerFactory, mean, std,
                  config: RenderConfig, layout: Layout = channels_first) -> list[Rendered]:
-    """Optimize ``jobs`` together (one batch element each); see the module docstring."""
+    """Optimize ``jobs`` together (one batch element each) on the input ``param([job.seed ...])``, updated by
+    ``optimizer(parameters)``; see the module docstring. Of ``config`` the loop reads steps, precision, reg and
+    transforms (its param, optimizer, lr and batch_size are resolved by ``render``)."""
     began = time.perf_counter()
     b = len(jobs)
     layers = list(dict.fromkeys(name for job in jobs for name in job.objective.layers))
-    params = VideoParam(config.param, frames, size, [job.seed for job in jobs],
-                        flow_fields=frames - 1 if two_stream else None)
-    opt = (torch.optim.Adam(params.parameters(), lr=config.lr) if config.optimizer == "adam"
-           else MomentumAdaGrad(params.parameters(), lr=config.lr))
+    params = param([job.seed for job in jobs])
+    opt = optimizer(params.parameters())
     gens = [torch.Generator().manual_seed(job.seed + 1_000_003) for job in jobs]
-    temporal = torch.tensor([job.temporal for job in jobs], dtype=torch.float32)
+    temporal_reg = torch.tensor([job.temporal_reg for job in jobs], dtype=torch.float32)
     active = torch.ones(b, dtype=torch.bool)
     stopped: list[int | None] = [None] * b
     good = [p.detach().clone() for p in params.parameters()]
@@ -208,13 +270,13 @@ def render_batch(module: nn.Module, jobs: Sequence[Job], frames: int, size: int,
                 with _autocast(config.precision):
                     acts = capture.run(_model_inputs(rgb_t, flow_t, mean, std))
                 values = _objective_values(jobs, acts)
-                loss_each = _penalty(regularizer_values(rgb, flow, config.reg), config.reg, temporal) - values
+                loss_each = penalty(regularizer_values(rgb, flow, config.reg), config.reg, temporal_reg) - values
                 finite = torch.isfinite(loss_each)
                 for k in range(b):
                     history[k].append(float(values[k].detach()) if active[k] else float("nan"))
                     if active[k] and not finite[k]:
                         active[k], stopped[k] = False, step
-                        params.restore(k, good)
+                        _restore(params, k, good)
                 with torch.no_grad():
                     keep = active & finite
                     good = [torch.where(keep.view(-1, *[1] * (p.ndim - 1)), p, g)
@@ -229,7 +291,7 @@ def render_batch(module: nn.Module, jobs: Sequence[Job], frames: int, size: int,
                 opt.step()
                 for k in range(b):
                     if not active[k]:
-                        params.restore(k, good)
+                        _restore(params, k, good)
             with torch.no_grad():
                 rgb, flow = params.rgb(), params.flow()
                 acts = capture.run(_model_inputs(rgb, flow, mean, std))
@@ -250,11 +312,14 @@ def render_batch(module: nn.Module, jobs: Sequence[Job], frames: int, size: int,
 
 def render(module: nn.Module, jobs: Sequence[Job], frames: int, size: int, mean, std, two_stream: bool,
            config: RenderConfig, progress=None, layout: Layout = channels_first) -> list[Rendered]:
-    """All jobs in batches of ``config.batch`` (in order)."""
+    """All jobs in batches of ``config.batch_size`` (in order). ``config.param`` and ``config.optimizer`` are resolved
+    to factories here (``frames``, ``size`` and ``two_stream`` shape the built-in parameterizations only)."""
+    param = param_factory(config.param, frames, size, two_stream)
+    optimizer = optimizer_factory(config.optimizer, config.lr)
     results: list[Rendered] = []
-    for start in range(0, len(jobs), config.batch):
-        chunk = jobs[start:start + config.batch]
-        results.extend(render_batch(module, chunk, frames, size, mean, std, two_stream, config, layout))
+    for start in range(0, len(jobs), config.batch_size):
+        chunk = jobs[start:start + config.batch_size]
+        results.extend(render_batch(module, chunk, param, optimizer, mean, std, config, layout))
         if progress is not None:
             progress(len(results), len(jobs))
     return results

@@ -3,11 +3,11 @@
 
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass
 from pathlib import Path
 
 from stlens.errors import StlensError
+from stlens.measure.result import units_of
 from stlens.visualize.objectives import Objective, channel, class_logit, neuron
 
 RANKINGS = {"top-dynamic": "dynamic", "top-static": "static", "top-joint": "joint"}
@@ -42,31 +42,6 @@ def _need_layer(layer: str | None, kind: str) -> str:
     if not layer:
         raise StlensError(f"--target {kind}:... needs --layer")
     return layer
-
-
-def find_units_csv(source: str | Path) -> Path:
-    """units.csv of a measure run given its folder, its result.json or the units.csv itself."""
-    path = Path(source)
-    candidates = [path / "units.csv"] if path.is_dir() else [path.with_name("units.csv"), path]
-    for candidate in candidates:
-        if candidate.is_file() and candidate.name == "units.csv":
-            return candidate
-    raise StlensError(f"no units.csv for --from {source} (give a stlens measure run folder or its result.json)")
-
-
-def read_units(source: str | Path, layer: str) -> list[dict]:
-    """Rows of units.csv for ``layer`` with channel, r_dynamic, r_static and class."""
-    path = find_units_csv(source)
-    with path.open(newline="") as f:
-        rows = list(csv.DictReader(f))
-    if rows and not {"layer", "channel", "r_dynamic", "r_static", "class"} <= set(rows[0]):
-        raise StlensError(f"{path} is not a stlens units.csv (columns: {', '.join(rows[0])})")
-    chosen = [r for r in rows if r["layer"] == layer]
-    if not chosen:
-        layers = ", ".join(dict.fromkeys(r["layer"] for r in rows))
-        raise StlensError(f"layer '{layer}' is not in {path}; measured layers: {layers or 'none'}")
-    return [{"channel": int(r["channel"]), "r_dynamic": float(r["r_dynamic"]), "r_static": float(r["r_static"]),
-             "class": r["class"]} for r in chosen]
 
 
 def rank_units(units: list[dict], kind: str, k: int) -> list[dict]:
@@ -114,6 +89,6 @@ def parse_target(spec: str, layer: str | None = None, from_run: str | Path | Non
             raise StlensError(f"--target {kind}:K needs an integer K, got '{rest}'") from None
         if k < 1:
             raise StlensError(f"--target {kind}:K needs K ≥ 1, got {k}")
-        units = rank_units(read_units(from_run, name), RANKINGS[kind], k)
+        units = rank_units(units_of(from_run, name), RANKINGS[kind], k)
         return [Target(channel(name, u["channel"]), f"{name}_ch{u['channel']}", u) for u in units]
     raise StlensError(f"unknown target kind '{kind}'; use class, channel, neuron, top-dynamic, top-static, top-joint")

