@@ -15,7 +15,7 @@ from stlens.errors import StlensError
 from stlens.video.io import probe_clip_source, read_clip_source
 from stlens.video.sampling import sample_clip, segment_of, to_model_input
 from stlens.video.source import VideoSource
-from stlens.video.stylizers import get_stylizer
+from stlens.video.stylizers import draw_style, get_stylizer
 
 log = logging.getLogger("stlens")
 
@@ -57,19 +57,12 @@ class VideoPairs:
     def __len__(self) -> int:
         return 2 * self.pairs
 
-    def _style(self, clip: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, int]:
-        _, stylize = self._stylizers[int(rng.integers(len(self._stylizers)))]
-        style_seed = int(rng.integers(2**31))
-        return stylize(clip, style_seed), style_seed
-
     def _pair(self, frames: np.ndarray, factor: int, rng: np.random.Generator, source: str) -> Pair:
         spec = self.spec
         _, clip = sample_clip(frames, spec, rng, segment=self._segment)
-        first, seed_a = self._style(clip, rng)
+        first, seed_a = draw_style(clip, self._stylizers, rng)
         if factor == DYNAMIC:
-            second, seed_b = self._style(clip, rng)
-            while seed_b == seed_a:
-                second, seed_b = self._style(clip, rng)
+            second, _ = draw_style(clip, self._stylizers, rng, avoid=seed_a)
         else:
             second = frame_shuffle(first, rng)
         return Pair(factor, to_model_input(first, spec), to_model_input(second, spec), source)

@@ -21,6 +21,7 @@ from stlens.errors import StlensError
 from stlens.pairs.makers import VideoPairs
 from stlens.video.flow import FLOW_BOUND, FLOW_METHODS, FlowCache, compute_flow, encode_flow, flow_clip, flow_jitter
 from stlens.video.sampling import centre_crop, sample_clip, to_model_input
+from stlens.video.stylizers import draw_style
 
 
 def flow_indices(clip: np.ndarray, length: int, flow_frames: int | None,
@@ -94,12 +95,10 @@ class TwoStreamPairs(VideoPairs):
         spec = self.spec
         idx, clip = sample_clip(frames, spec, rng, segment=self._segment)
         flow = self._flow(frames, idx, source)
-        first, seed_a = self._style(clip, rng)
+        first, seed_a = draw_style(clip, self._stylizers, rng)
         rgb_a = to_model_input(first, spec)
         flow_a = self._flow_input(flow)
         if factor == DYNAMIC:
-            second, seed_b = self._style(clip, rng)
-            while seed_b == seed_a:
-                second, seed_b = self._style(clip, rng)
+            second, _ = draw_style(clip, self._stylizers, rng, avoid=seed_a)
             return Pair(factor, (rgb_a, flow_a), (to_model_input(second, spec), flow_a), source)
         return Pair(factor, (rgb_a, flow_a), (rgb_a, self._flow_input(flow_jitter(flow, rng))), source)

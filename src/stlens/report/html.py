@@ -20,7 +20,7 @@ from stlens.files import write_text
 from stlens.measure.estimate import CLASSES
 from stlens.measure.result import LayerResult, MeasureResult
 from stlens.report import plots
-from stlens.report.load import find_inputs, load_result, read_json
+from stlens.report.load import find_inputs, load_result
 
 log = logging.getLogger("stlens")
 TEMPLATES = Path(__file__).with_name("templates")
@@ -50,9 +50,8 @@ def load_runs(paths: list[str | Path]) -> Loaded:
     loaded = Loaded(tracks=found.tracks, visuals=found.visuals, skipped=list(found.skipped))
     for folder in found.runs:
         try:
-            result = load_result(folder)
-            config = read_json(folder / "config.json")
-            loaded.runs.append(Run(folder, result, config if isinstance(config, dict) else {}))
+            result = load_result(folder)  # the run folder's one reader: result.json, units.csv, config.json
+            loaded.runs.append(Run(folder, result, result.config))
         except StlensError as exc:
             loaded.skipped.append({"source": str(folder), "reason": str(exc)})
     labels = [_label(run) for run in loaded.runs]

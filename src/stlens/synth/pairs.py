@@ -26,7 +26,7 @@ from stlens.errors import StlensError
 from stlens.synth.render import SynthClip
 from stlens.video.flow import FLOW_BOUND, encode_flow, flow_clip, flow_jitter
 from stlens.video.sampling import to_model_input
-from stlens.video.stylizers import get_stylizer
+from stlens.video.stylizers import draw_style, get_stylizer
 
 if TYPE_CHECKING:  # (at run time the dataset imports this module, to make its pairs)
     from stlens.synth.dataset import SynthDataset
@@ -83,14 +83,6 @@ class SynthPairs:
                 break
         return clip
 
-    def _styled(self, clip: SynthClip, rng: np.random.Generator, avoid: int | None = None) -> tuple[np.ndarray, int]:
-        """``clip`` under a style drawn as ``VideoPairs`` draws it (style seed different from ``avoid``)."""
-        while True:
-            _, stylize = self._stylizers[int(rng.integers(len(self._stylizers)))]
-            style_seed = int(rng.integers(2**31))
-            if style_seed != avoid:
-                return stylize(clip.frames, style_seed), style_seed
-
     def _appearances(self, index: int, factor: int, rng: np.random.Generator) -> tuple[list[np.ndarray], SynthClip]:
         """One (static) or two (dynamic) appearances of clip ``index``, and a clip with its masks/positions."""
         if self._stylizers is None:
@@ -99,10 +91,10 @@ class SynthPairs:
                 return [first.frames], first
             return [first.frames, self._rerendered(index, rng, avoid=first).frames], first
         clip = self.dataset[index]
-        styled, seed_a = self._styled(clip, rng)
+        styled, seed_a = draw_style(clip.frames, self._stylizers, rng)
         if factor == STATIC:
             return [styled], clip
-        return [styled, self._styled(clip, rng, avoid=seed_a)[0]], clip
+        return [styled, draw_style(clip.frames, self._stylizers, rng, avoid=seed_a)[0]], clip
 
     def _pair(self, index: int, factor: int, rng: np.random.Generator) -> Pair:
         looks, clip = self._appearances(index, factor, rng)

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
 from stlens.errors import StlensError
@@ -185,11 +185,3 @@ def load_checkpoint(weights: str | Path, model: nn.Module,
             raise CorruptCheckpoint(f"the optimizer state in {state_path(weights)} and {weights.with_suffix('.json')}"
                                     f" cannot be restored ({type(exc).__name__}: {exc})") from exc
     return Checkpoint(int(info["step"]), weights, info)
-
-
-def save_weights(path: str | Path, model: nn.Module, metadata: dict[str, str] | None = None) -> Path:
-    """Model weights only, as safetensors (for bundling)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, str(path), metadata=metadata)
-    return path

@@ -240,3 +240,15 @@ def get_stylizer(names: str) -> list[tuple[str, Stylizer]]:
     if not chosen:
         raise StlensError("--stylizer needs at least one name")
     return chosen
+
+
+def draw_style(clip: np.ndarray, stylizers: list[tuple[str, Stylizer]], rng: np.random.Generator,
+               avoid: int | None = None) -> tuple[np.ndarray, int]:
+    """``clip`` in a style drawn from ``rng``: a stylizer of ``stylizers`` and a style seed (redrawn while it equals
+    ``avoid``, so that the two members of a dynamic pair never share a style). Returns (styled clip, style seed).
+    Every pair maker draws its styles through this one function."""
+    while True:
+        _, stylize = stylizers[int(rng.integers(len(stylizers)))]
+        style_seed = int(rng.integers(2**31))
+        if style_seed != avoid:
+            return stylize(clip, style_seed), style_seed
