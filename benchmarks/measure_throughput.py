@@ -315,19 +315,32 @@ def part_b(handle, pairs: list[Pair], args, report: dict, engine: dict) -> None:
     rule("(b) speed-up over the reference protocol (per-stage truncated forwards, a's and b's separately)")
     layers = handle.layers("default")
     print(f"  stages: {', '.join(layers)}; {len(pairs)} pairs; forwards of {args.batch_size} clips", flush=True)
-    seconds, stages, ref_percents = reference_protocol(handle.module, layers, pairs, args.batch_size)
+    runs = [reference_protocol(handle.module, layers, pairs, args.batch_size) for _ in range(args.repeats)]
+    times = [r[0] for r in runs]
+    seconds = min(times)  # best of the same number of repeats as the engine's (a), on both sides
+    stages, ref_percents = runs[times.index(seconds)][1:]
     engine_seconds = min(engine["engine_seconds"])
     speedup = seconds / engine_seconds
+    median_speedup = float(np.median(times) / np.median(engine["engine_seconds"]))
     diff = max_percent_diff(ref_percents, engine["engine_percents"])
     for layer, s in stages.items():
         print(f"    {layer:<8} {s:7.2f} s")
-    print(f"  reference total {seconds:7.2f} s   engine (a, best) {engine_seconds:7.2f} s")
-    print(f"  speed-up = {speedup:.2f}x   (goal >= 2.5x: {'PASS' if speedup >= 2.5 else 'FAIL'})")
+    print(f"  reference (best of {args.repeats}) {seconds:7.2f} s   engine (a, best of {args.repeats}) "
+          f"{engine_seconds:7.2f} s")
+    print(f"  speed-up = {speedup:.2f}x best/best, {median_speedup:.2f}x median/median   "
+          f"(goal >= 2.5x: {'PASS' if speedup >= 2.5 else 'FAIL'})")
     print(f"  max |reference - engine| dynamic/static % over layers = {diff:.2f} pp (same pairs; batch shapes differ)")
     report["b_reference_speedup"] = {
         "reference_seconds": seconds, "stage_seconds": stages, "engine_seconds": engine_seconds,
-        "speedup": speedup, "goal": 2.5, "reference_percents": ref_percents, "max_percent_diff_vs_engine": diff,
+        "speedup": speedup, "median_speedup": median_speedup, "reference_seconds_all": times, "goal": 2.5,
+        "reference_percents": ref_percents, "max_percent_diff_vs_engine": diff,
     }
+
+
+def speed_words(reference_s: float, other_s: float) -> str:
+    """'2.41x faster' when ``other`` took less time than ``reference``, '3.10x slower' otherwise."""
+    return (f"{reference_s / other_s:.2f}x faster" if other_s <= reference_s
+            else f"{other_s / reference_s:.2f}x slower")
 
 
 def part_c_end_to_end(handle, args, report: dict) -> None:
@@ -382,7 +395,7 @@ def part_c_bf16(args, report: dict) -> None:
     diff = max_percent_diff(p32, p16)
     score_diff = max_percent_diff(scores(fp32), scores(bf16))
     print(f"  fp32 {fp32_s:7.2f} s ({len(pairs) / fp32_s:.2f} pairs/s)   bf16 {bf16_s:7.2f} s "
-          f"({len(pairs) / bf16_s:.2f} pairs/s)   bf16 is {bf16_s / fp32_s:.1f}x slower")
+          f"({len(pairs) / bf16_s:.2f} pairs/s)   bf16 is {speed_words(fp32_s, bf16_s)} than fp32")
     print(f"  {'layer':<8}{'dyn fp32':>10}{'dyn bf16':>10}{'sta fp32':>10}{'sta bf16':>10}")
     for layer in p32:
         print(f"  {layer:<8}{p32[layer]['dynamic']:>10.1f}{p16[layer]['dynamic']:>10.1f}"
@@ -489,7 +502,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  (c) end to end {c['wall_seconds']:.1f} s, {100 * c['share_outside_forward']:.1f}% outside the forward")
     bf = report["c_bf16"]
     if "slowdown" in bf:
-        print(f"      bf16 {bf['slowdown']:.1f}x slower than fp32, max |diff| {bf['max_percent_diff']:.2f} pp "
+        print(f"      bf16 {speed_words(bf['fp32_seconds'], bf['bf16_seconds'])} than fp32, max |diff| "
+              f"{bf['max_percent_diff']:.2f} pp "
               f"(native bf16: {bf['native_bf16']})")
     else:
         print(f"      bf16: {bf.get('status')}")

@@ -340,3 +340,27 @@ def test_report_and_pairs_check_never_overwrite_a_file_stlens_did_not_write(tmp_
     assert main(["pairs", "check", "--data", "sample:", "--pairs", "1", "--frames", "4", "--size", "32", "--stylizer",
                  "palette", "--quiet", "--out", str(notes)]) == 2
     assert notes.read_text() == '{"mine": 1}'
+
+
+def test_an_interrupt_between_two_layers_keeps_the_pairs_measured(monkeypatch):
+    """SIGINT while a batch is being added to the layers' moments (after the first layer, before the last): the batch
+    enters every layer or none, so the pairs so far stay a usable partial result."""
+    import stlens
+    from stlens.measure import moments as moments_module
+
+    handle = stlens.load_model("stlens:i3d", "bundled:i3d-motion")
+    pairs = stlens.make_pairs(stlens.open_data("synth:motion?split=test&n=64&seed=0"), handle.input, 32, seed=0)
+    calls = {"n": 0}
+    original = moments_module.PairedMoments.update
+
+    def update(self, factor, a, b):
+        calls["n"] += 1
+        if calls["n"] == 5 * 2 * 4 + 3:  # 5 layers × 2 factors × 4 batches, then the 2nd layer of batch 5
+            os.kill(os.getpid(), signal.SIGINT)
+        return original(self, factor, a, b)
+
+    monkeypatch.setattr(moments_module.PairedMoments, "update", update)
+    result = stlens.measure(handle, pairs, batch_size=4, bootstrap=10, progress=False)
+    assert result.meta["interrupted"] is True
+    assert result.meta["pairs"]["dynamic"] + result.meta["pairs"]["static"] == 5 * 4
+    assert len({tuple(m.n) for m in result.moments.values()}) == 1

@@ -34,6 +34,22 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--size", type=int, default=None, help="crop size in pixels (default: the model family's)")
 
 
+def _add_device_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="auto", help="auto (default: CUDA when available, else the CPU), cpu, cuda, "
+                   "cuda:K or mps")
+
+
+def _check_device(args: argparse.Namespace) -> None:
+    """--device (and --precision on it) checked before any work: a StlensError (exit 2) names the option."""
+    from stlens.models.registry import resolve_device
+
+    device = resolve_device(args.device)
+    if "precision" in args:
+        from stlens.measure.run import resolve_precision
+
+        resolve_precision(args.precision, device)
+
+
 def _add_measure_args(p: argparse.ArgumentParser) -> None:
     _add_model_args(p)
     p.add_argument("--data", required=True, help="a folder of videos / frame folders, a video file, an annotation "
@@ -47,7 +63,10 @@ def _add_measure_args(p: argparse.ArgumentParser) -> None:
                    "forward takes two inputs (ground-truth flow on synth: worlds), none otherwise")
     p.add_argument("--flow-cache", default=None, help="folder to cache optical flow in (reused across runs)")
     p.add_argument("--batch-size", type=int, default=4, help="pairs per forward pass (2× videos)")
-    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
+    _add_device_arg(p)
+    p.add_argument("--precision", choices=["fp32", "bf16", "fp16", "auto"], default="fp32", help="fp32 (default on "
+                   "every machine); bf16: autocast on CPUs and CUDA GPUs; fp16: CUDA autocast; auto: "
+                   "bf16 where the CPU/GPU has native bf16, else fp32 (result.json records the one used)")
     p.add_argument("--bootstrap", type=int, default=200, help="Poisson bootstrap replicates (0 = no CIs)")
     p.add_argument("--threshold", type=float, default=0.5, help="per-channel class threshold τ (strict >)")
     p.add_argument("--seed", type=_seed, default=0)
@@ -61,6 +80,7 @@ def _add_measure_args(p: argparse.ArgumentParser) -> None:
 def cmd_measure(args: argparse.Namespace) -> int:
     from stlens.runs import RunFolder
 
+    _check_device(args)
     folder = RunFolder(args.out, "measure", overwrite=args.overwrite).claim()  # before any work
     try:
         return _measure_into(folder, args)
@@ -73,7 +93,7 @@ def _measure_into(folder, args: argparse.Namespace) -> int:
     import stlens
 
     torch.manual_seed(args.seed)
-    handle = stlens.load_model(args.model, args.weights, frames=args.frames, size=args.size)
+    handle = stlens.load_model(args.model, args.weights, frames=args.frames, size=args.size, device=args.device)
     from stlens.models.inspect import random_init, random_init_warning
 
     untrained = random_init(handle)
@@ -83,9 +103,9 @@ def _measure_into(folder, args: argparse.Namespace) -> int:
     pairs = stlens.make_pairs(source, handle.input, args.pairs, stylizer=args.stylizer, seed=args.seed,
                               flow=_flow_method(args.flow, handle), flow_cache=args.flow_cache)
     result = stlens.measure(
-        handle, pairs, args.layers, batch_size=args.batch_size, precision=args.precision, bootstrap=args.bootstrap,
-        threshold=args.threshold, seed=args.seed, save_latents=args.save_latents, progress=not args.quiet,
-        meta={"data": args.data},
+        handle, pairs, args.layers, batch_size=args.batch_size, precision=args.precision, device=args.device,
+        bootstrap=args.bootstrap, threshold=args.threshold, seed=args.seed, save_latents=args.save_latents,
+        progress=not args.quiet, meta={"data": args.data},
     )
     config = result.config | {"arguments": {k: v for k, v in vars(args).items() if k != "func"}}
     if result.meta.get("interrupted"):
@@ -97,7 +117,8 @@ def _measure_into(folder, args: argparse.Namespace) -> int:
         if skipped:
             print(f"skipped {len(skipped)} video(s): " + "; ".join(f"{s['source']}: {s['reason']}" for s in skipped))
         print(f"{result.meta['pairs']['dynamic']}+{result.meta['pairs']['static']} pairs in "
-              f"{result.timing['seconds']:.1f} s → {out}/result.json")
+              f"{result.timing['seconds']:.1f} s on {result.meta['device']} ({result.meta['precision']}) → "
+              f"{out}/result.json")
         if untrained:
             print(f"stlens: WARNING: {random_init_warning(handle)}", file=sys.stderr)
     return 0
@@ -132,7 +153,8 @@ def cmd_layers(args: argparse.Namespace) -> int:
     import stlens
     from stlens.models.inspect import describe_layers
 
-    handle = stlens.load_model(args.spec, args.weights, frames=args.frames, size=args.size)
+    _check_device(args)
+    handle = stlens.load_model(args.spec, args.weights, frames=args.frames, size=args.size, device=args.device)
     print(describe_layers(handle))
     return 0
 
@@ -419,6 +441,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", default=None)
     p.add_argument("--frames", type=int, default=None)
     p.add_argument("--size", type=int, default=None)
+    _add_device_arg(p)
     p.set_defaults(func=cmd_layers)
 
     _add_train_parser(sub)

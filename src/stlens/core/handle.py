@@ -4,6 +4,7 @@ tensors its forward takes (1: a clip; 2: ``(rgb, flow)``) and the memory layout 
 from __future__ import annotations
 
 import inspect
+import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -37,6 +38,12 @@ def input_count(module: nn.Module) -> int:
     return 2 if len(params) >= 2 else 1
 
 
+def module_device(module: nn.Module) -> torch.device:
+    """Where ``module`` lives: the device of its first parameter, else of its first buffer, else the CPU."""
+    tensor = next(itertools.chain(module.parameters(), module.buffers()), None)
+    return torch.device("cpu") if tensor is None else tensor.device
+
+
 def takes_two_inputs(module: nn.Module) -> bool:
     """True for two-stream models whose forward takes ``(rgb, flow)``."""
     return input_count(module) == 2
@@ -59,11 +66,16 @@ class ModelHandle:
         """How many input tensors the model takes: 1 (a clip) or 2 (``rgb, flow``)."""
         return input_count(self.module)
 
+    @property
+    def device(self) -> torch.device:
+        """The device of the model's first parameter (or buffer); the CPU for a module that has neither."""
+        return module_device(self.module)
+
     def example_inputs(self, batch: int = 1) -> tuple[torch.Tensor, ...]:
         """Zero inputs of the right shapes, on the model's device: ``(clip,)`` with clip (B, 3, T, S, S), or
         ``(rgb, flow)`` with flow (B, 2, T − 1, S, S) for two-stream models."""
         spec = self.input
-        device = next((p.device for p in self.module.parameters()), torch.device("cpu"))
+        device = self.device
         rgb = torch.zeros(batch, 3, spec.frames, spec.size, spec.size, device=device)
         if self.inputs == 1:
             return (rgb,)

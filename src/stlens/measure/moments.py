@@ -1,8 +1,17 @@
 """Streaming, mergeable sufficient statistics of paired latents with Poisson-bootstrap replicates.
 
-Memory is O(factors × 5 × (1 + B) × C) whatever the number of pairs. Sums are kept in float64 about a per-channel
-shift (the first vector seen), which keeps the variance of channels with a large mean accurate and makes a constant
-channel exactly zero-variance.
+Memory is O(factors × 5 × (1 + B) × C) whatever the number of pairs. Each factor keeps, per channel, its count (or
+total bootstrap weight), the means of a and b and the centred co-moments M_aa = Σ(a − ā)², M_bb = Σ(b − b̄)² and
+M_ab = Σ(a − ā)(b − b̄), all in float64. A batch is reduced by a two-pass (mean first, then centred sums) and added
+with the exact pairwise update of Chan, Golub & LeVeque (1979), so ``merge`` is exact and no sum of squares about a
+far-away point ever has to be subtracted. Each factor's coordinates are taken about its own origin (per channel, the
+lower median of that factor's first batch of vectors, a value that occurs in it), so an outlier among one factor's
+pairs costs the other factor no precision, and a constant channel is exactly zero-variance.
+
+``estimate`` consumes plain sums (Σa, Σb, Σa², Σb², Σab); ``factor_sums`` rebuilds them about a per-channel point K,
+shared by both factors, that lies between the two factor means: K splits μ_D … μ_S in the ratio σ_D : σ_S, which
+bounds the cancellation left in estimate (cov = Σab/N − μ²) to ε·(1 + (μ_D − μ_S)²/(σ_D + σ_S)²) of each factor's
+variance, whatever the data's offset or outliers.
 """
 
 from __future__ import annotations
@@ -16,6 +25,12 @@ from stlens.measure.estimate import FactorSums
 
 N_FACTORS = 2
 _SA, _SB, _SAA, _SBB, _SAB = range(5)
+_AA, _BB, _AB = range(3)
+#: A replicate whose Σw·u² about the batch mean exceeds its centred M2 (accumulated plus this batch's) by this factor
+#: (a far outlier in the batch that the replicate leaves out) gets an explicit second pass about its own weighted mean.
+_REFINE_RATIO = 1e3
+#: Elements of (replicates × pairs × channels) materialized at a time by that second pass.
+_REFINE_CHUNK = 1 << 22
 
 
 def _as_float64(x) -> np.ndarray:
@@ -24,24 +39,112 @@ def _as_float64(x) -> np.ndarray:
     return np.asarray(x, dtype=np.float64)
 
 
-def _move_shift(sums: np.ndarray, n: np.ndarray, d: np.ndarray) -> np.ndarray:
-    """Sums (F, 5, ..., C) about shift K turned into sums about K − d; ``n`` counts broadcastable to (F, ..., C)."""
-    out = sums.copy()
-    sa, sb = sums[:, _SA], sums[:, _SB]
-    out[:, _SAA] += 2 * d * sa + n * d * d
-    out[:, _SBB] += 2 * d * sb + n * d * d
-    out[:, _SAB] += d * (sa + sb) + n * d * d
-    out[:, _SA] += n * d
-    out[:, _SB] += n * d
-    return out
+def _centre(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Column means of (N, C) ``x`` and ``x`` minus them; a constant column gets its value and exact zeros."""
+    constant = (x == x[0]).all(axis=0)
+    mean = np.where(constant, x[0], x.mean(axis=0))
+    return mean, np.where(constant, 0.0, x - mean)
+
+
+def _batch_moments(x: np.ndarray, y: np.ndarray, w: np.ndarray,
+                   floor: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Weighted centred moments of N pairs (x_n, y_n), (N, C) each, under K weight columns ``w`` (N, K).
+
+    Returns (W (K,), means (2, K, C) of x and y, co-moments (3, K, C): M_xx, M_yy, M_xy); a column with zero total
+    weight gets zeros. Sums are taken about the unweighted batch mean and corrected (the corrected two-pass
+    algorithm), which leaves an absolute error of about ε·Σw·u² in M_xx. Where that is not negligible against
+    ``floor`` (2, K, C: the M_xx, M_yy already accumulated) plus the batch's own M_xx — a far outlier in the batch
+    that a replicate leaves out — the column gets a true second pass about its own weighted mean.
+    """
+    n, c = x.shape
+    k = w.shape[1]
+    cx, u = _centre(x)
+    cy, v = _centre(y)
+    total = w.sum(axis=0)
+    inv = np.where(total > 0, 1.0 / np.where(total > 0, total, 1.0), 0.0)[:, None]  # 0 for an empty column
+    s = np.matmul(np.ascontiguousarray(w.T), np.stack([u, v, u * u, v * v, u * v]))  # (5, K, C) weighted sums
+    means = s[:2] * inv  # weighted mean minus batch mean
+    m2 = np.empty((3, k, c))
+    for out, sq, first, second in ((m2[_AA], 2, 0, 0), (m2[_BB], 3, 1, 1), (m2[_AB], 4, 0, 1)):
+        np.multiply(s[first], means[second], out=out)
+        np.subtract(s[sq], out, out=out)
+    np.maximum(m2[:2], 0.0, out=m2[:2])
+    limit = floor + m2[:2]
+    limit *= _REFINE_RATIO
+    rows = np.flatnonzero((s[2:4] > limit).any(axis=(0, 2)))
+    step = max(1, _REFINE_CHUNK // max(1, n * c))
+    for start in range(0, len(rows), step):
+        r = rows[start:start + step]
+        wr = w[:, r].T  # (R, N)
+        eu = u[None] - means[0, r][:, None]  # (R, N, C): deviations from each replicate's own weighted mean
+        ev = v[None] - means[1, r][:, None]
+        ir, tr = inv[r], total[r][:, None]
+        fu = np.einsum("rn,rnc->rc", wr, eu) * ir  # rounding left in the mean (corrected two-pass)
+        fv = np.einsum("rn,rnc->rc", wr, ev) * ir
+        m2[_AA, r] = np.maximum(np.einsum("rn,rnc->rc", wr, eu * eu) - fu * fu * tr, 0.0)
+        m2[_BB, r] = np.maximum(np.einsum("rn,rnc->rc", wr, ev * ev) - fv * fv * tr, 0.0)
+        m2[_AB, r] = np.einsum("rn,rnc->rc", wr, eu * ev) - fu * fv * tr
+        means[0, r] += fu
+        means[1, r] += fv
+    means[0] += cx
+    means[1] += cy
+    empty = total <= 0
+    if empty.any():
+        means[:, empty] = 0.0
+        m2[:, empty] = 0.0
+    return total, means, m2
+
+
+def _combine(n_a: np.ndarray, mean_a: np.ndarray, m2_a: np.ndarray, n_b, mean_b: np.ndarray,
+             m2_b: np.ndarray) -> None:
+    """Exact pairwise merge of centred moments b into a, in place: counts (...) float, means (2, ..., C) and
+    co-moments (3, ..., C). An empty side (count 0, zero means) contributes nothing, exactly."""
+    n_b = np.asarray(n_b, dtype=np.float64)
+    n = n_a + n_b
+    frac = np.where(n > 0, n_b / np.where(n > 0, n, 1.0), 0.0)[..., None]  # n_b/n
+    delta = mean_b - mean_a
+    scaled = delta * (n_a[..., None] * frac)  # δ·n_a·n_b/n
+    m2_a += m2_b
+    m2_a[_AA] += scaled[0] * delta[0]
+    m2_a[_BB] += scaled[1] * delta[1]
+    m2_a[_AB] += scaled[0] * delta[1]
+    delta *= frac
+    mean_a += delta
+    n_a += n_b
+
+
+def _handover(n: np.ndarray, mean: np.ndarray, m2: np.ndarray, offset: np.ndarray) -> np.ndarray:
+    """Sums (F, 5, ..., C) for ``estimate`` from counts (F, ...), means (F, 2, ..., C) about each factor's origin,
+    co-moments (F, 3, ..., C) and ``offset`` (C,) = origin of factor 1 − origin of factor 0.
+
+    The sums are taken about one point K per channel (and replicate), shared by both factors, chosen between the
+    two factor means in the ratio of their standard deviations (see the module docstring). Only the distance D
+    between the factor means is formed across origins, so nothing large is subtracted.
+    """
+    count = np.asarray(n, dtype=np.float64)[..., None]  # (F, ..., 1)
+    mu = 0.5 * (mean[:, 0] + mean[:, 1])  # (F, ..., C)
+    half = 0.5 * (mean[:, 0] - mean[:, 1])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        var = np.where(count > 0, (m2[:, _AA] + m2[:, _BB]) / (2 * np.where(count > 0, count, 1.0)), 0.0)
+        sd = np.sqrt(np.maximum(var, 0.0) + half * half)
+        spread = sd[0] + sd[1]
+        t = np.where(spread > 0, sd[0] / np.where(spread > 0, spread, 1.0), 0.0)
+    t = np.where(count[1] <= 0, 0.0, np.where(count[0] <= 0, 1.0, t))
+    distance = (mu[1] - mu[0]) + offset  # μ_S − μ_D
+    to_k = np.stack([-distance * t, distance * (1.0 - t)])  # μ_f − K: exactly 0 for a factor with zero spread
+    da = half + to_k
+    db = -half + to_k
+    return np.stack([count * da, count * db, m2[:, _AA] + count * da * da, m2[:, _BB] + count * db * db,
+                     m2[:, _AB] + count * da * db], axis=1)
 
 
 class PairedMoments:
-    """Per-factor, per-channel sums Σa, Σb, Σa², Σb², Σab of pairs (a, b), with B bootstrap replicates.
+    """Per-factor, per-channel centred moments of pairs (a, b), with B bootstrap replicates.
 
     Each pair gets an independent Poisson(1) weight per replicate, drawn in pair order from ``seed``, so the replicates
-    do not depend on how the pairs were batched. ``merge`` adds another instance (other pairs, e.g. another process or
-    an earlier run) whose replicates were drawn from a different seed.
+    do not depend on how the pairs were batched; a replicate keeps weighted counts, means and co-moments. ``merge``
+    adds another instance (other pairs, e.g. another process or an earlier run) whose replicates were drawn from a
+    different seed; any split of the same pairs gives the same moments up to float rounding.
     """
 
     def __init__(self, channels: int, bootstrap: int = 200, seed: int = 0):
@@ -53,11 +156,17 @@ class PairedMoments:
         self.bootstrap = bootstrap
         self.seed = seed
         self._rng = np.random.default_rng(seed)
-        self.shift: np.ndarray | None = None
+        self.shift = np.zeros((N_FACTORS, channels), dtype=np.float64)  # per-factor origin (see ``update``)
         self.n = np.zeros(N_FACTORS, dtype=np.int64)
-        self.sums = np.zeros((N_FACTORS, 5, channels), dtype=np.float64)
-        self.boot_n = np.zeros((N_FACTORS, bootstrap), dtype=np.float64)
-        self.boot_sums = np.zeros((N_FACTORS, 5, bootstrap, channels), dtype=np.float64)
+        self.mean = np.zeros((N_FACTORS, 2, channels), dtype=np.float64)  # ā, b̄ about ``shift``
+        self.m2 = np.zeros((N_FACTORS, 3, channels), dtype=np.float64)  # M_aa, M_bb, M_ab
+        self.boot_n = np.zeros((N_FACTORS, bootstrap), dtype=np.float64)  # total weight per replicate
+        self.boot_mean = np.zeros((N_FACTORS, 2, bootstrap, channels), dtype=np.float64)
+        self.boot_m2 = np.zeros((N_FACTORS, 3, bootstrap, channels), dtype=np.float64)
+
+    def _weights(self, count: int) -> np.ndarray:
+        """Poisson(1) weights (count, B) of the next ``count`` pairs, pair-major."""
+        return self._rng.poisson(1.0, size=(count, self.bootstrap)).astype(np.float64)
 
     def update(self, factor: int, a, b) -> None:
         """Add N pairs of one factor: ``a`` and ``b`` are (N, C) arrays or tensors, row n of each is one pair."""
@@ -69,23 +178,17 @@ class PairedMoments:
             raise StlensError(f"factor must be 0 (dynamic) or 1 (static), got {factor}")
         if len(a) == 0:
             return
-        if self.shift is None:
-            self.shift = a[0].copy()
-        x = a - self.shift
-        y = b - self.shift
-        terms = np.stack([x, y, x * x, y * y, x * y])  # (5, N, C)
+        if self.n[factor] == 0:  # the origin: a value of the batch (exact for a constant channel), robust to outliers
+            self.shift[factor] = np.quantile(np.concatenate([a, b]), 0.5, axis=0, method="lower")
+        x = a - self.shift[factor]
+        y = b - self.shift[factor]
+        _, means, m2 = _batch_moments(x, y, np.ones((len(a), 1)), self.m2[factor][:2, None])
+        _combine(np.array([float(self.n[factor])]), self.mean[factor][:, None], self.m2[factor][:, None], len(a),
+                 means, m2)
         self.n[factor] += len(a)
-        self.sums[factor] += terms.sum(axis=1)
         if self.bootstrap:
-            weights = self._rng.poisson(1.0, size=(len(a), self.bootstrap)).astype(np.float64)  # pair-major
-            self.boot_n[factor] += weights.sum(axis=0)
-            self.boot_sums[factor] += np.einsum("knc,nb->kbc", terms, weights)
-
-    def _reshifted(self, new_shift: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """This instance's (sums, boot_sums) taken about ``new_shift`` instead of ``self.shift``."""
-        d = self.shift - new_shift  # x_new = x_old + d
-        return (_move_shift(self.sums, self.n[:, None], d),
-                _move_shift(self.boot_sums, self.boot_n[:, :, None], d))
+            total, means, m2 = _batch_moments(x, y, self._weights(len(a)), self.boot_m2[factor][:2])
+            _combine(self.boot_n[factor], self.boot_mean[factor], self.boot_m2[factor], total, means, m2)
 
     def merge(self, other: PairedMoments) -> PairedMoments:
         """Add the pairs of ``other`` into this instance (in place) and return it."""
@@ -94,16 +197,35 @@ class PairedMoments:
                 f"cannot merge moments with {other.channels} channels / {other.bootstrap} replicates into "
                 f"{self.channels} channels / {self.bootstrap} replicates"
             )
-        if other.shift is None:
-            return self
-        if self.shift is None:
-            self.shift = other.shift.copy()
-        sums, boot = other._reshifted(self.shift)
-        self.n += other.n
-        self.sums += sums
-        self.boot_n += other.boot_n
-        self.boot_sums += boot
+        for f in range(N_FACTORS):
+            if other.n[f] == 0:
+                continue
+            if self.n[f] == 0:
+                self.shift[f] = other.shift[f]
+            d = other.shift[f] - self.shift[f]  # other's coordinates + d = ours
+            _combine(np.array(float(self.n[f])), self.mean[f], self.m2[f], other.n[f], other.mean[f] + d,
+                     other.m2[f])
+            if self.bootstrap:
+                mean = np.where(other.boot_n[f][:, None] > 0, other.boot_mean[f] + d, 0.0)
+                _combine(self.boot_n[f], self.boot_mean[f], self.boot_m2[f], other.boot_n[f], mean, other.boot_m2[f])
+            self.n[f] += other.n[f]
         return self
+
+    def _offset(self) -> np.ndarray:
+        """Origin of the static factor minus that of the dynamic one (0 while either has no pairs)."""
+        if (self.n == 0).any():
+            return np.zeros(self.channels)
+        return self.shift[1] - self.shift[0]
+
+    @property
+    def sums(self) -> np.ndarray:
+        """Point sums (F, 5, C) Σa, Σb, Σa², Σb², Σab, about the per-channel point chosen for ``estimate``."""
+        return _handover(self.n, self.mean, self.m2, self._offset())
+
+    @property
+    def boot_sums(self) -> np.ndarray:
+        """Replicate sums (F, 5, B, C), as ``sums`` for each replicate."""
+        return _handover(self.boot_n, self.boot_mean, self.boot_m2, self._offset())
 
     def factor_sums(self, factor: int) -> FactorSums:
         """Point sums of one factor."""
@@ -117,22 +239,41 @@ class PairedMoments:
 
     def state(self) -> dict[str, np.ndarray]:
         """Arrays that ``from_state`` turns back into an equal instance (for saving and resuming)."""
-        shift = self.shift if self.shift is not None else np.full(self.channels, np.nan)
-        return {"shift": shift, "n": self.n, "sums": self.sums, "boot_n": self.boot_n,
-                "boot_sums": self.boot_sums, "seed": np.asarray(self.seed)}
+        return {"shift": self.shift, "n": self.n, "mean": self.mean, "m2": self.m2, "boot_n": self.boot_n,
+                "boot_mean": self.boot_mean, "boot_m2": self.boot_m2, "seed": np.asarray(self.seed)}
 
     @classmethod
     def from_state(cls, state: dict[str, np.ndarray]) -> PairedMoments:
-        """Rebuild an instance saved with ``state``; further updates draw fresh replicate weights."""
-        boot = np.asarray(state["boot_sums"])
+        """Rebuild an instance saved with ``state``; further updates draw fresh replicate weights.
+
+        States written before the centred layout (raw sums ``sums`` / ``boot_sums`` about ``shift``) are converted.
+        """
+        if "sums" in state:
+            state = _from_raw_sums(state)
+        boot = np.asarray(state["boot_mean"])
         m = cls(channels=boot.shape[-1], bootstrap=boot.shape[2], seed=int(state["seed"]) + 1)
-        shift = np.asarray(state["shift"], dtype=np.float64)
-        m.shift = None if np.isnan(shift).all() else shift
+        shift = np.nan_to_num(np.asarray(state["shift"], dtype=np.float64))  # NaN: an old state's unset origin
+        m.shift = np.array(np.broadcast_to(shift, m.shift.shape))
         m.n = np.asarray(state["n"], dtype=np.int64).copy()
-        m.sums = np.asarray(state["sums"], dtype=np.float64).copy()
+        m.mean = np.asarray(state["mean"], dtype=np.float64).copy()
+        m.m2 = np.asarray(state["m2"], dtype=np.float64).copy()
         m.boot_n = np.asarray(state["boot_n"], dtype=np.float64).copy()
-        m.boot_sums = boot.astype(np.float64).copy()
+        m.boot_mean = boot.astype(np.float64).copy()
+        m.boot_m2 = np.asarray(state["boot_m2"], dtype=np.float64).copy()
         return m
 
     def save(self, path: str | Path) -> None:
         np.savez(path, **self.state())
+
+
+def _from_raw_sums(state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The centred layout of a state that holds raw sums (F, 5, ..., C) about ``shift``."""
+    out = dict(state)
+    for prefix, count in (("", state["n"]), ("boot_", state["boot_n"])):
+        sums = np.asarray(state[f"{prefix}sums"], dtype=np.float64)
+        c = np.asarray(count, dtype=np.float64)[:, None, ..., None]  # (F, 1, ..., 1)
+        mean = np.where(c > 0, sums[:, :2] / np.where(c > 0, c, 1.0), 0.0)
+        m2 = sums[:, 2:] - c * np.stack([mean[:, 0] * mean[:, 0], mean[:, 1] * mean[:, 1],
+                                          mean[:, 0] * mean[:, 1]], axis=1)
+        out[f"{prefix}mean"], out[f"{prefix}m2"] = mean, m2
+    return out

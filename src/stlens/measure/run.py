@@ -16,15 +16,17 @@ from torch import nn
 from stlens._version import __version__
 from stlens.core.pair import Pair
 from stlens.errors import StlensError
+from stlens.interrupts import deferred
 from stlens.measure.layer import estimate_layer
 from stlens.measure.moments import PairedMoments
 from stlens.measure.result import MeasureResult
 from stlens.models.inspect import random_init
-from stlens.models.registry import ModelHandle, as_handle
+from stlens.models.registry import ModelHandle, as_handle, resolve_device
 from stlens.models.taps import LayerTaps, asked_by_name
 
 MIN_PAIRS = 8
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("fp32", "bf16", "fp16", "auto")
+_AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def _as_pair(item) -> Pair:
@@ -56,22 +58,84 @@ def stack_inputs(inputs: list) -> torch.Tensor | tuple:
     return torch.stack(inputs)
 
 
-def cpu_has_native_bf16() -> bool:
-    """True when the CPU has bf16 instructions (AVX512_BF16 or AMX); without them bf16 convolutions are very slow."""
+def cpu_has_native_bf16(unknown: bool = True) -> bool:
+    """True when the CPU has bf16 instructions (AVX512_BF16 or AMX); without them bf16 convolutions are very slow.
+    ``unknown``: the answer when it cannot be told (no /proc/cpuinfo: not Linux)."""
     try:
         flags = Path("/proc/cpuinfo").read_text()
     except OSError:
-        return True  # cannot tell (not Linux): do not warn
+        return unknown
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
+def _cuda_native_bf16(device: torch.device) -> bool:
+    """True when the CUDA GPU ``device`` computes in bf16 natively (Ampere and later), not by emulation."""
+    with torch.cuda.device(device):
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+
+
+def resolve_precision(precision: str, device: torch.device | str) -> str:
+    """A ``--precision`` value → the precision used on ``device``: ``fp32``, ``bf16`` or ``fp16``.
+
+    ``auto`` picks bf16 on CUDA GPUs with native bf16 and on CPUs with native bf16 (AVX512_BF16 or AMX; a CPU that
+    cannot be checked counts as without), fp32 otherwise (and on mps). fp16 is CUDA autocast only; bf16 runs on CPUs
+    and CUDA GPUs. Anything else raises a ``StlensError`` naming ``--precision``."""
+    device = torch.device(device)
+    if precision not in PRECISIONS:
+        raise StlensError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision}")
+    if precision == "auto":
+        if device.type == "cuda":
+            return "bf16" if _cuda_native_bf16(device) else "fp32"
+        if device.type == "cpu":
+            return "bf16" if cpu_has_native_bf16(unknown=False) else "fp32"
+        return "fp32"
+    if precision == "fp16" and device.type != "cuda":
+        raise StlensError(f"--precision fp16 is CUDA autocast only, and the device is {device}; use fp32"
+                          + (" or bf16" if device.type == "cpu" else "") + " (or --device cuda)")
+    if precision == "bf16" and device.type not in ("cpu", "cuda"):
+        raise StlensError(f"--precision bf16 runs on CPUs and CUDA GPUs, and the device is {device}; use fp32")
+    return precision
+
+
+def _warn_slow_bf16(device: torch.device) -> None:
+    if device.type == "cpu" and not cpu_has_native_bf16():
+        warnings.warn("this CPU has no native bf16 (AVX512_BF16/AMX): bf16 convolutions take a slow fallback "
+                      "path (measured 128-380x slower than fp32 for r3d_18 on an AVX2-only CPU); prefer fp32",
+                      RuntimeWarning, stacklevel=3)
+    if device.type == "cuda" and not _cuda_native_bf16(device):
+        warnings.warn(f"{torch.cuda.get_device_name(device)} has no native bf16: bf16 is emulated (slow); prefer "
+                      f"fp32 (or fp16)", RuntimeWarning, stacklevel=3)
+
+
+def to_device(batch: torch.Tensor | tuple, device: torch.device) -> torch.Tensor | tuple:
+    """Move a batch (a tensor or a tuple of tensors) to ``device``; the copy from pinned memory does not block."""
+    def move(x: torch.Tensor) -> torch.Tensor:
+        return x if x.device == device else x.to(device, non_blocking=x.device.type == "cpu" and x.is_pinned())
+
+    return tuple(move(x) for x in batch) if isinstance(batch, tuple) else move(batch)
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
 def run_forward(module: nn.Module, batch, precision: str) -> None:
-    """One forward pass under inference mode; bf16 autocast with channels_last_3d inputs when asked."""
+    """One forward pass under inference mode; with ``bf16``/``fp16``: autocast on the device type of the inputs
+    (cpu, cuda) and channels_last_3d inputs."""
+    if precision != "fp32" and precision not in _AUTOCAST:
+        raise StlensError(f"run_forward needs a resolved precision (fp32, bf16, fp16), got {precision}")
+    reduced = precision in _AUTOCAST
+
     def prepare(x: torch.Tensor) -> torch.Tensor:
-        return x.contiguous(memory_format=torch.channels_last_3d) if precision == "bf16" and x.ndim == 5 else x
+        return x.contiguous(memory_format=torch.channels_last_3d) if reduced and x.ndim == 5 else x
 
     batch = tuple(prepare(x) for x in batch) if isinstance(batch, tuple) else prepare(batch)
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
+    first = batch[0] if isinstance(batch, tuple) else batch
+    autocast = (torch.autocast(first.device.type, dtype=_AUTOCAST[precision]) if reduced
+                else contextlib.nullcontext())
     with torch.inference_mode(), autocast:
         module(*batch) if isinstance(batch, tuple) else module(batch)
 
@@ -82,6 +146,10 @@ def _forward_or_explain(handle: ModelHandle, module: nn.Module, inputs, precisio
         run_forward(module, inputs, precision)
     except StlensError:
         raise
+    except torch.OutOfMemoryError as exc:
+        first = inputs[0] if isinstance(inputs, tuple) else inputs
+        raise StlensError(f"{handle.spec} ran out of memory on {first.device} with {first.shape[0]} videos per "
+                          f"forward (2 per pair): use a smaller --batch-size") from exc
     except Exception as exc:
         shapes = [tuple(x.shape) for x in inputs] if isinstance(inputs, tuple) else tuple(inputs.shape)
         spec = f" (input spec {handle.input})" if handle.spec_known else ""
@@ -91,12 +159,28 @@ def _forward_or_explain(handle: ModelHandle, module: nn.Module, inputs, precisio
 
 @contextlib.contextmanager
 def _restore_layout(module: nn.Module, changed: bool):
-    """Give the caller's module back in the default memory layout after a channels_last_3d (bf16) run."""
+    """Give the caller's module back in the default memory layout after a channels_last_3d (bf16/fp16) run."""
     try:
         yield
     finally:
         if changed:
             module.to(memory_format=torch.contiguous_format)
+
+
+@contextlib.contextmanager
+def exact_fp32(enabled: bool = True):
+    """fp32 means fp32 on CUDA GPUs too: TF32 convolutions (cuDNN's default) and matmuls are off inside, so that an
+    fp32 measurement on a GPU equals the CPU's up to float rounding; the flags are restored on exit (they do nothing
+    on the CPU)."""
+    if not enabled:
+        yield
+        return
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 
 
 def _progress(total: int | None, enabled: bool):
@@ -106,27 +190,33 @@ def _progress(total: int | None, enabled: bool):
 
 
 def measure(model: nn.Module | ModelHandle, pairs: Iterable, layers: str | list[str] | None = "default", *,
-            batch_size: int = 4, precision: str = "fp32", bootstrap: int = 200, threshold: float = 0.5,
-            seed: int = 0, save_latents: bool = False, min_pairs: int = MIN_PAIRS, progress: bool = True,
-            meta: dict[str, Any] | None = None) -> MeasureResult:
+            batch_size: int = 4, precision: str = "fp32", device: str | torch.device | None = None,
+            bootstrap: int = 200, threshold: float = 0.5, seed: int = 0, save_latents: bool = False,
+            min_pairs: int = MIN_PAIRS, progress: bool = True, meta: dict[str, Any] | None = None) -> MeasureResult:
     """Measure static and dynamic information in each layer of ``model`` from ``pairs``.
 
     ``pairs`` yields ``Pair`` objects (or ``(factor, a, b)`` tuples; factor 0 = dynamic, 1 = static) whose inputs are
     (3, T, H, W) tensors or tuples of tensors for multi-input models. Both videos of each pair go in the same batch;
     every layer is captured in one forward pass and pooled in its hook; statistics are streamed, so memory does not
     grow with the number of pairs (unless ``save_latents``).
+
+    ``device``: ``auto``, ``cpu``, ``cuda``, ``cuda:K`` or ``mps`` — the model is moved there and each batch of pairs
+    goes there; the latents are pooled there and only the pooled (videos, channels) means come back to the CPU.
+    Default None: where the model is. ``precision``: ``fp32`` (default), ``bf16`` (CPU or CUDA autocast), ``fp16``
+    (CUDA autocast) or ``auto`` (bf16 where the CPU or GPU has native bf16, else fp32; see ``resolve_precision``).
+    result.json records the device and the precision used.
     """
     handle = as_handle(model)
-    if precision not in PRECISIONS:
-        raise StlensError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision}")
+    target = handle.device if device is None else resolve_device(device)
+    used = resolve_precision(precision, target)
     if not 0.0 <= threshold < 1.0:
         raise StlensError(f"--threshold must be in [0, 1), got {threshold}")
     module = handle.module.eval()
-    if precision == "bf16":
-        if not cpu_has_native_bf16():
-            warnings.warn("this CPU has no native bf16 (AVX512_BF16/AMX): bf16 convolutions take a slow fallback "
-                          "path (measured 128-380x slower than fp32 for r3d_18 on an AVX2-only CPU); prefer fp32",
-                          RuntimeWarning, stacklevel=2)
+    if device is not None:
+        module.to(target)
+    if used == "bf16":
+        _warn_slow_bf16(target)
+    if used != "fp32":
         module.to(memory_format=torch.channels_last_3d)
     moments: dict[str, PairedMoments] = {}
     kept: dict[str, list[np.ndarray]] = {}
@@ -137,28 +227,32 @@ def measure(model: nn.Module | ModelHandle, pairs: Iterable, layers: str | list[
     start = time.perf_counter()
     total = len(pairs) if hasattr(pairs, "__len__") else None
     with (LayerTaps(module, handle.layers(layers), layout=handle.layout) as taps, _progress(total, progress) as bar,
-          _restore_layout(module, precision == "bf16")):
+          _restore_layout(module, used != "fp32"), exact_fp32(used == "fp32")):
         try:
             for batch in batches(pairs, batch_size):
                 n = len(batch)
-                inputs = stack_inputs([p.a for p in batch] + [p.b for p in batch])
+                inputs = to_device(stack_inputs([p.a for p in batch] + [p.b for p in batch]), target)
                 taps.reset(batch=2 * n)
                 tick = time.perf_counter()
-                _forward_or_explain(handle, module, inputs, precision)
+                _forward_or_explain(handle, module, inputs, used)
+                _synchronize(target)  # so that forward_seconds times the forward, not its launch
                 forward_seconds += time.perf_counter() - tick
-                factor = np.array([p.factor for p in batch])
-                for name, pooled in taps.checked(strict=asked_by_name(layers)).items():
-                    pooled = pooled.numpy()
-                    a, b = pooled[:n], pooled[n:]
-                    if name not in moments:
-                        moments[name] = PairedMoments(a.shape[1], bootstrap=bootstrap, seed=seed)
-                    for f in (0, 1):
-                        if (factor == f).any():
-                            moments[name].update(f, a[factor == f], b[factor == f])
-                    if save_latents:
-                        kept.setdefault(f"{name}/a", []).append(a)
-                        kept.setdefault(f"{name}/b", []).append(b)
-                factors.extend(int(f) for f in factor)
+                # one batch enters every layer's moments or none: an interrupt waits for the block to end, so that
+                # the pairs measured so far stay usable (the same count in every layer)
+                with deferred():
+                    factor = np.array([p.factor for p in batch])
+                    for name, pooled in taps.checked(strict=asked_by_name(layers)).items():
+                        pooled = pooled.cpu().numpy()  # (2n, C): the only copy back, once per batch and layer
+                        a, b = pooled[:n], pooled[n:]
+                        if name not in moments:
+                            moments[name] = PairedMoments(a.shape[1], bootstrap=bootstrap, seed=seed)
+                        for f in (0, 1):
+                            if (factor == f).any():
+                                moments[name].update(f, a[factor == f], b[factor == f])
+                        if save_latents:
+                            kept.setdefault(f"{name}/a", []).append(a)
+                            kept.setdefault(f"{name}/b", []).append(b)
+                    factors.extend(int(f) for f in factor)
                 bar.update(n)
         except KeyboardInterrupt as exc:
             # Keep what was measured: stop here and return the result of the pairs so far (if there are enough).
@@ -181,8 +275,9 @@ def measure(model: nn.Module | ModelHandle, pairs: Iterable, layers: str | list[
         "stlens_version": __version__, "model": handle.spec, "weights": handle.weights,
         "data": getattr(pairs, "source", None) and pairs.source.spec, "seed": seed, "threshold": threshold,
         "bootstrap": bootstrap, "pairs": {"dynamic": int(counts[0]), "static": int(counts[1])},
-        "skipped": list(getattr(pairs, "skipped", [])), "precision": precision, "random_init": random_init(handle),
-        "stylizer": getattr(pairs, "stylizer", None), "flow": getattr(pairs, "flow_method", None),
+        "skipped": list(getattr(pairs, "skipped", [])), "precision": used, "device": str(target),
+        "random_init": random_init(handle), "stylizer": getattr(pairs, "stylizer", None),
+        "flow": getattr(pairs, "flow_method", None),
     }
     if interrupted:
         info["interrupted"] = True
@@ -193,8 +288,9 @@ def measure(model: nn.Module | ModelHandle, pairs: Iterable, layers: str | list[
         latents.update({key: np.concatenate(parts).astype(np.float32) for key, parts in kept.items()})
     timing = {"seconds": round(elapsed, 3), "forward_seconds": round(forward_seconds, 3),
               "pairs_per_second": round(len(factors) / elapsed, 3)}
-    settings = {"batch_size": batch_size, "precision": precision, "bootstrap": bootstrap, "threshold": threshold,
-                "seed": seed, "save_latents": save_latents}
+    settings = {"batch_size": batch_size, "device": str(target) if device is None else str(device),
+                "precision": precision, "bootstrap": bootstrap, "threshold": threshold, "seed": seed,
+                "save_latents": save_latents}
     config = run_config(handle, pairs, layers, settings, started, timing)
     return MeasureResult(info, layers_out, timing, moments, latents, config=config)
 

@@ -75,6 +75,10 @@ def asked_by_name(request: str | list[str] | None) -> bool:
     return request is not None and request not in ("default", "all")
 
 
+def _non_finite(latent_name: str) -> StlensError:
+    return StlensError(f"non-finite (NaN/inf) activations in layer '{latent_name}'")
+
+
 def _kind(output) -> str:
     if output is None:
         return "None"
@@ -87,8 +91,10 @@ class LayerTaps:
     """Context manager that records the pooled output of each requested module during a forward pass.
 
     After a forward, ``latents`` maps latent names (the layer name, or ``layer.i``/``layer.key`` for list/dict outputs,
-    ``layer@k`` for the k-th call of a module called more than once per forward) to (B, C) float32 tensors.
-    Non-finite activations raise an error naming the layer.
+    ``layer@k`` for the k-th call of a module called more than once per forward) to (B, C) float32 tensors, pooled in
+    the hook on the layer's device (only these small tensors are kept). Non-finite activations raise an error naming
+    the layer: in the hook on the CPU; for latents on an accelerator (cuda, mps) in ``checked``, all layers with one
+    synchronisation instead of one per layer.
 
     With ``reset(batch=B)`` an output whose first axis is not the B videos of the batch (e.g. attention over
     (B·T, N, D) frame tokens) is not pooled; such outputs, outputs that hold no tensor or cannot be pooled, and layers
@@ -128,8 +134,8 @@ class LayerTaps:
                     self.problems[latent_name] = ("the output cannot be pooled (expected 2-D to 5-D)", shape)
                     continue
                 pooled = pool_tensor(tensor, self.layout(name))
-                if self.check_finite and not torch.isfinite(pooled).all():
-                    raise StlensError(f"non-finite (NaN/inf) activations in layer '{latent_name}'")
+                if self.check_finite and pooled.device.type == "cpu" and not torch.isfinite(pooled).all():
+                    raise _non_finite(latent_name)
                 self.latents[latent_name] = pooled
 
         return hook
@@ -157,6 +163,7 @@ class LayerTaps:
         when ``strict`` (the layers were asked for by name), else they are left out with one warning listing them
         (kept in ``skipped``); a ``StlensError`` too when no layer is left. Later calls leave out the same ones and
         raise when another layer stops giving a usable output."""
+        self._check_finite_on_device()
         bad = {name: entry for name, entry in self._unusable().items() if name not in self.skipped}
         if bad and (strict or self._checked or not self.latents):
             listed = "; ".join(f"'{name}'" + (f" {detail}" if detail else "") + f": {why}"
@@ -172,6 +179,17 @@ class LayerTaps:
                         len(self.layers), "; ".join(f"{why}: {', '.join(names)}" for why, names in groups.items()))
         self._checked = True
         return self.latents
+
+    def _check_finite_on_device(self) -> None:
+        """The non-finite check of latents pooled on an accelerator, deferred from the hooks: one wait for the device
+        for all layers."""
+        on_device = [(name, x) for name, x in self.latents.items() if x.device.type != "cpu"]
+        if not self.check_finite or not on_device:
+            return
+        finite = torch.stack([torch.isfinite(x).all() for _, x in on_device]).cpu().tolist()
+        for (name, _), ok in zip(on_device, finite, strict=True):
+            if not ok:
+                raise _non_finite(name)
 
     def __enter__(self) -> LayerTaps:
         self.skipped = {}
