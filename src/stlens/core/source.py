@@ -40,11 +40,16 @@ class ClipSource(Protocol):
 
 @runtime_checkable
 class PairSource(Protocol):
-    """An iterable of ``Pair`` (per pair index, a dynamic then a static pair) from one ``ClipSource``.
+    """An indexable, iterable set of ``Pair`` (per pair index, a dynamic then a static pair) from one ``ClipSource``.
 
-    ``len()`` is the number of pairs (both factors); ``skipped`` lists the items of the source left out while
-    iterating (unreadable, too short, listed but missing), as ``{"source": ..., "reason": ...}``; ``stylizer`` names
-    the appearance change of the dynamic pairs."""
+    ``plan()`` does the cheap work that must happen once, in the parent process, before pairs are made (probing the
+    videos, setting each one's share; idempotent, returns the source itself); ``len()``, indexing and iteration call
+    it when it has not run. ``len()`` is then the number of pairs (both factors) and ``ps[k]`` makes pair k alone, as
+    a pure function of its recipe and k, in any process (the object pickles, for ``torch.utils.data.DataLoader``
+    workers): ``[ps[k] for k in range(len(ps))]`` equals ``list(ps)``. ``spans()`` are the contiguous index ranges
+    that share one decoded input (a video): a worker given whole spans decodes each input once. ``skipped`` lists the
+    items of the source left out by the plan (unreadable, too short, listed but missing), as ``{"source": ...,
+    "reason": ...}``; ``stylizer`` names the appearance change of the dynamic pairs."""
 
     skipped: list[dict[str, str]]
 
@@ -54,6 +59,12 @@ class PairSource(Protocol):
     @property
     def stylizer(self) -> str: ...
 
+    def plan(self) -> PairSource: ...
+
+    def spans(self) -> Sequence[range]: ...
+
     def __len__(self) -> int: ...
+
+    def __getitem__(self, index: int) -> Pair: ...
 
     def __iter__(self) -> Iterator[Pair]: ...

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import bisect
 import logging
 import math
+import operator
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -18,6 +21,22 @@ from stlens.video.source import VideoSource
 from stlens.video.stylizers import draw_style, get_stylizer
 
 log = logging.getLogger("stlens")
+
+
+class VideoShare(NamedTuple):
+    """One usable video in the plan of a ``VideoPairs``: its index in ``source.videos``, its share (pairs per
+    factor), what its probe found (``(frames, exact)``) and the global index of its first pair. Its pairs are
+    indices ``start .. start + 2 * pairs - 1`` (dynamic and static pairs alternating, pair i at 2i and 2i + 1)."""
+
+    video: int
+    pairs: int
+    probe: tuple[int | None, bool]
+    start: int
+
+    @property
+    def stop(self) -> int:
+        return self.start + 2 * self.pairs
+
 
 @dataclass
 class VideoPairs:
@@ -32,6 +51,14 @@ class VideoPairs:
     it; one that decodes only partly (truncated) is used with a warning giving the frames read vs expected.
     Clips need at least 2 frames (a 1-frame clip is its own frame-shuffled copy).
 
+    Indexable, for pair making in worker processes (``torch.utils.data.DataLoader``): ``plan()`` probes the videos
+    and sets the shares once (``len()``, indexing and iteration call it when it has not run; it is kept on the object
+    and travels with it when pickled, so call it in the parent process), and ``ps[k]`` makes pair k alone, a pure
+    function of its recipe (seed, video, factor, i) and k: ``[ps[k] for k in range(len(ps))] == list(ps)``. The pairs
+    of one video are contiguous in k (``spans()``); the object keeps the one video it decoded last, so indices visited
+    in order decode each video once per process. The object pickles without that video, without open files and
+    without its stylizer functions (they are looked up again on first use).
+
     Where the source gives a video a (start, end) segment (Diving48 ``start_frame``/``end_frame``), every clip of it
     lies inside frames [start, end): ``end`` is exclusive, as in ``clip_indices``. A video whose segment is shorter
     than a clip, or has fewer frames than a clip inside the video, is skipped by the probe (before shares are set)
@@ -44,18 +71,105 @@ class VideoPairs:
     stylizer: str = "palette"
     seed: int = 0
     skipped: list[dict[str, str]] = field(default_factory=list)
-    # The segment of the video whose pairs are being drawn (None: the whole video); set by ``__iter__`` for ``_pair``
+    # The segment of the video whose pairs are being drawn (None: the whole video); set by ``_video`` for ``_pair``
     # (not an argument, so that subclasses keep the signature of ``_pair``).
     _segment: tuple[int, int] | None = field(default=None, init=False, repr=False, compare=False)
+    # The plan (``plan()``): the usable videos with their shares, in order; None until planned.
+    _plan: tuple[VideoShare, ...] | None = field(default=None, init=False, repr=False, compare=False)
+    # The last decoded video: (index in source.videos, frames, segment); never pickled.
+    _cache: tuple[int, np.ndarray, tuple[int, int] | None] | None = field(default=None, init=False, repr=False,
+                                                                          compare=False)
+    # The stylizer functions (``get_stylizer(stylizer)``); never pickled (a module: stylizer may not pickle).
+    _stylizer_list: list | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.pairs < 1:
             raise StlensError(f"--pairs must be ≥ 1, got {self.pairs}")
         check_clip_frames(self.spec.frames)
-        self._stylizers = get_stylizer(self.stylizer)
+        self._stylizer_list = get_stylizer(self.stylizer)  # checked now: an unknown name fails here
+
+    @property
+    def _stylizers(self) -> list:
+        if self._stylizer_list is None:  # after unpickling
+            self._stylizer_list = get_stylizer(self.stylizer)
+        return self._stylizer_list
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state.update(_cache=None, _stylizer_list=None, _segment=None)
+        return state
 
     def __len__(self) -> int:
-        return 2 * self.pairs
+        """The pairs the plan makes (both factors): ``2 * pairs``, or fewer when the usable videos cannot give as
+        many (``plan()`` runs first when it has not)."""
+        return self.plan()._plan[-1].stop
+
+    def plan(self) -> VideoPairs:
+        """Probe the videos and set each usable one's share (once; returns ``self``): fills ``skipped``; a
+        ``StlensError`` when no video is usable (``skipped`` says why); a warning when the usable videos give fewer
+        pairs than asked. Probing stops as soon as the shares are known (see the class docstring)."""
+        if self._plan is not None:
+            return self
+        self.skipped = [dict(m) for m in self.source.missing]
+        videos = self.source.videos
+        probes: list[tuple[int | None, bool] | None] = []  # per video probed so far; None: skipped
+        usable = 0  # usable videos among those probed
+        before = 0  # usable videos before video v
+        remaining = self.pairs
+        shares: list[VideoShare] = []
+        for v in range(len(videos)):
+            if remaining <= 0:
+                break
+            # Probe ahead until `remaining` usable videos are known from v on (each then gets 1 pair), or to the end.
+            while len(probes) < len(videos) and (len(probes) <= v or usable - before < remaining):
+                probes.append(self._probe_video(len(probes)))
+                usable += probes[-1] is not None
+            if probes[v] is None:
+                continue
+            share = math.ceil(remaining / (usable - before))
+            before += 1
+            shares.append(VideoShare(v, share, probes[v], shares[-1].stop if shares else 0))
+            remaining -= share
+        if remaining == self.pairs:
+            reasons = "; ".join(f"{s['source']}: {s['reason']}" for s in self.skipped[:3])
+            raise StlensError(f"no usable video in {self.source.spec}: all {len(videos)} skipped ({reasons})")
+        if remaining > 0:
+            log.warning("only %d of %d pairs per factor could be made", self.pairs - remaining, self.pairs)
+        self._plan = tuple(shares)
+        return self
+
+    def spans(self) -> tuple[range, ...]:
+        """The global pair indices of each planned video, in order (contiguous, together ``range(len(self))``):
+        a worker given whole spans decodes each of its videos once."""
+        return tuple(range(share.start, share.stop) for share in self.plan()._plan)
+
+    def _video(self, share: VideoShare) -> np.ndarray:
+        """The decoded frames of the planned video ``share`` (the cached ones when it was the last decoded); sets
+        ``_segment`` for ``_pair``."""
+        if self._cache is None or self._cache[0] != share.video:
+            self._cache = None  # never two videos in memory
+            path = self.source.videos[share.video]
+            frames = self._frames(path, share.probe)
+            self._cache = (share.video, frames, self._in_segment(path, frames, segment_of(self.source, share.video)))
+        _, frames, self._segment = self._cache
+        return frames
+
+    def __getitem__(self, index: int) -> Pair:
+        """Pair ``index`` (0 ≤ index < ``len(self)``; negative counts from the end): pair i of a planned video v,
+        dynamic at its even and static at its odd indices, drawn from a generator seeded with (seed, v, factor, i).
+        A video that passed the probe but cannot be decoded is a ``StlensError`` naming it."""
+        plan = self.plan()._plan
+        k, total = operator.index(index), plan[-1].stop
+        if k < 0:
+            k += total
+        if not 0 <= k < total:
+            raise IndexError(f"pair {index} out of range for {total} pairs")
+        share = plan[bisect.bisect_right(plan, k, key=operator.attrgetter("start")) - 1]
+        i, odd = divmod(k - share.start, 2)
+        factor = STATIC if odd else DYNAMIC
+        frames = self._video(share)
+        rng = np.random.default_rng((self.seed, share.video, factor, i))
+        return self._pair(frames, factor, rng, str(self.source.videos[share.video]))
 
     def _pair(self, frames: np.ndarray, factor: int, rng: np.random.Generator, source: str) -> Pair:
         spec = self.spec
@@ -152,35 +266,12 @@ class VideoPairs:
         self.skipped.append({"source": str(path), "reason": reason})
 
     def __iter__(self) -> Iterator[Pair]:
-        self.skipped = [dict(m) for m in self.source.missing]
-        videos = self.source.videos
-        probes: list[tuple[int | None, bool] | None] = []  # per video probed so far; None: skipped
-        usable = 0  # usable videos among those probed
-        before = 0  # usable videos before video v
-        remaining = self.pairs
-        for v, path in enumerate(videos):
-            if remaining <= 0:
-                break
-            # Probe ahead until `remaining` usable videos are known from v on (each then gets 1 pair), or to the end.
-            while len(probes) < len(videos) and (len(probes) <= v or usable - before < remaining):
-                probes.append(self._probe_video(len(probes)))
-                usable += probes[-1] is not None
-            if probes[v] is None:
-                continue
-            share = math.ceil(remaining / (usable - before))
-            before += 1
-            frames = self._frames(path, probes[v])
-            self._segment = self._in_segment(path, frames, segment_of(self.source, v))
-            for i in range(share):
-                for factor in (DYNAMIC, STATIC):
-                    rng = np.random.default_rng((self.seed, v, factor, i))
-                    yield self._pair(frames, factor, rng, str(path))
-            remaining -= share
-        if remaining == self.pairs:
-            reasons = "; ".join(f"{s['source']}: {s['reason']}" for s in self.skipped[:3])
-            raise StlensError(f"no usable video in {self.source.spec}: all {len(videos)} skipped ({reasons})")
-        if remaining > 0:
-            log.warning("only %d of %d pairs per factor could be made", self.pairs - remaining, self.pairs)
+        """The pairs in index order (``self[0]``, ``self[1]``, ...): each video decoded once, and let go at the end."""
+        try:
+            for k in range(len(self)):
+                yield self[k]
+        finally:
+            self._cache = None
 
 
 def _tolerance(frames: int, exact: bool) -> int:

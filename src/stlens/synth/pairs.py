@@ -13,9 +13,10 @@ flow and a jittered copy (``flow_jitter``), as ``TwoStreamPairs`` does for real 
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -46,6 +47,10 @@ class SynthPairs:
     Clips are used as rendered (no temporal subsampling, no crop): the model's ``spec.frames`` and ``spec.size``
     must equal the dataset's ``frames`` and ``size`` (else a ``StlensError`` says which options to pass); only the
     normalization (mean, std) of ``spec`` is applied.
+
+    Indexable like ``VideoPairs`` (for worker processes): ``ps[k]`` is pair k alone (pair i = k // 2, dynamic at even
+    k, static at odd k), ``[ps[k] for k in range(len(ps))] == list(ps)``; ``plan()`` has nothing to probe (nothing is
+    ever skipped); ``spans()`` gives the two pairs of each pair index. Pickles without its stylizer functions.
     """
 
     dataset: SynthDataset
@@ -56,6 +61,8 @@ class SynthPairs:
     flow: bool = False
     bound: float = FLOW_BOUND
     skipped: list[dict[str, str]] = field(default_factory=list)
+    # The stylizer functions (None: re-rendering); never pickled (a module: stylizer may not pickle).
+    _stylizer_list: list | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.pairs < 1:
@@ -66,7 +73,16 @@ class SynthPairs:
                 f"{ds.spec} renders {ds.frames} frames of {ds.size}×{ds.size} px but the model takes {spec.frames} "
                 f"frames of {spec.size}×{spec.size} px: open the data as "
                 f"synth:{ds.world}?frames={spec.frames}&size={spec.size} (or pass --frames/--size matching the data)")
-        self._stylizers = None if self.stylizer == RERENDER else get_stylizer(self.stylizer)
+        self._stylizer_list = None if self.stylizer == RERENDER else get_stylizer(self.stylizer)
+
+    @property
+    def _stylizers(self) -> list | None:
+        if self._stylizer_list is None and self.stylizer != RERENDER:  # after unpickling
+            self._stylizer_list = get_stylizer(self.stylizer)
+        return self._stylizer_list
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_stylizer_list": None}
 
     @property
     def source(self) -> SynthDataset:
@@ -74,6 +90,27 @@ class SynthPairs:
 
     def __len__(self) -> int:
         return 2 * self.pairs
+
+    def plan(self) -> SynthPairs:
+        """Nothing to probe (every clip renders): ``skipped`` is empty. Returns ``self``."""
+        self.skipped = []
+        return self
+
+    def spans(self) -> tuple[range, ...]:
+        """The global pair indices of each pair index i (its dynamic and its static pair, the same clip)."""
+        return tuple(range(2 * i, 2 * i + 2) for i in range(self.pairs))
+
+    def __getitem__(self, index: int) -> Pair:
+        """Pair ``index`` (negative counts from the end): pair i = index // 2 of clip i mod len(dataset), dynamic at
+        even and static at odd indices, drawn from a generator seeded with (seed, factor, i)."""
+        k = operator.index(index)
+        if k < 0:
+            k += len(self)
+        if not 0 <= k < len(self):
+            raise IndexError(f"pair {index} out of range for {len(self)} pairs")
+        i, odd = divmod(k, 2)
+        factor = STATIC if odd else DYNAMIC
+        return self._pair(i % len(self.dataset), factor, np.random.default_rng((self.seed, factor, i)))
 
     def _rerendered(self, index: int, rng: np.random.Generator, avoid: SynthClip | None = None) -> SynthClip:
         """A new appearance of clip ``index``; with ``avoid``, one sharing no texture with it (100 tries)."""
@@ -111,8 +148,7 @@ class SynthPairs:
         return Pair(factor, (rgb_a, flow_a), (rgb_a, jittered), name)
 
     def __iter__(self) -> Iterator[Pair]:
-        self.skipped = []
-        for i in range(self.pairs):
-            for factor in (DYNAMIC, STATIC):
-                rng = np.random.default_rng((self.seed, factor, i))
-                yield self._pair(i % len(self.dataset), factor, rng)
+        """The pairs in index order (``self[0]``, ``self[1]``, ...)."""
+        self.plan()
+        for k in range(len(self)):
+            yield self[k]
