@@ -353,14 +353,14 @@ def test_an_interrupt_between_two_layers_keeps_the_pairs_measured(monkeypatch):
     calls = {"n": 0}
     original = moments_module.PairedMoments.update
 
-    def update(self, factor, a, b):
+    def update(self, factor, a, b, index=None):
         calls["n"] += 1
         if calls["n"] == 5 * 2 * 4 + 3:  # 5 layers × 2 factors × 4 batches, then the 2nd layer of batch 5
             os.kill(os.getpid(), signal.SIGINT)
-        return original(self, factor, a, b)
+        return original(self, factor, a, b, index)
 
     monkeypatch.setattr(moments_module.PairedMoments, "update", update)
-    result = stlens.measure(handle, pairs, batch_size=4, bootstrap=10, progress=False)
+    result = stlens.measure(handle, pairs, batch_size=4, bootstrap=10, progress=False, workers=0)
     assert result.meta["interrupted"] is True
     assert result.meta["pairs"]["dynamic"] + result.meta["pairs"]["static"] == 5 * 4
     assert len({tuple(m.n) for m in result.moments.values()}) == 1

@@ -187,7 +187,8 @@ def test_a_truncated_mp4_is_used_with_a_warning_giving_the_frames_read(tmp_path,
     assert 4 <= read < 40
     out = tmp_path / "out"
     with caplog.at_level(logging.WARNING, logger="stlens"):
-        code = main(["measure", "--model", TINY, *FAST, "--data", str(cut), "--out", str(out)])
+        # in the main process, so that caplog sees the warning (a worker prints it to its own stderr)
+        code = main(["measure", "--model", TINY, *FAST, "--workers", "0", "--data", str(cut), "--out", str(out)])
     assert code == 0, error_of(capsys)
     assert f"read only {read} of the 40 frames" in warnings_of(caplog)
     assert json.loads((out / "result.json").read_text())["pairs"] == {"dynamic": 8, "static": 8}

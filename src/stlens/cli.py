@@ -63,6 +63,9 @@ def _add_measure_args(p: argparse.ArgumentParser) -> None:
                    "forward takes two inputs (ground-truth flow on synth: worlds), none otherwise")
     p.add_argument("--flow-cache", default=None, help="folder to cache optical flow in (reused across runs)")
     p.add_argument("--batch-size", type=int, default=4, help="pairs per forward pass (2× videos)")
+    p.add_argument("--workers", type=int, default=None, help="processes that make the pairs (decode, stylize, flow) "
+                   "while the model runs (default: min(4, CPUs − 1); 0: in the main process); the result does not "
+                   "depend on it")
     _add_device_arg(p)
     p.add_argument("--precision", choices=["fp32", "bf16", "fp16", "auto"], default="fp32", help="fp32 (default on "
                    "every machine); bf16: autocast on CPUs and CUDA GPUs; fp16: CUDA autocast; auto: "
@@ -91,7 +94,9 @@ def cmd_measure(args: argparse.Namespace) -> int:
 
 def _measure_into(folder, args: argparse.Namespace) -> int:
     import stlens
+    from stlens.measure.run import resolve_workers
 
+    args.workers = workers = resolve_workers(args.workers)  # checked before any work; config.json records it
     torch.manual_seed(args.seed)
     handle = stlens.load_model(args.model, args.weights, frames=args.frames, size=args.size, device=args.device)
     from stlens.models.inspect import random_init, random_init_warning
@@ -105,7 +110,7 @@ def _measure_into(folder, args: argparse.Namespace) -> int:
     result = stlens.measure(
         handle, pairs, args.layers, batch_size=args.batch_size, precision=args.precision, device=args.device,
         bootstrap=args.bootstrap, threshold=args.threshold, seed=args.seed, save_latents=args.save_latents,
-        progress=not args.quiet, meta={"data": args.data},
+        progress=not args.quiet, meta={"data": args.data}, workers=workers,
     )
     config = result.config | {"arguments": {k: v for k, v in vars(args).items() if k != "func"}}
     if result.meta.get("interrupted"):

@@ -16,12 +16,16 @@ DYNAMIC, STATIC = 0, 1
 @dataclass
 class Pair:
     """Two model inputs that share only motion (factor 0, dynamic) or only appearance (factor 1, static). Inputs are
-    (3, T, H, W) tensors, or tuples of tensors for models that take several (``(rgb, flow)``)."""
+    (3, T, H, W) tensors, or tuples of tensors for models that take several (``(rgb, flow)``).
+
+    ``index``: the pair's global index in its source (set by indexable sources, ``None`` otherwise); the bootstrap
+    weights of a pair are a function of (seed, index), so they do not depend on batching or on the process."""
 
     factor: int
     a: torch.Tensor
     b: torch.Tensor
     source: str = ""
+    index: int | None = None
 
 
 def check_clip_frames(frames: int) -> None:

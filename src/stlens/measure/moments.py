@@ -16,6 +16,7 @@ variance, whatever the data's offset or outliers.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +32,33 @@ _AA, _BB, _AB = range(3)
 _REFINE_RATIO = 1e3
 #: Elements of (replicates × pairs × channels) materialized at a time by that second pass.
 _REFINE_CHUNK = 1 << 22
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)  # SplitMix64's increment
+_SEED_SALT = np.uint64(0x5851F42D4C957F2D)
+#: P(X ≤ k) of Poisson(1), k = 0, 1, …: the inverse-CDF table of the replicate weights (P(X > 24) < 1e-25).
+_POISSON1_CDF = np.cumsum([math.exp(-1.0) / math.factorial(k) for k in range(25)])
+
+
+def _mix64(z: np.ndarray) -> np.ndarray:
+    """SplitMix64's output function (Steele, Lea & Flood 2014) on uint64 arrays (arithmetic modulo 2⁶⁴)."""
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+def poisson_weights(seed: int, index, bootstrap: int) -> np.ndarray:
+    """Poisson(1) weights (N, B) of the pairs with global indices ``index`` (N,): row n is a pure function of
+    (seed, index[n]), whatever the batch, the process or the order the pair comes in.
+
+    Counter-based: pair k gets the SplitMix64 stream whose state is mix(mix(seed) + k·γ); its B outputs give 53-bit
+    uniforms that the inverse CDF of Poisson(1) turns into weights.
+    """
+    index = np.asarray(index, dtype=np.int64).reshape(-1).astype(np.uint64)
+    key = _mix64(np.array([int(seed) & 0xFFFFFFFFFFFFFFFF], dtype=np.uint64) ^ _SEED_SALT)
+    state = _mix64(key + index * _GOLDEN)
+    bits = _mix64(state[:, None] + np.arange(1, bootstrap + 1, dtype=np.uint64) * _GOLDEN)
+    u = (bits >> np.uint64(11)).astype(np.float64) * 2.0 ** -53  # [0, 1)
+    k = np.searchsorted(_POISSON1_CDF, u, side="right")
+    return np.minimum(k, len(_POISSON1_CDF) - 1).astype(np.float64)
 
 
 def _as_float64(x) -> np.ndarray:
@@ -141,10 +169,12 @@ def _handover(n: np.ndarray, mean: np.ndarray, m2: np.ndarray, offset: np.ndarra
 class PairedMoments:
     """Per-factor, per-channel centred moments of pairs (a, b), with B bootstrap replicates.
 
-    Each pair gets an independent Poisson(1) weight per replicate, drawn in pair order from ``seed``, so the replicates
-    do not depend on how the pairs were batched; a replicate keeps weighted counts, means and co-moments. ``merge``
-    adds another instance (other pairs, e.g. another process or an earlier run) whose replicates were drawn from a
-    different seed; any split of the same pairs gives the same moments up to float rounding.
+    Each pair gets an independent Poisson(1) weight per replicate, a function of (``seed``, the pair's global index)
+    only (``poisson_weights``), so the replicates do not depend on how the pairs were batched, split across processes
+    or ordered; a replicate keeps weighted counts, means and co-moments. ``merge`` adds another instance (other pairs,
+    e.g. another process with the same seed and the other indices, or an earlier run); any split of the same pairs
+    gives the same moments up to float rounding. Pairs given without indices are numbered by a running counter of
+    the pairs this instance has seen (0, 1, 2, …).
     """
 
     def __init__(self, channels: int, bootstrap: int = 200, seed: int = 0):
@@ -155,7 +185,7 @@ class PairedMoments:
         self.channels = channels
         self.bootstrap = bootstrap
         self.seed = seed
-        self._rng = np.random.default_rng(seed)
+        self._next_index = 0  # the index of the next pair given without one
         self.shift = np.zeros((N_FACTORS, channels), dtype=np.float64)  # per-factor origin (see ``update``)
         self.n = np.zeros(N_FACTORS, dtype=np.int64)
         self.mean = np.zeros((N_FACTORS, 2, channels), dtype=np.float64)  # ā, b̄ about ``shift``
@@ -164,20 +194,32 @@ class PairedMoments:
         self.boot_mean = np.zeros((N_FACTORS, 2, bootstrap, channels), dtype=np.float64)
         self.boot_m2 = np.zeros((N_FACTORS, 3, bootstrap, channels), dtype=np.float64)
 
-    def _weights(self, count: int) -> np.ndarray:
-        """Poisson(1) weights (count, B) of the next ``count`` pairs, pair-major."""
-        return self._rng.poisson(1.0, size=(count, self.bootstrap)).astype(np.float64)
+    def _weights(self, index: np.ndarray) -> np.ndarray:
+        """Poisson(1) weights (N, B) of the pairs with global indices ``index`` (N,), pair-major."""
+        return poisson_weights(self.seed, index, self.bootstrap)
 
-    def update(self, factor: int, a, b) -> None:
-        """Add N pairs of one factor: ``a`` and ``b`` are (N, C) arrays or tensors, row n of each is one pair."""
+    def update(self, factor: int, a, b, index=None) -> None:
+        """Add N pairs of one factor: ``a`` and ``b`` are (N, C) arrays or tensors, row n of each is one pair.
+
+        ``index`` (N,): the pairs' global indices, which fix their bootstrap weights; ``None`` numbers them on from
+        the pairs this instance has seen."""
         a = _as_float64(a)
         b = _as_float64(b)
         if a.shape != b.shape or a.ndim != 2 or a.shape[1] != self.channels:
             raise StlensError(f"expected two (N, {self.channels}) arrays, got {a.shape} and {b.shape}")
         if factor not in (0, 1):
             raise StlensError(f"factor must be 0 (dynamic) or 1 (static), got {factor}")
+        if index is None:
+            index = np.arange(self._next_index, self._next_index + len(a), dtype=np.int64)
+        else:
+            index = np.asarray(index, dtype=np.int64).reshape(-1)
+            if index.shape != (len(a),):
+                raise StlensError(f"expected {len(a)} pair indices, got {index.shape[0]}")
+            if len(index) and index.min() < 0:
+                raise StlensError(f"pair indices must be ≥ 0, got {int(index.min())}")
         if len(a) == 0:
             return
+        self._next_index = max(self._next_index, int(index.max()) + 1)
         if self.n[factor] == 0:  # the origin: a value of the batch (exact for a constant channel), robust to outliers
             self.shift[factor] = np.quantile(np.concatenate([a, b]), 0.5, axis=0, method="lower")
         x = a - self.shift[factor]
@@ -187,7 +229,7 @@ class PairedMoments:
                  means, m2)
         self.n[factor] += len(a)
         if self.bootstrap:
-            total, means, m2 = _batch_moments(x, y, self._weights(len(a)), self.boot_m2[factor][:2])
+            total, means, m2 = _batch_moments(x, y, self._weights(index), self.boot_m2[factor][:2])
             _combine(self.boot_n[factor], self.boot_mean[factor], self.boot_m2[factor], total, means, m2)
 
     def merge(self, other: PairedMoments) -> PairedMoments:

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import pickle
+import signal
+import sys
 import time
 import warnings
 from collections.abc import Iterable, Iterator
@@ -49,6 +53,132 @@ def batches(pairs: Iterable, batch_size: int) -> Iterator[list[Pair]]:
             batch = []
     if batch:
         yield batch
+
+
+def default_workers() -> int:
+    """The default number of pair-making worker processes: min(4, usable CPUs − 1), at least 0 (on 1 CPU the pairs
+    are made in the main process). Usable CPUs: the process's CPU affinity (what Slurm or taskset grant), else
+    ``os.cpu_count()``."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    return max(0, min(4, cpus - 1))
+
+
+def resolve_workers(workers: int | None) -> int:
+    """A ``--workers`` value → the number of worker processes: None = ``default_workers()``; 0 = the main process;
+    anything else than an integer ≥ 0 raises a ``StlensError`` naming ``--workers``."""
+    if workers is None:
+        return default_workers()
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
+        raise StlensError(f"--workers must be an integer ≥ 0 (0: pairs made in the main process), got {workers}")
+    return workers
+
+
+def indexable(pairs) -> bool:
+    """True for a pair source that can be made in worker processes: ``plan()``, ``len()`` and ``ps[k]``."""
+    return all(hasattr(pairs, name) for name in ("plan", "__getitem__", "__len__"))
+
+
+class _WorkerFailure:
+    """A ``StlensError`` raised while a worker made a pair, sent back as a batch so that the main process raises it
+    as it is (a DataLoader would re-raise it as a traceback text)."""
+
+    def __init__(self, error: StlensError):
+        try:
+            pickle.loads(pickle.dumps(error))
+        except Exception:  # an error that does not pickle goes back as its message
+            error = StlensError(str(error))
+        self.error = error
+
+
+class _WorkerPairs(torch.utils.data.Dataset):
+    """The pair source seen by the DataLoader: a batch of indices → the list of its pairs, or a ``_WorkerFailure``
+    for the first pair that raised a ``StlensError`` (the rest of that batch is not made)."""
+
+    def __init__(self, pairs):
+        self.pairs = pairs
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, index: int) -> Pair:
+        return _as_pair(self.pairs[index])
+
+    def __getitems__(self, indices) -> list:
+        made = []
+        for k in indices:
+            try:
+                made.append(self[k])
+            except StlensError as exc:
+                return [_WorkerFailure(exc)]
+        return made
+
+
+def _collate(items: list) -> list[Pair] | _WorkerFailure:
+    """A batch stays a list of pairs (the loop stacks their inputs, as without workers)."""
+    return items[0] if items and isinstance(items[0], _WorkerFailure) else list(items)
+
+
+def _quit_worker(signum, frame) -> None:
+    os._exit(0)  # at once and quietly: a KeyboardInterrupt could land outside the worker loop and print a traceback
+
+
+def _init_worker(worker_id: int) -> None:
+    """In each worker: one thread (the workers and the forward share the CPUs), SIGINT ignored (the main process
+    handles it and shuts the workers down), SIGTERM ends the worker at once and quietly (the main process handles its
+    own; the DataLoader's shutdown sends it to a worker that does not stop in time)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _quit_worker)
+    torch.set_num_threads(1)  # (not cv2.setNumThreads: after a fork it joins the parent's pool threads and hangs)
+
+
+def _start_method() -> str | None:
+    """fork on Linux (fast start, nothing pickled); the platform's default elsewhere (spawn on macOS and Windows).
+    Workers never touch CUDA: they decode, stylize (the neural stylizer included, which runs on the CPU) and compute
+    flow; only the main process moves batches to the device."""
+    return "fork" if sys.platform.startswith("linux") else None
+
+
+@contextlib.contextmanager
+def pair_batches(pairs: Iterable, batch_size: int, workers: int = 0, device: torch.device | str = "cpu",
+                 seed: int = 0) -> Iterator[Iterator[list[Pair]]]:
+    """The batches of ``pairs`` (lists of ``batch_size`` pairs, in order), made in ``workers`` processes when
+    ``pairs`` is indexable (``indexable``) and ``workers`` > 0, else in the main process (``batches``).
+
+    With workers: ``pairs.plan()`` runs here, once; a ``torch.utils.data.DataLoader`` makes batch j from the pair
+    indices [j·batch_size, (j+1)·batch_size) and returns the batches in that order whatever the worker that made
+    them, so the result does not depend on the number of workers. Each worker gets whole batches of consecutive
+    indices and keeps the video it decoded last, so it decodes a video once. Pinned memory on CUDA; a
+    ``StlensError`` in a worker is raised here as it is; the workers are shut down when the block ends (an
+    interrupt included)."""
+    if batch_size < 1:
+        raise StlensError(f"--batch-size must be ≥ 1, got {batch_size}")
+    workers = resolve_workers(workers)
+    if workers == 0 or not indexable(pairs):
+        yield batches(pairs, batch_size)
+        return
+    total = len(pairs.plan())
+    loader = torch.utils.data.DataLoader(
+        _WorkerPairs(pairs), batch_sampler=[range(s, min(s + batch_size, total)) for s in range(0, total, batch_size)],
+        num_workers=workers, collate_fn=_collate, pin_memory=torch.device(device).type == "cuda",
+        persistent_workers=False, worker_init_fn=_init_worker, multiprocessing_context=_start_method(),
+        generator=torch.Generator().manual_seed(seed))  # its own generator: the global RNG is not drawn from
+    iterator = iter(loader)
+
+    def checked() -> Iterator[list[Pair]]:
+        for batch in iterator:
+            if isinstance(batch, _WorkerFailure):
+                raise batch.error
+            yield batch
+
+    try:
+        yield checked()
+    finally:
+        shutdown = getattr(iterator, "_shutdown_workers", None)
+        if shutdown is not None:
+            shutdown()
 
 
 def stack_inputs(inputs: list) -> torch.Tensor | tuple:
@@ -192,7 +322,8 @@ def _progress(total: int | None, enabled: bool):
 def measure(model: nn.Module | ModelHandle, pairs: Iterable, layers: str | list[str] | None = "default", *,
             batch_size: int = 4, precision: str = "fp32", device: str | torch.device | None = None,
             bootstrap: int = 200, threshold: float = 0.5, seed: int = 0, save_latents: bool = False,
-            min_pairs: int = MIN_PAIRS, progress: bool = True, meta: dict[str, Any] | None = None) -> MeasureResult:
+            min_pairs: int = MIN_PAIRS, progress: bool = True, meta: dict[str, Any] | None = None,
+            workers: int | None = None) -> MeasureResult:
     """Measure static and dynamic information in each layer of ``model`` from ``pairs``.
 
     ``pairs`` yields ``Pair`` objects (or ``(factor, a, b)`` tuples; factor 0 = dynamic, 1 = static) whose inputs are
@@ -205,7 +336,13 @@ def measure(model: nn.Module | ModelHandle, pairs: Iterable, layers: str | list[
     Default None: where the model is. ``precision``: ``fp32`` (default), ``bf16`` (CPU or CUDA autocast), ``fp16``
     (CUDA autocast) or ``auto`` (bf16 where the CPU or GPU has native bf16, else fp32; see ``resolve_precision``).
     result.json records the device and the precision used.
+
+    ``workers``: processes that make the pairs (decode, stylize, optical flow) while the model runs, for an
+    indexable pair source (``make_pairs`` gives one); None (default) = ``default_workers()`` (min(4, CPUs − 1));
+    0 = in the main process. Plain iterables (generators, lists) are always read in the main process. The result
+    does not depend on ``workers`` (see ``pair_batches``).
     """
+    workers = resolve_workers(workers)
     handle = as_handle(model)
     target = handle.device if device is None else resolve_device(device)
     used = resolve_precision(precision, target)
@@ -227,9 +364,10 @@ def measure(model: nn.Module | ModelHandle, pairs: Iterable, layers: str | list[
     start = time.perf_counter()
     total = len(pairs) if hasattr(pairs, "__len__") else None
     with (LayerTaps(module, handle.layers(layers), layout=handle.layout) as taps, _progress(total, progress) as bar,
-          _restore_layout(module, used != "fp32"), exact_fp32(used == "fp32")):
+          _restore_layout(module, used != "fp32"), exact_fp32(used == "fp32"),
+          pair_batches(pairs, batch_size, workers, target, seed) as made):
         try:
-            for batch in batches(pairs, batch_size):
+            for batch in made:
                 n = len(batch)
                 inputs = to_device(stack_inputs([p.a for p in batch] + [p.b for p in batch]), target)
                 taps.reset(batch=2 * n)
@@ -241,6 +379,7 @@ def measure(model: nn.Module | ModelHandle, pairs: Iterable, layers: str | list[
                 # the pairs measured so far stay usable (the same count in every layer)
                 with deferred():
                     factor = np.array([p.factor for p in batch])
+                    index = np.array([len(factors) + j if p.index is None else p.index for j, p in enumerate(batch)])
                     for name, pooled in taps.checked(strict=asked_by_name(layers)).items():
                         pooled = pooled.cpu().numpy()  # (2n, C): the only copy back, once per batch and layer
                         a, b = pooled[:n], pooled[n:]
@@ -248,7 +387,7 @@ def measure(model: nn.Module | ModelHandle, pairs: Iterable, layers: str | list[
                             moments[name] = PairedMoments(a.shape[1], bootstrap=bootstrap, seed=seed)
                         for f in (0, 1):
                             if (factor == f).any():
-                                moments[name].update(f, a[factor == f], b[factor == f])
+                                moments[name].update(f, a[factor == f], b[factor == f], index[factor == f])
                         if save_latents:
                             kept.setdefault(f"{name}/a", []).append(a)
                             kept.setdefault(f"{name}/b", []).append(b)
@@ -288,7 +427,7 @@ def measure(model: nn.Module | ModelHandle, pairs: Iterable, layers: str | list[
         latents.update({key: np.concatenate(parts).astype(np.float32) for key, parts in kept.items()})
     timing = {"seconds": round(elapsed, 3), "forward_seconds": round(forward_seconds, 3),
               "pairs_per_second": round(len(factors) / elapsed, 3)}
-    settings = {"batch_size": batch_size, "device": str(target) if device is None else str(device),
+    settings = {"batch_size": batch_size, "workers": workers, "device": str(target) if device is None else str(device),
                 "precision": precision, "bootstrap": bootstrap, "threshold": threshold, "seed": seed,
                 "save_latents": save_latents}
     config = run_config(handle, pairs, layers, settings, started, timing)

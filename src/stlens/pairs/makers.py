@@ -169,7 +169,9 @@ class VideoPairs:
         factor = STATIC if odd else DYNAMIC
         frames = self._video(share)
         rng = np.random.default_rng((self.seed, share.video, factor, i))
-        return self._pair(frames, factor, rng, str(self.source.videos[share.video]))
+        pair = self._pair(frames, factor, rng, str(self.source.videos[share.video]))
+        pair.index = k
+        return pair
 
     def _pair(self, frames: np.ndarray, factor: int, rng: np.random.Generator, source: str) -> Pair:
         spec = self.spec

@@ -110,7 +110,9 @@ class SynthPairs:
             raise IndexError(f"pair {index} out of range for {len(self)} pairs")
         i, odd = divmod(k, 2)
         factor = STATIC if odd else DYNAMIC
-        return self._pair(i % len(self.dataset), factor, np.random.default_rng((self.seed, factor, i)))
+        pair = self._pair(i % len(self.dataset), factor, np.random.default_rng((self.seed, factor, i)))
+        pair.index = k
+        return pair
 
     def _rerendered(self, index: int, rng: np.random.Generator, avoid: SynthClip | None = None) -> SynthClip:
         """A new appearance of clip ``index``; with ``avoid``, one sharing no texture with it (100 tries)."""

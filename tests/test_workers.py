@@ -1,0 +1,98 @@
+"""Pair making in worker processes (``--workers``): the result does not depend on the number of workers, errors in a
+worker reach the user as the StlensError they are, and bad values are refused."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+import stlens
+from stlens.cli import main
+from stlens.errors import StlensError
+from stlens.measure.run import default_workers, pair_batches, resolve_workers
+from stlens.pairs import makers
+
+SAMPLE = ["--model", "torchvision:r3d_18", "--frames", "4", "--size", "32", "--pairs", "8", "--bootstrap", "20",
+          "--data", "sample:"]
+SYNTH = ["--model", "stlens:i3d", "--weights", "bundled:i3d-motion", "--data", "synth:motion?split=test&n=32",
+         "--pairs", "16", "--bootstrap", "20"]
+VARYING = ("timing", "run_id", "seconds", "forward_seconds", "pairs_per_second", "started", "finished")
+
+
+def without_timing(doc):
+    if isinstance(doc, dict):
+        return {k: without_timing(v) for k, v in doc.items() if k not in VARYING}
+    if isinstance(doc, list):
+        return [without_timing(v) for v in doc]
+    return doc
+
+
+def measured(out: Path, args: list[str], workers: int) -> tuple[dict, float]:
+    tick = time.perf_counter()
+    assert main(["measure", *args, "--workers", str(workers), "--quiet", "--out", str(out)]) == 0
+    seconds = time.perf_counter() - tick
+    config = json.loads((out / "config.json").read_text())
+    assert config["arguments"]["workers"] == workers
+    return json.loads((out / "result.json").read_text()), seconds
+
+
+@pytest.mark.parametrize("args", [SAMPLE, SYNTH], ids=["sample-r3d_18", "synth-i3d"])
+def test_workers_0_and_2_give_the_same_result(tmp_path, args):
+    serial, serial_s = measured(tmp_path / "w0", args, 0)
+    parallel, parallel_s = measured(tmp_path / "w2", args, 2)
+    print(f"wall time: --workers 0 {serial_s:.2f} s, --workers 2 {parallel_s:.2f} s")
+    assert without_timing(parallel) == without_timing(serial)
+    assert serial["pairs"]["dynamic"] == serial["pairs"]["static"] == int(args[args.index("--pairs") + 1])
+
+
+def test_a_video_that_fails_to_decode_in_a_worker_is_named(tmp_path, small_video, monkeypatch, capsys):
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    for name in ("a.mp4", "b.mp4"):
+        (videos / name).write_bytes(small_video.read_bytes())
+    read = makers.read_clip_source
+
+    def fail_on_b(path, *args, **kwargs):  # passes the probe (probe_clip_source), fails to decode
+        if Path(path).name == "b.mp4":
+            raise StlensError(f"{path}: cannot decode (damaged)")
+        return read(path, *args, **kwargs)
+
+    monkeypatch.setattr(makers, "read_clip_source", fail_on_b)  # inherited by the forked workers
+    out = tmp_path / "run"
+    code = main(["measure", "--model", "module:conftest:tiny_video_net", "--frames", "4", "--size", "32", "--data",
+                 str(videos), "--pairs", "8", "--bootstrap", "0", "--workers", "2", "--quiet", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "b.mp4: cannot decode (damaged)" in err and "passed the first check" in err
+    assert "Traceback" not in err and "DataLoader" not in err
+    assert not (out / "result.json").exists()
+
+
+def test_negative_workers_are_refused(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["measure", *SAMPLE, "--workers", "-1", "--quiet", "--out", str(out)]) == 2
+    assert "--workers must be an integer ≥ 0" in capsys.readouterr().err
+    assert not (out / "result.json").exists()
+    with pytest.raises(StlensError, match="--workers"):
+        resolve_workers(-1)
+
+
+def test_default_workers_and_plain_iterables():
+    assert 0 <= default_workers() <= 4 and resolve_workers(None) == default_workers()
+    pairs = [(k % 2, k, k) for k in range(5)]  # a plain list: read in the main process, whatever workers says
+    with pair_batches(iter(pairs), 2, workers=2) as made:
+        assert [[p.a for p in batch] for batch in made] == [[0, 1], [2, 3], [4]]
+
+
+def test_the_api_takes_workers():
+    handle = stlens.load_model("module:conftest:tiny_video_net", frames=4, size=32)
+    data = "synth:motion?split=test&n=8&frames=4&size=32"
+    serial = stlens.measure(handle, stlens.make_pairs(stlens.open_data(data), handle.input, 8), bootstrap=0,
+                            progress=False, workers=0)
+    parallel = stlens.measure(handle, stlens.make_pairs(stlens.open_data(data), handle.input, 8), bootstrap=0,
+                              progress=False, workers=2)
+    assert without_timing(parallel.to_dict()) == without_timing(serial.to_dict())
+    assert parallel.config["arguments"]["workers"] == 2
