@@ -7,7 +7,7 @@ so a layer called ``$x$`` or ``<script>`` is shown as written. ``stlens.report.p
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 import matplotlib
 import matplotlib.lines
@@ -16,10 +16,15 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from stlens.measure.estimate import CLASSES
+from stlens.measure.layer import LayerResult
 
-if TYPE_CHECKING:
-    from stlens.measure.layer import LayerResult
-    from stlens.measure.result import MeasureResult
+
+class MeasureResult(Protocol):
+    """What the figures read of a result (``stlens.measure.result.MeasureResult`` is one; that module imports this
+    one for ``.plot()``, so this one depends on the protocol, not on it)."""
+
+    meta: dict[str, Any]
+    layers: list[LayerResult]
 
 #: Okabe & Ito (2008) colours, one meaning each throughout stlens
 COLORS = {

@@ -1,6 +1,6 @@
 """Pairs for ``stlens.measure`` from synthetic clips, with the ideal stylizer: re-rendering.
 
-- dynamic pair (factor 0): the clip rendered with two different appearances (``SynthDataset.rerender``: exactly the
+- dynamic pair (factor 0): the clip rendered with two different appearances (``SynthClips.rerender``: exactly the
   same motion, shape and trajectory, new object and background textures; the two share no texture, only the
   object's shape and its motion, as a stylized real video keeps its edges), or, with another
   ``stylizer``, two styles of the rendered clip as ``VideoPairs`` makes them;
@@ -16,7 +16,7 @@ from __future__ import annotations
 import operator
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -24,13 +24,10 @@ import torch
 from stlens.core.pair import DYNAMIC, STATIC, Pair, frame_shuffle
 from stlens.core.spec import InputSpec
 from stlens.errors import StlensError
-from stlens.synth.render import SynthClip
+from stlens.synth.render import SynthClip, SynthClips
 from stlens.video.flow import FLOW_BOUND, encode_flow, flow_clip, flow_jitter
 from stlens.video.sampling import to_model_input
 from stlens.video.stylizers import draw_style, get_stylizer
-
-if TYPE_CHECKING:  # (at run time the dataset imports this module, to make its pairs)
-    from stlens.synth.dataset import SynthDataset
 
 RERENDER = "rerender"
 
@@ -41,7 +38,7 @@ def _textures(clip: SynthClip) -> set[int]:
 
 @dataclass
 class SynthPairs:
-    """Iterable of ``Pair`` from a ``SynthDataset``: ``pairs`` per factor; pair i uses clip i mod len(dataset) for
+    """Iterable of ``Pair`` from a ``SynthClips``: ``pairs`` per factor; pair i uses clip i mod len(dataset) for
     both factors and draws its appearances, styles and shuffles from a generator seeded with (seed, factor, i).
 
     Clips are used as rendered (no temporal subsampling, no crop): the model's ``spec.frames`` and ``spec.size``
@@ -53,7 +50,7 @@ class SynthPairs:
     ever skipped); ``spans()`` gives the two pairs of each pair index. Pickles without its stylizer functions.
     """
 
-    dataset: SynthDataset
+    dataset: SynthClips
     spec: InputSpec
     pairs: int
     stylizer: str = RERENDER
@@ -85,7 +82,7 @@ class SynthPairs:
         return {**self.__dict__, "_stylizer_list": None}
 
     @property
-    def source(self) -> SynthDataset:
+    def source(self) -> SynthClips:
         return self.dataset
 
     def __len__(self) -> int:

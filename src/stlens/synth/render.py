@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -111,3 +111,22 @@ class SynthClip:
         """float32 (T-1, H, W, 2) in px, (u, v) = (rightwards, downwards), field t moving frame t onto t + 1: the
         object's displacement on the object's pixels of frame t, zero elsewhere (the background does not move)."""
         return flow_from_masks(self.masks, self.positions)
+
+
+class SynthClips(Protocol):
+    """What pair making needs of a synthetic dataset (``SynthDataset`` is one): its spec, world and clip size, its
+    clips by index, a clip re-rendered with new textures, and a name per clip. ``synth.pairs`` depends on this
+    protocol, not on ``synth.dataset``, which imports ``synth.pairs`` to make its pairs."""
+
+    spec: str
+    world: str
+    frames: int
+    size: int
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: int) -> SynthClip: ...
+
+    def rerender(self, index: int, appearance_seed: int) -> SynthClip: ...
+
+    def name(self, index: int) -> str: ...
