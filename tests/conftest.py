@@ -52,15 +52,21 @@ def sample_dir() -> Path:
 @pytest.fixture(scope="session")
 def small_video(tmp_path_factory) -> Path:
     """A real 40-frame h264 clip cut from the bikes sample video at 96x64, written with PyAV."""
-    import av
-
     from stlens.video.io import decode_video
     from stlens.video.sources import sample_videos
 
     bikes = next(p for p in sample_videos() if p.stem == "bikes")
     frames = decode_video(bikes, short_side=64, max_frames=40)
-    path = tmp_path_factory.mktemp("videos") / "bikes_small.mp4"
-    with av.open(str(path), "w") as container:
+    return write_mp4(tmp_path_factory.mktemp("videos") / "bikes_small.mp4", frames)
+
+
+def write_mp4(path: Path, frames: np.ndarray, faststart: bool = False) -> Path:
+    """(T, H, W, 3) uint8 frames as an h264 mp4 (even width and height), written with PyAV; ``faststart`` puts the
+    index at the start of the file (so that a truncated copy still decodes partly)."""
+    import av
+
+    options = {"movflags": "faststart"} if faststart else {}
+    with av.open(str(path), "w", options=options) as container:
         stream = container.add_stream("libx264", rate=25)
         stream.width, stream.height = frames.shape[2] // 2 * 2, frames.shape[1] // 2 * 2
         stream.pix_fmt = "yuv420p"

@@ -9,10 +9,9 @@ import logging
 import shutil
 from pathlib import Path
 
-import av
-import numpy as np
 import pytest
 import torch
+from conftest import write_mp4
 from PIL import Image
 from torch import nn
 
@@ -69,22 +68,6 @@ class OddNet(nn.Module):
 def odd_net() -> nn.Module:
     torch.manual_seed(0)
     return OddNet()
-
-
-def write_mp4(path: Path, frames: np.ndarray, faststart: bool = False) -> Path:
-    options = {"movflags": "faststart"} if faststart else {}
-    with av.open(str(path), "w", options=options) as container:
-        stream = container.add_stream("libx264", rate=25)
-        stream.width, stream.height = frames.shape[2] // 2 * 2, frames.shape[1] // 2 * 2
-        stream.pix_fmt = "yuv420p"
-        for frame in frames:
-            image = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame[: stream.height, : stream.width]),
-                                               format="rgb24")
-            for packet in stream.encode(image):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return path
 
 
 # ------------------------------------------------------------------------------------------------------- 1-frame clips
