@@ -77,23 +77,64 @@ def _add_measure_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="output run folder (refused if it holds a complete run)")
     p.add_argument("--overwrite", action="store_true", help="replace the run in --out (swapped in only when the new "
                    "run is complete)")
+    p.add_argument("--checkpoint-every", type=int, default=0, metavar="N", help="save a checkpoint in "
+                   "OUT/.stlens-checkpoint every N pairs (per process) and when interrupted (SIGINT, SIGTERM); "
+                   "default 0: no checkpoints")
+    p.add_argument("--resume", action="store_true", help="continue the measurement checkpointed in --out (the same "
+                   "options; without a checkpoint it starts at the first pair)")
     p.add_argument("--quiet", action="store_true", help="no progress bar or table")
 
 
 def cmd_measure(args: argparse.Namespace) -> int:
+    from stlens.measure import distributed
+
+    world = distributed.launched()
+    args.device = distributed.rank_device(args.device, world)
+    _check_device(args)
+    if args.checkpoint_every < 0:
+        raise StlensError(f"--checkpoint-every must be ≥ 0 (pairs; 0: no checkpoints), got {args.checkpoint_every}")
+    with distributed.joined(args.device) as world:
+        folder = _claim_measure_out(args, world)  # before any work: only rank 0 claims; every rank hears of a refusal
+        try:
+            return _measure_into(folder, args, world)
+        except BaseException:
+            if folder is not None:
+                folder.abandon()
+            raise
+
+
+def _checkpoint_folder(args: argparse.Namespace) -> Path:
+    from stlens.measure import checkpoint
+
+    return Path(args.out) / checkpoint.FOLDER
+
+
+def _claim_measure_out(args: argparse.Namespace, world):
+    """Rank 0 (the only process of a single run) claims --out and checks that no checkpoint would be lost; in a
+    distributed run every rank learns whether that went well (and stops with rank 0's error if not)."""
+    from stlens.measure import checkpoint, distributed
     from stlens.runs import RunFolder
 
-    _check_device(args)
-    folder = RunFolder(args.out, "measure", overwrite=args.overwrite).claim()  # before any work
-    try:
-        return _measure_into(folder, args)
-    except BaseException:
-        folder.abandon()
-        raise
+    folder = error = None
+    if world.rank == 0:
+        try:
+            folder = RunFolder(args.out, "measure", overwrite=args.overwrite).claim()
+            checkpoint.refuse_unless_resuming(_checkpoint_folder(args), args.resume)
+        except StlensError as exc:
+            if folder is not None:
+                folder.abandon()
+                folder = None
+            if not world.distributed:
+                raise
+            error = str(exc)
+    if world.distributed:
+        distributed.Group(world).agree(error)
+    return folder
 
 
-def _measure_into(folder, args: argparse.Namespace) -> int:
+def _measure_into(folder, args: argparse.Namespace, world) -> int:
     import stlens
+    from stlens.measure import checkpoint
     from stlens.measure.run import resolve_workers
 
     args.workers = workers = resolve_workers(args.workers)  # checked before any work; config.json records it
@@ -101,7 +142,7 @@ def _measure_into(folder, args: argparse.Namespace) -> int:
     handle = stlens.load_model(args.model, args.weights, frames=args.frames, size=args.size, device=args.device)
     from stlens.models.inspect import random_init, random_init_warning
 
-    untrained = random_init(handle)
+    untrained = random_init(handle) and world.rank == 0  # (every rank builds the same weights from --seed)
     if untrained:
         print(f"stlens: WARNING: {random_init_warning(handle)}", file=sys.stderr, flush=True)
     source = stlens.open_data(args.data)
@@ -111,11 +152,16 @@ def _measure_into(folder, args: argparse.Namespace) -> int:
         handle, pairs, args.layers, batch_size=args.batch_size, precision=args.precision, device=args.device,
         bootstrap=args.bootstrap, threshold=args.threshold, seed=args.seed, save_latents=args.save_latents,
         progress=not args.quiet, meta={"data": args.data}, workers=workers,
+        checkpoint=_checkpoint_folder(args) if args.checkpoint_every or args.resume else None,
+        checkpoint_every=args.checkpoint_every, resume=args.resume,
     )
+    if folder is None:  # a rank other than 0 of a distributed run: rank 0 writes
+        return 0
     config = result.config | {"arguments": {k: v for k, v in vars(args).items() if k != "func"}}
     if result.meta.get("interrupted"):
         return _save_interrupted(result, config, folder)
     out = result.save(folder, config)
+    checkpoint.remove(_checkpoint_folder(args))  # the result is complete: its checkpoint is of no more use
     if not args.quiet:
         print(result.table())
         skipped = result.meta["skipped"]
@@ -142,6 +188,9 @@ def _save_interrupted(result, config: dict, folder) -> int:
         folder = fresh_sibling(folder.out, ".interrupted")
     out = result.save(folder, config)
     kept = f"; the complete earlier run in {config['arguments']['out']} is unchanged" if earlier else ""
+    arguments = config["arguments"]
+    if arguments.get("checkpoint_every") or arguments.get("resume"):
+        kept += f"; checkpoint saved: continue with --resume --out {arguments['out']}"
     print(f"stlens: interrupted after {pairs} pairs: partial result in {out}{kept}", file=sys.stderr)
     return EXIT_INTERRUPTED
 
@@ -473,12 +522,23 @@ def main(argv: list[str] | None = None) -> int:
         with handle_signals():
             return args.func(args)
     except StlensError as exc:
-        print(f"stlens: error: {exc}", file=sys.stderr)
+        print(f"stlens: error{_rank_label()}: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as exc:
         name = exc.signal_name if isinstance(exc, Interrupted) else "SIGINT"
-        print(f"stlens: interrupted ({name}); nothing more was written", file=sys.stderr)
+        print(f"stlens: interrupted ({name}){_rank_label()}; nothing more was written", file=sys.stderr)
         return EXIT_INTERRUPTED
+
+
+def _rank_label() -> str:
+    """`` (rank R of W)`` in a process of a distributed run (torchrun), else empty."""
+    from stlens.measure import distributed
+
+    try:
+        label = distributed.launched().label
+    except StlensError:
+        return ""
+    return f" ({label})" if label else ""
 
 
 if __name__ == "__main__":

@@ -251,6 +251,7 @@ class PairedMoments:
                 mean = np.where(other.boot_n[f][:, None] > 0, other.boot_mean[f] + d, 0.0)
                 _combine(self.boot_n[f], self.boot_mean[f], self.boot_m2[f], other.boot_n[f], mean, other.boot_m2[f])
             self.n[f] += other.n[f]
+        self._next_index = max(self._next_index, other._next_index)
         return self
 
     def _offset(self) -> np.ndarray:
@@ -282,18 +283,21 @@ class PairedMoments:
     def state(self) -> dict[str, np.ndarray]:
         """Arrays that ``from_state`` turns back into an equal instance (for saving and resuming)."""
         return {"shift": self.shift, "n": self.n, "mean": self.mean, "m2": self.m2, "boot_n": self.boot_n,
-                "boot_mean": self.boot_mean, "boot_m2": self.boot_m2, "seed": np.asarray(self.seed)}
+                "boot_mean": self.boot_mean, "boot_m2": self.boot_m2, "seed": np.asarray(self.seed),
+                "next_index": np.asarray(self._next_index)}
 
     @classmethod
     def from_state(cls, state: dict[str, np.ndarray]) -> PairedMoments:
-        """Rebuild an instance saved with ``state``; further updates draw fresh replicate weights.
+        """Rebuild an instance saved with ``state``: the same seed, so further updates of other pairs (other global
+        indices) give what one uninterrupted instance would have (resuming a run).
 
         States written before the centred layout (raw sums ``sums`` / ``boot_sums`` about ``shift``) are converted.
         """
         if "sums" in state:
             state = _from_raw_sums(state)
         boot = np.asarray(state["boot_mean"])
-        m = cls(channels=boot.shape[-1], bootstrap=boot.shape[2], seed=int(state["seed"]) + 1)
+        m = cls(channels=boot.shape[-1], bootstrap=boot.shape[2], seed=int(state["seed"]))
+        m._next_index = int(state.get("next_index", 0))
         shift = np.nan_to_num(np.asarray(state["shift"], dtype=np.float64))  # NaN: an old state's unset origin
         m.shift = np.array(np.broadcast_to(shift, m.shift.shape))
         m.n = np.asarray(state["n"], dtype=np.int64).copy()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
+import logging
 import os
 import pickle
 import signal
@@ -21,8 +23,10 @@ from stlens._version import __version__
 from stlens.core.pair import Pair
 from stlens.errors import StlensError
 from stlens.interrupts import deferred
+from stlens.measure import distributed
+from stlens.measure.accumulator import Accumulator
+from stlens.measure.checkpoint import Checkpoint, refuse_unless_resuming
 from stlens.measure.layer import estimate_layer
-from stlens.measure.moments import PairedMoments
 from stlens.measure.result import MeasureResult
 from stlens.models.inspect import random_init
 from stlens.models.registry import ModelHandle, as_handle, resolve_device
@@ -143,25 +147,35 @@ def _start_method() -> str | None:
 
 @contextlib.contextmanager
 def pair_batches(pairs: Iterable, batch_size: int, workers: int = 0, device: torch.device | str = "cpu",
-                 seed: int = 0) -> Iterator[Iterator[list[Pair]]]:
+                 seed: int = 0, indices: range | None = None) -> Iterator[Iterator[list[Pair]]]:
     """The batches of ``pairs`` (lists of ``batch_size`` pairs, in order), made in ``workers`` processes when
     ``pairs`` is indexable (``indexable``) and ``workers`` > 0, else in the main process (``batches``).
 
-    With workers: ``pairs.plan()`` runs here, once; a ``torch.utils.data.DataLoader`` makes batch j from the pair
-    indices [j·batch_size, (j+1)·batch_size) and returns the batches in that order whatever the worker that made
-    them, so the result does not depend on the number of workers. Each worker gets whole batches of consecutive
-    indices and keeps the video it decoded last, so it decodes a video once. Pinned memory on CUDA; a
-    ``StlensError`` in a worker is raised here as it is; the workers are shut down when the block ends (an
-    interrupt included)."""
+    ``indices``: the global pair indices to make (a contiguous range: the share of one process of a distributed
+    run, or what is left of a resumed one); None = all. Batch j holds the pairs [start + j·batch_size, …).
+
+    With workers: ``pairs.plan()`` runs here, once; a ``torch.utils.data.DataLoader`` makes batch j from its pair
+    indices and returns the batches in that order whatever the worker that made them, so the result does not depend
+    on the number of workers. Each worker gets whole batches of consecutive indices and keeps the video it decoded
+    last, so it decodes a video once. Pinned memory on CUDA; a ``StlensError`` in a worker is raised here as it is;
+    the workers are shut down when the block ends (an interrupt included)."""
     if batch_size < 1:
         raise StlensError(f"--batch-size must be ≥ 1, got {batch_size}")
     workers = resolve_workers(workers)
-    if workers == 0 or not indexable(pairs):
+    if not indexable(pairs):
+        if indices is not None and indices.start > 0:
+            pairs = itertools.islice(pairs, indices.start, indices.stop)  # made and dropped: no index to jump to
         yield batches(pairs, batch_size)
         return
     total = len(pairs.plan())
+    indices = range(total) if indices is None else indices
+    if workers == 0:
+        whole = indices == range(total)
+        yield batches(pairs if whole else (pairs[k] for k in indices), batch_size)
+        return
+    starts = range(indices.start, indices.stop, batch_size)
     loader = torch.utils.data.DataLoader(
-        _WorkerPairs(pairs), batch_sampler=[range(s, min(s + batch_size, total)) for s in range(0, total, batch_size)],
+        _WorkerPairs(pairs), batch_sampler=[range(s, min(s + batch_size, indices.stop)) for s in starts],
         num_workers=workers, collate_fn=_collate, pin_memory=torch.device(device).type == "cuda",
         persistent_workers=False, worker_init_fn=_init_worker, multiprocessing_context=_start_method(),
         generator=torch.Generator().manual_seed(seed))  # its own generator: the global RNG is not drawn from
@@ -323,7 +337,8 @@ def measure(model: nn.Module | ModelHandle, pairs: Iterable, layers: str | list[
             batch_size: int = 4, precision: str = "fp32", device: str | torch.device | None = None,
             bootstrap: int = 200, threshold: float = 0.5, seed: int = 0, save_latents: bool = False,
             min_pairs: int = MIN_PAIRS, progress: bool = True, meta: dict[str, Any] | None = None,
-            workers: int | None = None) -> MeasureResult:
+            workers: int | None = None, checkpoint: str | Path | None = None, checkpoint_every: int = 0,
+            resume: bool = False) -> MeasureResult:
     """Measure static and dynamic information in each layer of ``model`` from ``pairs``.
 
     ``pairs`` yields ``Pair`` objects (or ``(factor, a, b)`` tuples; factor 0 = dynamic, 1 = static) whose inputs are
@@ -341,13 +356,41 @@ def measure(model: nn.Module | ModelHandle, pairs: Iterable, layers: str | list[
     indexable pair source (``make_pairs`` gives one); None (default) = ``default_workers()`` (min(4, CPUs − 1));
     0 = in the main process. Plain iterables (generators, lists) are always read in the main process. The result
     does not depend on ``workers`` (see ``pair_batches``).
+
+    Under ``torchrun`` (or any initialized ``torch.distributed`` process group) each process measures its share of
+    the pairs (``distributed.shard``) and the shares are merged in rank order: every process returns the same
+    result (the latents only on rank 0), equal to a single process's (see ``measure.distributed``).
+
+    ``checkpoint``: a folder for checkpoints (``measure.checkpoint``), written every ``checkpoint_every`` pairs
+    (0: only when interrupted) and when the run is interrupted; ``resume``: continue from the checkpoint there (a
+    run without a checkpoint starts at the first pair). The checkpoint is left in place: the caller removes it once
+    the result is saved (``checkpoint.remove``).
     """
     workers = resolve_workers(workers)
     handle = as_handle(model)
+    world = distributed.current()
+    device = distributed.rank_device(device, world) if isinstance(device, str) else device
     target = handle.device if device is None else resolve_device(device)
     used = resolve_precision(precision, target)
     if not 0.0 <= threshold < 1.0:
         raise StlensError(f"--threshold must be in [0, 1), got {threshold}")
+    if batch_size < 1:
+        raise StlensError(f"--batch-size must be ≥ 1, got {batch_size}")
+    group = distributed.Group(world) if world.distributed else None
+    plan = _Plan.make(handle, pairs, layers, world, group, dict(
+        seed=seed, bootstrap=bootstrap, precision=used, save_latents=save_latents))
+    saver = None
+    if checkpoint is not None:
+        saver = Checkpoint(checkpoint, checkpoint_every, world, plan.fingerprint)
+        refuse_unless_resuming(checkpoint, resume)
+    acc = (saver.load() if saver is not None and resume else None)
+    if acc is None:
+        acc = Accumulator(bootstrap, seed, save_latents, position=plan.share.start)
+    elif not plan.share.start <= acc.position <= plan.share.stop:
+        raise StlensError(f"--resume: {saver.path} stopped at pair {acc.position}, outside this process's pairs "
+                          f"{plan.share.start}..{plan.share.stop - 1}; delete {saver.folder} to start over")
+    resumed_at = acc.pairs
+    todo = range(acc.position, plan.share.stop) if plan.total is not None else range(acc.position, 1 << 62)
     module = handle.module.eval()
     if device is not None:
         module.to(target)
@@ -355,17 +398,16 @@ def measure(model: nn.Module | ModelHandle, pairs: Iterable, layers: str | list[
         _warn_slow_bf16(target)
     if used != "fp32":
         module.to(memory_format=torch.channels_last_3d)
-    moments: dict[str, PairedMoments] = {}
-    kept: dict[str, list[np.ndarray]] = {}
-    factors: list[int] = []
     forward_seconds = 0.0
     interrupted: BaseException | None = None
     started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     start = time.perf_counter()
-    total = len(pairs) if hasattr(pairs, "__len__") else None
-    with (LayerTaps(module, handle.layers(layers), layout=handle.layout) as taps, _progress(total, progress) as bar,
+    total = len(todo) if plan.total is not None else (len(pairs) if hasattr(pairs, "__len__") else None)
+    with (LayerTaps(module, handle.layers(layers), layout=handle.layout) as taps,
+          _progress(total, progress and world.rank == 0) as bar,
           _restore_layout(module, used != "fp32"), exact_fp32(used == "fp32"),
-          pair_batches(pairs, batch_size, workers, target, seed) as made):
+          pair_batches(pairs, batch_size, workers, target, seed, None if todo.start == 0 and plan.whole else todo)
+          as made):
         try:
             for batch in made:
                 n = len(batch)
@@ -379,36 +421,46 @@ def measure(model: nn.Module | ModelHandle, pairs: Iterable, layers: str | list[
                 # the pairs measured so far stay usable (the same count in every layer)
                 with deferred():
                     factor = np.array([p.factor for p in batch])
-                    index = np.array([len(factors) + j if p.index is None else p.index for j, p in enumerate(batch)])
-                    for name, pooled in taps.checked(strict=asked_by_name(layers)).items():
-                        pooled = pooled.cpu().numpy()  # (2n, C): the only copy back, once per batch and layer
-                        a, b = pooled[:n], pooled[n:]
-                        if name not in moments:
-                            moments[name] = PairedMoments(a.shape[1], bootstrap=bootstrap, seed=seed)
-                        for f in (0, 1):
-                            if (factor == f).any():
-                                moments[name].update(f, a[factor == f], b[factor == f], index[factor == f])
-                        if save_latents:
-                            kept.setdefault(f"{name}/a", []).append(a)
-                            kept.setdefault(f"{name}/b", []).append(b)
-                    factors.extend(int(f) for f in factor)
+                    index = np.array([acc.position + j if p.index is None else p.index for j, p in enumerate(batch)])
+                    pooled = {name: latents.cpu().numpy()  # (2n, C): the only copy back, once per batch and layer
+                              for name, latents in taps.checked(strict=asked_by_name(layers)).items()}
+                    acc.add(factor, index, pooled)
                 bar.update(n)
+                if saver is not None and saver.due(acc):
+                    saver.save(acc)
+                if group is not None:
+                    group.stop_if_failed()
         except KeyboardInterrupt as exc:
-            # Keep what was measured: stop here and return the result of the pairs so far (if there are enough).
-            if not moments or len({tuple(m.n) for m in moments.values()}) != 1:
+            if saver is not None and acc.consistent():
+                saver.save(acc)  # what Slurm's SIGTERM before preemption is for
+                logging.getLogger("stlens").warning("%sinterrupted after %d pairs: checkpoint saved in %s (continue "
+                                                    "with --resume)", f"{world.label}: " if world.distributed else "",
+                                                    acc.pairs - resumed_at, saver.path)
+            # Keep what was measured: stop here and return the result of the pairs so far (if there are enough) —
+            # of a single process only: the other ranks of a distributed run are being stopped too.
+            if world.distributed or not acc.moments or not acc.consistent():
                 raise
             interrupted = exc
-            warnings.warn(f"interrupted after {len(factors)} pairs: the result covers only these", RuntimeWarning,
+            warnings.warn(f"interrupted after {acc.pairs} pairs: the result covers only these", RuntimeWarning,
                           stacklevel=2)
-    if not moments:
+        except Exception as exc:
+            if group is not None:
+                group.fail(str(exc) if isinstance(exc, StlensError) else f"{type(exc).__name__}: {exc}")
+            raise
+    if group is not None:
+        if saver is not None and not interrupted:
+            saver.save(acc)  # the other ranks may take a while: an interrupt while waiting for them loses nothing
+        group.stop_if_failed()
+        acc = _merged(acc, group)
+    if not acc.moments:
         raise StlensError("no pairs were measured (the pair source was empty)")
-    counts = next(iter(moments.values())).n
+    counts = next(iter(acc.moments.values())).n
     if interrupted and counts.min() < min_pairs:
         raise interrupted  # too few pairs for a partial result: nothing to keep
     if counts.min() < min_pairs:
         raise StlensError(f"only {counts[0]} dynamic and {counts[1]} static pairs; at least {min_pairs} per factor "
                           f"are needed (use more --pairs or more videos)")
-    layers_out = [estimate_layer(name, m, threshold) for name, m in moments.items()]
+    layers_out = [estimate_layer(name, m, threshold) for name, m in acc.moments.items()]
     elapsed = time.perf_counter() - start
     info = {
         "stlens_version": __version__, "model": handle.spec, "weights": handle.weights,
@@ -421,17 +473,81 @@ def measure(model: nn.Module | ModelHandle, pairs: Iterable, layers: str | list[
     if interrupted:
         info["interrupted"] = True
     info.update(meta or {})
-    latents = None
-    if save_latents:
-        latents = {"factor": np.asarray(factors, dtype=np.int64)}
-        latents.update({key: np.concatenate(parts).astype(np.float32) for key, parts in kept.items()})
+    measured = acc.pairs - resumed_at if not world.distributed else acc.pairs
     timing = {"seconds": round(elapsed, 3), "forward_seconds": round(forward_seconds, 3),
-              "pairs_per_second": round(len(factors) / elapsed, 3)}
+              "pairs_per_second": round(measured / elapsed, 3)}
     settings = {"batch_size": batch_size, "workers": workers, "device": str(target) if device is None else str(device),
                 "precision": precision, "bootstrap": bootstrap, "threshold": threshold, "seed": seed,
                 "save_latents": save_latents}
     config = run_config(handle, pairs, layers, settings, started, timing)
-    return MeasureResult(info, layers_out, timing, moments, latents, config=config)
+    config["processes"] = world.size
+    if resumed_at:
+        config["resumed_after_pairs"] = resumed_at  # (this process's, measured before it was interrupted)
+    return MeasureResult(info, layers_out, timing, acc.moments, acc.latents(), config=config)
+
+
+class _Plan:
+    """What a measurement will do before it does it: the number of pairs (None for a plain iterable), this
+    process's share of them and the fingerprint that a checkpoint must match. In a distributed run every rank
+    checks that all ranks planned the same pairs (an error on any rank stops all, naming it)."""
+
+    def __init__(self, total: int | None, share: range, fingerprint: dict[str, Any]):
+        self.total = total
+        self.share = share
+        self.fingerprint = fingerprint
+
+    @property
+    def whole(self) -> bool:
+        return self.total is None or self.share == range(self.total)
+
+    @classmethod
+    def make(cls, handle: ModelHandle, pairs, layers, world: distributed.World, group: distributed.Group | None,
+             settings: dict[str, Any]) -> _Plan:
+        error = None
+        plan = None
+        try:
+            if world.distributed and not indexable(pairs):
+                raise StlensError("a distributed run needs an indexable pair source (stlens.make_pairs or a synth: "
+                                  "world), so that each process makes its own share of the pairs")
+            total = len(pairs.plan()) if indexable(pairs) else None
+            share = distributed.shard(total, world) if total is not None else range(0, 1 << 62)
+            source = getattr(pairs, "source", None)
+            spec = handle.input
+            fingerprint = {"model": handle.spec, "weights": handle.weights,
+                           "input": [spec.frames, spec.size] if handle.spec_known else None,
+                           "data": getattr(source, "spec", None), "pairs": total,
+                           "layers": handle.layers(layers), "stylizer": getattr(pairs, "stylizer", None),
+                           "flow": getattr(pairs, "flow_method", None), "processes": world.size, **settings}
+            plan = cls(total, share, fingerprint)
+        except StlensError as exc:
+            if group is None:
+                raise
+            error = str(exc)
+        if group is not None:
+            group.agree(error)
+            totals = group.gather(plan.total)
+            if len(set(totals)) != 1:
+                raise StlensError(f"the processes planned different numbers of pairs ({totals}, in rank order): "
+                                  f"each machine must see the same --data")
+        return plan
+
+
+def _merged(acc: Accumulator, group: distributed.Group) -> Accumulator:
+    """Every rank's accumulator merged in rank order (= global pair order); latents travel to rank 0 only."""
+    kept, acc.kept = acc.kept, {}
+    parts = group.gather(acc)
+    latents = group.gather_to_first(kept if acc.save_latents else None)
+    merged = parts[0]
+    for part in parts[1:]:
+        merged.merge(part)
+    if latents is not None and acc.save_latents:
+        merged.kept = {}
+        for rank_kept in latents:
+            for key, chunks in rank_kept.items():
+                merged.kept.setdefault(key, []).extend(chunks)
+    elif acc.save_latents:
+        merged.save_latents = False  # ranks other than 0 return no latents
+    return merged
 
 
 def run_config(handle: ModelHandle, pairs, layers, settings: dict[str, Any], started: str,

@@ -1,0 +1,114 @@
+"""What a measurement has gathered so far — per-layer moments, the factor of each pair, optional latents — as one
+object that a batch enters whole, that saves to and loads from flat arrays (checkpoints), and that merges with
+another one (the processes of a distributed run, in rank order)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from stlens.errors import StlensError
+from stlens.measure.moments import PairedMoments
+
+
+class Accumulator:
+    """Moments per layer (``PairedMoments``), pair factors in pair order, and the pooled latents when kept.
+
+    ``position``: the global index of the next pair (for a resumed or a sharded run, where the pairs seen do not
+    start at 0)."""
+
+    def __init__(self, bootstrap: int, seed: int, save_latents: bool = False, position: int = 0):
+        self.bootstrap = bootstrap
+        self.seed = seed
+        self.save_latents = save_latents
+        self.position = position
+        self.moments: dict[str, PairedMoments] = {}
+        self.factors: list[int] = []
+        self.kept: dict[str, list[np.ndarray]] = {}
+
+    def add(self, factor: np.ndarray, index: np.ndarray, pooled: dict[str, np.ndarray]) -> None:
+        """Add one batch of n pairs: ``factor`` and ``index`` (n,), ``pooled`` layer → (2n, C) latents, the n first
+        videos then the n second ones. Call it inside ``interrupts.deferred()`` so that the batch enters every layer
+        or none."""
+        n = len(factor)
+        for name, latents in pooled.items():
+            a, b = latents[:n], latents[n:]
+            if name not in self.moments:
+                self.moments[name] = PairedMoments(a.shape[1], bootstrap=self.bootstrap, seed=self.seed)
+            for f in (0, 1):
+                chosen = factor == f
+                if chosen.any():
+                    self.moments[name].update(f, a[chosen], b[chosen], index[chosen])
+            if self.save_latents:
+                self.kept.setdefault(f"{name}/a", []).append(a)
+                self.kept.setdefault(f"{name}/b", []).append(b)
+        self.factors.extend(int(f) for f in factor)
+        self.position = int(index.max()) + 1 if n else self.position
+
+    @property
+    def pairs(self) -> int:
+        return len(self.factors)
+
+    def consistent(self) -> bool:
+        """True when every layer holds the same pairs (a batch never enters some layers only)."""
+        return len({tuple(m.n) for m in self.moments.values()}) <= 1
+
+    def latents(self) -> dict[str, np.ndarray] | None:
+        """latents.npz's arrays: ``factor`` (N,) and ``<layer>/a``, ``<layer>/b`` (N, C) float32, in pair order."""
+        if not self.save_latents:
+            return None
+        out = {"factor": np.asarray(self.factors, dtype=np.int64)}
+        out.update({key: np.concatenate(parts).astype(np.float32) for key, parts in self.kept.items()})
+        return out
+
+    # -- merging (distributed runs) -------------------------------------------------------------------------------
+
+    def merge(self, other: Accumulator) -> Accumulator:
+        """Append the pairs of ``other`` (which come after ours in pair order) in place; returns self."""
+        if other.pairs == 0:
+            return self
+        if self.pairs and set(other.moments) != set(self.moments):
+            raise StlensError(f"cannot merge measurements of different layers: {sorted(self.moments)} and "
+                              f"{sorted(other.moments)}")
+        for name, moments in other.moments.items():
+            if name in self.moments:
+                self.moments[name].merge(moments)
+            else:
+                self.moments[name] = moments
+        self.factors.extend(other.factors)
+        for key, parts in other.kept.items():
+            self.kept.setdefault(key, []).extend(parts)
+        self.position = max(self.position, other.position)
+        return self
+
+    # -- saving and loading (checkpoints) -------------------------------------------------------------------------
+
+    def state(self) -> dict[str, np.ndarray]:
+        """Flat arrays (no objects: they load with ``allow_pickle=False``) that ``from_state`` turns back into an
+        equal accumulator."""
+        layers = list(self.moments)
+        out = {"layers": np.asarray(json.dumps(layers)), "position": np.asarray(self.position),
+               "factors": np.asarray(self.factors, dtype=np.int64), "bootstrap": np.asarray(self.bootstrap),
+               "seed": np.asarray(self.seed), "save_latents": np.asarray(self.save_latents)}
+        for i, name in enumerate(layers):
+            out.update({f"moments/{i}/{key}": value for key, value in self.moments[name].state().items()})
+        for key, parts in (self.latents() or {}).items():
+            if key != "factor":
+                out[f"latents/{key}"] = parts
+        return out
+
+    @classmethod
+    def from_state(cls, state) -> Accumulator:
+        """Rebuild an accumulator from ``state()``'s arrays (a dict or an opened .npz)."""
+        keys = list(state.files if hasattr(state, "files") else state)
+        acc = cls(int(state["bootstrap"]), int(state["seed"]), bool(state["save_latents"]), int(state["position"]))
+        acc.factors = [int(f) for f in np.asarray(state["factors"])]
+        for i, name in enumerate(json.loads(str(state["layers"]))):
+            prefix = f"moments/{i}/"
+            acc.moments[name] = PairedMoments.from_state(
+                {key[len(prefix):]: np.asarray(state[key]) for key in keys if key.startswith(prefix)})
+        for key in keys:
+            if key.startswith("latents/"):
+                acc.kept[key[len("latents/"):]] = [np.asarray(state[key])]
+        return acc
