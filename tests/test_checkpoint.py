@@ -24,9 +24,14 @@ BASE = ["--model", "module:stopping_net:build", "--frames", "4", "--size", "32",
 VARYING = {"timing", "run_id", "seconds", "forward_seconds", "pairs_per_second", "started", "finished", "interrupted"}
 
 
+def with_tests() -> str:
+    """PYTHONPATH with the tests folder first (for ``module:stopping_net:build``), keeping what it held."""
+    return os.pathsep.join(p for p in (str(TESTS), os.environ.get("PYTHONPATH")) if p)
+
+
 def stlens_measure(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "stlens", "measure", *BASE, "--quiet", *args],
-                          env=os.environ | {"PYTHONPATH": str(TESTS)} | (env or {}), capture_output=True, text=True,
+                          env=os.environ | {"PYTHONPATH": with_tests()} | (env or {}), capture_output=True, text=True,
                           timeout=300)
 
 

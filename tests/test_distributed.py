@@ -25,6 +25,11 @@ VARYING = {"timing", "run_id", "seconds", "forward_seconds", "pairs_per_second",
 SCORE_TOLERANCE = 1e-9
 
 
+def with_tests() -> str:
+    """PYTHONPATH with the tests folder first (for ``module:stopping_net:build``), keeping what it held."""
+    return os.pathsep.join(p for p in (str(Path(__file__).parent), os.environ.get("PYTHONPATH")) if p)
+
+
 def torchrun(args: list[str], nproc: int = 2, env: dict[str, str] | None = None,
              **popen) -> subprocess.CompletedProcess | subprocess.Popen:
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc),
@@ -73,7 +78,8 @@ def test_one_gpu_per_process():
 def test_two_processes_give_the_result_of_one(tmp_path, args):
     workers = "1" if args is SYNTH else "0"
     single = tmp_path / "single"
-    assert main(["measure", *args, "--workers", "0", "--save-latents", "--quiet", "--out", str(single)]) == 0
+    assert main(["measure", *args, "--workers", "0", "--save-latents", "--device", "cpu", "--quiet", "--out",
+                 str(single)]) == 0
     run = torchrun([*args, "--workers", workers, "--save-latents", "--device", "cpu", "--out", str(tmp_path / "two")])
     assert run.returncode == 0, run.stderr[-3000:]
     assert_same_result(result(single), result(tmp_path / "two"))
@@ -93,8 +99,8 @@ FAILING_MODULE = (Path(__file__).parent / "stopping_net.py").read_text()
 def test_a_rank_that_fails_stops_the_run_and_names_itself(tmp_path):
     out = tmp_path / "run"
     run = torchrun(["--model", "module:stopping_net:build", "--frames", "4", "--size", "32", "--data", "sample:",
-                    "--pairs", "200", "--bootstrap", "0", "--workers", "0", "--out", str(out)],
-                   env={"PYTHONPATH": str(Path(__file__).parent), "FAIL_ON_RANK": "1"})
+                    "--pairs", "200", "--bootstrap", "0", "--workers", "0", "--device", "cpu", "--out", str(out)],
+                   env={"PYTHONPATH": with_tests(), "FAIL_ON_RANK": "1"})
     assert run.returncode != 0
     assert "stlens: error (rank 1 of 2):" in run.stderr and "planted failure" in run.stderr
     assert "(rank 0 of 2): stopped because rank 1:" in run.stderr or "(rank 0 of 2); nothing" in run.stderr
@@ -104,9 +110,10 @@ def test_a_rank_that_fails_stops_the_run_and_names_itself(tmp_path):
 def test_an_interrupt_under_torchrun_writes_no_result_and_the_checkpoint_resumes(tmp_path):
     out = tmp_path / "run"
     base = ["--model", "module:stopping_net:build", "--frames", "4", "--size", "32", "--pairs", "24",
-            "--bootstrap", "20", "--data", "synth:motion?split=test&n=16&frames=4&size=32", "--workers", "0"]
+            "--bootstrap", "20", "--data", "synth:motion?split=test&n=16&frames=4&size=32", "--workers", "0",
+            "--device", "cpu"]
     args = [*base, "--checkpoint-every", "4", "--out", str(out)]
-    env = {"PYTHONPATH": str(Path(__file__).parent)}
+    env = {"PYTHONPATH": with_tests()}
     # rank 0's 4th forward sends SIGTERM to the whole job, as a scheduler does before preemption
     stopped = torchrun(args, env=env | {"STOP_AT_FORWARD": "4", "STOP_GROUP": "1"}, start_new_session=True,
                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

@@ -12,6 +12,7 @@ import pytest
 import stlens
 from stlens.cli import main
 from stlens.errors import StlensError
+from stlens.measure.loading import InOrder, chunk_batches
 from stlens.measure.run import default_workers, pair_batches, resolve_workers
 from stlens.pairs import makers
 
@@ -84,7 +85,7 @@ def test_default_workers_and_plain_iterables():
     assert 0 <= default_workers() <= 4 and resolve_workers(None) == default_workers()
     pairs = [(k % 2, k, k) for k in range(5)]  # a plain list: read in the main process, whatever workers says
     with pair_batches(iter(pairs), 2, workers=2) as made:
-        assert [[p.a for p in batch] for batch in made] == [[0, 1], [2, 3], [4]]
+        assert [(start, [p.a for p in batch]) for start, batch in made] == [(0, [0, 1]), (2, [2, 3]), (4, [4])]
 
 
 def test_the_api_takes_workers():
@@ -96,3 +97,47 @@ def test_the_api_takes_workers():
                               progress=False, workers=2)
     assert without_timing(parallel.to_dict()) == without_timing(serial.to_dict())
     assert parallel.config["arguments"]["workers"] == 2
+
+
+def test_chunks_keep_a_videos_batches_together_and_give_every_worker_work():
+    spans = [range(0, 10), range(10, 12), range(12, 40)]
+    chunks = chunk_batches(range(0, 40, 4), 40, 4, spans, workers=2)
+    assert [r for chunk in chunks for r in chunk] == [range(s, min(s + 4, 40)) for s in range(0, 40, 4)]
+    assert all(len(chunk) <= 3 for chunk in chunks)  # ⌈10 batches / (2 × 2 workers)⌉
+    for chunk in chunks:  # every batch of a chunk starts in the same video
+        assert len({sum(s.start <= r.start for s in spans) for r in chunk}) == 1
+    assert len(chunk_batches(range(0, 40, 4), 40, 4, None, workers=4)) == 5  # chunks of ⌈10 / 8⌉ batches
+
+
+def test_batches_that_come_out_of_order_are_applied_in_order():
+    order = InOrder(8)
+    applied = []
+    for start, n in [(11, 3), (8, 3), (17, 1), (14, 3)]:
+        order.put(start, n, f"batch {start}")
+        applied.extend(order.ready())
+    assert applied == [(8, "batch 8"), (11, "batch 11"), (14, "batch 14"), (17, "batch 17")] and not len(order)
+
+
+def test_workers_decode_each_video_once(tmp_path, small_video, monkeypatch):
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    for name in "abcd":
+        (videos / f"{name}.mp4").write_bytes(small_video.read_bytes())
+    log = tmp_path / "decoded.txt"
+    read = makers.read_clip_source
+
+    def logged(path, *args, **kwargs):  # the forked workers append to one file
+        with open(log, "a") as f:
+            f.write(Path(path).name + "\n")
+        return read(path, *args, **kwargs)
+
+    monkeypatch.setattr(makers, "read_clip_source", logged)
+    handle = stlens.load_model("module:conftest:tiny_video_net", frames=4, size=32)
+    results = {}
+    for workers in (0, 2):
+        log.write_text("")
+        pairs = stlens.make_pairs(stlens.open_data(str(videos)), handle.input, 8)
+        results[workers] = stlens.measure(handle, pairs, bootstrap=20, batch_size=2, progress=False, workers=workers)
+        decoded = log.read_text().split()
+        assert sorted(decoded) == ["a.mp4", "b.mp4", "c.mp4", "d.mp4"], (workers, decoded)
+    assert without_timing(results[2].to_dict()) == without_timing(results[0].to_dict())

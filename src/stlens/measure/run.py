@@ -3,15 +3,10 @@
 from __future__ import annotations
 
 import contextlib
-import itertools
 import logging
-import os
-import pickle
-import signal
-import sys
 import time
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -20,13 +15,22 @@ import torch
 from torch import nn
 
 from stlens._version import __version__
-from stlens.core.pair import Pair
 from stlens.errors import StlensError
 from stlens.interrupts import deferred
 from stlens.measure import distributed
 from stlens.measure.accumulator import Accumulator
 from stlens.measure.checkpoint import Checkpoint, refuse_unless_resuming
 from stlens.measure.layer import estimate_layer
+from stlens.measure.loading import (  # noqa: F401  (batches, default_workers: part of this module's interface)
+    InOrder,
+    PairBatch,
+    batches,
+    default_workers,
+    indexable,
+    pair_batches,
+    resolve_workers,
+    stack_inputs,
+)
 from stlens.measure.result import MeasureResult
 from stlens.models.inspect import random_init
 from stlens.models.registry import ModelHandle, as_handle, resolve_device
@@ -35,171 +39,6 @@ from stlens.models.taps import LayerTaps, asked_by_name
 MIN_PAIRS = 8
 PRECISIONS = ("fp32", "bf16", "fp16", "auto")
 _AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def _as_pair(item) -> Pair:
-    if isinstance(item, Pair):
-        return item
-    if isinstance(item, (tuple, list)) and len(item) == 3:
-        return Pair(int(item[0]), item[1], item[2])
-    raise StlensError(f"a pair must be a stlens Pair or a (factor, a, b) tuple, got {type(item).__name__}")
-
-
-def batches(pairs: Iterable, batch_size: int) -> Iterator[list[Pair]]:
-    """Group pairs into lists of ``batch_size`` (the last one may be shorter)."""
-    if batch_size < 1:
-        raise StlensError(f"--batch-size must be ≥ 1, got {batch_size}")
-    batch: list[Pair] = []
-    for item in pairs:
-        batch.append(_as_pair(item))
-        if len(batch) == batch_size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
-
-
-def default_workers() -> int:
-    """The default number of pair-making worker processes: min(4, usable CPUs − 1), at least 0 (on 1 CPU the pairs
-    are made in the main process). Usable CPUs: the process's CPU affinity (what Slurm or taskset grant), else
-    ``os.cpu_count()``."""
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        cpus = os.cpu_count() or 1
-    return max(0, min(4, cpus - 1))
-
-
-def resolve_workers(workers: int | None) -> int:
-    """A ``--workers`` value → the number of worker processes: None = ``default_workers()``; 0 = the main process;
-    anything else than an integer ≥ 0 raises a ``StlensError`` naming ``--workers``."""
-    if workers is None:
-        return default_workers()
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
-        raise StlensError(f"--workers must be an integer ≥ 0 (0: pairs made in the main process), got {workers}")
-    return workers
-
-
-def indexable(pairs) -> bool:
-    """True for a pair source that can be made in worker processes: ``plan()``, ``len()`` and ``ps[k]``."""
-    return all(hasattr(pairs, name) for name in ("plan", "__getitem__", "__len__"))
-
-
-class _WorkerFailure:
-    """A ``StlensError`` raised while a worker made a pair, sent back as a batch so that the main process raises it
-    as it is (a DataLoader would re-raise it as a traceback text)."""
-
-    def __init__(self, error: StlensError):
-        try:
-            pickle.loads(pickle.dumps(error))
-        except Exception:  # an error that does not pickle goes back as its message
-            error = StlensError(str(error))
-        self.error = error
-
-
-class _WorkerPairs(torch.utils.data.Dataset):
-    """The pair source seen by the DataLoader: a batch of indices → the list of its pairs, or a ``_WorkerFailure``
-    for the first pair that raised a ``StlensError`` (the rest of that batch is not made)."""
-
-    def __init__(self, pairs):
-        self.pairs = pairs
-
-    def __len__(self) -> int:
-        return len(self.pairs)
-
-    def __getitem__(self, index: int) -> Pair:
-        return _as_pair(self.pairs[index])
-
-    def __getitems__(self, indices) -> list:
-        made = []
-        for k in indices:
-            try:
-                made.append(self[k])
-            except StlensError as exc:
-                return [_WorkerFailure(exc)]
-        return made
-
-
-def _collate(items: list) -> list[Pair] | _WorkerFailure:
-    """A batch stays a list of pairs (the loop stacks their inputs, as without workers)."""
-    return items[0] if items and isinstance(items[0], _WorkerFailure) else list(items)
-
-
-def _quit_worker(signum, frame) -> None:
-    os._exit(0)  # at once and quietly: a KeyboardInterrupt could land outside the worker loop and print a traceback
-
-
-def _init_worker(worker_id: int) -> None:
-    """In each worker: one thread (the workers and the forward share the CPUs), SIGINT ignored (the main process
-    handles it and shuts the workers down), SIGTERM ends the worker at once and quietly (the main process handles its
-    own; the DataLoader's shutdown sends it to a worker that does not stop in time)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, _quit_worker)
-    torch.set_num_threads(1)  # (not cv2.setNumThreads: after a fork it joins the parent's pool threads and hangs)
-
-
-def _start_method() -> str | None:
-    """fork on Linux (fast start, nothing pickled); the platform's default elsewhere (spawn on macOS and Windows).
-    Workers never touch CUDA: they decode, stylize (the neural stylizer included, which runs on the CPU) and compute
-    flow; only the main process moves batches to the device."""
-    return "fork" if sys.platform.startswith("linux") else None
-
-
-@contextlib.contextmanager
-def pair_batches(pairs: Iterable, batch_size: int, workers: int = 0, device: torch.device | str = "cpu",
-                 seed: int = 0, indices: range | None = None) -> Iterator[Iterator[list[Pair]]]:
-    """The batches of ``pairs`` (lists of ``batch_size`` pairs, in order), made in ``workers`` processes when
-    ``pairs`` is indexable (``indexable``) and ``workers`` > 0, else in the main process (``batches``).
-
-    ``indices``: the global pair indices to make (a contiguous range: the share of one process of a distributed
-    run, or what is left of a resumed one); None = all. Batch j holds the pairs [start + j·batch_size, …).
-
-    With workers: ``pairs.plan()`` runs here, once; a ``torch.utils.data.DataLoader`` makes batch j from its pair
-    indices and returns the batches in that order whatever the worker that made them, so the result does not depend
-    on the number of workers. Each worker gets whole batches of consecutive indices and keeps the video it decoded
-    last, so it decodes a video once. Pinned memory on CUDA; a ``StlensError`` in a worker is raised here as it is;
-    the workers are shut down when the block ends (an interrupt included)."""
-    if batch_size < 1:
-        raise StlensError(f"--batch-size must be ≥ 1, got {batch_size}")
-    workers = resolve_workers(workers)
-    if not indexable(pairs):
-        if indices is not None and indices.start > 0:
-            pairs = itertools.islice(pairs, indices.start, indices.stop)  # made and dropped: no index to jump to
-        yield batches(pairs, batch_size)
-        return
-    total = len(pairs.plan())
-    indices = range(total) if indices is None else indices
-    if workers == 0:
-        whole = indices == range(total)
-        yield batches(pairs if whole else (pairs[k] for k in indices), batch_size)
-        return
-    starts = range(indices.start, indices.stop, batch_size)
-    loader = torch.utils.data.DataLoader(
-        _WorkerPairs(pairs), batch_sampler=[range(s, min(s + batch_size, indices.stop)) for s in starts],
-        num_workers=workers, collate_fn=_collate, pin_memory=torch.device(device).type == "cuda",
-        persistent_workers=False, worker_init_fn=_init_worker, multiprocessing_context=_start_method(),
-        generator=torch.Generator().manual_seed(seed))  # its own generator: the global RNG is not drawn from
-    iterator = iter(loader)
-
-    def checked() -> Iterator[list[Pair]]:
-        for batch in iterator:
-            if isinstance(batch, _WorkerFailure):
-                raise batch.error
-            yield batch
-
-    try:
-        yield checked()
-    finally:
-        shutdown = getattr(iterator, "_shutdown_workers", None)
-        if shutdown is not None:
-            shutdown()
-
-
-def stack_inputs(inputs: list) -> torch.Tensor | tuple:
-    """Stack per-video inputs into a batch; tuple inputs (multi-input models) are stacked element-wise."""
-    if isinstance(inputs[0], (tuple, list)):
-        return tuple(torch.stack([x[i] for x in inputs]) for i in range(len(inputs[0])))
-    return torch.stack(inputs)
 
 
 def cpu_has_native_bf16(unknown: bool = True) -> bool:
@@ -399,6 +238,7 @@ def measure(model: nn.Module | ModelHandle, pairs: Iterable, layers: str | list[
     if used != "fp32":
         module.to(memory_format=torch.channels_last_3d)
     forward_seconds = 0.0
+    in_order = InOrder(todo.start)
     interrupted: BaseException | None = None
     started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     start = time.perf_counter()
@@ -409,25 +249,27 @@ def measure(model: nn.Module | ModelHandle, pairs: Iterable, layers: str | list[
           pair_batches(pairs, batch_size, workers, target, seed, None if todo.start == 0 and plan.whole else todo)
           as made):
         try:
-            for batch in made:
+            for start, made_batch in made:
+                batch = made_batch if isinstance(made_batch, PairBatch) else PairBatch.of(made_batch)
                 n = len(batch)
-                inputs = to_device(stack_inputs([p.a for p in batch] + [p.b for p in batch]), target)
+                inputs = to_device(batch.inputs, target)
                 taps.reset(batch=2 * n)
                 tick = time.perf_counter()
                 _forward_or_explain(handle, module, inputs, used)
                 _synchronize(target)  # so that forward_seconds times the forward, not its launch
                 forward_seconds += time.perf_counter() - tick
-                # one batch enters every layer's moments or none: an interrupt waits for the block to end, so that
-                # the pairs measured so far stay usable (the same count in every layer)
-                with deferred():
-                    factor = np.array([p.factor for p in batch])
-                    index = np.array([acc.position + j if p.index is None else p.index for j, p in enumerate(batch)])
-                    pooled = {name: latents.cpu().numpy()  # (2n, C): the only copy back, once per batch and layer
-                              for name, latents in taps.checked(strict=asked_by_name(layers)).items()}
-                    acc.add(factor, index, pooled)
-                bar.update(n)
-                if saver is not None and saver.due(acc):
-                    saver.save(acc)
+                pooled = {name: latents.cpu().numpy()  # (2n, C): the only copy back, once per batch and layer
+                          for name, latents in taps.checked(strict=asked_by_name(layers)).items()}
+                in_order.put(start, n, (batch, pooled))
+                for first, (done, latents) in in_order.ready():  # batches from workers may come out of order
+                    # one batch enters every layer's moments or none: an interrupt waits for the block to end, so
+                    # that the pairs measured so far stay usable (the same count in every layer)
+                    with deferred():
+                        index = np.array([first + j if k is None else k for j, k in enumerate(done.index)])
+                        acc.add(done.factor, index, latents)
+                    bar.update(len(done))
+                    if saver is not None and saver.due(acc):
+                        saver.save(acc)
                 if group is not None:
                     group.stop_if_failed()
         except KeyboardInterrupt as exc:

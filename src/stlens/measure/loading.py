@@ -1,0 +1,285 @@
+"""Batches of pairs for the measurement loop, made in the main process or in ``torch.utils.data.DataLoader`` worker
+processes (``--workers``).
+
+With workers, the batches are grouped in chunks — the consecutive batches of one video, split so that there are a
+few chunks per worker — and worker w makes chunks w, w + W, w + 2W, …: each worker decodes a video once per chunk
+and keeps only the video it decoded last. Batches reach the main process tagged with the global index of their first
+pair, in the DataLoader's round-robin order; the loop applies them in index order (``InOrder``), so the result
+does not depend on the number of workers.
+"""
+
+from __future__ import annotations
+
+import bisect
+import contextlib
+import itertools
+import math
+import os
+import pickle
+import signal
+import sys
+from collections.abc import Iterable, Iterator, Sequence
+
+import numpy as np
+import torch
+
+from stlens.core.pair import Pair
+from stlens.errors import StlensError
+
+
+def _as_pair(item) -> Pair:
+    if isinstance(item, Pair):
+        return item
+    if isinstance(item, (tuple, list)) and len(item) == 3:
+        return Pair(int(item[0]), item[1], item[2])
+    raise StlensError(f"a pair must be a stlens Pair or a (factor, a, b) tuple, got {type(item).__name__}")
+
+
+def batches(pairs: Iterable, batch_size: int) -> Iterator[list[Pair]]:
+    """Group pairs into lists of ``batch_size`` (the last one may be shorter)."""
+    if batch_size < 1:
+        raise StlensError(f"--batch-size must be ≥ 1, got {batch_size}")
+    batch: list[Pair] = []
+    for item in pairs:
+        batch.append(_as_pair(item))
+        if len(batch) == batch_size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on: its affinity (what Slurm or taskset grant), else ``os.cpu_count()``."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def default_workers() -> int:
+    """The default number of pair-making worker processes: min(4, usable CPUs − 1), at least 0 (on 1 CPU the pairs
+    are made in the main process)."""
+    return max(0, min(4, usable_cpus() - 1))
+
+
+def resolve_workers(workers: int | None) -> int:
+    """A ``--workers`` value → the number of worker processes: None = ``default_workers()``; 0 = the main process;
+    anything else than an integer ≥ 0 raises a ``StlensError`` naming ``--workers``."""
+    if workers is None:
+        return default_workers()
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
+        raise StlensError(f"--workers must be an integer ≥ 0 (0: pairs made in the main process), got {workers}")
+    return workers
+
+
+def indexable(pairs) -> bool:
+    """True for a pair source that can be made in worker processes: ``plan()``, ``len()`` and ``ps[k]``."""
+    return all(hasattr(pairs, name) for name in ("plan", "__getitem__", "__len__"))
+
+
+def stack_inputs(inputs: list) -> torch.Tensor | tuple:
+    """Stack per-video inputs into a batch; tuple inputs (multi-input models) are stacked element-wise."""
+    if isinstance(inputs[0], (tuple, list)):
+        return tuple(torch.stack([x[i] for x in inputs]) for i in range(len(inputs[0])))
+    return torch.stack(inputs)
+
+
+class PairBatch:
+    """A batch of n pairs ready for the model: ``inputs`` stacks the n first videos then the n second ones (2n, …;
+    a tuple of such tensors for multi-input models), ``factor`` (n,) and ``index`` (the pairs' global indices, None
+    where unknown). Made in the workers, so that the DataLoader can pin it (``pin_memory``) for the copy to a GPU."""
+
+    def __init__(self, factor: np.ndarray, index: list[int | None], inputs: torch.Tensor | tuple):
+        self.factor = factor
+        self.index = index
+        self.inputs = inputs
+
+    @classmethod
+    def of(cls, pairs: list) -> PairBatch:
+        pairs = [_as_pair(p) for p in pairs]
+        return cls(np.array([p.factor for p in pairs]), [p.index for p in pairs],
+                   stack_inputs([p.a for p in pairs] + [p.b for p in pairs]))
+
+    def __len__(self) -> int:
+        return len(self.factor)
+
+    def pin_memory(self) -> PairBatch:
+        """Called by the DataLoader's pinning thread (``pin_memory=True``, on CUDA)."""
+        pin = torch.Tensor.pin_memory
+        self.inputs = tuple(pin(x) for x in self.inputs) if isinstance(self.inputs, tuple) else pin(self.inputs)
+        return self
+
+
+class _WorkerFailure:
+    """A ``StlensError`` raised while a worker made a pair, sent back in place of a batch so that the main process
+    raises it as it is (a DataLoader would re-raise it as a traceback text)."""
+
+    def __init__(self, error: StlensError):
+        try:
+            pickle.loads(pickle.dumps(error))
+        except Exception:  # an error that does not pickle goes back as its message
+            error = StlensError(str(error))
+        self.error = error
+
+
+def chunk_batches(starts: range, stop: int, batch_size: int, spans: Sequence[range] | None,
+                  workers: int) -> list[list[range]]:
+    """The batches ``[s, min(s + batch_size, stop))`` for s in ``starts``, grouped in chunks of consecutive batches
+    that start in the same video span (``spans``; one span when unknown), each chunk at most ⌈batches / 2W⌉ long
+    so that every worker has work."""
+    ranges = [range(s, min(s + batch_size, stop)) for s in starts]
+    longest = max(1, math.ceil(len(ranges) / (2 * max(1, workers))))
+    span_starts = sorted(span.start for span in spans or () if len(span))
+
+    def video(r: range) -> int:
+        return bisect.bisect_right(span_starts, r.start)
+
+    chunks: list[list[range]] = []
+    for _, group in itertools.groupby(ranges, key=video):
+        group = list(group)
+        chunks.extend(group[i:i + longest] for i in range(0, len(group), longest))
+    return chunks
+
+
+class _WorkerChunks(torch.utils.data.IterableDataset):
+    """What the DataLoader's workers iterate: worker w of W makes chunks w, w + W, …, and yields (first index,
+    ``PairBatch``) for each batch, or (first index, ``_WorkerFailure``) for a batch where a pair raised a
+    ``StlensError`` (and stops)."""
+
+    def __init__(self, pairs, chunks: list[list[range]]):
+        self.pairs = pairs
+        self.chunks = chunks
+
+    def __iter__(self) -> Iterator[tuple[int, PairBatch | _WorkerFailure]]:
+        info = torch.utils.data.get_worker_info()
+        mine = self.chunks if info is None else self.chunks[info.id::info.num_workers]
+        for chunk in mine:
+            for r in chunk:
+                try:
+                    yield r.start, PairBatch.of([self.pairs[k] for k in r])
+                except StlensError as exc:
+                    yield r.start, _WorkerFailure(exc)
+                    return
+                except Exception as exc:  # e.g. inputs that do not stack: a bug of the pair source, named here
+                    yield r.start, _WorkerFailure(StlensError(
+                        f"pairs {r.start}..{r.stop - 1} cannot be made into a batch: {type(exc).__name__}: {exc}"))
+                    return
+
+
+def _as_is(item):
+    return item
+
+
+def _quit_worker(signum, frame) -> None:
+    os._exit(0)  # at once and quietly: a KeyboardInterrupt could land outside the worker loop and print a traceback
+
+
+def _init_worker(worker_id: int) -> None:
+    """In each worker: one torch thread, SIGINT ignored (the main process handles it and shuts the workers down),
+    SIGTERM ends the worker at once and quietly (the main process handles its own; the DataLoader's shutdown sends it
+    to a worker that does not stop in time).
+
+    One thread, as PyTorch's own workers: GNU OpenMP is not fork-safe, and a forked worker that runs a parallel
+    region after its parent did crashed here (segmentation fault, 2-core CPU) and hung on a 16-core GPU machine.
+    (Not cv2.setNumThreads either: after a fork it joins the parent's pool threads and hangs.)"""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _quit_worker)
+    torch.set_num_threads(1)
+
+
+def _start_method() -> str | None:
+    """fork on Linux (fast start, nothing pickled); the platform's default elsewhere (spawn on macOS and Windows).
+    Workers never touch CUDA: they decode, stylize (the neural stylizer included, which runs on the CPU) and compute
+    flow; only the main process moves batches to the device."""
+    return "fork" if sys.platform.startswith("linux") else None
+
+
+def _counted(made: Iterable[list[Pair]], start: int) -> Iterator[tuple[int, list[Pair]]]:
+    for batch in made:
+        yield start, batch
+        start += len(batch)
+
+
+Made = tuple[int, "list[Pair] | PairBatch"]
+
+
+@contextlib.contextmanager
+def pair_batches(pairs: Iterable, batch_size: int, workers: int = 0, device: torch.device | str = "cpu",
+                 seed: int = 0, indices: range | None = None) -> Iterator[Iterator[Made]]:
+    """The batches of ``pairs``: (global index of the first pair, batch) with batches of ``batch_size`` consecutive
+    pairs, made in ``workers`` processes when ``pairs`` is indexable (``indexable``) and ``workers`` > 0 — as
+    stacked ``PairBatch`` es, in the order the workers deliver them (not the index order; see the module docstring)
+    —, else in the main process, in order (lists of pairs; ``PairBatch.of`` stacks them).
+
+    ``indices``: the global pair indices to make (a contiguous range: the share of one process of a distributed
+    run, or what is left of a resumed one); None = all. Batch boundaries lie at start + j·batch_size whatever the
+    number of workers.
+
+    With workers: ``pairs.plan()`` runs here, once; each worker runs one torch thread; pinned memory on CUDA; a
+    ``StlensError`` in a worker is raised here as it is (a worker that dies, too); the workers are shut down when the
+    block ends (an interrupt included)."""
+    if batch_size < 1:
+        raise StlensError(f"--batch-size must be ≥ 1, got {batch_size}")
+    workers = resolve_workers(workers)
+    if not indexable(pairs):
+        start = 0 if indices is None else indices.start
+        if start > 0:
+            pairs = itertools.islice(pairs, start, indices.stop)  # made and dropped: no index to jump to
+        yield _counted(batches(pairs, batch_size), start)
+        return
+    total = len(pairs.plan())
+    indices = range(total) if indices is None else indices
+    if workers == 0:
+        whole = indices == range(total)
+        yield _counted(batches(pairs if whole else (pairs[k] for k in indices), batch_size), indices.start)
+        return
+    spans = pairs.spans() if hasattr(pairs, "spans") else None
+    chunks = chunk_batches(range(indices.start, indices.stop, batch_size), indices.stop, batch_size, spans, workers)
+    loader = torch.utils.data.DataLoader(
+        _WorkerChunks(pairs, chunks), batch_size=None, num_workers=min(workers, max(1, len(chunks))),
+        collate_fn=_as_is, pin_memory=torch.device(device).type == "cuda", persistent_workers=False,
+        worker_init_fn=_init_worker, multiprocessing_context=_start_method(),
+        generator=torch.Generator().manual_seed(seed))  # its own generator: the global RNG is not drawn from
+    iterator = iter(loader)
+
+    def checked() -> Iterator[Made]:
+        while True:
+            try:
+                start, batch = next(iterator)
+            except StopIteration:
+                return
+            except RuntimeError as exc:  # "DataLoader worker (pid …) is killed by signal …" / "exited unexpectedly"
+                raise StlensError(f"a pair-making worker process died ({str(exc).strip().splitlines()[0]}); "
+                                  f"--workers 0 makes the pairs in the main process") from exc
+            if isinstance(batch, _WorkerFailure):
+                raise batch.error
+            yield start, batch
+
+    try:
+        yield checked()
+    finally:
+        shutdown = getattr(iterator, "_shutdown_workers", None)
+        if shutdown is not None:
+            shutdown()
+
+
+class InOrder:
+    """Puts batches that arrive in any order back in index order: ``put(start, n, item)`` then ``ready()`` gives the
+    items whose turn has come (batch starts are consecutive: each next start = start + n)."""
+
+    def __init__(self, start: int):
+        self.next = start
+        self._waiting: dict[int, tuple[int, object]] = {}
+
+    def put(self, start: int, n: int, item: object) -> None:
+        self._waiting[start] = (n, item)
+
+    def ready(self) -> Iterator[tuple[int, object]]:
+        while self.next in self._waiting:
+            n, item = self._waiting.pop(self.next)
+            start, self.next = self.next, self.next + n
+            yield start, item
+
+    def __len__(self) -> int:
+        return len(self._waiting)
