@@ -155,11 +155,23 @@ def test_resolve_device():
             resolve_device(f"cuda:{torch.cuda.device_count()}")
 
 
+def _refused_args(command: str, tmp_path, video) -> list[str]:
+    out = str(tmp_path / "run")
+    return {
+        "measure": ["measure", *FAST, "--out", out],
+        "layers": ["layers", "stlens:i3d"],
+        "train": ["train", *MODEL, "--data", "synth:motion?n=16", "--steps", "1", "--out", out],
+        "track": ["track", "--model", "stlens:i3d", "--checkpoints", str(tmp_path), "--data", DATA, "--out", out],
+        "stylize": ["stylize", "--data", str(video), "--stylizer", "neural", "--out", out],
+        "pairs check": ["pairs", "check", "--data", str(video), "--stylizer", "neural", "--out", f"{out}/x.json"],
+        "visualize": ["visualize", "--model", "stlens:i3d?width=4", "--target", "class:0", "--out", out],
+    }[command]
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
-@pytest.mark.parametrize("command", ["measure", "layers"])
-def test_cuda_without_cuda_is_refused_before_any_work(command, tmp_path, capsys):
-    args = (["measure", *FAST, "--out", str(tmp_path / "run")] if command == "measure"
-            else ["layers", "stlens:i3d"])
+@pytest.mark.parametrize("command", ["measure", "layers", "train", "track", "stylize", "pairs check", "visualize"])
+def test_cuda_without_cuda_is_refused_before_any_work(command, tmp_path, capsys, small_video):
+    args = _refused_args(command, tmp_path, small_video)
     assert main([*args, "--device", "cuda"]) == 2
     err = capsys.readouterr().err
     assert "--device cuda: CUDA is not available" in err

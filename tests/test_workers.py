@@ -93,9 +93,15 @@ def test_the_api_takes_workers():
     data = "synth:motion?split=test&n=8&frames=4&size=32"
     serial = stlens.measure(handle, stlens.make_pairs(stlens.open_data(data), handle.input, 8), bootstrap=0,
                             progress=False, workers=0)
+    tick = time.perf_counter()
     parallel = stlens.measure(handle, stlens.make_pairs(stlens.open_data(data), handle.input, 8), bootstrap=0,
                               progress=False, workers=2)
+    wall = time.perf_counter() - tick
     assert without_timing(parallel.to_dict()) == without_timing(serial.to_dict())
+    for result in (serial, parallel):  # the timing is of this run (a loop variable once shadowed its clock)
+        assert 0 < result.timing["forward_seconds"] <= result.timing["seconds"]
+    assert parallel.timing["seconds"] <= wall
+    assert parallel.timing["pairs_per_second"] == pytest.approx(16 / parallel.timing["seconds"], rel=0.02)
     assert parallel.config["arguments"]["workers"] == 2
 
 

@@ -39,6 +39,26 @@ def _add_device_arg(p: argparse.ArgumentParser) -> None:
                    "cuda:K or mps")
 
 
+def _add_precision_arg(p: argparse.ArgumentParser, recorded: str, what: str = "") -> None:
+    p.add_argument("--precision", choices=["fp32", "bf16", "fp16", "auto"], default="fp32", help="fp32 (default on "
+                   f"every machine){what}; bf16: autocast on CPUs and CUDA GPUs; fp16: CUDA autocast; auto: bf16 "
+                   f"where the CPU/GPU has native bf16, else fp32 ({recorded} records the one used)")
+
+
+def _add_workers_arg(p: argparse.ArgumentParser, what: str = "make the pairs (decode, stylize, flow)") -> None:
+    p.add_argument("--workers", type=int, default=None, help=f"processes that {what} (default: min(4, CPUs − 1); "
+                   "0: in the main process); the result does not depend on it")
+
+
+def _resolved_device(args: argparse.Namespace) -> tuple[torch.device, str]:
+    """(device, precision) of --device and --precision, checked (StlensError, exit 2, naming the option)."""
+    from stlens.measure.run import resolve_precision
+    from stlens.models.registry import resolve_device
+
+    device = resolve_device(args.device)
+    return device, resolve_precision(args.precision, device)
+
+
 def _check_device(args: argparse.Namespace) -> None:
     """--device (and --precision on it) checked before any work: a StlensError (exit 2) names the option."""
     from stlens.models.registry import resolve_device
@@ -63,13 +83,9 @@ def _add_measure_args(p: argparse.ArgumentParser) -> None:
                    "forward takes two inputs (ground-truth flow on synth: worlds), none otherwise")
     p.add_argument("--flow-cache", default=None, help="folder to cache optical flow in (reused across runs)")
     p.add_argument("--batch-size", type=int, default=4, help="pairs per forward pass (2× videos)")
-    p.add_argument("--workers", type=int, default=None, help="processes that make the pairs (decode, stylize, flow) "
-                   "while the model runs (default: min(4, CPUs − 1); 0: in the main process); the result does not "
-                   "depend on it")
+    _add_workers_arg(p, "make the pairs (decode, stylize, flow) while the model runs")
     _add_device_arg(p)
-    p.add_argument("--precision", choices=["fp32", "bf16", "fp16", "auto"], default="fp32", help="fp32 (default on "
-                   "every machine); bf16: autocast on CPUs and CUDA GPUs; fp16: CUDA autocast; auto: "
-                   "bf16 where the CPU/GPU has native bf16, else fp32 (result.json records the one used)")
+    _add_precision_arg(p, "result.json")
     p.add_argument("--bootstrap", type=int, default=200, help="Poisson bootstrap replicates (0 = no CIs)")
     p.add_argument("--threshold", type=float, default=0.5, help="per-channel class threshold τ (strict >)")
     p.add_argument("--seed", type=_seed, default=0)
@@ -229,13 +245,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from stlens.measure.run import resolve_workers
     from stlens.train import TrainConfig, train
 
+    _check_device(args)  # before any work
+    resolve_workers(args.workers)
     config = TrainConfig(model=args.model, data=args.data, steps=args.steps, out=args.out, weights=args.weights,
                          test_data=None if args.test_data == "none" else args.test_data,
                          checkpoint_every=args.checkpoint_every, batch_size=args.batch_size, lr=args.lr,
                          seed=args.seed, eval_clips=args.eval_clips, augment=args.augment, frames=args.frames,
-                         size=args.size, static_dropout=args.static_dropout, random_dropout=args.random_dropout)
+                         size=args.size, static_dropout=args.static_dropout, random_dropout=args.random_dropout,
+                         device=args.device, precision=args.precision, workers=args.workers)
     metrics = train(config, progress=not args.quiet)
     if not args.quiet:
         shown = ", ".join(f"{k} {v:.3f}" for k, v in metrics.items() if isinstance(v, float))
@@ -262,6 +282,11 @@ def _add_train_parser(sub: argparse._SubParsersAction) -> None:
                    "every E steps by measuring the current model on the training data; E=0: once at step S)")
     p.add_argument("--random-dropout", default=None, metavar="SPEC", help="the control: the same SPEC, the same "
                    "number of channels and p, channels drawn at random at the same schedule")
+    _add_device_arg(p)
+    _add_precision_arg(p, "config.json", " (fp16 with a GradScaler; a resumed run keeps the precision, the device "
+                       "may change)")
+    _add_workers_arg(p, "make the pairs of the --static-dropout/--random-dropout measurements (the training batches "
+                     "are read in the main process)")
     p.add_argument("--seed", type=_seed, default=0)
     p.add_argument("--out", required=True, help="run folder (resumes from its last checkpoint)")
     p.add_argument("--quiet", action="store_true")
@@ -269,13 +294,17 @@ def _add_train_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_track(args: argparse.Namespace) -> int:
+    from stlens.measure.run import resolve_workers
     from stlens.runs import new_run
     from stlens.train.tracking import track
 
+    _check_device(args)  # before any work
+    resolve_workers(args.workers)
     with new_run(args.out, "track", overwrite=args.overwrite) as run:
         result = track(args.model, args.checkpoints, args.data, args.layers, pairs=args.pairs, stylizer=args.stylizer,
                        frames=args.frames, size=args.size, batch_size=args.batch_size, bootstrap=args.bootstrap,
-                       threshold=args.threshold, seed=args.seed, progress=not args.quiet)
+                       threshold=args.threshold, seed=args.seed, progress=not args.quiet, device=args.device,
+                       precision=args.precision, workers=args.workers)
         result.save(run.staging)
     out = run.out
     if not args.quiet:
@@ -295,6 +324,9 @@ def _add_track_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--frames", type=int, default=None, help="frames per clip (default: the run's)")
     p.add_argument("--size", type=int, default=None, help="crop size (default: the run's)")
     p.add_argument("--batch-size", type=int, default=8, help="pairs per forward pass")
+    _add_workers_arg(p)
+    _add_device_arg(p)
+    _add_precision_arg(p, "track.json's meta")
     p.add_argument("--bootstrap", type=int, default=200, help="bootstrap replicates for the CIs")
     p.add_argument("--threshold", type=float, default=0.5)
     p.add_argument("--seed", type=_seed, default=0)
@@ -305,11 +337,14 @@ def _add_track_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_stylize(args: argparse.Namespace) -> int:
+    from stlens.measure.run import exact_fp32
     from stlens.pairs.stylize import stylize_source
 
-    counts = stylize_source(args.data, args.stylizer, args.styles, args.out, seed=args.seed,
-                            short_side=args.short_side,
-                            max_frames=args.frames_max, progress=not args.quiet)
+    device, precision = _resolved_device(args)  # before any work
+    with exact_fp32(precision == "fp32"):
+        counts = stylize_source(args.data, args.stylizer, args.styles, args.out, seed=args.seed,
+                                short_side=args.short_side, max_frames=args.frames_max, progress=not args.quiet,
+                                device=device, precision=precision)
     if not args.quiet:
         print(f"{counts['written']} video(s) written ({counts['frames']} frames), {counts['skipped']} already done, "
               f"{len(counts['bad'])} skipped → {args.out}")
@@ -333,16 +368,27 @@ def _add_stylize_parser(sub: argparse._SubParsersAction) -> None:
                    "pixels (default: as decoded)")
     p.add_argument("--size", type=int, dest="short_side", action=DeprecatedAlias, new="--short-side",
                    help=argparse.SUPPRESS)
+    _add_neural_device_args(p, "stylize.json")
     p.add_argument("--quiet", action="store_true", help="no progress bar or summary")
     p.set_defaults(func=cmd_stylize)
+
+
+def _add_neural_device_args(p: argparse.ArgumentParser, recorded: str) -> None:
+    """--device and --precision of the neural stylizer (the only stylizer that runs a model)."""
+    p.add_argument("--device", default="auto", help="the neural stylizer's device: auto (default: CUDA when "
+                   "available, else the CPU), cpu, cuda, cuda:K or mps; the other stylizers (palette, fourier, npr, "
+                   "identity, module:) and the optical flow are numpy/OpenCV and run on the CPU")
+    _add_precision_arg(p, recorded, " of the neural stylizer's VGG16")
 
 
 def cmd_pairs_check(args: argparse.Namespace) -> int:
     import stlens
     from stlens.files import write_json
+    from stlens.measure.run import exact_fp32
     from stlens.pairs.quality import check_pairs, report_table
     from stlens.runs import own_file
 
+    device, precision = _resolved_device(args)  # before any work
     out = Path(args.out)
     if out.is_dir():
         raise StlensError(f"--out is the report's JSON file, but {out} is a folder; use e.g. {out / 'pairs.json'}")
@@ -352,9 +398,11 @@ def cmd_pairs_check(args: argparse.Namespace) -> int:
     if args.examples and out.suffix.lower() != ".json":
         raise StlensError(f"--out {out}: with --examples, --out must end in .json (the example GIFs go into the "
                           f"folder of the same name without .json); use e.g. {out.with_name(out.name + '.json')}")
-    report = check_pairs(stlens.open_data(args.data), args.stylizer, n=args.pairs, frames=args.frames, size=args.size,
-                         flow_method=args.flow, seed=args.seed, examples_dir=out.with_suffix("") if args.examples
-                         else None, progress=not args.quiet)
+    with exact_fp32(precision == "fp32"):
+        report = check_pairs(stlens.open_data(args.data), args.stylizer, n=args.pairs, frames=args.frames,
+                             size=args.size, flow_method=args.flow, seed=args.seed,
+                             examples_dir=out.with_suffix("") if args.examples else None, progress=not args.quiet,
+                             device=device, precision=precision)
     write_json(out, report)
     if not args.quiet:
         print(report_table(report))
@@ -376,6 +424,7 @@ def _add_pairs_parser(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--seed", type=_seed, default=0)
     c.add_argument("--examples", action="store_true", help="also write example GIFs (original | style A | style B) "
                    "into a folder named after --out")
+    _add_neural_device_args(c, "the report")
     c.add_argument("--out", required=True, help="report JSON file")
     c.add_argument("--quiet", action="store_true")
     c.set_defaults(func=cmd_pairs_check)
@@ -432,6 +481,7 @@ def cmd_visualize(args: argparse.Namespace) -> int:
     from stlens.runs import new_run
     from stlens.visualize.api import visualize
 
+    _check_device(args)  # before any work
     if not args.quiet:
         logging.getLogger("stlens").setLevel(logging.INFO)
     torch.manual_seed(args.seed)  # before the model is built: an untrained model's weights follow --seed
@@ -440,7 +490,7 @@ def cmd_visualize(args: argparse.Namespace) -> int:
                            steps=args.steps, lr=args.lr, param=args.param, temporal_reg=args.temporal_reg,
                            batch_size=args.batch_size, precision=args.precision, seed=args.seed,
                            optimizer=args.optimizer, data=args.data, natural_clips=args.natural_clips,
-                           frames=args.frames, size=args.size, progress=not args.quiet)
+                           frames=args.frames, size=args.size, progress=not args.quiet, device=args.device)
         result.save(run.staging)
     if not args.quiet:
         for t in result.targets:
@@ -470,7 +520,8 @@ def _add_visualize_parser(sub: argparse._SubParsersAction) -> None:
                    "(default 8)")
     p.add_argument("--batch", dest="batch_size", type=int, action=DeprecatedAlias, new="--batch-size",
                    help=argparse.SUPPRESS)
-    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
+    _add_device_arg(p)
+    _add_precision_arg(p, "summary.json", " (TF32 off on GPUs)")
     p.add_argument("--seed", type=_seed, default=0, help="target i starts from seed + i")
     p.add_argument("--data", default=None, help="natural clips for the comparison (default: the synth world of a "
                    "zoo model, sample: otherwise)")

@@ -241,7 +241,7 @@ def measure(model: nn.Module | ModelHandle, pairs: Iterable, layers: str | list[
     in_order = InOrder(todo.start)
     interrupted: BaseException | None = None
     started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    start = time.perf_counter()
+    clock = time.perf_counter()
     total = len(todo) if plan.total is not None else (len(pairs) if hasattr(pairs, "__len__") else None)
     with (LayerTaps(module, handle.layers(layers), layout=handle.layout) as taps,
           _progress(total, progress and world.rank == 0) as bar,
@@ -303,7 +303,7 @@ def measure(model: nn.Module | ModelHandle, pairs: Iterable, layers: str | list[
         raise StlensError(f"only {counts[0]} dynamic and {counts[1]} static pairs; at least {min_pairs} per factor "
                           f"are needed (use more --pairs or more videos)")
     layers_out = [estimate_layer(name, m, threshold) for name, m in acc.moments.items()]
-    elapsed = time.perf_counter() - start
+    elapsed = time.perf_counter() - clock
     info = {
         "stlens_version": __version__, "model": handle.spec, "weights": handle.weights,
         "data": getattr(pairs, "source", None) and pairs.source.spec, "seed": seed, "threshold": threshold,

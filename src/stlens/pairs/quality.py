@@ -9,6 +9,9 @@ Per stylizer, on real clips:
 - ``temporal_flicker``: warping error that the stylizer adds (grey levels): mean |S(t+1) − warp(S(t))| minus the same
   for the original, warping with the original's backward flow;
 - for the frame-shuffle static pair, the mean fraction of frames moved.
+
+The optical flow (OpenCV) and the numpy/OpenCV stylizers run on the CPU; ``device``/``precision`` are those of the
+neural stylizer (the only model a check can run), recorded in the report (null without it).
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from stlens.video.flow import compute_flow, to_grey
 from stlens.video.io import read_clip_source
 from stlens.video.sampling import sample_clip, segment_of
 from stlens.video.source import VideoSource, video_source
-from stlens.video.stylizers import get_stylizer
+from stlens.video.stylizers import get_stylizer, uses_device
 
 
 def end_point_error(flow_a: np.ndarray, flow_b: np.ndarray) -> float:
@@ -98,13 +101,15 @@ def sample_clips(source: VideoSource, n: int, frames: int, stride: int, size: in
 
 def check_pairs(source: VideoSource, stylizers: str, n: int = 8, frames: int = 16, stride: int = 2, size: int = 112,
                 flow_method: str = "dis", seed: int = 0, examples_dir: str | Path | None = None,
-                progress: bool = True) -> dict[str, Any]:
-    """Measure each stylizer (and the frame shuffle) on ``n`` real clips; return the report as a dict."""
+                progress: bool = True, device=None, precision: str = "fp32") -> dict[str, Any]:
+    """Measure each stylizer (and the frame shuffle) on ``n`` real clips; return the report as a dict. ``device`` (a
+    ``torch.device``; default the CPU) and ``precision`` (resolved: fp32, bf16, fp16) are the neural stylizer's."""
     from tqdm.auto import tqdm
 
     if n < 1:
         raise StlensError(f"--n must be ≥ 1 (the number of clips to check), got {n}")
-    chosen = get_stylizer(stylizers)
+    chosen = get_stylizer(stylizers, device, precision)
+    on_device = uses_device(stylizers)
     clips = list(sample_clips(source, n, frames, stride, size, seed))
     per_stylizer: dict[str, list[dict[str, float]]] = {name: [] for name, _ in chosen}
     moved = []
@@ -121,7 +126,9 @@ def check_pairs(source: VideoSource, stylizers: str, n: int = 8, frames: int = 1
         order = frame_shuffle(np.arange(len(clip)), rng)
         moved.append(float((order != np.arange(len(clip))).mean()))
     report = {"data": source.spec, "clips": len(clips), "frames": frames, "size": size, "flow_method": flow_method,
-              "seed": seed, "stylizers": {}, "shuffle": {"fraction_of_frames_moved": float(np.mean(moved))}}
+              "seed": seed, "device": (str(device) if device is not None else "cpu") if on_device else None,
+              "precision": precision if on_device else None, "stylizers": {},
+              "shuffle": {"fraction_of_frames_moved": float(np.mean(moved))}}
     for name, rows in per_stylizer.items():
         mean = {key: float(np.mean([r[key] for r in rows])) for key in rows[0]}
         report["stylizers"][name] = {

@@ -9,13 +9,15 @@ the videos' common folder (suffix dropped) with ``/`` replaced by ``__``; then m
 ``stlens.names.unique_safe_names`` (no ``.``/``..``, separators, control characters or leading dot, at most 200
 bytes). The folders stay flat under ``style_k/`` (``stylized:ROOT`` reads its direct children).
 
-``ROOT/stylize.json`` records the arguments, the data (``data`` as given, ``data_path``: its absolute path when it is
+``ROOT/stylize.json`` records the arguments (with ``device`` and ``precision``: what the neural stylizer ran on, null
+when no stylizer of the run uses a device), the data (``data`` as given, ``data_path``: its absolute path when it is
 a file or folder, ``root``: the folder the video paths are relative to) and, for each video, ``{"path", "size",
 "mtime_ns", "name"}`` (path relative to ``root``, size in bytes, modification time, folder name; a frame folder's
 size sums its files and its time is the newest). The record is written before any folder, so every folder stlens
 writes is recorded first. A rerun into the same root:
 
-- is refused (``StlensError``, before any work) with other fixed arguments (a larger number of styles is allowed),
+- is refused (``StlensError``, before any work) with other fixed arguments (a larger number of styles is allowed;
+  the device may change, the neural stylizer's precision may not),
   with other ``--data``, or when ``stylize.json`` is unreadable or not one that stlens wrote;
 - finds each video's folder by its recorded path, never by its stem (``setA/clip.mp4`` and ``setB/clip.mp4`` get
   distinct folders); a new video gets a name that no recorded video and no existing folder uses;
@@ -48,7 +50,7 @@ from stlens.runs import RunFolder
 from stlens.video.io import MAX_FRAMES, read_clip_source
 from stlens.video.source import VideoSource, video_source
 from stlens.video.sources import open_data
-from stlens.video.stylizers import get_stylizer
+from stlens.video.stylizers import get_stylizer, uses_device
 
 log = logging.getLogger("stlens")
 
@@ -188,8 +190,13 @@ def _check_config(root: Path, old: dict[str, Any] | None, config: dict[str, Any]
     if old is None:
         return
     changed = [k for k in FIXED_KEYS if old.get(k) != config[k]]
+    # precision changes what the neural stylizer writes; a record from before it was recorded ran in fp32
+    precision = old.get("precision", None if config["precision"] is None else "fp32")
+    if precision != config["precision"]:
+        changed.append("precision")
     if changed:
-        details = ", ".join(f"{k}: {old.get(k)!r} → {config[k]!r}" for k in changed)
+        details = ", ".join(f"{k}: {old.get(k, precision if k == 'precision' else None)!r} → {config[k]!r}"
+                            for k in changed)
         raise StlensError(f"{root} was stylized with other arguments ({details}); use another --out")
     before = old.get("data_path") or _data_path(str(old.get("data"))) or str(old.get("data"))
     if before != (config["data_path"] or config["data"]):
@@ -241,9 +248,13 @@ def _plan_videos(source: VideoSource, old: dict[str, Any] | None, styles: list[P
 
 
 def stylize_source(source: VideoSource | str | Path, stylizer: str, styles: int, out: str | Path, seed: int = 0,
-                   short_side: int | None = None, max_frames: int = MAX_FRAMES, progress: bool = True
-                   ) -> dict[str, Any]:
+                   short_side: int | None = None, max_frames: int = MAX_FRAMES, progress: bool = True,
+                   device=None, precision: str = "fp32") -> dict[str, Any]:
     """Stylize every video of ``source`` in ``styles`` styles into ``out/style_k/<video>/frame_00001.jpg``.
+
+    ``device`` (a ``torch.device``; default the CPU) and ``precision`` (resolved: fp32, bf16, fp16) are those of
+    the neural stylizer; the other stylizers are numpy/OpenCV and run on the CPU (``stlens stylize`` resolves
+    ``--device`` and ``--precision``).
 
     Returns ``{"videos", "written", "skipped", "changed", "frames", "bad"}``: videos in the source, videos written
     (in at least one style), videos skipped because every style was already written, videos written again because
@@ -257,21 +268,27 @@ def stylize_source(source: VideoSource | str | Path, stylizer: str, styles: int,
     run = RunFolder(root, "stylize")
     run.resume()  # refuses a folder that holds another verb's run, or one being written by another process
     try:
-        return _stylize(source, stylizer, styles, root, seed, short_side, max_frames, progress, run)
+        return _stylize(source, stylizer, styles, root, seed, short_side, max_frames, progress, run, device,
+                        precision)
     finally:
         run.release()
 
 
 def _stylize(source: VideoSource | str | Path, stylizer: str, styles: int, root: Path, seed: int,
-             short_side: int | None, max_frames: int, progress: bool, run: RunFolder) -> dict[str, Any]:
+             short_side: int | None, max_frames: int, progress: bool, run: RunFolder, device=None,
+             precision: str = "fp32") -> dict[str, Any]:
     from tqdm.auto import tqdm
 
     source = video_source(source if isinstance(source, VideoSource) else open_data(source), "stylize")
-    chosen = get_stylizer(stylizer)
+    chosen = get_stylizer(stylizer, device, precision)
+    on_device = uses_device(stylizer)
     plan = [(f"style_{k}", *chosen[(k - 1) % len(chosen)], style_seed(seed, k)) for k in range(1, styles + 1)]
     config = {"stlens_version": __version__, "data": source.spec, "data_path": _data_path(source.spec),
               "stylizer": stylizer, "styles": styles, "seed": seed, "short_side": short_side,
-              "max_frames": max_frames, "style": [{"folder": f, "stylizer": n, "seed": s} for f, n, _, s in plan]}
+              "max_frames": max_frames,
+              "device": (str(device) if device is not None else "cpu") if on_device else None,
+              "precision": precision if on_device else None,
+              "style": [{"folder": f, "stylizer": n, "seed": s} for f, n, _, s in plan]}
     old = _load_config(root / CONFIG_NAME)
     _check_config(root, old, config)
     style_dirs = sorted({root / f for f, *_ in plan} | ({p for p in root.iterdir() if p.is_dir()

@@ -190,10 +190,12 @@ class DropoutSchedule:
     model on ``pairs``. Use as a training callback ``(step, model, trainer)``; ``seed`` fixes the dropout draws
     (reseeded per step, so a resumed run draws the same masks) and the random control's channels."""
 
-    def __init__(self, plan: DropoutPlan, handle, pairs, seed: int = 0, log_path: str | Path | None = None):
+    def __init__(self, plan: DropoutPlan, handle, pairs, seed: int = 0, log_path: str | Path | None = None,
+                 precision: str = "fp32", workers: int | None = None):
         from stlens.models.taps import resolve_layers
 
         self.plan, self.handle, self.pairs, self.seed = plan, handle, pairs, seed
+        self.precision, self.workers = precision, workers  # of the selection measurements (on the model's device)
         self.log_path = Path(log_path) if log_path else None
         model = handle.module
         resolve_layers(model, [plan.layer])
@@ -225,7 +227,8 @@ class DropoutSchedule:
         model = self.handle.module
         was_training = model.training
         result = measure(self.handle, self.pairs, [self.plan.layer], batch_size=8, bootstrap=0,
-                         threshold=self.plan.threshold, seed=self.seed, progress=False)
+                         threshold=self.plan.threshold, seed=self.seed, progress=False, precision=self.precision,
+                         workers=self.workers)
         model.train(was_training)
         layer = result[self.plan.layer]
         chosen = select_channels(layer.r_static, layer.r_dynamic, layer.classes, self.plan.select, self.plan.k)

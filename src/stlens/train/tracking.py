@@ -162,9 +162,12 @@ def plot_layer(rows: Sequence[dict[str, Any]], name: str, conv: dict[str, Any], 
     plt.close(fig)
 
 
-def cache_pairs(pairs, limit_bytes: int = CACHE_BYTES):
-    """The pairs as a list when they fit in ``limit_bytes`` (measured once, re-used for every checkpoint); otherwise
-    the (deterministic, re-iterable) pair source itself."""
+def cache_pairs(pairs, limit_bytes: int = CACHE_BYTES, workers: int = 0, seed: int = 0):
+    """The pairs as a list when they fit in ``limit_bytes`` (made once, re-used for every checkpoint); otherwise
+    the (deterministic, re-iterable) pair source itself. An indexable source's pairs are made in ``workers``
+    processes (``measure.loading.pair_batches``; the same pairs, in order)."""
+    from stlens.measure.loading import indexable, pair_batches
+
     if not hasattr(pairs, "__len__"):
         return list(pairs)
     first = next(iter(pairs), None)
@@ -176,7 +179,25 @@ def cache_pairs(pairs, limit_bytes: int = CACHE_BYTES):
 
     if 2 * size(first.a) * len(pairs) > limit_bytes:
         return pairs
-    return list(pairs)
+    if not workers or not indexable(pairs):
+        return list(pairs)
+    made: list = []
+    with pair_batches(pairs, 4, workers, "cpu", seed) as batches:
+        for _, batch in sorted(batches, key=lambda item: item[0]):  # workers deliver chunks out of order
+            made.extend(_unstack(batch) if not isinstance(batch, list) else batch)
+    return made
+
+
+def _unstack(batch) -> list:
+    """The pairs of a ``PairBatch`` made by workers (n first videos, then the n second ones) as ``Pair`` objects."""
+    from stlens.core.pair import Pair
+
+    n = len(batch)
+
+    def video(j: int):
+        return tuple(x[j] for x in batch.inputs) if isinstance(batch.inputs, tuple) else batch.inputs[j]
+
+    return [Pair(int(batch.factor[k]), video(k), video(n + k), index=batch.index[k]) for k in range(n)]
 
 
 def _resolve_checkpoints(folder: str | Path) -> list[tuple[int, Path]]:
@@ -195,20 +216,27 @@ def _resolve_checkpoints(folder: str | Path) -> list[tuple[int, Path]]:
 def track(model: str, checkpoints: str | Path, data: str, layers: str | list[str] | None = "default", *,
           pairs: int = 64, stylizer: str | None = None, frames: int | None = None, size: int | None = None,
           batch_size: int = 8, bootstrap: int = 200, threshold: float = 0.5, seed: int = 0,
-          progress: bool = True) -> TrackResult:
+          progress: bool = True, device: str = "auto", precision: str = "fp32",
+          workers: int | None = None) -> TrackResult:
     """Measure every checkpoint of a ``stlens train`` run on the same pairs (made once from ``data`` and ``seed``).
-    ``frames``/``size`` default to the run's own (from the checkpoint info). A checkpoint whose files cannot be read
-    (truncated, invalid JSON) is skipped with a warning naming it and listed in ``meta["skipped"]``; it is left as
-    it is."""
+    ``frames``/``size`` default to the run's own (from the checkpoint info). ``device``, ``precision`` and
+    ``workers`` go to ``stlens.measure`` for every checkpoint (the weights are read onto the CPU and copied to the
+    device); ``meta`` records the device and precision used. Pairs that fit in memory (``cache_pairs``) are made
+    once, in ``workers`` processes, and re-used; larger ones are made again for each checkpoint. A checkpoint whose
+    files cannot be read (truncated, invalid JSON) is skipped with a warning naming it and listed in
+    ``meta["skipped"]``; it is left as it is."""
     from tqdm.auto import tqdm
 
     from stlens.core.handle import takes_two_inputs
-    from stlens.measure.run import measure
-    from stlens.models.registry import load_model
+    from stlens.measure.run import measure, resolve_precision, resolve_workers
+    from stlens.models.registry import load_model, resolve_device
     from stlens.pairs.compose import make_pairs
     from stlens.train.checkpoints import CorruptCheckpoint, load_checkpoint, read_info
     from stlens.video.sources import open_data
 
+    target = resolve_device(device)  # the options are checked before any work
+    used = resolve_precision(precision, target)
+    workers = resolve_workers(workers)
     found = _resolve_checkpoints(checkpoints)
     info: dict[str, Any] = {}
     for _, weights in reversed(found):  # the run's config, from the last checkpoint whose JSON can be read
@@ -219,9 +247,10 @@ def track(model: str, checkpoints: str | Path, data: str, layers: str | list[str
             continue
     frames = frames if frames is not None else info.get("frames")
     size = size if size is not None else info.get("size")
-    handle = load_model(model, None, frames=frames, size=size)
+    handle = load_model(model, None, frames=frames, size=size, device=target)
     flow = "tvl1" if takes_two_inputs(handle.module) else None
-    fixed = cache_pairs(make_pairs(open_data(data), handle.input, pairs, stylizer=stylizer, seed=seed, flow=flow))
+    fixed = cache_pairs(make_pairs(open_data(data), handle.input, pairs, stylizer=stylizer, seed=seed, flow=flow),
+                        workers=workers, seed=seed)
     names = handle.layers(layers)
     rows: list[dict[str, Any]] = []
     measured: list[int] = []
@@ -234,7 +263,7 @@ def track(model: str, checkpoints: str | Path, data: str, layers: str | list[str
             skipped.append({"step": step, "weights": str(weights), "reason": str(exc)})
             continue
         result = measure(handle, fixed, names, batch_size=batch_size, bootstrap=bootstrap, threshold=threshold,
-                         seed=seed, progress=False)
+                         seed=seed, progress=False, device=target, precision=used, workers=workers)
         rows.extend(layer_rows(result, step, checkpoint.info.get("metrics")))
         measured.append(step)
     if not measured:
@@ -242,7 +271,8 @@ def track(model: str, checkpoints: str | Path, data: str, layers: str | list[str
                           "; ".join(s["reason"] for s in skipped) + ")")
     meta = {"model": model, "checkpoints": str(checkpoints), "data": data, "layers": names, "pairs": pairs,
             "seed": seed, "bootstrap": bootstrap, "threshold": threshold, "frames": handle.input.frames,
-            "size": handle.input.size, "steps": measured, "run": info.get("data"), "skipped": skipped}
+            "size": handle.input.size, "steps": measured, "run": info.get("data"), "skipped": skipped,
+            "device": str(target), "precision": used, "precision_option": precision, "workers": workers}
     return TrackResult(rows, meta)
 
 

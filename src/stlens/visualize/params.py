@@ -60,15 +60,17 @@ ParamFactory = Callable[[Sequence[int]], Parameterization]
 """seeds (one per job) → the parameterization of those jobs, element k drawn from ``seeds[k]`` alone."""
 
 
-def _raw(kind: str, channels: int, shape: tuple[int, int, int], seeds: Sequence[int], sd: float) -> torch.Tensor:
-    """Raw parameters (B, ...) — element k drawn from ``torch.Generator().manual_seed(seeds[k])``."""
+def _raw(kind: str, channels: int, shape: tuple[int, int, int], seeds: Sequence[int], sd: float,
+         device: torch.device | None = None) -> torch.Tensor:
+    """Raw parameters (B, ...) — element k drawn from ``torch.Generator().manual_seed(seeds[k])`` (on the CPU, so
+    the start is the same on every device), then put on ``device``."""
     frames, height, width = shape
     if kind == "pixel":
         size: tuple[int, ...] = (channels, frames, height, width)
     else:
         size = (channels, frames, height, width // 2 + 1, 2)
     out = [torch.randn(size, generator=torch.Generator().manual_seed(int(s))) * sd for s in seeds]
-    return torch.stack(out).requires_grad_(True)
+    return torch.stack(out).to(device).requires_grad_(True)
 
 
 @dataclass
@@ -83,18 +85,20 @@ class VideoParam:
     sd: float = 0.01
     decay: float = 1.0
     flow_bound: float = FLOW_BOUND
+    device: torch.device | None = None  # where the parameters live (default the CPU)
 
     def __post_init__(self) -> None:
         if self.kind not in PARAMS:
             raise StlensError(f"unknown parameterization '{self.kind}'; choices: {', '.join(PARAMS)}")
-        self.rgb_raw = _raw(self.kind, 3, (self.frames, self.size, self.size), self.seeds, self.sd)
+        self.rgb_raw = _raw(self.kind, 3, (self.frames, self.size, self.size), self.seeds, self.sd, self.device)
         self.flow_raw = None
         if self.flow_fields is not None:
             flow_seeds = [s + 7_919 for s in self.seeds]
-            self.flow_raw = _raw(self.kind, 2, (self.flow_fields, self.size, self.size), flow_seeds, self.sd)
-        self._colour = color_matrix()
-        self._scale_rgb = spectrum_scale(self.frames, self.size, self.size, self.decay)
-        self._scale_flow = (spectrum_scale(self.flow_fields, self.size, self.size, self.decay)
+            self.flow_raw = _raw(self.kind, 2, (self.flow_fields, self.size, self.size), flow_seeds, self.sd,
+                                 self.device)
+        self._colour = color_matrix().to(self.device)
+        self._scale_rgb = spectrum_scale(self.frames, self.size, self.size, self.decay).to(self.device)
+        self._scale_flow = (spectrum_scale(self.flow_fields, self.size, self.size, self.decay).to(self.device)
                             if self.flow_fields is not None else None)
 
     def parameters(self) -> list[torch.Tensor]:
@@ -135,8 +139,8 @@ def video_param(kind: str, frames: int, size: int, flow_fields: int | None = Non
 
 def normalize_rgb(rgb: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
     """[0, 1] video (B, 3, T, H, W) → the model's input, (x − mean)/std per channel."""
-    m = torch.tensor(mean, dtype=rgb.dtype).view(1, 3, 1, 1, 1)
-    s = torch.tensor(std, dtype=rgb.dtype).view(1, 3, 1, 1, 1)
+    m = torch.tensor(mean, dtype=rgb.dtype, device=rgb.device).view(1, 3, 1, 1, 1)
+    s = torch.tensor(std, dtype=rgb.dtype, device=rgb.device).view(1, 3, 1, 1, 1)
     return (rgb - m) / s
 
 

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from stlens.core.handle import Layout, channels_first
+from stlens.core.handle import Layout, channels_first, module_device
 from stlens.errors import StlensError
 from stlens.models.taps import flatten_output, resolve_layers
 from stlens.visualize.objectives import LOGITS, Objective
@@ -92,8 +92,9 @@ class RenderConfig:
             raise StlensError(f"unknown optimizer '{self.optimizer}'; choices: {', '.join(OPTIMIZERS)}")
         if isinstance(self.param, str) and self.param not in PARAMS:
             raise StlensError(f"unknown parameterization '{self.param}'; choices: {', '.join(PARAMS)}")
-        if self.precision not in ("fp32", "bf16"):
-            raise StlensError(f"unknown precision '{self.precision}'; choices: fp32, bf16")
+        if self.precision not in ("fp32", "bf16", "fp16"):
+            raise StlensError(f"unknown precision '{self.precision}'; choices: fp32, bf16, fp16 (visualize resolves "
+                              f"auto)")
 
 
 @dataclass
@@ -141,12 +142,13 @@ OPTIMIZERS: dict[str, Callable[[list[torch.Tensor], float], torch.optim.Optimize
 """The built-in optimizers by name: (parameters, lr) → optimizer."""
 
 
-def param_factory(param: str | ParamFactory, frames: int, size: int, two_stream: bool) -> ParamFactory:
+def param_factory(param: str | ParamFactory, frames: int, size: int, two_stream: bool,
+                  device: torch.device | None = None) -> ParamFactory:
     """``param`` as a factory: a name of ``PARAMS`` gives ``video_param`` (RGB, plus a flow stack of frames − 1
-    fields for two-stream models); a factory is returned as it is."""
+    fields for two-stream models) on ``device`` (the model's; default the CPU); a factory is returned as it is."""
     if callable(param):
         return param
-    return video_param(param, frames, size, flow_fields=frames - 1 if two_stream else None)
+    return video_param(param, frames, size, flow_fields=frames - 1 if two_stream else None, device=device)
 
 
 def optimizer_factory(optimizer: str | OptimizerFactory, lr: float) -> OptimizerFactory:
@@ -218,11 +220,14 @@ def _slice(acts: dict[str, torch.Tensor], k: int) -> dict[str, torch.Tensor]:
     return {name: value[k:k + 1] for name, value in acts.items()}
 
 
-def _model_inputs(rgb: torch.Tensor, flow: torch.Tensor | None, mean, std) -> list[torch.Tensor]:
+def _model_inputs(rgb: torch.Tensor, flow: torch.Tensor | None, mean, std,
+                  device: torch.device | None = None) -> list[torch.Tensor]:
+    """The model's inputs, on ``device`` (the model's) when the parameterization lives elsewhere (a user factory that
+    makes CPU tensors): the copy is differentiable."""
     inputs = [normalize_rgb(rgb, mean, std)]
     if flow is not None:
         inputs.append(encode_flow_input(flow))
-    return inputs
+    return inputs if device is None else [x.to(device) for x in inputs]
 
 
 def _objective_values(jobs: Sequence[Job], acts: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -236,8 +241,11 @@ def _restore(params: Parameterization, index: int, saved: Sequence[torch.Tensor]
             param[index] = old[index]
 
 
-def _autocast(precision: str):
-    return torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
+def _autocast(precision: str, device: torch.device):
+    """bf16/fp16 autocast on ``device``'s type (the model's); nothing for fp32."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
 
 
 def render_batch(module: nn.Module, jobs: Sequence[Job], param: ParamFactory, optimizer: OptimizerFactory, mean, std,
@@ -250,9 +258,11 @@ def render_batch(module: nn.Module, jobs: Sequence[Job], param: ParamFactory, op
     layers = list(dict.fromkeys(name for job in jobs for name in job.objective.layers))
     params = param([job.seed for job in jobs])
     opt = optimizer(params.parameters())
-    gens = [torch.Generator().manual_seed(job.seed + 1_000_003) for job in jobs]
-    temporal_reg = torch.tensor([job.temporal_reg for job in jobs], dtype=torch.float32)
-    active = torch.ones(b, dtype=torch.bool)
+    model_device = module_device(module)
+    work = params.parameters()[0].device  # where the input, the transforms and the regularizers are computed
+    gens = [torch.Generator().manual_seed(job.seed + 1_000_003) for job in jobs]  # CPU draws: the same on any device
+    temporal_reg = torch.tensor([job.temporal_reg for job in jobs], dtype=torch.float32, device=work)
+    active = torch.ones(b, dtype=torch.bool, device=work)
     stopped: list[int | None] = [None] * b
     good = [p.detach().clone() for p in params.parameters()]
     history: list[list[float]] = [[] for _ in jobs]
@@ -267,9 +277,9 @@ def render_batch(module: nn.Module, jobs: Sequence[Job], param: ParamFactory, op
                 d = draw(config.transforms, gens)
                 rgb_t = apply(rgb, d, config.transforms)
                 flow_t = apply(flow, d, config.transforms, is_flow=True) if flow is not None else None
-                with _autocast(config.precision):
-                    acts = capture.run(_model_inputs(rgb_t, flow_t, mean, std))
-                values = _objective_values(jobs, acts)
+                with _autocast(config.precision, model_device):
+                    acts = capture.run(_model_inputs(rgb_t, flow_t, mean, std, model_device))
+                values = _objective_values(jobs, acts).to(work)
                 loss_each = penalty(regularizer_values(rgb, flow, config.reg), config.reg, temporal_reg) - values
                 finite = torch.isfinite(loss_each)
                 for k in range(b):
@@ -294,8 +304,8 @@ def render_batch(module: nn.Module, jobs: Sequence[Job], param: ParamFactory, op
                         _restore(params, k, good)
             with torch.no_grad():
                 rgb, flow = params.rgb(), params.flow()
-                acts = capture.run(_model_inputs(rgb, flow, mean, std))
-                final = _objective_values(jobs, acts)
+                acts = capture.run(_model_inputs(rgb, flow, mean, std, model_device))
+                final = _objective_values(jobs, acts).to(work)
                 regs = regularizer_values(rgb, flow, config.reg)
     finally:
         for p, on in zip(module.parameters(), grads_on, strict=True):
@@ -304,7 +314,8 @@ def render_batch(module: nn.Module, jobs: Sequence[Job], param: ParamFactory, op
     out = []
     for k, job in enumerate(jobs):
         out.append(Rendered(
-            job, rgb[k].detach().clone(), None if flow is None else flow[k].detach().clone(), float(final[k]),
+            job, rgb[k].detach().cpu().clone(), None if flow is None else flow[k].detach().cpu().clone(),
+            float(final[k]),
             {name: float(v[k]) for name, v in regs.items()}, history[k],
             "ok" if stopped[k] is None else "nan", stopped[k], seconds))
     return out
@@ -314,7 +325,7 @@ def render(module: nn.Module, jobs: Sequence[Job], frames: int, size: int, mean,
            config: RenderConfig, progress=None, layout: Layout = channels_first) -> list[Rendered]:
     """All jobs in batches of ``config.batch_size`` (in order). ``config.param`` and ``config.optimizer`` are resolved
     to factories here (``frames``, ``size`` and ``two_stream`` shape the built-in parameterizations only)."""
-    param = param_factory(config.param, frames, size, two_stream)
+    param = param_factory(config.param, frames, size, two_stream, module_device(module))
     optimizer = optimizer_factory(config.optimizer, config.lr)
     results: list[Rendered] = []
     for start in range(0, len(jobs), config.batch_size):

@@ -60,11 +60,12 @@ def draw(transforms: Transforms, generators: Sequence[torch.Generator]) -> Draw:
 def _warp(x: torch.Tensor, d: Draw) -> torch.Tensor:
     """Zoom about the centre by d.zoom and shift by d.shift px, per element; reflection at the borders."""
     b, c, t, h, w = x.shape
-    theta = torch.zeros(b, 2, 3, dtype=x.dtype)
-    theta[:, 0, 0] = 1.0 / d.zoom
-    theta[:, 1, 1] = 1.0 / d.zoom
-    theta[:, 0, 2] = -2.0 * d.shift[:, 0] / w
-    theta[:, 1, 2] = -2.0 * d.shift[:, 1] / h
+    zoom, shift = d.zoom.to(x.device), d.shift.to(x.device)  # drawn on the CPU (the same numbers on any device)
+    theta = torch.zeros(b, 2, 3, dtype=x.dtype, device=x.device)
+    theta[:, 0, 0] = 1.0 / zoom
+    theta[:, 1, 1] = 1.0 / zoom
+    theta[:, 0, 2] = -2.0 * shift[:, 0] / w
+    theta[:, 1, 2] = -2.0 * shift[:, 1] / h
     flat = x.reshape(b, c * t, h, w)
     grid = F.affine_grid(theta, [b, c * t, h, w], align_corners=False)
     return F.grid_sample(flat, grid, mode="bilinear", padding_mode="reflection", align_corners=False).view_as(x)
@@ -75,7 +76,7 @@ def apply(x: torch.Tensor, d: Draw, transforms: Transforms, is_flow: bool = Fals
     if transforms.jitter or transforms.scale != (1.0, 1.0):
         x = _warp(x, d)
         if is_flow:
-            x = x * d.zoom.view(-1, 1, 1, 1, 1).to(x.dtype)
+            x = x * d.zoom.view(-1, 1, 1, 1, 1).to(device=x.device, dtype=x.dtype)
     if transforms.temporal_roll and any(d.roll):
         x = torch.stack([torch.roll(x[k], r, dims=1) if r else x[k] for k, r in enumerate(d.roll)])
     return x
