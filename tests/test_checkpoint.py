@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 
 from stlens.cli import main
+from stlens.core.distributed import World
 from stlens.errors import StlensError
 from stlens.measure.accumulator import Accumulator
 from stlens.measure.checkpoint import Checkpoint
-from stlens.measure.distributed import World
 
 TESTS = Path(__file__).parent
 BASE = ["--model", "module:stopping_net:build", "--frames", "4", "--size", "32", "--pairs", "16", "--bootstrap",

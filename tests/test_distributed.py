@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from stlens.cli import main
-from stlens.measure.distributed import World, rank_device, shard
+from stlens.core.distributed import World, rank_device, shard
 
 SAMPLE = ["--model", "torchvision:r3d_18", "--frames", "4", "--size", "32", "--pairs", "8", "--bootstrap", "20",
           "--data", "sample:"]

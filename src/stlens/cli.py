@@ -102,14 +102,16 @@ def _add_measure_args(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_measure(args: argparse.Namespace) -> int:
-    from stlens.measure import distributed
+    from stlens.core import distributed
 
     world = distributed.launched()
     args.device = distributed.rank_device(args.device, world)
     _check_device(args)
     if args.checkpoint_every < 0:
         raise StlensError(f"--checkpoint-every must be ≥ 0 (pairs; 0: no checkpoints), got {args.checkpoint_every}")
-    with distributed.joined(args.device) as world:
+    from stlens.models.registry import resolve_device
+
+    with distributed.joined(resolve_device(args.device)) as world:
         folder = _claim_measure_out(args, world)  # before any work: only rank 0 claims; every rank hears of a refusal
         try:
             return _measure_into(folder, args, world)
@@ -128,7 +130,8 @@ def _checkpoint_folder(args: argparse.Namespace) -> Path:
 def _claim_measure_out(args: argparse.Namespace, world):
     """Rank 0 (the only process of a single run) claims --out and checks that no checkpoint would be lost; in a
     distributed run every rank learns whether that went well (and stops with rank 0's error if not)."""
-    from stlens.measure import checkpoint, distributed
+    from stlens.core import distributed
+    from stlens.measure import checkpoint
     from stlens.runs import RunFolder
 
     folder = error = None
@@ -583,7 +586,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _rank_label() -> str:
     """`` (rank R of W)`` in a process of a distributed run (torchrun), else empty."""
-    from stlens.measure import distributed
+    from stlens.core import distributed
 
     try:
         label = distributed.launched().label

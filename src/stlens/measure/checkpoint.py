@@ -19,10 +19,10 @@ from typing import Any
 
 import numpy as np
 
+from stlens.core.distributed import World
 from stlens.errors import StlensError
 from stlens.interrupts import deferred
 from stlens.measure.accumulator import Accumulator
-from stlens.measure.distributed import World
 
 FOLDER = ".stlens-checkpoint"
 #: fingerprint keys → the option that sets them (for messages)

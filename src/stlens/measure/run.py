@@ -15,9 +15,9 @@ import torch
 from torch import nn
 
 from stlens._version import __version__
+from stlens.core import distributed
 from stlens.errors import StlensError
 from stlens.interrupts import deferred
-from stlens.measure import distributed
 from stlens.measure.accumulator import Accumulator
 from stlens.measure.checkpoint import Checkpoint, refuse_unless_resuming
 from stlens.measure.layer import estimate_layer
@@ -198,7 +198,7 @@ def measure(model: nn.Module | ModelHandle, pairs: Iterable, layers: str | list[
 
     Under ``torchrun`` (or any initialized ``torch.distributed`` process group) each process measures its share of
     the pairs (``distributed.shard``) and the shares are merged in rank order: every process returns the same
-    result (the latents only on rank 0), equal to a single process's (see ``measure.distributed``).
+    result (the latents only on rank 0), equal to a single process's (see ``core.distributed``).
 
     ``checkpoint``: a folder for checkpoints (``measure.checkpoint``), written every ``checkpoint_every`` pairs
     (0: only when interrupted) and when the run is interrupted; ``resume``: continue from the checkpoint there (a

@@ -1,5 +1,6 @@
-"""Measurements split over processes with ``torch.distributed`` — started by ``torchrun`` — on CPUs (gloo) and GPUs
-(NCCL).
+"""Work split over processes with ``torch.distributed`` — started by ``torchrun`` — on CPUs (gloo) and GPUs (NCCL):
+the world of this process, contiguous shares of global indices, joining the process group, and the collectives of a
+run (gather in rank order, agree on errors, stop when another rank failed). Measurements use it as follows.
 
 Rank r of W measures the pairs with global indices in ``shard(total, r, W)`` (a contiguous range: a video's pairs
 stay together, so it is decoded once); the ranks' ``Accumulator`` states are gathered and merged in rank order
@@ -93,9 +94,10 @@ def rank_device(device: str | None, world: World) -> str | None:
 
 
 @contextlib.contextmanager
-def joined(device: str | torch.device | None = None) -> Iterator[World]:
-    """Join the process group of a torchrun-launched run (NCCL when ``device`` is a CUDA GPU, else gloo) for the
-    block and leave it afterwards; a single process (or a group the caller set up) passes through."""
+def joined(device: torch.device | None = None) -> Iterator[World]:
+    """Join the process group of a torchrun-launched run (NCCL when ``device``, this process's resolved device, is a
+    CUDA GPU, else gloo) for the block and leave it afterwards; a single process (or a group the caller set up)
+    passes through."""
     world = launched()
     dist = torch.distributed
     if not world.distributed or (dist.is_available() and dist.is_initialized()):
@@ -103,12 +105,9 @@ def joined(device: str | torch.device | None = None) -> Iterator[World]:
         return
     if not dist.is_available():
         raise StlensError("this PyTorch has no torch.distributed: run a single process (not under torchrun)")
-    from stlens.models.registry import resolve_device
-
-    target = None if device is None else resolve_device(device)
-    cuda = target is not None and target.type == "cuda"
+    cuda = device is not None and torch.device(device).type == "cuda"
     if cuda:
-        torch.cuda.set_device(target)
+        torch.cuda.set_device(torch.device(device))
     dist.init_process_group(backend="nccl" if cuda else "gloo")
     try:
         yield current()
