@@ -132,3 +132,17 @@ def test_an_interrupt_under_torchrun_writes_no_result_and_the_checkpoint_resumes
                          env=os.environ | env, capture_output=True, text=True, timeout=300)
     assert one.returncode == 0, one.stderr
     assert_same_result(result(single), result(out))
+
+
+def test_a_folder_refused_on_rank_0_stops_every_rank_before_any_work(tmp_path):
+    out = tmp_path / "taken"
+    args = ["--model", "module:stopping_net:build", "--frames", "4", "--size", "32", "--pairs", "8", "--bootstrap",
+            "0", "--data", "synth:motion?split=test&n=8&frames=4&size=32", "--workers", "0", "--device", "cpu"]
+    env = {"PYTHONPATH": with_tests()}
+    assert torchrun([*args, "--out", str(out)], env=env).returncode == 0
+    before = (out / "result.json").read_bytes()
+    again = torchrun([*args, "--out", str(out)], env=env)
+    assert again.returncode != 0
+    assert "stlens: error (rank 0 of 2): --out" in again.stderr and "already holds" in again.stderr
+    assert "stlens: error (rank 1 of 2): rank 0 failed: --out" in again.stderr
+    assert (out / "result.json").read_bytes() == before

@@ -134,21 +134,16 @@ def _claim_measure_out(args: argparse.Namespace, world):
     from stlens.measure import checkpoint
     from stlens.runs import RunFolder
 
-    folder = error = None
-    if world.rank == 0:
+    def claim():
+        folder = RunFolder(args.out, "measure", overwrite=args.overwrite).claim()
         try:
-            folder = RunFolder(args.out, "measure", overwrite=args.overwrite).claim()
             checkpoint.refuse_unless_resuming(_checkpoint_folder(args), args.resume)
-        except StlensError as exc:
-            if folder is not None:
-                folder.abandon()
-                folder = None
-            if not world.distributed:
-                raise
-            error = str(exc)
-    if world.distributed:
-        distributed.Group(world).agree(error)
-    return folder
+        except StlensError:
+            folder.abandon()
+            raise
+        return folder
+
+    return distributed.on_first_rank(world, claim)
 
 
 def _measure_into(folder, args: argparse.Namespace, world) -> int:

@@ -14,14 +14,16 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 
 from stlens.errors import StlensError
 
 _FAILED_KEY = "stlens/failed"
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -166,9 +168,37 @@ class Group:
             message = self._store.get(_FAILED_KEY).decode(errors="replace")
             raise StlensError(f"stopped because {message}")
 
+    def broadcast(self, obj: object) -> object:
+        """Rank 0's ``obj`` on every rank."""
+        box = [obj]
+        with self._peers_gone():
+            torch.distributed.broadcast_object_list(box, src=0, group=self._objects)
+        return box[0]
+
+    def barrier(self) -> None:
+        """Wait until every rank gets here."""
+        self.gather(None)
+
     def agree(self, error: str | None) -> None:
         """Every rank says whether its step went well; any error (the lowest rank's) is raised on every rank."""
         errors = self.gather(error)
         for rank, message in enumerate(errors):
             if message is not None:
                 raise StlensError(message if rank == self.world.rank else f"rank {rank} failed: {message}")
+
+
+def on_first_rank(world: World, step: Callable[[], T], group: Group | None = None) -> T | None:
+    """Run ``step`` on rank 0 only (claiming an output folder, writing a file) and make every rank agree on how it
+    went: a ``StlensError`` there is raised on every rank (on rank 0 as it is, elsewhere as ``rank 0 failed: …``).
+    Returns ``step()``'s value on rank 0 and None on the others; a single process just runs ``step``."""
+    if not world.distributed:
+        return step()
+    result: T | None = None
+    error = None
+    if world.rank == 0:
+        try:
+            result = step()
+        except StlensError as exc:
+            error = str(exc)
+    (group or Group(world)).agree(error)
+    return result
