@@ -114,6 +114,8 @@ def test_stylize_records_the_neural_stylizer_device(tmp_path, small_video):
     record = json.loads((root / "stylize.json").read_text())
     assert record["device"] == "cpu" and record["precision"] == "fp32" and record["result"]["written"] == 1
     assert main([*argv, "--device", "cpu", "--precision", "bf16"]) == 2  # other frames: refused before any work
+    assert main([*argv, "--device", "cpu", "--precision", "auto"]) == 0  # auto on a CPU is fp32 for the stylizer
+    assert json.loads((root / "stylize.json").read_text())["precision"] == "fp32"
     other = tmp_path / "palette"
     assert main(["stylize", "--data", str(small_video), "--stylizer", "palette", "--styles", "1", "--frames-max", "2",
                  "--out", str(other), "--device", "cpu", "--quiet"]) == 0

@@ -154,9 +154,10 @@ class Group:
                               f"see its messages") from None
 
     def fail(self, message: str) -> None:
-        """Tell the other ranks that this one failed (best effort: the store may be gone already)."""
-        with contextlib.suppress(Exception):
-            self._store.set(_FAILED_KEY, f"rank {self.world.rank}: {message}")
+        """Tell the other ranks that this one failed, unless another rank did first (best effort: the store may be
+        gone already)."""
+        with contextlib.suppress(Exception):  # the first failure is kept: later ones are often its consequence
+            self._store.compare_set(_FAILED_KEY, "", f"rank {self.world.rank}: {message}")
 
     def stop_if_failed(self) -> None:
         """Raise a ``StlensError`` naming the rank when another rank failed (a cheap check, once per batch)."""

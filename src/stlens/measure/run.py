@@ -177,7 +177,7 @@ def measure(model: nn.Module | ModelHandle, pairs: Iterable, layers: str | list[
             bootstrap: int = 200, threshold: float = 0.5, seed: int = 0, save_latents: bool = False,
             min_pairs: int = MIN_PAIRS, progress: bool = True, meta: dict[str, Any] | None = None,
             workers: int | None = None, checkpoint: str | Path | None = None, checkpoint_every: int = 0,
-            resume: bool = False) -> MeasureResult:
+            resume: bool = False, split: bool = True) -> MeasureResult:
     """Measure static and dynamic information in each layer of ``model`` from ``pairs``.
 
     ``pairs`` yields ``Pair`` objects (or ``(factor, a, b)`` tuples; factor 0 = dynamic, 1 = static) whose inputs are
@@ -198,7 +198,9 @@ def measure(model: nn.Module | ModelHandle, pairs: Iterable, layers: str | list[
 
     Under ``torchrun`` (or any initialized ``torch.distributed`` process group) each process measures its share of
     the pairs (``distributed.shard``) and the shares are merged in rank order: every process returns the same
-    result (the latents only on rank 0), equal to a single process's (see ``core.distributed``).
+    result (the latents only on rank 0), equal to a single process's (see ``core.distributed``). ``split=False``:
+    measure all the pairs in this process even under ``torch.distributed`` (e.g. ``track``, whose ranks split
+    checkpoints, not pairs).
 
     ``checkpoint``: a folder for checkpoints (``measure.checkpoint``), written every ``checkpoint_every`` pairs
     (0: only when interrupted) and when the run is interrupted; ``resume``: continue from the checkpoint there (a
@@ -207,7 +209,7 @@ def measure(model: nn.Module | ModelHandle, pairs: Iterable, layers: str | list[
     """
     workers = resolve_workers(workers)
     handle = as_handle(model)
-    world = distributed.current()
+    world = distributed.current() if split else distributed.World()
     device = distributed.rank_device(device, world) if isinstance(device, str) else device
     target = handle.device if device is None else resolve_device(device)
     used = resolve_precision(precision, target)

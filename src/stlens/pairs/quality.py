@@ -12,6 +12,10 @@ Per stylizer, on real clips:
 
 The optical flow (OpenCV) and the numpy/OpenCV stylizers run on the CPU; ``device``/``precision`` are those of the
 neural stylizer (the only model a check can run), recorded in the report (null without it).
+
+Under ``torchrun`` (``stlens.core.distributed``) every rank samples the same clips, rank r checks a contiguous share
+of them (``shard``, by clip index; clip c draws its styles from (seed, c) on any rank), and the per-clip numbers are
+gathered in rank order, so every rank returns the report of one process (the caller writes it on rank 0 only).
 """
 
 from __future__ import annotations
@@ -106,25 +110,43 @@ def check_pairs(source: VideoSource, stylizers: str, n: int = 8, frames: int = 1
     ``torch.device``; default the CPU) and ``precision`` (resolved: fp32, bf16, fp16) are the neural stylizer's."""
     from tqdm.auto import tqdm
 
+    from stlens.core import distributed
+
     if n < 1:
         raise StlensError(f"--n must be ≥ 1 (the number of clips to check), got {n}")
+    world = distributed.current()
+    group = distributed.Group(world) if world.distributed else None
     chosen = get_stylizer(stylizers, device, precision)
     on_device = uses_device(stylizers)
-    clips = list(sample_clips(source, n, frames, stride, size, seed))
+    clips = list(sample_clips(source, n, frames, stride, size, seed))  # the same clips on every rank
+    share = distributed.shard(len(clips), world)  # rank r checks a contiguous share of them (by clip index)
     per_stylizer: dict[str, list[dict[str, float]]] = {name: [] for name, _ in chosen}
     moved = []
     examples = Path(examples_dir) if examples_dir else None
-    for c, (_video, clip) in enumerate(tqdm(clips, desc="pairs check", unit="clip", disable=not progress or None)):
-        flow = compute_flow(clip, flow_method)
-        backward = compute_flow(clip[::-1].copy(), flow_method)[::-1]
-        rng = np.random.default_rng((seed, c))
-        for name, stylize in chosen:
-            first, second = stylize(clip, int(rng.integers(2**31))), stylize(clip, int(rng.integers(2**31)))
-            per_stylizer[name].append(clip_metrics(clip, first, flow, backward, flow_method))
-            if examples is not None and c < 2:
-                write_gif(examples / f"{name}_clip{c}.gif", np.concatenate([clip, first, second], axis=2))
-        order = frame_shuffle(np.arange(len(clip)), rng)
-        moved.append(float((order != np.arange(len(clip))).mean()))
+    try:
+        for c in tqdm(share, desc="pairs check", unit="clip", disable=not progress or world.rank != 0 or None):
+            if group is not None:
+                group.stop_if_failed()
+            clip = clips[c][1]
+            flow = compute_flow(clip, flow_method)
+            backward = compute_flow(clip[::-1].copy(), flow_method)[::-1]
+            rng = np.random.default_rng((seed, c))
+            for name, stylize in chosen:
+                first, second = stylize(clip, int(rng.integers(2**31))), stylize(clip, int(rng.integers(2**31)))
+                per_stylizer[name].append(clip_metrics(clip, first, flow, backward, flow_method))
+                if examples is not None and c < 2:
+                    write_gif(examples / f"{name}_clip{c}.gif", np.concatenate([clip, first, second], axis=2))
+            order = frame_shuffle(np.arange(len(clip)), rng)
+            moved.append(float((order != np.arange(len(clip))).mean()))
+    except Exception as exc:
+        if group is not None:
+            group.fail(str(exc) if isinstance(exc, StlensError) else f"{type(exc).__name__}: {exc}")
+        raise
+    if group is not None:  # every rank's results, in rank order: the clips' order
+        group.stop_if_failed()
+        shares = group.gather((per_stylizer, moved))
+        per_stylizer = {name: [row for rows, _ in shares for row in rows[name]] for name in per_stylizer}
+        moved = [m for _, part in shares for m in part]
     report = {"data": source.spec, "clips": len(clips), "frames": frames, "size": size, "flow_method": flow_method,
               "seed": seed, "device": (str(device) if device is not None else "cpu") if on_device else None,
               "precision": precision if on_device else None, "stylizers": {},

@@ -24,6 +24,12 @@ writes is recorded first. A rerun into the same root:
 - writes again a video whose size or modification time changed since it was recorded: its old folders are removed
   (with a warning) before any new work — frames are derived data, and a stale folder would be used silently.
 
+Under ``torchrun`` (``stlens.core.distributed``) rank 0 alone claims and locks the root, checks and writes
+``stylize.json`` and the run marker (before any video, and the result after every rank has finished); the plan is
+broadcast, and rank r writes the videos of a contiguous share of it (``shard``, by index in source order), each
+folder atomically as above, so the files are those of one process and a rerun resumes per video with any number of
+processes. A rank that fails stops the others at their next video.
+
 Nothing is ever removed recursively: the only removal is of a changed video's own folder, a direct child of
 ``style_k`` with the recorded safe name, holding nothing but ``frame_NNNNN.jpg`` files (else ``StlensError``). A folder
 in the way that stlens did not write is left as it is and the video listed as skipped.
@@ -262,23 +268,38 @@ def stylize_source(source: VideoSource | str | Path, stylizer: str, styles: int,
     """
     if styles < 1:
         raise StlensError(f"--styles must be ≥ 1, got {styles}")
+    from stlens.core import distributed
+
     root = Path(out)
     if root.exists() and not root.is_dir():
         raise StlensError(f"--out {root} exists and is not a folder")
-    run = RunFolder(root, "stylize")
-    run.resume()  # refuses a folder that holds another verb's run, or one being written by another process
+    world = distributed.current()
+    group = distributed.Group(world) if world.distributed else None
+
+    def claim() -> RunFolder:
+        run = RunFolder(root, "stylize")
+        run.resume()  # refuses a folder that holds another verb's run, or one being written by another process
+        return run
+
+    run = distributed.on_first_rank(world, claim, group)  # rank 0 only; every rank hears of a refusal
     try:
         return _stylize(source, stylizer, styles, root, seed, short_side, max_frames, progress, run, device,
-                        precision)
+                        precision, world, group)
     finally:
-        run.release()
+        if run is not None:
+            run.release()
 
 
 def _stylize(source: VideoSource | str | Path, stylizer: str, styles: int, root: Path, seed: int,
-             short_side: int | None, max_frames: int, progress: bool, run: RunFolder, device=None,
-             precision: str = "fp32") -> dict[str, Any]:
+             short_side: int | None, max_frames: int, progress: bool, run: RunFolder | None, device=None,
+             precision: str = "fp32", world=None, group=None) -> dict[str, Any]:
+    """The run in ``root`` (claimed by ``run`` on rank 0; None on the other ranks of a distributed run): rank 0
+    checks and writes the record, every rank writes its share of the videos, rank 0 writes the result."""
     from tqdm.auto import tqdm
 
+    from stlens.core import distributed
+
+    world = world or distributed.World()
     source = video_source(source if isinstance(source, VideoSource) else open_data(source), "stylize")
     chosen = get_stylizer(stylizer, device, precision)
     on_device = uses_device(stylizer)
@@ -289,44 +310,81 @@ def _stylize(source: VideoSource | str | Path, stylizer: str, styles: int, root:
               "device": (str(device) if device is not None else "cpu") if on_device else None,
               "precision": precision if on_device else None,
               "style": [{"folder": f, "stylizer": n, "seed": s} for f, n, _, s in plan]}
-    old = _load_config(root / CONFIG_NAME)
-    _check_config(root, old, config)
-    style_dirs = sorted({root / f for f, *_ in plan} | ({p for p in root.iterdir() if p.is_dir()
-                                                         and STYLE_PATTERN.fullmatch(p.name)}
-                                                        if root.is_dir() else set()))
-    data_root, records, todo_videos, changed, unreadable = _plan_videos(source, old, style_dirs)
-    for name in changed:  # before the record says the video is current
-        for style in style_dirs:
-            _remove_own(style, name)
-    root.mkdir(parents=True, exist_ok=True)
-    config |= {"root": str(data_root), "videos": records, "run_id": run.run_id}
-    write_json(root / CONFIG_NAME, config)
-    run.mark([CONFIG_NAME], "running")
-    counts: dict[str, Any] = {"videos": len(source), "written": 0, "skipped": 0, "changed": len(changed),
-                              "frames": 0, "bad": [dict(m) for m in source.missing] + unreadable}
-    for path, record in tqdm(todo_videos, unit="video", desc="stylize", disable=not progress or None):
-        name = record["name"]
-        todo = [(root / folder / name, n, fn, s) for folder, n, fn, s in plan if not _is_done(root / folder / name)]
-        if not todo:
-            counts["skipped"] += 1
-            continue
-        blocked = [str(folder) for folder, *_ in todo if folder.exists() or folder.is_symlink()]
-        if blocked:
-            reason = f"{blocked[0]} exists without frames (not written by stlens); left as it is"
-            log.warning("skipping %s: %s", path, reason)
-            counts["bad"].append({"source": str(path), "reason": reason})
-            continue
-        try:
-            frames = read_clip_source(path, short_side=short_side, max_frames=max_frames)
-        except StlensError as exc:
-            log.warning("skipping %s: %s", path, exc)
-            counts["bad"].append({"source": str(path), "reason": str(exc).removeprefix(f"{path}: ")})
-            continue
-        for folder, _, stylize, style in todo:
-            write_frames(stylize(frames, style), folder)
-            counts["frames"] += len(frames)
-        counts["written"] += 1
-    write_json(root / CONFIG_NAME, config | {"result": counts})
-    written = sorted(f"{f}/{r['name']}" for f, *_ in plan for r in records if _is_done(root / f / r["name"]))
-    run.mark([CONFIG_NAME], "complete", info={"folders": written})
+
+    def prepare() -> tuple[dict[str, Any], list[dict[str, Any]], list[tuple[Path, dict[str, Any]]], int,
+                           list[dict[str, str]]]:
+        """Rank 0: check the earlier record, plan the videos, remove changed ones, write the record."""
+        old = _load_config(root / CONFIG_NAME)
+        _check_config(root, old, config)
+        style_dirs = sorted({root / f for f, *_ in plan} | ({p for p in root.iterdir() if p.is_dir()
+                                                             and STYLE_PATTERN.fullmatch(p.name)}
+                                                            if root.is_dir() else set()))
+        data_root, records, todo_videos, changed, unreadable = _plan_videos(source, old, style_dirs)
+        for name in changed:  # before the record says the video is current
+            for style in style_dirs:
+                _remove_own(style, name)
+        root.mkdir(parents=True, exist_ok=True)
+        recorded = config | {"root": str(data_root), "videos": records, "run_id": run.run_id}
+        write_json(root / CONFIG_NAME, recorded)
+        run.mark([CONFIG_NAME], "running")
+        return recorded, records, todo_videos, len(changed), unreadable
+
+    prepared = distributed.on_first_rank(world, prepare, group)
+    if group is not None:
+        prepared = group.broadcast(prepared)  # the plan of rank 0 (names of new videos included)
+    config, records, todo_videos, changed, unreadable = prepared
+    # rank r writes a contiguous share of the videos (by index in source order); a single process writes them all
+    share = distributed.shard(len(todo_videos), world)
+    mine: dict[str, Any] = {"written": 0, "skipped": 0, "frames": 0, "bad": []}
+    try:
+        for path, record in tqdm(todo_videos[share.start:share.stop], unit="video", desc="stylize",
+                                 disable=not progress or world.rank != 0 or None):
+            if group is not None:
+                group.stop_if_failed()
+            _stylize_video(root, path, record["name"], plan, short_side, max_frames, mine)
+    except Exception as exc:
+        if group is not None:
+            group.fail(str(exc) if isinstance(exc, StlensError) else f"{type(exc).__name__}: {exc}")
+        raise
+    shares = [mine]
+    if group is not None:
+        group.stop_if_failed()
+        shares = group.gather(mine)  # in rank order: the videos' order
+    counts: dict[str, Any] = {"videos": len(source), "written": sum(s["written"] for s in shares),
+                              "skipped": sum(s["skipped"] for s in shares), "changed": changed,
+                              "frames": sum(s["frames"] for s in shares),
+                              "bad": [dict(m) for m in source.missing] + unreadable
+                              + [b for s in shares for b in s["bad"]]}
+
+    def finish() -> None:
+        write_json(root / CONFIG_NAME, config | {"result": counts})
+        written = sorted(f"{f}/{r['name']}" for f, *_ in plan for r in records if _is_done(root / f / r["name"]))
+        run.mark([CONFIG_NAME], "complete", info={"folders": written})
+
+    distributed.on_first_rank(world, finish, group)
     return counts
+
+
+def _stylize_video(root: Path, path: Path, name: str, plan: list, short_side: int | None, max_frames: int,
+                   counts: dict[str, Any]) -> None:
+    """Write the styles of one video that are not written yet (``counts``: written, skipped, frames, bad)."""
+    todo = [(root / folder / name, n, fn, s) for folder, n, fn, s in plan if not _is_done(root / folder / name)]
+    if not todo:
+        counts["skipped"] += 1
+        return
+    blocked = [str(folder) for folder, *_ in todo if folder.exists() or folder.is_symlink()]
+    if blocked:
+        reason = f"{blocked[0]} exists without frames (not written by stlens); left as it is"
+        log.warning("skipping %s: %s", path, reason)
+        counts["bad"].append({"source": str(path), "reason": reason})
+        return
+    try:
+        frames = read_clip_source(path, short_side=short_side, max_frames=max_frames)
+    except StlensError as exc:
+        log.warning("skipping %s: %s", path, exc)
+        counts["bad"].append({"source": str(path), "reason": str(exc).removeprefix(f"{path}: ")})
+        return
+    for folder, _, stylize, style in todo:
+        write_frames(stylize(frames, style), folder)
+        counts["frames"] += len(frames)
+    counts["written"] += 1

@@ -9,6 +9,11 @@ operation on channels drawn at random.
 change) and re-selects the channels every E steps from a measurement of the current model (``select=static``: the
 channels classified static; ``topk:K``: the K largest r_static − r_dynamic; the random control draws the same number
 of channels at random). It is a ``stlens train`` callback; each selection is logged to ``OUT/dropout.jsonl``.
+
+Under torchrun every rank calls the schedule at the same steps: the selection is one ``stlens.measure`` over all the
+ranks (each measures its share of the pairs; the merged result, hence the channel set, is the same on every rank),
+only the rank that ``writes`` logs it, and with ``rows`` each rank draws the masks of the whole global batch and
+keeps the rows of its own piece, so that the clips get the masks they get in one process.
 """
 
 from __future__ import annotations
@@ -61,6 +66,9 @@ class StaticDropout(nn.Module):
         self.layer = layer
         self.generator = generator
         self.channels = _as_channels(channels, allow_empty=False)
+        #: (global batch, start, stop): a batch of stop − start clips is rows start:stop of a global batch (one
+        #: process's piece of a data-parallel step); its masks are those rows of the global batch's masks
+        self.rows: tuple[int, int, int] | None = None
 
     def set_channels(self, channels: Sequence[int], allow_empty: bool = False) -> None:
         """Replace the channel set (e.g. after re-estimating the static channels); empty only when allowed."""
@@ -82,7 +90,11 @@ class StaticDropout(nn.Module):
         """The (B, C) multiplier: 1 for other channels, 0 or 1/(1−p) for the chosen ones."""
         mask = torch.ones(batch, num_channels)
         if len(self.channels) and self.p > 0:
-            keep = torch.rand(batch, len(self.channels), generator=self.generator) >= self.p
+            rows = self.rows
+            if rows is not None and rows[2] - rows[1] == batch:
+                keep = (torch.rand(rows[0], len(self.channels), generator=self.generator) >= self.p)[rows[1]:rows[2]]
+            else:
+                keep = torch.rand(batch, len(self.channels), generator=self.generator) >= self.p
             mask[:, self.channels] = keep.float() / (1.0 - self.p)
         return mask if device is None else mask.to(device)
 
@@ -188,10 +200,12 @@ class DropoutSchedule:
     """A StaticDropout (or the random control) after ``plan.layer`` of ``handle.module``, whose channels are
     selected at step ``plan.start`` and re-selected every ``plan.every`` steps (0: once) by measuring the current
     model on ``pairs``. Use as a training callback ``(step, model, trainer)``; ``seed`` fixes the dropout draws
-    (reseeded per step, so a resumed run draws the same masks) and the random control's channels."""
+    (reseeded per step, so a resumed run draws the same masks) and the random control's channels. ``writes``:
+    whether this process writes the log (rank 0 of a distributed run); ``rows``: see ``StaticDropout.rows``."""
 
     def __init__(self, plan: DropoutPlan, handle, pairs, seed: int = 0, log_path: str | Path | None = None,
-                 precision: str = "fp32", workers: int | None = None):
+                 precision: str = "fp32", workers: int | None = None, writes: bool = True,
+                 rows: tuple[int, int, int] | None = None):
         from stlens.models.taps import resolve_layers
 
         self.plan, self.handle, self.pairs, self.seed = plan, handle, pairs, seed
@@ -201,6 +215,8 @@ class DropoutSchedule:
         resolve_layers(model, [plan.layer])
         self.generator = torch.Generator().manual_seed(seed)
         self.dropout = _empty_dropout(plan.p, self.generator, plan.layer)
+        self.dropout.rows = rows
+        self.writes = writes
         self.layer_module = dict(model.named_modules())[plan.layer]
         self.selections: list[dict[str, Any]] = []
         self._hook = self.layer_module.register_forward_hook(self._apply)
@@ -246,7 +262,7 @@ class DropoutSchedule:
                   "p": self.plan.p, "channels": chosen, "of": num_channels, "units": layer.units,
                   "percent": layer.percent}
         self.selections.append(record)
-        if self.log_path is not None:
+        if self.log_path is not None and self.writes:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
             with open(self.log_path, "a", encoding="utf-8") as handle:
                 handle.write(json.dumps(record) + "\n")
@@ -260,7 +276,10 @@ class DropoutSchedule:
         kept = [r for r in records if r["step"] <= step]
         if not kept:
             return False
-        self.log_path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+        if self.writes:  # (atomically: another process of the run may be reading it)
+            from stlens.files import write_text
+
+            write_text(self.log_path, "".join(json.dumps(r) + "\n" for r in kept))
         self.selections = kept
         self.dropout.set_channels(kept[-1]["channels"], allow_empty=True)
         return True

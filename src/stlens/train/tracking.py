@@ -224,9 +224,34 @@ def track(model: str, checkpoints: str | Path, data: str, layers: str | list[str
     device); ``meta`` records the device and precision used. Pairs that fit in memory (``cache_pairs``) are made
     once, in ``workers`` processes, and re-used; larger ones are made again for each checkpoint. A checkpoint whose
     files cannot be read (truncated, invalid JSON) is skipped with a warning naming it and listed in
-    ``meta["skipped"]``; it is left as it is."""
+    ``meta["skipped"]``; it is left as it is.
+
+    Under ``torchrun`` (an initialized ``torch.distributed`` process group) rank r of W measures the checkpoints of
+    its contiguous share (``distributed.shard``), each one whole on all the pairs (``measure(split=False)``); the
+    rows are gathered in checkpoint order, so every rank returns the table of a single process. A rank that fails
+    tells the others, which stop before their next checkpoint."""
+    from stlens.core import distributed
+
+    world = distributed.current()
+    device = distributed.rank_device(device, world) if isinstance(device, str) else device
+    group = distributed.Group(world) if world.distributed else None
+    try:
+        result = _track(model, checkpoints, data, layers, pairs=pairs, stylizer=stylizer, frames=frames, size=size,
+                        batch_size=batch_size, bootstrap=bootstrap, threshold=threshold, seed=seed,
+                        progress=progress, device=device, precision=precision, workers=workers, world=world,
+                        group=group)
+    except Exception as exc:
+        if group is not None:
+            group.fail(str(exc) if isinstance(exc, StlensError) else f"{type(exc).__name__}: {exc}")
+        raise
+    return result
+
+
+def _track(model, checkpoints, data, layers, *, pairs, stylizer, frames, size, batch_size, bootstrap, threshold,
+           seed, progress, device, precision, workers, world, group) -> TrackResult:
     from tqdm.auto import tqdm
 
+    from stlens.core import distributed
     from stlens.core.handle import takes_two_inputs
     from stlens.measure.run import measure, resolve_precision, resolve_workers
     from stlens.models.registry import load_model, resolve_device
@@ -249,13 +274,19 @@ def track(model: str, checkpoints: str | Path, data: str, layers: str | list[str
     size = size if size is not None else info.get("size")
     handle = load_model(model, None, frames=frames, size=size, device=target)
     flow = "tvl1" if takes_two_inputs(handle.module) else None
-    fixed = cache_pairs(make_pairs(open_data(data), handle.input, pairs, stylizer=stylizer, seed=seed, flow=flow),
-                        workers=workers, seed=seed)
     names = handle.layers(layers)
+    share = distributed.shard(len(found), world)
+    mine = found[share.start:share.stop]
+    fixed = None
+    if mine:  # (a rank without checkpoints makes no pairs)
+        fixed = cache_pairs(make_pairs(open_data(data), handle.input, pairs, stylizer=stylizer, seed=seed,
+                                       flow=flow), workers=workers, seed=seed)
     rows: list[dict[str, Any]] = []
     measured: list[int] = []
     skipped: list[dict[str, Any]] = []
-    for step, weights in tqdm(found, desc="track", unit="ckpt", disable=not progress):
+    for step, weights in tqdm(mine, desc="track", unit="ckpt", disable=not progress or world.rank != 0):
+        if group is not None:
+            group.stop_if_failed()
         try:
             checkpoint = load_checkpoint(weights, handle.module)
         except CorruptCheckpoint as exc:
@@ -263,16 +294,23 @@ def track(model: str, checkpoints: str | Path, data: str, layers: str | list[str
             skipped.append({"step": step, "weights": str(weights), "reason": str(exc)})
             continue
         result = measure(handle, fixed, names, batch_size=batch_size, bootstrap=bootstrap, threshold=threshold,
-                         seed=seed, progress=False, device=target, precision=used, workers=workers)
+                         seed=seed, progress=False, device=target, precision=used, workers=workers, split=False)
         rows.extend(layer_rows(result, step, checkpoint.info.get("metrics")))
         measured.append(step)
+    if group is not None:  # the ranks' shares in rank order = checkpoint order
+        group.stop_if_failed()
+        parts = group.gather((rows, measured, skipped))
+        rows = [r for part in parts for r in part[0]]
+        measured = [s for part in parts for s in part[1]]
+        skipped = [s for part in parts for s in part[2]]
     if not measured:
         raise StlensError(f"--checkpoints {checkpoints}: no checkpoint can be read (" +
                           "; ".join(s["reason"] for s in skipped) + ")")
     meta = {"model": model, "checkpoints": str(checkpoints), "data": data, "layers": names, "pairs": pairs,
             "seed": seed, "bootstrap": bootstrap, "threshold": threshold, "frames": handle.input.frames,
             "size": handle.input.size, "steps": measured, "run": info.get("data"), "skipped": skipped,
-            "device": str(target), "precision": used, "precision_option": precision, "workers": workers}
+            "device": str(target), "precision": used, "precision_option": precision, "workers": workers,
+            "processes": world.size}
     return TrackResult(rows, meta)
 
 
@@ -298,7 +336,8 @@ class BiasTracker:
         handle = self.handle if self.handle is not None else as_handle(model)
         was_training = model.training
         result = measure(handle, self.pairs, handle.layers(self.layers), batch_size=self.batch_size,
-                         bootstrap=self.bootstrap, threshold=self.threshold, seed=self.seed, progress=False)
+                         bootstrap=self.bootstrap, threshold=self.threshold, seed=self.seed, progress=False,
+                         split=False)  # (each rank of a data-parallel run measures its own copy of the model)
         model.train(was_training)
         self.rows = [r for r in self.rows if r["step"] != step] + layer_rows(result, step)
 

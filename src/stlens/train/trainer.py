@@ -20,6 +20,16 @@ fp16 runs the forward passes under autocast (fp16 with a ``GradScaler``), fp32 r
 records both as asked and as resolved (``device_resolved``, ``precision_resolved``). Checkpoints are written from the
 CPU and read onto the CPU, then copied to the model's device, so a run resumes on another device; the precision may
 not change on resume.
+
+Under ``torchrun`` (a process group from ``stlens.core.distributed``) training is data-parallel
+(``DistributedDataParallel``: gloo on CPUs, NCCL on GPUs, one GPU per process). The global batch of ``batch_size``
+clip indices of a step is drawn as in one process; rank r of W trains on the contiguous piece
+``distributed.shard(batch_size, world)`` of it. Each rank's loss is its sum of cross-entropies × W / batch_size, so
+DDP's average of the ranks' gradients is the gradient of the global batch's mean loss (for any split, also when the
+pieces differ in size by one); the logged loss, batch accuracy and the non-finite check use the sums over all ranks.
+Rank 0 alone claims and locks the run folder (every rank learns of a refusal), writes config.json, metrics.jsonl,
+dropout.jsonl and the checkpoints, and evaluates (the other ranks wait at the next step). Every rank resumes from the
+same checkpoint (weights, optimizer, RNG); a rank that fails tells the others, which stop.
 """
 
 from __future__ import annotations
@@ -42,6 +52,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from stlens._version import __version__
+from stlens.core import distributed
 from stlens.core.handle import ModelHandle, module_device, takes_two_inputs
 from stlens.errors import StlensError
 from stlens.files import write_json, write_text
@@ -164,19 +175,48 @@ class Trainer:
     handle: ModelHandle = field(init=False)
 
     def __post_init__(self) -> None:
+        self.world = distributed.current()
+        self.writes = self.world.rank == 0  # rank 0 (a single process) writes the run folder
+        self.group = distributed.Group(self.world) if self.world.distributed else None
         self.config.validate()
-        self.folder = RunFolder(self.config.out, "train")
-        self.folder.resume()  # before any work: refuses a folder that holds another verb's run, or is in use
+        if self.config.batch_size < self.world.size:
+            raise StlensError(f"--batch-size {self.config.batch_size} is split over {self.world.size} processes: "
+                              f"give at least one clip per process")
+
+        def claim() -> RunFolder:
+            folder = RunFolder(self.config.out, "train")
+            folder.resume()  # before any work: refuses a folder that holds another verb's run, or is in use
+            return folder
+
+        # rank 0 claims the folder; in a distributed run every rank learns whether that went well
+        self.folder: RunFolder | None = distributed.on_first_rank(self.world, claim, self.group)
         try:
-            self._setup()
+            with self._stopping_the_others():
+                self._setup()
         except BaseException:
-            self.folder.release()
+            if self.folder is not None:
+                self.folder.release()
+            raise
+
+    @contextmanager
+    def _stopping_the_others(self) -> Iterator[None]:
+        """In a distributed run: an error here tells the other ranks (they stop at their next step), and an error
+        caused by another rank that failed first (a broken collective) is reported as that rank's."""
+        if self.group is None:
+            yield
+            return
+        try:
+            yield
+        except Exception as exc:
+            self.group.stop_if_failed()  # another rank failed first: its message, not a broken connection's
+            self.group.fail(str(exc) if isinstance(exc, StlensError) else f"{type(exc).__name__}: {exc}")
             raise
 
     def _setup(self) -> None:
         from stlens.measure.run import resolve_precision, resolve_workers
 
-        self.device = resolve_device(self.config.device)  # checked before any work
+        # checked before any work; under torchrun auto/cuda mean this process's GPU (cuda:LOCAL_RANK)
+        self.device = resolve_device(distributed.rank_device(self.config.device, self.world))
         self.precision = resolve_precision(self.config.precision, self.device)
         self.workers = resolve_workers(self.config.workers)
         torch.manual_seed(self.config.seed)
@@ -215,8 +255,13 @@ class Trainer:
         plan = DropoutPlan.parse(text, random=bool(self.config.random_dropout))
         pairs = make_pairs(open_data(self.config.data), self.handle.input, plan.pairs, seed=self.config.seed,
                            flow="tvl1" if self.two_stream else None)
+        piece = distributed.shard(self.config.batch_size, self.world)
+        # every rank measures its share of the selection's pairs (stlens.measure merges them): the same channels on
+        # every rank; rank 0 logs them. Each rank draws the global batch's masks and keeps the rows of its piece.
         return DropoutSchedule(plan, self.handle, pairs, seed=self.config.seed, log_path=self.out / "dropout.jsonl",
-                               precision=self.precision, workers=self.workers)
+                               precision=self.precision, workers=self.workers, writes=self.writes,
+                               rows=(self.config.batch_size, piece.start, piece.stop) if self.world.distributed
+                               else None)
 
     def _check_classes(self) -> None:
         from stlens.measure.run import to_device
@@ -236,7 +281,8 @@ class Trainer:
                 "test_data_resolved": heldout_spec(self.config.data) if self.config.test_data == "auto"
                 else self.config.test_data, "train_clips": len(self.train_clips),
                 "num_classes": self.train_clips.num_classes, "device_resolved": str(self.device),
-                "precision_resolved": self.precision, "run_id": self.folder.run_id}
+                "precision_resolved": self.precision, "processes": self.world.size,
+                "run_id": self.folder.run_id if self.folder is not None else None}
 
     def _resume(self) -> int:
         """Load the last complete checkpoint when the folder holds a compatible run; returns the next step."""
@@ -263,9 +309,27 @@ class Trainer:
         evaluated = info.get("evaluated", True)  # checkpoints of stlens ≤ 0.1.0 were saved after their evaluation
         self._unevaluated = None if evaluated else checkpoint
         self._last_metrics = dict(info.get("metrics") or {})
-        self._truncate_metrics(checkpoint.step, evaluated, info.get("log"))
-        log.warning("resuming %s from step %d", self.out, checkpoint.step)
+        if self.writes:
+            self._truncate_metrics(checkpoint.step, evaluated, info.get("log"))
+            log.warning("resuming %s from step %d", self.out, checkpoint.step)
         return checkpoint.step + 1
+
+    def _agreed_start(self) -> int:
+        """``_resume`` on every rank (each loads the same checkpoint), then every rank agrees that it went well and on
+        the step; a single process just resumes."""
+        if self.group is None:
+            return self._resume()
+        start, error = 0, None
+        try:
+            start = self._resume()
+        except StlensError as exc:
+            error = str(exc)
+        self.group.agree(error)
+        starts = self.group.gather(start)
+        if len(set(starts)) > 1:
+            raise StlensError(f"the processes found different checkpoints to resume from in {self.checkpoints} "
+                              f"(next steps {starts} by rank): is --out on a filesystem that every process sees?")
+        return start
 
     @staticmethod
     def _read_config(path: Path) -> dict[str, Any]:
@@ -290,8 +354,10 @@ class Trainer:
                 damaged.append((step, weights, exc))
                 continue
             for bad_step, bad, exc in damaged:
-                log.warning("skipped the damaged checkpoint %s (%s); resuming from step %d. Its files are kept: "
-                            "when step %d is written again they are renamed to *.corrupt", bad, exc, step, bad_step)
+                if self.writes:
+                    log.warning("skipped the damaged checkpoint %s (%s); resuming from step %d. Its files are kept: "
+                                "when step %d is written again they are renamed to *.corrupt", bad, exc, step,
+                                bad_step)
                 self._damaged[bad_step] = bad
             return checkpoint
         problems = "; ".join(str(exc) for _, _, exc in damaged)
@@ -380,17 +446,20 @@ class Trainer:
         return names
 
     def _mark(self, status: str = "running") -> None:
-        self.folder.mark(self.run_files(), status)
+        if self.folder is not None:
+            self.folder.mark(self.run_files(), status)
 
     def train(self) -> dict[str, Any]:
         """Train to ``config.steps`` (resuming when possible); returns the final metrics. The run folder is marked
         (``.stlens-run.json``) after every checkpoint and released at the end."""
         try:
-            metrics = self._train()
+            with self._stopping_the_others():
+                metrics = self._train()
             self._mark("complete")
             return metrics
         finally:
-            self.folder.release()
+            if self.folder is not None:
+                self.folder.release()
 
     def _train(self) -> dict[str, Any]:
         from stlens.measure.run import _warn_slow_bf16, exact_fp32
@@ -406,45 +475,65 @@ class Trainer:
         from stlens.measure.run import to_device
 
         c = self.config
-        self.out.mkdir(parents=True, exist_ok=True)
-        start = self._resume()
-        write_json(self.out / "config.json", self.run_config())
-        if start == 0 and c.checkpoint_every > 0 and not list_checkpoints(self.checkpoints):
-            self._checkpoint(0, None)
+        if self.writes:
+            self.out.mkdir(parents=True, exist_ok=True)
+        start = self._agreed_start()
+        if self.writes:
+            write_json(self.out / "config.json", self.run_config())
+            if start == 0 and c.checkpoint_every > 0 and not list_checkpoints(self.checkpoints):
+                self._checkpoint(0, None)
         if start == 0:
             start = 1
-        if start > c.steps:
+        if start > c.steps and self.writes:
             log.warning("%s is already trained to step %d", self.out, start - 1)
         for callback in self.callbacks:
             callback(start - 1, self.model, self)
-        if self._unevaluated is not None:  # the evaluation of the resumed checkpoint had failed or was interrupted
+        if self._unevaluated is not None and self.writes:  # the resumed checkpoint's evaluation did not finish
             pending, self._unevaluated = self._unevaluated, None
             with self._saved(pending.step, pending.weights):
                 self._evaluate_checkpoint(pending.step, pending.info.get("metrics", {}).get("loss"), pending.weights)
         self.model.train()
+        net = self._parallel()
+        piece = distributed.shard(c.batch_size, self.world)
         losses, correct, seen = self._running
         began = time.perf_counter()
-        bar = tqdm(range(start, c.steps + 1), desc="train", disable=not self.progress, initial=start - 1,
-                   total=c.steps)
+        bar = tqdm(range(start, c.steps + 1), desc="train", disable=not self.progress or not self.writes,
+                   initial=start - 1, total=c.steps)
         for step in bar:
+            if self.group is not None:
+                self.group.stop_if_failed()
             rng = np.random.default_rng((c.seed, step))
-            inputs, labels = self.train_clips.batch(rng.integers(0, len(self.train_clips), c.batch_size), rng)
+            indices = rng.integers(0, len(self.train_clips), c.batch_size)
+            if self.world.distributed:  # this rank's piece of the global batch; clip positions from its own stream
+                indices = indices[piece.start:piece.stop]
+                rng = np.random.default_rng((c.seed, step, self.world.rank + 1))
+            inputs, labels = self.train_clips.batch(indices, rng)
             inputs, labels = to_device(inputs, self.device), labels.to(self.device)
             for group in self.optimizer.param_groups:
                 group["lr"] = learning_rate(step - 1, c)
             with autocast(self.device, self.precision):
-                logits = self.model(*inputs) if isinstance(inputs, tuple) else self.model(inputs)
-                loss = F.cross_entropy(logits, labels)
-            if not torch.isfinite(loss):
-                raise StlensError(f"loss became {float(loss)} at step {step}: lower --lr (checkpoints so far are "
+                logits = net(*inputs) if isinstance(inputs, tuple) else net(inputs)
+                if self.world.distributed:
+                    summed = F.cross_entropy(logits, labels, reduction="sum")
+                    loss = summed * (self.world.size / c.batch_size)  # DDP averages: the global mean's gradient
+                else:
+                    loss = F.cross_entropy(logits, labels)
+            right = int((logits.argmax(1) == labels).sum())
+            if self.world.distributed:
+                value, right, count = self._summed(summed, right, len(labels))
+                value /= c.batch_size
+            else:
+                value, count = float(loss.detach()), len(labels)
+            if not math.isfinite(value):
+                raise StlensError(f"loss became {value} at step {step}: lower --lr (checkpoints so far are "
                                   f"kept in {self.checkpoints})")
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()  # fp16: scaled (GradScaler); otherwise as it is
             self.scaler.step(self.optimizer)
             self.scaler.update()
-            losses.append(float(loss.detach()))
-            correct += int((logits.argmax(1) == labels).sum())
-            seen += len(labels)
+            losses.append(value)
+            correct += right
+            seen += count
             for callback in self.callbacks:
                 callback(step, self.model, self)
             record = None
@@ -455,8 +544,10 @@ class Trainer:
                 bar.set_postfix(loss=f"{record['loss']:.3f}", acc=f"{record['batch_acc']:.2f}")
                 losses, correct, seen = [], 0, 0
             self._running = (losses, correct, seen)
+            if not self.writes:
+                continue
             if self._is_checkpoint_step(step):
-                self._checkpoint(step, float(loss.detach()), record)
+                self._checkpoint(step, value, record)
                 self.model.train()
             elif record is not None:
                 try:
@@ -466,7 +557,28 @@ class Trainer:
                                       f"checkpoints so far are kept in {self.checkpoints}: run the same command "
                                       f"again to resume from the last one") from exc
         bar.close()
+        if self.group is not None:  # the final checkpoint (and its evaluation) is rank 0's: every rank returns its
+            self._last_metrics = self.group.broadcast(self._last_metrics)  # metrics
         return dict(self._last_metrics)
+
+    def _parallel(self) -> nn.Module:
+        """The model as the training steps call it: wrapped in ``DistributedDataParallel`` under torchrun (the
+        gradients are averaged over the ranks in the backward pass), else the model itself."""
+        if not self.world.distributed:
+            return self.model
+        from torch.nn.parallel import DistributedDataParallel
+
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        return DistributedDataParallel(self.model, device_ids=ids, output_device=ids[0] if ids else None)
+
+    def _summed(self, loss_sum: torch.Tensor, right: int, count: int) -> tuple[float, int, int]:
+        """(loss sum, correct, clips) of the step summed over the ranks (one small all-reduce)."""
+        totals = torch.stack([loss_sum.detach().double(), torch.tensor(float(right), dtype=torch.float64,
+                              device=loss_sum.device), torch.tensor(float(count), dtype=torch.float64,
+                              device=loss_sum.device)])
+        torch.distributed.all_reduce(totals)
+        value, right_all, count_all = totals.tolist()
+        return value, int(round(right_all)), int(round(count_all))
 
 
 def train(config: TrainConfig, callbacks: Sequence[Callback] = (), progress: bool = True) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Sequence
@@ -12,11 +13,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from stlens.core import distributed
 from stlens.core.handle import takes_two_inputs
 from stlens.errors import StlensError
 from stlens.models.registry import ModelHandle, as_handle, load_model, resolve_device
 from stlens.names import safe_name
-from stlens.runs import new_run
+from stlens.runs import RunFolder, new_run
 from stlens.visualize import natural as nat
 from stlens.visualize import outputs as writers
 from stlens.visualize.objectives import Objective
@@ -77,10 +79,17 @@ class TargetResult:
 
 @dataclass
 class VisResult:
-    """All targets (× λ_T values) of one ``visualize`` call, with the settings; ``save(dir)`` writes everything."""
+    """All targets (× λ_T values) of one ``visualize`` call, with the settings; ``save(dir)`` writes everything.
+
+    Under ``torchrun`` each process renders a share of the targets: on rank 0 ``targets`` holds every result (those
+    of the other ranks without ``video_flow``) and ``own`` the indices of its own; on the other ranks ``targets``
+    holds only their own results and ``partial`` is True. ``save`` writes the per-target files of a process's own
+    results, and summary.json, the mosaics and the legend only where the result is not partial (rank 0)."""
 
     targets: list[TargetResult]
     config: dict
+    own: list[int] | None = None  # the indices in ``targets`` rendered by this process (None: all of them)
+    partial: bool = False  # True on ranks other than 0 of a distributed run
 
     def __getitem__(self, name: str) -> TargetResult:
         for t in self.targets:
@@ -96,19 +105,24 @@ class VisResult:
         """Per target: video.gif, video.mp4, flow_paper.gif, flow_wheel.gif, result.json; per λ_T a mosaic.png
         (targets × frames); summary.json at the top. With several λ_T values each gets a ``lambda_t=<v>`` folder."""
         out = Path(out)
-        sweep = len(self.temporal_reg_values()) > 1
+        sweep = len(self.config.get("temporal_reg") or self.temporal_reg_values()) > 1
+        own = set(range(len(self.targets)) if self.own is None else self.own)
         for lam in self.temporal_reg_values():
             folder = out / f"lambda_t={lam:g}" if sweep else out  # folder name kept (λ_T is temporal_reg in Python)
-            group = [t for t in self.targets if t.temporal_reg == lam]
+            group = [(k, t) for k, t in enumerate(self.targets) if t.temporal_reg == lam]
             rows, labels = [], []
-            for t in group:
-                _save_target(folder / safe_name(t.name), t)
+            for k, t in group:
+                if k in own:
+                    _save_target(folder / safe_name(t.name), t)
                 rows.append(t.rgb)
                 labels.append(t.name)
                 if t.flow is not None:
                     rows.append(writers.flow_paper(t.flow, t.stats["flow_display_scale"]))
                     labels.append(f"{t.name} flow")
-            writers.write_png(folder / "mosaic.png", writers.mosaic(rows, labels))
+            if not self.partial:
+                writers.write_png(folder / "mosaic.png", writers.mosaic(rows, labels))
+        if self.partial:
+            return out
         writers.write_png(out / "flow_wheel_legend.png", writers.wheel_legend())
         records = [t.to_dict() for t in self.targets]
         writers.write_json(out / "summary.json", {"config": self.config, "targets": records})
@@ -210,11 +224,44 @@ def visualize(model: str | ModelHandle | nn.Module, target, *, layer: str | None
     (default; TF32 off on GPUs), ``bf16`` (CPU or CUDA autocast of the model's forward), ``fp16`` (CUDA autocast, no
     loss scaling) or ``auto`` (bf16 where native, see ``stlens.measure.run.resolve_precision``). summary.json records
     the device and the precision used.
+
+    Under ``torchrun`` (an initialized ``torch.distributed`` process group) the jobs are split across the processes
+    in whole batches of ``batch_size`` (contiguous shares, ``distributed.shard``), so every batch, and with it every
+    video, is the same as in one process (target i keeps seed ``seed + i``); see ``VisResult`` for what each
+    process returns. With ``out``, rank 0 claims the folder, every process writes its own targets' files into it,
+    and rank 0 writes summary.json and the mosaics and commits. A process that fails tells the others, which stop
+    after their current batch.
     """
+    began = time.perf_counter()
+    world = distributed.current()
+    if not world.distributed:
+        return _visualize_here(model, target, began, world, None, layer=layer, weights=weights,
+                               from_run=from_run, steps=steps, lr=lr, param=param, temporal_reg=temporal_reg,
+                               batch_size=batch_size, precision=precision, seed=seed, optimizer=optimizer, data=data,
+                               natural_clips=natural_clips, regularization=regularization, transforms=transforms,
+                               frames=frames, size=size, out=out, overwrite=overwrite, progress=progress,
+                               batch=batch, device=device)
+    group = distributed.Group(world)
+    try:
+        return _visualize_here(model, target, began, world, group, layer=layer, weights=weights,
+                               from_run=from_run, steps=steps, lr=lr, param=param, temporal_reg=temporal_reg,
+                               batch_size=batch_size, precision=precision, seed=seed, optimizer=optimizer, data=data,
+                               natural_clips=natural_clips, regularization=regularization, transforms=transforms,
+                               frames=frames, size=size, out=out, overwrite=overwrite, progress=progress,
+                               batch=batch, device=distributed.rank_device(device, world)
+                               if isinstance(device, str) else device)
+    except Exception as exc:
+        group.fail(str(exc) if isinstance(exc, StlensError) else f"{type(exc).__name__}: {exc}")
+        raise
+
+
+def _visualize_here(model, target, began: float, world: distributed.World, group: distributed.Group | None, *,
+                    layer, weights, from_run, steps, lr, param, temporal_reg, batch_size, precision, seed, optimizer,
+                    data, natural_clips, regularization, transforms, frames, size, out, overwrite, progress, batch,
+                    device) -> VisResult:
     from stlens.measure.run import _warn_slow_bf16, exact_fp32, resolve_precision
 
-    began = time.perf_counter()
-    batch_size = deprecated_batch(batch, batch_size, 8)
+    batch_size = deprecated_batch(batch, batch_size, 8, stacklevel=4)
     place = None if device is None else resolve_device(device)  # the options are checked before any work
     if isinstance(model, str):
         used = resolve_precision(precision, place if place is not None else "cpu")
@@ -243,12 +290,19 @@ def visualize(model: str | ModelHandle | nn.Module, target, *, layer: str | None
     with exact_fp32(used == "fp32"):
         return _visualize(handle, targets, two_stream, config, lams, began, weights=weights, layer=layer,
                           from_run=from_run, data=data, natural_clips=natural_clips, seed=seed, progress=progress,
-                          out=out, overwrite=overwrite)
+                          out=out, overwrite=overwrite, world=world, group=group)
+
+
+def share_of_jobs(jobs: int, batch_size: int, world: distributed.World) -> range:
+    """The job indices of ``world.rank``: a contiguous share of whole batches of ``batch_size`` (the batches of one
+    process), so that every batch, and with it every result, is the same as in one process."""
+    batches = distributed.shard(-(-jobs // batch_size), world)
+    return range(min(jobs, batches.start * batch_size), min(jobs, batches.stop * batch_size))
 
 
 def _visualize(handle: ModelHandle, targets: list[Target], two_stream: bool, config: RenderConfig, lams: list[float],
                began: float, *, weights, layer, from_run, data, natural_clips, seed, progress, out,
-               overwrite) -> VisResult:
+               overwrite, world: distributed.World, group: distributed.Group | None) -> VisResult:
     steps, lr, param, optimizer, batch_size = config.steps, config.lr, config.param, config.optimizer, config.batch_size
     _check(handle, targets, two_stream)
     if data is None and natural_clips:
@@ -256,15 +310,23 @@ def _visualize(handle: ModelHandle, targets: list[Target], two_stream: bool, con
     natural = _natural(handle, targets, two_stream, data, natural_clips, seed)
     jobs = [Job(t.objective, seed + i, lam, t.name) for lam in lams for i, t in enumerate(targets)]
     spec = handle.input
+    share = share_of_jobs(len(jobs), batch_size, world)
+    if world.distributed and world.rank == 0 and -(-len(jobs) // batch_size) < world.size:
+        log.warning("visualize: %d job(s) in batches of %d keep only %d of %d processes busy; --batch-size %d would "
+                    "use them all", len(jobs), batch_size, -(-len(jobs) // batch_size), world.size,
+                    max(1, len(jobs) // world.size))
 
     def report(done: int, total: int) -> None:
         if progress:
-            log.info("visualize: %d/%d targets (%.0f s)", done, total, time.perf_counter() - began)
+            where = f" ({world.label})" if world.distributed else ""
+            log.info("visualize: %d/%d targets%s (%.0f s)", done, total, where, time.perf_counter() - began)
+        if group is not None:
+            group.stop_if_failed()  # another process failed: stop after this batch
 
-    rendered = render(handle.module, jobs, spec.frames, spec.size, spec.mean, spec.std, two_stream, config, report,
-                      layout=handle.layout)
+    rendered = render(handle.module, jobs[share.start:share.stop], spec.frames, spec.size, spec.mean, spec.std,
+                      two_stream, config, report, layout=handle.layout)
     results = []
-    for k, r in enumerate(rendered):
+    for k, r in zip(share, rendered, strict=True):
         t = targets[k % len(targets)]
         rgb = to_uint8(r.rgb)
         flow = None if r.flow is None else r.flow.permute(1, 2, 3, 0).numpy().copy()
@@ -282,9 +344,47 @@ def _visualize(handle: ModelHandle, targets: list[Target], two_stream: bool, con
                 "precision": config.precision, "device": str(handle.device), "seed": seed,
                 "temporal_reg": lams, "frames": spec.frames, "size": spec.size,
                 "regularization": config.reg.to_dict(), "transforms": config.transforms.to_dict(),
-                "seconds": round(time.perf_counter() - began, 2)}
-    result = VisResult(results, settings)
+                "processes": world.size, "seconds": round(time.perf_counter() - began, 2)}
+    if group is None:
+        result = VisResult(results, settings)
+        if out is not None:
+            with new_run(out, "visualize", overwrite=overwrite) as run:
+                result.save(run.staging)
+        return result
+    parts = group.gather_to_first([dataclasses.replace(t, video_flow=None) for t in results])
+    if parts is None:
+        result = VisResult(results, settings, partial=True)
+    else:
+        everything = [t for part in parts for t in part]
+        everything[share.start:share.stop] = results
+        result = VisResult(everything, settings, own=list(share))
     if out is not None:
-        with new_run(out, "visualize", overwrite=overwrite) as run:
-            result.save(run.staging)
+        run = distributed.on_first_rank(world, lambda: RunFolder(out, "visualize", overwrite=overwrite).claim(),
+                                        group)
+        save_shared(result, run, group)
     return result
+
+
+def save_shared(result: VisResult, run, group: distributed.Group | None) -> None:
+    """Save ``result`` into the staging folder of ``run`` (a claimed ``RunFolder`` on rank 0, None on the other
+    ranks) and commit it: under torchrun rank 0 broadcasts the staging folder's path (``--out`` on a filesystem all
+    machines share), every process writes its own targets' files there, and rank 0 commits once all have written.
+    An error on any process abandons the run on every one."""
+    try:
+        staging = run.staging if run is not None else None
+        if group is not None:
+            staging = Path(group.broadcast(None if staging is None else str(staging)))
+            error = None
+            try:
+                result.save(staging)
+            except (OSError, StlensError) as exc:
+                error = f"cannot write {staging}: {exc}"
+            group.agree(error)  # every process has written its files (or one failed: all stop)
+        else:
+            result.save(staging)
+        if run is not None:
+            run.commit()
+    except BaseException:
+        if run is not None:
+            run.abandon()
+        raise
