@@ -150,3 +150,20 @@ def test_stylized_source_errors(tmp_path):
         open_data(f"stylized:{tmp_path / 'style_1'}")
     with pytest.raises(StlensError, match="not found"):
         open_data(f"stylized:{tmp_path / 'nowhere'}")
+
+
+def test_workers_write_the_files_of_the_main_process(tmp_path, small_video):
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    for name in ("a", "b", "c"):
+        (videos / f"{name}.mp4").write_bytes(small_video.read_bytes())
+    (videos / "broken.mp4").write_bytes(b"not a video")
+    trees = {}
+    for workers in ("0", "2"):
+        out = tmp_path / f"w{workers}"
+        assert main(["stylize", "--data", str(videos), "--stylizer", "palette,npr", "--styles", "2", "--frames-max",
+                     "6", "--short-side", "32", "--workers", workers, "--out", str(out), "--quiet"]) == 0
+        trees[workers] = {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*.jpg"))}
+        record = json.loads((out / "stylize.json").read_text())
+        assert record["result"]["written"] == 3 and len(record["result"]["bad"]) == 1
+    assert len(trees["0"]) == 3 * 2 * 6 and trees["2"] == trees["0"]

@@ -381,15 +381,16 @@ def _stylizer_device(args: argparse.Namespace) -> tuple[torch.device, str, torch
 
 def cmd_stylize(args: argparse.Namespace) -> int:
     from stlens.core import distributed
-    from stlens.measure.run import exact_fp32
+    from stlens.measure.run import exact_fp32, resolve_workers
     from stlens.pairs.stylize import stylize_source
 
     device, precision, group_device = _stylizer_device(args)  # before any work
+    workers = resolve_workers(args.workers)
     # under torchrun: rank 0 claims ROOT and writes stylize.json, each rank writes its share of the videos
     with distributed.joined(group_device) as world, exact_fp32(precision == "fp32"):
         counts = stylize_source(args.data, args.stylizer, args.styles, args.out, seed=args.seed,
                                 short_side=args.short_side, max_frames=args.frames_max, progress=not args.quiet,
-                                device=device, precision=precision)
+                                device=device, precision=precision, workers=workers)
     if not args.quiet and world.rank == 0:
         print(f"{counts['written']} video(s) written ({counts['frames']} frames), {counts['skipped']} already done, "
               f"{len(counts['bad'])} skipped → {args.out}")
@@ -414,6 +415,8 @@ def _add_stylize_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--size", type=int, dest="short_side", action=DeprecatedAlias, new="--short-side",
                    help=argparse.SUPPRESS)
     _add_neural_device_args(p, "stylize.json")
+    _add_workers_arg(p, "each decode, stylize and write whole videos (CPU stylizers; the neural stylizer runs in the "
+                     "main process, on its device)")
     p.add_argument("--quiet", action="store_true", help="no progress bar or summary")
     p.set_defaults(func=cmd_stylize)
 

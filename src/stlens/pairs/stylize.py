@@ -42,11 +42,15 @@ import logging
 import os
 import re
 import shutil
+import sys
 import tempfile
+import traceback
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from stlens._version import __version__
 from stlens.errors import StlensError
@@ -255,8 +259,12 @@ def _plan_videos(source: VideoSource, old: dict[str, Any] | None, styles: list[P
 
 def stylize_source(source: VideoSource | str | Path, stylizer: str, styles: int, out: str | Path, seed: int = 0,
                    short_side: int | None = None, max_frames: int = MAX_FRAMES, progress: bool = True,
-                   device=None, precision: str = "fp32") -> dict[str, Any]:
+                   device=None, precision: str = "fp32", workers: int = 0) -> dict[str, Any]:
     """Stylize every video of ``source`` in ``styles`` styles into ``out/style_k/<video>/frame_00001.jpg``.
+
+    ``workers``: processes (a ``torch.utils.data.DataLoader``) that each decode, stylize and write whole videos, for
+    the CPU stylizers; with the neural stylizer (which owns the device) the videos are done in the main process.
+    The files do not depend on it (a style is a pure function of the frames and its seed).
 
     ``device`` (a ``torch.device``; default the CPU) and ``precision`` (resolved: fp32, bf16, fp16) are those of
     the neural stylizer; the other stylizers are numpy/OpenCV and run on the CPU (``stlens stylize`` resolves
@@ -284,7 +292,7 @@ def stylize_source(source: VideoSource | str | Path, stylizer: str, styles: int,
     run = distributed.on_first_rank(world, claim, group)  # rank 0 only; every rank hears of a refusal
     try:
         return _stylize(source, stylizer, styles, root, seed, short_side, max_frames, progress, run, device,
-                        precision, world, group)
+                        precision, world, group, workers)
     finally:
         if run is not None:
             run.release()
@@ -292,7 +300,7 @@ def stylize_source(source: VideoSource | str | Path, stylizer: str, styles: int,
 
 def _stylize(source: VideoSource | str | Path, stylizer: str, styles: int, root: Path, seed: int,
              short_side: int | None, max_frames: int, progress: bool, run: RunFolder | None, device=None,
-             precision: str = "fp32", world=None, group=None) -> dict[str, Any]:
+             precision: str = "fp32", world=None, group=None, workers: int = 0) -> dict[str, Any]:
     """The run in ``root`` (claimed by ``run`` on rank 0; None on the other ranks of a distributed run): rank 0
     checks and writes the record, every rank writes its share of the videos, rank 0 writes the result."""
     from tqdm.auto import tqdm
@@ -336,12 +344,17 @@ def _stylize(source: VideoSource | str | Path, stylizer: str, styles: int, root:
     # rank r writes a contiguous share of the videos (by index in source order); a single process writes them all
     share = distributed.shard(len(todo_videos), world)
     mine: dict[str, Any] = {"written": 0, "skipped": 0, "frames": 0, "bad": []}
+    jobs = [(path, record["name"]) for path, record in todo_videos[share.start:share.stop]]
+    if uses_device(stylizer):
+        workers = 0  # the neural stylizer runs where its device is: in the main process
     try:
-        for path, record in tqdm(todo_videos[share.start:share.stop], unit="video", desc="stylize",
-                                 disable=not progress or world.rank != 0 or None):
+        for done in tqdm(_videos_done(jobs, root, plan, short_side, max_frames, workers), total=len(jobs),
+                         unit="video", desc="stylize", disable=not progress or world.rank != 0 or None):
+            for key in ("written", "skipped", "frames"):
+                mine[key] += done[key]
+            mine["bad"].extend(done["bad"])
             if group is not None:
                 group.stop_if_failed()
-            _stylize_video(root, path, record["name"], plan, short_side, max_frames, mine)
     except Exception as exc:
         if group is not None:
             group.fail(str(exc) if isinstance(exc, StlensError) else f"{type(exc).__name__}: {exc}")
@@ -363,6 +376,64 @@ def _stylize(source: VideoSource | str | Path, stylizer: str, styles: int, root:
 
     distributed.on_first_rank(world, finish, group)
     return counts
+
+
+def _new_counts() -> dict[str, Any]:
+    return {"written": 0, "skipped": 0, "frames": 0, "bad": []}
+
+
+class _VideoJobs(torch.utils.data.Dataset):
+    """Job i → the counts of video i after its missing styles were written (``_stylize_video``)."""
+
+    def __init__(self, jobs: list[tuple[Path, str]], root: Path, plan: list, short_side: int | None,
+                 max_frames: int):
+        self.jobs, self.root, self.plan, self.short_side, self.max_frames = jobs, root, plan, short_side, max_frames
+
+    def __len__(self) -> int:
+        return len(self.jobs)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        counts = _new_counts()
+        path, name = self.jobs[i]
+        try:
+            _stylize_video(self.root, path, name, self.plan, self.short_side, self.max_frames, counts)
+        except StlensError as exc:
+            counts["error"] = str(exc)  # raised as it is by the main process (not as a DataLoader traceback)
+        except Exception as exc:
+            if torch.utils.data.get_worker_info() is None:
+                raise  # in the main process: as without workers
+            # in a worker (e.g. a module: stylizer's own bug): its traceback is logged, the run stops with one line
+            log.error("%s: the stylizer failed in a worker process:\n%s", path, traceback.format_exc())
+            counts["error"] = f"{type(exc).__name__}: {exc}"
+        return counts
+
+
+def _as_is(item):
+    return item
+
+
+def _one_thread(worker_id: int) -> None:
+    torch.set_num_threads(1)  # GNU OpenMP is not fork-safe: a forked worker with more threads can crash or hang
+
+
+def _videos_done(jobs: list[tuple[Path, str]], root: Path, plan: list, short_side: int | None, max_frames: int,
+                 workers: int) -> Iterator[dict[str, Any]]:
+    """The counts of each video of ``jobs``, in order, done here or in ``workers`` processes."""
+    dataset = _VideoJobs(jobs, root, plan, short_side, max_frames)
+    if workers <= 0 or len(jobs) <= 1:
+        for i in range(len(dataset)):
+            done = dataset[i]
+            if "error" in done:
+                raise StlensError(done["error"])
+            yield done
+        return
+    loader = torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=min(workers, len(jobs)),
+                                         worker_init_fn=_one_thread, collate_fn=_as_is,
+                                         multiprocessing_context="fork" if sys.platform.startswith("linux") else None)
+    for done in loader:
+        if "error" in done:
+            raise StlensError(done["error"])
+        yield done
 
 
 def _stylize_video(root: Path, path: Path, name: str, plan: list, short_side: int | None, max_frames: int,
