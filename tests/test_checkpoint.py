@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from launch import RUN_FIELDS, with_tests, without
 
 from stlens.cli import main
 from stlens.core.distributed import World
@@ -18,15 +19,9 @@ from stlens.errors import StlensError
 from stlens.measure.accumulator import Accumulator
 from stlens.measure.checkpoint import Checkpoint
 
-TESTS = Path(__file__).parent
 BASE = ["--model", "module:stopping_net:build", "--frames", "4", "--size", "32", "--pairs", "16", "--bootstrap",
         "20", "--data", "synth:motion?split=test&n=16&frames=4&size=32"]
-VARYING = {"timing", "run_id", "seconds", "forward_seconds", "pairs_per_second", "started", "finished", "interrupted"}
-
-
-def with_tests() -> str:
-    """PYTHONPATH with the tests folder first (for ``module:stopping_net:build``), keeping what it held."""
-    return os.pathsep.join(p for p in (str(TESTS), os.environ.get("PYTHONPATH")) if p)
+VARYING = (*RUN_FIELDS, "interrupted")
 
 
 def stlens_measure(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
@@ -36,8 +31,7 @@ def stlens_measure(*args: str, env: dict[str, str] | None = None) -> subprocess.
 
 
 def comparable(out: Path) -> dict:
-    doc = json.loads((out / "result.json").read_text())
-    return {k: v for k, v in doc.items() if k not in VARYING}
+    return without(json.loads((out / "result.json").read_text()), VARYING)
 
 
 @pytest.fixture(scope="module")

@@ -11,8 +11,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import launch
 import numpy as np
 import pytest
+from launch import RUN_FIELDS, with_tests
 
 from stlens.cli import main
 from stlens.core.distributed import World, rank_device, shard
@@ -21,23 +23,12 @@ SAMPLE = ["--model", "torchvision:r3d_18", "--frames", "4", "--size", "32", "--p
           "--data", "sample:"]
 SYNTH = ["--model", "stlens:i3d", "--weights", "bundled:i3d-motion", "--data", "synth:motion?split=test&n=32",
          "--pairs", "10", "--bootstrap", "20"]
-VARYING = {"timing", "run_id", "seconds", "forward_seconds", "pairs_per_second", "started", "finished"}
+VARYING = set(RUN_FIELDS)
 SCORE_TOLERANCE = 1e-9
 
 
-def with_tests() -> str:
-    """PYTHONPATH with the tests folder first (for ``module:stopping_net:build``), keeping what it held."""
-    return os.pathsep.join(p for p in (str(Path(__file__).parent), os.environ.get("PYTHONPATH")) if p)
-
-
-def torchrun(args: list[str], nproc: int = 2, env: dict[str, str] | None = None,
-             **popen) -> subprocess.CompletedProcess | subprocess.Popen:
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc),
-               "-m", "stlens", "measure", *args, "--quiet"]
-    full_env = os.environ | {"OMP_NUM_THREADS": "1"} | (env or {})
-    if popen:
-        return subprocess.Popen(command, env=full_env, text=True, **popen)
-    return subprocess.run(command, env=full_env, capture_output=True, text=True, timeout=600)
+def torchrun(args: list[str], nproc: int = 2, env: dict[str, str] | None = None, **popen):
+    return launch.torchrun(["measure", *args, "--quiet"], nproc, env, timeout=600, **popen)
 
 
 def assert_same_result(one: dict, other: dict, path: str = "") -> None:
@@ -100,7 +91,7 @@ def test_a_rank_that_fails_stops_the_run_and_names_itself(tmp_path):
     out = tmp_path / "run"
     run = torchrun(["--model", "module:stopping_net:build", "--frames", "4", "--size", "32", "--data", "sample:",
                     "--pairs", "200", "--bootstrap", "0", "--workers", "0", "--device", "cpu", "--out", str(out)],
-                   env={"PYTHONPATH": with_tests(), "FAIL_ON_RANK": "1"})
+                   env={"FAIL_ON_RANK": "1"})
     assert run.returncode != 0
     assert "stlens: error (rank 1 of 2):" in run.stderr and "planted failure" in run.stderr
     assert "(rank 0 of 2): stopped because rank 1:" in run.stderr or "(rank 0 of 2); nothing" in run.stderr
@@ -113,9 +104,8 @@ def test_an_interrupt_under_torchrun_writes_no_result_and_the_checkpoint_resumes
             "--bootstrap", "20", "--data", "synth:motion?split=test&n=16&frames=4&size=32", "--workers", "0",
             "--device", "cpu"]
     args = [*base, "--checkpoint-every", "4", "--out", str(out)]
-    env = {"PYTHONPATH": with_tests()}
     # rank 0's 4th forward sends SIGTERM to the whole job, as a scheduler does before preemption
-    stopped = torchrun(args, env=env | {"STOP_AT_FORWARD": "4", "STOP_GROUP": "1"}, start_new_session=True,
+    stopped = torchrun(args, env={"STOP_AT_FORWARD": "4", "STOP_GROUP": "1"}, start_new_session=True,
                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, stderr = stopped.communicate(timeout=300)
     assert "interrupted (SIGTERM) (rank 0 of 2)" in stderr  # (rank 1 may have finished its share and be waiting)
@@ -123,13 +113,13 @@ def test_an_interrupt_under_torchrun_writes_no_result_and_the_checkpoint_resumes
     assert not re.search(r'File "[^"]*/stlens/', stderr), stderr  # (torchrun prints its own SignalException)
     assert not (out / "result.json").exists()
     assert all((out / ".stlens-checkpoint" / f"rank-{r}-of-2.npz").exists() for r in (0, 1))
-    resumed = torchrun([*args, "--resume"], env=env)
+    resumed = torchrun([*args, "--resume"])
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert not (out / ".stlens-checkpoint").exists()  # removed once the result is complete
     assert json.loads((out / "config.json").read_text())["resumed_after_pairs"] >= 12
     single = tmp_path / "single"
     one = subprocess.run([sys.executable, "-m", "stlens", "measure", *base, "--quiet", "--out", str(single)],
-                         env=os.environ | env, capture_output=True, text=True, timeout=300)
+                         env=os.environ | {"PYTHONPATH": with_tests()}, capture_output=True, text=True, timeout=300)
     assert one.returncode == 0, one.stderr
     assert_same_result(result(single), result(out))
 
@@ -138,10 +128,9 @@ def test_a_folder_refused_on_rank_0_stops_every_rank_before_any_work(tmp_path):
     out = tmp_path / "taken"
     args = ["--model", "module:stopping_net:build", "--frames", "4", "--size", "32", "--pairs", "8", "--bootstrap",
             "0", "--data", "synth:motion?split=test&n=8&frames=4&size=32", "--workers", "0", "--device", "cpu"]
-    env = {"PYTHONPATH": with_tests()}
-    assert torchrun([*args, "--out", str(out)], env=env).returncode == 0
+    assert torchrun([*args, "--out", str(out)]).returncode == 0
     before = (out / "result.json").read_bytes()
-    again = torchrun([*args, "--out", str(out)], env=env)
+    again = torchrun([*args, "--out", str(out)])
     assert again.returncode != 0
     assert "stlens: error (rank 0 of 2): --out" in again.stderr and "already holds" in again.stderr
     assert "stlens: error (rank 1 of 2): rank 0 failed: --out" in again.stderr

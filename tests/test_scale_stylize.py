@@ -8,14 +8,12 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
+import launch
 import numpy as np
 import pytest
 
-TESTS = Path(__file__).parent
 #: files that hold the run id (the marker also its time, and the sha256 of stylize.json, which holds the run id):
 #: compared without those fields
 RUN_ID_FIELDS = {"stylize.json": {"run_id"}, ".stlens-run.json": {"run_id", "created", "sha256"}}
@@ -30,12 +28,8 @@ def fails_on_rank_1(clip: np.ndarray, seed: int) -> np.ndarray:
     return clip
 
 
-def torchrun(verb: list[str], args: list[str], nproc: int = 2) -> subprocess.CompletedProcess:
-    path = os.pathsep.join(p for p in (str(TESTS), os.environ.get("PYTHONPATH")) if p)
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc),
-               "-m", "stlens", *verb, *args, "--quiet"]
-    env = os.environ | {"OMP_NUM_THREADS": "1", "PYTHONPATH": path}
-    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+def torchrun(verb: list[str], args: list[str], nproc: int = 2):
+    return launch.torchrun([*verb, *args, "--quiet"], nproc)
 
 
 @pytest.fixture(scope="module")

@@ -7,12 +7,11 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from launch import torchrun, without
 
 from stlens.cli import main
 from stlens.core.distributed import World
@@ -31,11 +30,6 @@ TIMING = {"seconds", "seconds_per_target", "processes"}
 SCORE_TOLERANCE = 1e-9
 
 
-def with_tests() -> str:
-    """PYTHONPATH with the tests folder first (for ``module:conftest:…`` models), keeping what it held."""
-    return os.pathsep.join(p for p in (str(Path(__file__).parent), os.environ.get("PYTHONPATH")) if p)
-
-
 pytestmark = pytest.mark.usefixtures("one_thread")  # the 1-process reference runs here, on one thread
 
 
@@ -44,10 +38,7 @@ def stlens(args: list[str], nproc: int, env: dict[str, str] | None = None) -> su
     if nproc == 1:
         assert main(args) == 0
         return None
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc), "-m",
-               "stlens", *args]
-    full_env = os.environ | {"OMP_NUM_THREADS": "1", "PYTHONPATH": with_tests()} | (env or {})
-    return subprocess.run(command, env=full_env, capture_output=True, text=True, timeout=300)
+    return torchrun(args, nproc, env)
 
 
 @pytest.fixture(scope="module")
@@ -97,11 +88,7 @@ def test_track_under_two_processes_writes_the_table_of_one(tmp_path, train_run):
 
 
 def without_timing(doc):
-    if isinstance(doc, dict):
-        return {k: without_timing(v) for k, v in doc.items() if k not in TIMING}
-    if isinstance(doc, list):
-        return [without_timing(v) for v in doc]
-    return doc
+    return without(doc, TIMING)
 
 
 def test_visualize_under_two_processes_writes_the_videos_of_one(tmp_path):

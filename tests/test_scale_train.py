@@ -5,14 +5,13 @@ that load, a failing rank stops every rank, and an interrupted run resumes from 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from launch import torchrun, with_tests
 
 from stlens.train import TrainConfig, list_checkpoints, load_checkpoint, train
 from stlens.train.checkpoints import read_tensors
@@ -51,17 +50,8 @@ def build():
 '''
 
 
-def _pythonpath(*more: Path) -> str:
-    return os.pathsep.join([*(str(p) for p in more), str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])
-
-
 def torchrun_train(args: list[str], env: dict[str, str] | None = None, **popen):
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-               "-m", "stlens", "train", *args]
-    full_env = os.environ | {"OMP_NUM_THREADS": "1", "PYTHONPATH": _pythonpath()} | (env or {})
-    if popen:
-        return subprocess.Popen(command, env=full_env, text=True, **popen)
-    return subprocess.run(command, env=full_env, capture_output=True, text=True, timeout=300)
+    return torchrun(["train", *args], 2, env, **popen)
 
 
 def one_process(out: Path, steps: int) -> None:
@@ -92,7 +82,7 @@ def test_a_failing_rank_stops_every_rank(tmp_path):
     args = [*ARGS, "--steps", "6", "--out", str(out)]
     args[args.index("module:stopping_net:build")] = "module:late_failure:build"
     # forwards on rank 1: the class probe (1), then one per step: it fails in step 3
-    run = torchrun_train(args, env={"PYTHONPATH": _pythonpath(tmp_path), "FAIL_ON_RANK": "1", "FAIL_AT": "4"})
+    run = torchrun_train(args, env={"PYTHONPATH": with_tests(tmp_path), "FAIL_ON_RANK": "1", "FAIL_AT": "4"})
     assert run.returncode != 0
     assert "planted failure in training" in run.stderr
     assert ("(rank 0 of 2): stopped because rank 1:" in run.stderr or "(rank 0 of 2); nothing" in run.stderr

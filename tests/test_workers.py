@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
+from launch import RUN_FIELDS, without
 
 import stlens
 from stlens.cli import main
@@ -20,15 +21,8 @@ SAMPLE = ["--model", "torchvision:r3d_18", "--frames", "4", "--size", "32", "--p
           "--data", "sample:"]
 SYNTH = ["--model", "stlens:i3d", "--weights", "bundled:i3d-motion", "--data", "synth:motion?split=test&n=32",
          "--pairs", "16", "--bootstrap", "20"]
-VARYING = ("timing", "run_id", "seconds", "forward_seconds", "pairs_per_second", "started", "finished")
-
-
 def without_timing(doc):
-    if isinstance(doc, dict):
-        return {k: without_timing(v) for k, v in doc.items() if k not in VARYING}
-    if isinstance(doc, list):
-        return [without_timing(v) for v in doc]
-    return doc
+    return without(doc, RUN_FIELDS)
 
 
 def measured(out: Path, args: list[str], workers: int) -> tuple[dict, float]:

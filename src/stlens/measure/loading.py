@@ -176,16 +176,15 @@ def _quit_worker(signum, frame) -> None:
 
 
 def _init_worker(worker_id: int) -> None:
-    """In each worker: one torch thread, SIGINT ignored (the main process handles it and shuts the workers down),
-    SIGTERM ends the worker at once and quietly (the main process handles its own; the DataLoader's shutdown sends it
-    to a worker that does not stop in time).
+    """In each worker: SIGINT ignored (the main process handles it and shuts the workers down), SIGTERM ends the worker
+    at once and quietly (the main process handles its own; the DataLoader's shutdown sends it to a worker that does
+    not stop in time).
 
-    One thread, as PyTorch's own workers: GNU OpenMP is not fork-safe, and a forked worker that runs a parallel
-    region after its parent did crashed here (segmentation fault, 2-core CPU) and hung on a 16-core GPU machine.
-    (Not cv2.setNumThreads either: after a fork it joins the parent's pool threads and hangs.)"""
+    PyTorch's worker loop already runs one torch thread; keep it so: GNU OpenMP is not fork-safe, and a forked worker
+    set to more threads crashed here (segmentation fault, 2-core CPU) and hung on a 16-core GPU machine. (Nor
+    cv2.setNumThreads: after a fork it joins the parent's pool threads and hangs.)"""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _quit_worker)
-    torch.set_num_threads(1)
 
 
 def _start_method() -> str | None:

@@ -408,14 +408,6 @@ class _VideoJobs(torch.utils.data.Dataset):
         return counts
 
 
-def _as_is(item):
-    return item
-
-
-def _one_thread(worker_id: int) -> None:
-    torch.set_num_threads(1)  # GNU OpenMP is not fork-safe: a forked worker with more threads can crash or hang
-
-
 def _videos_done(jobs: list[tuple[Path, str]], root: Path, plan: list, short_side: int | None, max_frames: int,
                  workers: int) -> Iterator[dict[str, Any]]:
     """The counts of each video of ``jobs``, in order, done here or in ``workers`` processes."""
@@ -427,8 +419,8 @@ def _videos_done(jobs: list[tuple[Path, str]], root: Path, plan: list, short_sid
                 raise StlensError(done["error"])
             yield done
         return
+    # (PyTorch's worker loop runs one torch thread: GNU OpenMP is not fork-safe with more)
     loader = torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=min(workers, len(jobs)),
-                                         worker_init_fn=_one_thread, collate_fn=_as_is,
                                          multiprocessing_context="fork" if sys.platform.startswith("linux") else None)
     for done in loader:
         if "error" in done:
