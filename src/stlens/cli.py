@@ -433,11 +433,12 @@ def cmd_pairs_check(args: argparse.Namespace) -> int:
     import stlens
     from stlens.core import distributed
     from stlens.files import write_json
-    from stlens.measure.run import exact_fp32
+    from stlens.measure.run import exact_fp32, resolve_workers
     from stlens.pairs.quality import check_pairs, report_table
     from stlens.runs import own_file
 
     device, precision, group_device = _stylizer_device(args)  # before any work
+    workers = resolve_workers(args.workers)
     out = Path(args.out)
     if out.is_dir():
         raise StlensError(f"--out is the report's JSON file, but {out} is a folder; use e.g. {out / 'pairs.json'}")
@@ -453,7 +454,7 @@ def cmd_pairs_check(args: argparse.Namespace) -> int:
             report = check_pairs(stlens.open_data(args.data), args.stylizer, n=args.pairs, frames=args.frames,
                                  size=args.size, flow_method=args.flow, seed=args.seed,
                                  examples_dir=out.with_suffix("") if args.examples else None,
-                                 progress=not args.quiet, device=device, precision=precision)
+                                 progress=not args.quiet, device=device, precision=precision, workers=workers)
     if world.rank != 0:
         return 0
     write_json(out, report)
@@ -478,6 +479,8 @@ def _add_pairs_parser(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--examples", action="store_true", help="also write example GIFs (original | style A | style B) "
                    "into a folder named after --out")
     _add_neural_device_args(c, "the report")
+    _add_workers_arg(c, "each check whole clips (flows, stylizing, metrics) with the CPU stylizers; the neural "
+                     "stylizer's clips are checked in the main process")
     c.add_argument("--out", required=True, help="report JSON file")
     c.add_argument("--quiet", action="store_true")
     c.set_defaults(func=cmd_pairs_check)

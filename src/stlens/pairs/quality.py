@@ -20,12 +20,17 @@ gathered in rank order, so every rank returns the report of one process (the cal
 
 from __future__ import annotations
 
+import logging
 import math
+import sys
+import traceback
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
+import torch
 
 from stlens.core.pair import frame_shuffle
 from stlens.core.spec import InputSpec
@@ -35,6 +40,8 @@ from stlens.video.io import read_clip_source
 from stlens.video.sampling import sample_clip, segment_of
 from stlens.video.source import VideoSource, video_source
 from stlens.video.stylizers import get_stylizer, uses_device
+
+log = logging.getLogger(__name__)
 
 
 def end_point_error(flow_a: np.ndarray, flow_b: np.ndarray) -> float:
@@ -105,9 +112,12 @@ def sample_clips(source: VideoSource, n: int, frames: int, stride: int, size: in
 
 def check_pairs(source: VideoSource, stylizers: str, n: int = 8, frames: int = 16, stride: int = 2, size: int = 112,
                 flow_method: str = "dis", seed: int = 0, examples_dir: str | Path | None = None,
-                progress: bool = True, device=None, precision: str = "fp32") -> dict[str, Any]:
+                progress: bool = True, device=None, precision: str = "fp32", workers: int = 0) -> dict[str, Any]:
     """Measure each stylizer (and the frame shuffle) on ``n`` real clips; return the report as a dict. ``device`` (a
-    ``torch.device``; default the CPU) and ``precision`` (resolved: fp32, bf16, fp16) are the neural stylizer's."""
+    ``torch.device``; default the CPU) and ``precision`` (resolved: fp32, bf16, fp16) are the neural stylizer's.
+    ``workers``: processes (a ``torch.utils.data.DataLoader``) that each check whole clips (flows, stylizing, metrics)
+    with the CPU stylizers; with the neural stylizer (which owns the device) the clips are checked here. The report
+    is the same for any ``workers``: clip c draws its styles from (seed, c) and the rows are kept in clip order."""
     from tqdm.auto import tqdm
 
     from stlens.core import distributed
@@ -123,21 +133,15 @@ def check_pairs(source: VideoSource, stylizers: str, n: int = 8, frames: int = 1
     per_stylizer: dict[str, list[dict[str, float]]] = {name: [] for name, _ in chosen}
     moved = []
     examples = Path(examples_dir) if examples_dir else None
+    checks = _ClipChecks(clips, share, chosen, flow_method, seed, examples)
     try:
-        for c in tqdm(share, desc="pairs check", unit="clip", disable=not progress or world.rank != 0 or None):
+        for metrics, fraction in tqdm(_checked(checks, 0 if on_device else workers), total=len(share),
+                                      desc="pairs check", unit="clip", disable=not progress or world.rank != 0 or None):
             if group is not None:
                 group.stop_if_failed()
-            clip = clips[c][1]
-            flow = compute_flow(clip, flow_method)
-            backward = compute_flow(clip[::-1].copy(), flow_method)[::-1]
-            rng = np.random.default_rng((seed, c))
-            for name, stylize in chosen:
-                first, second = stylize(clip, int(rng.integers(2**31))), stylize(clip, int(rng.integers(2**31)))
-                per_stylizer[name].append(clip_metrics(clip, first, flow, backward, flow_method))
-                if examples is not None and c < 2:
-                    write_gif(examples / f"{name}_clip{c}.gif", np.concatenate([clip, first, second], axis=2))
-            order = frame_shuffle(np.arange(len(clip)), rng)
-            moved.append(float((order != np.arange(len(clip))).mean()))
+            for name, row in metrics.items():
+                per_stylizer[name].append(row)
+            moved.append(fraction)
     except Exception as exc:
         if group is not None:
             group.fail(str(exc) if isinstance(exc, StlensError) else f"{type(exc).__name__}: {exc}")
@@ -159,6 +163,55 @@ def check_pairs(source: VideoSource, stylizers: str, n: int = 8, frames: int = 1
             "temporal_flicker": mean["temporal_flicker"],
         }
     return report
+
+
+class _ClipChecks(torch.utils.data.Dataset):
+    """Item i: the metrics of clip ``share[i]`` per stylizer and the fraction of its frames a shuffle moves."""
+
+    def __init__(self, clips: list, share: range, chosen: list, flow_method: str, seed: int, examples: Path | None):
+        self.clips, self.share, self.chosen = clips, share, chosen
+        self.flow_method, self.seed, self.examples = flow_method, seed, examples
+
+    def __len__(self) -> int:
+        return len(self.share)
+
+    def __getitem__(self, i: int) -> tuple[dict[str, dict[str, float]], float] | str:
+        try:
+            return self.check(self.share[i])
+        except StlensError as exc:
+            return str(exc)  # raised as it is by the main process (not as a DataLoader traceback)
+        except Exception as exc:
+            if torch.utils.data.get_worker_info() is None:
+                raise  # in the main process: as without workers
+            log.error("clip %d: the check failed in a worker process:\n%s", self.share[i], traceback.format_exc())
+            return f"{type(exc).__name__}: {exc}"
+
+    def check(self, c: int) -> tuple[dict[str, dict[str, float]], float]:
+        clip = self.clips[c][1]
+        flow = compute_flow(clip, self.flow_method)
+        backward = compute_flow(clip[::-1].copy(), self.flow_method)[::-1]
+        rng = np.random.default_rng((self.seed, c))
+        metrics = {}
+        for name, stylize in self.chosen:
+            first, second = stylize(clip, int(rng.integers(2**31))), stylize(clip, int(rng.integers(2**31)))
+            metrics[name] = clip_metrics(clip, first, flow, backward, self.flow_method)
+            if self.examples is not None and c < 2:
+                write_gif(self.examples / f"{name}_clip{c}.gif", np.concatenate([clip, first, second], axis=2))
+        order = frame_shuffle(np.arange(len(clip)), rng)
+        return metrics, float((order != np.arange(len(clip))).mean())
+
+
+def _checked(checks: _ClipChecks, workers: int) -> Iterator[tuple[dict[str, dict[str, float]], float]]:
+    """The checks of every clip of the share, in clip order, done here or in ``workers`` processes."""
+    if workers <= 0 or len(checks) <= 1:
+        done: Iterable = (checks[i] for i in range(len(checks)))
+    else:  # (PyTorch's worker loop runs one torch thread: GNU OpenMP is not fork-safe with more)
+        done = torch.utils.data.DataLoader(checks, batch_size=None, num_workers=min(workers, len(checks)),
+                                           multiprocessing_context="fork" if sys.platform.startswith("linux") else None)
+    for item in done:
+        if isinstance(item, str):
+            raise StlensError(item)
+        yield item
 
 
 def write_gif(path: Path, frames: np.ndarray, fps: float = 8.0) -> None:
