@@ -19,8 +19,8 @@ from stlens.core.handle import takes_two_inputs
 from stlens.models.bundled import bundled_dir
 from stlens.models.registry import load_model
 from stlens.train import TrainConfig, train
-from stlens.train.data import open_clips
 from stlens.train.trainer import accuracy
+from stlens.video.labelled import open_clips
 
 #: the fixed sample the bundled test re-checks: the first clips of the world's test split
 CHECK_SAMPLE = 64

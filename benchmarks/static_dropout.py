@@ -25,9 +25,9 @@ from stlens.measure.run import measure
 from stlens.models.registry import load_model
 from stlens.pairs.compose import make_pairs
 from stlens.train import TrainConfig, list_checkpoints, load_checkpoint, train
-from stlens.train.data import open_clips
 from stlens.train.tracking import track
 from stlens.train.trainer import accuracy
+from stlens.video.labelled import open_clips
 from stlens.video.sources import open_data
 
 

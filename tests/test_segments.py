@@ -147,7 +147,7 @@ def test_flow_stacks_are_clamped_to_the_segment():
 
 
 def test_training_clips_lie_inside_the_segments(tmp_path, counter_video):
-    from stlens.train.data import open_clips
+    from stlens.video.labelled import open_clips
 
     ann = diving48(tmp_path, counter_video, [(30, 40), (0, 9), (2, 4)])
     clips = open_clips(str(ann), SPEC)

@@ -7,6 +7,7 @@ from stlens._lazy import attach
 from stlens._version import __version__
 
 _NAMES = {
+    "AblationResult": "stlens.ablate.result:AblationResult",
     "BiasTracker": "stlens.train.tracking:BiasTracker",
     "InputSpec": "stlens.core.spec:InputSpec",
     "LayerResult": "stlens.measure.layer:LayerResult",
@@ -22,6 +23,7 @@ _NAMES = {
     "TrackResult": "stlens.train.tracking:TrackResult",
     "TwoStreamPairs": "stlens.pairs.twostream:TwoStreamPairs",
     "VideoPairs": "stlens.pairs.makers:VideoPairs",
+    "ablate": "stlens.ablate",  # a callable package: stlens.ablate(...) runs ablate.run.ablate
     "list_models": "stlens.models.registry:list_models",
     "load_model": "stlens.models.registry:load_model",
     "load_result": "stlens.report.load:load_result",

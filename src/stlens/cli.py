@@ -45,8 +45,10 @@ def _add_precision_arg(p: argparse.ArgumentParser, recorded: str, what: str = ""
                    f"where the CPU/GPU has native bf16, else fp32 ({recorded} records the one used)")
 
 
-def _add_workers_arg(p: argparse.ArgumentParser, what: str = "make the pairs (decode, stylize, flow)") -> None:
-    p.add_argument("--workers", type=int, default=None, help=f"processes that {what} (default: min(4, CPUs − 1); "
+def _add_workers_arg(p: argparse.ArgumentParser, what: str = "make the pairs (decode, stylize, flow)",
+                     default: int | None = None) -> None:
+    told = "min(4, CPUs − 1)" if default is None else str(default)
+    p.add_argument("--workers", type=int, default=default, help=f"processes that {what} (default: {told}; "
                    "0: in the main process); the result does not depend on it")
 
 
@@ -600,6 +602,69 @@ def _add_visualize_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_visualize)
 
 
+def cmd_ablate(args: argparse.Namespace) -> int:
+    from stlens.ablate.result import FILES
+    from stlens.ablate.run import ablate
+    from stlens.ablate.selection import check_k, check_selections
+    from stlens.measure.result import units_path
+    from stlens.measure.run import resolve_workers
+    from stlens.runs import RunFolder
+
+    _check_device(args)  # every option checked before any work
+    check_selections([v.strip() for v in args.select.split(",") if v.strip()])
+    check_k(args.k)
+    workers = resolve_workers(args.workers)
+    units_path(args.from_run)
+    folder = RunFolder(args.out, "ablate", overwrite=args.overwrite, outputs=FILES).claim()
+    try:
+        result = ablate(args.model, args.data, args.from_run, layers=args.layers, select=args.select, k=args.k,
+                        mode=args.mode, draws=args.draws, clips=args.clips, batch_size=args.batch_size,
+                        seed=args.seed, bootstrap=args.bootstrap, weights=args.weights, frames=args.frames,
+                        size=args.size, device=args.device, precision=args.precision, workers=workers,
+                        progress=not args.quiet,
+                        meta={"arguments": {k: v for k, v in vars(args).items() if k != "func"}})
+        out = result.save(folder)
+    except BaseException:
+        folder.abandon()
+        raise
+    if not args.quiet:
+        print(result.table())
+        print(f"{result.settings['clips']} clips, {result.timing['forwards']} forwards in "
+              f"{result.timing['seconds']:.1f} s on {result.settings['device']} ({result.settings['precision']}) → "
+              f"{out}/ablation.csv")
+    return 0
+
+
+def _add_ablate_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("ablate", help="mask the units a measure run ranks dynamic/static/joint (or random controls) "
+                       "and score the model on labelled clips")
+    _add_model_args(p)
+    p.add_argument("--data", required=True, help="labelled clips: synth:WORLD[?options] or an annotation file with "
+                   "labels; evaluate on other clips than those measured (e.g. a synth world's split=test, seed=…)")
+    p.add_argument("--from", dest="from_run", required=True, help="the stlens measure run (folder, result.json or "
+                   "units.csv) whose units.csv ranks the channels")
+    p.add_argument("--layers", default=None, help="L1,L2 (default: every layer of --from)")
+    p.add_argument("--select", default="dynamic,static,random", help="comma-separated: dynamic, static, joint, "
+                   "random, random-least-dynamic, random-least-static (default dynamic,static,random)")
+    p.add_argument("--k", type=_floats, default=[10.0, 25.0, 50.0, 75.0, 90.0], help="percentages of the layer's "
+                   "channels to mask, in (0, 100] (default 10,25,50,75,90)")
+    p.add_argument("--mode", default="zero", help="zero (Kowal et al.), mean (each masked channel set to its mean in "
+                   "the unmasked pass) or zero,mean (default zero)")
+    p.add_argument("--draws", type=int, default=5, help="draws of each random selection (default 5)")
+    p.add_argument("--clips", type=int, default=None, help="evaluate the first N clips of --data (default all)")
+    p.add_argument("--batch-size", type=int, default=16, help="clips per forward (default 16)")
+    _add_workers_arg(p, "decode and prepare the clips", default=0)
+    _add_device_arg(p)
+    _add_precision_arg(p, "ablation.json")
+    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap replicates over clips for the 95%% CIs "
+                   "(default 1000; 0: none)")
+    p.add_argument("--seed", type=_seed, default=0, help="seeds the random draws, the clips and the bootstrap")
+    p.add_argument("--out", required=True, help="output run folder (refused if it holds a complete run)")
+    p.add_argument("--overwrite", action="store_true", help="replace the ablate run in --out (when complete)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or table")
+    p.set_defaults(func=cmd_ablate)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="stlens", description="What do video networks encode, in space and time?")
     parser.add_argument("--version", action="version", version=f"stlens {__version__}")
@@ -623,6 +688,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_pairs_parser(sub)
     _add_report_parser(sub)
     _add_visualize_parser(sub)
+    _add_ablate_parser(sub)
 
     p = sub.add_parser("demo", help="measure the bundled models on synthetic pairs and the real sample videos")
     p.add_argument("--out", default="runs/demo")

@@ -105,9 +105,9 @@ def _synchronize(device: torch.device) -> None:
         torch.mps.synchronize()
 
 
-def run_forward(module: nn.Module, batch, precision: str) -> None:
-    """One forward pass under inference mode; with ``bf16``/``fp16``: autocast on the device type of the inputs
-    (cpu, cuda) and channels_last_3d inputs."""
+def run_forward(module: nn.Module, batch, precision: str) -> Any:
+    """One forward pass under inference mode, returning the model's output; with ``bf16``/``fp16``: autocast on the
+    device type of the inputs (cpu, cuda) and channels_last_3d inputs."""
     if precision != "fp32" and precision not in _AUTOCAST:
         raise StlensError(f"run_forward needs a resolved precision (fp32, bf16, fp16), got {precision}")
     reduced = precision in _AUTOCAST
@@ -120,13 +120,14 @@ def run_forward(module: nn.Module, batch, precision: str) -> None:
     autocast = (torch.autocast(first.device.type, dtype=_AUTOCAST[precision]) if reduced
                 else contextlib.nullcontext())
     with torch.inference_mode(), autocast:
-        module(*batch) if isinstance(batch, tuple) else module(batch)
+        return module(*batch) if isinstance(batch, tuple) else module(batch)
 
 
-def _forward_or_explain(handle: ModelHandle, module: nn.Module, inputs, precision: str) -> None:
-    """Run one forward; a model error is re-raised naming the model, the input shape and the input spec."""
+def forward_or_explain(handle: ModelHandle, module: nn.Module, inputs, precision: str) -> Any:
+    """Run one forward and return its output; a model error is re-raised naming the model, the input shape and the
+    input spec."""
     try:
-        run_forward(module, inputs, precision)
+        return run_forward(module, inputs, precision)
     except StlensError:
         raise
     except torch.OutOfMemoryError as exc:
@@ -257,7 +258,7 @@ def measure(model: nn.Module | ModelHandle, pairs: Iterable, layers: str | list[
                 inputs = to_device(batch.inputs, target)
                 taps.reset(batch=2 * n)
                 tick = time.perf_counter()
-                _forward_or_explain(handle, module, inputs, used)
+                forward_or_explain(handle, module, inputs, used)
                 _synchronize(target)  # so that forward_seconds times the forward, not its launch
                 forward_seconds += time.perf_counter() - tick
                 pooled = {name: latents.cpu().numpy()  # (2n, C): the only copy back, once per batch and layer

@@ -67,7 +67,7 @@ from stlens.train.checkpoints import (
     set_aside,
     update_info,
 )
-from stlens.train.data import LabelledClips, heldout_spec, open_clips
+from stlens.video.labelled import LabelledClips, heldout_spec, open_clips
 
 log = logging.getLogger("stlens")
 

@@ -1,4 +1,5 @@
-"""Labelled clips for training: synthetic worlds (rendered on the fly) and labelled video sources (annotation files).
+"""Labelled clips (for training and unit masking): synthetic worlds (rendered on the fly) and labelled video sources
+(annotation files).
 
 A ``LabelledClips`` gives ``len()``, ``num_classes`` and ``batch(indices, rng) -> (inputs, labels)`` where inputs is a
 float tensor (B, 3, T, H, W) normalized with the model's ``InputSpec`` — or, for two-stream models, a tuple
@@ -95,8 +96,8 @@ class VideoClips:
 
     def __post_init__(self) -> None:
         if not self.source.labels or all(label is None for label in self.source.labels):
-            raise StlensError(f"{self.source.spec} has no labels: training needs an annotation file "
-                              f"(Kinetics CSV, SSv2, UCF101, mmaction2 lists) or a synth: world")
+            raise StlensError(f"{self.source.spec} has no labels: training and ablate need labelled clips, from "
+                              f"an annotation file (Kinetics CSV, SSv2, UCF101, mmaction2 lists) or a synth: world")
         kept = [(v, int(y), segment_of(self.source, i))
                 for i, (v, y) in enumerate(zip(self.source.videos, self.source.labels, strict=True)) if y is not None]
         self.num_classes = max(y for _, y, _ in kept) + 1
@@ -168,5 +169,6 @@ def open_clips(data: str, spec: InputSpec, flow: bool = False, augment: bool = F
     if data.startswith("synth:"):
         return SynthClips(source, spec, flow=flow)
     if flow:
-        raise StlensError("two-stream training is supported on synth: worlds (ground-truth flow) only")
+        raise StlensError(f"{data}: labelled clips for a two-stream model (RGB + flow) come from synth: worlds "
+                          f"(ground-truth flow) only")
     return VideoClips(source, spec, augment=augment)

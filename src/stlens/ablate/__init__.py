@@ -1,0 +1,24 @@
+"""Unit masking (``stlens ablate``): do the channels a measure run finds dynamic (or static) carry the task?
+
+``selection`` (the ranking rules and random controls) · ``masking`` (forward hooks: zero or mean) · ``metrics``
+(per-clip scores, bootstrap intervals; top-1/top-5 accuracy) · ``run`` (the loop: decode once, every condition on
+the held batch) · ``result`` (``AblationResult`` and its run folder) · ``plots``.
+
+This package is callable: ``stlens.ablate(model, data, units, ...)`` is ``stlens.ablate.run.ablate``.
+"""
+
+import sys
+import types
+
+from stlens.ablate.result import AblationResult, load_ablation
+from stlens.ablate.run import ablate
+
+__all__ = ["AblationResult", "ablate", "load_ablation"]
+
+
+class _CallablePackage(types.ModuleType):
+    def __call__(self, *args, **kwargs) -> AblationResult:
+        return ablate(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallablePackage

@@ -1,0 +1,172 @@
+"""``AblationResult`` and the run folder of ``stlens ablate``.
+
+Files (docs/ablation.md, docs/formats.md):
+
+- ``ablation.csv``: one row per (layer, select, k, draw, mode) — ``select`` exactly as given to ``--select`` — and,
+  per layer and mode, a baseline row with ``select=none`` (k 0, no channel masked). Columns: ``layer, select, k,
+  draw, mode, masked`` (the number of channels silenced) and per metric M (``top1``, ``top5`` when the data has > 5
+  classes): ``M, M_low, M_high, drop_M, drop_M_low, drop_M_high`` (value and drop = baseline − value, each with its
+  95% bootstrap interval over clips).
+- ``per_class.csv``: ``layer, select, k, draw, mode, class, clips, top1`` for every condition and the baseline.
+- ``ablation.json``: ``settings`` (the options, the model, the data, the units source), ``baseline`` (each metric
+  with its interval), ``selections`` (every condition's masked channels, the count asked and whether fewer live
+  channels were there), ``rows`` (as ablation.csv), ``timing``, ``run_id``.
+- ``ablation.png``: each metric against K, one panel per (mode, layer), one line per ranked selection and a mean ± sd
+  band per random selection over its draws.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from stlens.errors import StlensError
+from stlens.runs import RunFolder, check_files, read_marker
+
+FILES = ("ablation.csv", "per_class.csv", "ablation.json", "ablation.png")
+KEY_COLUMNS = ["layer", "select", "k", "draw", "mode", "masked"]
+CLASS_COLUMNS = ["layer", "select", "k", "draw", "mode", "class", "clips", "top1"]
+BASELINE = "none"
+
+
+def metric_columns(names: list[str]) -> list[str]:
+    """The numeric columns of each metric: value, its interval, the drop and its interval."""
+    return [c for m in names for c in (m, f"{m}_low", f"{m}_high", f"drop_{m}", f"drop_{m}_low", f"drop_{m}_high")]
+
+
+def _k_text(k: float) -> str:
+    return str(int(k)) if float(k).is_integer() else repr(float(k))
+
+
+@dataclass
+class AblationResult:
+    """What ``stlens.ablate`` measured: ``rows`` (ablation.csv), ``per_class`` (per_class.csv), ``selections``,
+    ``baseline`` and ``settings``."""
+
+    settings: dict[str, Any]
+    metrics: list[str]
+    baseline: dict[str, dict[str, float]]
+    rows: list[dict[str, Any]]
+    selections: list[dict[str, Any]]
+    per_class: list[dict[str, Any]] = field(default_factory=list)
+    timing: dict[str, float] = field(default_factory=dict)
+    run_id: str | None = None
+
+    @property
+    def columns(self) -> list[str]:
+        return KEY_COLUMNS + metric_columns(self.metrics)
+
+    def to_frame(self):
+        """A pandas DataFrame of ablation.csv: one row per condition, baselines (``select == 'none'``) included."""
+        import pandas as pd
+
+        return pd.DataFrame(self.rows, columns=self.columns)
+
+    def plot(self, metric: str | None = None):
+        """A matplotlib Figure: ``metric`` (default the first, top1) against K per (mode, layer) panel."""
+        from stlens.ablate.plots import metric_vs_k
+
+        metric = metric or self.metrics[0]
+        if metric not in self.metrics:
+            raise StlensError(f"unknown metric '{metric}'; this result has {', '.join(self.metrics)}")
+        return metric_vs_k(self, metric)
+
+    def table(self, metric: str | None = None) -> str:
+        """A terminal table: per (mode, layer, select, K), the metric (mean over draws) and its drop."""
+        metric = metric or self.metrics[0]
+        head = (f"{'mode':<6}{'layer':<16}{'select':<22}{'K %':>6}{metric:>8}{'drop':>8}{'95% CI of drop':>18}"
+                f"{'draws':>6}")
+        lines = [head, "-" * len(head)]
+        groups: dict[tuple, list[dict[str, Any]]] = {}
+        for row in self.rows:
+            groups.setdefault((row["mode"], row["layer"], row["select"], row["k"]), []).append(row)
+        for (mode, layer, select, k), rows in groups.items():
+            value = sum(r[metric] for r in rows) / len(rows)
+            drop = sum(r[f"drop_{metric}"] for r in rows) / len(rows)
+            ci = (f"[{rows[0][f'drop_{metric}_low']:+.3f}, {rows[0][f'drop_{metric}_high']:+.3f}]" if len(rows) == 1
+                  else "(mean of draws)")
+            lines.append(f"{mode:<6}{layer:<16}{select:<22}{_k_text(k):>6}{value:>8.3f}{drop:>+8.3f}{ci:>18}"
+                         f"{len(rows):>6}")
+        return "\n".join(lines)
+
+    def csv_text(self) -> str:
+        return _csv(self.columns, self.rows)
+
+    def per_class_text(self) -> str:
+        return _csv(CLASS_COLUMNS, self.per_class)
+
+    def document(self) -> dict[str, Any]:
+        return {"stlens_ablation": 1, "settings": self.settings, "metrics": self.metrics, "baseline": self.baseline,
+                "selections": self.selections, "rows": self.rows, "timing": self.timing, "run_id": self.run_id}
+
+    def save(self, out: str | Path | RunFolder, *, overwrite: bool = False) -> Path:
+        """Write the run folder (ablation.csv, per_class.csv, ablation.json, ablation.png) into ``out``: all files or
+        none; a folder holding a complete run is refused unless ``overwrite`` (docs/reliability.md)."""
+        from stlens.files import atomic_write, write_json, write_text
+
+        folder = out if isinstance(out, RunFolder) else RunFolder(out, "ablate", overwrite=overwrite, outputs=FILES)
+        if folder.staging is None:
+            folder.claim()
+        with folder:
+            self.run_id = folder.run_id
+            write_text(folder.staging / "ablation.csv", self.csv_text())
+            write_text(folder.staging / "per_class.csv", self.per_class_text())
+            write_json(folder.staging / "ablation.json", self.document())
+            figure = self.plot()
+            atomic_write(folder.staging / "ablation.png", lambda f: figure.savefig(f, format="png", dpi=110))
+            import matplotlib.pyplot as plt
+
+            plt.close(figure)
+            saved = folder.commit()
+        return saved
+
+
+def _csv(columns: list[str], rows: list[dict[str, Any]]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n", extrasaction="ignore")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({c: (_k_text(row[c]) if c == "k" else _number(row[c])) for c in columns if c in row})
+    return buffer.getvalue()
+
+
+def _number(value: Any) -> Any:
+    if isinstance(value, float):
+        return "nan" if math.isnan(value) else repr(value)
+    return value
+
+
+def is_ablation(folder: str | Path) -> bool:
+    """True for a folder that holds a run of ``stlens ablate``."""
+    marker = read_marker(folder)
+    return bool(marker and marker.get("verb") == "ablate")
+
+
+def load_ablation(folder: str | Path) -> AblationResult:
+    """An ``AblationResult`` from the ablation.json of a run folder (the marker's checksums checked)."""
+    folder = Path(folder)
+    marker = read_marker(folder)
+    if not marker or marker.get("verb") != "ablate":
+        raise StlensError(f"{folder} is not a stlens ablate run folder (no ablate run marker)")
+    check_files(folder, marker, ["ablation.json"])
+    try:
+        doc = json.loads((folder / "ablation.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise StlensError(f"{folder / 'ablation.json'}: cannot read ({exc})") from exc
+    return AblationResult(settings=doc["settings"], metrics=list(doc["metrics"]), baseline=doc["baseline"],
+                          rows=doc["rows"], selections=doc["selections"], timing=doc.get("timing", {}),
+                          run_id=doc.get("run_id"),
+                          per_class=_read_per_class(folder / "per_class.csv"))
+
+
+def _read_per_class(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    with path.open(newline="", encoding="utf-8") as f:
+        return [{**row, "k": float(row["k"]), "draw": int(row["draw"]), "class": int(row["class"]),
+                 "clips": int(row["clips"]), "top1": float(row["top1"])} for row in csv.DictReader(f)]

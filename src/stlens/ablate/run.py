@@ -1,0 +1,355 @@
+"""``stlens.ablate``: silence the channels a measure run ranks as dynamic, static or joint (or random controls) and
+score the model on labelled clips, every condition on the same clips as the unmasked baseline.
+
+Each batch of clips is decoded once (in ``workers`` DataLoader processes, or here) and held while every condition
+runs one forward on it. ``mean`` mode needs each channel's mean over all clips before its first masked forward, so
+with ``mean`` the run makes two passes: the baseline (and the ``zero`` conditions) first, the ``mean`` conditions
+second; the batches of the first pass are held for the second while they fit in ``hold_bytes``, else decoded again
+(the same clips: batch b draws from (seed, b)).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from stlens.ablate.masking import MODES, ChannelMask, ChannelMeans, find_target, masking, probe_shapes
+from stlens.ablate.metrics import Accuracy, Metric, bootstrap_indices, summarise
+from stlens.ablate.result import BASELINE, AblationResult
+from stlens.ablate.selection import Selection, Units, check_k, check_selections, plan
+from stlens.core.handle import ModelHandle
+from stlens.errors import StlensError
+from stlens.measure.loading import resolve_workers
+from stlens.measure.result import read_units, units_path
+from stlens.measure.run import exact_fp32, resolve_precision, run_forward, to_device
+from stlens.models.registry import as_handle, load_model, resolve_device
+from stlens.video.labelled import LabelledClips, open_clips
+
+log = logging.getLogger("stlens")
+
+HOLD_BYTES = 4 << 30
+
+
+@dataclass(frozen=True)
+class Condition:
+    """One masked evaluation: a selection in a mode."""
+
+    selection: Selection
+    mode: str
+
+
+def read_measured_units(units: Any) -> tuple[dict[str, Units], str]:
+    """The measured channels per layer from a measure run (folder, result.json, units.csv, or a ``MeasureResult``)
+    and a description of where they came from."""
+    if hasattr(units, "layers") and hasattr(units, "meta"):  # a MeasureResult
+        return ({r.layer: Units(r.layer, np.asarray(r.r_dynamic, float), np.asarray(r.r_static, float),
+                                tuple(r.classes)) for r in units.layers}, "a MeasureResult")
+    path = units_path(units)
+    rows = read_units(path)
+    return ({layer: Units.from_rows(layer, [{"channel": c, "r_dynamic": rd, "r_static": rs, "class": k}
+                                            for c, rd, rs, k in entries]) for layer, entries in rows.items()},
+            str(path))
+
+
+def _names(value: str | Sequence | None) -> list | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return [v.strip() for v in value.split(",") if v.strip()]
+    return list(value)
+
+
+class _Batches(torch.utils.data.Dataset):
+    """Item b: the inputs and targets of clips [b·size, (b+1)·size), drawn with the generator (seed, b)."""
+
+    def __init__(self, clips: LabelledClips, count: int, size: int, seed: int):
+        self.clips, self.count, self.size, self.seed = clips, count, size, seed
+
+    def __len__(self) -> int:
+        return -(-self.count // self.size)
+
+    def __getitem__(self, b: int):
+        indices = np.arange(b * self.size, min(self.count, (b + 1) * self.size))
+        try:
+            return self.clips.batch(indices, np.random.default_rng((self.seed, b)))
+        except StlensError as exc:
+            return str(exc)  # raised as it is by the main process
+
+
+def _decoded(batches: _Batches, workers: int) -> Iterator[tuple[Any, torch.Tensor]]:
+    """The batches in order, made here or in ``workers`` processes (one torch thread each)."""
+    if workers <= 0 or len(batches) <= 1:
+        made = (batches[b] for b in range(len(batches)))
+    else:
+        made = torch.utils.data.DataLoader(batches, batch_size=None, num_workers=min(workers, len(batches)),
+                                           multiprocessing_context="fork" if sys.platform.startswith("linux") else None)
+    for item in made:
+        if isinstance(item, str):
+            raise StlensError(item)
+        yield item
+
+
+def _nbytes(inputs) -> int:
+    return sum(x.numel() * x.element_size() for x in (inputs if isinstance(inputs, tuple) else (inputs,)))
+
+
+def ablate(model: str | nn.Module | ModelHandle, data: str | LabelledClips, units: Any,
+           layers: str | Sequence[str] | None = None,
+           select: str | Sequence[str] = ("dynamic", "static", "random"),
+           k: float | Sequence[float] = (10, 25, 50, 75, 90), *, mode: str | Sequence[str] = "zero", draws: int = 5,
+           clips: int | None = None, batch_size: int = 16, seed: int = 0, bootstrap: int = 1000,
+           weights: str | None = None, frames: int | None = None, size: int | None = None,
+           device: str | torch.device | None = None, precision: str = "fp32",
+           workers: int | None = 0, metric: Metric | None = None, progress: bool = True,
+           hold_bytes: int = HOLD_BYTES, meta: dict[str, Any] | None = None) -> AblationResult:
+    """Mask the channels of ``layers`` that ``select`` picks at each K% (from the measure run ``units``) and score the
+    model on ``data``'s labelled clips against the unmasked baseline on the same clips.
+
+    ``model``: a spec (``stlens:i3d``; with ``weights``, ``frames``, ``size``), a module or a ``ModelHandle``;
+    ``data``: a data spec with labels (``synth:...``, an annotation file) or ``LabelledClips``; ``units``: a measure
+    run folder, its result.json or units.csv, or a ``MeasureResult``; ``layers``: default every layer of the units;
+    ``select``: names of ``stlens.ablate.selection.SELECTIONS``; ``k``: percentages in (0, 100]; ``mode``: ``zero``
+    and/or ``mean``; ``draws``: draws of each random selection; ``clips``: the first N clips of ``data`` (default
+    all); ``bootstrap``: replicates of the 95% intervals over clips; ``metric``: default top-1/top-5 accuracy.
+    """
+    started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    clock = time.perf_counter()
+    selects = check_selections(_names(select))
+    ks = check_k([k] if isinstance(k, (int, float)) else list(k))
+    modes = _names(mode)
+    bad = [m for m in modes if m not in MODES]
+    if bad or not modes:
+        raise StlensError(f"--mode must be {' and/or '.join(MODES)}, got {','.join(modes) or 'nothing'}")
+    modes = list(dict.fromkeys(modes))
+    if batch_size < 1:
+        raise StlensError(f"--batch-size must be ≥ 1, got {batch_size}")
+    if bootstrap < 0:
+        raise StlensError(f"--bootstrap must be ≥ 0, got {bootstrap}")
+    workers = resolve_workers(workers)
+    measured, units_source = read_measured_units(units)
+    chosen_layers = _names(layers) or list(measured)
+    missing = [layer for layer in chosen_layers if layer not in measured]
+    if missing:
+        raise StlensError(f"layer '{missing[0]}' is not in the units of {units_source}; measured layers: "
+                          f"{', '.join(measured) or 'none'}")
+    handle = (load_model(model, weights=weights, frames=frames, size=size, device=device) if isinstance(model, str)
+              else as_handle(model))
+    target = handle.device if device is None else resolve_device(device)
+    used = resolve_precision(precision, target)
+    module = handle.module.eval().to(target)
+    targets = [find_target(module, layer) for layer in chosen_layers]
+    expected = {layer: measured[layer].channels for layer in chosen_layers}
+    with exact_fp32(used == "fp32"):  # before the data: a layer without channels or another count fails fast
+        shapes = probe_shapes(module, targets, to_device(_example(handle), target), handle.layout)
+    _check_counts(shapes, expected, handle)
+    selections = plan(measured, chosen_layers, selects, ks, draws, seed)
+    for s in selections:
+        if s.short:
+            log.warning("layer '%s': %s at K=%g%% asks for %d channels but only %d are live; masking all live ones",
+                        s.layer, s.select, s.k, s.asked, len(s.channels))
+    conditions = [Condition(s, m) for m in modes for s in selections]
+    labelled = open_clips(data, handle.input, flow=handle.inputs == 2) if isinstance(data, str) else data
+    count = len(labelled) if clips is None else min(int(clips), len(labelled))
+    if count < 1:
+        raise StlensError(f"--clips must be ≥ 1 and the data must hold clips, got {clips} of {len(labelled)}")
+    metric = metric or Accuracy(int(labelled.num_classes))
+    batches = _Batches(labelled, count, batch_size, seed)
+    engine = _Engine(module, targets, handle, used, target, expected, metric, count)
+    with exact_fp32(used == "fp32"):
+        engine.run(batches, conditions, workers, progress, hold_bytes)
+    settings = {
+        "model": handle.spec, "weights": weights, "data": data if isinstance(data, str) else type(data).__name__,
+        "units": units_source, "layers": chosen_layers, "select": selects, "k": ks, "modes": modes, "draws": draws,
+        "clips": count, "batch_size": batch_size, "seed": seed, "bootstrap": bootstrap, "workers": workers,
+        "device": str(target), "precision": used, "precision_asked": precision, "metrics": list(metric.names),
+        "classes": int(getattr(labelled, "num_classes", 0)), "started": started, **(meta or {}),
+    }
+    from stlens._version import __version__
+
+    settings["versions"] = {"stlens": __version__, "torch": torch.__version__}
+    result = _result(engine, conditions, chosen_layers, modes, metric, bootstrap, seed, settings)
+    result.timing = {"seconds": time.perf_counter() - clock, "forward_seconds": engine.forward_seconds,
+                     "forwards": engine.forwards}
+    return result
+
+
+def _example(handle: ModelHandle):
+    inputs = handle.example_inputs(1)
+    return inputs if len(inputs) > 1 else inputs[0]
+
+
+def _check_counts(shapes: dict[str, tuple[int, ...]], expected: dict[str, int], handle: ModelHandle) -> None:
+    from stlens.ablate.masking import channel_axis
+
+    for layer, shape in shapes.items():
+        found = shape[channel_axis(shape, handle.layout(layer), layer)]
+        if found != expected[layer]:
+            raise StlensError(f"layer '{layer}' of {handle.spec} has {found} channels but the units of --from list "
+                              f"{expected[layer]}: they were measured on another model or layer set")
+
+
+class _Engine:
+    """Runs the forwards and keeps every clip's scores per condition."""
+
+    def __init__(self, module: nn.Module, targets, handle: ModelHandle, precision: str, device: torch.device,
+                 expected: dict[str, int], metric: Metric, count: int):
+        self.module, self.targets, self.handle = module, {t.layer: t for t in targets}, handle
+        self.precision, self.device, self.expected, self.metric = precision, device, expected, metric
+        self.count = count
+        self.scores: dict[Any, dict[str, np.ndarray]] = {}
+        self.groups = np.zeros(count, dtype=np.int64)
+        self.grouped = False
+        self.means: ChannelMeans | None = None
+        self.forward_seconds = 0.0
+        self.forwards = 0
+
+    def _forward(self, inputs) -> torch.Tensor:
+        tick = time.perf_counter()
+        try:
+            out = run_forward(self.module, inputs, self.precision)
+        except StlensError:
+            raise
+        except torch.OutOfMemoryError as exc:
+            raise StlensError(f"{self.handle.spec} ran out of memory with {len(_first(inputs))} clips per forward: "
+                              f"use a smaller --batch-size") from exc
+        except Exception as exc:
+            shapes = [tuple(x.shape) for x in inputs] if isinstance(inputs, tuple) else tuple(inputs.shape)
+            raise StlensError(f"{self.handle.spec} failed on an input of shape {shapes}: "
+                              f"{type(exc).__name__}: {exc}") from exc
+        self.forward_seconds += time.perf_counter() - tick
+        self.forwards += 1
+        if isinstance(out, (tuple, list)):
+            out = out[0]
+        return out
+
+    def _keep(self, key, start: int, outputs: torch.Tensor, labels: torch.Tensor) -> None:
+        scores = self.metric.scores(outputs, labels)
+        kept = self.scores.setdefault(key, {n: np.full(self.count, np.nan) for n in self.metric.names})
+        for name, values in scores.items():
+            kept[name][start:start + len(values)] = values
+
+    def _masked(self, condition: Condition, inputs, start: int, labels: torch.Tensor) -> None:
+        s = condition.selection
+        means = self.means.means(s.layer) if condition.mode == "mean" else None
+        mask = ChannelMask(self.targets[s.layer], s.channels, condition.mode, means)
+        with masking(self.module, [mask], self.handle.layout, self.expected):
+            self._keep(condition, start, self._forward(inputs), labels)
+
+    def run(self, batches: _Batches, conditions: list[Condition], workers: int, progress: bool,
+            hold_bytes: int) -> None:
+        from tqdm.auto import tqdm
+
+        first = [c for c in conditions if c.mode == "zero"]
+        second = [c for c in conditions if c.mode == "mean"]
+        if second:
+            self.means = ChannelMeans(self.module, list(self.targets.values()), self.handle.layout, self.expected)
+        total = len(batches) * (1 + len(first)) + (len(batches) * len(second))
+        held: list | None = [] if second else None
+        held_bytes = 0
+        with tqdm(total=total, desc="ablate", unit="forward", disable=not progress or None) as bar:
+            start = 0
+            for inputs, labels in _decoded(batches, workers):
+                inputs = to_device(inputs, self.device)
+                groups = self.metric.groups(labels)
+                self.grouped = groups is not None
+                if groups is not None:
+                    self.groups[start:start + len(labels)] = groups
+                gather = self.means.gathering() if self.means is not None else contextlib.nullcontext()
+                with gather:
+                    self._keep(BASELINE, start, self._forward(inputs), labels)
+                bar.update(1)
+                for condition in first:
+                    self._masked(condition, inputs, start, labels)
+                    bar.update(1)
+                if held is not None:
+                    held_bytes += _nbytes(inputs)
+                    if held_bytes <= hold_bytes:
+                        held.append((inputs, labels))
+                    else:
+                        held = None
+                        log.info("ablate: the clips exceed %d bytes; the mean-mode pass decodes them again",
+                                 hold_bytes)
+                start += len(labels)
+            if not second:
+                return
+            again = held if held is not None else ((to_device(x, self.device), y)
+                                                   for x, y in _decoded(batches, workers))
+            start = 0
+            for inputs, labels in again:
+                for condition in second:
+                    self._masked(condition, inputs, start, labels)
+                    bar.update(1)
+                start += len(labels)
+
+
+def _first(inputs) -> torch.Tensor:
+    return inputs[0] if isinstance(inputs, tuple) else inputs
+
+
+def _result(engine: _Engine, conditions: list[Condition], layers: list[str], modes: list[str], metric: Metric,
+            bootstrap: int, seed: int, settings: dict[str, Any]) -> AblationResult:
+    names = list(metric.names)
+    index = bootstrap_indices(engine.count, bootstrap, seed) if bootstrap else np.zeros((0, engine.count), int)
+    base = engine.scores[BASELINE]
+    baseline = {}
+    for name in names:
+        summary = summarise(base[name], base[name], index)
+        baseline[name] = {"value": summary["value"], "low": summary["low"], "high": summary["high"]}
+    rows: list[dict[str, Any]] = []
+    per_class: list[dict[str, Any]] = []
+    groups = engine.groups
+    classes = sorted(set(groups.tolist()))
+
+    def add(layer: str, select: str, k: float, draw: int, mode: str, masked: int, scores: dict[str, np.ndarray]):
+        row: dict[str, Any] = {"layer": layer, "select": select, "k": k, "draw": draw, "mode": mode,
+                               "masked": masked}
+        for name in names:
+            s = summarise(scores[name], base[name], index)
+            row.update({name: s["value"], f"{name}_low": s["low"], f"{name}_high": s["high"],
+                        f"drop_{name}": s["drop"], f"drop_{name}_low": s["drop_low"],
+                        f"drop_{name}_high": s["drop_high"]})
+        rows.append(row)
+        if engine.grouped and "top1" in names:
+            for c in classes:
+                picked = groups == c
+                per_class.append({"layer": layer, "select": select, "k": k, "draw": draw, "mode": mode,
+                                  "class": int(c), "clips": int(picked.sum()),
+                                  "top1": float(scores["top1"][picked].mean())})
+
+    for mode in modes:
+        for layer in layers:
+            add(layer, BASELINE, 0.0, 0, mode, 0, base)
+            for condition in conditions:
+                s = condition.selection
+                if condition.mode == mode and s.layer == layer:
+                    add(layer, s.select, s.k, s.draw, mode, len(s.channels), engine.scores[condition])
+    selections = [{"layer": c.selection.layer, "select": c.selection.select, "k": c.selection.k,
+                   "draw": c.selection.draw, "channels": list(c.selection.channels), "asked": c.selection.asked,
+                   "short": c.selection.short} for c in conditions if c.mode == modes[0]]
+    return AblationResult(settings=settings, metrics=names, baseline=baseline, rows=rows, selections=selections,
+                          per_class=per_class)
+
+
+def ablate_to_folder(out: str | Path, *args, overwrite: bool = False, **kwargs) -> tuple[AblationResult, Path]:
+    """``ablate`` into the run folder ``out``, claimed before any work (refused when it holds a complete run, unless
+    ``overwrite``); written in full or not at all."""
+    from stlens.ablate.result import FILES
+    from stlens.runs import RunFolder
+
+    folder = RunFolder(out, "ablate", overwrite=overwrite, outputs=FILES).claim()
+    try:
+        result = ablate(*args, **kwargs)
+    except BaseException:
+        folder.abandon()
+        raise
+    return result, result.save(folder)
