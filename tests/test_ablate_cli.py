@@ -186,3 +186,19 @@ def test_a_layer_without_a_channel_axis_is_refused(tmp_path):
     units.write_text("layer,channel,r_dynamic,r_static,class\nscore,0,0.5,0.1,dynamic\n")
     with pytest.raises(stlens.StlensError, match="layer 'score' gives an output of shape \\(1,\\): no channel axis"):
         stlens.ablate(NoChannels(), "synth:motion?split=test&n=4", units, k=[50], progress=False)
+
+
+def test_a_two_stream_model_is_masked_through_its_rgb_and_flow_inputs(tmp_path):
+    measured = tmp_path / "m"
+    model = ["--model", "stlens:twostream", "--weights", "bundled:twostream-motion"]
+    assert main(["measure", *model, "--data", "synth:motion?split=test&seed=11", "--pairs", "8", "--layers",
+                 "fusion", "--bootstrap", "0", "--out", str(measured), "--quiet"]) == 0
+    out = tmp_path / "a"
+    assert main(["ablate", *model, "--data", "synth:motion?split=test&n=16&seed=3", "--from", str(measured),
+                 "--select", "joint", "--k", "100", "--mode", "zero", "--bootstrap", "0", "--out", str(out),
+                 "--quiet"]) == 0
+    rows = {r["select"]: r for r in _rows(out / "ablation.csv")}
+    fused = read_units(measured / "units.csv")["fusion"]
+    assert int(rows["joint"]["masked"]) == len(fused) - sum(c == "dead" for *_, c in fused)
+    # every live fused channel silenced: the classifier sees (nearly) a constant and falls towards one class
+    assert float(rows["none"]["top1"]) >= 0.9 and float(rows["joint"]["top1"]) <= 0.5

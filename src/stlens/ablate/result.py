@@ -101,8 +101,10 @@ class AblationResult:
         return _csv(CLASS_COLUMNS, self.per_class)
 
     def document(self) -> dict[str, Any]:
-        return {"stlens_ablation": 1, "settings": self.settings, "metrics": self.metrics, "baseline": self.baseline,
-                "selections": self.selections, "rows": self.rows, "timing": self.timing, "run_id": self.run_id}
+        """ablation.json (a missing interval, e.g. with ``bootstrap=0``, is null)."""
+        return _no_nan({"stlens_ablation": 1, "settings": self.settings, "metrics": self.metrics,
+                        "baseline": self.baseline, "selections": self.selections, "rows": self.rows,
+                        "timing": self.timing, "run_id": self.run_id})
 
     def save(self, out: str | Path | RunFolder, *, overwrite: bool = False) -> Path:
         """Write the run folder (ablation.csv, per_class.csv, ablation.json, ablation.png) into ``out``: all files or
@@ -135,6 +137,20 @@ def _csv(columns: list[str], rows: list[dict[str, Any]]) -> str:
     return buffer.getvalue()
 
 
+def _no_nan(value: Any) -> Any:
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _no_nan(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_no_nan(v) for v in value]
+    return value
+
+
+def _nan(value: Any) -> Any:
+    return float("nan") if value is None else value
+
+
 def _number(value: Any) -> Any:
     if isinstance(value, float):
         return "nan" if math.isnan(value) else repr(value)
@@ -158,9 +174,11 @@ def load_ablation(folder: str | Path) -> AblationResult:
         doc = json.loads((folder / "ablation.json").read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise StlensError(f"{folder / 'ablation.json'}: cannot read ({exc})") from exc
-    return AblationResult(settings=doc["settings"], metrics=list(doc["metrics"]), baseline=doc["baseline"],
-                          rows=doc["rows"], selections=doc["selections"], timing=doc.get("timing", {}),
-                          run_id=doc.get("run_id"),
+    rows = [{k: (v if k in ("layer", "select", "mode") else _nan(v)) for k, v in row.items()}
+            for row in doc["rows"]]
+    baseline = {m: {k: _nan(v) for k, v in entry.items()} for m, entry in doc["baseline"].items()}
+    return AblationResult(settings=doc["settings"], metrics=list(doc["metrics"]), baseline=baseline, rows=rows,
+                          selections=doc["selections"], timing=doc.get("timing", {}), run_id=doc.get("run_id"),
                           per_class=_read_per_class(folder / "per_class.csv"))
 
 
