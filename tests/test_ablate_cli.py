@@ -202,3 +202,10 @@ def test_a_two_stream_model_is_masked_through_its_rgb_and_flow_inputs(tmp_path):
     assert int(rows["joint"]["masked"]) == len(fused) - sum(c == "dead" for *_, c in fused)
     # every live fused channel silenced: the classifier sees (nearly) a constant and falls towards one class
     assert float(rows["none"]["top1"]) >= 0.9 and float(rows["joint"]["top1"]) <= 0.5
+
+
+def test_evaluating_the_measured_clips_is_warned_about(measured, tmp_path, caplog):
+    assert main(["ablate", *MODEL, "--data", "synth:motion?split=test&seed=11", "--clips", "8", "--from",
+                 str(measured), "--layers", "stage4", "--select", "dynamic", "--k", "50", "--bootstrap", "0",
+                 "--out", str(tmp_path / "a"), "--quiet"]) == 0
+    assert "ablate evaluates the clips the units were measured on" in caplog.text

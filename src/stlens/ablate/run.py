@@ -61,6 +61,25 @@ def read_measured_units(units: Any) -> tuple[dict[str, Units], str]:
             str(path))
 
 
+def _warn_if_evaluating_the_measured_clips(units: Any, data: Any) -> None:
+    """A warning when ``data`` is the data spec the units were measured on: the ranking then comes from the clips it
+    is tested on (docs/ablation.md recommends other clips, e.g. another seed of a synth world)."""
+    import json
+
+    measured_on = None
+    if hasattr(units, "meta"):
+        measured_on = units.meta.get("data")
+    else:
+        result = units_path(units).with_name("result.json")
+        try:
+            measured_on = json.loads(result.read_text(encoding="utf-8")).get("data")
+        except (OSError, ValueError, AttributeError):
+            return
+    if isinstance(data, str) and measured_on == data:
+        log.warning("ablate evaluates the clips the units were measured on (%s); rank on other clips, e.g. another "
+                    "seed of a synth world (docs/ablation.md)", data)
+
+
 def _names(value: str | Sequence | None) -> list | None:
     if value is None:
         return None
@@ -137,6 +156,7 @@ def ablate(model: str | nn.Module | ModelHandle, data: str | LabelledClips, unit
         raise StlensError(f"--bootstrap must be ≥ 0, got {bootstrap}")
     workers = resolve_workers(workers)
     measured, units_source = read_measured_units(units)
+    _warn_if_evaluating_the_measured_clips(units, data)
     chosen_layers = _names(layers) or list(measured)
     missing = [layer for layer in chosen_layers if layer not in measured]
     if missing:
