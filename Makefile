@@ -25,7 +25,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 browser-test: $(STAMP)
 	@test -x /usr/bin/chromium || { $(SUDO) apt-get update && $(SUDO) apt-get install -y chromium; }
 	@test -x /usr/bin/chromium || { echo "chromium is not installed"; exit 1; }
-	$(PY) -m pytest -q -m browser tests/test_browser.py
+	$(PY) -m pytest -q -m browser tests/test_browser.py tests/test_report_ablation.py
 
 demo: $(STAMP)
 	$(VENV)/bin/stlens demo --out runs/demo

@@ -507,7 +507,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 def _add_report_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("report", help="one self-contained HTML report (plots, pairs, tracks, unit gallery) of runs")
     p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="stlens measure folders (nested ones are found, e.g. "
-                   "the demo root), stlens track folders and stlens visualize folders")
+                   "the demo root), stlens ablate, track and visualize folders")
     p.add_argument("--out", default=None, help="the HTML file (default report.html); with --plots-only a folder "
                    "(default: RUN_DIR/plots)")
     p.add_argument("--plots-only", action="store_true", help="write the figures as PNG + SVG instead of HTML")

@@ -18,6 +18,11 @@ class RowsResult(Protocol):
     settings: dict
 
 
+def plain(text: str) -> str:
+    """Text drawn as it is: a ``$`` from a layer or data name does not start matplotlib's maths mode."""
+    return text.replace("$", r"\$")
+
+
 def metric_vs_k(result: RowsResult, metric: str):
     import matplotlib
 
@@ -41,11 +46,11 @@ def metric_vs_k(result: RowsResult, metric: str):
             colour = COLOURS.get(select)
             if select in RANDOM:
                 sd = np.array([np.std(v) for v in values])
-                ax.plot(ks, mean, color=colour, linestyle=":", marker=".", label=f"{select} (mean ± sd)")
+                ax.plot(ks, mean, color=colour, linestyle=":", marker=".", label=plain(f"{select} (mean ± sd)"))
                 ax.fill_between(ks, mean - sd, mean + sd, color=colour, alpha=0.25, linewidth=0)
             else:
-                ax.plot(ks, mean, color=colour, marker="o", label=select)
-        ax.set_title(f"{layer} · {mode}", fontsize=10)
+                ax.plot(ks, mean, color=colour, marker="o", label=plain(select))
+        ax.set_title(plain(f"{layer} · {mode}"), fontsize=10)
         ax.set_xlabel("channels masked, K %")
         ax.set_ylabel(metric)
         ax.set_ylim(-0.02, 1.02)
@@ -53,6 +58,6 @@ def metric_vs_k(result: RowsResult, metric: str):
     handles, labels = axes.flat[0].get_legend_handles_labels()
     figure.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize=8, frameon=False)
     model = result.settings.get("model", "")
-    figure.suptitle(f"{model} on {result.settings.get('data', '')}: {metric} after masking", fontsize=11)
+    figure.suptitle(plain(f"{model} on {result.settings.get('data', '')}: {metric} after masking"), fontsize=11)
     figure.tight_layout(rect=(0, 0.08 + 0.02 * (len(labels) > 4), 1, 0.95))
     return figure

@@ -20,6 +20,7 @@ from stlens.files import write_text
 from stlens.measure.estimate import CLASSES
 from stlens.measure.result import LayerResult, MeasureResult
 from stlens.report import plots
+from stlens.report.ablation import Ablation, ablation_view, load_ablation
 from stlens.report.load import find_inputs, load_result
 
 log = logging.getLogger("stlens")
@@ -39,6 +40,7 @@ class Run:
 @dataclass
 class Loaded:
     runs: list[Run] = field(default_factory=list)
+    ablations: list[Ablation] = field(default_factory=list)
     tracks: list[Path] = field(default_factory=list)
     visuals: list[Path] = field(default_factory=list)
     skipped: list[dict[str, str]] = field(default_factory=list)
@@ -54,10 +56,25 @@ def load_runs(paths: list[str | Path]) -> Loaded:
             loaded.runs.append(Run(folder, result, result.config))
         except StlensError as exc:
             loaded.skipped.append({"source": str(folder), "reason": str(exc)})
+    for folder in found.ablations:
+        try:
+            loaded.ablations.append(load_ablation(folder))  # the marker's checksums, then ablation.json
+        except StlensError as exc:
+            loaded.skipped.append({"source": str(folder), "reason": str(exc)})
     labels = [_label(run) for run in loaded.runs]
     for run, label in zip(loaded.runs, labels, strict=True):
         run.label = label if labels.count(label) == 1 else f"{label} ({run.path})"
+    labels = [_ablation_label(ablation) for ablation in loaded.ablations]
+    for ablation, label in zip(loaded.ablations, labels, strict=True):
+        ablation.label = label if labels.count(label) == 1 else f"{label} ({ablation.path})"
     return loaded
+
+
+def _ablation_label(ablation: Ablation) -> str:
+    settings = ablation.settings
+    weights = settings.get("weights")
+    model = str(weights) if weights and str(weights).startswith("bundled:") else str(settings.get("model"))
+    return f"ablation: {model} · {settings.get('data')}"
 
 
 def _groups(runs: list[Run]) -> list[tuple[str, str]]:
@@ -261,16 +278,19 @@ def check_scripts(html: str, allowed: str) -> None:
 
 def build_report(paths: list[str | Path], out: str | Path = "report.html", *, layer: str | None = None,
                  examples: int = 2, title: str = "stlens report") -> Path:
-    """Write one self-contained HTML report for the measure runs, tracks and visualization runs under ``paths``.
-    Runs that cannot be read are listed as skipped with the reason; ``StlensError`` only when nothing is usable."""
+    """Write one self-contained HTML report for the measure runs, ablate runs, tracks and visualization runs under
+    ``paths``. Runs that cannot be read are listed as skipped with the reason; ``StlensError`` only when nothing is
+    usable."""
     import jinja2
     import markupsafe
 
     loaded = load_runs(paths)
-    if not (loaded.runs or loaded.tracks or loaded.visuals):
+    if not (loaded.runs or loaded.ablations or loaded.tracks or loaded.visuals):
         reasons = "; ".join(f"{s['source']}: {s['reason']}" for s in loaded.skipped) or "no folders given"
         raise StlensError(f"nothing to report: {reasons}")
     runs = [_run_view(run, layer) for run in loaded.runs]
+    anchors = {run.path: f"#run-{i}" for i, run in enumerate(loaded.runs, start=1)}
+    ablations = [ablation_view(ablation, anchors) for ablation in loaded.ablations]
     comparison = None
     if loaded.runs:
         points, notes, table = [], [], []
@@ -290,7 +310,7 @@ def build_report(paths: list[str | Path], out: str | Path = "report.html", *, la
                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
     env.globals["script_src"] = markupsafe.Markup(script_src(TEMPLATES / "report.html"))  # quotes, base64: no markup
     html = env.get_template("report.html").render(
-        title=title, runs=runs, comparison=comparison, tracks=_tracks(loaded.tracks),
+        title=title, runs=runs, comparison=comparison, ablations=ablations, tracks=_tracks(loaded.tracks),
         examples=_examples(loaded.runs, examples) if examples > 0 else [], visuals=_visuals(loaded.visuals),
         skipped=loaded.skipped, classes=CLASSES, version=__version__, python=platform.python_version(),
         generated=dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
@@ -307,8 +327,9 @@ def write_plots(paths: list[str | Path], out: str | Path | None = None, *, layer
     for item in loaded.skipped:
         log.warning("skipped %s: %s", item["source"], item["reason"])
     if not (loaded.runs or loaded.tracks):
-        reasons = "; ".join(f"{s['source']}: {s['reason']}" for s in loaded.skipped) or "no folders given"
-        raise StlensError(f"no plots to make: {reasons}")
+        reasons = [f"{s['source']}: {s['reason']}" for s in loaded.skipped]
+        reasons += [f"{a.path}: an ablate run; its figure is {a.path / 'ablation.png'}" for a in loaded.ablations]
+        raise StlensError(f"no plots to make: {'; '.join(reasons) or 'no folders given'}")
     written: list[Path] = []
     names = [run.path.name for run in loaded.runs]
     for run in loaded.runs:

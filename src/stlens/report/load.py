@@ -1,5 +1,5 @@
-"""Discovery of what ``stlens report`` shows: measure runs, training tracks and visualization runs under the folders
-it is given. Reading a measure run back is ``stlens.measure.result.load_result`` (re-exported here)."""
+"""Discovery of what ``stlens report`` shows: measure runs, ablate runs, training tracks and visualization runs under
+the folders it is given. Reading a measure run back is ``stlens.measure.result.load_result`` (re-exported here)."""
 
 from __future__ import annotations
 
@@ -8,19 +8,23 @@ from pathlib import Path
 
 from stlens.errors import StlensError
 from stlens.measure.result import RUN_FILES, load_result, read_json
-from stlens.runs import STAGING_PREFIX
+from stlens.runs import STAGING_PREFIX, read_marker
 
-__all__ = ["RUN_FILES", "TRACK_FILES", "Found", "find_inputs", "load_result", "read_json"]
+__all__ = ["ABLATION_FILE", "RUN_FILES", "TRACK_FILES", "Found", "find_inputs", "load_result", "read_json"]
 
 #: a folder holding one of these is a training track (``stlens track``)
 TRACK_FILES = ("track.csv", "track.json", "tracks.csv", "tracks.json")
+#: a folder holding this (or whose run marker names the verb ``ablate``) is an ablate run (``stlens ablate``)
+ABLATION_FILE = "ablation.json"
 
 
 @dataclass
 class Found:
-    """What ``find_inputs`` found: measure run folders, track folders, visualization folders, and skipped paths."""
+    """What ``find_inputs`` found: measure run folders, ablate run folders, track folders, visualization folders, and
+    skipped paths."""
 
     runs: list[Path] = field(default_factory=list)
+    ablations: list[Path] = field(default_factory=list)
     tracks: list[Path] = field(default_factory=list)
     visuals: list[Path] = field(default_factory=list)
     skipped: list[dict[str, str]] = field(default_factory=list)
@@ -51,6 +55,18 @@ def _is_visual(folder: Path) -> bool:
             and not (folder / "layers.csv").is_file())
 
 
+def _is_ablation(folder: Path) -> bool:
+    """A ``stlens ablate`` output: its marker names the verb ablate, or (marker lost or unreadable) it holds
+    ablation.json, so that a damaged one is listed as skipped with the reason instead of being passed over."""
+    if (folder / ABLATION_FILE).is_file():
+        return True
+    try:
+        marker = read_marker(folder)
+    except StlensError:
+        return False
+    return bool(marker and marker.get("verb") == "ablate")
+
+
 def _is_run_like(folder: Path) -> bool:
     return any((folder / name).is_file() for name in RUN_FILES) and not _is_track(folder) and not _is_visual(folder)
 
@@ -62,16 +78,17 @@ def _in_staging(folder: Path, root: Path) -> bool:
 
 def find_inputs(paths: list[str | Path]) -> Found:
     """Classify the given folders, searching nested folders: a folder with any of result.json / layers.csv /
-    units.csv / config.json is a measure run (the demo root holds several, ``<model>/<data>/``), one with
-    track.csv/track.json a training track; a ``stlens visualize`` output (summary.json with ``targets``, read as one
-    whole) or any other folder of GIFs + JSON without measure tables is a visualization run."""
+    units.csv / config.json is a measure run (the demo root holds several, ``<model>/<data>/``), one with an ablate
+    run marker or ablation.json an ablate run, one with track.csv/track.json a training track; a ``stlens
+    visualize`` output (summary.json with ``targets``, read as one whole) or any other folder of GIFs + JSON without
+    measure tables is a visualization run."""
     found = Found()
     for given in paths:
         path = Path(given)
         if not path.is_dir():
             found.skipped.append({"source": str(path), "reason": "not a folder" if path.exists() else "not found"})
             continue
-        before = len(found.runs) + len(found.tracks) + len(found.visuals)
+        before = len(found.runs) + len(found.ablations) + len(found.tracks) + len(found.visuals)
         roots: list[Path] = []
         nested = sorted(p for p in path.rglob("*") if p.is_dir() and not _in_staging(p, path))
         for folder in [path, *nested]:
@@ -82,14 +99,16 @@ def find_inputs(paths: list[str | Path]) -> Found:
                 found.visuals.append(folder)
             elif _is_track(folder):
                 found.tracks.append(folder)
+            elif _is_ablation(folder):
+                found.ablations.append(folder)
             elif _is_run_like(folder):
                 found.runs.append(folder)
             elif _is_visual(folder):
                 found.visuals.append(folder)
-        if len(found.runs) + len(found.tracks) + len(found.visuals) == before:
-            found.skipped.append({"source": str(path), "reason": "no stlens run found (no result.json, track.csv/"
-                                  "track.json or visualization GIF + JSON in it or below it)"})
-    for group in (found.runs, found.tracks, found.visuals):
+        if len(found.runs) + len(found.ablations) + len(found.tracks) + len(found.visuals) == before:
+            found.skipped.append({"source": str(path), "reason": "no stlens run found (no result.json, ablation.json, "
+                                  "track.csv/track.json or visualization GIF + JSON in it or below it)"})
+    for group in (found.runs, found.ablations, found.tracks, found.visuals):
         group[:] = list(dict.fromkeys(group))
     # per-step measurements inside a track folder belong to the track, not to the per-model sections
     found.runs = [r for r in found.runs if not any(t in r.parents for t in found.tracks)]

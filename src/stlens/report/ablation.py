@@ -1,0 +1,227 @@
+"""The ablation section of ``stlens report``: an ``stlens ablate`` run folder read back from its ablation.json (plain
+JSON; ``stlens.report`` and ``stlens.ablate`` are siblings and do not import each other) after its marker's checksums
+are checked, and turned into per-(mode, layer) tables plus the run's own ablation.png.
+
+The table of a (mode, layer) has one row per (select, K): top-1 (the mean over draws for random selections, with the
+sd over draws, as the band of the figure: ``numpy.std``, ddof 0), the drop from the unmasked baseline (with its 95%
+bootstrap interval over clips for a selection of one draw) and the channels masked."""
+
+from __future__ import annotations
+
+import io
+import math
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from stlens.errors import StlensError
+from stlens.measure.result import read_json
+from stlens.runs import MARKER, check_files, describe, read_marker
+
+__all__ = ["FIGURE", "Ablation", "load_ablation", "ablation_view"]
+
+DOCUMENT = "ablation.json"
+FIGURE = "ablation.png"
+FIGURE_DPI = 110  # the dpi stlens ablate saves ablation.png at; shown at 100 px per inch like the report's figures
+BASELINE = "none"
+_ROW_KEYS = ("layer", "select", "k", "draw", "mode", "masked")
+
+
+@dataclass
+class Ablation:
+    """An ablate run folder as the report reads it: ``doc`` (ablation.json, checked), its ``marker`` and a label."""
+
+    path: Path
+    doc: dict[str, Any]
+    marker: dict[str, Any]
+    label: str = ""
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        return self.doc["settings"]
+
+
+def load_ablation(folder: str | Path) -> Ablation:
+    """Read an ablate run folder: the marker must name a complete ablate run, ablation.json must be the file the run
+    wrote (size and sha256), belong to the same run id and have the fields the report shows. Anything else raises a
+    ``StlensError`` naming the file (the report lists the folder as skipped with it)."""
+    folder = Path(folder)
+    marker = read_marker(folder)
+    if marker is None:
+        raise StlensError(f"{folder}: no run marker ({MARKER}); not a folder written by stlens ablate, or copied "
+                          f"without its marker")
+    if marker["verb"] != "ablate":
+        raise StlensError(f"{folder}: holds {describe(marker)}, not an ablate run")
+    if marker.get("status") != "complete":
+        raise StlensError(f"{folder}: the run was not completely written (status {marker.get('status')!r}); run it "
+                          f"again")
+    check_files(folder, marker, [DOCUMENT])
+    path = folder / DOCUMENT
+    doc = read_json(path)
+    _check_document(path, doc)
+    if doc.get("run_id") != marker.get("run_id"):
+        raise StlensError(f"{path}: belongs to run {doc.get('run_id')!r}, the folder holds run "
+                          f"{marker.get('run_id')!r}")
+    return Ablation(folder, doc, marker)
+
+
+def _check_document(path: Path, doc: Any) -> None:
+    if not isinstance(doc, dict) or doc.get("stlens_ablation") != 1:
+        raise StlensError(f"{path}: not a stlens ablation (no \"stlens_ablation\": 1)")
+    if not isinstance(doc.get("settings"), dict):
+        raise StlensError(f"{path}: no 'settings' object")
+    metrics = doc.get("metrics")
+    if not isinstance(metrics, list) or "top1" not in metrics:
+        raise StlensError(f"{path}: 'metrics' does not list top1")
+    rows = doc.get("rows")
+    if not isinstance(rows, list) or not rows:
+        raise StlensError(f"{path}: no 'rows'")
+    for number, row in enumerate(rows):
+        if not isinstance(row, dict):
+            raise StlensError(f"{path}: rows[{number}] is not an object")
+        missing = [key for key in (*_ROW_KEYS, "top1", "drop_top1") if key not in row]
+        if missing:
+            raise StlensError(f"{path}: rows[{number}] has no {', '.join(missing)}")
+        for key in ("k", "masked", "draw", "top1", "drop_top1"):
+            if not _is_number(row[key]):
+                raise StlensError(f"{path}: rows[{number}].{key} is not a number ({row[key]!r})")
+        for key in ("top1_low", "top1_high", "drop_top1_low", "drop_top1_high"):  # null/NaN: --bootstrap 0
+            if row.get(key) is not None and not _is_number(row[key]):
+                raise StlensError(f"{path}: rows[{number}].{key} is not a number or null ({row[key]!r})")
+    if not any(row["select"] == BASELINE for row in rows):
+        raise StlensError(f"{path}: no baseline row (select \"none\")")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _k_text(k: float) -> str:
+    return str(int(k)) if float(k).is_integer() else f"{float(k):g}"
+
+
+def _value(v: float | None, digits: int = 3, sign: bool = False) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "–"
+    return f"{v:+.{digits}f}" if sign else f"{v:.{digits}f}"
+
+
+def _interval(low: float | None, high: float | None, sign: bool = False) -> str:
+    if any(v is None or (isinstance(v, float) and math.isnan(v)) for v in (low, high)):
+        return "–"  # --bootstrap 0: no interval
+    return f"[{_value(low, sign=sign)}, {_value(high, sign=sign)}]"
+
+
+def _masked(rows: list[dict[str, Any]], selections: dict[tuple, dict[str, Any]]) -> str:
+    """The channels masked (a range if the draws differ), and how many were asked when fewer live ones existed."""
+    counts = sorted({int(r["masked"]) for r in rows})
+    text = str(counts[0]) if len(counts) == 1 else f"{counts[0]}–{counts[-1]}"
+    asked = {selections[key].get("asked") for key in map(_selection_key, rows) if key in selections}
+    if len(asked) == 1 and len(counts) == 1:
+        (wanted,) = asked
+        if _is_number(wanted) and int(wanted) != counts[0]:
+            text += f" (of {int(wanted)} asked)"
+    return text
+
+
+def _selection_key(row: dict[str, Any]) -> tuple:
+    return (row.get("layer"), row.get("select"), float(row.get("k", 0)), int(row.get("draw", 0)))
+
+
+def _panel(rows: list[dict[str, Any]], selections: dict[tuple, dict[str, Any]]) -> dict[str, Any]:
+    """The table of one (mode, layer): the baseline ("–" if it has none) and one row per (select, K), in the order
+    of ablation.json."""
+    base = next((r for r in rows if r["select"] == BASELINE), {})
+    groups: dict[tuple[str, float], list[dict[str, Any]]] = {}
+    for row in rows:
+        if row["select"] != BASELINE:
+            groups.setdefault((row["select"], float(row["k"])), []).append(row)
+    table = []
+    for (select, k), members in groups.items():
+        top1 = np.array([float(r["top1"]) for r in members])
+        drop = np.array([float(r["drop_top1"]) for r in members])
+        single = len(members) == 1
+        table.append({
+            "select": select, "k": _k_text(k), "draws": len(members), "masked": _masked(members, selections),
+            "top1": _value(float(top1.mean())), "top1_sd": "–" if single else _value(float(top1.std())),
+            "drop": _value(float(drop.mean()), sign=True),
+            "drop_ci": (_interval(members[0].get("drop_top1_low"), members[0].get("drop_top1_high"), sign=True)
+                        if single else "(mean of draws)"),
+        })
+    return {"baseline": _value(base.get("top1")),
+            "baseline_ci": _interval(base.get("top1_low"), base.get("top1_high")), "rows": table}
+
+
+def _figure(ablation: Ablation) -> tuple[dict[str, Any] | None, str]:
+    """The run's own ablation.png as ``{"uri", "width"}`` (checksum checked), or None and why not."""
+    from PIL import Image
+
+    from stlens.report.plots import data_uri
+
+    if FIGURE not in ablation.marker["files"]:
+        return None, f"{FIGURE} is not part of this run"
+    try:
+        check_files(ablation.path, ablation.marker, [FIGURE])
+        payload = (ablation.path / FIGURE).read_bytes()
+        with Image.open(io.BytesIO(payload)) as image:
+            if image.format != "PNG":
+                raise StlensError(f"{ablation.path / FIGURE}: not a PNG")
+            width = image.size[0]
+    except (StlensError, OSError) as exc:
+        return None, f"figure not shown: {exc}"
+    return {"uri": data_uri(payload, "image/png"), "width": round(width * 100 / FIGURE_DPI)}, ""
+
+
+def command_line(settings: dict[str, Any]) -> str:
+    """``stlens ablate ...`` from the arguments recorded in ablation.json."""
+    arguments = settings.get("arguments")
+    if not isinstance(arguments, dict):
+        return "unknown (ablation.json records no arguments)"
+    words = ["stlens", "ablate"]
+    for key, value in arguments.items():
+        if key in ("command", "func", "quiet") or value is None or value is False:
+            continue
+        flag = "--from" if key == "from_run" else "--" + key.replace("_", "-")
+        if isinstance(value, list):
+            value = ",".join(_k_text(v) if _is_number(v) else str(v) for v in value)
+        words += [flag] if value is True else [flag, str(value)]
+    return shlex.join(words)
+
+
+def ablation_view(ablation: Ablation, measured: dict[Path, str] | None = None) -> dict[str, Any]:
+    """What the template shows of one ablate run. ``measured``: the report's measure-run folders → their section
+    anchors (``#run-N``), to link the run that ranked the channels when it is in the report too."""
+    doc, settings = ablation.doc, ablation.settings
+    listed = doc.get("selections") if isinstance(doc.get("selections"), list) else []
+    selections = {_selection_key(s): s for s in listed
+                  if isinstance(s, dict) and _is_number(s.get("k")) and _is_number(s.get("draw", 0))}
+    rows = doc["rows"]
+    modes = list(dict.fromkeys(str(r["mode"]) for r in rows))
+    layers = list(dict.fromkeys(str(r["layer"]) for r in rows))
+    panels = []
+    for mode in modes:
+        for layer in layers:
+            here = [r for r in rows if str(r["mode"]) == mode and str(r["layer"]) == layer]
+            if here:
+                panels.append({"mode": mode, "layer": layer, **_panel(here, selections)})
+    units = settings.get("units")
+    ranked_by = Path(str(units)).parent if units else None
+    anchor = None
+    for folder, target in (measured or {}).items():
+        if ranked_by is not None and folder.resolve() == ranked_by.resolve():
+            anchor = target
+    figure, note = _figure(ablation)
+    timing = doc.get("timing") if isinstance(doc.get("timing"), dict) else {}
+    versions = settings.get("versions") if isinstance(settings.get("versions"), dict) else {}
+    return {
+        "label": ablation.label, "path": str(ablation.path), "panels": panels, "figure": figure, "figure_note": note,
+        "settings": {key: settings.get(key) for key in ("model", "weights", "data", "clips", "draws", "bootstrap",
+                                                         "seed", "precision", "device")},
+        "units": str(units) if units else "unknown", "ranked_by": str(ranked_by) if ranked_by else None,
+        "ranked_anchor": anchor, "modes": modes, "command": command_line(settings),
+        "run_id": doc.get("run_id"), "version": versions.get("stlens"),
+        "seconds": timing.get("seconds") if _is_number(timing.get("seconds")) else None,
+    }
