@@ -1,0 +1,141 @@
+"""Task scores of a model's outputs, one number per clip (shared by ``stlens train`` and ``stlens ablate``).
+
+A ``Metric`` has ``names`` (its columns), ``scores(outputs, targets) → {name: per-clip scores}`` and
+``groups(targets)`` (a group per clip for per-group tables — the class of a classifier's clip — or None). A metric's
+value over a set of clips is the mean of its per-clip scores, so intervals resample clips.
+
+- ``Accuracy``: top-1 (and top-5 with more than 5 classes) of class scores (B, classes) against labels (B,).
+- ``Segmentation``: the MoCA protocol on per-frame mask logits (B, T, H, W) against masks (B, T, H, W) in {0, 1}
+  (frames whose target is NaN are unannotated and left out): a frame's prediction is sigmoid(logit) > ``threshold``
+  (default 0.5; the paper's MoCA numbers use 0.2); ``miou`` = the clip's mean IoU over its annotated frames; ``msr``
+  = the clip's success rate (the share of its frames with IoU > τ) averaged over τ = 0.5, 0.6, 0.7, 0.8, 0.9.
+  ``iou="mask"`` compares the masks pixel by pixel; ``iou="box"`` compares boxes, as MoCA's evaluation does with its
+  box annotations: the box of the largest connected component of the prediction against the target's box. A frame
+  with an empty target and an empty prediction has IoU 1; with one of them empty, 0.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from stlens.errors import StlensError
+
+SR_THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9)
+IOU_KINDS = ("mask", "box")
+
+
+class Metric(Protocol):
+    names: tuple[str, ...]
+
+    def scores(self, outputs: torch.Tensor, targets: torch.Tensor) -> dict[str, np.ndarray]: ...
+
+    def groups(self, targets: torch.Tensor) -> np.ndarray | None: ...
+
+
+class Accuracy:
+    """Top-1 (and top-5 when the model has more than 5 classes) accuracy of a classifier's logits (B, classes)."""
+
+    def __init__(self, classes: int):
+        if classes < 2:
+            raise StlensError(f"accuracy needs at least 2 classes, the data has {classes}")
+        self.classes = classes
+        self.ks = (1, 5) if classes > 5 else (1,)
+        self.names = tuple(f"top{k}" for k in self.ks)
+
+    def scores(self, outputs: torch.Tensor, targets: torch.Tensor) -> dict[str, np.ndarray]:
+        if outputs.ndim != 2:
+            raise StlensError(f"accuracy needs class scores (B, classes) from the model, got shape "
+                              f"{tuple(outputs.shape)}")
+        if outputs.shape[1] < self.classes:
+            raise StlensError(f"the model gives {outputs.shape[1]} class scores but the data has labels up to "
+                              f"{self.classes - 1}")
+        ranked = outputs.float().topk(max(self.ks), dim=1).indices.cpu()
+        labels = targets.cpu().reshape(-1, 1)
+        return {f"top{k}": (ranked[:, :k] == labels).any(dim=1).numpy().astype(np.float64) for k in self.ks}
+
+    def groups(self, targets: torch.Tensor) -> np.ndarray:
+        return targets.cpu().numpy().astype(np.int64)
+
+
+def mask_iou(prediction: np.ndarray, target: np.ndarray) -> float:
+    """IoU of two bool masks (H, W); 1 when both are empty."""
+    union = np.logical_or(prediction, target).sum()
+    if union == 0:
+        return 1.0
+    return float(np.logical_and(prediction, target).sum() / union)
+
+
+def box_of(mask: np.ndarray) -> tuple[int, int, int, int] | None:
+    """(x0, y0, x1, y1), end exclusive, of the true pixels of a bool mask; None when empty."""
+    ys, xs = np.nonzero(mask)
+    if ys.size == 0:
+        return None
+    return int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
+
+
+def largest_component(mask: np.ndarray) -> np.ndarray:
+    """The largest 8-connected component of a bool mask (the mask itself when it has at most one)."""
+    import cv2
+
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    if count <= 2:
+        return mask
+    biggest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    return labels == biggest
+
+
+def box_iou(a: tuple[int, int, int, int] | None, b: tuple[int, int, int, int] | None) -> float:
+    """IoU of two pixel boxes (x0, y0, x1, y1), end exclusive; 1 when both are None, 0 when one is."""
+    if a is None or b is None:
+        return float(a is None and b is None)
+    w = max(0, min(a[2], b[2]) - max(a[0], b[0]))
+    h = max(0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = w * h
+    area = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return float(inter / area)
+
+
+def frame_iou(prediction: np.ndarray, target: np.ndarray, kind: str = "mask") -> float:
+    """The IoU of one frame: masks pixel by pixel, or the box of the prediction's largest component against the
+    target's box."""
+    if kind == "mask":
+        return mask_iou(prediction, target)
+    return box_iou(box_of(largest_component(prediction)), box_of(target))
+
+
+class Segmentation:
+    """Per-clip mean IoU and mean success rate of per-frame mask logits (the MoCA protocol; see the module)."""
+
+    names = ("miou", "msr")
+
+    def __init__(self, threshold: float = 0.5, iou: str = "mask", thresholds: tuple[float, ...] = SR_THRESHOLDS):
+        if not 0.0 < threshold < 1.0:
+            raise StlensError(f"the mask threshold must be in (0, 1), got {threshold}")
+        if iou not in IOU_KINDS:
+            raise StlensError(f"iou must be one of {', '.join(IOU_KINDS)}, got {iou!r}")
+        self.threshold, self.iou, self.thresholds = float(threshold), iou, tuple(thresholds)
+
+    def frame_ious(self, outputs: torch.Tensor, targets: torch.Tensor) -> list[np.ndarray]:
+        """Per clip, the IoU of each annotated frame."""
+        if outputs.ndim != 4 or tuple(outputs.shape) != tuple(targets.shape):
+            raise StlensError(f"segmentation scores need mask logits (B, T, H, W) shaped like the target masks, got "
+                              f"{tuple(outputs.shape)} and {tuple(targets.shape)}")
+        predicted = (torch.sigmoid(outputs.float()) > self.threshold).cpu().numpy()
+        truth = targets.float().cpu().numpy()
+        ious = []
+        for clip_pred, clip_true in zip(predicted, truth, strict=True):
+            annotated = [t for t in range(len(clip_true)) if not np.isnan(clip_true[t]).any()]
+            ious.append(np.array([frame_iou(clip_pred[t], clip_true[t] > 0.5, self.iou) for t in annotated]))
+        return ious
+
+    def scores(self, outputs: torch.Tensor, targets: torch.Tensor) -> dict[str, np.ndarray]:
+        ious = self.frame_ious(outputs, targets)
+        miou = np.array([v.mean() if v.size else np.nan for v in ious])
+        msr = np.array([np.mean([(v > t).mean() for t in self.thresholds]) if v.size else np.nan for v in ious])
+        return {"miou": miou, "msr": msr}
+
+    def groups(self, targets: torch.Tensor) -> None:
+        return None
