@@ -258,7 +258,9 @@ def cmd_train(args: argparse.Namespace) -> int:
                          checkpoint_every=args.checkpoint_every, batch_size=args.batch_size, lr=args.lr,
                          seed=args.seed, eval_clips=args.eval_clips, augment=args.augment, frames=args.frames,
                          size=args.size, static_dropout=args.static_dropout, random_dropout=args.random_dropout,
-                         device=args.device, precision=args.precision, workers=args.workers)
+                         device=args.device, precision=args.precision, workers=args.workers, task=args.task,
+                         mask_threshold=args.mask_threshold)
+    config.validate()  # every option checked before any work
     with distributed.joined(device) as world:  # under torchrun: data-parallel; rank 0 claims --out and writes
         metrics = train(config, progress=not args.quiet)
     if not args.quiet and world.rank == 0:
@@ -281,6 +283,11 @@ def _add_train_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--eval-clips", type=int, default=256, help="clips for train/test accuracy at each checkpoint "
                    "(0: no evaluation)")
     p.add_argument("--augment", action="store_true", help="random crops (video sources; default off)")
+    p.add_argument("--task", choices=["classify", "segment"], default="classify", help="classify (cross-entropy; "
+                   "accuracy) or segment (per-frame masks: BCE + soft-IoU loss; mIoU and mSR; needs a segmentation "
+                   "model such as stlens:avos and masks, e.g. synth:motion?task=segment)")
+    p.add_argument("--mask-threshold", type=float, default=0.5, help="segment: a pixel is the object where "
+                   "sigmoid(logit) > this (default 0.5; the paper's MoCA numbers use 0.2)")
     p.add_argument("--static-dropout", default=None, metavar="SPEC", help="StaticDropout after a layer: "
                    "LAYER:p=0.5:select=static|topk:K:every=E[:start=S][:pairs=N][:threshold=T] (channels re-selected "
                    "every E steps by measuring the current model on the training data; E=0: once at step S)")

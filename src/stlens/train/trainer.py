@@ -48,7 +48,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from stlens._version import __version__
@@ -67,15 +66,16 @@ from stlens.train.checkpoints import (
     set_aside,
     update_info,
 )
+from stlens.train.tasks import evaluate_clips, task_for
 from stlens.video.labelled import LabelledClips, heldout_spec, open_clips
 
 log = logging.getLogger("stlens")
 
 #: config fields that must match for a resume (``steps`` may grow: the schedule then follows the new length)
 RESUME_KEYS = ("model", "weights", "data", "seed", "batch_size", "lr", "weight_decay", "frames", "size",
-               "static_dropout", "random_dropout", "precision_resolved")
+               "static_dropout", "random_dropout", "precision_resolved", "task", "mask_threshold")
 #: the value of a resume key in a config.json written before the key was recorded
-RESUME_DEFAULTS = {"precision_resolved": "fp32"}
+RESUME_DEFAULTS = {"precision_resolved": "fp32", "task": "classify", "mask_threshold": 0.5}
 
 
 @dataclass
@@ -105,6 +105,8 @@ class TrainConfig:
     device: str = "auto"
     precision: str = "fp32"
     workers: int | None = None  # processes that make the pairs of the StaticDropout measurements
+    task: str = "classify"  # or segment (stlens.train.tasks)
+    mask_threshold: float = 0.5  # segment: a pixel is the object where sigmoid(logit) > this
 
     def validate(self) -> None:
         if self.steps < 1:
@@ -121,6 +123,9 @@ class TrainConfig:
             raise StlensError(f"--lr must be > 0, got {self.lr}")
         if self.static_dropout and self.random_dropout:
             raise StlensError("--static-dropout and --random-dropout are two arms of an experiment: give one")
+        task_for(self.task, self.mask_threshold)
+        if self.task == "segment" and (self.static_dropout or self.random_dropout):
+            raise StlensError("--static-dropout/--random-dropout are for --task classify")
 
 
 #: a callback sees (step just finished, model, trainer); it may change the model (e.g. re-select dropout channels).
@@ -225,10 +230,12 @@ class Trainer:
         self.model = self.handle.module
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
         self.two_stream = takes_two_inputs(self.model)
+        self.task = task_for(self.config.task, self.config.mask_threshold)
         self.train_clips = open_clips(self.config.data, self.handle.input, flow=self.two_stream,
-                                      augment=self.config.augment)
+                                      augment=self.config.augment, task=self.task.name)
         test = heldout_spec(self.config.data) if self.config.test_data == "auto" else self.config.test_data
-        self.test_clips = open_clips(test, self.handle.input, flow=self.two_stream) if test else None
+        self.test_clips = (open_clips(test, self.handle.input, flow=self.two_stream, task=self.task.name) if test
+                           else None)
         self._check_classes()
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=self.config.lr,
                                            weight_decay=self.config.weight_decay)
@@ -266,13 +273,12 @@ class Trainer:
     def _check_classes(self) -> None:
         from stlens.measure.run import to_device
 
-        probe = to_device(self.train_clips.batch(np.arange(1), np.random.default_rng(0))[0], self.device)
+        inputs, targets = self.train_clips.batch(np.arange(1), np.random.default_rng(0))
+        probe = to_device(inputs, self.device)
         self.model.eval()
         with torch.inference_mode(), autocast(self.device, self.precision):
             logits = self.model(*probe) if isinstance(probe, tuple) else self.model(probe)
-        if logits.ndim != 2 or logits.shape[1] < self.train_clips.num_classes:
-            raise StlensError(f"{self.config.model} outputs {tuple(logits.shape)} but {self.config.data} has "
-                              f"{self.train_clips.num_classes} classes (set classes= in the model spec)")
+        self.task.check(logits, targets, self.train_clips.num_classes, self.config.model, self.config.data)
 
     def run_config(self) -> dict[str, Any]:
         return {"stlens_version": __version__, **dataclasses.asdict(self.config),
@@ -391,12 +397,19 @@ class Trainer:
             handle.write(json.dumps(record) + "\n")
 
     def evaluate(self) -> dict[str, float]:
-        """Train (and test) accuracy on the first ``eval_clips`` clips; empty with ``eval_clips`` 0."""
+        """Train (and test) accuracy — or, for ``--task segment``, mIoU (and test mSR) — on the first
+        ``eval_clips`` clips; empty with ``eval_clips`` 0."""
         c = self.config
         result = {}
-        for key, clips in (("train_acc", self.train_clips), ("test_acc", self.test_clips)):
+        for split, clips in (("train", self.train_clips), ("test", self.test_clips)):
             if c.eval_clips > 0 and clips is not None and len(clips) > 0:
-                result[key] = accuracy(self.model, clips, c.eval_clips, 2 * c.batch_size, c.seed, self.precision)
+                if self.task.name == "classify":
+                    result[f"{split}_acc"] = accuracy(self.model, clips, c.eval_clips, 2 * c.batch_size, c.seed,
+                                                      self.precision)
+                else:
+                    scores = evaluate_clips(self.model, clips, c.eval_clips, 2 * c.batch_size, c.seed,
+                                            self.task.metric(clips.num_classes), self.precision)
+                    result.update(self.task.evaluation(scores, split))
         return result
 
     @contextmanager
@@ -513,12 +526,12 @@ class Trainer:
                 group["lr"] = learning_rate(step - 1, c)
             with autocast(self.device, self.precision):
                 logits = net(*inputs) if isinstance(inputs, tuple) else net(inputs)
+                summed = self.task.loss_sum(logits, labels)
                 if self.world.distributed:
-                    summed = F.cross_entropy(logits, labels, reduction="sum")
                     loss = summed * (self.world.size / c.batch_size)  # DDP averages: the global mean's gradient
                 else:
-                    loss = F.cross_entropy(logits, labels)
-            right = int((logits.argmax(1) == labels).sum())
+                    loss = summed / len(labels)
+            right = self.task.score_sum(logits, labels)
             if self.world.distributed:
                 value, right, count = self._summed(summed, right, len(labels))
                 value /= c.batch_size
@@ -538,10 +551,10 @@ class Trainer:
                 callback(step, self.model, self)
             record = None
             if step % c.log_every == 0 or step == c.steps:
-                record = {"step": step, "loss": float(np.mean(losses)), "batch_acc": correct / seen,
+                record = {"step": step, "loss": float(np.mean(losses)), self.task.running: correct / seen,
                           "steps_averaged": len(losses), "lr": learning_rate(step - 1, c),
                           "seconds": round(time.perf_counter() - began, 2), "kind": "train"}
-                bar.set_postfix(loss=f"{record['loss']:.3f}", acc=f"{record['batch_acc']:.2f}")
+                bar.set_postfix(loss=f"{record['loss']:.3f}", score=f"{record[self.task.running]:.2f}")
                 losses, correct, seen = [], 0, 0
             self._running = (losses, correct, seen)
             if not self.writes:
@@ -571,14 +584,15 @@ class Trainer:
         ids = [self.device.index] if self.device.type == "cuda" else None
         return DistributedDataParallel(self.model, device_ids=ids, output_device=ids[0] if ids else None)
 
-    def _summed(self, loss_sum: torch.Tensor, right: int, count: int) -> tuple[float, int, int]:
-        """(loss sum, correct, clips) of the step summed over the ranks (one small all-reduce)."""
+    def _summed(self, loss_sum: torch.Tensor, right: float, count: int) -> tuple[float, float, int]:
+        """(loss sum, score sum — correct clips, or IoUs — and clips) of the step summed over the ranks (one small
+        all-reduce)."""
         totals = torch.stack([loss_sum.detach().double(), torch.tensor(float(right), dtype=torch.float64,
                               device=loss_sum.device), torch.tensor(float(count), dtype=torch.float64,
                               device=loss_sum.device)])
         torch.distributed.all_reduce(totals)
         value, right_all, count_all = totals.tolist()
-        return value, int(round(right_all)), int(round(count_all))
+        return value, (int(round(right_all)) if self.task.name == "classify" else right_all), int(round(count_all))
 
 
 def train(config: TrainConfig, callbacks: Sequence[Callback] = (), progress: bool = True) -> dict[str, Any]:

@@ -46,6 +46,7 @@ class SynthClips:
     dataset: object
     spec: InputSpec
     flow: bool = False
+    task: str = "classify"  # segment: the targets are the clip's object masks (T, H, W) in {0, 1}
 
     def __post_init__(self) -> None:
         if (self.dataset.frames, self.dataset.size) != (self.spec.frames, self.spec.size):
@@ -54,6 +55,9 @@ class SynthClips:
                 f"expects {self.spec.frames} frames at {self.spec.size} px: pass frames=/size= in the synth spec "
                 f"or --frames/--size to the model")
         self.num_classes = int(self.dataset.num_classes)
+        if self.task == "segment" and getattr(self.dataset, "task", "classify") != "segment":
+            raise StlensError(f"--task segment needs a segmentation world, where the camera moves too: add "
+                              f"task=segment to {self.dataset.spec.split('?')[0]} (e.g. synth:motion?task=segment)")
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -62,19 +66,23 @@ class SynthClips:
     def labels(self) -> tuple[int, ...]:
         return tuple(self.dataset.labels)
 
-    def item(self, index: int) -> tuple[torch.Tensor | tuple, int]:
+    def item(self, index: int) -> tuple[torch.Tensor | tuple, int | torch.Tensor]:
         from stlens.video.flow import encode_flow
 
         clip = self.dataset[int(index)]
         rgb = to_model_input(clip.frames, self.spec)
+        target = torch.from_numpy(np.asarray(clip.masks, dtype=np.float32)) if self.task == "segment" else int(
+            clip.label)
         if not self.flow:
-            return rgb, int(clip.label)
+            return rgb, target
         flow = clip.flow() if callable(clip.flow) else clip.flow
         encoded = torch.from_numpy(np.ascontiguousarray(encode_flow(flow))).permute(3, 0, 1, 2).float()
-        return (rgb, encoded), int(clip.label)
+        return (rgb, encoded), target
 
     def batch(self, indices: np.ndarray, rng: np.random.Generator) -> tuple[torch.Tensor | tuple, torch.Tensor]:
         items = [self.item(i) for i in indices]
+        if self.task == "segment":
+            return _stack([x for x, _ in items]), torch.stack([y for _, y in items])
         return _stack([x for x, _ in items]), torch.tensor([y for _, y in items], dtype=torch.long)
 
 
@@ -161,13 +169,17 @@ def heldout_spec(data: str) -> str | None:
     return base + "?" + "&".join(f"{k}={v}" for k, v in options.items())
 
 
-def open_clips(data: str, spec: InputSpec, flow: bool = False, augment: bool = False) -> LabelledClips:
-    """Training clips from a data spec (``synth:...`` or a labelled source such as an annotation file)."""
+def open_clips(data: str, spec: InputSpec, flow: bool = False, augment: bool = False,
+               task: str = "classify") -> LabelledClips:
+    """Training clips from a data spec (``synth:...`` or a labelled source such as an annotation file); ``task``
+    ``segment``: the targets are per-frame masks (B, T, H, W)."""
     from stlens.video.sources import open_data
 
     source = open_data(data)
     if data.startswith("synth:"):
-        return SynthClips(source, spec, flow=flow)
+        return SynthClips(source, spec, flow=flow, task=task)
+    if task == "segment":
+        raise StlensError(f"{data}: --task segment reads masks from synth: worlds with task=segment")
     if flow:
         raise StlensError(f"{data}: labelled clips for a two-stream model (RGB + flow) come from synth: worlds "
                           f"(ground-truth flow) only")
