@@ -1,7 +1,9 @@
 """Procedural videos with ground truth: textured objects moving over textured backgrounds, with per-pixel object
 masks, ground-truth optical flow and full metadata; classes defined by motion, by appearance, by both (confounded)
 or by motion alone with the object camouflaged. Open with ``open_synth("synth:motion?n=200")`` or
-``stlens.open_data``; pairs for ``stlens.measure`` with ``SynthPairs`` or ``stlens.make_pairs``."""
+``stlens.open_data``; pairs for ``stlens.measure`` with ``SynthPairs`` or ``stlens.make_pairs``. ``task=segment``
+(``synth.segment``) makes the object's mask the target, under a panning and zooming camera, with an optional
+distractor and estimated optical flow."""
 
 from stlens.synth.dataset import OPTIONS, SynthDataset, open_synth
 from stlens.synth.pairs import SynthPairs

@@ -1,14 +1,21 @@
-"""``synth:<world>?n=..&frames=..&size=..&seed=..&split=..&speed=lo-hi``: procedural clips with ground truth.
+"""``synth:<world>?n=..&frames=..&size=..&seed=..&split=..&speed=lo-hi[&task=classify|segment&distractor=0|1
+&flow=truth|dis|tvl1|farneback&flow_cache=FOLDER]``: procedural clips with ground truth.
 
 A ``SynthDataset`` renders clip i on demand from its own seeded generator (see ``worlds``), so clips are identical on
 every access and in any order, and nothing is stored. It is a ``stlens.core.source.ClipSource`` (``spec``, ``len``,
 ``labels``, ``missing``, ``name(i)``) that makes its own pairs (``make_pairs``, see ``stlens.synth.pairs``).
+
+``task=segment`` (``stlens.synth.segment``) adds a moving camera and an optional distractor to each clip, whose
+target is then its object mask; its ``flow()`` is estimated from the frames (``flow=dis`` by default; ``true_flow()``
+is the ground truth), optionally cached on disk (``flow_cache``). Classify clips (the default) are unchanged.
 """
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, partial
 from typing import Any, ClassVar
 
 import numpy as np
@@ -16,13 +23,29 @@ import numpy as np
 from stlens.core.source import PairSource
 from stlens.core.spec import InputSpec
 from stlens.errors import StlensError
-from stlens.synth import worlds
+from stlens.synth import segment, worlds
 from stlens.synth.render import SynthClip, render_clip, shape_mask
+from stlens.synth.segment import TASKS, Scene, SegmentLook
 from stlens.synth.textures import texture_bank
 from stlens.synth.worlds import DEFAULT_SPEED, NUM_CLASSES, SPLITS, WORLDS, Appearance, ClipPlan
+from stlens.video.flow import FLOW_METHODS, FlowCache, compute_flow
 
-OPTIONS = ("n", "frames", "size", "seed", "split", "speed")
+OPTIONS = ("n", "frames", "size", "seed", "split", "speed", "task", "distractor", "flow", "flow_cache")
 DEFAULT_N = {"train": 2000, "test": 400}
+TRUTH = "truth"
+FLOWS = (TRUTH, *FLOW_METHODS)
+"""``flow`` choices: the ground truth, or an optical-flow estimate from the frames."""
+DEFAULT_FLOW = {"classify": TRUTH, "segment": "dis"}
+
+
+def estimate_flow(method: str, cache: str | None, frames: np.ndarray) -> np.ndarray:
+    """``compute_flow(frames, method)``, through a ``FlowCache`` in ``cache`` when given (keyed by the method and a
+    hash of the frames; stored and returned as float16-rounded float32)."""
+    if cache is None:
+        return compute_flow(frames, method)
+    digest = hashlib.sha256(f"synth-flow/v1/{method}/{frames.shape}".encode())
+    digest.update(np.ascontiguousarray(frames).tobytes())
+    return FlowCache(cache).get_or_compute(digest.hexdigest()[:32], lambda: compute_flow(frames, method))
 
 
 def _parse_int(name: str, value: str) -> int:
@@ -47,8 +70,12 @@ class SynthDataset:
     """Procedural clips of a textured object moving over a textured background (see ``WORLDS`` for the worlds).
 
     ``n`` clips (default 2000 for train, 400 for test) of ``frames`` frames at ``size``×``size`` px; ``speed`` is the
-    (lo, hi) range in px/frame (default 1.5-3 px/frame at 64 px, scaled with size). Objects start where their whole
+    (lo, hi) range in px/frame (default 1-2 px/frame at 64 px, scaled with size). Objects start where their whole
     trajectory stays inside the frame (no wrapping, no bouncing: one direction per clip). ``ds[i]`` renders clip i.
+
+    ``task`` "classify" (the label is the target) or "segment" (the mask is the target: moving camera, ``distractor``
+    0 or 1); ``flow_method`` what ``clip.flow()`` gives ("truth", or an estimator of ``stlens.video.flow``; None: the
+    task's default, truth for classify and dis for segment), ``flow_cache`` a folder caching estimated flow.
     """
 
     world: str = "motion"
@@ -59,6 +86,10 @@ class SynthDataset:
     split: str = "train"
     speed: tuple[float, float] | None = None
     spec: str = ""
+    task: str = "classify"
+    distractor: int = 0
+    flow_method: str | None = None
+    flow_cache: str | None = None
 
     num_classes: ClassVar[int] = NUM_CLASSES
     missing: ClassVar[tuple] = ()  # every clip is rendered: none is ever missing (``ClipSource.missing``)
@@ -74,20 +105,34 @@ class SynthDataset:
                   (self.size >= 16, f"size must be ≥ 16, got {self.size}"),
                   (self.seed >= 0, f"seed must be ≥ 0, got {self.seed}"),
                   (0 <= speed[0] <= speed[1], f"speed must be 0 ≤ lo ≤ hi px/frame, got {speed[0]}-{speed[1]}")]
-        for ok, message in checks:
+        for ok, message in checks + self._segment_checks():
             if not ok:
                 raise StlensError(f"synth option {message}")
         object.__setattr__(self, "n", int(n))
         object.__setattr__(self, "speed", (float(speed[0]), float(speed[1])))
+        object.__setattr__(self, "flow_method", self.flow_method or DEFAULT_FLOW[self.task])
         if not self.spec:
             object.__setattr__(self, "spec", self.canonical_spec)
 
+    def _segment_checks(self) -> list[tuple[bool, str]]:
+        flow = self.flow_method or DEFAULT_FLOW.get(self.task, TRUTH)
+        return [(self.task in TASKS, f"task must be one of {', '.join(TASKS)}, got '{self.task}'"),
+                (self.distractor in (0, 1), f"distractor must be 0 or 1, got {self.distractor}"),
+                (self.distractor == 0 or self.task == "segment", "distractor=1 needs task=segment"),
+                (flow in FLOWS, f"flow must be one of {', '.join(FLOWS)}, got '{flow}'"),
+                (self.flow_cache is None or flow != TRUTH,
+                 "flow_cache needs an estimated flow (flow=dis|tvl1|farneback)")]
+
     @property
     def canonical_spec(self) -> str:
-        """The spec with every option spelled out."""
+        """The spec with every option spelled out, but for ``task``, ``distractor`` and ``flow`` at their classify
+        defaults (so classify specs read as before) and ``flow_cache`` (where, not what)."""
         lo, hi = self.speed
+        extra = "&task=segment" if self.task == "segment" else ""
+        extra += "&distractor=1" if self.distractor else ""
+        extra += f"&flow={self.flow_method}" if self.flow_method != DEFAULT_FLOW[self.task] else ""
         return (f"synth:{self.world}?n={self.n}&frames={self.frames}&size={self.size}&seed={self.seed}"
-                f"&split={self.split}&speed={lo:g}-{hi:g}")
+                f"&split={self.split}&speed={lo:g}-{hi:g}{extra}")
 
     def __len__(self) -> int:
         return self.n
@@ -122,7 +167,45 @@ class SynthDataset:
         family = plan.appearance_class if own else None
         return worlds.draw_appearance(rng, texture_bank(self.size), plan, self.size, self.world == "camouflage", family)
 
-    def _meta(self, index: int, plan: ClipPlan, look: Appearance, appearance_seed: int | None) -> dict[str, Any]:
+    def _draw(self, index: int, appearance_seed: int | None) -> tuple[ClipPlan, Appearance, Scene | None,
+                                                                        SegmentLook | None]:
+        """Clip ``index``'s plan and textures (drawn afresh from ``appearance_seed`` unless None), and for the segment
+        task its scene (from the clip's generator, after its own textures) and segment textures."""
+        plan, rng = self._plan(index)
+        segmenting = self.task == "segment"
+        # the clip's own textures: its look, or (re-rendering a segment clip) the draws its scene comes after
+        own = self._appearance(plan, rng, own=True) if appearance_seed is None or segmenting else None
+        scene = None
+        if segmenting:
+            side = texture_bank(self.size).images.shape[1]
+            scene = segment.draw_scene(rng, self.frames, self.size, side, plan.velocity, self.speed,
+                                       bool(self.distractor))
+        if appearance_seed is None:
+            look = own
+        else:
+            rng = worlds.rerender_rng(self.seed, self.split, index, int(appearance_seed))
+            look = self._appearance(plan, rng, own=False)
+        if scene is None:
+            return plan, look, None, None
+        extra = segment.segment_look(rng, texture_bank(self.size), look.object_texture, look.background_texture,
+                                     scene, self.world == "camouflage")
+        return plan, look, scene, extra
+
+    def _meta(self, index: int, plan: ClipPlan, look: Appearance, appearance_seed: int | None,
+              scene: Scene | None = None, extra: SegmentLook | None = None) -> dict[str, Any]:
+        meta = self._classify_meta(index, plan, look, appearance_seed)
+        bank = texture_bank(self.size)
+        if self.flow_method != TRUTH:
+            meta["flow"] = self.flow_method
+        if scene is None:
+            return meta
+        meta = segment.with_background(meta, extra, bank)
+        if self.world == "camouflage":
+            meta["object_offset"] = None  # the object wears frame 0's background under its box
+        return {**meta, "task": self.task, **segment.scene_meta(scene, extra, bank, self.frames)}
+
+    def _classify_meta(self, index: int, plan: ClipPlan, look: Appearance,
+                       appearance_seed: int | None) -> dict[str, Any]:
         bank = texture_bank(self.size)
         family = look.object_texture if look.object_texture in bank.families else None
         return {
@@ -139,40 +222,58 @@ class SynthDataset:
             "background_offset": list(look.background_offset), "appearance_seed": appearance_seed,
         }
 
-    def _render(self, index: int, plan: ClipPlan, look: Appearance, appearance_seed: int | None) -> SynthClip:
+    def _estimator(self) -> Callable[[np.ndarray], np.ndarray] | None:
+        return None if self.flow_method == TRUTH else partial(estimate_flow, self.flow_method, self.flow_cache)
+
+    def _render(self, index: int, appearance_seed: int | None) -> SynthClip:
+        plan, look, scene, extra = self._draw(index, appearance_seed)
+        meta = self._meta(index, plan, look, appearance_seed, scene, extra)
+        if scene is not None:
+            return self._render_segment(plan, look, scene, extra, meta)
         images = texture_bank(self.size).images
         (height, width), (oy, ox), (by, bx) = plan.box, look.object_offset, look.background_offset
         background = images[look.background_texture, by:by + self.size, bx:bx + self.size]
         sprite = images[look.object_texture, oy:oy + height, ox:ox + width]
         frames, masks = render_clip(background, sprite, shape_mask(plan.shape, height, width), plan.positions,
                                     self.frames)
-        return SynthClip(frames, masks, plan.label, self._meta(index, plan, look, appearance_seed), plan.positions)
+        return SynthClip(frames, masks, plan.label, meta, plan.positions, estimator=self._estimator())
+
+    def _render_segment(self, plan: ClipPlan, look: Appearance, scene: Scene, extra: SegmentLook,
+                        meta: dict[str, Any]) -> SynthClip:
+        images = texture_bank(self.size).images
+        sprite = None
+        if self.world != "camouflage":
+            (height, width), (oy, ox) = plan.box, look.object_offset
+            sprite = images[look.object_texture, oy:oy + height, ox:ox + width]
+        out = segment.render_scene(images, plan.shape, plan.box, plan.positions, sprite, extra, scene, self.frames,
+                                   self.size)
+        d = scene.distractor
+        return SynthClip(out.frames, out.masks, plan.label, meta, plan.positions, camera=scene.camera,
+                         distractor_masks=out.distractor_masks, distractor_positions=None if d is None else d.positions,
+                         estimator=self._estimator())
 
     def __getitem__(self, index: int) -> SynthClip:
-        index = self._index(index)
-        plan, rng = self._plan(index)
-        return self._render(index, plan, self._appearance(plan, rng, own=True), None)
+        return self._render(self._index(index), None)
 
     def describe(self, index: int) -> dict[str, Any]:
         """Clip ``index``'s ``meta`` without rendering it."""
         index = self._index(index)
-        plan, rng = self._plan(index)
-        return self._meta(index, plan, self._appearance(plan, rng, own=True), None)
+        plan, look, scene, extra = self._draw(index, None)
+        return self._meta(index, plan, look, None, scene, extra)
 
     def rerender(self, index: int, appearance_seed: int) -> SynthClip:
-        """Clip ``index`` with the same label, motion, shape, box and trajectory (so the same masks and flow) but
-        object and background textures drawn afresh from ``appearance_seed`` (any texture of the bank for the
-        object, whatever the world; camouflage keeps object texture = background texture)."""
-        index = self._index(index)
-        plan, _ = self._plan(index)
-        rng = worlds.rerender_rng(self.seed, self.split, index, int(appearance_seed))
-        return self._render(index, plan, self._appearance(plan, rng, own=False), int(appearance_seed))
+        """Clip ``index`` with the same label, motion, shape, box and trajectory (so the same masks and ground-truth
+        flow) — for the segment task also the same camera and distractor motion — but object, background (and
+        distractor) textures drawn afresh from ``appearance_seed`` (any texture of the bank for the object, whatever
+        the world; camouflage keeps object texture = background texture)."""
+        return self._render(self._index(index), int(appearance_seed))
 
     def make_pairs(self, spec: InputSpec, pairs: int, *, stylizer: str | None = None, seed: int = 0,
                    flow: str | None = None, flow_cache=None) -> PairSource:
         """Pairs for ``stlens.measure`` (``stlens.make_pairs`` calls this): see ``SynthPairs``. ``stylizer`` None:
-        ``rerender`` (the clip rendered with new textures); ``flow`` (any method): two-stream pairs with the
-        ground-truth flow (``flow_cache`` is not needed and unused)."""
+        ``rerender`` (the clip rendered with new textures); ``flow`` (any method): two-stream pairs with the clips'
+        own ``flow()`` — the dataset's ``flow`` option decides it (ground truth for classify, estimated for segment),
+        not this method, and ``flow_cache`` is unused (the dataset's ``flow_cache`` option is)."""
         from stlens.synth.pairs import RERENDER, SynthPairs
 
         return SynthPairs(self, spec, pairs, RERENDER if stylizer is None else stylizer, seed, flow=flow is not None)
@@ -190,7 +291,8 @@ class SynthDataset:
 
 def open_synth(spec: str) -> SynthDataset:
     """``synth:<world>[?option=value&...]`` → a ``SynthDataset``. Worlds: see ``WORLDS``; options: ``n``,
-    ``frames``, ``size``, ``seed``, ``split`` (train|test), ``speed`` (LO-HI px/frame)."""
+    ``frames``, ``size``, ``seed``, ``split`` (train|test), ``speed`` (LO-HI px/frame), ``task`` (classify|segment),
+    ``distractor`` (0|1), ``flow`` (truth|dis|tvl1|farneback), ``flow_cache`` (a folder)."""
     spec = str(spec)
     if not spec.startswith("synth:"):
         raise StlensError(f"not a synth spec: {spec} (expected synth:<world>?n=...)")
@@ -204,10 +306,12 @@ def open_synth(spec: str) -> SynthDataset:
             raise StlensError(f"unknown synth option '{key}' in {spec}; valid options: {', '.join(OPTIONS)}")
         if not sep:
             raise StlensError(f"synth option {key} needs a value ({key}=...) in {spec}")
-        if key in options:
+        if key in options or (key == "flow" and "flow_method" in options):
             raise StlensError(f"synth option {key} given twice in {spec}")
-        if key == "split":
+        if key in ("split", "task", "flow_cache"):
             options[key] = value
+        elif key == "flow":
+            options["flow_method"] = value
         elif key == "speed":
             options[key] = _parse_speed(value)
         else:

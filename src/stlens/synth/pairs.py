@@ -6,9 +6,11 @@
   ``stylizer``, two styles of the rendered clip as ``VideoPairs`` makes them;
 - static pair (factor 1): one appearance of the clip and a frame-shuffled copy (``frame_shuffle``).
 
-Two-stream (``flow=True``): inputs are ``(rgb (3, T, H, W), flow (2, T-1, H, W))`` with the *ground-truth* flow
-encoded by ``encode_flow``; dynamic pair = two appearances with the same flow; static pair = the same RGB with the
-flow and a jittered copy (``flow_jitter``), as ``TwoStreamPairs`` does for real videos.
+Two-stream (``flow=True``): inputs are ``(rgb (3, T, H, W), flow (2, T-1, H, W))`` with the clip's ``flow()`` (the
+*ground-truth* flow for the classify task, the flow *estimated* from the first appearance's frames for the segment
+task or any ``flow=`` estimator) encoded by ``encode_flow``; dynamic pair = two appearances with the same flow; static
+pair = the same RGB with the flow and a jittered copy (``flow_jitter``), as ``TwoStreamPairs`` does for real videos.
+Re-renderings keep a segment clip's camera and distractor motion, so its two appearances differ in textures only.
 """
 
 from __future__ import annotations
@@ -33,7 +35,9 @@ RERENDER = "rerender"
 
 
 def _textures(clip: SynthClip) -> set[int]:
-    return {clip.meta["object_texture"], clip.meta["background_texture"]}
+    distractor = clip.meta.get("distractor")  # segment task only
+    extra = {distractor["texture"]} if distractor else set()
+    return {clip.meta["object_texture"], clip.meta["background_texture"], *extra}
 
 
 @dataclass

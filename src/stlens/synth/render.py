@@ -3,16 +3,21 @@ trajectory, with the per-pixel object masks and the ground-truth optical flow.
 
 Positions are integers: the object's top-left corner at frame t is ``start + round(t · velocity)`` (cumulative
 rounding, so a fractional speed is kept on average and the position never drifts). The object's texture moves with
-the object; the background never moves. All frames are pasted at once with fancy indexing.
+the object; in the classify task the background never moves (the segment task's moving camera: ``synth.segment``).
+All frames are pasted at once with fancy indexing.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from stlens.synth.camera import Camera
 
 SHAPES = ("square", "disc", "triangle", "diamond", "cross")
 """Object shapes; each is drawn inside an h×w box (h and w drawn independently, so discs may be ellipses)."""
@@ -56,16 +61,10 @@ def place(offsets: np.ndarray, extent: int, frame: int, rng: np.random.Generator
     return (lo + hi) // 2
 
 
-def render_clip(background: np.ndarray, sprite: np.ndarray, mask: np.ndarray, positions: np.ndarray,
-                frames: int) -> tuple[np.ndarray, np.ndarray]:
-    """Frames uint8 (T, H, W, 3) and masks bool (T, H, W).
-
-    ``background`` (H, W, 3) is the static background, ``sprite`` (h, w, 3) the object's texture, ``mask`` (h, w)
-    its shape, ``positions`` (T, 2) the (x, y) of the sprite's top-left corner per frame (may lie partly outside).
-    """
-    height, width = background.shape[:2]
-    video = np.empty((frames, height, width, 3), np.uint8)
-    video[:] = background
+def paste(video: np.ndarray, sprite: np.ndarray, mask: np.ndarray, positions: np.ndarray) -> np.ndarray:
+    """Paste ``sprite`` (h, w, 3) with shape ``mask`` (h, w) into ``video`` (T, H, W, 3) in place, its top-left
+    corner at ``positions`` (T, 2) (x, y) per frame (may lie partly outside); returns its visible pixels (T, H, W)."""
+    frames, height, width = video.shape[:3]
     masks = np.zeros((frames, height, width), bool)
     sy, sx = np.nonzero(mask)
     t = np.repeat(np.arange(frames), len(sy))
@@ -79,14 +78,28 @@ def render_clip(background: np.ndarray, sprite: np.ndarray, mask: np.ndarray, po
     else:
         video[t[inside], ys[inside], xs[inside]] = np.tile(colours, (frames, 1))[inside]
         masks[t[inside], ys[inside], xs[inside]] = True
-    return video, masks
+    return masks
 
 
-def flow_from_masks(masks: np.ndarray, positions: np.ndarray) -> np.ndarray:
+def render_clip(background: np.ndarray, sprite: np.ndarray, mask: np.ndarray, positions: np.ndarray,
+                frames: int) -> tuple[np.ndarray, np.ndarray]:
+    """Frames uint8 (T, H, W, 3) and masks bool (T, H, W).
+
+    ``background`` (H, W, 3) is the static background, ``sprite`` (h, w, 3) the object's texture, ``mask`` (h, w)
+    its shape, ``positions`` (T, 2) the (x, y) of the sprite's top-left corner per frame (may lie partly outside).
+    """
+    height, width = background.shape[:2]
+    video = np.empty((frames, height, width, 3), np.uint8)
+    video[:] = background
+    return video, paste(video, sprite, mask, positions)
+
+
+def flow_from_masks(masks: np.ndarray, positions: np.ndarray, base: np.ndarray | None = None) -> np.ndarray:
     """Ground-truth flow float32 (T-1, H, W, 2) in px, (u, v) = (x, y): on the object's pixels of frame t the
-    displacement of the object from frame t to t + 1, zero elsewhere (the background is static)."""
+    displacement of the object from frame t to t + 1; elsewhere ``base`` (modified in place), or zero (the classify
+    task's background is static)."""
     steps = np.diff(np.asarray(positions, np.float32), axis=0)  # (T-1, 2)
-    flow = np.zeros((*masks[:-1].shape, 2), np.float32)
+    flow = np.zeros((*masks[:-1].shape, 2), np.float32) if base is None else base
     t, y, x = np.nonzero(masks[:-1])
     flow[t, y, x] = steps[t]
     return flow
@@ -94,11 +107,17 @@ def flow_from_masks(masks: np.ndarray, positions: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True, eq=False)
 class SynthClip:
-    """One rendered clip: ``frames`` uint8 (T, H, W, 3), ``masks`` bool (T, H, W) (the object's visible pixels),
-    ``label``, ``meta`` (JSON-serialisable: class, direction, speed, velocity, shape, box, start and per-frame
-    positions, texture ids/names/offsets) and ``positions`` (T, 2) int, the (x, y) of the object's box per frame.
+    """One rendered clip: ``frames`` uint8 (T, H, W, 3), ``masks`` bool (T, H, W) (the object's visible pixels: the
+    target of the segment task), ``label``, ``meta`` (JSON-serialisable: class, direction, speed, velocity, shape,
+    box, start and per-frame positions, texture ids/names/offsets; for the segment task also ``task``, ``camera``,
+    ``distractor`` and ``flow``) and ``positions`` (T, 2) int, the (x, y) of the object's box per frame.
 
-    The ground-truth optical flow is computed on request by ``flow()`` (it is larger than the clip itself).
+    Segment clips also carry their ``camera`` (``synth.camera.Camera``) and the distractor's visible pixels
+    ``distractor_masks`` (T, H, W) and box positions ``distractor_positions`` (None without a distractor).
+
+    ``flow()`` is computed on request (it is larger than the clip itself): the ground truth ``true_flow()``, or, where
+    the clip has an ``estimator`` (``flow=dis|tvl1|farneback``, the segment task's default), the estimate from the
+    frames.
     """
 
     frames: np.ndarray
@@ -106,11 +125,27 @@ class SynthClip:
     label: int
     meta: dict[str, Any]
     positions: np.ndarray
+    camera: Camera | None = None
+    distractor_masks: np.ndarray | None = None
+    distractor_positions: np.ndarray | None = None
+    estimator: Callable[[np.ndarray], np.ndarray] | None = None
 
     def flow(self) -> np.ndarray:
         """float32 (T-1, H, W, 2) in px, (u, v) = (rightwards, downwards), field t moving frame t onto t + 1: the
-        object's displacement on the object's pixels of frame t, zero elsewhere (the background does not move)."""
-        return flow_from_masks(self.masks, self.positions)
+        ground truth (``true_flow``), or the optical flow estimated from the frames where the clip has an
+        ``estimator``."""
+        return self.true_flow() if self.estimator is None else self.estimator(self.frames)
+
+    def true_flow(self) -> np.ndarray:
+        """The ground-truth flow, float32 (T-1, H, W, 2): the object's displacement on the object's pixels of frame
+        t, the distractor's on its visible pixels, the camera's background motion elsewhere (zero without a
+        camera)."""
+        if self.camera is None:
+            return flow_from_masks(self.masks, self.positions)
+        base = self.camera.flow(self.frames.shape[1], len(self.frames))
+        if self.distractor_masks is not None:
+            base = flow_from_masks(self.distractor_masks, self.distractor_positions, base)
+        return flow_from_masks(self.masks, self.positions, base)
 
 
 class SynthClips(Protocol):

@@ -4,7 +4,8 @@ Every clip has eight possible labels. Its random draws come from ``numpy.random.
 (split ids: train 0, test 1), in this order: label, direction, speed, shape, box size, appearance family (confounded
 test split only), start position — the *plan* (``plan_clip``) — then its textures (``draw_appearance``). So clip i
 never depends on the other clips or on the order they are read, and ``rerender`` can keep a clip's plan exactly while
-drawing new textures from another generator.
+drawing new textures from another generator. The segment task (``synth.segment``) draws its camera and distractor
+from the same generator after all of these, so a classify clip's draws never change.
 
 Directions: class k moves at the compass angle 2πk/8 measured counter-clockwise from east with up being north
 (k = 0 east, 2 north = up the image, 4 west, 6 south); in image coordinates the velocity is speed·(cos θ, −sin θ).

@@ -178,8 +178,13 @@ def open_clips(data: str, spec: InputSpec, flow: bool = False, augment: bool = F
     source = open_data(data)
     if data.startswith("synth:"):
         return SynthClips(source, spec, flow=flow, task=task)
+    if getattr(source, "tracks", None) is not None:  # davis:/moca: sources with per-frame masks
+        from stlens.video.maskclips import MaskClips
+
+        return MaskClips(source, spec, flow=flow, augment=augment)
     if task == "segment":
-        raise StlensError(f"{data}: --task segment reads masks from synth: worlds with task=segment")
+        raise StlensError(f"{data}: --task segment needs masks: a synth: world with task=segment, davis:ROOT or "
+                          f"moca:ROOT")
     if flow:
         raise StlensError(f"{data}: labelled clips for a two-stream model (RGB + flow) come from synth: worlds "
                           f"(ground-truth flow) only")
