@@ -13,10 +13,16 @@ timesformer divided space–time attention on 8×8 patch tokens     patch_embed,
 twostream  RGB + flow streams, concat/additive/multiplicative    rgb.stage2–4, flow.stage2–4, fusion
 effnet-c2d ImageNet EfficientNet-Lite0 (real weights) per frame   stem, stage2/3/5/7, head
 effnet-i3d the same weights inflated to 3×k×k (``kt``), I3D-style stem, stage2/3/5/7, head
+avos       two-stream segmenter: fusions, co-attention (``cc``)  fusion.stage1–4, app.stage1–4, mot.stage1–4
+seg3d      RGB-only 3-D conv segmenter                           stage1–4
 ========== ===================================================== =====================================
 
 The two ``effnet-*`` models carry real ImageNet weights (``pretrained=true``; see ``stlens.models.zoo.effnet``) and use
 ImageNet clips instead (``EFFNET_INPUT``: 16 frames every 2nd, 256 → crop 224, ImageNet mean/std).
+
+The two segmenters (``SEGMENTERS``: ``avos``, ``seg3d``; see ``stlens.models.zoo.avos`` and docs/models.md) return
+per-frame mask logits (B, T, H, W) instead of class logits, have no ``num_classes``, and take 8-frame clips
+(``SEG_INPUT``: 8 frames, 64×64, the zoo's normalization).
 
 Input convention, the same for every zoo model (``ZOO_INPUT``): 16 consecutive frames (stride 1), short side resized to
 64, centre crop 64×64, pixels x/255 normalized with mean 0.5 and std 0.25 per channel (values in [−2, 2]); the
@@ -37,8 +43,12 @@ from torch import nn
 
 from stlens.core.spec import InputSpec
 from stlens.errors import StlensError
+from stlens.models.zoo.avos import AVOS
 from stlens.models.zoo.convnets import C2D, I3D, X3D, R2Plus1D
+from stlens.models.zoo.crossconn import CROSS
 from stlens.models.zoo.effnet import EffNetC2D, EffNetI3D
+from stlens.models.zoo.fusions import FUSIONS as AVOS_FUSIONS
+from stlens.models.zoo.seg3d import Seg3D
 from stlens.models.zoo.slowfast import SlowFast
 from stlens.models.zoo.transformer import TimeSformer
 from stlens.models.zoo.twostream import FUSIONS, TwoStream
@@ -60,22 +70,32 @@ PRETRAINED: dict[str, type[nn.Module]] = {
     "effnet-i3d": EffNetI3D,
 }
 
+#: the segmenters, also ``stlens:<name>``: per-frame mask logits (B, T, H, W), kept apart from the classifiers
+SEGMENTERS: dict[str, type[nn.Module]] = {
+    "avos": AVOS,
+    "seg3d": Seg3D,
+}
+
 #: the input spec shared by the zoo (see the module docstring)
 ZOO_INPUT = InputSpec(frames=16, stride=1, size=64, resize=64, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
 
 #: short spec option names → constructor arguments
 ALIASES = {"classes": "num_classes"}
 
-_CHOICES = {("twostream", "fusion"): FUSIONS}
+_CHOICES = {("twostream", "fusion"): FUSIONS, ("avos", "fusion"): AVOS_FUSIONS, ("avos", "cc"): CROSS}
 
-__all__ = ["ALIASES", "PRETRAINED", "ZOO", "ZOO_INPUT", "build", "defaults", "parse_spec", "spec_of", "zoo_spec"]
+__all__ = ["ALIASES", "PRETRAINED", "SEGMENTERS", "ZOO", "ZOO_INPUT", "build", "defaults", "parse_spec", "spec_of",
+           "zoo_spec"]
 
 
 def _model(name: str) -> type[nn.Module]:
     if name in PRETRAINED:
         return PRETRAINED[name]
+    if name in SEGMENTERS:
+        return SEGMENTERS[name]
     if name not in ZOO:
-        raise StlensError(f"unknown zoo model '{name}'; the stlens zoo has: {', '.join([*ZOO, *PRETRAINED])}")
+        every = ", ".join([*ZOO, *PRETRAINED, *SEGMENTERS])
+        raise StlensError(f"unknown zoo model '{name}'; the stlens zoo has: {every}")
     return ZOO[name]
 
 
