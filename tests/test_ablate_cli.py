@@ -209,3 +209,19 @@ def test_evaluating_the_measured_clips_is_warned_about(measured, tmp_path, caplo
                  str(measured), "--layers", "stage4", "--select", "dynamic", "--k", "50", "--bootstrap", "0",
                  "--out", str(tmp_path / "a"), "--quiet"]) == 0
     assert "ablate evaluates the clips the units were measured on" in caplog.text
+
+
+def test_a_segmenter_is_scored_by_miou_and_msr(tmp_path):
+    model = ["--model", "stlens:avos?fusion=gated&cc=recip&width=4"]
+    measured = tmp_path / "m"
+    assert main(["measure", *model, "--data", "synth:motion?task=segment&frames=8&size=64&seed=11", "--pairs", "8",
+                 "--layers", "fusion.stage3", "--bootstrap", "0", "--out", str(measured), "--quiet"]) == 0
+    out = tmp_path / "a"
+    assert main(["ablate", *model, "--data", "synth:motion?task=segment&frames=8&size=64&split=test&n=6",
+                 "--from", str(measured), "--select", "dynamic", "--k", "100", "--mask-threshold", "0.2",
+                 "--bootstrap", "20", "--out", str(out), "--quiet"]) == 0
+    rows = _rows(out / "ablation.csv")
+    assert {"miou", "msr", "drop_miou", "drop_msr_high"} <= set(rows[0]) and "top1" not in rows[0]
+    doc = json.loads((out / "ablation.json").read_text())
+    assert doc["metrics"] == ["miou", "msr"] and doc["settings"]["mask_threshold"] == 0.2
+    assert all(0.0 <= float(r["miou"]) <= 1.0 for r in rows)

@@ -47,3 +47,40 @@ def test_bad_task_options_are_refused_naming_them():
     with pytest.raises(StlensError, match="are for --task classify"):
         TrainConfig(model="stlens:i3d", data="synth:motion", steps=1, out="x", task="segment",
                     static_dropout="stage4:p=0.5").validate()
+
+
+WORLD = "synth:motion?task=segment&frames=4&size=32&n=16"
+REST = ["--frames", "4", "--size", "32", "--task", "segment", "--batch-size", "4", "--eval-clips", "4", "--quiet"]
+SEGMENT = ["train", "--model", "stlens:avos?width=4", "--data", WORLD, *REST]
+
+
+def test_train_segment_end_to_end_and_resume(tmp_path):
+    import json
+
+    from stlens.cli import main
+    from stlens.train import list_checkpoints, load_checkpoint
+
+    out = tmp_path / "seg"
+    assert main([*SEGMENT, "--steps", "2", "--checkpoint-every", "2", "--out", str(out)]) == 0
+    assert main([*SEGMENT, "--steps", "4", "--checkpoint-every", "2", "--out", str(out)]) == 0  # resumes at 2
+    lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    evals = [r for r in lines if r["kind"] == "eval"]
+    assert [r["step"] for r in evals] == [0, 2, 4]
+    assert all(0.0 <= r["test_miou"] <= 1.0 and 0.0 <= r["test_msr"] <= 1.0 and "train_miou" in r for r in evals)
+    assert all(math.isfinite(r["loss"]) and "batch_miou" in r for r in lines if r["kind"] == "train")
+    assert json.loads((out / "config.json").read_text())["task"] == "segment"
+    step, weights = list_checkpoints(out / "checkpoints")[-1]
+    import stlens
+
+    assert step == 4 and load_checkpoint(weights, stlens.load_model("stlens:avos?width=4").module).step == 4
+
+
+def test_train_segment_refuses_a_classifier_and_a_world_without_task_segment(tmp_path, capsys):
+    from stlens.cli import main
+
+    classifier = ["train", "--model", "stlens:i3d?width=4", "--data", WORLD, *REST]
+    assert main([*classifier, "--steps", "1", "--out", str(tmp_path / "a")]) == 2
+    assert "needs per-frame mask logits (B, T, H, W)" in capsys.readouterr().err
+    no_task = ["train", "--model", "stlens:avos?width=4", "--data", "synth:motion?frames=4&size=32&n=16", *REST]
+    assert main([*no_task, "--steps", "1", "--out", str(tmp_path / "b")]) == 2
+    assert "add task=segment to synth:motion" in capsys.readouterr().err

@@ -628,7 +628,7 @@ def cmd_ablate(args: argparse.Namespace) -> int:
                         mode=args.mode, draws=args.draws, clips=args.clips, batch_size=args.batch_size,
                         seed=args.seed, bootstrap=args.bootstrap, weights=args.weights, frames=args.frames,
                         size=args.size, device=args.device, precision=args.precision, workers=workers,
-                        progress=not args.quiet,
+                        mask_threshold=args.mask_threshold, iou=args.iou, progress=not args.quiet,
                         meta={"arguments": {k: v for k, v in vars(args).items() if k != "func"}})
         out = result.save(folder)
     except BaseException:
@@ -660,6 +660,10 @@ def _add_ablate_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--draws", type=int, default=5, help="draws of each random selection (default 5)")
     p.add_argument("--clips", type=int, default=None, help="evaluate the first N clips of --data (default all)")
     p.add_argument("--batch-size", type=int, default=16, help="clips per forward (default 16)")
+    p.add_argument("--mask-threshold", type=float, default=0.5, help="segmentation data: a pixel is the object where "
+                   "sigmoid(logit) > this (default 0.5; the paper's MoCA numbers use 0.2)")
+    p.add_argument("--iou", choices=["mask", "box"], default="mask", help="segmentation data: IoU of the masks, or of "
+                   "boxes as MoCA's evaluation (the box of the prediction's largest component vs the target's)")
     _add_workers_arg(p, "decode and prepare the clips", default=0)
     _add_device_arg(p)
     _add_precision_arg(p, "ablation.json")

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from stlens.ablate.masking import MODES, ChannelMask, ChannelMeans, find_target, masking, probe_shapes
-from stlens.ablate.metrics import Accuracy, Metric, bootstrap_indices, summarise
+from stlens.ablate.metrics import Accuracy, Metric, Segmentation, bootstrap_indices, summarise
 from stlens.ablate.result import BASELINE, AblationResult
 from stlens.ablate.selection import Selection, Units, check_k, check_selections, plan
 from stlens.core.handle import ModelHandle
@@ -129,7 +129,8 @@ def ablate(model: str | nn.Module | ModelHandle, data: str | LabelledClips, unit
            clips: int | None = None, batch_size: int = 16, seed: int = 0, bootstrap: int = 1000,
            weights: str | None = None, frames: int | None = None, size: int | None = None,
            device: str | torch.device | None = None, precision: str = "fp32",
-           workers: int | None = 0, metric: Metric | None = None, progress: bool = True,
+           workers: int | None = 0, metric: Metric | None = None, mask_threshold: float = 0.5, iou: str = "mask",
+           progress: bool = True,
            hold_bytes: int = HOLD_BYTES, meta: dict[str, Any] | None = None) -> AblationResult:
     """Mask the channels of ``layers`` that ``select`` picks at each K% (from the measure run ``units``) and score the
     model on ``data``'s labelled clips against the unmasked baseline on the same clips.
@@ -139,7 +140,9 @@ def ablate(model: str | nn.Module | ModelHandle, data: str | LabelledClips, unit
     run folder, its result.json or units.csv, or a ``MeasureResult``; ``layers``: default every layer of the units;
     ``select``: names of ``stlens.ablate.selection.SELECTIONS``; ``k``: percentages in (0, 100]; ``mode``: ``zero``
     and/or ``mean``; ``draws``: draws of each random selection; ``clips``: the first N clips of ``data`` (default
-    all); ``bootstrap``: replicates of the 95% intervals over clips; ``metric``: default top-1/top-5 accuracy.
+    all); ``bootstrap``: replicates of the 95% intervals over clips; ``metric``: default top-1/top-5 accuracy, or for
+    segmentation data (synth task=segment, davis:, moca:) mIoU and mSR with ``mask_threshold`` and ``iou`` (mask or
+    box) — ``stlens.measure.scores``.
     """
     started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     clock = time.perf_counter()
@@ -155,6 +158,7 @@ def ablate(model: str | nn.Module | ModelHandle, data: str | LabelledClips, unit
     if bootstrap < 0:
         raise StlensError(f"--bootstrap must be ≥ 0, got {bootstrap}")
     workers = resolve_workers(workers)
+    Segmentation(mask_threshold, iou)  # --mask-threshold and --iou checked before any work
     measured, units_source = read_measured_units(units)
     _warn_if_evaluating_the_measured_clips(units, data)
     chosen_layers = _names(layers) or list(measured)
@@ -178,11 +182,14 @@ def ablate(model: str | nn.Module | ModelHandle, data: str | LabelledClips, unit
             log.warning("layer '%s': %s at K=%g%% asks for %d channels but only %d are live; masking all live ones",
                         s.layer, s.select, s.k, s.asked, len(s.channels))
     conditions = [Condition(s, m) for m in modes for s in selections]
-    labelled = open_clips(data, handle.input, flow=handle.inputs == 2) if isinstance(data, str) else data
+    labelled = (open_clips(data, handle.input, flow=handle.inputs == 2, task=None) if isinstance(data, str)
+                else data)
     count = len(labelled) if clips is None else min(int(clips), len(labelled))
     if count < 1:
         raise StlensError(f"--clips must be ≥ 1 and the data must hold clips, got {clips} of {len(labelled)}")
-    metric = metric or Accuracy(int(labelled.num_classes))
+    if metric is None:
+        segmenting = getattr(labelled, "task", "classify") == "segment"
+        metric = Segmentation(mask_threshold, iou) if segmenting else Accuracy(int(labelled.num_classes))
     batches = _Batches(labelled, count, batch_size, seed)
     engine = _Engine(module, targets, handle, used, target, expected, metric, count)
     with exact_fp32(used == "fp32"):
@@ -192,6 +199,7 @@ def ablate(model: str | nn.Module | ModelHandle, data: str | LabelledClips, unit
         "units": units_source, "layers": chosen_layers, "select": selects, "k": ks, "modes": modes, "draws": draws,
         "clips": count, "batch_size": batch_size, "seed": seed, "bootstrap": bootstrap, "workers": workers,
         "device": str(target), "precision": used, "precision_asked": precision, "metrics": list(metric.names),
+        "mask_threshold": getattr(metric, "threshold", None), "iou": getattr(metric, "iou", None),
         "classes": int(getattr(labelled, "num_classes", 0)), "started": started, **(meta or {}),
     }
     from stlens._version import __version__

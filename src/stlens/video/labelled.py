@@ -170,14 +170,15 @@ def heldout_spec(data: str) -> str | None:
 
 
 def open_clips(data: str, spec: InputSpec, flow: bool = False, augment: bool = False,
-               task: str = "classify") -> LabelledClips:
+               task: str | None = "classify") -> LabelledClips:
     """Training clips from a data spec (``synth:...`` or a labelled source such as an annotation file); ``task``
-    ``segment``: the targets are per-frame masks (B, T, H, W)."""
+    ``segment``: the targets are per-frame masks (B, T, H, W); None: the data's own task (segment for a synth world
+    with task=segment and for davis:/moca: sources, classify otherwise)."""
     from stlens.video.sources import open_data
 
     source = open_data(data)
     if data.startswith("synth:"):
-        return SynthClips(source, spec, flow=flow, task=task)
+        return SynthClips(source, spec, flow=flow, task=task or getattr(source, "task", "classify"))
     if getattr(source, "tracks", None) is not None:  # davis:/moca: sources with per-frame masks
         from stlens.video.maskclips import MaskClips
 
