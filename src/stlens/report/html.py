@@ -1,5 +1,6 @@
 """``stlens report``: one self-contained HTML file (Jinja2, autoescaped; images as base64 data URIs) and the
-``--plots-only`` PNG + SVG writer."""
+``--plots-only`` PNG + SVG writer. The layers of a two-stream run are listed and plotted grouped by stream
+(``stlens.report.streams``)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import re
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from stlens._version import __version__
 from stlens.errors import StlensError
@@ -22,6 +23,11 @@ from stlens.measure.result import LayerResult, MeasureResult
 from stlens.report import plots
 from stlens.report.ablation import Ablation, ablation_view, load_ablation
 from stlens.report.load import find_inputs, load_result
+from stlens.report.streams import group_items, order
+from stlens.report.training import Training, load_training, metric_names, number, training_metrics
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 log = logging.getLogger("stlens")
 TEMPLATES = Path(__file__).with_name("templates")
@@ -41,6 +47,7 @@ class Run:
 class Loaded:
     runs: list[Run] = field(default_factory=list)
     ablations: list[Ablation] = field(default_factory=list)
+    trainings: list[Training] = field(default_factory=list)
     tracks: list[Path] = field(default_factory=list)
     visuals: list[Path] = field(default_factory=list)
     skipped: list[dict[str, str]] = field(default_factory=list)
@@ -59,6 +66,11 @@ def load_runs(paths: list[str | Path]) -> Loaded:
     for folder in found.ablations:
         try:
             loaded.ablations.append(load_ablation(folder))  # the marker's checksums, then ablation.json
+        except StlensError as exc:
+            loaded.skipped.append({"source": str(folder), "reason": str(exc)})
+    for folder in found.trainings:
+        try:
+            loaded.trainings.append(load_training(folder))  # config.json and metrics.jsonl
         except StlensError as exc:
             loaded.skipped.append({"source": str(folder), "reason": str(exc)})
     labels = [_label(run) for run in loaded.runs]
@@ -141,12 +153,31 @@ def _ci(v: list[float] | None, digits: int = 1) -> str:
 
 
 def layer_rows(result: MeasureResult) -> list[dict[str, Any]]:
-    """Rows of the per-layer table, formatted."""
+    """Rows of the per-layer table, formatted (in the run's order)."""
     return [{"layer": r.layer, "channels": r.channels, "dynamic": f"{r.percent['dynamic']:.1f}",
              "dynamic_ci": _ci(r.ci95.get("dynamic")), "static": f"{r.percent['static']:.1f}",
              "static_ci": _ci(r.ci95.get("static")), "residual": f"{r.percent['residual']:.1f}",
              "units": "/".join(str(r.units.get(k, 0)) for k in CLASSES), "bias": f"{r.bias:.2f}",
              "bias_ci": _ci(r.bias_ci95, 2)} for r in result.layers]
+
+
+def unit_share_rows(result: MeasureResult) -> list[dict[str, Any]]:
+    """Per layer, each unit class as a share of the layer's channels: count / C × 100 and its 95% bootstrap CI
+    (the CI of the count / C × 100; "–" without bootstrap), formatted to 0.1."""
+    rows = []
+    for r in result.layers:
+        c = max(r.channels, 1)
+        ci = {k: r.units_ci95.get(k) for k in CLASSES}
+        rows.append({"layer": r.layer, "channels": r.channels,
+                     "shares": [{"cls": k, "percent": f"{100.0 * r.units.get(k, 0) / c:.1f}",
+                                 "ci": _ci([100.0 * v / c for v in ci[k]] if ci[k] else None)} for k in CLASSES]})
+    return rows
+
+
+def _grouped_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Table rows grouped by stream: ``[{"key", "label", "rows"}]``; one group with an empty label when the run's
+    layers have no stream prefix."""
+    return [{"key": g.key, "label": g.label, "rows": g.items} for g in group_items(rows, lambda r: r["layer"])]
 
 
 def _visualize_command(run: Run, layer: str) -> str:
@@ -162,12 +193,14 @@ def _run_view(run: Run, layer: str | None) -> dict[str, Any]:
     result, config = run.result, run.config
     chosen, _ = choose_layer(result, layer)
     return {
-        "label": run.label, "path": str(run.path), "rows": layer_rows(result),
+        "label": run.label, "path": str(run.path), "groups": _grouped_rows(layer_rows(result)),
+        "shares": _grouped_rows(unit_share_rows(result)),
         "meta": {"model": None, "weights": None, "data": None, "stylizer": None, "flow": None, "threshold": None,
                  "bootstrap": None, "random_init": None} | result.meta | {"pairs": {"dynamic": None, "static": None}
                                                      | dict(result.meta.get("pairs") or {})},
-        "bars": plots.figure_image(plots.layer_bars(result)), "classes": plots.figure_image(plots.unit_classes(result)),
-        "scatter": plots.figure_image(plots.channel_scatter(result)),
+        "bars": plots.figure_image(plots.grouped_layer_bars(result)),
+        "classes": plots.figure_image(plots.grouped_unit_classes(result)),
+        "scatter": plots.figure_image(plots.grouped_channel_scatter(result)),
         "scatter_note": "" if len(result.layers) <= plots.MAX_PANELS else
         f"{plots.MAX_PANELS} of {len(result.layers)} layers shown (evenly spaced); plots-only writes the same",
         "commands": command_line(config, run.path), "seed": result.meta.get("seed"),
@@ -206,21 +239,62 @@ def _examples(runs: list[Run], count: int) -> list[dict[str, Any]]:
     return views
 
 
+def _track_table(table: pd.DataFrame) -> pd.DataFrame:
+    """A track's rows with its layers in the stream-grouped order (unchanged when not grouped)."""
+    names = order(list(dict.fromkeys(table["layer"])))
+    return table.sort_values("layer", key=lambda col: col.map(names.index), kind="stable").reset_index(drop=True)
+
+
+def _score_label(task: str) -> str:
+    return "mIoU / mSR" if task == "segment" else "accuracy"
+
+
+def _scores_view(task: str, frame: pd.DataFrame, source: str) -> dict[str, Any] | None:
+    """The task metrics of a track: labels, per step values, the last step's values, the curves; None without any."""
+    names = [(k, label) for k, label in metric_names(task) if k in frame]
+    if not names or frame.empty:
+        return None
+    steps = [int(s) for s in frame["step"]]
+    values = {k: [number(v) for v in frame[k]] for k, _ in names}
+    last = [{"label": label, "value": "–" if values[k][-1] is None else f"{values[k][-1]:.3f}"} for k, label in names]
+    img = plots.figure_image(plots.metric_curves([(label, steps, values[k]) for k, label in names],
+                                                 ylabel=_score_label(task)))
+    return {"task": task, "source": source, "last_step": steps[-1], "last": last, "img": img}
+
+
 def _tracks(paths: list[Path]) -> list[dict[str, Any]]:
-    from stlens.report.tracks import load_track
+    from stlens.report.tracks import load_track, track_scores
 
     views = []
     for path in paths:
         try:
-            table = load_track(path)
+            table = _track_table(load_track(path))
             last = table[table["step"] == table["step"].max()]
+            rows = [{"layer": r.layer, "dynamic": f"{r.dynamic:.1f}", "static": f"{r.static:.1f}"}
+                    for r in last.itertuples()]
             views.append({"path": str(path), "img": plots.figure_image(plots.track_curves(table)), "note": "",
-                          "steps": sorted(set(table["step"].tolist())),
-                          "last": [{"layer": r.layer, "dynamic": f"{r.dynamic:.1f}", "static": f"{r.static:.1f}"}
-                                   for r in last.itertuples()]})
+                          "steps": sorted(set(table["step"].tolist())), "last": rows,
+                          "groups": _grouped_rows(rows), "scores": _scores_view(*track_scores(path, table))})
         except StlensError as exc:
-            views.append({"path": str(path), "img": None, "note": str(exc), "steps": [], "last": []})
+            views.append({"path": str(path), "img": None, "note": str(exc), "steps": [], "last": [], "groups": [],
+                          "scores": None})
     return views
+
+
+def _training_view(run: Training) -> dict[str, Any]:
+    """A training run's section: settings, per eval step the loss and task metrics, the last values, the curves."""
+    config = run.config
+    view = training_metrics(run)
+    view["img"] = (plots.figure_image(plots.metric_curves(view["series"], view["loss"], ylabel=_score_label(run.task)))
+                   if view["series"] or view["loss"] else None)
+    settings = ("model", "weights", "data", "test_data_resolved", "steps", "batch_size", "lr", "seed", "eval_clips",
+                "mask_threshold")
+    view.update({"path": str(run.path), "task": run.task,
+                 "settings": {k: config[k] for k in settings if config.get(k) is not None
+                              and (k != "mask_threshold" or run.task == "segment")},
+                 "status": run.marker.get("status") if run.marker else None, "unreadable": run.unreadable,
+                 "label": f"training: {config.get('model')} · {config.get('data')}"})
+    return view
 
 
 def _visual_fields(info: dict[str, Any], shown: tuple[str, ...]) -> dict[str, Any]:
@@ -285,7 +359,7 @@ def build_report(paths: list[str | Path], out: str | Path = "report.html", *, la
     import markupsafe
 
     loaded = load_runs(paths)
-    if not (loaded.runs or loaded.ablations or loaded.tracks or loaded.visuals):
+    if not (loaded.runs or loaded.ablations or loaded.trainings or loaded.tracks or loaded.visuals):
         reasons = "; ".join(f"{s['source']}: {s['reason']}" for s in loaded.skipped) or "no folders given"
         raise StlensError(f"nothing to report: {reasons}")
     runs = [_run_view(run, layer) for run in loaded.runs]
@@ -310,7 +384,8 @@ def build_report(paths: list[str | Path], out: str | Path = "report.html", *, la
                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
     env.globals["script_src"] = markupsafe.Markup(script_src(TEMPLATES / "report.html"))  # quotes, base64: no markup
     html = env.get_template("report.html").render(
-        title=title, runs=runs, comparison=comparison, ablations=ablations, tracks=_tracks(loaded.tracks),
+        title=title, runs=runs, comparison=comparison, ablations=ablations,
+        trainings=[_training_view(t) for t in loaded.trainings], tracks=_tracks(loaded.tracks),
         examples=_examples(loaded.runs, examples) if examples > 0 else [], visuals=_visuals(loaded.visuals),
         skipped=loaded.skipped, classes=CLASSES, version=__version__, python=platform.python_version(),
         generated=dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
@@ -322,11 +397,12 @@ def build_report(paths: list[str | Path], out: str | Path = "report.html", *, la
 
 def write_plots(paths: list[str | Path], out: str | Path | None = None, *, layer: str | None = None) -> list[Path]:
     """PNG + SVG of every figure of the report: per run ``<out>/<run>/{layers,classes,channels}``, and
-    ``comparison`` / ``track_<i>``; ``out`` None: a ``plots/`` folder inside each run (comparison in the first)."""
+    ``comparison`` / ``track_<i>`` / ``training_<i>``; ``out`` None: a ``plots/`` folder inside each run (comparison
+    in the first; a training run's as ``plots/training`` inside it)."""
     loaded = load_runs(paths)
     for item in loaded.skipped:
         log.warning("skipped %s: %s", item["source"], item["reason"])
-    if not (loaded.runs or loaded.tracks):
+    if not (loaded.runs or loaded.tracks or loaded.trainings):
         reasons = [f"{s['source']}: {s['reason']}" for s in loaded.skipped]
         reasons += [f"{a.path}: an ablate run; its figure is {a.path / 'ablation.png'}" for a in loaded.ablations]
         raise StlensError(f"no plots to make: {'; '.join(reasons) or 'no folders given'}")
@@ -338,9 +414,9 @@ def write_plots(paths: list[str | Path], out: str | Path | None = None, *, layer
         else:
             parts = run.path.parts[-2:] if names.count(run.path.name) > 1 else run.path.parts[-1:]
             folder = Path(out) / "_".join(parts) if len(loaded.runs) > 1 else Path(out)
-        written += plots.save_figure(plots.layer_bars(run.result), folder / "layers")
-        written += plots.save_figure(plots.unit_classes(run.result), folder / "classes")
-        written += plots.save_figure(plots.channel_scatter(run.result), folder / "channels")
+        written += plots.save_figure(plots.grouped_layer_bars(run.result), folder / "layers")
+        written += plots.save_figure(plots.grouped_unit_classes(run.result), folder / "classes")
+        written += plots.save_figure(plots.grouped_channel_scatter(run.result), folder / "channels")
     base = Path(out) if out is not None else (loaded.runs[0].path / "plots" if loaded.runs else None)
     if len(loaded.runs) > 1:
         points = [(run.label, choose_layer(run.result, layer)[0]) for run in loaded.runs]
@@ -354,5 +430,11 @@ def write_plots(paths: list[str | Path], out: str | Path | None = None, *, layer
         except StlensError as exc:
             log.warning("%s", exc)
             continue
-        written += plots.save_figure(plots.track_curves(table), (base or path) / f"track_{i}")
+        written += plots.save_figure(plots.track_curves(_track_table(table)), (base or path) / f"track_{i}")
+    for i, run in enumerate(loaded.trainings):
+        view = training_metrics(run)
+        if view["series"] or view["loss"]:
+            stem = Path(out) / f"training_{i}" if out is not None else run.path / "plots" / "training"
+            fig = plots.metric_curves(view["series"], view["loss"], ylabel=_score_label(run.task))
+            written += plots.save_figure(fig, stem)
     return written

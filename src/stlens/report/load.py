@@ -1,5 +1,6 @@
-"""Discovery of what ``stlens report`` shows: measure runs, ablate runs, training tracks and visualization runs under
-the folders it is given. Reading a measure run back is ``stlens.measure.result.load_result`` (re-exported here)."""
+"""Discovery of what ``stlens report`` shows: measure runs, ablate runs, training runs, training tracks and
+visualization runs under the folders it is given. Reading a measure run back is ``stlens.measure.result.load_result``
+(re-exported here)."""
 
 from __future__ import annotations
 
@@ -10,21 +11,25 @@ from stlens.errors import StlensError
 from stlens.measure.result import RUN_FILES, load_result, read_json
 from stlens.runs import STAGING_PREFIX, read_marker
 
-__all__ = ["ABLATION_FILE", "RUN_FILES", "TRACK_FILES", "Found", "find_inputs", "load_result", "read_json"]
+__all__ = ["ABLATION_FILE", "RUN_FILES", "TRACK_FILES", "TRAIN_FILE", "Found", "find_inputs", "load_result",
+           "read_json"]
 
 #: a folder holding one of these is a training track (``stlens track``)
 TRACK_FILES = ("track.csv", "track.json", "tracks.csv", "tracks.json")
 #: a folder holding this (or whose run marker names the verb ``ablate``) is an ablate run (``stlens ablate``)
 ABLATION_FILE = "ablation.json"
+#: a folder holding this (or whose run marker names the verb ``train``) is a training run (``stlens train``)
+TRAIN_FILE = "metrics.jsonl"
 
 
 @dataclass
 class Found:
-    """What ``find_inputs`` found: measure run folders, ablate run folders, track folders, visualization folders, and
-    skipped paths."""
+    """What ``find_inputs`` found: measure run folders, ablate run folders, training run folders, track folders,
+    visualization folders, and skipped paths."""
 
     runs: list[Path] = field(default_factory=list)
     ablations: list[Path] = field(default_factory=list)
+    trainings: list[Path] = field(default_factory=list)
     tracks: list[Path] = field(default_factory=list)
     visuals: list[Path] = field(default_factory=list)
     skipped: list[dict[str, str]] = field(default_factory=list)
@@ -67,6 +72,18 @@ def _is_ablation(folder: Path) -> bool:
     return bool(marker and marker.get("verb") == "ablate")
 
 
+def _is_training(folder: Path) -> bool:
+    """A ``stlens train`` output: its marker names the verb train, or (no readable marker) it holds metrics.jsonl and
+    no result.json."""
+    try:
+        marker = read_marker(folder)
+    except StlensError:
+        marker = None
+    if marker is not None:
+        return marker.get("verb") == "train"
+    return (folder / TRAIN_FILE).is_file() and not (folder / "result.json").is_file()
+
+
 def _is_run_like(folder: Path) -> bool:
     return any((folder / name).is_file() for name in RUN_FILES) and not _is_track(folder) and not _is_visual(folder)
 
@@ -81,14 +98,15 @@ def find_inputs(paths: list[str | Path]) -> Found:
     units.csv / config.json is a measure run (the demo root holds several, ``<model>/<data>/``), one with an ablate
     run marker or ablation.json an ablate run, one with track.csv/track.json a training track; a ``stlens
     visualize`` output (summary.json with ``targets``, read as one whole) or any other folder of GIFs + JSON without
-    measure tables is a visualization run."""
+    measure tables is a visualization run; one with a train run marker or metrics.jsonl (no result.json) a training
+    run."""
     found = Found()
     for given in paths:
         path = Path(given)
         if not path.is_dir():
             found.skipped.append({"source": str(path), "reason": "not a folder" if path.exists() else "not found"})
             continue
-        before = len(found.runs) + len(found.ablations) + len(found.tracks) + len(found.visuals)
+        before = len(found.runs) + len(found.ablations) + len(found.trainings) + len(found.tracks) + len(found.visuals)
         roots: list[Path] = []
         nested = sorted(p for p in path.rglob("*") if p.is_dir() and not _in_staging(p, path))
         for folder in [path, *nested]:
@@ -101,14 +119,18 @@ def find_inputs(paths: list[str | Path]) -> Found:
                 found.tracks.append(folder)
             elif _is_ablation(folder):
                 found.ablations.append(folder)
+            elif _is_training(folder):
+                found.trainings.append(folder)
             elif _is_run_like(folder):
                 found.runs.append(folder)
             elif _is_visual(folder):
                 found.visuals.append(folder)
-        if len(found.runs) + len(found.ablations) + len(found.tracks) + len(found.visuals) == before:
+        if len(found.runs) + len(found.ablations) + len(found.trainings) + len(found.tracks) + len(found.visuals) \
+                == before:
             found.skipped.append({"source": str(path), "reason": "no stlens run found (no result.json, ablation.json, "
-                                  "track.csv/track.json or visualization GIF + JSON in it or below it)"})
-    for group in (found.runs, found.ablations, found.tracks, found.visuals):
+                                  "metrics.jsonl, track.csv/track.json or visualization GIF + JSON in it or below "
+                                  "it)"})
+    for group in (found.runs, found.ablations, found.trainings, found.tracks, found.visuals):
         group[:] = list(dict.fromkeys(group))
     # per-step measurements inside a track folder belong to the track, not to the per-model sections
     found.runs = [r for r in found.runs if not any(t in r.parents for t in found.tracks)]

@@ -11,7 +11,9 @@ from __future__ import annotations
 import base64
 import io
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 import matplotlib.lines
@@ -33,10 +35,67 @@ from stlens.measure.plots import (
     unit_classes,
     whisker,
 )
+from stlens.report.streams import group_items
 
 __all__ = ["COLORS", "MARKERS", "MAX_PANELS", "SERIES", "STYLE", "channel_scatter", "data_uri", "figure",
-           "figure_bytes", "figure_image", "layer_bars", "model_comparison", "pick_layers", "save_figure",
+           "figure_bytes", "figure_image", "grouped", "grouped_channel_scatter", "grouped_layer_bars",
+           "grouped_unit_classes", "layer_bars", "metric_curves", "model_comparison", "pick_layers", "save_figure",
            "short_label", "track_curves", "unit_classes", "whisker"]
+
+
+@dataclass
+class Ordered:
+    """A result's layers in the report's (stream-grouped) order, for the figures of ``stlens.measure.plots``."""
+
+    meta: dict[str, Any]
+    layers: list[LayerResult]
+    groups: list[tuple[str, int]] = field(default_factory=list)  # (label, layers in it) when grouped
+
+    def __getitem__(self, name: str) -> LayerResult:
+        return next(r for r in self.layers if r.layer == name)
+
+
+def grouped(result: Any) -> Ordered:
+    """``result`` with its layers grouped by stream (appearance, motion, fusion, other); unchanged, with no
+    ``groups``, when none of its layers has a stream prefix."""
+    groups = group_items(result.layers, lambda r: r.layer)
+    layers = [r for g in groups for r in g.items]
+    return Ordered(result.meta, layers, [(g.label, len(g.items)) for g in groups if g.label])
+
+
+def _label_groups(fig: Figure, groups: Sequence[tuple[str, int]]) -> Figure:
+    """Stream labels above the bars of each group and a line between groups (bars at x = 0, 1, ...)."""
+    if not groups:
+        return fig
+    ax = fig.axes[0]
+    with matplotlib.rc_context(STYLE):
+        starts = np.cumsum([0] + [n for _, n in groups])
+        for edge in starts[1:-1]:
+            ax.axvline(edge - 0.5, color="#333333", linewidth=0.9, linestyle="-")
+        top = ax.secondary_xaxis("top")
+        top.set_xticks([(a + b - 1) / 2 for a, b in zip(starts[:-1], starts[1:], strict=True)],
+                       [label for label, _ in groups])
+        top.tick_params(length=0, labelsize=9)
+        for spine in top.spines.values():
+            spine.set_visible(False)
+    return fig
+
+
+def grouped_layer_bars(result: Any, title: str | None = None) -> Figure:
+    """``layer_bars`` with the layers grouped by stream and each group labelled (as ``layer_bars`` otherwise)."""
+    ordered = grouped(result)
+    return _label_groups(layer_bars(ordered, title), ordered.groups)
+
+
+def grouped_unit_classes(result: Any, title: str | None = None) -> Figure:
+    """``unit_classes`` with the layers grouped by stream and each group labelled (as ``unit_classes`` otherwise)."""
+    ordered = grouped(result)
+    return _label_groups(unit_classes(ordered, title), ordered.groups)
+
+
+def grouped_channel_scatter(result: Any) -> Figure:
+    """``channel_scatter`` of the layers in the stream-grouped order (the panel titles name the layers)."""
+    return channel_scatter(grouped(result))
 
 
 def model_comparison(points: Sequence[tuple[str, LayerResult]], title: str | None = None,
@@ -101,6 +160,35 @@ def track_curves(table, title: str | None = None) -> Figure:
             ax.set_ylabel("% of dimensions")
         handles = [matplotlib.lines.Line2D([], [], color=COLORS[k], marker="o", label=k) for k in ("dynamic", "static")]
         fig.legend(handles=handles, loc="outside right upper", frameon=False)
+        if title:
+            fig.suptitle(title)
+        return fig
+
+
+def metric_curves(series: Sequence[tuple[str, Sequence[float], Sequence[float | None]]],
+                  loss: tuple[Sequence[float], Sequence[float | None]] | None = None, ylabel: str = "score",
+                  title: str | None = None) -> Figure:
+    """Model-quality curves against training step: one line per ``(label, steps, values)`` (None: not evaluated
+    there), and the training loss in a second panel when ``loss`` (steps, values) is given."""
+    with matplotlib.rc_context(STYLE):
+        fig = figure(9.0 if loss else 5.4, 3.0)
+        axes = fig.subplots(1, 2 if loss else 1, squeeze=False)[0]
+        ax = axes[0]
+        for i, (label, steps, values) in enumerate(series):
+            pairs = [(s, v) for s, v in zip(steps, values, strict=True) if v is not None and np.isfinite(v)]
+            if pairs:
+                ax.plot(*zip(*pairs, strict=True), color=SERIES[i % len(SERIES)], marker=MARKERS[i % len(MARKERS)],
+                        markersize=4, linewidth=1.4, label=label)
+        ax.set_ylim(0, 1.02)
+        ax.set_xlabel("training step")
+        ax.set_ylabel(ylabel)
+        ax.legend(loc="best", frameon=False)
+        if loss:
+            pairs = [(s, v) for s, v in zip(*loss, strict=True) if v is not None and np.isfinite(v)]
+            if pairs:
+                axes[1].plot(*zip(*pairs, strict=True), color="#555555", linewidth=1.2, marker="o", markersize=3)
+            axes[1].set_xlabel("training step")
+            axes[1].set_ylabel("training loss")
         if title:
             fig.suptitle(title)
         return fig

@@ -5,7 +5,9 @@ Accepted: ``track.csv`` / ``tracks.csv`` with a step column, a layer column and 
 ``dynamic_lo`` / ``dynamic_hi`` (as ``stlens track`` writes), ``ci95_dynamic_low`` / ``dynamic_low`` ...
 optional), or ``track.json`` / ``tracks.json`` holding a list of such records
 (or ``{"rows"|"steps"|"records"|"track": [...]}``), where a record may also nest ``{"percent": {"dynamic": ..}}``
-like result.json, or hold a ``layers`` list of result.json layer entries.
+like result.json, or hold a ``layers`` list of result.json layer entries. Task metric columns (``train_acc``,
+``test_acc``; ``train_miou``, ``test_miou``, ``test_msr`` of a segmentation run) are kept when present;
+``track_scores`` gives them per step, or, when the track holds none, the evaluations of the training run it tracked.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import pandas as pd
 
 from stlens.errors import StlensError
 from stlens.report.load import TRACK_FILES, read_json
+from stlens.report.training import METRIC_COLUMNS, load_training, number, task_of
 
 _PERCENT = {key: (f"percent_{key}", f"{key}_percent", f"{key}_pct", f"{key}%", key) for key in ("dynamic", "static")}
 _LOW = {key: (f"ci95_{key}_low", f"{key}_lo", f"{key}_low", f"{key}_ci_low") for key in ("dynamic", "static")}
@@ -86,7 +89,54 @@ def load_track(folder: str | Path) -> pd.DataFrame:
         if low is not None and high is not None:
             out[f"{key}_low"] = pd.to_numeric(frame[low], errors="coerce")
             out[f"{key}_high"] = pd.to_numeric(frame[high], errors="coerce")
+    for key in METRIC_COLUMNS:
+        column = _pick(frame, (key,))
+        if column is not None:
+            out[key] = pd.to_numeric(frame[column], errors="coerce")
     out = out.dropna(subset=["step", "dynamic", "static"])
     if out.empty:
         raise StlensError(f"{path}: no rows with a step and numeric dynamic/static percents")
     return out.sort_values(["layer", "step"], kind="stable").reset_index(drop=True)
+
+
+def _tracked_run(folder: Path) -> Path | None:
+    """The training run a track measured (track.json's ``meta.checkpoints``: the run folder or its checkpoints/)."""
+    path = folder / "track.json"
+    if not path.is_file():
+        return None
+    try:
+        doc = read_json(path)
+    except StlensError:
+        return None
+    given = (doc.get("meta") or {}).get("checkpoints") if isinstance(doc, dict) else None
+    if not isinstance(given, str) or not given:
+        return None
+    run = Path(given)
+    run = run if run.is_dir() else run.parent
+    return next((r for r in (run, run.parent) if (r / "metrics.jsonl").is_file() and (r / "config.json").is_file()),
+                None)
+
+
+def track_scores(folder: str | Path, table: pd.DataFrame) -> tuple[str, pd.DataFrame, str]:
+    """The task metrics of a track per step: ``(task, frame with step + metric columns, source)``. From the track's
+    own columns when any holds a value (``source`` ""); else from the eval lines of the training run it tracked, at
+    the tracked steps (``source`` names that metrics.jsonl); an empty frame when neither has any."""
+    have = [k for k in METRIC_COLUMNS if k in table and table[k].notna().any()]
+    if have:
+        frame = table.groupby("step", sort=True)[have].first().reset_index()
+        return task_of(None, set(have)), frame, ""
+    run = _tracked_run(Path(folder))
+    if run is not None:
+        try:
+            training = load_training(run)
+        except StlensError:
+            training = None
+        steps = set(table["step"].tolist())
+        rows = [{"step": r["step"], **{k: number(r.get(k)) for k in METRIC_COLUMNS}}
+                for r in training.evals if r["step"] in steps] if training else []
+        if rows:
+            frame = pd.DataFrame(rows).drop_duplicates("step", keep="last").sort_values("step")
+            frame = frame[["step"] + [k for k in METRIC_COLUMNS if frame[k].notna().any()]]
+            if len(frame.columns) > 1:
+                return training.task, frame.reset_index(drop=True), str(run / "metrics.jsonl")
+    return "classify", pd.DataFrame({"step": []}), ""
