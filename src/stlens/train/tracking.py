@@ -26,7 +26,9 @@ log = logging.getLogger("stlens")
 
 COLUMNS = ["step", "layer", "channels", "dynamic", "dynamic_lo", "dynamic_hi", "static", "static_lo", "static_hi",
            "residual", "bias", "units_dynamic", "units_static", "units_joint", "units_none", "units_dead",
-           "train_acc", "test_acc"]
+           "train_acc", "test_acc", "train_miou", "test_miou", "test_msr"]
+#: a checkpoint's evaluation scores copied into every row (accuracy for classifiers, mIoU/mSR for segmenters)
+SCORES = ("train_acc", "test_acc", "train_miou", "test_miou", "test_msr")
 CACHE_BYTES = 256 * 2**20
 
 
@@ -42,7 +44,7 @@ def layer_rows(result, step: int, metrics: dict[str, Any] | None = None) -> list
             "static": layer.percent["static"], "static_lo": ci["static"][0], "static_hi": ci["static"][1],
             "residual": layer.percent["residual"], "bias": layer.bias,
             **{f"units_{k}": int(layer.units.get(k, 0)) for k in ("dynamic", "static", "joint", "none", "dead")},
-            "train_acc": metrics.get("train_acc"), "test_acc": metrics.get("test_acc"),
+            **{key: metrics.get(key) for key in SCORES},
         })
     return rows
 
@@ -143,13 +145,14 @@ def plot_layer(rows: Sequence[dict[str, Any]], name: str, conv: dict[str, Any], 
                label=f"converged: step {conv['step']} ({conv['percent_of_training']}%)")
     ax.set_xlabel("training step")
     ax.set_ylabel("% of units")
-    if any(r.get("test_acc") is not None or r.get("train_acc") is not None for r in rows):
+    if any(r.get(key) is not None for r in rows for key in SCORES):
         twin = ax.twinx()
-        for key, style in (("train_acc", ":"), ("test_acc", "-.")):
+        styles = {"train_acc": ":", "test_acc": "-.", "train_miou": ":", "test_miou": "-.", "test_msr": "--"}
+        for key, style in styles.items():
             if any(r.get(key) is not None for r in rows):
                 twin.plot(steps, [r.get(key) for r in rows], style, color="black", linewidth=1, label=key)
         twin.set_ylim(0, 1.02)
-        twin.set_ylabel("accuracy")
+        twin.set_ylabel("accuracy" if any(r.get("test_acc") is not None for r in rows) else "score")
         twin.legend(loc="lower right", fontsize=7)
     ax.legend(loc="upper left", fontsize=7)
     ax.set_title(title or f"static/dynamic bias over training: {name}", fontsize=9)
