@@ -610,30 +610,22 @@ def _add_visualize_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_ablate(args: argparse.Namespace) -> int:
-    from stlens.ablate.result import FILES
-    from stlens.ablate.run import ablate
+    from stlens.ablate.run import ablate_to_folder
     from stlens.ablate.selection import check_k, check_selections
     from stlens.measure.result import units_path
     from stlens.measure.run import resolve_workers
-    from stlens.runs import RunFolder
 
     _check_device(args)  # every option checked before any work
     check_selections([v.strip() for v in args.select.split(",") if v.strip()])
     check_k(args.k)
     workers = resolve_workers(args.workers)
     units_path(args.from_run)
-    folder = RunFolder(args.out, "ablate", overwrite=args.overwrite, outputs=FILES).claim()
-    try:
-        result = ablate(args.model, args.data, args.from_run, layers=args.layers, select=args.select, k=args.k,
-                        mode=args.mode, draws=args.draws, clips=args.clips, batch_size=args.batch_size,
-                        seed=args.seed, bootstrap=args.bootstrap, weights=args.weights, frames=args.frames,
-                        size=args.size, device=args.device, precision=args.precision, workers=workers,
-                        mask_threshold=args.mask_threshold, iou=args.iou, progress=not args.quiet,
-                        meta={"arguments": {k: v for k, v in vars(args).items() if k != "func"}})
-        out = result.save(folder)
-    except BaseException:
-        folder.abandon()
-        raise
+    result, out = ablate_to_folder(
+        args.out, args.model, args.data, args.from_run, overwrite=args.overwrite, layers=args.layers,
+        select=args.select, k=args.k, mode=args.mode, draws=args.draws, clips=args.clips, batch_size=args.batch_size,
+        seed=args.seed, bootstrap=args.bootstrap, weights=args.weights, frames=args.frames, size=args.size,
+        device=args.device, precision=args.precision, workers=workers, mask_threshold=args.mask_threshold,
+        iou=args.iou, progress=not args.quiet, meta={"arguments": {k: v for k, v in vars(args).items() if k != "func"}})
     if not args.quiet:
         print(result.table())
         print(f"{result.settings['clips']} clips, {result.timing['forwards']} forwards in "

@@ -12,9 +12,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from stlens.ablate.metrics import Accuracy, Metric, Segmentation, bootstrap_indi
 from stlens.ablate.result import BASELINE, AblationResult
 from stlens.ablate.selection import Selection, Units, check_k, check_selections, plan
 from stlens.core.handle import ModelHandle
+from stlens.core.workers import Failed, in_order
 from stlens.errors import StlensError
 from stlens.measure.loading import resolve_workers
 from stlens.measure.result import read_units, units_path
@@ -102,20 +102,7 @@ class _Batches(torch.utils.data.Dataset):
         try:
             return self.clips.batch(indices, np.random.default_rng((self.seed, b)))
         except StlensError as exc:
-            return str(exc)  # raised as it is by the main process
-
-
-def _decoded(batches: _Batches, workers: int) -> Iterator[tuple[Any, torch.Tensor]]:
-    """The batches in order, made here or in ``workers`` processes (one torch thread each)."""
-    if workers <= 0 or len(batches) <= 1:
-        made = (batches[b] for b in range(len(batches)))
-    else:
-        made = torch.utils.data.DataLoader(batches, batch_size=None, num_workers=min(workers, len(batches)),
-                                           multiprocessing_context="fork" if sys.platform.startswith("linux") else None)
-    for item in made:
-        if isinstance(item, str):
-            raise StlensError(item)
-        yield item
+            return Failed(str(exc))  # raised as it is by the main process
 
 
 def _nbytes(inputs) -> int:
@@ -286,7 +273,7 @@ class _Engine:
         held_bytes = 0
         with tqdm(total=total, desc="ablate", unit="forward", disable=not progress or None) as bar:
             start = 0
-            for inputs, labels in _decoded(batches, workers):
+            for inputs, labels in in_order(batches, workers):
                 inputs = to_device(inputs, self.device)
                 groups = self.metric.groups(labels)
                 self.grouped = groups is not None
@@ -311,7 +298,7 @@ class _Engine:
             if not second:
                 return
             again = held if held is not None else ((to_device(x, self.device), y)
-                                                   for x, y in _decoded(batches, workers))
+                                                   for x, y in in_order(batches, workers))
             start = 0
             for inputs, labels in again:
                 for condition in second:

@@ -20,11 +20,7 @@ gathered in rank order, so every rank returns the report of one process (the cal
 
 from __future__ import annotations
 
-import logging
 import math
-import sys
-import traceback
-from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,14 +30,13 @@ import torch
 
 from stlens.core.pair import frame_shuffle
 from stlens.core.spec import InputSpec
+from stlens.core.workers import Failed, guarded, in_order
 from stlens.errors import StlensError
 from stlens.video.flow import compute_flow, to_grey
 from stlens.video.io import read_clip_source
 from stlens.video.sampling import sample_clip, segment_of
 from stlens.video.source import VideoSource, video_source
 from stlens.video.stylizers import get_stylizer, uses_device
-
-log = logging.getLogger(__name__)
 
 
 def end_point_error(flow_a: np.ndarray, flow_b: np.ndarray) -> float:
@@ -135,7 +130,7 @@ def check_pairs(source: VideoSource, stylizers: str, n: int = 8, frames: int = 1
     examples = Path(examples_dir) if examples_dir else None
     checks = _ClipChecks(clips, share, chosen, flow_method, seed, examples)
     try:
-        for metrics, fraction in tqdm(_checked(checks, 0 if on_device else workers), total=len(share),
+        for metrics, fraction in tqdm(in_order(checks, 0 if on_device else workers), total=len(share),
                                       desc="pairs check", unit="clip", disable=not progress or world.rank != 0 or None):
             if group is not None:
                 group.stop_if_failed()
@@ -175,16 +170,8 @@ class _ClipChecks(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.share)
 
-    def __getitem__(self, i: int) -> tuple[dict[str, dict[str, float]], float] | str:
-        try:
-            return self.check(self.share[i])
-        except StlensError as exc:
-            return str(exc)  # raised as it is by the main process (not as a DataLoader traceback)
-        except Exception as exc:
-            if torch.utils.data.get_worker_info() is None:
-                raise  # in the main process: as without workers
-            log.error("clip %d: the check failed in a worker process:\n%s", self.share[i], traceback.format_exc())
-            return f"{type(exc).__name__}: {exc}"
+    def __getitem__(self, i: int) -> tuple[dict[str, dict[str, float]], float] | Failed:
+        return guarded(lambda: self.check(self.share[i]), f"clip {self.share[i]}: the check")
 
     def check(self, c: int) -> tuple[dict[str, dict[str, float]], float]:
         clip = self.clips[c][1]
@@ -199,19 +186,6 @@ class _ClipChecks(torch.utils.data.Dataset):
                 write_gif(self.examples / f"{name}_clip{c}.gif", np.concatenate([clip, first, second], axis=2))
         order = frame_shuffle(np.arange(len(clip)), rng)
         return metrics, float((order != np.arange(len(clip))).mean())
-
-
-def _checked(checks: _ClipChecks, workers: int) -> Iterator[tuple[dict[str, dict[str, float]], float]]:
-    """The checks of every clip of the share, in clip order, done here or in ``workers`` processes."""
-    if workers <= 0 or len(checks) <= 1:
-        done: Iterable = (checks[i] for i in range(len(checks)))
-    else:  # (PyTorch's worker loop runs one torch thread: GNU OpenMP is not fork-safe with more)
-        done = torch.utils.data.DataLoader(checks, batch_size=None, num_workers=min(workers, len(checks)),
-                                           multiprocessing_context="fork" if sys.platform.startswith("linux") else None)
-    for item in done:
-        if isinstance(item, str):
-            raise StlensError(item)
-        yield item
 
 
 def write_gif(path: Path, frames: np.ndarray, fps: float = 8.0) -> None:

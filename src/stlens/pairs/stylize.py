@@ -42,9 +42,7 @@ import logging
 import os
 import re
 import shutil
-import sys
 import tempfile
-import traceback
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -53,6 +51,7 @@ import numpy as np
 import torch
 
 from stlens._version import __version__
+from stlens.core.workers import Failed, guarded, in_order
 from stlens.errors import StlensError
 from stlens.files import write_json
 from stlens.names import safe_name, unique_safe_names
@@ -392,40 +391,22 @@ class _VideoJobs(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.jobs)
 
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        counts = _new_counts()
+    def __getitem__(self, i: int) -> dict[str, Any] | Failed:
         path, name = self.jobs[i]
-        try:
+
+        def stylized() -> dict[str, Any]:
+            counts = _new_counts()
             _stylize_video(self.root, path, name, self.plan, self.short_side, self.max_frames, counts)
-        except StlensError as exc:
-            counts["error"] = str(exc)  # raised as it is by the main process (not as a DataLoader traceback)
-        except Exception as exc:
-            if torch.utils.data.get_worker_info() is None:
-                raise  # in the main process: as without workers
-            # in a worker (e.g. a module: stylizer's own bug): its traceback is logged, the run stops with one line
-            log.error("%s: the stylizer failed in a worker process:\n%s", path, traceback.format_exc())
-            counts["error"] = f"{type(exc).__name__}: {exc}"
-        return counts
+            return counts
+
+        # a failure (e.g. a module: stylizer's own bug in a worker) stops the run with one line
+        return guarded(stylized, f"{path}: the stylizer")
 
 
 def _videos_done(jobs: list[tuple[Path, str]], root: Path, plan: list, short_side: int | None, max_frames: int,
                  workers: int) -> Iterator[dict[str, Any]]:
     """The counts of each video of ``jobs``, in order, done here or in ``workers`` processes."""
-    dataset = _VideoJobs(jobs, root, plan, short_side, max_frames)
-    if workers <= 0 or len(jobs) <= 1:
-        for i in range(len(dataset)):
-            done = dataset[i]
-            if "error" in done:
-                raise StlensError(done["error"])
-            yield done
-        return
-    # (PyTorch's worker loop runs one torch thread: GNU OpenMP is not fork-safe with more)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=min(workers, len(jobs)),
-                                         multiprocessing_context="fork" if sys.platform.startswith("linux") else None)
-    for done in loader:
-        if "error" in done:
-            raise StlensError(done["error"])
-        yield done
+    return in_order(_VideoJobs(jobs, root, plan, short_side, max_frames), workers)
 
 
 def _stylize_video(root: Path, path: Path, name: str, plan: list, short_side: int | None, max_frames: int,
