@@ -31,7 +31,7 @@ from stlens.core.workers import Failed, in_order
 from stlens.errors import StlensError
 from stlens.measure.loading import resolve_workers
 from stlens.measure.result import read_units, units_path
-from stlens.measure.run import exact_fp32, resolve_precision, run_forward, to_device
+from stlens.measure.run import exact_fp32, forward_or_explain, resolve_precision, to_device
 from stlens.models.registry import as_handle, load_model, resolve_device
 from stlens.video.labelled import LabelledClips, open_clips
 
@@ -230,17 +230,7 @@ class _Engine:
 
     def _forward(self, inputs) -> torch.Tensor:
         tick = time.perf_counter()
-        try:
-            out = run_forward(self.module, inputs, self.precision)
-        except StlensError:
-            raise
-        except torch.OutOfMemoryError as exc:
-            raise StlensError(f"{self.handle.spec} ran out of memory with {len(_first(inputs))} clips per forward: "
-                              f"use a smaller --batch-size") from exc
-        except Exception as exc:
-            shapes = [tuple(x.shape) for x in inputs] if isinstance(inputs, tuple) else tuple(inputs.shape)
-            raise StlensError(f"{self.handle.spec} failed on an input of shape {shapes}: "
-                              f"{type(exc).__name__}: {exc}") from exc
+        out = forward_or_explain(self.handle, self.module, inputs, self.precision, "clips per forward")
         self.forward_seconds += time.perf_counter() - tick
         self.forwards += 1
         if isinstance(out, (tuple, list)):
@@ -305,10 +295,6 @@ class _Engine:
                     self._masked(condition, inputs, start, labels)
                     bar.update(1)
                 start += len(labels)
-
-
-def _first(inputs) -> torch.Tensor:
-    return inputs[0] if isinstance(inputs, tuple) else inputs
 
 
 def _result(engine: _Engine, conditions: list[Condition], layers: list[str], modes: list[str], metric: Metric,

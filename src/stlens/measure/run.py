@@ -123,17 +123,18 @@ def run_forward(module: nn.Module, batch, precision: str) -> Any:
         return module(*batch) if isinstance(batch, tuple) else module(batch)
 
 
-def forward_or_explain(handle: ModelHandle, module: nn.Module, inputs, precision: str) -> Any:
+def forward_or_explain(handle: ModelHandle, module: nn.Module, inputs, precision: str,
+                       per_forward: str = "videos per forward (2 per pair)") -> Any:
     """Run one forward and return its output; a model error is re-raised naming the model, the input shape and the
-    input spec."""
+    input spec; running out of memory names the batch as ``N per_forward``."""
     try:
         return run_forward(module, inputs, precision)
     except StlensError:
         raise
     except torch.OutOfMemoryError as exc:
         first = inputs[0] if isinstance(inputs, tuple) else inputs
-        raise StlensError(f"{handle.spec} ran out of memory on {first.device} with {first.shape[0]} videos per "
-                          f"forward (2 per pair): use a smaller --batch-size") from exc
+        raise StlensError(f"{handle.spec} ran out of memory on {first.device} with {first.shape[0]} {per_forward}: "
+                          f"use a smaller --batch-size") from exc
     except Exception as exc:
         shapes = [tuple(x.shape) for x in inputs] if isinstance(inputs, tuple) else tuple(inputs.shape)
         spec = f" (input spec {handle.input})" if handle.spec_known else ""
