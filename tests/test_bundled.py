@@ -13,19 +13,21 @@ from stlens.models.bundled import bundled_dir, bundled_info, list_bundled
 from stlens.models.registry import load_model
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from bundle_segmenters import SEGMENTERS, sample_miou  # noqa: E402
 from make_checkpoints import RECIPES, sample_accuracy  # noqa: E402
 
 BUNDLED = list_bundled()
+CLASSIFIERS = [name for name in BUNDLED if name in RECIPES]
 
 
 def test_every_recipe_is_bundled_and_small():
-    assert sorted(BUNDLED) == sorted(RECIPES)
+    assert sorted(BUNDLED) == sorted([*RECIPES, *SEGMENTERS])
     sizes = {name: (bundled_dir() / f"{name}.safetensors").stat().st_size for name in BUNDLED}
     assert max(sizes.values()) < 5 * 2**20
     assert sum(sizes.values()) < 25 * 2**20
 
 
-@pytest.mark.parametrize("name", BUNDLED)
+@pytest.mark.parametrize("name", CLASSIFIERS)
 def test_bundled_checkpoint_reaches_its_recorded_accuracy(name):
     info = bundled_info(name)
     assert info["model"] == RECIPES[name]["model"] and info["data"] == RECIPES[name]["data"]
@@ -33,6 +35,27 @@ def test_bundled_checkpoint_reaches_its_recorded_accuracy(name):
     found = sample_accuracy(info["model"], f"bundled:{name}", info["data"])
     assert found == pytest.approx(recorded, abs=1 / 64 + 1e-9)  # at most one clip may flip across machines
     assert json.loads(json.dumps(info["metrics"]))["test_acc"] >= 0.0
+
+
+@pytest.mark.parametrize("name", sorted(SEGMENTERS))
+def test_bundled_segmenter_reaches_its_recorded_miou(name):
+    """The study's segmenters: their spec names the study variant, and the float16 copy segments the fixed sample as
+    well as the record says (mIoU is a mean over 32 clips: a flipped pixel moves it by far less than 1e-3)."""
+    info = bundled_info(name)
+    assert info["task"] == "segment" and info["study"]["variant"] == SEGMENTERS[name]
+    assert info["model"] == f"stlens:avos?fusion={SEGMENTERS[name].replace('-', '&cc=')}"
+    found = sample_miou(info["model"], f"bundled:{name}", info["check_sample"]["data"], info["check_sample"]["clips"])
+    assert found == pytest.approx(info["check_sample"]["miou"], abs=1e-3)
+    assert found > 0.5  # trained: an untrained avos (seed 0) scored 0.093 on this sample
+    assert set(info["study"]["fusion"]) == {f"fusion.stage{k}" for k in (1, 2, 3, 4)}
+
+
+def test_bundled_segmenter_refuses_other_architecture_options():
+    load_model("stlens:avos?cc=recip&fusion=gated", weights="bundled:avos-gated-recip")  # any option order
+    with pytest.raises(StlensError, match=r"cc=uni \(the checkpoint's: recip\).*--model 'stlens:avos\?fusion=gated"):
+        load_model("stlens:avos", weights="bundled:avos-gated-recip")
+    with pytest.raises(StlensError, match="fusion=gated \\(the checkpoint's: concat\\)"):
+        load_model("stlens:avos?cc=none", weights="bundled:avos-concat-none")
 
 
 def test_bundled_weights_for_another_model_are_refused():

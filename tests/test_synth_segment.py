@@ -277,6 +277,12 @@ def test_two_stream_pairs_use_the_estimated_flow():
         if p.factor == DYNAMIC:
             assert torch.equal(flow_a, flow_b) and not torch.equal(rgb_a, rgb_b)
     assert len(list(SynthPairs(ds, spec, pairs=2))) == 4
+    # results record the flow the pairs carry: the segment world's estimate, the ground truth of classify, none
+    assert SynthPairs(ds, spec, pairs=1, flow=True).flow_method == "dis"
+    assert SynthPairs(segment("camouflage", "&flow=farneback", n=3), spec, 1, flow=True).flow_method == "farneback"
+    classify = open_synth("synth:motion?frames=6&size=32&n=3")
+    assert SynthPairs(classify, spec, pairs=1, flow=True).flow_method == "truth"
+    assert SynthPairs(ds, spec, pairs=1).flow_method is None
 
 
 # ---- metadata, options, determinism ---------------------------------------------------------------------------

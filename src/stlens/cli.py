@@ -229,9 +229,16 @@ def cmd_layers(args: argparse.Namespace) -> int:
     return 0
 
 
+DEMO_OUT = "runs/demo"
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from stlens.showcase import demo_table, run_demo, verdicts
 
+    if args.segmentation:
+        return _demo_segmentation(args)
+    if args.steps is not None:
+        raise StlensError("--steps belongs to stlens demo --segmentation (the visualized units' optimization)")
     print("stlens demo: the bundled checkpoints (trained in the synthetic world) measured on synthetic pairs and on "
           "the real sample videos", flush=True)
     rows = run_demo(args.out, pairs=args.pairs, progress=not args.quiet)
@@ -241,6 +248,24 @@ def cmd_demo(args: argparse.Namespace) -> int:
     for line in verdicts(rows):
         print("- " + line)
     print(f"→ {args.out}/summary.md, {args.out}/report.html")
+    return 0
+
+
+def _demo_segmentation(args: argparse.Namespace) -> int:
+    from stlens.showcase import DemoRow, demo_table
+    from stlens.showcase.segmentation import SEGMENT_MODELS, run_segmentation_demo, visual_table
+
+    steps = 128 if args.steps is None else args.steps
+    if steps < 1 or args.pairs < 2:
+        raise StlensError(f"stlens demo --segmentation needs --steps ≥ 1 and --pairs ≥ 2, got {steps} and {args.pairs}")
+    out = args.out if args.out != DEMO_OUT else f"{DEMO_OUT}-segmentation"
+    print(f"stlens demo: the bundled segmenters ({', '.join(SEGMENT_MODELS)}) measured on held-out pairs of the "
+          f"DAVIS analogue and visualized", flush=True)
+    summary = run_segmentation_demo(out, pairs=args.pairs, steps=steps, progress=not args.quiet)
+    rows = [DemoRow(**r) for r in summary["rows"] if r["layer"].startswith("fusion.")]
+    print(demo_table(rows))
+    print(visual_table(summary["visualized"]))
+    print(f"→ {out}/summary.md, {out}/report.html")
     return 0
 
 
@@ -694,8 +719,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_ablate_parser(sub)
 
     p = sub.add_parser("demo", help="measure the bundled models on synthetic pairs and the real sample videos")
-    p.add_argument("--out", default="runs/demo")
+    p.add_argument("--out", default=DEMO_OUT, help=f"default {DEMO_OUT} ({DEMO_OUT}-segmentation with --segmentation)")
     p.add_argument("--pairs", type=int, default=64, help="pairs per factor for each model and data (default 64)")
+    p.add_argument("--segmentation", action="store_true", help="the bundled segmenters instead: every stream and "
+                   "fusion stage measured, units of fusion.stage3 visualized (RGB + flow optimized together)")
+    p.add_argument("--steps", type=int, default=None, help="with --segmentation: optimization steps per unit "
+                   "(default 128)")
     p.add_argument("--quiet", action="store_true", help="no progress")
     p.set_defaults(func=cmd_demo)
     return parser

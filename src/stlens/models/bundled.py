@@ -41,8 +41,26 @@ def bundled_path(name: str) -> Path:
     return path
 
 
+#: zoo options that change no weight: a bundled checkpoint fits whatever they are
+WEIGHTLESS_OPTIONS = frozenset({"dropout"})
+
+
 def check_bundled_fits(name: str, spec: str) -> None:
-    """A bundled checkpoint belongs to one zoo model: refuse it for another spec with a clear message."""
+    """A bundled checkpoint belongs to one zoo model with its options (``stlens:avos?fusion=gated&cc=recip``): refuse
+    it for another model, or the same model with other architecture options, with a clear message."""
     expected = bundled_info(name)["model"]
+    short = name.removeprefix(PREFIX)
     if spec.partition("?")[0] != expected.partition("?")[0]:
-        raise StlensError(f"bundled:{name.removeprefix(PREFIX)} holds weights for {expected}, not {spec}")
+        raise StlensError(f"bundled:{short} holds weights for {expected}, not {spec}")
+    if not expected.startswith("stlens:"):
+        return
+    from stlens.models import zoo
+
+    target, options = zoo.parse_spec(spec.removeprefix("stlens:"))
+    want = zoo.resolve_options(*zoo.parse_spec(expected.removeprefix("stlens:")))
+    have = zoo.resolve_options(target, options)
+    differ = sorted(k for k in want if k not in WEIGHTLESS_OPTIONS and have.get(k) != want[k])
+    if differ:
+        found = ", ".join(f"{k}={have.get(k)} (the checkpoint's: {want[k]})" for k in differ)
+        raise StlensError(f"bundled:{short} holds weights for {expected}, not {spec}: {found}; pass --model "
+                          f"'{expected}'")

@@ -65,6 +65,12 @@ class SynthPairs:
     # The stylizer functions (None: re-rendering); never pickled (a module: stylizer may not pickle).
     _stylizer_list: list | None = field(default=None, init=False, repr=False, compare=False)
 
+    @property
+    def flow_method(self) -> str | None:
+        """The flow of two-stream pairs, as results record it: the dataset's (``truth``, or the estimator of a
+        segment world); None for RGB pairs."""
+        return getattr(self.dataset, "flow_method", None) if self.flow else None
+
     def __post_init__(self) -> None:
         if self.pairs < 1:
             raise StlensError(f"--pairs must be ≥ 1, got {self.pairs}")
