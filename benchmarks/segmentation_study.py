@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from segstudy_findings import findings, findings_markdown
 
 VARIANTS = {
     "concat-none": "stlens:avos?fusion=concat&cc=none",
@@ -526,6 +527,7 @@ def markdown(summary: dict[str, Any], settings: dict[str, Any], out: Path) -> st
              f"Evaluate / ablate: {settings['test_clips']} test clips (seed 0). Cells: mean ± sd over seeds "
              f"(n = number of seeds with that step complete; no ± with one seed).", ""]
     lines += timing_lines(out)
+    lines += findings_markdown(summary.get("findings") or findings(summary["runs"]))
     lines += ["## Segmentation quality (test splits)", ""]
     for t in THRESHOLDS:
         lines += [f"Mask threshold {t:g}:", "",
@@ -702,6 +704,7 @@ def build_tables(out: Path) -> dict[str, Any]:
     summary = {"settings": settings, **collect(out)}
     if not summary["runs"]:
         raise SystemExit(f"segmentation_study: {out}/runs holds no complete step yet: nothing to tabulate")
+    summary["findings"] = findings(summary["runs"])
     write_json(out / "summary.json", summary)
     write_text(out / "tables.md", markdown(summary, settings, out))
     plot_all(summary, settings, out / "plots")
