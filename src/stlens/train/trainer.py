@@ -52,7 +52,7 @@ from torch import nn
 
 from stlens._version import __version__
 from stlens.core import distributed
-from stlens.core.handle import ModelHandle, module_device, takes_two_inputs
+from stlens.core.handle import ModelHandle, takes_two_inputs
 from stlens.errors import StlensError
 from stlens.files import write_json, write_text
 from stlens.models.registry import load_model, resolve_device
@@ -151,25 +151,14 @@ def autocast(device: torch.device, precision: str):
 @torch.inference_mode()
 def accuracy(model: nn.Module, clips: LabelledClips, count: int, batch_size: int, seed: int,
              precision: str = "fp32") -> float:
-    """Top-1 accuracy (eval mode) on the first ``count`` clips, on the model's device (autocast for a bf16/fp16
-    ``precision``); video clips are drawn with a fixed seed."""
-    from stlens.measure.run import to_device
-    was_training = model.training
-    count = min(count, len(clips))
-    if count < 1:
+    """Top-1 accuracy (eval mode) on the first ``count`` clips: ``evaluate_clips`` with the ``Accuracy`` metric (the
+    same clips, seed and autocast as every other evaluation)."""
+    from stlens.measure.scores import Accuracy
+
+    if min(count, len(clips)) < 1:
         raise StlensError("accuracy needs at least one clip")
-    model.eval()
-    correct = 0
-    rng = np.random.default_rng((seed, 7))
-    device = module_device(model)
-    for start in range(0, count, batch_size):
-        inputs, labels = clips.batch(np.arange(start, min(count, start + batch_size)), rng)
-        inputs = to_device(inputs, device)
-        with autocast(device, precision):
-            logits = model(*inputs) if isinstance(inputs, tuple) else model(inputs)
-        correct += int((logits.argmax(1).cpu() == labels).sum())
-    model.train(was_training)
-    return correct / count
+    scores = evaluate_clips(model, clips, count, batch_size, seed, Accuracy(clips.num_classes), precision)
+    return float(scores["top1"].mean())
 
 
 @dataclass
