@@ -841,5 +841,18 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def run_main() -> int:
+    """``main`` with SIGINT and SIGTERM both stopping it as an interrupt (a script started in the background inherits
+    SIGINT as ignored): an interrupted training resumes from its last checkpoint on the next run."""
+    from stlens.interrupts import EXIT_INTERRUPTED, Interrupted, handle_signals
+
+    try:
+        with handle_signals():
+            return main()
+    except Interrupted as exc:
+        print(f"segmentation_study: interrupted ({exc.signal_name}); run the same command to resume", flush=True)
+        return EXIT_INTERRUPTED
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main())
