@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from make_checkpoints import bundle_half
 
 from stlens.models.bundled import bundled_dir
 from stlens.models.registry import load_model
@@ -45,14 +46,6 @@ def sample_miou(model_spec: str, weights: str, data: str = CHECK_DATA, clips: in
     return float(np.nanmean(scores["miou"]))
 
 
-def half(source: Path, target: Path) -> None:
-    """Copy a checkpoint's weights as float16 (loading casts them back to the model's float32)."""
-    from safetensors.torch import load_file, save_file
-
-    tensors = load_file(str(source))
-    save_file({k: v.half() if v.is_floating_point() else v for k, v in tensors.items()}, str(target))
-
-
 def fusion_dims(measure: Path) -> dict[str, dict[str, float]]:
     """Dims % (dynamic, static) and unit-class counts of each fusion stage in a study run's measurement."""
     result = json.loads((measure / "result.json").read_text(encoding="utf-8"))
@@ -68,7 +61,7 @@ def bundle(name: str, study: Path, seed: int) -> dict:
     source = run / "train" / "checkpoints" / f"step_{evaluation['steps']:06d}.safetensors"
     config = json.loads(source.with_suffix(".json").read_text(encoding="utf-8"))["config"]
     target = bundled_dir() / f"{name}.safetensors"
-    half(source, target)
+    bundle_half(source, target)
     worlds = {world: {k: round(v, 4) for k, v in doc.items() if k in ("miou@0.5", "msr@0.5")} | {"data": doc["data"]}
               for world, doc in evaluation["worlds"].items()}
     record = {

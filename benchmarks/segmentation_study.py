@@ -219,8 +219,10 @@ def bootstrap_ci(values: np.ndarray, reps: int = 1000, seed: int = 0) -> list[fl
     values = values[np.isfinite(values)]
     if values.size < 2:
         return [float("nan")] * 2
+    from stlens.ablate.metrics import interval
+
     idx = np.random.default_rng(seed).integers(0, values.size, (reps, values.size))
-    return [float(x) for x in np.quantile(values[idx].mean(1), [0.025, 0.975])]
+    return list(interval(values[idx].mean(1)))
 
 
 def do_evaluate(run: Run, s: Settings) -> None:

@@ -36,6 +36,12 @@ def dims(run: dict[str, Any], stage: int) -> tuple[float, float] | None:
     return float(layer["percent"]["dynamic"]), float(layer["percent"]["static"])
 
 
+def gap(run: dict[str, Any], stage: int) -> float | None:
+    """Dynamic − static dims % of ``fusion.stage{stage}`` in one run."""
+    pair = dims(run, stage)
+    return None if pair is None else pair[0] - pair[1]
+
+
 def imbalance(run: dict[str, Any]) -> float | None:
     """Mean over the fusion stages of |dynamic − static| dims % (0: balanced)."""
     pairs = [dims(run, k) for k in STAGES]
@@ -178,7 +184,7 @@ def stage_bias(runs: dict[str, dict[str, Any]]) -> dict[str, Any]:
     avos = (*WITHOUT_CC, *WITH_CC)
     per_stage, directions = {}, []
     for k in STAGES:
-        values = values_of(runs, avos, lambda r, k=k: None if dims(r, k) is None else dims(r, k)[0] - dims(r, k)[1])
+        values = values_of(runs, avos, lambda r, k=k: gap(r, k))
         m = mean_se(values)
         expected = 1.0 if k == 1 else -1.0  # the paper: fusion layer 2 dynamic-biased, 3-5 static-biased
         directions.append(direction(None if m["mean"] is None else expected * m["mean"], m["se"]))

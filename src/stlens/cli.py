@@ -241,13 +241,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
         raise StlensError("--steps belongs to stlens demo --segmentation (the visualized units' optimization)")
     print("stlens demo: the bundled checkpoints (trained in the synthetic world) measured on synthetic pairs and on "
           "the real sample videos", flush=True)
-    rows = run_demo(args.out, pairs=args.pairs, progress=not args.quiet)
+    out = args.out or DEMO_OUT
+    rows = run_demo(out, pairs=args.pairs, progress=not args.quiet)
     if not rows:
         raise StlensError("no bundled checkpoint found: run make checkpoints")
     print(demo_table(rows))
     for line in verdicts(rows):
         print("- " + line)
-    print(f"→ {args.out}/summary.md, {args.out}/report.html")
+    print(f"→ {out}/summary.md, {out}/report.html")
     return 0
 
 
@@ -258,7 +259,7 @@ def _demo_segmentation(args: argparse.Namespace) -> int:
     steps = 128 if args.steps is None else args.steps
     if steps < 1 or args.pairs < 2:
         raise StlensError(f"stlens demo --segmentation needs --steps ≥ 1 and --pairs ≥ 2, got {steps} and {args.pairs}")
-    out = args.out if args.out != DEMO_OUT else f"{DEMO_OUT}-segmentation"
+    out = args.out or f"{DEMO_OUT}-segmentation"
     print(f"stlens demo: the bundled segmenters ({', '.join(SEGMENT_MODELS)}) measured on held-out pairs of the "
           f"DAVIS analogue and visualized", flush=True)
     summary = run_segmentation_demo(out, pairs=args.pairs, steps=steps, progress=not args.quiet)
@@ -719,7 +720,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_ablate_parser(sub)
 
     p = sub.add_parser("demo", help="measure the bundled models on synthetic pairs and the real sample videos")
-    p.add_argument("--out", default=DEMO_OUT, help=f"default {DEMO_OUT} ({DEMO_OUT}-segmentation with --segmentation)")
+    p.add_argument("--out", default=None, help=f"default {DEMO_OUT} ({DEMO_OUT}-segmentation with --segmentation)")
     p.add_argument("--pairs", type=int, default=64, help="pairs per factor for each model and data (default 64)")
     p.add_argument("--segmentation", action="store_true", help="the bundled segmenters instead: every stream and "
                    "fusion stage measured, units of fusion.stage3 visualized (RGB + flow optimized together)")
