@@ -112,6 +112,26 @@ def test_workers_give_the_same_files(measured, tmp_path):
     assert files["0"] == files["2"]
 
 
+def test_a_bug_in_clip_making_in_a_worker_is_one_line_naming_the_clips(measured, tmp_path, monkeypatch, capsys):
+    from stlens.video.labelled import SynthClips
+
+    item = SynthClips.item
+
+    def broken_from_clip_8(self, index):  # not a StlensError: a bug of the clip source, inherited by forked workers
+        if index >= 8:
+            raise ValueError("bad clip")
+        return item(self, index)
+
+    monkeypatch.setattr(SynthClips, "item", broken_from_clip_8)
+    out = tmp_path / "a"
+    code = main(["ablate", *FAST, "--from", str(measured), "--select", "dynamic", "--k", "50", "--workers", "2",
+                 "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "stlens: error: clips 8..15: ValueError: bad clip" in err and "Traceback" not in err
+    assert not (out / "ablation.csv").exists()
+
+
 def test_a_second_run_is_refused_and_an_interrupt_keeps_the_complete_one(measured, tmp_path, capsys, monkeypatch):
     out = tmp_path / "a"
     args = ["ablate", *FAST, "--from", str(measured), "--select", "dynamic", "--k", "50", "--out", str(out)]

@@ -27,7 +27,7 @@ from stlens.ablate.metrics import Accuracy, Metric, Segmentation, bootstrap_indi
 from stlens.ablate.result import BASELINE, AblationResult
 from stlens.ablate.selection import Selection, Units, check_k, check_selections, plan
 from stlens.core.handle import ModelHandle
-from stlens.core.workers import Failed, in_order
+from stlens.core.workers import guarded, in_order
 from stlens.errors import StlensError
 from stlens.measure.loading import resolve_workers
 from stlens.measure.result import read_units, units_path
@@ -98,11 +98,10 @@ class _Batches(torch.utils.data.Dataset):
         return -(-self.count // self.size)
 
     def __getitem__(self, b: int):
+        """The batch, or ``Failed``: raised by the main process as one line (a worker's traceback is logged)."""
         indices = np.arange(b * self.size, min(self.count, (b + 1) * self.size))
-        try:
-            return self.clips.batch(indices, np.random.default_rng((self.seed, b)))
-        except StlensError as exc:
-            return Failed(str(exc))  # raised as it is by the main process
+        return guarded(lambda: self.clips.batch(indices, np.random.default_rng((self.seed, b))),
+                       f"clips {indices[0]}..{indices[-1]}")
 
 
 def _nbytes(inputs) -> int:

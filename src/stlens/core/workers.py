@@ -30,8 +30,8 @@ class Failed:
 
 
 def guarded(make: Callable[[], Any], what: str) -> Any:
-    """``make()``, or ``Failed``: a ``StlensError`` as it is; in a worker, any other exception as its type and message,
-    its traceback logged naming ``what`` (in the main process it propagates, as without workers)."""
+    """``make()``, or ``Failed``: a ``StlensError`` as it is; in a worker, any other exception as ``what``, its type
+    and message, its traceback logged (in the main process it propagates, as without workers)."""
     try:
         return make()
     except StlensError as exc:
@@ -40,7 +40,7 @@ def guarded(make: Callable[[], Any], what: str) -> Any:
         if torch.utils.data.get_worker_info() is None:
             raise
         log.error("%s failed in a worker process:\n%s", what, traceback.format_exc())
-        return Failed(f"{type(exc).__name__}: {exc}")
+        return Failed(f"{what}: {type(exc).__name__}: {exc}")
 
 
 def in_order(dataset: torch.utils.data.Dataset, workers: int) -> Iterator[Any]:
