@@ -177,8 +177,11 @@ def live_layers(measure: Path, layers: Iterable[str]) -> list[str]:
 
 def cli(argv: list[str]) -> None:
     from stlens.cli import main as stlens_main
+    from stlens.interrupts import EXIT_INTERRUPTED, Interrupted
 
     code = stlens_main(argv)
+    if code == EXIT_INTERRUPTED:  # the verb caught SIGINT/SIGTERM and said so: stop the study as interrupted too
+        raise Interrupted(f"in stlens {argv[0]}")
     if code != 0:
         raise SystemExit(f"segmentation_study: `stlens {' '.join(argv)}` failed (exit {code})")
 

@@ -1,4 +1,5 @@
-"""benchmarks/segmentation_study.py: the tables are mean ± sd over seeds, with unit shares = count / channels."""
+"""benchmarks/segmentation_study.py: the tables are mean ± sd over seeds, with unit shares = count / channels; an
+interrupted verb stops the study as an interrupt (exit 130), a failed one as a failure."""
 
 from __future__ import annotations
 
@@ -61,3 +62,21 @@ def test_tables_are_mean_and_sd_over_seeds(tmp_path):
     assert "| gated-recip | 0,1 | 0.500 ± 0.141 |" in tables
     assert "37.5 ± 17.7" in tables
     assert (tmp_path / "summary.json").is_file() and (tmp_path / "plots" / "masking.png").is_file()
+
+
+def test_an_interrupted_verb_stops_the_study_as_interrupted_and_a_failed_one_as_failed(monkeypatch, capsys):
+    import segmentation_study
+
+    import stlens.cli
+    from stlens.interrupts import EXIT_INTERRUPTED, Interrupted
+
+    monkeypatch.setattr(stlens.cli, "main", lambda argv: EXIT_INTERRUPTED)  # as after Ctrl-C inside `stlens ablate`
+    with pytest.raises(Interrupted, match="in stlens ablate"):
+        segmentation_study.cli(["ablate", "--quiet"])
+    monkeypatch.setattr(segmentation_study, "main", lambda: segmentation_study.cli(["ablate"]))
+    assert segmentation_study.run_main() == EXIT_INTERRUPTED
+    assert "interrupted (in stlens ablate); run the same command to resume" in capsys.readouterr().out
+
+    monkeypatch.setattr(stlens.cli, "main", lambda argv: 2)
+    with pytest.raises(SystemExit, match=r"`stlens ablate --quiet` failed \(exit 2\)"):
+        segmentation_study.cli(["ablate", "--quiet"])
