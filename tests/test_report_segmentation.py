@@ -3,6 +3,7 @@ shares with their CIs, and the mIoU / mSR of segmentation training runs and trac
 
 from __future__ import annotations
 
+import csv
 import json
 import shutil
 import sys
@@ -252,6 +253,27 @@ def test_segmentation_training_run_shows_miou(runs, tmp_path):
     # plots-only writes its figure
     written = write_plots([train], tmp_path / "plots")
     assert {p.name for p in written} == {"training_0.png", "training_0.svg"}
+
+
+def test_segmentation_ablation_is_shown_in_miou(runs, tmp_path):
+    ablated = tmp_path / "ablate"
+    assert main(["ablate", "--model", AVOS, *SMALL, "--data", SEGMENT_DATA + "&split=test&n=8", "--from",
+                 str(runs["avos"]), "--layers", "fusion.stage3", "--select", "dynamic,static", "--k", "50", "--mode",
+                 "zero", "--batch-size", "4", "--bootstrap", "20", "--out", str(ablated), "--quiet"]) == 0
+    html = report(tmp_path, ablated)
+    assert 'id="skipped"' not in html
+    part = section(html, "ablation-1")
+    with open(ablated / "ablation.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    base = next(r for r in rows if r["select"] == "none")
+    assert f'unmasked baseline mIoU <b class="baseline">{float(base["miou"]):.3f}</b>' in part
+    (table,) = page(part).tables
+    assert table["head"][:8] == ["select", "K %", "masked", "draws", "mIoU", "sd over draws", "drop",
+                                 "95% CI of drop"]
+    assert [r["cells"][:7] for r in table["bodies"][0]["rows"]] == [
+        [r["select"], "50", r["masked"], "1", f"{float(r['miou']):.3f}", "–", f"{float(r['drop_miou']):+.3f}"]
+        for r in rows if r["select"] != "none"]
+    assert "intersection over union" in part and "top-1" not in part
 
 
 def test_track_scores_of_segmentation_and_classifier_runs(runs, tmp_path):

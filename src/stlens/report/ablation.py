@@ -2,9 +2,10 @@
 JSON; ``stlens.report`` and ``stlens.ablate`` are siblings and do not import each other) after its marker's checksums
 are checked, and turned into per-(mode, layer) tables plus the run's own ablation.png.
 
-The table of a (mode, layer) has one row per (select, K): top-1 (the mean over draws for random selections, with the
-sd over draws, as the band of the figure: ``numpy.std``, ddof 0), the drop from the unmasked baseline (with its 95%
-bootstrap interval over clips for a selection of one draw) and the channels masked."""
+The table of a (mode, layer) has one row per (select, K): the run's headline score — the first of ablation.json's
+``metrics``, as ``stlens ablate`` plots it: top-1 for classifiers, mIoU for segmenters — (the mean over draws for
+random selections, with the sd over draws, as the band of the figure: ``numpy.std``, ddof 0), the drop from the
+unmasked baseline (with its 95% bootstrap interval over clips for a selection of one draw) and the channels masked."""
 
 from __future__ import annotations
 
@@ -28,6 +29,12 @@ FIGURE = "ablation.png"
 FIGURE_DPI = 110  # the dpi stlens ablate saves ablation.png at; shown at 100 px per inch like the report's figures
 BASELINE = "none"
 _ROW_KEYS = ("layer", "select", "k", "draw", "mode", "masked")
+#: the report's name and definition of the headline scores stlens ablate writes; another one is shown by its key
+METRIC_TEXT = {
+    "top1": ("top-1", "the share of clips classified correctly"),
+    "miou": ("mIoU", "the mean over clips of the intersection over union of the predicted and the true masks, "
+                     "averaged over each clip's annotated frames"),
+}
 
 
 @dataclass
@@ -42,6 +49,11 @@ class Ablation:
     @property
     def settings(self) -> dict[str, Any]:
         return self.doc["settings"]
+
+    @property
+    def metric(self) -> str:
+        """The headline score's key in the rows (``top1``, ``miou``): the first of ablation.json's ``metrics``."""
+        return self.doc["metrics"][0]
 
 
 def load_ablation(folder: str | Path) -> Ablation:
@@ -74,21 +86,22 @@ def _check_document(path: Path, doc: Any) -> None:
     if not isinstance(doc.get("settings"), dict):
         raise StlensError(f"{path}: no 'settings' object")
     metrics = doc.get("metrics")
-    if not isinstance(metrics, list) or "top1" not in metrics:
-        raise StlensError(f"{path}: 'metrics' does not list top1")
+    if not isinstance(metrics, list) or not metrics or not all(isinstance(m, str) and m for m in metrics):
+        raise StlensError(f"{path}: 'metrics' is not a non-empty list of score names")
+    m = metrics[0]
     rows = doc.get("rows")
     if not isinstance(rows, list) or not rows:
         raise StlensError(f"{path}: no 'rows'")
     for number, row in enumerate(rows):
         if not isinstance(row, dict):
             raise StlensError(f"{path}: rows[{number}] is not an object")
-        missing = [key for key in (*_ROW_KEYS, "top1", "drop_top1") if key not in row]
+        missing = [key for key in (*_ROW_KEYS, m, f"drop_{m}") if key not in row]
         if missing:
             raise StlensError(f"{path}: rows[{number}] has no {', '.join(missing)}")
-        for key in ("k", "masked", "draw", "top1", "drop_top1"):
+        for key in ("k", "masked", "draw", m, f"drop_{m}"):
             if not _is_number(row[key]):
                 raise StlensError(f"{path}: rows[{number}].{key} is not a number ({row[key]!r})")
-        for key in ("top1_low", "top1_high", "drop_top1_low", "drop_top1_high"):  # null/NaN: --bootstrap 0
+        for key in (f"{m}_low", f"{m}_high", f"drop_{m}_low", f"drop_{m}_high"):  # null/NaN: --bootstrap 0
             if row.get(key) is not None and not _is_number(row[key]):
                 raise StlensError(f"{path}: rows[{number}].{key} is not a number or null ({row[key]!r})")
     if not any(row["select"] == BASELINE for row in rows):
@@ -131,9 +144,9 @@ def _selection_key(row: dict[str, Any]) -> tuple:
     return (row.get("layer"), row.get("select"), float(row.get("k", 0)), int(row.get("draw", 0)))
 
 
-def _panel(rows: list[dict[str, Any]], selections: dict[tuple, dict[str, Any]]) -> dict[str, Any]:
-    """The table of one (mode, layer): the baseline ("–" if it has none) and one row per (select, K), in the order
-    of ablation.json."""
+def _panel(rows: list[dict[str, Any]], selections: dict[tuple, dict[str, Any]], metric: str) -> dict[str, Any]:
+    """The table of one (mode, layer) in the score ``metric``: the baseline ("–" if it has none) and one row per
+    (select, K), in the order of ablation.json."""
     base = next((r for r in rows if r["select"] == BASELINE), {})
     groups: dict[tuple[str, float], list[dict[str, Any]]] = {}
     for row in rows:
@@ -141,18 +154,19 @@ def _panel(rows: list[dict[str, Any]], selections: dict[tuple, dict[str, Any]]) 
             groups.setdefault((row["select"], float(row["k"])), []).append(row)
     table = []
     for (select, k), members in groups.items():
-        top1 = np.array([float(r["top1"]) for r in members])
-        drop = np.array([float(r["drop_top1"]) for r in members])
+        score = np.array([float(r[metric]) for r in members])
+        drop = np.array([float(r[f"drop_{metric}"]) for r in members])
         single = len(members) == 1
         table.append({
             "select": select, "k": _k_text(k), "draws": len(members), "masked": _masked(members, selections),
-            "top1": _value(float(top1.mean())), "top1_sd": "–" if single else _value(float(top1.std())),
+            "score": _value(float(score.mean())), "score_sd": "–" if single else _value(float(score.std())),
             "drop": _value(float(drop.mean()), sign=True),
-            "drop_ci": (_interval(members[0].get("drop_top1_low"), members[0].get("drop_top1_high"), sign=True)
+            "drop_ci": (_interval(members[0].get(f"drop_{metric}_low"), members[0].get(f"drop_{metric}_high"),
+                                  sign=True)
                         if single else "(mean of draws)"),
         })
-    return {"baseline": _value(base.get("top1")),
-            "baseline_ci": _interval(base.get("top1_low"), base.get("top1_high")), "rows": table}
+    return {"baseline": _value(base.get(metric)),
+            "baseline_ci": _interval(base.get(f"{metric}_low"), base.get(f"{metric}_high")), "rows": table}
 
 
 def _figure(ablation: Ablation) -> tuple[dict[str, Any] | None, str]:
@@ -206,7 +220,7 @@ def ablation_view(ablation: Ablation, measured: dict[Path, str] | None = None) -
         for layer in layers:
             here = [r for r in rows if str(r["mode"]) == mode and str(r["layer"]) == layer]
             if here:
-                panels.append({"mode": mode, "layer": layer, **_panel(here, selections)})
+                panels.append({"mode": mode, "layer": layer, **_panel(here, selections, ablation.metric)})
     units = settings.get("units")
     ranked_by = Path(str(units)).parent if units else None
     anchor = None
@@ -216,8 +230,10 @@ def ablation_view(ablation: Ablation, measured: dict[Path, str] | None = None) -
     figure, note = _figure(ablation)
     timing = doc.get("timing") if isinstance(doc.get("timing"), dict) else {}
     versions = settings.get("versions") if isinstance(settings.get("versions"), dict) else {}
+    name, about = METRIC_TEXT.get(ablation.metric, (ablation.metric, f"the score {ablation.metric!r} of stlens ablate"))
     return {
         "label": ablation.label, "path": str(ablation.path), "panels": panels, "figure": figure, "figure_note": note,
+        "metric": {"key": ablation.metric, "name": name, "about": about},
         "settings": {key: settings.get(key) for key in ("model", "weights", "data", "clips", "draws", "bootstrap",
                                                          "seed", "precision", "device")},
         "units": str(units) if units else "unknown", "ranked_by": str(ranked_by) if ranked_by else None,
