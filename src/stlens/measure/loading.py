@@ -23,6 +23,11 @@ from collections.abc import Iterable, Iterator, Sequence
 import numpy as np
 import torch
 
+from stlens.core.devices import (  # noqa: F401  (part of this module's interface)
+    default_workers,
+    resolve_workers,
+    usable_cpus,
+)
 from stlens.core.pair import Pair
 from stlens.errors import StlensError
 
@@ -47,30 +52,6 @@ def batches(pairs: Iterable, batch_size: int) -> Iterator[list[Pair]]:
             batch = []
     if batch:
         yield batch
-
-
-def usable_cpus() -> int:
-    """The CPUs this process may run on: its affinity (what Slurm or taskset grant), else ``os.cpu_count()``."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
-
-
-def default_workers() -> int:
-    """The default number of pair-making worker processes: min(4, usable CPUs − 1), at least 0 (on 1 CPU the pairs
-    are made in the main process)."""
-    return max(0, min(4, usable_cpus() - 1))
-
-
-def resolve_workers(workers: int | None) -> int:
-    """A ``--workers`` value → the number of worker processes: None = ``default_workers()``; 0 = the main process;
-    anything else than an integer ≥ 0 raises a ``StlensError`` naming ``--workers``."""
-    if workers is None:
-        return default_workers()
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
-        raise StlensError(f"--workers must be an integer ≥ 0 (0: pairs made in the main process), got {workers}")
-    return workers
 
 
 def indexable(pairs) -> bool:

@@ -16,6 +16,13 @@ from torch import nn
 
 from stlens._version import __version__
 from stlens.core import distributed
+from stlens.core.devices import (  # noqa: F401  (part of this module's interface)
+    PRECISIONS,
+    _cuda_native_bf16,
+    cpu_has_native_bf16,
+    exact_fp32,
+    resolve_precision,
+)
 from stlens.errors import StlensError
 from stlens.interrupts import deferred
 from stlens.measure.accumulator import Accumulator
@@ -37,47 +44,7 @@ from stlens.models.registry import ModelHandle, as_handle, resolve_device
 from stlens.models.taps import LayerTaps, asked_by_name
 
 MIN_PAIRS = 8
-PRECISIONS = ("fp32", "bf16", "fp16", "auto")
 _AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def cpu_has_native_bf16(unknown: bool = True) -> bool:
-    """True when the CPU has bf16 instructions (AVX512_BF16 or AMX); without them bf16 convolutions are very slow.
-    ``unknown``: the answer when it cannot be told (no /proc/cpuinfo: not Linux)."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return unknown
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def _cuda_native_bf16(device: torch.device) -> bool:
-    """True when the CUDA GPU ``device`` computes in bf16 natively (Ampere and later), not by emulation."""
-    with torch.cuda.device(device):
-        return torch.cuda.is_bf16_supported(including_emulation=False)
-
-
-def resolve_precision(precision: str, device: torch.device | str) -> str:
-    """A ``--precision`` value → the precision used on ``device``: ``fp32``, ``bf16`` or ``fp16``.
-
-    ``auto`` picks bf16 on CUDA GPUs with native bf16 and on CPUs with native bf16 (AVX512_BF16 or AMX; a CPU that
-    cannot be checked counts as without), fp32 otherwise (and on mps). fp16 is CUDA autocast only; bf16 runs on CPUs
-    and CUDA GPUs. Anything else raises a ``StlensError`` naming ``--precision``."""
-    device = torch.device(device)
-    if precision not in PRECISIONS:
-        raise StlensError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision}")
-    if precision == "auto":
-        if device.type == "cuda":
-            return "bf16" if _cuda_native_bf16(device) else "fp32"
-        if device.type == "cpu":
-            return "bf16" if cpu_has_native_bf16(unknown=False) else "fp32"
-        return "fp32"
-    if precision == "fp16" and device.type != "cuda":
-        raise StlensError(f"--precision fp16 is CUDA autocast only, and the device is {device}; use fp32"
-                          + (" or bf16" if device.type == "cpu" else "") + " (or --device cuda)")
-    if precision == "bf16" and device.type not in ("cpu", "cuda"):
-        raise StlensError(f"--precision bf16 runs on CPUs and CUDA GPUs, and the device is {device}; use fp32")
-    return precision
 
 
 def _warn_slow_bf16(device: torch.device) -> None:
@@ -150,22 +117,6 @@ def _restore_layout(module: nn.Module, changed: bool):
     finally:
         if changed:
             module.to(memory_format=torch.contiguous_format)
-
-
-@contextlib.contextmanager
-def exact_fp32(enabled: bool = True):
-    """fp32 means fp32 on CUDA GPUs too: TF32 convolutions (cuDNN's default) and matmuls are off inside, so that an
-    fp32 measurement on a GPU equals the CPU's up to float rounding; the flags are restored on exit (they do nothing
-    on the CPU)."""
-    if not enabled:
-        yield
-        return
-    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
-    try:
-        yield
-    finally:
-        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 
 
 def _progress(total: int | None, enabled: bool):

@@ -7,12 +7,11 @@ family, imported on first use, which defines ``build(target, *, weights, frames,
 
 from __future__ import annotations
 
-import re
-
 import torch
 from torch import nn
 
 from stlens.core import registry
+from stlens.core.devices import DEVICE_FORMS, resolve_device  # noqa: F401  (this module's interface)
 from stlens.core.handle import ModelHandle
 from stlens.core.spec import IMAGENET_MEAN, IMAGENET_STD, KINETICS_MEAN, KINETICS_STD, InputSpec
 from stlens.errors import StlensError
@@ -35,39 +34,6 @@ def _unknown_spec(spec: str) -> StlensError:
     forms = [getattr(registry.model_family(prefix), "SPEC_FORM", f"{prefix}:<name>")
              for prefix in registry.names("model")]
     return StlensError(f"unknown model spec '{spec}'; use {', '.join(forms[:-1])} or {forms[-1]}")
-
-
-DEVICE_FORMS = "auto, cpu, cuda, cuda:K or mps"
-
-
-def resolve_device(device: str | torch.device) -> torch.device:
-    """A ``--device`` value → the device to run on: ``auto`` is the current CUDA GPU when CUDA is available, else the
-    CPU; ``cuda`` is the current CUDA GPU (``cuda:0`` unless changed), ``cuda:K`` GPU K, ``mps`` Apple's GPU.
-
-    Raises a ``StlensError`` naming ``--device`` for an unknown device or one this machine does not have."""
-    text = str(device).strip().lower()
-    if text == "auto":
-        return torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
-    match = re.fullmatch(r"(cpu|mps|cuda)(?::(\d+))?", text)
-    if match is None or (match[2] is not None and match[1] != "cuda"):
-        raise StlensError(f"--device: unknown device '{device}'; use {DEVICE_FORMS}")
-    if match[1] == "cpu":
-        return torch.device("cpu")
-    if match[1] == "mps":
-        if not torch.backends.mps.is_available():
-            raise StlensError("--device mps: Apple's Metal (MPS) backend is not available on this machine; use "
-                              "--device cpu or auto")
-        return torch.device("mps")
-    if not torch.cuda.is_available():
-        why = ("this PyTorch is built without CUDA" if torch.version.cuda is None
-               else "no CUDA GPU is visible (driver, CUDA_VISIBLE_DEVICES?)")
-        raise StlensError(f"--device {text}: CUDA is not available: {why} (torch {torch.__version__}); use "
-                          f"--device cpu or auto")
-    count = torch.cuda.device_count()
-    index = torch.cuda.current_device() if match[2] is None else int(match[2])
-    if index >= count:
-        raise StlensError(f"--device {text}: this machine has {count} CUDA GPU(s), cuda:0 to cuda:{count - 1}")
-    return torch.device("cuda", index)
 
 
 def load_model(spec: str, weights: str | None = None, frames: int | None = None, size: int | None = None,
