@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 from stlens.errors import StlensError
@@ -81,6 +82,7 @@ class TrackResult:
 
     rows: list[dict[str, Any]]
     meta: dict[str, Any] = field(default_factory=dict)
+    path: Path | None = None  # the run folder it was saved into (``track(out=...)``)
 
     @property
     def layers(self) -> list[str]:
@@ -208,46 +210,93 @@ def _resolve_checkpoints(folder: str | Path) -> list[tuple[int, Path]]:
 
     folder = Path(folder)
     if not folder.is_dir():
-        raise StlensError(f"--checkpoints {folder}: no such folder")
+        raise StlensError(f"`checkpoints` {folder}: no such folder")
     found = list_checkpoints(folder) or list_checkpoints(folder / "checkpoints")
     if not found:
-        raise StlensError(f"--checkpoints {folder}: no step_NNNNNN.safetensors + .json checkpoints (a `stlens train` "
-                          f"run folder or its checkpoints/ folder)")
+        raise StlensError(f"`checkpoints` {folder}: no step_NNNNNN.safetensors + .json checkpoints (the run folder "
+                          f"of a train run or its checkpoints/ folder)")
     return found
 
 
 def track(model: str, checkpoints: str | Path, data: str, layers: str | list[str] | None = "default", *,
           pairs: int = 64, stylizer: str | None = None, frames: int | None = None, size: int | None = None,
-          batch_size: int = 8, bootstrap: int = 200, threshold: float = 0.5, seed: int = 0,
-          progress: bool = True, device: str = "auto", precision: str = "fp32",
-          workers: int | None = None) -> TrackResult:
-    """Measure every checkpoint of a ``stlens train`` run on the same pairs (made once from ``data`` and ``seed``).
-    ``frames``/``size`` default to the run's own (from the checkpoint info). ``device``, ``precision`` and
-    ``workers`` go to ``stlens.measure`` for every checkpoint (the weights are read onto the CPU and copied to the
-    device); ``meta`` records the device and precision used. Pairs that fit in memory (``cache_pairs``) are made
-    once, in ``workers`` processes, and re-used; larger ones are made again for each checkpoint. A checkpoint whose
-    files cannot be read (truncated, invalid JSON) is skipped with a warning naming it and listed in
-    ``meta["skipped"]``; it is left as it is.
+          batch_size: int = 4, workers: int | None = None, device: str | torch.device = "auto",
+          precision: str = "fp32", bootstrap: int = 200, threshold: float = 0.5, seed: int = 0,
+          out: str | Path | None = None, overwrite: bool = False, progress: bool = True) -> TrackResult:
+    """Measure every checkpoint of a ``stlens train`` run on the same pairs (made once from ``data`` and ``seed``):
+    the static/dynamic bias over training, one row per step × layer, and each layer's convergence step.
 
-    Under ``torchrun`` (an initialized ``torch.distributed`` process group) rank r of W measures the checkpoints of
-    its contiguous share (``distributed.shard``), each one whole on all the pairs (``measure(split=False)``); the
-    rows are gathered in checkpoint order, so every rank returns the table of a single process. A rank that fails
-    tells the others, which stop before their next checkpoint."""
+    ``model``: the run's model spec (e.g. ``stlens:i3d``). ``checkpoints``: a ``stlens train`` run folder or its
+    ``checkpoints/`` folder. ``data``: the data of the pairs (a spec, as for ``stlens.measure``). ``layers``:
+    ``default``, ``all`` or dotted layer names (a list or ``L1,L2``). ``pairs``: pairs per factor, the same for every
+    checkpoint. ``stylizer``: the appearance change of the pairs (as for measure). ``frames``/``size``: frames per
+    clip and crop size (default: the run's own, from the checkpoint info). ``batch_size``: pairs per forward pass.
+    ``workers``: processes that make the pairs (None: min(4, CPUs − 1); 0: the main process). ``device``: ``auto``,
+    ``cpu``, ``cuda[:K]`` or ``mps``; ``precision``: ``fp32``, ``bf16``, ``fp16`` or ``auto`` (device, precision and
+    workers are checked before any work; the weights are read onto the CPU and copied to the device; ``meta``
+    records the device and precision used). ``bootstrap``: bootstrap replicates for the 95% CIs (0: none);
+    ``threshold``: the per-channel class threshold τ; ``seed``: the pairs' and the bootstrap's seed. ``progress``:
+    a progress bar over the checkpoints.
+
+    ``out``: the run folder (``track.csv``, ``track.json`` — rows, convergence and meta — and ``track_<layer>.png``
+    per layer), claimed before any work: a folder holding a complete run is refused unless ``overwrite``, which
+    replaces only a track run, and only once the new one is complete; an error or interrupt leaves ``out`` as it
+    was. Pairs that fit in memory (``cache_pairs``) are made once and re-used; larger ones are made again for each
+    checkpoint. A checkpoint whose files cannot be read (truncated, invalid JSON) is skipped with a warning and
+    listed in ``meta["skipped"]``.
+
+    Under ``torchrun`` rank r of W measures the checkpoints of its contiguous share (``distributed.shard``), each
+    one whole on all the pairs; the rows are gathered in checkpoint order, so every rank returns the table of a
+    single process; rank 0 claims and writes ``out``. A rank that fails tells the others, which stop before their
+    next checkpoint.
+
+    >>> result = stlens.track("stlens:i3d", "runs/train", "synth:motion", out="runs/track")  # doctest: +SKIP
+    """
     from stlens.core import distributed
+    from stlens.core.devices import resolve_device, resolve_precision, resolve_workers
 
-    world = distributed.current()
+    _check(pairs=pairs, batch_size=batch_size, bootstrap=bootstrap, threshold=threshold)
+    world = distributed.launched()
     device = distributed.rank_device(device, world) if isinstance(device, str) else device
-    group = distributed.Group(world) if world.distributed else None
-    try:
-        result = _track(model, checkpoints, data, layers, pairs=pairs, stylizer=stylizer, frames=frames, size=size,
-                        batch_size=batch_size, bootstrap=bootstrap, threshold=threshold, seed=seed,
-                        progress=progress, device=device, precision=precision, workers=workers, world=world,
-                        group=group)
-    except Exception as exc:
-        if group is not None:
-            group.fail(str(exc) if isinstance(exc, StlensError) else f"{type(exc).__name__}: {exc}")
-        raise
+    target = resolve_device(device)  # checked before any work
+    resolve_precision(precision, target)
+    workers = resolve_workers(workers)
+    with distributed.joined(target) as world:
+        run = None
+        if out is not None:  # torchrun: rank 0 claims (every rank hears of a refusal), the ranks split the checkpoints
+            from stlens.runs import RunFolder
+
+            run = distributed.on_first_rank(world, lambda: RunFolder(out, "track", overwrite=overwrite).claim())
+        group = distributed.Group(world) if world.distributed else None
+        try:
+            result = _track(model, checkpoints, data, layers, pairs=pairs, stylizer=stylizer, frames=frames,
+                            size=size, batch_size=batch_size, bootstrap=bootstrap, threshold=threshold, seed=seed,
+                            progress=progress, device=target, precision=precision, workers=workers, world=world,
+                            group=group)
+            if run is not None:
+                result.save(run.staging)
+                run.commit()
+                result.path = run.out
+        except BaseException as exc:
+            if group is not None and isinstance(exc, Exception):
+                group.fail(str(exc) if isinstance(exc, StlensError) else f"{type(exc).__name__}: {exc}")
+            if run is not None:
+                run.abandon()
+            raise
     return result
+
+
+def _check(*, pairs: int, batch_size: int, bootstrap: int, threshold: float) -> None:
+    """The arguments that need no model or data, checked before any work (errors name the Python argument)."""
+    checks = [
+        (isinstance(pairs, int) and pairs >= 1, f"`pairs` must be an integer ≥ 1 (pairs per factor), got {pairs!r}"),
+        (batch_size >= 1, f"`batch_size` must be ≥ 1 (pairs per forward pass), got {batch_size}"),
+        (bootstrap >= 0, f"`bootstrap` must be ≥ 0 (0: no CIs), got {bootstrap}"),
+        (0.0 <= threshold < 1.0, f"`threshold` must be in [0, 1), got {threshold}"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise StlensError(message)
 
 
 def _track(model, checkpoints, data, layers, *, pairs, stylizer, frames, size, batch_size, bootstrap, threshold,
@@ -307,7 +356,7 @@ def _track(model, checkpoints, data, layers, *, pairs, stylizer, frames, size, b
         measured = [s for part in parts for s in part[1]]
         skipped = [s for part in parts for s in part[2]]
     if not measured:
-        raise StlensError(f"--checkpoints {checkpoints}: no checkpoint can be read (" +
+        raise StlensError(f"`checkpoints` {checkpoints}: no checkpoint can be read (" +
                           "; ".join(s["reason"] for s in skipped) + ")")
     meta = {"model": model, "checkpoints": str(checkpoints), "data": data, "layers": names, "pairs": pairs,
             "seed": seed, "bootstrap": bootstrap, "threshold": threshold, "frames": handle.input.frames,
