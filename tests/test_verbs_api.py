@@ -88,3 +88,104 @@ def test_track_checks_its_arguments_before_any_work(tmp_path, train_run):
     assert not out.exists()
     with pytest.raises(StlensError, match="`checkpoints`"):
         track(MODEL, tmp_path, DATA, progress=False)
+
+
+# -- stylize -------------------------------------------------------------------------------------------------------
+
+
+def test_stylize_signature():
+    from stlens.pairs.stylize import stylize
+
+    assert parameters(stylize) == ["data", "stylizer", "styles", "out", "seed", "short_side", "frames_max", "device",
+                                   "precision", "workers", "progress"]
+    assert inspect.signature(stylize).parameters["out"].default is inspect.Parameter.empty
+
+
+def test_stylize_writes_resumes_and_refuses(tmp_path, small_video):
+    from stlens.pairs.stylize import stylize
+    from stlens.runs import RunFolder
+
+    out = tmp_path / "styled"
+    fast = {"stylizer": "palette", "styles": 1, "frames_max": 3, "short_side": 24, "workers": 0, "progress": False}
+    counts = stylize(small_video, out=out, **fast)
+    assert (counts["videos"], counts["written"], counts["frames"]) == (1, 1, 3)
+    assert len(list(out.glob("style_1/*/frame_*.jpg"))) == 3 and read_marker(out)["verb"] == "stylize"
+    frames = snapshot(out / "style_1")
+    assert stylize(small_video, out=out, **fast)["skipped"] == 1  # its own run resumes: nothing to write
+    assert snapshot(out / "style_1") == frames
+    before = snapshot(out)
+    with pytest.raises(StlensError, match="seed"):  # other fixed arguments: refused, nothing written
+        stylize(small_video, out=out, **(fast | {"seed": 1}))
+    assert snapshot(out) == before
+
+    # a folder holding another verb's complete run is refused before the stylizer is built
+    other = tmp_path / "other"
+    run = RunFolder(other, "track").claim()
+    (run.staging / "track.json").write_text("{}")
+    run.commit()
+    held = snapshot(other)
+    with pytest.raises(StlensError, match="holds"):
+        stylize(small_video, out=other, **(fast | {"stylizer": "module:no_such_module_stlens:make"}))
+    assert snapshot(other) == held
+
+
+def test_stylize_checks_its_arguments_before_any_work(tmp_path, small_video):
+    from stlens.pairs.stylize import stylize
+
+    out = tmp_path / "never"
+    for kwargs, named in (({"styles": 0}, "`styles`"), ({"device": "tpu", "stylizer": "neural"}, "device"),
+                          ({"precision": "fp8"}, "precision"), ({"workers": -1}, "workers"),
+                          ({"frames_max": 0}, "`frames_max`")):
+        with pytest.raises(StlensError, match=named):
+            stylize(small_video, out=out, progress=False, **kwargs)
+    assert not out.exists()
+
+
+# -- pairs check ---------------------------------------------------------------------------------------------------
+
+
+def test_check_pairs_signature():
+    from stlens.pairs.check import check_pairs
+
+    assert parameters(check_pairs) == ["data", "stylizer", "clips", "frames", "size", "check_flow", "seed",
+                                       "examples", "device", "precision", "workers", "out", "progress"]
+
+
+def test_check_pairs_writes_its_report_file(tmp_path, small_video):
+    from stlens.pairs.check import check_pairs
+
+    out = tmp_path / "check" / "pairs.json"
+    fast = {"stylizer": "palette", "clips": 1, "frames": 4, "size": 32, "workers": 0, "progress": False}
+    report = check_pairs(small_video, out=out, examples=True, **fast)
+    assert json.loads(out.read_text()) == report and report["clips"] == 1 and set(report["stylizers"]) == {"palette"}
+    assert [p.name for p in (tmp_path / "check" / "pairs").iterdir()] == ["palette_clip0.gif"]
+    before = out.read_bytes()
+    # a failure midway (the stylizer cannot be built) leaves the earlier report as it was
+    with pytest.raises(StlensError, match="no_such_module_stlens"):
+        check_pairs(small_video, out=out, **(fast | {"stylizer": "module:no_such_module_stlens:make"}))
+    assert out.read_bytes() == before
+    assert check_pairs(small_video, **fast) == report  # no out: nothing written, the same report
+
+
+def test_check_pairs_refuses_before_any_work(tmp_path, small_video):
+    from stlens.pairs.check import check_pairs
+
+    broken = {"stylizer": "module:no_such_module_stlens:make", "progress": False}
+    mine = tmp_path / "mine.json"
+    mine.write_text('{"my": "data"}')
+    with pytest.raises(StlensError, match="not a pairs check report"):  # the user's file, before the stylizer
+        check_pairs(small_video, out=mine, **broken)
+    assert mine.read_text() == '{"my": "data"}'
+    with pytest.raises(StlensError, match="is a folder"):
+        check_pairs(small_video, out=tmp_path, **broken)
+    with pytest.raises(StlensError, match=r"must end in \.json"):
+        check_pairs(small_video, out=tmp_path / "report", examples=True, **broken)
+    with pytest.raises(StlensError, match="`examples`"):
+        check_pairs(small_video, examples=True, **broken)
+    with pytest.raises(StlensError, match=r"`clips` must be ≥ 1 \(the number of clips to check\), got 0"):
+        check_pairs(small_video, clips=0, **broken)
+    with pytest.raises(StlensError, match="`check_flow`"):
+        check_pairs(small_video, check_flow="raft", **broken)
+    with pytest.raises(StlensError, match="precision"):
+        check_pairs(small_video, precision="fp8", out=tmp_path / "never.json", **broken)
+    assert not (tmp_path / "never.json").exists() and not (tmp_path / "report").exists()
