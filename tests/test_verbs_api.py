@@ -189,3 +189,68 @@ def test_check_pairs_refuses_before_any_work(tmp_path, small_video):
     with pytest.raises(StlensError, match="precision"):
         check_pairs(small_video, precision="fp8", out=tmp_path / "never.json", **broken)
     assert not (tmp_path / "never.json").exists() and not (tmp_path / "report").exists()
+
+
+# -- report --------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def measured(tmp_path_factory) -> tuple[Path, Path]:
+    """Two tiny measure runs: one of the layers stem and stage, one of stem only."""
+    import stlens
+
+    root = tmp_path_factory.mktemp("measured")
+    for name, layers in (("both", ["stem", "stage"]), ("stem", ["stem"])):
+        stlens.measure(MODEL, DATA, layers, frames=8, size=16, pairs=8, bootstrap=0, workers=0, out=root / name,
+                       progress=False)
+    return root / "both", root / "stem"
+
+
+def test_report_is_a_callable_package_with_the_real_signature():
+    import stlens
+    from stlens.report import html
+
+    assert callable(stlens.report) and stlens.report.report is html.report
+    assert inspect.signature(stlens.report) == inspect.signature(html.report)
+    assert parameters(html.report) == ["runs", "out", "layers", "examples", "title", "plots_only"]
+    assert "plots_only" in stlens.report.__doc__
+
+
+def test_report_compares_at_the_first_layer_a_run_has(measured, tmp_path):
+    import stlens
+    from stlens.report.html import GENERATOR, choose_layer
+
+    both, stem = (stlens.load_result(run) for run in measured)
+    assert choose_layer(both, "stage,stem")[0].layer == "stage"
+    assert choose_layer(stem, ["stage", "stem"])[0].layer == "stem"
+    assert choose_layer(stem, "stage") == (stem["stem"], "no layer 'stage'; its last layer is shown")
+    assert choose_layer(both, None)[0].layer == "stage"
+
+    out = tmp_path / "report.html"
+    assert stlens.report(list(measured), out, layers=["stage", "stem"], examples=0, title="two runs") == out
+    html = out.read_text()
+    assert GENERATOR in html and "<title>two runs</title>" in html and "stage, stem" in html
+    before = out.read_bytes()
+    with pytest.raises(StlensError, match="nothing to report"):  # a failed report leaves the earlier one
+        stlens.report([tmp_path / "missing"], out)
+    assert out.read_bytes() == before
+
+
+def test_report_refuses_a_file_it_did_not_write_before_any_work(tmp_path):
+    import stlens
+
+    mine = tmp_path / "notes.html"
+    mine.write_text("<p>my notes</p>")
+    with pytest.raises(StlensError, match="not a report written by stlens"):  # before reading the (missing) runs
+        stlens.report([tmp_path / "missing"], mine)
+    assert mine.read_text() == "<p>my notes</p>"
+
+
+def test_report_plots_only(measured, tmp_path):
+    import stlens
+
+    written = stlens.report(list(measured), tmp_path / "plots", layers="stage", plots_only=True)
+    names = sorted(str(p.relative_to(tmp_path / "plots")) for p in written)
+    assert "comparison.png" in names and "comparison.svg" in names and "both/layers.png" in names
+    single = stlens.report(measured[1], plots_only=True)  # default: the run's own plots/ folder
+    assert {p.parent for p in single} == {measured[1] / "plots"}

@@ -11,6 +11,7 @@ import logging
 import platform
 import re
 import shlex
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -126,13 +127,26 @@ def command_line(config: dict[str, Any], run_dir: Path) -> list[str]:
     return ["unknown (config.json names no command)"]
 
 
-def choose_layer(result: MeasureResult, layer: str | None) -> tuple[LayerResult, str]:
-    """The layer to compare at: ``layer`` when the run has it, else the run's last layer (with a note)."""
-    if layer:
+def layer_names(layers: str | Sequence[str] | None) -> list[str]:
+    """``layers`` as a list of names: one name, ``L1,L2`` or a list; None or empty: none."""
+    if layers is None:
+        return []
+    items = layers.split(",") if isinstance(layers, str) else list(layers)
+    return [name.strip() for name in items if name and name.strip()]
+
+
+def choose_layer(result: MeasureResult, layer: str | Sequence[str] | None) -> tuple[LayerResult, str]:
+    """The layer to compare at: the first of ``layer`` (one name, ``L1,L2`` or a list) that the run has, else the
+    run's last layer (with a note)."""
+    names = layer_names(layer)
+    for name in names:
         try:
-            return result[layer], ""
+            return result[name], ""
         except KeyError:
-            return result.layers[-1], f"no layer {layer!r}; its last layer is shown"
+            continue
+    if names:
+        which = f"layer {names[0]!r}" if len(names) == 1 else f"layer of {', '.join(map(repr, names))}"
+        return result.layers[-1], f"no {which}; its last layer is shown"
     return result.layers[-1], ""
 
 
@@ -189,7 +203,7 @@ def _visualize_command(run: Run, layer: str) -> str:
     return shlex.join(words)
 
 
-def _run_view(run: Run, layer: str | None) -> dict[str, Any]:
+def _run_view(run: Run, layer: str | Sequence[str] | None) -> dict[str, Any]:
     result, config = run.result, run.config
     chosen, _ = choose_layer(result, layer)
     return {
@@ -350,11 +364,12 @@ def check_scripts(html: str, allowed: str) -> None:
             raise RuntimeError("a <script> of the rendered report is not among the hashed template scripts")
 
 
-def build_report(paths: list[str | Path], out: str | Path = "report.html", *, layer: str | None = None,
-                 examples: int = 2, title: str = "stlens report") -> Path:
+def build_report(paths: list[str | Path], out: str | Path = "report.html", *,
+                 layer: str | Sequence[str] | None = None, examples: int = 2, title: str = "stlens report") -> Path:
     """Write one self-contained HTML report for the measure runs, ablate runs, tracks and visualization runs under
-    ``paths``. Runs that cannot be read are listed as skipped with the reason; ``StlensError`` only when nothing is
-    usable."""
+    ``paths``. ``layer``: the layer to compare models at, the first of these names (one, ``L1,L2`` or a list) that a
+    run has (default: each run's last). Runs that cannot be read are listed as skipped with the reason;
+    ``StlensError`` only when nothing is usable."""
     import jinja2
     import markupsafe
 
@@ -378,7 +393,8 @@ def build_report(paths: list[str | Path], out: str | Path = "report.html", *, la
                           "static": f"{chosen.percent['static']:.1f}", "static_ci": _ci(chosen.ci95.get("static")),
                           "bias": f"{chosen.bias:.2f}", "pairs": (run.result.meta.get("pairs") or {}).get("dynamic"),
                           "random_init": run.result.meta.get("random_init") is True})
-        comparison = {"layer": layer or "the last measured layer of each run", "rows": table, "notes": notes,
+        comparison = {"layer": ", ".join(layer_names(layer)) or "the last measured layer of each run",
+                      "rows": table, "notes": notes,
                       "img": plots.figure_image(plots.model_comparison(points, groups=_groups(loaded.runs)))}
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
@@ -395,7 +411,8 @@ def build_report(paths: list[str | Path], out: str | Path = "report.html", *, la
     return path
 
 
-def write_plots(paths: list[str | Path], out: str | Path | None = None, *, layer: str | None = None) -> list[Path]:
+def write_plots(paths: list[str | Path], out: str | Path | None = None, *,
+                layer: str | Sequence[str] | None = None) -> list[Path]:
     """PNG + SVG of every figure of the report: per run ``<out>/<run>/{layers,classes,channels}``, and
     ``comparison`` / ``track_<i>`` / ``training_<i>``; ``out`` None: a ``plots/`` folder inside each run (comparison
     in the first; a training run's as ``plots/training`` inside it)."""
@@ -438,3 +455,38 @@ def write_plots(paths: list[str | Path], out: str | Path | None = None, *, layer
             fig = plots.metric_curves(view["series"], view["loss"], ylabel=_score_label(run.task))
             written += plots.save_figure(fig, stem)
     return written
+
+
+GENERATOR = '<meta name="generator" content="stlens'
+"""What a report stlens wrote holds (how ``out`` is recognised as a file stlens may replace)."""
+
+
+def report(runs: str | Path | Sequence[str | Path], out: str | Path | None = "report.html", *,
+           layers: str | Sequence[str] | None = None, examples: int = 2, title: str = "stlens report",
+           plots_only: bool = False) -> Path | list[Path]:
+    """One self-contained HTML report (plots, pairs, tracks, unit gallery) of the runs under ``runs``, or with
+    ``plots_only`` its figures as PNG + SVG files.
+
+    ``runs``: one folder or several — measure runs (nested ones are found, e.g. the demo root), ablate, track,
+    train and visualize runs; runs that cannot be read are listed as skipped. ``out``: the HTML file (None:
+    ``report.html``), written atomically; an existing file is replaced only when stlens wrote it (a report),
+    checked before any work. With ``plots_only``, ``out`` is the folder of the figures (None or the default
+    ``report.html``: a ``plots/`` folder inside each run). ``layers``: the layer to compare models at, one name or
+    several (a list or ``L1,L2``): the first of them that a run has (default, and for a run that has none of them:
+    its last layer). ``examples``: example pairs per factor shown as GIFs (0: none). ``title``: the page's title.
+
+    Returns the HTML file, or with ``plots_only`` the files written.
+
+    >>> stlens.report(["runs/r3d", "runs/i3d"], "report.html", layers="layer4,mixed_5c")  # doctest: +SKIP
+    """
+    paths = [runs] if isinstance(runs, str | Path) else list(runs)
+    if examples < 0:
+        raise StlensError(f"`examples` must be ≥ 0 (0: none), got {examples}")
+    if plots_only:
+        folder = None if out is None or (isinstance(out, str) and out == "report.html") else out
+        return write_plots(paths, folder, layer=layers)
+    from stlens.runs import own_file
+
+    out = "report.html" if out is None else out
+    own_file(out, GENERATOR, "report")  # before any work
+    return build_report(paths, out, layer=layers, examples=examples, title=title)
