@@ -32,7 +32,7 @@ import os
 import re
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -175,15 +175,21 @@ def live_layers(measure: Path, layers: Iterable[str]) -> list[str]:
 # -- the steps -----------------------------------------------------------------------------------------------------
 
 
-def cli(argv: list[str]) -> None:
-    from stlens.cli import main as stlens_main
-    from stlens.interrupts import EXIT_INTERRUPTED, Interrupted
+def step(verb: str, call: Callable[[], Any]) -> Any:
+    """One stlens verb through its Python function: an interrupt (SIGINT/SIGTERM) stops the study as interrupted (it
+    resumes on the next run), a StlensError as a failed step naming the verb."""
+    from stlens.errors import StlensError
+    from stlens.interrupts import Interrupted
 
-    code = stlens_main(argv)
-    if code == EXIT_INTERRUPTED:  # the verb caught SIGINT/SIGTERM and said so: stop the study as interrupted too
-        raise Interrupted(f"in stlens {argv[0]}")
-    if code != 0:
-        raise SystemExit(f"segmentation_study: `stlens {' '.join(argv)}` failed (exit {code})")
+    try:
+        result = call()
+    except StlensError as exc:
+        raise SystemExit(f"segmentation_study: stlens.{verb} failed: {exc}") from exc
+    except KeyboardInterrupt as exc:
+        raise Interrupted(f"in stlens {verb}") from exc
+    if getattr(result, "meta", {}).get("interrupted"):  # measure kept its partial result: stop as interrupted
+        raise Interrupted(f"in stlens {verb}")
+    return result
 
 
 def do_train(run: Run, s: Settings, progress: bool) -> None:
@@ -198,12 +204,12 @@ def do_train(run: Run, s: Settings, progress: bool) -> None:
 
 
 def do_measure(run: Run, s: Settings) -> None:
-    cli(["measure", "--model", VARIANTS[run.variant], "--weights", str(run.weights(s.steps)), "--frames",
-         str(s.frames), "--size", str(s.size), "--data", s.pairs_spec,
-         "--layers", ",".join(measured_layers(run.variant)), "--pairs", str(s.pairs),
-         "--flow", "dis" if is_avos(run.variant) else "none", "--batch-size", "4",
-         "--workers", "0", "--device", "cpu", "--bootstrap", str(s.measure_bootstrap), "--seed", "0",
-         "--out", str(run.measure), "--quiet"])
+    import stlens
+
+    step("measure", lambda: stlens.measure(
+        VARIANTS[run.variant], s.pairs_spec, measured_layers(run.variant), weights=str(run.weights(s.steps)),
+        frames=s.frames, size=s.size, pairs=s.pairs, flow="dis" if is_avos(run.variant) else "none", batch_size=4,
+        workers=0, device="cpu", bootstrap=s.measure_bootstrap, seed=0, out=str(run.measure), progress=False))
 
 
 class Thresholds:
@@ -253,12 +259,13 @@ def do_evaluate(run: Run, s: Settings) -> None:
 
 
 def do_ablate(run: Run, s: Settings, layers: list[str]) -> None:
-    cli(["ablate", "--model", VARIANTS[run.variant], "--weights", str(run.weights(s.steps)), "--frames",
-         str(s.frames), "--size", str(s.size), "--data", s.test_spec("motion"), "--from", str(run.measure),
-         "--layers", ",".join(layers), "--select", ",".join(SELECTS), "--k", ",".join(k_name(k) for k in s.ks),
-         "--mode", "zero", "--draws", str(s.draws), "--batch-size", "16", "--mask-threshold", str(ABLATE_THRESHOLD),
-         "--workers", "0", "--device", "cpu", "--bootstrap", str(s.ablate_bootstrap), "--seed", "0",
-         "--out", str(run.ablate), "--quiet"])
+    import stlens
+
+    step("ablate", lambda: stlens.ablate(
+        VARIANTS[run.variant], s.test_spec("motion"), str(run.measure), layers, SELECTS, s.ks, mode="zero",
+        draws=s.draws, batch_size=16, mask_threshold=ABLATE_THRESHOLD, weights=str(run.weights(s.steps)),
+        frames=s.frames, size=s.size, workers=0, device="cpu", bootstrap=s.ablate_bootstrap, seed=0,
+        out=str(run.ablate), progress=False))
 
 
 # -- budget --------------------------------------------------------------------------------------------------------

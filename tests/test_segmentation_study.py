@@ -67,16 +67,26 @@ def test_tables_are_mean_and_sd_over_seeds(tmp_path):
 def test_an_interrupted_verb_stops_the_study_as_interrupted_and_a_failed_one_as_failed(monkeypatch, capsys):
     import segmentation_study
 
-    import stlens.cli
+    from stlens.errors import StlensError
     from stlens.interrupts import EXIT_INTERRUPTED, Interrupted
 
-    monkeypatch.setattr(stlens.cli, "main", lambda argv: EXIT_INTERRUPTED)  # as after Ctrl-C inside `stlens ablate`
+    def interrupted():
+        raise KeyboardInterrupt  # as after Ctrl-C inside stlens.ablate
+
     with pytest.raises(Interrupted, match="in stlens ablate"):
-        segmentation_study.cli(["ablate", "--quiet"])
-    monkeypatch.setattr(segmentation_study, "main", lambda: segmentation_study.cli(["ablate"]))
+        segmentation_study.step("ablate", interrupted)
+    monkeypatch.setattr(segmentation_study, "main", lambda: segmentation_study.step("ablate", interrupted))
     assert segmentation_study.run_main() == EXIT_INTERRUPTED
     assert "interrupted (in stlens ablate); run the same command to resume" in capsys.readouterr().out
 
-    monkeypatch.setattr(stlens.cli, "main", lambda argv: 2)
-    with pytest.raises(SystemExit, match=r"`stlens ablate --quiet` failed \(exit 2\)"):
-        segmentation_study.cli(["ablate", "--quiet"])
+    class Partial:  # what stlens.measure returns when interrupted: its partial result, saved
+        meta = {"interrupted": True}
+
+    with pytest.raises(Interrupted, match="in stlens measure"):
+        segmentation_study.step("measure", Partial)
+
+    def failed():
+        raise StlensError("`clips` must be ≥ 1")
+
+    with pytest.raises(SystemExit, match=r"stlens.ablate failed: `clips` must be ≥ 1"):
+        segmentation_study.step("ablate", failed)

@@ -1,6 +1,8 @@
 """stlens: what spatiotemporal video networks encode — static vs. dynamic information per layer and channel.
 
-Attributes load on first use (``import stlens`` itself imports nothing heavy): see docs/architecture.md.
+Every verb is a plain function with its real signature (``measure``, ``layers``, ``evaluate``, ``train``, ``track``,
+``stylize``, ``check_pairs``, ``visualize``, ``ablate``, ``report``); attributes load on first use (``import stlens``
+itself imports nothing heavy): see docs/architecture.md.
 """
 
 from stlens._lazy import attach
@@ -24,13 +26,19 @@ _NAMES = {
     "TwoStreamPairs": "stlens.pairs.twostream:TwoStreamPairs",
     "VideoPairs": "stlens.pairs.makers:VideoPairs",
     "ablate": "stlens.ablate",  # a callable package: stlens.ablate(...) runs ablate.run.ablate
+    "check_pairs": "stlens.pairs.check:check_pairs",
+    "evaluate": "stlens.train.evaluate:evaluate",
+    "layers": "stlens.models.inspect:layers",
     "list_models": "stlens.models.registry:list_models",
     "load_model": "stlens.models.registry:load_model",
     "load_result": "stlens.report.load:load_result",
     "make_pairs": "stlens.pairs.compose:make_pairs",
-    "measure": "stlens.measure",  # a callable package: stlens.measure(...) runs measure.run.measure
+    "measure": "stlens.measure",  # a callable package: stlens.measure(...) runs measure.verb.measure
     "open_data": "stlens.video.sources:open_data",
+    "report": "stlens.report",  # a callable package: stlens.report(...) runs report.html.report
+    "stylize": "stlens.pairs.stylize:stylize",
     "track": "stlens.train.tracking:track",
+    "train": "stlens.train",  # a callable package: stlens.train(...) runs train.verb.train
     "visualize": "stlens.visualize",  # a callable package: stlens.visualize(...) runs visualize.api.visualize
 }
 __getattr__, __dir__ = attach(__name__, _NAMES)

@@ -1,183 +1,163 @@
-"""The ``stlens`` command line: it only parses arguments and calls the Python API."""
+"""The ``stlens`` command line: it parses options, calls the verb's Python function and prints.
+
+Options come from shared groups, so that one option name means one thing in every verb (docs/cli.md; a test walks
+every subparser). Errors raised inside the package name the Python argument in backticks (`` `batch_size` ``);
+``main`` shows them with the option the user typed (``--batch-size``)."""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
-from pathlib import Path
-
-import torch
 
 from stlens._version import __version__
 from stlens.errors import StlensError
 
+FLOWS = ("auto", "none", "tvl1", "dis", "farneback")  # == stlens.measure.verb.FLOW_CHOICES (a test checks)
+PRECISIONS = ("fp32", "bf16", "fp16", "auto")
+DEMO_OUT = "runs/demo"
+_warned: set[str] = set()
+
 
 class DeprecatedAlias(argparse.Action):
-    """An old spelling of an option (hidden from --help): it still works, and warns with the new spelling."""
+    """An old spelling of an option (hidden from -h): it still works, and warns once with the new spelling."""
 
     def __init__(self, option_strings, dest, new: str = "", **kwargs):
         super().__init__(option_strings, dest, **kwargs)
         self.new = new
 
     def __call__(self, parser, namespace, values, option_string=None) -> None:
-        logging.getLogger("stlens").warning("%s is deprecated; use %s", option_string, self.new)
-        setattr(namespace, self.dest, values)
+        if option_string not in _warned:
+            _warned.add(option_string)
+            logging.getLogger("stlens").warning("%s is deprecated; use %s", option_string, self.new)
+        setattr(namespace, self.dest, True if self.nargs == 0 else values)
+        typed = dict(getattr(namespace, "typed", None) or {})
+        namespace.typed = typed | {self.dest: option_string}  # errors name the option as the user typed it
 
 
-def _add_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, help="torchvision:<builder>, stlens:<zoo name>, pytorchvideo:<name>, "
-                   "hf:<videomae|timesformer|vivit>[?options] or module:<pkg.mod>:<callable> (docs/models.md)")
-    p.add_argument("--weights", default=None, help="a .safetensors/.pt file, bundled:<name> or a torchvision "
-                   "weights name")
-    p.add_argument("--frames", type=int, default=None, help="frames per clip (default: the model family's)")
-    p.add_argument("--size", type=int, default=None, help="crop size in pixels (default: the model family's)")
+class Removed(argparse.Action):
+    """An option that no longer exists in this verb: an error naming its replacement."""
+
+    def __init__(self, option_strings, dest, new: str = "", **kwargs):
+        super().__init__(option_strings, dest, **kwargs)
+        self.new = new
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        parser.error(f"{option_string} was removed from this command: use {self.new}")
 
 
-def _add_device_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--device", default="auto", help="auto (default: CUDA when available, else the CPU), cpu, cuda, "
-                   "cuda:K or mps")
+def _alias(p, old: str, dest: str, new: str, **kwargs) -> None:
+    p.add_argument(old, dest=dest, action=DeprecatedAlias, new=new, help=argparse.SUPPRESS, **kwargs)
 
 
-def _add_precision_arg(p: argparse.ArgumentParser, recorded: str, what: str = "") -> None:
-    p.add_argument("--precision", choices=["fp32", "bf16", "fp16", "auto"], default="fp32", help="fp32 (default on "
-                   f"every machine){what}; bf16: autocast on CPUs and CUDA GPUs; fp16: CUDA autocast; auto: bf16 "
-                   f"where the CPU/GPU has native bf16, else fp32 ({recorded} records the one used)")
+# -- shared option groups: one name, one meaning ---------------------------------------------------------------------
+
+def _model_options(p: argparse.ArgumentParser, required: bool = True) -> None:
+    g = p.add_argument_group("model")
+    g.add_argument("--model", required=required, help="torchvision:<builder>, stlens:<zoo name>, pytorchvideo:<name>, "
+                   "hf:<name | hub id | folder>[?options] or module:<pkg.mod>:<callable> (docs/models.md)")
+    g.add_argument("--weights", default=None, help="a .safetensors/.pt file, bundled:<name> or a torchvision weights "
+                   "name (downloaded into the torch hub cache unless --offline)")
+    g.add_argument("--frames", type=int, default=None, metavar="N", help="frames per clip (default: the model's)")
+    g.add_argument("--size", type=int, default=None, metavar="PIXELS", help="crop size (default: the model's)")
+    g.add_argument("--offline", action="store_true", help="never download weights (also: STLENS_OFFLINE=1 or "
+                   "HF_HUB_OFFLINE=1)")
 
 
-def _add_workers_arg(p: argparse.ArgumentParser, what: str = "make the pairs (decode, stylize, flow)",
-                     default: int | None = None) -> None:
-    told = "min(4, CPUs − 1)" if default is None else str(default)
-    p.add_argument("--workers", type=int, default=default, help=f"processes that {what} (default: {told}; "
-                   "0: in the main process); the result does not depend on it")
+def _data_option(p: argparse.ArgumentParser, required: bool = True, what: str = "") -> None:
+    p.add_argument("--data", required=required, default=None, help=what or "a folder of videos / frame folders, a "
+                   "video file, an annotation file, stylized:ROOT, sample: or synth:WORLD[?options]")
 
 
-def _resolved_device(args: argparse.Namespace) -> tuple[torch.device, str]:
-    """(device, precision) of --device and --precision, checked (StlensError, exit 2, naming the option)."""
-    from stlens.measure.run import resolve_precision
-    from stlens.models.registry import resolve_device
-
-    device = resolve_device(args.device)
-    return device, resolve_precision(args.precision, device)
+def _layers_option(p: argparse.ArgumentParser, default: str | None, what: str) -> None:
+    p.add_argument("--layers", default=default, metavar="L1[,L2...]", help=what)
+    _alias(p, "--layer", "layers", "--layers")
 
 
-def _check_device(args: argparse.Namespace) -> None:
-    """--device (and --precision on it) checked before any work: a StlensError (exit 2) names the option."""
-    from stlens.models.registry import resolve_device
-
-    device = resolve_device(args.device)
-    if "precision" in args:
-        from stlens.measure.run import resolve_precision
-
-        resolve_precision(args.precision, device)
-
-
-def _add_measure_args(p: argparse.ArgumentParser) -> None:
-    _add_model_args(p)
-    p.add_argument("--data", required=True, help="a folder of videos / frame folders, a video file, an annotation "
-                   "file, stylized:ROOT, sample: or synth:WORLD[?options]")
-    p.add_argument("--layers", default="default", help="L1,L2 | default | all (dotted named_modules paths)")
-    p.add_argument("--pairs", type=int, default=64, help="pairs per factor (default 64)")
-    p.add_argument("--stylizer", default=None, help="appearance stylizer(s) for the pairs, NAME[,NAME...] (default "
+def _pair_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("pairs")
+    g.add_argument("--pairs", type=int, default=64, metavar="PAIRS", help="pairs per factor (default 64)")
+    g.add_argument("--stylizer", default=None, help="appearance stylizer(s) of the pairs, NAME[,NAME...] (default "
                    "palette; on synth: worlds rerender, the same motion drawn with other textures)")
-    p.add_argument("--flow", choices=["auto", "none", "tvl1", "dis", "farneback"], default="auto",
-                   help="(rgb, flow) pairs for two-stream models, flow from this method; auto: tvl1 for models whose "
-                   "forward takes two inputs (ground-truth flow on synth: worlds), none otherwise")
-    p.add_argument("--flow-cache", default=None, help="folder to cache optical flow in (reused across runs)")
-    p.add_argument("--batch-size", type=int, default=4, help="pairs per forward pass (2× videos)")
-    _add_workers_arg(p, "make the pairs (decode, stylize, flow) while the model runs")
-    _add_device_arg(p)
-    _add_precision_arg(p, "result.json")
-    p.add_argument("--bootstrap", type=int, default=200, help="Poisson bootstrap replicates (0 = no CIs)")
-    p.add_argument("--threshold", type=float, default=0.5, help="per-channel class threshold τ (strict >)")
-    p.add_argument("--seed", type=_seed, default=0)
-    p.add_argument("--save-latents", action="store_true", help="also write latents.npz (memory grows with pairs)")
-    p.add_argument("--out", required=True, help="output run folder (refused if it holds a complete run)")
-    p.add_argument("--overwrite", action="store_true", help="replace the run in --out (swapped in only when the new "
-                   "run is complete)")
-    p.add_argument("--checkpoint-every", type=int, default=0, metavar="N", help="save a checkpoint in "
-                   "OUT/.stlens-checkpoint every N pairs (per process) and when interrupted (SIGINT, SIGTERM); "
-                   "default 0: no checkpoints")
-    p.add_argument("--resume", action="store_true", help="continue the measurement checkpointed in --out (the same "
-                   "options; without a checkpoint it starts at the first pair)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar or table")
+    g.add_argument("--flow", choices=FLOWS, default="auto", help="(rgb, flow) pairs for two-stream models from this "
+                   "optical-flow method; auto (default): tvl1 for models whose forward takes two inputs (the "
+                   "ground-truth flow on synth: worlds), none otherwise")
+    g.add_argument("--flow-cache", default=None, metavar="FOLDER", help="folder to cache optical flow in")
 
+
+def _compute_options(p: argparse.ArgumentParser, batch_unit: str, batch_default: int, workers_what: str,
+                     workers_default: int | None = None, precision_note: str = "") -> None:
+    g = p.add_argument_group("device, precision and workers")
+    g.add_argument("--batch-size", type=int, default=batch_default, metavar=batch_unit.upper(),
+                   help=f"{batch_unit} per forward pass (default {batch_default})")
+    told = "min(4, CPUs − 1)" if workers_default is None else str(workers_default)
+    g.add_argument("--workers", type=int, default=workers_default, metavar="N", help=f"processes that {workers_what} "
+                   f"(default {told}; 0: the main process); results do not depend on it")
+    g.add_argument("--device", default="auto", help="auto (default: CUDA when available, else the CPU), cpu, cuda, "
+                   "cuda:K or mps")
+    g.add_argument("--precision", choices=PRECISIONS, default="fp32", help="fp32 (default)"
+                   f"{precision_note}; bf16: autocast on CPUs and CUDA GPUs; fp16: CUDA autocast; auto: bf16 where "
+                   "the CPU/GPU has native bf16, else fp32")
+
+
+def _stats_options(p: argparse.ArgumentParser, bootstrap: int, over: str, threshold: bool = True) -> None:
+    p.add_argument("--bootstrap", type=int, default=bootstrap, metavar="N", help=f"bootstrap replicates over {over} "
+                   f"for the 95%% CIs (default {bootstrap}; 0: none)")
+    if threshold:
+        p.add_argument("--threshold", type=float, default=0.5, help="per-channel class threshold τ (strict >; "
+                       "default 0.5)")
+
+
+def _seed_option(p: argparse.ArgumentParser, what: str = "") -> None:
+    p.add_argument("--seed", type=_seed, default=0, help=what or "random seed (default 0)")
+
+
+def _output_options(p: argparse.ArgumentParser, what: str, overwrite: str | None = "replace the run in --out (the "
+                    "new run is swapped in only when complete)", required: bool = True) -> None:
+    g = p.add_argument_group("output")
+    g.add_argument("--out", required=required, default=None, help=what)
+    if overwrite:
+        g.add_argument("--overwrite", action="store_true", help=overwrite)
+    g.add_argument("--quiet", action="store_true", help="no progress bar or table")
+
+
+def _mask_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--mask-threshold", type=float, default=0.5, help="segmentation: a pixel is the object where "
+                   "sigmoid(logit) > this (default 0.5; the paper's MoCA numbers use 0.2)")
+
+
+def _iou_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--iou", choices=["mask", "box"], default="mask", help="segmentation: IoU of the masks, or of boxes "
+                   "as MoCA's evaluation (the box of the prediction's largest component vs the target's)")
+
+
+def _model_kwargs(args: argparse.Namespace) -> dict:
+    return {"weights": args.weights, "frames": args.frames, "size": args.size,
+            "offline": True if args.offline else None}
+
+
+def _compute_kwargs(args: argparse.Namespace) -> dict:
+    return {"batch_size": args.batch_size, "workers": args.workers, "device": args.device,
+            "precision": args.precision}
+
+
+# -- the verbs ---------------------------------------------------------------------------------------------------
 
 def cmd_measure(args: argparse.Namespace) -> int:
-    from stlens.core import distributed
-
-    world = distributed.launched()
-    args.device = distributed.rank_device(args.device, world)
-    _check_device(args)
-    if args.checkpoint_every < 0:
-        raise StlensError(f"--checkpoint-every must be ≥ 0 (pairs; 0: no checkpoints), got {args.checkpoint_every}")
-    from stlens.models.registry import resolve_device
-
-    with distributed.joined(resolve_device(args.device)) as world:
-        folder = _claim_measure_out(args, world)  # before any work: only rank 0 claims; every rank hears of a refusal
-        try:
-            return _measure_into(folder, args, world)
-        except BaseException:
-            if folder is not None:
-                folder.abandon()
-            raise
-
-
-def _checkpoint_folder(args: argparse.Namespace) -> Path:
-    from stlens.measure import checkpoint
-
-    return Path(args.out) / checkpoint.FOLDER
-
-
-def _claim_measure_out(args: argparse.Namespace, world):
-    """Rank 0 (the only process of a single run) claims --out and checks that no checkpoint would be lost; in a
-    distributed run every rank learns whether that went well (and stops with rank 0's error if not)."""
-    from stlens.core import distributed
-    from stlens.measure import checkpoint
-    from stlens.runs import RunFolder
-
-    def claim():
-        folder = RunFolder(args.out, "measure", overwrite=args.overwrite).claim()
-        try:
-            checkpoint.refuse_unless_resuming(_checkpoint_folder(args), args.resume)
-        except StlensError:
-            folder.abandon()
-            raise
-        return folder
-
-    return distributed.on_first_rank(world, claim)
-
-
-def _measure_into(folder, args: argparse.Namespace, world) -> int:
     import stlens
-    from stlens.measure import checkpoint
-    from stlens.measure.run import resolve_workers
+    from stlens.interrupts import EXIT_INTERRUPTED
 
-    args.workers = workers = resolve_workers(args.workers)  # checked before any work; config.json records it
-    torch.manual_seed(args.seed)
-    handle = stlens.load_model(args.model, args.weights, frames=args.frames, size=args.size, device=args.device)
-    from stlens.models.inspect import random_init, random_init_warning
-
-    untrained = random_init(handle) and world.rank == 0  # (every rank builds the same weights from --seed)
-    if untrained:
-        print(f"stlens: WARNING: {random_init_warning(handle)}", file=sys.stderr, flush=True)
-    source = stlens.open_data(args.data)
-    pairs = stlens.make_pairs(source, handle.input, args.pairs, stylizer=args.stylizer, seed=args.seed,
-                              flow=_flow_method(args.flow, handle), flow_cache=args.flow_cache)
     result = stlens.measure(
-        handle, pairs, args.layers, batch_size=args.batch_size, precision=args.precision, device=args.device,
-        bootstrap=args.bootstrap, threshold=args.threshold, seed=args.seed, save_latents=args.save_latents,
-        progress=not args.quiet, meta={"data": args.data}, workers=workers,
-        checkpoint=_checkpoint_folder(args) if args.checkpoint_every or args.resume else None,
-        checkpoint_every=args.checkpoint_every, resume=args.resume,
-    )
-    if folder is None:  # a rank other than 0 of a distributed run: rank 0 writes
+        args.model, args.data, args.layers, pairs=args.pairs, stylizer=args.stylizer, flow=args.flow,
+        flow_cache=args.flow_cache, bootstrap=args.bootstrap, threshold=args.threshold, seed=args.seed,
+        save_latents=args.save_latents, out=args.out, overwrite=args.overwrite,
+        checkpoint_every_pairs=args.checkpoint_every_pairs, resume=args.resume, progress=not args.quiet,
+        **_model_kwargs(args), **_compute_kwargs(args))
+    if getattr(result, "path", None) is None:  # a rank other than 0 of a distributed run: rank 0 writes
         return 0
-    config = result.config | {"arguments": {k: v for k, v in vars(args).items() if k != "func"}}
     if result.meta.get("interrupted"):
-        return _save_interrupted(result, config, folder)
-    out = result.save(folder, config)
-    checkpoint.remove(_checkpoint_folder(args))  # the result is complete: its checkpoint is of no more use
+        return EXIT_INTERRUPTED
     if not args.quiet:
         print(result.table())
         skipped = result.meta["skipped"]
@@ -185,51 +165,374 @@ def _measure_into(folder, args: argparse.Namespace, world) -> int:
             print(f"skipped {len(skipped)} video(s): " + "; ".join(f"{s['source']}: {s['reason']}" for s in skipped))
         print(f"{result.meta['pairs']['dynamic']}+{result.meta['pairs']['static']} pairs in "
               f"{result.timing['seconds']:.1f} s on {result.meta['device']} ({result.meta['precision']}) → "
-              f"{out}/result.json")
-        if untrained:
-            print(f"stlens: WARNING: {random_init_warning(handle)}", file=sys.stderr)
+              f"{result.path}/result.json")
     return 0
 
 
-def _save_interrupted(result, config: dict, folder) -> int:
-    """An interrupted measurement: its partial result goes into ``--out`` only when that holds no complete run,
-    otherwise into a fresh folder beside it; exit code 130."""
-    from stlens.interrupts import EXIT_INTERRUPTED
-    from stlens.runs import fresh_sibling
-
-    pairs = result.meta["pairs"]["dynamic"] + result.meta["pairs"]["static"]
-    earlier = folder.previous is not None and folder.previous.get("status") == "complete"
-    if earlier:
-        folder.abandon()
-        folder = fresh_sibling(folder.out, ".interrupted")
-    out = result.save(folder, config)
-    kept = f"; the complete earlier run in {config['arguments']['out']} is unchanged" if earlier else ""
-    arguments = config["arguments"]
-    if arguments.get("checkpoint_every") or arguments.get("resume"):
-        kept += f"; checkpoint saved: continue with --resume --out {arguments['out']}"
-    print(f"stlens: interrupted after {pairs} pairs: partial result in {out}{kept}", file=sys.stderr)
-    return EXIT_INTERRUPTED
-
-
-def _flow_method(choice: str, handle) -> str | None:
-    from stlens.core.handle import takes_two_inputs
-
-    if choice == "auto":
-        return "tvl1" if takes_two_inputs(handle.module) else None
-    return None if choice == "none" else choice
+def _add_measure_parser(sub) -> None:
+    p = sub.add_parser("measure", help="static vs. dynamic information per layer and channel")
+    _model_options(p)
+    _data_option(p)
+    _layers_option(p, "default", "L1,L2 | default | all (dotted named_modules paths; default: the model's)")
+    _pair_options(p)
+    _compute_options(p, "pairs", 4, "make the pairs (decode, stylize, flow) while the model runs")
+    _stats_options(p, 200, "pairs")
+    _seed_option(p)
+    p.add_argument("--save-latents", action="store_true", help="also write latents.npz (memory grows with pairs)")
+    _output_options(p, "the run folder (refused if it holds a complete run)")
+    p.add_argument("--checkpoint-every-pairs", type=int, default=0, metavar="PAIRS", help="checkpoint into "
+                   "OUT/.stlens-checkpoint every N pairs (per process) and when interrupted (SIGINT, SIGTERM); "
+                   "default 0: no checkpoints")
+    _alias(p, "--checkpoint-every", "checkpoint_every_pairs", "--checkpoint-every-pairs", type=int)
+    p.add_argument("--resume", action="store_true", help="continue the measurement checkpointed in --out (the same "
+                   "options; without a checkpoint it starts at the first pair)")
+    p.set_defaults(func=cmd_measure)
 
 
 def cmd_layers(args: argparse.Namespace) -> int:
     import stlens
-    from stlens.models.inspect import describe_layers
 
-    _check_device(args)
-    handle = stlens.load_model(args.spec, args.weights, frames=args.frames, size=args.size, device=args.device)
-    print(describe_layers(handle))
+    model = args.model or args.spec
+    if model is None:
+        raise StlensError("`model` is missing: stlens layers --model SPEC")
+    print(stlens.layers(model, device=args.device, **_model_kwargs(args)))
     return 0
 
 
-DEMO_OUT = "runs/demo"
+def _add_layers_parser(sub) -> None:
+    p = sub.add_parser("layers", help="hookable layers with their output shapes (one dry run)")
+    p.add_argument("spec", nargs="?", default=None, help=argparse.SUPPRESS)  # the 0.1 spelling: stlens layers SPEC
+    _model_options(p, required=False)
+    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:K or mps")
+    p.set_defaults(func=cmd_layers)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from stlens.train.evaluate import evaluate
+
+    result = evaluate(args.model, args.data, clips=args.clips, mask_threshold=args.mask_threshold, iou=args.iou,
+                      bootstrap=args.bootstrap, seed=args.seed, out=args.out, overwrite=args.overwrite,
+                      progress=not args.quiet, **_model_kwargs(args), **_compute_kwargs(args))
+    if not args.quiet:
+        print(result.table())
+        if args.out:
+            print(f"→ {args.out}/evaluation.json")
+    return 0
+
+
+def _add_evaluate_parser(sub) -> None:
+    p = sub.add_parser("evaluate", help="a model's task metric on labelled clips (top-1/top-5 accuracy; mIoU, mSR)")
+    _model_options(p)
+    _data_option(p, what="labelled clips: synth:WORLD[?options], an annotation file with labels, davis:/moca:")
+    p.add_argument("--clips", type=int, default=None, metavar="N", help="the first N clips of --data (default all)")
+    _mask_options(p)
+    _iou_option(p)
+    _compute_options(p, "clips", 16, "decode and prepare the clips", workers_default=0)
+    _stats_options(p, 1000, "clips", threshold=False)
+    _seed_option(p)
+    _output_options(p, "the run folder (evaluation.json, evaluation.csv); default: print only", required=False)
+    p.set_defaults(func=cmd_evaluate)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    import stlens
+    from stlens.core import distributed
+
+    metrics = stlens.train(args.model, args.data, steps=args.steps, out=args.out, test_data=args.test_data,
+                           checkpoint_every_steps=args.checkpoint_every_steps, lr=args.lr,
+                           eval_clips=args.eval_clips, augment=args.augment, task=args.task,
+                           mask_threshold=args.mask_threshold, static_dropout=args.static_dropout,
+                           random_dropout=args.random_dropout, seed=args.seed, progress=not args.quiet,
+                           **_model_kwargs(args), **_compute_kwargs(args))
+    if not args.quiet and distributed.launched().rank == 0:
+        shown = ", ".join(f"{k} {v:.3f}" for k, v in metrics.items() if isinstance(v, float))
+        print(f"step {metrics.get('step')}: {shown} → {args.out}")
+    return 0
+
+
+def _add_train_parser(sub) -> None:
+    p = sub.add_parser("train", help="train a model on labelled clips (synth: worlds or annotation files)")
+    _model_options(p)
+    _data_option(p, what="synth:WORLD[?options] or a labelled source (annotation file)")
+    p.add_argument("--test-data", default="auto", help="held-out data (default auto: a synth world's test split; "
+                   "none: no test score)")
+    p.add_argument("--steps", type=int, required=True, metavar="STEPS", help="optimizer steps")
+    p.add_argument("--checkpoint-every-steps", type=int, default=0, metavar="STEPS", help="also save step 0 and every "
+                   "K steps (default 0: the final step only)")
+    _alias(p, "--checkpoint-every", "checkpoint_every_steps", "--checkpoint-every-steps", type=int)
+    p.add_argument("--lr", type=float, default=2e-3, help="AdamW peak learning rate (warm-up, cosine decay)")
+    p.add_argument("--eval-clips", type=int, default=256, help="clips for the train/test score at each checkpoint "
+                   "(0: no evaluation)")
+    p.add_argument("--augment", action="store_true", help="random crops (video sources; default off)")
+    p.add_argument("--task", choices=["classify", "segment"], default="classify", help="classify (cross-entropy; "
+                   "accuracy) or segment (per-frame masks: BCE + soft-IoU loss; mIoU and mSR; needs a segmentation "
+                   "model such as stlens:avos and masks, e.g. synth:motion?task=segment)")
+    _mask_options(p)
+    p.add_argument("--static-dropout", default=None, metavar="SPEC", help="StaticDropout after a layer: "
+                   "LAYER:p=0.5:select=static|topk:K:every=E[:start=S][:pairs=N][:threshold=T] (channels re-selected "
+                   "every E steps by measuring the current model on the training data; E=0: once at step S)")
+    p.add_argument("--random-dropout", default=None, metavar="SPEC", help="the control: the same SPEC, the same "
+                   "number of channels and p, channels drawn at random at the same schedule")
+    _compute_options(p, "clips", 16, "make the pairs of the --static-dropout/--random-dropout measurements (the "
+                     "training batches are read in the main process)", precision_note=" (fp16 with a GradScaler; "
+                     "a resumed run keeps the precision, the device may change)")
+    _seed_option(p)
+    _output_options(p, "the run folder (an incomplete run there is resumed from its last checkpoint)", overwrite=None)
+    p.set_defaults(func=cmd_train)
+
+
+def cmd_track(args: argparse.Namespace) -> int:
+    from stlens.train.tracking import track
+
+    result = track(args.model, args.checkpoints, args.data, args.layers, pairs=args.pairs, stylizer=args.stylizer,
+                   frames=args.frames, size=args.size, bootstrap=args.bootstrap, threshold=args.threshold,
+                   seed=args.seed, out=args.out, overwrite=args.overwrite, progress=not args.quiet,
+                   **_compute_kwargs(args))
+    if not args.quiet and result is not None and getattr(result, "path", args.out):
+        print(result.table())
+        print(f"→ {args.out}/track.csv, track.json, track_<layer>.png")
+    return 0
+
+
+def _add_track_parser(sub) -> None:
+    p = sub.add_parser("track", help="the static/dynamic bias of every checkpoint of a training run (same pairs)")
+    p.add_argument("--model", required=True, help="the run's model spec (e.g. stlens:i3d)")
+    p.add_argument("--frames", type=int, default=None, metavar="N", help="frames per clip (default: the run's)")
+    p.add_argument("--size", type=int, default=None, metavar="PIXELS", help="crop size (default: the run's)")
+    p.add_argument("--checkpoints", required=True, help="a `stlens train` run folder or its checkpoints/ folder")
+    _data_option(p, what="data for the pairs (as for measure)")
+    _layers_option(p, "default", "L1,L2 | default | all")
+    p.add_argument("--pairs", type=int, default=64, metavar="PAIRS", help="pairs per factor, the same for every "
+                   "checkpoint (default 64)")
+    p.add_argument("--stylizer", default=None, help="as for measure")
+    _compute_options(p, "pairs", 4, "make the pairs (decode, stylize, flow)")
+    _stats_options(p, 200, "pairs")
+    _seed_option(p)
+    _output_options(p, "the run folder: track.csv, track.json, track_<layer>.png")
+    p.set_defaults(func=cmd_track)
+
+
+def cmd_stylize(args: argparse.Namespace) -> int:
+    from stlens.core import distributed
+    from stlens.pairs.stylize import stylize
+
+    counts = stylize(args.data, stylizer=args.stylizer, styles=args.styles, out=args.out, seed=args.seed,
+                     short_side=args.short_side, frames_max=args.frames_max, device=args.device,
+                     precision=args.precision, workers=args.workers, progress=not args.quiet)
+    if not args.quiet and distributed.launched().rank == 0:
+        print(f"{counts['written']} video(s) written ({counts['frames']} frames), {counts['skipped']} already done, "
+              f"{len(counts['bad'])} skipped → {args.out}")
+        for bad in counts["bad"]:
+            print(f"  skipped {bad['source']}: {bad['reason']}")
+    return 0
+
+
+def _add_stylize_parser(sub) -> None:
+    from stlens.video.io import MAX_FRAMES
+
+    p = sub.add_parser("stylize", help="write K styles of every video as ROOT/style_k/<video>/frame_00001.jpg")
+    _data_option(p, what="a folder of videos / frame folders, a video file, an annotation file, or sample:")
+    p.add_argument("--stylizer", default="fourier", help="NAME[,NAME...]: style k uses name (k-1) mod count "
+                   "(default fourier)")
+    p.add_argument("--styles", type=int, default=4, help="number of styles K (default 4, as in the paper)")
+    _seed_option(p)
+    p.add_argument("--frames-max", type=int, default=MAX_FRAMES, metavar="N", help=f"frames per video (default "
+                   f"{MAX_FRAMES})")
+    p.add_argument("--short-side", type=int, default=None, metavar="PIXELS", help="resize so that the short side has "
+                   "this many pixels (default: as decoded)")
+    p.add_argument("--size", action=Removed, new="--short-side", help=argparse.SUPPRESS)
+    _neural_options(p)
+    _output_options(p, "the output root (resumed: videos already written are skipped)", overwrite=None)
+    p.set_defaults(func=cmd_stylize)
+
+
+def _neural_options(p: argparse.ArgumentParser) -> None:
+    """--device, --precision and --workers of the stylizers (only the neural stylizer runs a model)."""
+    g = p.add_argument_group("device, precision and workers")
+    g.add_argument("--workers", type=int, default=None, metavar="N", help="processes that each stylize whole videos "
+                   "with the CPU stylizers (default min(4, CPUs − 1); 0: the main process); results do not depend "
+                   "on it")
+    g.add_argument("--device", default="auto", help="the neural stylizer's device: auto (default: CUDA when "
+                   "available, else the CPU), cpu, cuda, cuda:K or mps; the other stylizers and the optical flow run "
+                   "on the CPU")
+    g.add_argument("--precision", choices=PRECISIONS, default="fp32", help="the neural stylizer's VGG16: fp32 "
+                   "(default); bf16; fp16 (CUDA); auto: bf16 where native on a GPU, fp32 on a CPU")
+
+
+def cmd_pairs_check(args: argparse.Namespace) -> int:
+    from stlens.pairs.check import check_pairs
+    from stlens.pairs.quality import report_table
+
+    report = check_pairs(args.data, stylizer=args.stylizer, clips=args.clips, frames=args.frames, size=args.size,
+                         check_flow=args.check_flow, seed=args.seed, examples=args.example_gifs, device=args.device,
+                         precision=args.precision, workers=args.workers, out=args.out, progress=not args.quiet)
+    if not args.quiet and report is not None:
+        print(report_table(report))
+        print(f"→ {args.out}")
+    return 0
+
+
+def _add_pairs_parser(sub) -> None:
+    p = sub.add_parser("pairs", help="pair-maker tools")
+    pairs_sub = p.add_subparsers(dest="pairs_command", required=True)
+    c = pairs_sub.add_parser("check", help="flow kept? appearance changed? flicker added? (JSON report + table)")
+    _data_option(c, what="videos to check on (folder, file, annotation, sample:)")
+    c.add_argument("--stylizer", default="palette,fourier,npr", help="NAME[,NAME...] (default palette,fourier,npr)")
+    c.add_argument("--clips", type=int, default=8, metavar="N", help="number of clips to check (default 8)")
+    _alias(c, "--pairs", "clips", "--clips", type=int)
+    _alias(c, "--n", "clips", "--clips", type=int)
+    c.add_argument("--frames", type=int, default=16, metavar="N", help="frames per clip (default 16)")
+    c.add_argument("--size", type=int, default=112, metavar="PIXELS", help="crop size (default 112)")
+    c.add_argument("--check-flow", choices=["tvl1", "dis", "farneback"], default="dis", help="the optical flow that "
+                   "checks the pairs (default dis)")
+    _alias(c, "--flow", "check_flow", "--check-flow", choices=["tvl1", "dis", "farneback"])
+    _seed_option(c)
+    c.add_argument("--example-gifs", action="store_true", help="also write example GIFs (original | style A | style "
+                   "B) into a folder named after --out")
+    _alias(c, "--examples", "example_gifs", "--example-gifs", nargs=0)
+    _neural_options(c)
+    _output_options(c, "the report's JSON file", overwrite=None)
+    c.set_defaults(func=cmd_pairs_check)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    import stlens
+
+    out = stlens.report(args.runs, args.out, layers=args.layers, examples=args.examples, title=args.title,
+                        plots_only=args.plots_only)
+    if args.plots_only:
+        print(f"{len(out)} files (PNG + SVG) → {sorted({str(p.parent) for p in out})}")
+    else:
+        print(f"→ {out}")
+    return 0
+
+
+def _add_report_parser(sub) -> None:
+    p = sub.add_parser("report", help="one self-contained HTML report (plots, pairs, tracks, unit gallery) of runs")
+    p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="stlens measure folders (nested ones are found, e.g. "
+                   "the demo root), stlens ablate, track and visualize folders")
+    p.add_argument("--out", default=None, help="the HTML file (default report.html); with --plots-only a folder "
+                   "(default: RUN_DIR/plots)")
+    p.add_argument("--plots-only", action="store_true", help="write the figures as PNG + SVG instead of HTML")
+    _layers_option(p, None, "the layer(s) to compare models at: the first of them a run has (default: each run's "
+                   "last)")
+    p.add_argument("--examples", type=int, default=2, metavar="N", help="example pairs per factor shown as GIFs "
+                   "(0 = none)")
+    p.add_argument("--title", default="stlens report")
+    p.set_defaults(func=cmd_report)
+
+
+def _floats(text: str) -> list[float]:
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got '{text}'") from None
+
+
+def _seed(text: str) -> int:
+    """A --seed value: an integer in [0, 2**63) (checked when the arguments are parsed, before any work)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got '{text}'") from None
+    if not 0 <= value < 2**63:
+        raise argparse.ArgumentTypeError(f"must be in [0, 2**63), got {value}")
+    return value
+
+
+def cmd_visualize(args: argparse.Namespace) -> int:
+    import stlens
+
+    if not args.quiet:
+        logging.getLogger("stlens").setLevel(logging.INFO)
+    result = stlens.visualize(args.model, args.target, layers=args.layers, weights=args.weights, frames=args.frames,
+                              size=args.size, from_run=args.from_run, steps=args.steps, lr=args.lr, param=args.param,
+                              temporal_reg=args.temporal_reg, batch_size=args.batch_size, precision=args.precision,
+                              seed=args.seed, optimizer=args.optimizer, data=args.data,
+                              natural_clips=args.natural_clips, device=args.device, out=args.out,
+                              overwrite=args.overwrite, progress=not args.quiet)
+    from stlens.core import distributed
+
+    if args.quiet or distributed.launched().rank != 0:
+        return 0
+    for t in result.targets:
+        nat = t.natural["mean"] if t.natural else float("nan")
+        print(f"{t.name:<24} λ_T={t.temporal_reg:<6g} objective {t.value:10.3f}  natural mean {nat:8.3f}  "
+              f"frame change {t.stats['frame_change_grey']:6.2f}  {t.status}")
+    print(f"→ {args.out}")
+    return 0
+
+
+def _add_visualize_parser(sub) -> None:
+    p = sub.add_parser("visualize", help="activation maximization: videos (and flow) that a unit or class responds to")
+    _model_options(p)
+    _layers_option(p, None, "layer(s) of channel/neuron/top-* targets (dotted named_modules paths; several: the "
+                   "targets in each)")
+    p.add_argument("--target", required=True, help="class:0-7 | channel:0-15 | neuron:C[@t,y,x] | top-dynamic:K | "
+                   "top-static:K | top-joint:K")
+    p.add_argument("--from", dest="from_run", default=None, help="a stlens measure run (folder or its result.json) "
+                   "for top-* targets")
+    p.add_argument("--steps", type=int, default=256, metavar="STEPS", help="optimization steps (default 256)")
+    p.add_argument("--lr", type=float, default=0.05, help="learning rate (default 0.05)")
+    p.add_argument("--param", choices=["pixel", "fourier"], default="fourier", help="input parameterization")
+    p.add_argument("--optimizer", choices=["adam", "mv"], default="adam", help="adam, or mv: momentum + AdaGrad-like "
+                   "update of Mahendran & Vedaldi")
+    p.add_argument("--temporal-reg", type=_floats, default=[1.0], help="λ_T, or a sweep L1,L2,... (one result each; "
+                   "large = slow, small = fast; default 1)")
+    _compute_options(p, "targets", 8, "are not used by visualize", precision_note=" (TF32 off on GPUs)")
+    _alias(p, "--batch", "batch_size", "--batch-size", type=int)
+    _seed_option(p, "target i starts from seed + i (default 0)")
+    _data_option(p, required=False, what="natural clips for the comparison (default: the synth world of a zoo model, "
+                 "sample: otherwise)")
+    p.add_argument("--natural-clips", type=int, default=8, metavar="N", help="natural clips to compare with (0: none)")
+    _output_options(p, "the run folder")
+    p.set_defaults(func=cmd_visualize)
+
+
+def cmd_ablate(args: argparse.Namespace) -> int:
+    import stlens
+
+    result = stlens.ablate(args.model, args.data, args.from_run, args.layers, args.select, args.k, mode=args.mode,
+                           draws=args.draws, clips=args.clips, seed=args.seed, bootstrap=args.bootstrap,
+                           mask_threshold=args.mask_threshold, iou=args.iou, progress=not args.quiet, out=args.out,
+                           overwrite=args.overwrite, meta={"arguments": _recorded(args)},
+                           **_model_kwargs(args), **_compute_kwargs(args))
+    if not args.quiet:
+        print(result.table())
+        print(f"{result.settings['clips']} clips, {result.timing['forwards']} forwards in "
+              f"{result.timing['seconds']:.1f} s on {result.settings['device']} ({result.settings['precision']}) → "
+              f"{result.path}/ablation.csv")
+    return 0
+
+
+def _recorded(args: argparse.Namespace) -> dict:
+    return {k: v for k, v in vars(args).items() if k not in ("func", "options", "typed")}
+
+
+def _add_ablate_parser(sub) -> None:
+    p = sub.add_parser("ablate", help="mask the units a measure run ranks dynamic/static/joint (or random controls) "
+                       "and score the model on labelled clips")
+    _model_options(p)
+    _data_option(p, what="labelled clips: synth:WORLD[?options] or an annotation file with labels; evaluate on other "
+                 "clips than those measured (e.g. a synth world's split=test, seed=…)")
+    p.add_argument("--from", dest="from_run", required=True, help="the stlens measure run (folder, result.json or "
+                   "units.csv) whose units.csv ranks the channels")
+    _layers_option(p, None, "L1,L2 (default: every layer of --from)")
+    p.add_argument("--select", default="dynamic,static,random", help="comma-separated: dynamic, static, joint, "
+                   "random, random-least-dynamic, random-least-static (default dynamic,static,random)")
+    p.add_argument("--k", type=_floats, default=[10.0, 25.0, 50.0, 75.0, 90.0], help="percentages of the layer's "
+                   "channels to mask, in (0, 100] (default 10,25,50,75,90)")
+    p.add_argument("--mode", default="zero", help="zero (Kowal et al.), mean (each masked channel set to its mean in "
+                   "the unmasked pass) or zero,mean (default zero)")
+    p.add_argument("--draws", type=int, default=5, help="draws of each random selection (default 5)")
+    p.add_argument("--clips", type=int, default=None, metavar="N", help="the first N clips of --data (default all)")
+    _mask_options(p)
+    _iou_option(p)
+    _compute_options(p, "clips", 16, "decode and prepare the clips", workers_default=0)
+    _stats_options(p, 1000, "clips", threshold=False)
+    _seed_option(p, "seeds the random draws, the clips and the bootstrap (default 0)")
+    _output_options(p, "the run folder (refused if it holds a complete run)")
+    p.set_defaults(func=cmd_ablate)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -270,465 +573,60 @@ def _demo_segmentation(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_train(args: argparse.Namespace) -> int:
-    from stlens.core import distributed
-    from stlens.measure.run import resolve_workers
-    from stlens.models.registry import resolve_device
-    from stlens.train import TrainConfig, train
-
-    _check_device(args)  # before any work
-    resolve_workers(args.workers)
-    device = resolve_device(distributed.rank_device(args.device, distributed.launched()))  # torchrun: one GPU each
-    config = TrainConfig(model=args.model, data=args.data, steps=args.steps, out=args.out, weights=args.weights,
-                         test_data=None if args.test_data == "none" else args.test_data,
-                         checkpoint_every=args.checkpoint_every, batch_size=args.batch_size, lr=args.lr,
-                         seed=args.seed, eval_clips=args.eval_clips, augment=args.augment, frames=args.frames,
-                         size=args.size, static_dropout=args.static_dropout, random_dropout=args.random_dropout,
-                         device=args.device, precision=args.precision, workers=args.workers, task=args.task,
-                         mask_threshold=args.mask_threshold)
-    config.validate()  # every option checked before any work
-    with distributed.joined(device) as world:  # under torchrun: data-parallel; rank 0 claims --out and writes
-        metrics = train(config, progress=not args.quiet)
-    if not args.quiet and world.rank == 0:
-        shown = ", ".join(f"{k} {v:.3f}" for k, v in metrics.items() if isinstance(v, float))
-        print(f"step {metrics.get('step')}: {shown} → {args.out}")
-    return 0
-
-
-def _add_train_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train a model on labelled clips (synth: worlds or annotation files)")
-    _add_model_args(p)
-    p.add_argument("--data", required=True, help="synth:WORLD[?options] or a labelled source (annotation file)")
-    p.add_argument("--test-data", default="auto", help="held-out data (default auto: a synth world's test split; "
-                   "none: no test accuracy)")
-    p.add_argument("--steps", type=int, required=True, help="optimizer steps")
-    p.add_argument("--checkpoint-every", type=int, default=0, help="also save step 0 and every K steps (default 0: "
-                   "the final step only)")
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--lr", type=float, default=2e-3, help="AdamW peak learning rate (warm-up, cosine decay)")
-    p.add_argument("--eval-clips", type=int, default=256, help="clips for train/test accuracy at each checkpoint "
-                   "(0: no evaluation)")
-    p.add_argument("--augment", action="store_true", help="random crops (video sources; default off)")
-    p.add_argument("--task", choices=["classify", "segment"], default="classify", help="classify (cross-entropy; "
-                   "accuracy) or segment (per-frame masks: BCE + soft-IoU loss; mIoU and mSR; needs a segmentation "
-                   "model such as stlens:avos and masks, e.g. synth:motion?task=segment)")
-    p.add_argument("--mask-threshold", type=float, default=0.5, help="segment: a pixel is the object where "
-                   "sigmoid(logit) > this (default 0.5; the paper's MoCA numbers use 0.2)")
-    p.add_argument("--static-dropout", default=None, metavar="SPEC", help="StaticDropout after a layer: "
-                   "LAYER:p=0.5:select=static|topk:K:every=E[:start=S][:pairs=N][:threshold=T] (channels re-selected "
-                   "every E steps by measuring the current model on the training data; E=0: once at step S)")
-    p.add_argument("--random-dropout", default=None, metavar="SPEC", help="the control: the same SPEC, the same "
-                   "number of channels and p, channels drawn at random at the same schedule")
-    _add_device_arg(p)
-    _add_precision_arg(p, "config.json", " (fp16 with a GradScaler; a resumed run keeps the precision, the device "
-                       "may change)")
-    _add_workers_arg(p, "make the pairs of the --static-dropout/--random-dropout measurements (the training batches "
-                     "are read in the main process)")
-    p.add_argument("--seed", type=_seed, default=0)
-    p.add_argument("--out", required=True, help="run folder (resumes from its last checkpoint)")
-    p.add_argument("--quiet", action="store_true")
-    p.set_defaults(func=cmd_train)
-
-
-def _claim_run(args: argparse.Namespace, verb: str, world):
-    """Rank 0 (the only process of a single run) claims --out for a new run of ``verb`` before any work; in a
-    distributed run every rank learns whether that went well (and stops with rank 0's error if not). None on the
-    other ranks."""
-    from stlens.core import distributed
-    from stlens.runs import RunFolder
-
-    return distributed.on_first_rank(world, lambda: RunFolder(args.out, verb, overwrite=args.overwrite).claim())
-
-
-def cmd_track(args: argparse.Namespace) -> int:
-    from stlens.core import distributed
-    from stlens.measure.run import resolve_workers
-    from stlens.models.registry import resolve_device
-    from stlens.train.tracking import track
-
-    world = distributed.launched()
-    args.device = distributed.rank_device(args.device, world)
-    _check_device(args)  # before any work
-    resolve_workers(args.workers)
-    with distributed.joined(resolve_device(args.device)) as world:
-        run = _claim_run(args, "track", world)  # torchrun: the ranks split the checkpoints, rank 0 writes
-        try:
-            result = track(args.model, args.checkpoints, args.data, args.layers, pairs=args.pairs,
-                           stylizer=args.stylizer, frames=args.frames, size=args.size, batch_size=args.batch_size,
-                           bootstrap=args.bootstrap, threshold=args.threshold, seed=args.seed,
-                           progress=not args.quiet, device=args.device, precision=args.precision,
-                           workers=args.workers)
-            if run is not None:
-                result.save(run.staging)
-                run.commit()
-        except BaseException:
-            if run is not None:
-                run.abandon()
-            raise
-    if run is None:  # a rank other than 0 of a distributed run
-        return 0
-    out = run.out
-    if not args.quiet:
-        print(result.table())
-        print(f"→ {out}/track.csv, track.json, track_<layer>.png")
-    return 0
-
-
-def _add_track_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("track", help="the static/dynamic bias of every checkpoint of a training run (same pairs)")
-    p.add_argument("--model", required=True, help="the run's model spec (e.g. stlens:i3d)")
-    p.add_argument("--checkpoints", required=True, help="a `stlens train` run folder or its checkpoints/ folder")
-    p.add_argument("--data", required=True, help="data for the pairs (as for measure)")
-    p.add_argument("--layers", default="default", help="L1,L2 | default | all")
-    p.add_argument("--pairs", type=int, default=64, help="pairs per factor, the same for every checkpoint")
-    p.add_argument("--stylizer", default=None, help="as for measure")
-    p.add_argument("--frames", type=int, default=None, help="frames per clip (default: the run's)")
-    p.add_argument("--size", type=int, default=None, help="crop size (default: the run's)")
-    p.add_argument("--batch-size", type=int, default=8, help="pairs per forward pass")
-    _add_workers_arg(p)
-    _add_device_arg(p)
-    _add_precision_arg(p, "track.json's meta")
-    p.add_argument("--bootstrap", type=int, default=200, help="bootstrap replicates for the CIs")
-    p.add_argument("--threshold", type=float, default=0.5)
-    p.add_argument("--seed", type=_seed, default=0)
-    p.add_argument("--out", required=True, help="output run folder: track.csv, track.json, track_<layer>.png")
-    p.add_argument("--overwrite", action="store_true", help="replace the track run in --out (when complete)")
-    p.add_argument("--quiet", action="store_true")
-    p.set_defaults(func=cmd_track)
-
-
-def _stylizer_device(args: argparse.Namespace) -> tuple[torch.device, str, torch.device | None]:
-    """(device, precision, device of the process group) of stylize and pairs check, checked before any work; under
-    torchrun the neural stylizer's cuda/auto means cuda:LOCAL_RANK, and the group uses NCCL only for it."""
-    from stlens.core import distributed
-    from stlens.video.stylizers import uses_device
-
-    on_device = uses_device(args.stylizer)
-    if on_device:
-        args.device = distributed.rank_device(args.device, distributed.launched())
-    device, precision = _resolved_device(args)
-    if args.precision == "auto" and device.type == "cpu":
-        # the optimisation through VGG16 in bf16 autocast measured 5.8x slower than fp32 on a CPU with AVX512_BF16
-        # (73 vs 12.5 s per frame, 8 frames at 128 px): auto keeps fp32 on the CPU for the neural stylizer
-        precision = "fp32"
-    return device, precision, device if on_device else None
-
-
-def cmd_stylize(args: argparse.Namespace) -> int:
-    from stlens.core import distributed
-    from stlens.measure.run import exact_fp32, resolve_workers
-    from stlens.pairs.stylize import stylize_source
-
-    device, precision, group_device = _stylizer_device(args)  # before any work
-    workers = resolve_workers(args.workers)
-    # under torchrun: rank 0 claims ROOT and writes stylize.json, each rank writes its share of the videos
-    with distributed.joined(group_device) as world, exact_fp32(precision == "fp32"):
-        counts = stylize_source(args.data, args.stylizer, args.styles, args.out, seed=args.seed,
-                                short_side=args.short_side, max_frames=args.frames_max, progress=not args.quiet,
-                                device=device, precision=precision, workers=workers)
-    if not args.quiet and world.rank == 0:
-        print(f"{counts['written']} video(s) written ({counts['frames']} frames), {counts['skipped']} already done, "
-              f"{len(counts['bad'])} skipped → {args.out}")
-        for bad in counts["bad"]:
-            print(f"  skipped {bad['source']}: {bad['reason']}")
-    return 0
-
-
-def _add_stylize_parser(sub: argparse._SubParsersAction) -> None:
-    from stlens.video.io import MAX_FRAMES
-
-    p = sub.add_parser("stylize", help="write K styles of every video as ROOT/style_k/<video>/frame_00001.jpg")
-    p.add_argument("--data", required=True, help="a folder of videos / frame folders, a video file, an annotation "
-                   "file, or sample:")
-    p.add_argument("--stylizer", default="fourier", help="NAME[,NAME...]: style k uses name (k-1) mod count")
-    p.add_argument("--styles", type=int, default=4, help="number of styles K (default 4, as in the paper)")
-    p.add_argument("--out", required=True, help="output root (resumes: written videos are skipped)")
-    p.add_argument("--seed", type=_seed, default=0)
-    p.add_argument("--frames-max", type=int, default=MAX_FRAMES, help=f"frames per video (default {MAX_FRAMES})")
-    p.add_argument("--short-side", type=int, default=None, help="resize so that the short side has this many "
-                   "pixels (default: as decoded)")
-    p.add_argument("--size", type=int, dest="short_side", action=DeprecatedAlias, new="--short-side",
-                   help=argparse.SUPPRESS)
-    _add_neural_device_args(p, "stylize.json")
-    _add_workers_arg(p, "each decode, stylize and write whole videos (CPU stylizers; the neural stylizer runs in the "
-                     "main process, on its device)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar or summary")
-    p.set_defaults(func=cmd_stylize)
-
-
-def _add_neural_device_args(p: argparse.ArgumentParser, recorded: str) -> None:
-    """--device and --precision of the neural stylizer (the only stylizer that runs a model)."""
-    p.add_argument("--device", default="auto", help="the neural stylizer's device: auto (default: CUDA when "
-                   "available, else the CPU), cpu, cuda, cuda:K or mps; the other stylizers (palette, fourier, npr, "
-                   "identity, module:) and the optical flow are numpy/OpenCV and run on the CPU")
-    _add_precision_arg(p, recorded, " of the neural stylizer's VGG16")
-
-
-def cmd_pairs_check(args: argparse.Namespace) -> int:
-    import stlens
-    from stlens.core import distributed
-    from stlens.files import write_json
-    from stlens.measure.run import exact_fp32, resolve_workers
-    from stlens.pairs.quality import check_pairs, report_table
-    from stlens.runs import own_file
-
-    device, precision, group_device = _stylizer_device(args)  # before any work
-    workers = resolve_workers(args.workers)
-    out = Path(args.out)
-    if out.is_dir():
-        raise StlensError(f"--out is the report's JSON file, but {out} is a folder; use e.g. {out / 'pairs.json'}")
-    # under torchrun: rank 0 checks --out and writes the report, each rank checks its share of the clips
-    with distributed.joined(group_device) as world:
-        distributed.on_first_rank(world, lambda: own_file(out, '"flow_method"', "pairs check report"))
-        if args.pairs < 1:
-            raise StlensError(f"--pairs must be ≥ 1 (the number of clips to check), got {args.pairs}")
-        if args.examples and out.suffix.lower() != ".json":
-            raise StlensError(f"--out {out}: with --examples, --out must end in .json (the example GIFs go into the "
-                              f"folder of the same name without .json); use e.g. {out.with_name(out.name + '.json')}")
-        with exact_fp32(precision == "fp32"):
-            report = check_pairs(stlens.open_data(args.data), args.stylizer, n=args.pairs, frames=args.frames,
-                                 size=args.size, flow_method=args.flow, seed=args.seed,
-                                 examples_dir=out.with_suffix("") if args.examples else None,
-                                 progress=not args.quiet, device=device, precision=precision, workers=workers)
-    if world.rank != 0:
-        return 0
-    write_json(out, report)
-    if not args.quiet:
-        print(report_table(report))
-        print(f"→ {out}")
-    return 0
-
-
-def _add_pairs_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("pairs", help="pair-maker tools")
-    pairs_sub = p.add_subparsers(dest="pairs_command", required=True)
-    c = pairs_sub.add_parser("check", help="flow kept? appearance changed? flicker added? (JSON report + table)")
-    c.add_argument("--data", required=True, help="videos to check on (folder, file, annotation, sample:)")
-    c.add_argument("--stylizer", default="palette,fourier,npr", help="NAME[,NAME...] (default palette,fourier,npr)")
-    c.add_argument("--pairs", type=int, default=8, help="number of clips to check (default 8)")
-    c.add_argument("--n", type=int, dest="pairs", action=DeprecatedAlias, new="--pairs", help=argparse.SUPPRESS)
-    c.add_argument("--frames", type=int, default=16)
-    c.add_argument("--size", type=int, default=112)
-    c.add_argument("--flow", choices=["tvl1", "dis", "farneback"], default="dis", help="flow method (default dis)")
-    c.add_argument("--seed", type=_seed, default=0)
-    c.add_argument("--examples", action="store_true", help="also write example GIFs (original | style A | style B) "
-                   "into a folder named after --out")
-    _add_neural_device_args(c, "the report")
-    _add_workers_arg(c, "each check whole clips (flows, stylizing, metrics) with the CPU stylizers; the neural "
-                     "stylizer's clips are checked in the main process")
-    c.add_argument("--out", required=True, help="report JSON file")
-    c.add_argument("--quiet", action="store_true")
-    c.set_defaults(func=cmd_pairs_check)
-
-
-def cmd_report(args: argparse.Namespace) -> int:
-    from stlens.report import build_report, write_plots
-
-    if args.plots_only:
-        written = write_plots(args.runs, args.out, layer=args.layer)
-        print(f"{len(written)} files (PNG + SVG) → {sorted({str(p.parent) for p in written})}")
-        return 0
-    from stlens.runs import own_file
-
-    own_file(args.out or "report.html", '<meta name="generator" content="stlens', "report")
-    out = build_report(args.runs, args.out or "report.html", layer=args.layer, examples=args.examples,
-                       title=args.title)
-    print(f"→ {out}")
-    return 0
-
-
-def _add_report_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("report", help="one self-contained HTML report (plots, pairs, tracks, unit gallery) of runs")
-    p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="stlens measure folders (nested ones are found, e.g. "
-                   "the demo root), stlens ablate, track and visualize folders")
-    p.add_argument("--out", default=None, help="the HTML file (default report.html); with --plots-only a folder "
-                   "(default: RUN_DIR/plots)")
-    p.add_argument("--plots-only", action="store_true", help="write the figures as PNG + SVG instead of HTML")
-    p.add_argument("--layer", default=None, help="the layer to compare models at (default: each run's last)")
-    p.add_argument("--examples", type=int, default=2, help="example pairs per factor shown as GIFs (0 = none)")
-    p.add_argument("--title", default="stlens report")
-    p.set_defaults(func=cmd_report)
-
-
-def _floats(text: str) -> list[float]:
-    try:
-        return [float(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got '{text}'") from None
-
-
-def _seed(text: str) -> int:
-    """A --seed value: an integer in [0, 2**63) (checked when the arguments are parsed, before any work)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got '{text}'") from None
-    if not 0 <= value < 2**63:
-        raise argparse.ArgumentTypeError(f"must be in [0, 2**63), got {value}")
-    return value
-
-
-def cmd_visualize(args: argparse.Namespace) -> int:
-    from stlens.core import distributed
-    from stlens.models.registry import resolve_device
-    from stlens.visualize.api import save_shared, visualize
-
-    world = distributed.launched()
-    args.device = distributed.rank_device(args.device, world)
-    _check_device(args)  # before any work
-    if not args.quiet:
-        logging.getLogger("stlens").setLevel(logging.INFO)
-    torch.manual_seed(args.seed)  # before the model is built: an untrained model's weights follow --seed
-    with distributed.joined(resolve_device(args.device)) as world:
-        run = _claim_run(args, "visualize", world)  # torchrun: the ranks split the targets, rank 0 commits
-        try:
-            result = visualize(args.model, args.target, layer=args.layer, weights=args.weights,
-                               from_run=args.from_run, steps=args.steps, lr=args.lr, param=args.param,
-                               temporal_reg=args.temporal_reg, batch_size=args.batch_size, precision=args.precision,
-                               seed=args.seed, optimizer=args.optimizer, data=args.data,
-                               natural_clips=args.natural_clips, frames=args.frames, size=args.size,
-                               progress=not args.quiet, device=args.device)
-        except BaseException:
-            if run is not None:
-                run.abandon()
-            raise
-        save_shared(result, run, distributed.Group(world) if world.distributed else None)
-    if run is None:  # a rank other than 0 of a distributed run
-        return 0
-    if not args.quiet:
-        for t in result.targets:
-            nat = t.natural["mean"] if t.natural else float("nan")
-            print(f"{t.name:<24} λ_T={t.temporal_reg:<6g} objective {t.value:10.3f}  natural mean {nat:8.3f}  "
-                  f"frame change {t.stats['frame_change_grey']:6.2f}  {t.status}")
-        print(f"→ {args.out}")
-    return 0
-
-
-def _add_visualize_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("visualize", help="activation maximization: videos (and flow) that a unit or class responds to")
-    _add_model_args(p)
-    p.add_argument("--layer", default=None, help="layer of channel/neuron/top-* targets (dotted named_modules path)")
-    p.add_argument("--target", required=True, help="class:0-7 | channel:0-15 | neuron:C[@t,y,x] | top-dynamic:K | "
-                   "top-static:K | top-joint:K")
-    p.add_argument("--from", dest="from_run", default=None, help="stlens measure run folder (or its result.json) "
-                   "for top-* targets")
-    p.add_argument("--steps", type=int, default=256, help="optimization steps (default 256)")
-    p.add_argument("--lr", type=float, default=0.05, help="learning rate (default 0.05)")
-    p.add_argument("--param", choices=["pixel", "fourier"], default="fourier", help="input parameterization")
-    p.add_argument("--optimizer", choices=["adam", "mv"], default="adam", help="adam, or mv: momentum + AdaGrad-like "
-                   "update of Mahendran & Vedaldi")
-    p.add_argument("--temporal-reg", type=_floats, default=[1.0], help="λ_T, or a sweep L1,L2,... (one result each; "
-                   "large = slow, small = fast; default 1)")
-    p.add_argument("--batch-size", type=int, default=8, help="targets optimized together, one per batch element "
-                   "(default 8)")
-    p.add_argument("--batch", dest="batch_size", type=int, action=DeprecatedAlias, new="--batch-size",
-                   help=argparse.SUPPRESS)
-    _add_device_arg(p)
-    _add_precision_arg(p, "summary.json", " (TF32 off on GPUs)")
-    p.add_argument("--seed", type=_seed, default=0, help="target i starts from seed + i")
-    p.add_argument("--data", default=None, help="natural clips for the comparison (default: the synth world of a "
-                   "zoo model, sample: otherwise)")
-    p.add_argument("--natural-clips", type=int, default=8, help="natural clips to compare with (0: none)")
-    p.add_argument("--out", required=True, help="output run folder")
-    p.add_argument("--overwrite", action="store_true", help="replace the visualize run in --out (when complete)")
-    p.add_argument("--quiet", action="store_true")
-    p.set_defaults(func=cmd_visualize)
-
-
-def cmd_ablate(args: argparse.Namespace) -> int:
-    from stlens.ablate.run import ablate_to_folder
-    from stlens.ablate.selection import check_k, check_selections
-    from stlens.measure.result import units_path
-    from stlens.measure.run import resolve_workers
-
-    _check_device(args)  # every option checked before any work
-    check_selections([v.strip() for v in args.select.split(",") if v.strip()])
-    check_k(args.k)
-    workers = resolve_workers(args.workers)
-    units_path(args.from_run)
-    result, out = ablate_to_folder(
-        args.out, args.model, args.data, args.from_run, overwrite=args.overwrite, layers=args.layers,
-        select=args.select, k=args.k, mode=args.mode, draws=args.draws, clips=args.clips, batch_size=args.batch_size,
-        seed=args.seed, bootstrap=args.bootstrap, weights=args.weights, frames=args.frames, size=args.size,
-        device=args.device, precision=args.precision, workers=workers, mask_threshold=args.mask_threshold,
-        iou=args.iou, progress=not args.quiet, meta={"arguments": {k: v for k, v in vars(args).items() if k != "func"}})
-    if not args.quiet:
-        print(result.table())
-        print(f"{result.settings['clips']} clips, {result.timing['forwards']} forwards in "
-              f"{result.timing['seconds']:.1f} s on {result.settings['device']} ({result.settings['precision']}) → "
-              f"{out}/ablation.csv")
-    return 0
-
-
-def _add_ablate_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("ablate", help="mask the units a measure run ranks dynamic/static/joint (or random controls) "
-                       "and score the model on labelled clips")
-    _add_model_args(p)
-    p.add_argument("--data", required=True, help="labelled clips: synth:WORLD[?options] or an annotation file with "
-                   "labels; evaluate on other clips than those measured (e.g. a synth world's split=test, seed=…)")
-    p.add_argument("--from", dest="from_run", required=True, help="the stlens measure run (folder, result.json or "
-                   "units.csv) whose units.csv ranks the channels")
-    p.add_argument("--layers", default=None, help="L1,L2 (default: every layer of --from)")
-    p.add_argument("--select", default="dynamic,static,random", help="comma-separated: dynamic, static, joint, "
-                   "random, random-least-dynamic, random-least-static (default dynamic,static,random)")
-    p.add_argument("--k", type=_floats, default=[10.0, 25.0, 50.0, 75.0, 90.0], help="percentages of the layer's "
-                   "channels to mask, in (0, 100] (default 10,25,50,75,90)")
-    p.add_argument("--mode", default="zero", help="zero (Kowal et al.), mean (each masked channel set to its mean in "
-                   "the unmasked pass) or zero,mean (default zero)")
-    p.add_argument("--draws", type=int, default=5, help="draws of each random selection (default 5)")
-    p.add_argument("--clips", type=int, default=None, help="evaluate the first N clips of --data (default all)")
-    p.add_argument("--batch-size", type=int, default=16, help="clips per forward (default 16)")
-    p.add_argument("--mask-threshold", type=float, default=0.5, help="segmentation data: a pixel is the object where "
-                   "sigmoid(logit) > this (default 0.5; the paper's MoCA numbers use 0.2)")
-    p.add_argument("--iou", choices=["mask", "box"], default="mask", help="segmentation data: IoU of the masks, or of "
-                   "boxes as MoCA's evaluation (the box of the prediction's largest component vs the target's)")
-    _add_workers_arg(p, "decode and prepare the clips", default=0)
-    _add_device_arg(p)
-    _add_precision_arg(p, "ablation.json")
-    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap replicates over clips for the 95%% CIs "
-                   "(default 1000; 0: none)")
-    p.add_argument("--seed", type=_seed, default=0, help="seeds the random draws, the clips and the bootstrap")
-    p.add_argument("--out", required=True, help="output run folder (refused if it holds a complete run)")
-    p.add_argument("--overwrite", action="store_true", help="replace the ablate run in --out (when complete)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar or table")
-    p.set_defaults(func=cmd_ablate)
+def _add_demo_parser(sub) -> None:
+    p = sub.add_parser("demo", help="measure the bundled models on synthetic pairs and the real sample videos")
+    p.add_argument("--out", default=None, help=f"default {DEMO_OUT} ({DEMO_OUT}-segmentation with --segmentation)")
+    p.add_argument("--pairs", type=int, default=64, metavar="PAIRS", help="pairs per factor for each model and data "
+                   "(default 64)")
+    p.add_argument("--segmentation", action="store_true", help="the bundled segmenters instead: every stream and "
+                   "fusion stage measured, units of fusion.stage3 visualized (RGB + flow optimized together)")
+    p.add_argument("--steps", type=int, default=None, metavar="STEPS", help="with --segmentation: optimization steps "
+                   "per unit (default 128)")
+    p.add_argument("--quiet", action="store_true", help="no progress")
+    p.set_defaults(func=cmd_demo)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="stlens", description="What do video networks encode, in space and time?")
     parser.add_argument("--version", action="version", version=f"stlens {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-
-    p = sub.add_parser("measure", help="static vs. dynamic information per layer and channel")
-    _add_measure_args(p)
-    p.set_defaults(func=cmd_measure)
-
-    p = sub.add_parser("layers", help="hookable layers with their output shapes (one dry run)")
-    p.add_argument("spec", help="model spec, e.g. torchvision:r3d_18")
-    p.add_argument("--weights", default=None)
-    p.add_argument("--frames", type=int, default=None)
-    p.add_argument("--size", type=int, default=None)
-    _add_device_arg(p)
-    p.set_defaults(func=cmd_layers)
-
-    _add_train_parser(sub)
-    _add_track_parser(sub)
-    _add_stylize_parser(sub)
-    _add_pairs_parser(sub)
-    _add_report_parser(sub)
-    _add_visualize_parser(sub)
-    _add_ablate_parser(sub)
-
-    p = sub.add_parser("demo", help="measure the bundled models on synthetic pairs and the real sample videos")
-    p.add_argument("--out", default=None, help=f"default {DEMO_OUT} ({DEMO_OUT}-segmentation with --segmentation)")
-    p.add_argument("--pairs", type=int, default=64, help="pairs per factor for each model and data (default 64)")
-    p.add_argument("--segmentation", action="store_true", help="the bundled segmenters instead: every stream and "
-                   "fusion stage measured, units of fusion.stage3 visualized (RGB + flow optimized together)")
-    p.add_argument("--steps", type=int, default=None, help="with --segmentation: optimization steps per unit "
-                   "(default 128)")
-    p.add_argument("--quiet", action="store_true", help="no progress")
-    p.set_defaults(func=cmd_demo)
+    for add in (_add_measure_parser, _add_layers_parser, _add_evaluate_parser, _add_train_parser, _add_track_parser,
+                _add_stylize_parser, _add_pairs_parser, _add_report_parser, _add_visualize_parser, _add_ablate_parser,
+                _add_demo_parser):
+        add(sub)
+    for p in subparsers(parser):
+        p.set_defaults(options=option_names(p))
     return parser
+
+
+def subparsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    """Every (sub)command parser under ``parser``, nested ones included (``pairs check``)."""
+    found = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in dict.fromkeys(action.choices.values()):
+                found += [child, *subparsers(child)]
+    return found
+
+
+#: Python arguments whose option is not ``--`` + the name with dashes, or another verb's spelling of them.
+ARGUMENT_OPTIONS = {"units": "--from", "from_run": "--from", "layer": "--layers", "n": "--clips", "spec": "--model",
+                    "checkpoint_every": "--checkpoint-every-pairs"}
+
+
+def option_names(parser: argparse.ArgumentParser) -> dict[str, str]:
+    """Python argument (an option's ``dest``) → the option a user types in this command."""
+    names = dict(ARGUMENT_OPTIONS)
+    for action in parser._actions:
+        longs = [s for s in action.option_strings if s.startswith("--")]
+        if longs and action.help != argparse.SUPPRESS:
+            names[action.dest] = longs[0]
+    return names
+
+
+def as_options(message: str, names: dict[str, str]) -> str:
+    """A package error with its Python arguments (`` `batch_size` ``) written as this command's options."""
+    return re.sub(r"`([a-z_][a-z0-9_]*)`", lambda m: names.get(m[1], m[0]), message)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -740,7 +638,8 @@ def main(argv: list[str] | None = None) -> int:
         with handle_signals():
             return args.func(args)
     except StlensError as exc:
-        print(f"stlens: error{_rank_label()}: {exc}", file=sys.stderr)
+        names = args.options | (getattr(args, "typed", None) or {})
+        print(f"stlens: error{_rank_label()}: {as_options(str(exc), names)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as exc:
         name = exc.signal_name if isinstance(exc, Interrupted) else "SIGINT"

@@ -7,18 +7,10 @@ the held batch) · ``result`` (``AblationResult`` and its run folder) · ``plots
 This package is callable: ``stlens.ablate(model, data, units, ...)`` is ``stlens.ablate.run.ablate``.
 """
 
-import sys
-import types
-
+from stlens._lazy import callable_package
 from stlens.ablate.result import AblationResult, load_ablation
 from stlens.ablate.run import ablate
 
 __all__ = ["AblationResult", "ablate", "load_ablation"]
 
-
-class _CallablePackage(types.ModuleType):
-    def __call__(self, *args, **kwargs) -> AblationResult:
-        return ablate(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallablePackage
+callable_package(__name__, "stlens.ablate.run:ablate")  # stlens.ablate(...) is the verb

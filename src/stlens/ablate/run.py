@@ -32,7 +32,8 @@ from stlens.errors import StlensError
 from stlens.measure.loading import resolve_workers
 from stlens.measure.result import read_units, units_path
 from stlens.measure.run import exact_fp32, forward_or_explain, resolve_precision, to_device
-from stlens.models.registry import as_handle, load_model, resolve_device
+from stlens.measure.verb import at_input_spec, resolve_model
+from stlens.models.registry import resolve_device
 from stlens.video.labelled import LabelledClips, open_clips
 
 log = logging.getLogger("stlens")
@@ -117,7 +118,8 @@ def ablate(model: str | nn.Module | ModelHandle, data: str | LabelledClips, unit
            device: str | torch.device | None = None, precision: str = "fp32",
            workers: int | None = 0, metric: Metric | None = None, mask_threshold: float = 0.5, iou: str = "mask",
            progress: bool = True,
-           hold_bytes: int = HOLD_BYTES, meta: dict[str, Any] | None = None) -> AblationResult:
+           hold_bytes: int = HOLD_BYTES, meta: dict[str, Any] | None = None, out: str | Path | None = None,
+           overwrite: bool = False, offline: bool | None = None) -> AblationResult:
     """Mask the channels of ``layers`` that ``select`` picks at each K% (from the measure run ``units``) and score the
     model on ``data``'s labelled clips against the unmasked baseline on the same clips.
 
@@ -129,22 +131,62 @@ def ablate(model: str | nn.Module | ModelHandle, data: str | LabelledClips, unit
     all); ``bootstrap``: replicates of the 95% intervals over clips; ``metric``: default top-1/top-5 accuracy, or for
     segmentation data (synth task=segment, davis:, moca:) mIoU and mSR with ``mask_threshold`` and ``iou`` (mask or
     box) — ``stlens.measure.scores``.
+
+    ``out``: the run folder (ablation.json, ablation.csv, plots), claimed once the arguments are checked and before
+    the model is built: refused when it holds a complete run unless ``overwrite``; written in full or not at all
+    (``result.path``).
     """
+    if out is None:
+        return _ablate(**_given(locals()))
+    from stlens.ablate.result import FILES
+    from stlens.runs import RunFolder
+
+    _check_arguments(select, k, mode, batch_size, bootstrap, workers, mask_threshold, iou, units)
+    folder = RunFolder(out, "ablate", overwrite=overwrite, outputs=FILES).claim()
+    try:
+        result = _ablate(**_given(locals()))
+    except BaseException:
+        folder.abandon()
+        raise
+    result.path = result.save(folder)
+    return result
+
+
+def _given(arguments: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in arguments.items() if k not in ("out", "overwrite", "folder", "FILES", "RunFolder")}
+
+
+def _check_arguments(select, k, mode, batch_size: int, bootstrap: int, workers: int | None, mask_threshold: float,
+                     iou: str, units: Any) -> list[str]:
+    """Every argument that needs no model or data, checked before any work; the modes, deduplicated."""
+    check_selections(_names(select))
+    check_k([k] if isinstance(k, (int, float)) else list(k))
+    modes = _names(mode)
+    bad = [m for m in modes if m not in MODES]
+    if bad or not modes:
+        raise StlensError(f"`mode` must be {' and/or '.join(MODES)}, got {','.join(modes) or 'nothing'}")
+    if batch_size < 1:
+        raise StlensError(f"`batch_size` must be ≥ 1 (clips per forward), got {batch_size}")
+    if bootstrap < 0:
+        raise StlensError(f"`bootstrap` must be ≥ 0, got {bootstrap}")
+    resolve_workers(workers)
+    Segmentation(mask_threshold, iou)
+    if isinstance(units, str | Path):
+        from stlens.measure.result import units_path
+
+        units_path(units)
+    return list(dict.fromkeys(modes))
+
+
+def _ablate(model, data, units, layers, select, k, *, mode, draws, clips, batch_size, seed, bootstrap, weights, frames,
+            size, device, precision, workers, metric, mask_threshold, iou, progress, hold_bytes, meta,
+            offline) -> AblationResult:
     started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     clock = time.perf_counter()
     selects = check_selections(_names(select))
     ks = check_k([k] if isinstance(k, (int, float)) else list(k))
-    modes = _names(mode)
-    bad = [m for m in modes if m not in MODES]
-    if bad or not modes:
-        raise StlensError(f"--mode must be {' and/or '.join(MODES)}, got {','.join(modes) or 'nothing'}")
-    modes = list(dict.fromkeys(modes))
-    if batch_size < 1:
-        raise StlensError(f"--batch-size must be ≥ 1, got {batch_size}")
-    if bootstrap < 0:
-        raise StlensError(f"--bootstrap must be ≥ 0, got {bootstrap}")
+    modes = _check_arguments(select, k, mode, batch_size, bootstrap, workers, mask_threshold, iou, units)
     workers = resolve_workers(workers)
-    Segmentation(mask_threshold, iou)  # --mask-threshold and --iou checked before any work
     measured, units_source = read_measured_units(units)
     _warn_if_evaluating_the_measured_clips(units, data)
     chosen_layers = _names(layers) or list(measured)
@@ -152,8 +194,7 @@ def ablate(model: str | nn.Module | ModelHandle, data: str | LabelledClips, unit
     if missing:
         raise StlensError(f"layer '{missing[0]}' is not in the units of {units_source}; measured layers: "
                           f"{', '.join(measured) or 'none'}")
-    handle = (load_model(model, weights=weights, frames=frames, size=size, device=device) if isinstance(model, str)
-              else as_handle(model))
+    handle = resolve_model(model, weights=weights, frames=frames, size=size, device=device, offline=offline)
     target = handle.device if device is None else resolve_device(device)
     used = resolve_precision(precision, target)
     module = handle.module.eval().to(target)
@@ -168,11 +209,11 @@ def ablate(model: str | nn.Module | ModelHandle, data: str | LabelledClips, unit
             log.warning("layer '%s': %s at K=%g%% asks for %d channels but only %d are live; masking all live ones",
                         s.layer, s.select, s.k, s.asked, len(s.channels))
     conditions = [Condition(s, m) for m in modes for s in selections]
-    labelled = (open_clips(data, handle.input, flow=handle.inputs == 2, task=None) if isinstance(data, str)
-                else data)
+    labelled = (open_clips(at_input_spec(data, handle), handle.input, flow=handle.inputs == 2, task=None)
+                if isinstance(data, str) else data)
     count = len(labelled) if clips is None else min(int(clips), len(labelled))
     if count < 1:
-        raise StlensError(f"--clips must be ≥ 1 and the data must hold clips, got {clips} of {len(labelled)}")
+        raise StlensError(f"`clips` must be ≥ 1 and the data must hold clips, got {clips} of {len(labelled)}")
     if metric is None:
         segmenting = getattr(labelled, "task", "classify") == "segment"
         metric = Segmentation(mask_threshold, iou) if segmenting else Accuracy(int(labelled.num_classes))
@@ -341,15 +382,6 @@ def _result(engine: _Engine, conditions: list[Condition], layers: list[str], mod
 
 
 def ablate_to_folder(out: str | Path, *args, overwrite: bool = False, **kwargs) -> tuple[AblationResult, Path]:
-    """``ablate`` into the run folder ``out``, claimed before any work (refused when it holds a complete run, unless
-    ``overwrite``); written in full or not at all."""
-    from stlens.ablate.result import FILES
-    from stlens.runs import RunFolder
-
-    folder = RunFolder(out, "ablate", overwrite=overwrite, outputs=FILES).claim()
-    try:
-        result = ablate(*args, **kwargs)
-    except BaseException:
-        folder.abandon()
-        raise
-    return result, result.save(folder)
+    """``ablate(..., out=out)`` (kept for callers of 0.1): the result and its folder."""
+    result = ablate(*args, out=out, overwrite=overwrite, **kwargs)
+    return result, result.path

@@ -58,9 +58,10 @@ def layer_shapes(handle: ModelHandle) -> dict[str, list[tuple[str, tuple[int, ..
     return shapes
 
 
-def describe_layers(handle: ModelHandle) -> str:
-    """A text table: layer, module type, output shape(s); default layers are marked with '*'."""
-    shapes = layer_shapes(handle)
+def describe_layers(handle: ModelHandle, shapes: dict[str, list[tuple[str, tuple[int, ...]]]] | None = None) -> str:
+    """A text table: layer, module type, output shape(s) (``layer_shapes``, measured when not given); default layers
+    are marked with '*'."""
+    shapes = layer_shapes(handle) if shapes is None else shapes
     modules = dict(handle.module.named_modules())
     shapes_in = " + ".join(str(tuple(x.shape)) for x in handle.example_inputs())
     what = "inputs (rgb, flow)" if handle.inputs == 2 else "input"
@@ -75,3 +76,36 @@ def describe_layers(handle: ModelHandle) -> str:
         mark = "*" if name in handle.default_layers else " "
         lines.append(f"{mark} {name:<{width}}{type(module).__name__:<28}{shown}")
     return "\n".join(lines)
+
+
+class LayerTable(dict):
+    """``stlens.layers``: each named module → the shapes of the tensors it outputs in one dry run (a dict of
+    ``name → [(latent name, shape), ...]``); ``default`` lists the default layers, and printing it shows the table
+    of ``stlens layers``."""
+
+    def __init__(self, handle: ModelHandle):
+        super().__init__(layer_shapes(handle))
+        self.default = list(handle.default_layers)
+        self._text = describe_layers(handle, dict(self))
+
+    def __repr__(self) -> str:
+        return self._text
+
+    __str__ = __repr__
+
+
+def layers(model, *, weights: str | None = None, frames: int | None = None, size: int | None = None,
+           device: str | torch.device | None = None, offline: bool | None = None) -> LayerTable:
+    """The hookable layers of ``model`` (a spec string, an ``nn.Module`` or a ``ModelHandle``; ``weights``,
+    ``frames`` and ``size`` as for every verb) with their output shapes, from one forward pass on a dummy clip;
+    print it for the table (``*`` marks the default layers)."""
+    from stlens.models.registry import as_handle, load_model
+
+    if isinstance(model, str):
+        kwargs = {} if offline is None else {"offline": offline}
+        handle = load_model(model, weights, frames=frames, size=size, device=device, **kwargs)
+    else:
+        handle = as_handle(model)
+        if frames is not None or size is not None:
+            handle.input = handle.input.with_overrides(frames, size)
+    return LayerTable(handle)

@@ -1,0 +1,266 @@
+"""``stlens.measure``: the verb. It takes a model and data in any form (spec strings or objects), makes the pairs,
+runs the measurement loop (``stlens.measure.run``) and, with ``out``, owns the run folder: claimed before any work,
+staged, swapped in when complete, an interrupted result kept without replacing a complete one (docs/reliability.md).
+The CLI's ``stlens measure`` only maps its options onto this function."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from stlens.core import distributed
+from stlens.core.handle import ModelHandle
+from stlens.errors import StlensError
+from stlens.measure import checkpoint as checkpoints
+from stlens.measure.result import MeasureResult
+
+FLOW_CHOICES = ("auto", "none", "tvl1", "dis", "farneback")
+"""``flow``: two-stream (rgb, flow) pairs from this optical-flow method; ``auto``: ``tvl1`` for a model whose forward
+takes two inputs (the ground-truth flow on ``synth:`` worlds), ``none`` otherwise."""
+
+_log = logging.getLogger("stlens")
+
+
+def measure(model: str | nn.Module | ModelHandle, data: Any, layers: str | list[str] | None = "default", *,
+            pairs: int = 64, weights: str | None = None, frames: int | None = None, size: int | None = None,
+            stylizer: str | None = None, flow: str = "auto", flow_cache: str | Path | None = None,
+            batch_size: int = 4, workers: int | None = None, device: str | torch.device | None = None,
+            precision: str = "fp32", bootstrap: int = 200, threshold: float = 0.5, seed: int = 0,
+            save_latents: bool = False, out: str | Path | None = None, overwrite: bool = False,
+            checkpoint_every_pairs: int = 0, resume: bool = False, progress: bool = True,
+            offline: bool | None = None, min_pairs: int = 8, meta: dict[str, Any] | None = None) -> MeasureResult:
+    """Measure static and dynamic information in each layer (and channel) of ``model`` (Kowal et al.).
+
+    ``model``: a spec string (``torchvision:r3d_18``, ``stlens:i3d?classes=8``, ``hf:...``; docs/models.md), an
+    ``nn.Module`` or a ``ModelHandle`` (``stlens.load_model``); ``weights``, ``frames`` and ``size`` (the crop) apply
+    to a spec string. ``data``: a spec string (a folder or file of videos, an annotation file, ``sample:``,
+    ``stylized:ROOT``, ``synth:WORLD?...``), a source (``stlens.open_data``) or an iterable of pairs
+    (``stlens.make_pairs``, or ``Pair``/``(factor, a, b)`` items; then ``pairs``, ``stylizer`` and ``flow`` are
+    unused). A ``synth:`` world that names no ``frames``/``size`` renders at the model's input spec.
+
+    ``layers``: ``default``, ``all`` or dotted ``named_modules`` paths (a list or ``L1,L2``). ``pairs``: pairs per
+    factor. ``stylizer``: the appearance change of the pairs (default: ``palette`` for videos, re-rendering on synth
+    worlds). ``flow`` (one of ``auto, none, tvl1, dis, farneback``): two-stream pairs; ``auto`` gives flow to a model
+    whose forward takes two inputs. ``batch_size``: pairs per forward pass. ``workers``: processes that make the
+    pairs (None: min(4, CPUs − 1); 0: the main process). ``device``: ``auto``, ``cpu``, ``cuda[:K]``, ``mps``; None:
+    ``auto`` for a model built here, else where the module is. ``precision``: ``fp32``, ``bf16``, ``fp16`` or
+    ``auto``. ``bootstrap``: Poisson bootstrap replicates for the 95% CIs (0: none); ``threshold``: the per-channel
+    class threshold τ.
+
+    ``out``: the run folder (result.json, layers.csv, units.csv, config.json; latents.npz with ``save_latents``),
+    claimed before any work and refused when it holds a complete run unless ``overwrite``; the new run replaces it
+    only once complete. ``checkpoint_every_pairs``: with ``out``, checkpoint into ``out/.stlens-checkpoint`` every N
+    pairs (per process) and when interrupted; ``resume``: continue from that checkpoint. An interrupt (SIGINT,
+    SIGTERM) returns the partial result (``result.meta["interrupted"]``), saved into ``out`` when that holds no
+    complete run, else beside it (``OUT.interrupted``). Under ``torchrun`` every process measures its share of the
+    pairs; rank 0 writes ``out``.
+
+    >>> result = stlens.measure("torchvision:r3d_18", "sample:", pairs=32, out="runs/r3d")  # doctest: +SKIP
+    """
+    arguments = _arguments(locals())
+    if isinstance(data, int) or (isinstance(pairs, Iterable) and not isinstance(pairs, str)):
+        raise StlensError("`pairs` is the number of pairs per factor; pass the pairs themselves as `data` "
+                          "(stlens.measure(model, pairs_iterable))")
+    _check(pairs=pairs, batch_size=batch_size, threshold=threshold, checkpoint_every_pairs=checkpoint_every_pairs,
+           flow=flow, bootstrap=bootstrap)
+    if resume and out is None:
+        raise StlensError("`resume` continues the checkpoint in `out`: give `out`")
+    from stlens.measure.loading import resolve_workers
+    from stlens.measure.run import resolve_precision
+    from stlens.models.registry import resolve_device
+
+    world = distributed.launched()
+    built_here = isinstance(model, str)
+    if device is None and built_here:
+        device = "auto"
+    if device is not None:
+        device = distributed.rank_device(str(device) if isinstance(device, torch.device) else device, world)
+        resolve_precision(precision, resolve_device(device))  # checked before any work
+    workers = resolve_workers(workers)
+    with distributed.joined(None if device is None else resolve_device(device)) as world:
+        folder = distributed.on_first_rank(world, lambda: _claim(out, overwrite, resume)) if out else None
+        try:
+            result = _measure_here(model, data, layers, world, pairs=pairs, weights=weights, frames=frames, size=size,
+                                   stylizer=stylizer, flow=flow, flow_cache=flow_cache, batch_size=batch_size,
+                                   workers=workers, device=device, precision=precision, bootstrap=bootstrap,
+                                   threshold=threshold, seed=seed, save_latents=save_latents, progress=progress,
+                                   checkpoint=None if out is None or not (checkpoint_every_pairs or resume)
+                                   else Path(out) / checkpoints.FOLDER,
+                                   checkpoint_every=checkpoint_every_pairs, resume=resume, offline=offline,
+                                   min_pairs=min_pairs, meta=meta)
+        except BaseException:
+            if folder is not None:
+                folder.abandon()
+            raise
+        if folder is None:
+            return result
+        config = result.config | {"arguments": arguments}
+        if result.meta.get("interrupted"):
+            result.path = _save_interrupted(result, config, folder, out, checkpoint_every_pairs or resume)
+            return result
+        result.path = result.save(folder, config)
+        checkpoints.remove(Path(out) / checkpoints.FOLDER)  # the result is complete: its checkpoint is of no more use
+    return result
+
+
+def _check(*, pairs: int, batch_size: int, threshold: float, checkpoint_every_pairs: int, flow: str,
+           bootstrap: int) -> None:
+    """The arguments that need no model or data, checked before any work (errors name the Python argument)."""
+    checks = [
+        (isinstance(pairs, int) and pairs >= 1, f"`pairs` must be an integer ≥ 1 (pairs per factor), got {pairs!r}"),
+        (batch_size >= 1, f"`batch_size` must be ≥ 1 (pairs per forward pass), got {batch_size}"),
+        (0.0 <= threshold < 1.0, f"`threshold` must be in [0, 1), got {threshold}"),
+        (checkpoint_every_pairs >= 0, f"`checkpoint_every_pairs` must be ≥ 0 (0: no checkpoints), got "
+                                      f"{checkpoint_every_pairs}"),
+        (flow in FLOW_CHOICES, f"`flow` must be one of {', '.join(FLOW_CHOICES)}, got {flow!r}"),
+        (bootstrap >= 0, f"`bootstrap` must be ≥ 0 (0: no CIs), got {bootstrap}"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise StlensError(message)
+
+
+def _claim(out: str | Path, overwrite: bool, resume: bool):
+    """Claim ``out`` for a measure run and check that no checkpoint there would be lost."""
+    from stlens.runs import RunFolder
+
+    folder = RunFolder(out, "measure", overwrite=overwrite).claim()
+    try:
+        checkpoints.refuse_unless_resuming(Path(out) / checkpoints.FOLDER, resume)
+    except StlensError:
+        folder.abandon()
+        raise
+    return folder
+
+
+def _measure_here(model, data, layers, world: distributed.World, *, pairs, weights, frames, size, stylizer, flow,
+                  flow_cache, batch_size, workers, device, precision, bootstrap, threshold, seed, save_latents,
+                  progress, checkpoint, checkpoint_every, resume, offline, min_pairs, meta) -> MeasureResult:
+    from stlens.measure.run import measure as measure_pairs
+    from stlens.models.inspect import random_init, random_init_warning
+
+    torch.manual_seed(seed)  # an untrained model's weights follow the seed (the same on every rank)
+    handle = resolve_model(model, weights=weights, frames=frames, size=size, device=device, offline=offline)
+    untrained = random_init(handle) and world.rank == 0
+    if untrained:
+        _log.warning(random_init_warning(handle))
+    made = resolve_pairs(data, handle, pairs=pairs, stylizer=stylizer, flow=flow, flow_cache=flow_cache, seed=seed)
+    shown = dict(meta or {})
+    if isinstance(data, str):
+        shown.setdefault("data", data)
+    result = measure_pairs(handle, made, layers, batch_size=batch_size, precision=precision, device=device,
+                           bootstrap=bootstrap, threshold=threshold, seed=seed, save_latents=save_latents,
+                           progress=progress, meta=shown, workers=workers, checkpoint=checkpoint,
+                           checkpoint_every=checkpoint_every, resume=resume, min_pairs=min_pairs)
+    if untrained and progress:
+        _log.warning(random_init_warning(handle))  # again after the table, where it is read
+    return result
+
+
+def resolve_model(model: str | nn.Module | ModelHandle, *, weights: str | None = None, frames: int | None = None,
+                  size: int | None = None, device: str | torch.device | None = None,
+                  offline: bool | None = None) -> ModelHandle:
+    """A ``ModelHandle`` from a spec string (built, ``weights`` loaded), a module or a handle (``weights``,
+    ``frames`` and ``size`` then apply as well: weights from a file, the input spec overridden)."""
+    from stlens.models.registry import as_handle, load_model
+
+    if isinstance(model, str):
+        kwargs = {} if offline is None else {"offline": offline}
+        return load_model(model, weights, frames=frames, size=size, device=device, **kwargs)
+    handle = as_handle(model)
+    if weights is not None:
+        from stlens.models.weights import load_state_dict, read_state_dict
+
+        load_state_dict(handle.module, read_state_dict(weights), weights)
+        handle.weights = weights
+    if frames is not None or size is not None:
+        handle.input = handle.input.with_overrides(frames, size)
+    return handle
+
+
+def resolve_pairs(data: Any, handle: ModelHandle, *, pairs: int, stylizer: str | None, flow: str,
+                  flow_cache: str | Path | None, seed: int):
+    """The pairs of ``data``: a spec string is opened (a ``synth:`` world at the model's input spec unless it names
+    its own), a source makes ``pairs`` pairs per factor, an iterable of pairs is used as it is."""
+    from stlens.core.source import ClipSource
+    from stlens.pairs.compose import make_pairs
+    from stlens.video.sources import open_data
+
+    if isinstance(data, str | Path):
+        data = open_data(at_input_spec(str(data), handle))
+    if not isinstance(data, ClipSource):
+        if isinstance(data, Iterable):
+            return data
+        raise StlensError(f"`data` must be a spec string, a source (stlens.open_data) or an iterable of pairs, got "
+                          f"{type(data).__name__}")
+    return make_pairs(data, handle.input, pairs, stylizer=stylizer, seed=seed, flow=flow_method(flow, handle),
+                      flow_cache=flow_cache)
+
+
+def at_input_spec(data: str, handle: ModelHandle) -> str:
+    """A ``synth:`` spec that names no ``frames``/``size`` gets the model's (its clips are used as rendered)."""
+    if not data.startswith("synth:"):
+        return data
+    given = {item.partition("=")[0] for item in data.partition("?")[2].split("&") if item}
+    extra = [f"{key}={value}" for key, value in (("frames", handle.input.frames), ("size", handle.input.size))
+             if key not in given]
+    if not extra:
+        return data
+    return data + ("&" if "?" in data else "?") + "&".join(extra)
+
+
+def flow_method(choice: str, handle: ModelHandle) -> str | None:
+    """The optical-flow method of ``flow`` for ``handle``: ``auto`` is ``tvl1`` for a two-input model, else none."""
+    from stlens.core.handle import takes_two_inputs
+
+    if choice not in FLOW_CHOICES:
+        raise StlensError(f"`flow` must be one of {', '.join(FLOW_CHOICES)}, got {choice!r}")
+    if choice == "auto":
+        return "tvl1" if takes_two_inputs(handle.module) else None
+    return None if choice == "none" else choice
+
+
+def _save_interrupted(result: MeasureResult, config: dict, folder, out: str | Path, checkpointed: bool) -> Path:
+    """An interrupted measurement: its partial result goes into ``out`` only when that holds no complete run,
+    otherwise into a fresh folder beside it."""
+    from stlens.runs import fresh_sibling
+
+    counted = result.meta["pairs"]["dynamic"] + result.meta["pairs"]["static"]
+    earlier = folder.previous is not None and folder.previous.get("status") == "complete"
+    if earlier:
+        folder.abandon()
+        folder = fresh_sibling(folder.out, ".interrupted")
+    saved = result.save(folder, config)
+    kept = f"; the complete earlier run in {out} is unchanged" if earlier else ""
+    if checkpointed:
+        kept += f"; checkpoint saved: continue with `resume` and `out` {out}"
+    _log.warning("interrupted after %d pairs: partial result in %s%s", counted, saved, kept)
+    return saved
+
+
+def _arguments(given: dict[str, Any]) -> dict[str, Any]:
+    """The call's arguments as config.json records them (what repeats the run): JSON values as they are, objects by
+    their spec or type."""
+    skip = {"progress", "meta", "offline", "min_pairs"}
+    recorded: dict[str, Any] = {}
+    for key, value in given.items():
+        if key in skip:
+            continue
+        if isinstance(value, ModelHandle):
+            value = value.spec
+        elif isinstance(value, Path):
+            value = str(value)
+        elif isinstance(value, list) and all(isinstance(v, str) for v in value):
+            value = ",".join(value)
+        elif isinstance(value, torch.device):
+            value = str(value)
+        elif value is not None and not isinstance(value, str | int | float | bool):
+            value = getattr(getattr(value, "source", None), "spec", None) or getattr(value, "spec", None) or \
+                f"<{type(value).__name__}>"
+        recorded[key] = value
+    return recorded
