@@ -36,13 +36,14 @@ class Metric(Protocol):
 
 
 class Accuracy:
-    """Top-1 (and top-5 when the model has more than 5 classes) accuracy of a classifier's logits (B, classes)."""
+    """Top-1 (and top-5 when the data has more than 5 classes) accuracy of a classifier's logits (B, classes);
+    ``ks``: other ranks (each at most the number of class scores)."""
 
-    def __init__(self, classes: int):
+    def __init__(self, classes: int, ks: tuple[int, ...] | None = None):
         if classes < 2:
             raise StlensError(f"accuracy needs at least 2 classes, the data has {classes}")
         self.classes = classes
-        self.ks = (1, 5) if classes > 5 else (1,)
+        self.ks = tuple(ks) if ks is not None else (1, 5) if classes > 5 else (1,)
         self.names = tuple(f"top{k}" for k in self.ks)
 
     def scores(self, outputs: torch.Tensor, targets: torch.Tensor) -> dict[str, np.ndarray]:
@@ -139,3 +140,24 @@ class Segmentation:
 
     def groups(self, targets: torch.Tensor) -> None:
         return None
+
+
+def bootstrap_interval(scores: np.ndarray, replicates: int, seed: int, level: float = 0.95,
+                       chunk: int = 256) -> tuple[float, float]:
+    """The percentile bootstrap interval of the mean of per-clip ``scores``: ``replicates`` resamplings of the clips
+    with replacement (generator ``(seed, 0xAB1A7E)``, the clip indices of ``stlens.ablate``'s intervals), clips
+    without a score (NaN) left out of each replicate's mean; (NaN, NaN) without replicates or scores."""
+    scores = np.asarray(scores, dtype=np.float64)
+    kept = ~np.isnan(scores)
+    if replicates < 1 or not kept.any():
+        return float("nan"), float("nan")
+    rng = np.random.default_rng([seed, 0xAB1A7E])
+    filled = np.where(kept, scores, 0.0)
+    means = []
+    for done in range(0, replicates, chunk):  # drawn in row-major chunks: the same indices as one (R, n) draw
+        index = rng.integers(0, scores.size, size=(min(chunk, replicates - done), scores.size))
+        counts = kept[index].sum(axis=1)
+        means.append(filled[index].sum(axis=1)[counts > 0] / counts[counts > 0])
+    tail = 100 * (1 - level) / 2
+    low, high = np.percentile(np.concatenate(means), [tail, 100 - tail])
+    return float(low), float(high)
