@@ -254,3 +254,77 @@ def test_report_plots_only(measured, tmp_path):
     assert "comparison.png" in names and "comparison.svg" in names and "both/layers.png" in names
     single = stlens.report(measured[1], plots_only=True)  # default: the run's own plots/ folder
     assert {p.parent for p in single} == {measured[1] / "plots"}
+
+
+# -- visualize -----------------------------------------------------------------------------------------------------
+
+TINY_VIS = {"frames": 4, "size": 16, "steps": 2, "natural_clips": 0, "progress": False}
+
+
+def test_visualize_is_a_callable_package_with_the_real_signature():
+    import stlens
+    from stlens.visualize import api
+
+    assert callable(stlens.visualize) and inspect.signature(stlens.visualize) == inspect.signature(api.visualize)
+    assert parameters(api.visualize)[:21] == [
+        "model", "target", "layers", "weights", "frames", "size", "from_run", "steps", "lr", "param", "temporal_reg",
+        "batch_size", "precision", "seed", "optimizer", "data", "natural_clips", "device", "out", "overwrite",
+        "progress"]
+    assert stlens.visualize.VisResult is api.VisResult and stlens.visualize.objectives.Objective
+
+
+def test_visualize_owns_its_out_and_makes_targets_in_each_layer(tmp_path):
+    from stlens.visualize.api import visualize
+
+    out = tmp_path / "vis"
+    result = visualize(MODEL, ["channel:1", "class:3"], layers="stem,stage", out=out, **TINY_VIS)
+    assert [t.name for t in result.targets] == ["stem_ch1", "stage_ch1", "class_3"]
+    assert result.path == out and read_marker(out)["verb"] == "visualize" and read_marker(out)["status"] == "complete"
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["config"]["layer"] == "stem,stage" and len(summary["targets"]) == 3
+    before = snapshot(out)
+
+    # a complete run is refused before the model is built
+    with pytest.raises(StlensError, match="already holds"):
+        visualize(BROKEN, "class:0", out=out, **TINY_VIS)
+    # with overwrite, a failure after the model is built (no channel 99) leaves out as it was
+    with pytest.raises(StlensError) as failed:
+        visualize(MODEL, "channel:99", layers=["stem"], out=out, overwrite=True, **TINY_VIS)
+    assert "already holds" not in str(failed.value)
+    assert snapshot(out) == before and sorted(p.name for p in out.iterdir()) == sorted(
+        {name.split("/")[0] for name in before})
+    # overwrite with a complete run replaces it
+    again = visualize(MODEL, "class:1", out=out, overwrite=True, **TINY_VIS)
+    assert [t.name for t in again.targets] == ["class_1"] and not (out / "stem_ch1").exists()
+
+
+def test_visualize_seeds_the_model_it_builds(tmp_path):
+    from stlens.visualize.api import visualize
+
+    first, second = (visualize(MODEL, "class:0", seed=5, **TINY_VIS).targets[0] for _ in range(2))
+    assert first.value == second.value and (first.rgb == second.rgb).all()
+    assert visualize(MODEL, "class:0", seed=6, **TINY_VIS).targets[0].value != first.value
+
+
+def test_visualize_checks_its_arguments_before_any_work(tmp_path, monkeypatch):
+    from stlens.visualize import api
+
+    out = tmp_path / "never"
+    for kwargs, named in (({"device": "tpu"}, "device"), ({"precision": "fp8"}, "precision"),
+                          ({"temporal_reg": [1.0, -1.0]}, "`temporal_reg`"), ({"batch_size": 0}, "`batch_size`"),
+                          ({"layers": ","}, "`layers`")):
+        with pytest.raises(StlensError, match=named):
+            api.visualize(BROKEN, "channel:0", out=out, **(TINY_VIS | kwargs))
+    assert not out.exists()
+
+    monkeypatch.setattr(api, "_WARNED", set())
+    with pytest.warns(FutureWarning, match="layers="):
+        old = api.visualize(MODEL, "channel:2", layer="stage", **TINY_VIS)
+    assert [t.name for t in old.targets] == ["stage_ch2"]
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # once: the second call does not warn
+        api.visualize(MODEL, "channel:2", layer="stage", **TINY_VIS)
+    with pytest.raises(StlensError, match="disagree"):
+        api.visualize(MODEL, "channel:2", layer="stage", layers="stem", **TINY_VIS)

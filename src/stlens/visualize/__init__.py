@@ -8,21 +8,17 @@ This package is callable: ``stlens.visualize(model, target, ...)`` is ``stlens.v
 function and the package, e.g. ``stlens.visualize.objectives``, share one name without shadowing each other).
 """
 
-import sys
-import types
+from stlens._lazy import attach, callable_package
 
-from stlens.visualize import objectives
-from stlens.visualize.api import TargetResult, VisResult, visualize
-from stlens.visualize.objectives import Objective
-from stlens.visualize.regularizers import Regularization
-from stlens.visualize.transforms import Transforms
-
-__all__ = ["Objective", "Regularization", "TargetResult", "Transforms", "VisResult", "objectives", "visualize"]
-
-
-class _CallablePackage(types.ModuleType):
-    def __call__(self, *args, **kwargs) -> VisResult:
-        return visualize(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallablePackage
+_NAMES = {
+    "Objective": "stlens.visualize.objectives:Objective",
+    "Regularization": "stlens.visualize.regularizers:Regularization",
+    "TargetResult": "stlens.visualize.api:TargetResult",
+    "Transforms": "stlens.visualize.transforms:Transforms",
+    "VisResult": "stlens.visualize.api:VisResult",
+    "objectives": "stlens.visualize.objectives",
+    "visualize": "stlens.visualize.api:visualize",
+}
+__getattr__, __dir__ = attach(__name__, _NAMES)
+__all__ = sorted(_NAMES)
+callable_package(__name__, "stlens.visualize.api:visualize")  # stlens.visualize(...) is the verb

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +19,7 @@ from stlens.core.handle import takes_two_inputs
 from stlens.errors import StlensError
 from stlens.models.registry import ModelHandle, as_handle, load_model, resolve_device
 from stlens.names import safe_name
-from stlens.runs import RunFolder, new_run
+from stlens.runs import RunFolder
 from stlens.visualize import natural as nat
 from stlens.visualize import outputs as writers
 from stlens.visualize.objectives import Objective
@@ -90,6 +91,7 @@ class VisResult:
     config: dict
     own: list[int] | None = None  # the indices in ``targets`` rendered by this process (None: all of them)
     partial: bool = False  # True on ranks other than 0 of a distributed run
+    path: Path | None = None  # the run folder it was saved into (``visualize(out=...)``; rank 0)
 
     def __getitem__(self, name: str) -> TargetResult:
         for t in self.targets:
@@ -139,7 +141,9 @@ def _save_target(folder: Path, t: TargetResult) -> None:
     writers.write_json(folder / "result.json", t.to_dict())
 
 
-def _targets(target, layer: str | None, from_run) -> list[Target]:
+def _targets(target, layers: list[str], from_run) -> list[Target]:
+    """The targets of ``target`` (a spec string, an ``Objective``, a ``Target`` or a list of them): a channel,
+    neuron or top-* spec is made in each of ``layers``, in order."""
     items = target if isinstance(target, (list, tuple)) else [target]
     out: list[Target] = []
     for item in items:
@@ -148,12 +152,25 @@ def _targets(target, layer: str | None, from_run) -> list[Target]:
         elif isinstance(item, Target):
             out.append(item)
         elif isinstance(item, str):
-            out.extend(parse_target(item, layer, from_run))
+            per_layer = item.partition(":")[0] != "class" and len(layers) > 1
+            for name in layers if per_layer else layers[:1] or [None]:
+                out.extend(parse_target(item, name, from_run))
         else:
             raise StlensError(f"a target is a spec string or an Objective, got {type(item).__name__}")
     if not out:
         raise StlensError("no targets to visualize")
     return out
+
+
+def layer_list(layers: str | Sequence[str] | None) -> list[str]:
+    """``layers`` as a list of names: one name, ``L1,L2`` or a list; None: none."""
+    if layers is None:
+        return []
+    items = layers.split(",") if isinstance(layers, str) else list(layers)
+    names = [name.strip() for name in items if name and name.strip()]
+    if not names:
+        raise StlensError(f"`layers` names no layer: {layers!r}")
+    return names
 
 
 def _safe(name: str) -> str:
@@ -198,74 +215,118 @@ def _describe(setting: str | ParamFactory | OptimizerFactory) -> str:
     return setting if isinstance(setting, str) else getattr(setting, "__qualname__", type(setting).__qualname__)
 
 
-def visualize(model: str | ModelHandle | nn.Module, target, *, layer: str | None = None, weights: str | None = None,
+_WARNED: set[str] = set()  # deprecated keywords already warned about (once per process)
+
+
+def visualize(model: str | ModelHandle | nn.Module, target, *, layers: str | Sequence[str] | None = None,
+              weights: str | None = None, frames: int | None = None, size: int | None = None,
               from_run: str | Path | None = None, steps: int = 256, lr: float = 0.05,
               param: str | ParamFactory = "fourier", temporal_reg: float | Sequence[float] = 1.0,
               batch_size: int = 8, precision: str = "fp32", seed: int = 0,
               optimizer: str | OptimizerFactory = "adam", data: str | None = None, natural_clips: int = 8,
-              regularization: Regularization | None = None, transforms: Transforms | None = None,
-              frames: int | None = None, size: int | None = None, out: str | Path | None = None,
-              overwrite: bool = False, progress: bool = False, batch: int | None = None,
-              device: str | torch.device | None = None) -> VisResult:
+              device: str | torch.device | None = "auto", out: str | Path | None = None, overwrite: bool = False,
+              progress: bool = True, regularization: Regularization | None = None,
+              transforms: Transforms | None = None, batch: int | None = None, layer: str | None = None) -> VisResult:
     """Optimize an input video (and, for two-stream models, a flow stack) so that each target responds maximally.
 
-    ``target``: a spec (``class:0-7``, ``channel:0-15``, ``neuron:C@t,y,x``, ``top-dynamic:K`` with ``from_run``),
-    an ``Objective`` (``stlens.visualize.objectives``), or a list of them. ``temporal_reg``: λ_T, or several for a
-    sweep (each target is rendered once per value). Jobs run ``batch_size`` at a time, one per batch element (``batch``
-    is its deprecated alias); target i starts from seed ``seed + i`` whatever the batching. ``param`` / ``optimizer``:
-    a built-in's name or a factory (``RenderConfig``). ``data``: natural clips for the comparison (default: the synth
-    world of a zoo model, ``sample:`` otherwise; ``natural_clips=0`` skips it). ``out``: also ``save`` there.
-    A ``model`` spec string is built after ``torch.manual_seed(seed)``, so an untrained model's weights — and with
-    them the result — are the same for the same ``seed``.
+    ``model``: a spec string (built after ``torch.manual_seed(seed)``, so an untrained model's weights — and with
+    them the result — follow ``seed``), an ``nn.Module`` or a ``ModelHandle``; ``weights`` (a file, ``bundled:NAME``
+    or a torchvision weights name), ``frames`` and ``size`` (the crop) apply to a spec string, ``frames``/``size``
+    also override a handle's input spec. ``target``: a spec (``class:0-7``, ``channel:0-15``, ``neuron:C@t,y,x``,
+    ``top-dynamic:K`` / ``top-static:K`` / ``top-joint:K`` with ``from_run``), an ``Objective``
+    (``stlens.visualize.objectives``), or a list of them. ``layers``: the layer of the channel, neuron and top-*
+    targets, one dotted name or several (a list or ``L1,L2``): with several, those targets are made in each layer,
+    in order (``layer`` is its deprecated spelling). ``from_run``: a ``stlens measure`` run folder (or its
+    result.json) whose units rank the top-* targets.
 
-    ``device``: ``auto``, ``cpu``, ``cuda``, ``cuda:K`` or ``mps`` (default None: where the model is; a spec string
-    is built on the CPU); the model, the optimized input, its transforms and regularizers all live there (the
-    starts and the transforms are drawn on the CPU, so they are the same on every device). ``precision``: ``fp32``
-    (default; TF32 off on GPUs), ``bf16`` (CPU or CUDA autocast of the model's forward), ``fp16`` (CUDA autocast, no
-    loss scaling) or ``auto`` (bf16 where native, see ``stlens.measure.run.resolve_precision``). summary.json records
-    the device and the precision used.
+    ``steps``, ``lr``: optimization steps and learning rate; ``param`` (``fourier``, ``pixel``) / ``optimizer``
+    (``adam``, ``mv``): a built-in's name or a factory (``RenderConfig``). ``temporal_reg``: λ_T (large = slow
+    videos), or a list of values for a sweep (each target is rendered once per value). ``batch_size``: targets
+    optimized together, one per batch element (``batch`` is its deprecated alias); target i starts from seed
+    ``seed + i`` whatever the batching. ``regularization``/``transforms``: the regularizers and the jitter, zoom and
+    roll of the inputs (default: the paper's). ``data``: natural clips to compare with (default: the synth world of
+    a zoo model, ``sample:`` otherwise); ``natural_clips``: how many (0: none). ``progress``: log the progress.
 
-    Under ``torchrun`` (an initialized ``torch.distributed`` process group) the jobs are split across the processes
-    in whole batches of ``batch_size`` (contiguous shares, ``distributed.shard``), so every batch, and with it every
-    video, is the same as in one process (target i keeps seed ``seed + i``); see ``VisResult`` for what each
+    ``device``: ``auto``, ``cpu``, ``cuda``, ``cuda:K`` or ``mps`` (None: where the model is; a spec string is then
+    built on the CPU); the model, the optimized input, its transforms and regularizers all live there (the starts and
+    transforms are drawn on the CPU, so they are the same on every device). ``precision``: ``fp32`` (TF32 off on
+    GPUs), ``bf16``, ``fp16`` (CUDA autocast, no loss scaling) or ``auto`` (bf16 where native). Both are checked
+    before any work; summary.json records the ones used.
+
+    ``out``: the run folder (per target video.gif, video.mp4, flow_paper.gif, flow_wheel.gif, result.json; a
+    mosaic.png per λ_T; summary.json), claimed before any work: a folder holding a complete run is refused unless
+    ``overwrite``, which replaces only a visualize run, and only once the new one is complete; an error or interrupt
+    leaves ``out`` as it was.
+
+    Under ``torchrun`` the jobs are split across the processes in whole batches of ``batch_size`` (contiguous
+    shares, ``distributed.shard``), so every video is the same as in one process; see ``VisResult`` for what each
     process returns. With ``out``, rank 0 claims the folder, every process writes its own targets' files into it,
     and rank 0 writes summary.json and the mosaics and commits. A process that fails tells the others, which stop
     after their current batch.
+
+    >>> result = stlens.visualize("stlens:i3d", "channel:0-7", layers="stage3", out="runs/vis")  # doctest: +SKIP
     """
+    from stlens.measure.run import resolve_precision
+
     began = time.perf_counter()
-    world = distributed.current()
-    if not world.distributed:
-        return _visualize_here(model, target, began, world, None, layer=layer, weights=weights,
-                               from_run=from_run, steps=steps, lr=lr, param=param, temporal_reg=temporal_reg,
-                               batch_size=batch_size, precision=precision, seed=seed, optimizer=optimizer, data=data,
-                               natural_clips=natural_clips, regularization=regularization, transforms=transforms,
-                               frames=frames, size=size, out=out, overwrite=overwrite, progress=progress,
-                               batch=batch, device=device)
-    group = distributed.Group(world)
-    try:
-        return _visualize_here(model, target, began, world, group, layer=layer, weights=weights,
-                               from_run=from_run, steps=steps, lr=lr, param=param, temporal_reg=temporal_reg,
-                               batch_size=batch_size, precision=precision, seed=seed, optimizer=optimizer, data=data,
-                               natural_clips=natural_clips, regularization=regularization, transforms=transforms,
-                               frames=frames, size=size, out=out, overwrite=overwrite, progress=progress,
-                               batch=batch, device=distributed.rank_device(device, world)
-                               if isinstance(device, str) else device)
-    except Exception as exc:
-        group.fail(str(exc) if isinstance(exc, StlensError) else f"{type(exc).__name__}: {exc}")
-        raise
+    if layer is not None:
+        if "layer" not in _WARNED:
+            _WARNED.add("layer")
+            warnings.warn("layer= is deprecated, use layers= (one name, a list or 'L1,L2')", FutureWarning,
+                          stacklevel=2)
+        if layers is not None and layer_list(layers) != layer_list(layer):
+            raise StlensError(f"layer={layer!r} and layers={layers!r} disagree; pass layers only")
+        layers = layer
+    names = layer_list(layers)
+    lams = [float(v) for v in (temporal_reg if isinstance(temporal_reg, (list, tuple)) else [temporal_reg])]
+    if not lams or any(v < 0 or not np.isfinite(v) for v in lams):
+        raise StlensError(f"`temporal_reg` values must be finite and ≥ 0, got {temporal_reg}")
+    batch_size = deprecated_batch(batch, batch_size, 8)
+    for ok, message in ((steps >= 1, f"`steps` must be ≥ 1, got {steps}"),
+                        (batch_size >= 1, f"`batch_size` must be ≥ 1 (targets optimized together), got {batch_size}"),
+                        (natural_clips >= 0, f"`natural_clips` must be ≥ 0 (0: none), got {natural_clips}")):
+        if not ok:
+            raise StlensError(message)
+    world = distributed.launched()
+    if isinstance(device, str):
+        device = distributed.rank_device(device, world)
+    place = None if device is None else resolve_device(device)  # checked before any work
+    if place is not None or isinstance(model, str):
+        resolve_precision(precision, place if place is not None else "cpu")
+    if isinstance(model, str):
+        torch.manual_seed(seed)  # before the model is built: an untrained model's weights follow the seed
+    with distributed.joined(place) as world:
+        run = None
+        if out is not None:  # torchrun: rank 0 claims (every rank hears of a refusal), the ranks split the targets
+            run = distributed.on_first_rank(world, lambda: RunFolder(out, "visualize", overwrite=overwrite).claim())
+        group = distributed.Group(world) if world.distributed else None
+        try:
+            result = _visualize_here(model, target, began, world, group, layers=names, weights=weights,
+                                     from_run=from_run, steps=steps, lr=lr, param=param, lams=lams,
+                                     batch_size=batch_size, precision=precision, seed=seed, optimizer=optimizer,
+                                     data=data, natural_clips=natural_clips, regularization=regularization,
+                                     transforms=transforms, frames=frames, size=size, progress=progress,
+                                     place=place)
+        except BaseException as exc:
+            if group is not None and isinstance(exc, Exception):
+                group.fail(str(exc) if isinstance(exc, StlensError) else f"{type(exc).__name__}: {exc}")
+            if run is not None:
+                run.abandon()
+            raise
+        if out is not None:
+            save_shared(result, run, group)  # commits on rank 0; abandons on any error
+            result.path = Path(out)
+    return result
 
 
 def _visualize_here(model, target, began: float, world: distributed.World, group: distributed.Group | None, *,
-                    layer, weights, from_run, steps, lr, param, temporal_reg, batch_size, precision, seed, optimizer,
-                    data, natural_clips, regularization, transforms, frames, size, out, overwrite, progress, batch,
-                    device) -> VisResult:
+                    layers: list[str], weights, from_run, steps, lr, param, lams: list[float], batch_size, precision,
+                    seed, optimizer, data, natural_clips, regularization, transforms, frames, size, progress,
+                    place: torch.device | None) -> VisResult:
     from stlens.measure.run import _warn_slow_bf16, exact_fp32, resolve_precision
 
-    batch_size = deprecated_batch(batch, batch_size, 8, stacklevel=4)
-    place = None if device is None else resolve_device(device)  # the options are checked before any work
     if isinstance(model, str):
         used = resolve_precision(precision, place if place is not None else "cpu")
-        torch.manual_seed(seed)  # the random weights of an untrained (or partly loaded) model
         handle = load_model(model, weights, frames=frames, size=size, device=place)
     else:
         handle = as_handle(model)
@@ -280,17 +341,14 @@ def _visualize_here(model, target, began: float, world: distributed.World, group
     two_stream = takes_two_inputs(handle.module)
     if two_stream and handle.input.frames < 2:
         raise StlensError("two-stream models need at least 2 frames (flow between frames)")
-    lams = [float(v) for v in (temporal_reg if isinstance(temporal_reg, (list, tuple)) else [temporal_reg])]
-    if not lams or any(v < 0 or not np.isfinite(v) for v in lams):
-        raise StlensError(f"--temporal-reg values must be finite and ≥ 0, got {temporal_reg}")
-    targets = _targets(target, layer, from_run)
+    targets = _targets(target, layers, from_run)
     config = RenderConfig(steps=steps, lr=lr, param=param, optimizer=optimizer, batch_size=batch_size,
                           precision=used, reg=regularization or Regularization(),
                           transforms=transforms or Transforms())
     with exact_fp32(used == "fp32"):
-        return _visualize(handle, targets, two_stream, config, lams, began, weights=weights, layer=layer,
-                          from_run=from_run, data=data, natural_clips=natural_clips, seed=seed, progress=progress,
-                          out=out, overwrite=overwrite, world=world, group=group)
+        return _visualize(handle, targets, two_stream, config, lams, began, weights=weights,
+                          layer=",".join(layers) or None, from_run=from_run, data=data, natural_clips=natural_clips,
+                          seed=seed, progress=progress, world=world, group=group)
 
 
 def share_of_jobs(jobs: int, batch_size: int, world: distributed.World) -> range:
@@ -301,8 +359,8 @@ def share_of_jobs(jobs: int, batch_size: int, world: distributed.World) -> range
 
 
 def _visualize(handle: ModelHandle, targets: list[Target], two_stream: bool, config: RenderConfig, lams: list[float],
-               began: float, *, weights, layer, from_run, data, natural_clips, seed, progress, out,
-               overwrite, world: distributed.World, group: distributed.Group | None) -> VisResult:
+               began: float, *, weights, layer, from_run, data, natural_clips, seed, progress,
+               world: distributed.World, group: distributed.Group | None) -> VisResult:
     steps, lr, param, optimizer, batch_size = config.steps, config.lr, config.param, config.optimizer, config.batch_size
     _check(handle, targets, two_stream)
     if data is None and natural_clips:
@@ -346,23 +404,13 @@ def _visualize(handle: ModelHandle, targets: list[Target], two_stream: bool, con
                 "regularization": config.reg.to_dict(), "transforms": config.transforms.to_dict(),
                 "processes": world.size, "seconds": round(time.perf_counter() - began, 2)}
     if group is None:
-        result = VisResult(results, settings)
-        if out is not None:
-            with new_run(out, "visualize", overwrite=overwrite) as run:
-                result.save(run.staging)
-        return result
+        return VisResult(results, settings)
     parts = group.gather_to_first([dataclasses.replace(t, video_flow=None) for t in results])
     if parts is None:
-        result = VisResult(results, settings, partial=True)
-    else:
-        everything = [t for part in parts for t in part]
-        everything[share.start:share.stop] = results
-        result = VisResult(everything, settings, own=list(share))
-    if out is not None:
-        run = distributed.on_first_rank(world, lambda: RunFolder(out, "visualize", overwrite=overwrite).claim(),
-                                        group)
-        save_shared(result, run, group)
-    return result
+        return VisResult(results, settings, partial=True)
+    everything = [t for part in parts for t in part]
+    everything[share.start:share.stop] = results
+    return VisResult(everything, settings, own=list(share))
 
 
 def save_shared(result: VisResult, run, group: distributed.Group | None) -> None:
