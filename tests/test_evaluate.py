@@ -116,7 +116,8 @@ def test_a_zoo_classifier_on_a_synth_world_matches_argmax_by_hand():
 # ---------------------------------------------------------------------------------------------------- segmentation
 
 class PlantedMasks:
-    """Two clips of three 8×8 frames; the model returns the logits planted in the input (channel 0)."""
+    """Three clips of three 8×8 frames (the third unannotated); the model returns the logits planted in the input
+    (channel 0)."""
 
     task = "segment"
     num_classes = 1
@@ -129,13 +130,16 @@ class PlantedMasks:
         empty = np.zeros((8, 8), np.float32)
         speck = square.copy()
         speck[7, 7] = 1  # the square plus a far pixel: mask IoU 16/17, box IoU 1 (largest component)
-        self.predicted = np.stack([np.stack([shifted, square, square]), np.stack([empty, speck, square])])
-        truth = np.stack([np.stack([square, square, square]), np.stack([empty, square, square])])
+        self.predicted = np.stack([np.stack([shifted, square, square]), np.stack([empty, speck, square]),
+                                   np.stack([empty, empty, empty])])
+        truth = np.stack([np.stack([square, square, square]), np.stack([empty, square, square]),
+                          np.stack([square, square, square])])
         truth[0, 2] = np.nan  # an unannotated frame
+        truth[2] = np.nan  # a clip without any annotated frame: no score, left out of the means
         self.truth = truth
 
     def __len__(self) -> int:
-        return 2
+        return 3
 
     def batch(self, indices, rng):
         x = torch.zeros(len(indices), 3, 3, 8, 8)
@@ -152,7 +156,8 @@ def test_miou_and_msr_of_planted_masks_by_hand():
     result = run(PlantedSegmenter(), PlantedMasks(), bootstrap=0)
     # clip 0: frames IoU 1/3 and 1 (frame 2 unannotated); clip 1: empty/empty = 1, 16/17, 1
     clip0, clip1 = (1 / 3 + 1) / 2, (1 + 16 / 17 + 1) / 3
-    assert result.task == "segment" and result.clips == 2 and result.per_class == []
+    assert result.task == "segment" and result.clips == 3 and result.per_class == []
+    assert result.settings["unscored_clips"] == 1
     assert result.metrics["miou"] == pytest.approx((clip0 + clip1) / 2)
     # success rate over τ = .5 … .9: clip 0 has one frame above every τ of 2 → 1/2; clip 1 all 3 frames → 1
     assert result.metrics["msr"] == pytest.approx((0.5 + 1.0) / 2)
