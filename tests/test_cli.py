@@ -98,7 +98,7 @@ def test_bad_options_give_clear_errors(tmp_path):
     proc = run_cli("measure", *FAST, "--data", "sample:", "--layers", "layer5", "--out", str(tmp_path / "x"))
     assert proc.returncode == 2 and "unknown layer 'layer5'" in proc.stderr and "layer4" in proc.stderr
     proc = run_cli("measure", *FAST[:-3], "--pairs", "3", "--data", "sample:", "--out", str(tmp_path / "y"))
-    assert proc.returncode == 2 and "at least 8 per factor" in proc.stderr
+    assert proc.returncode == 2 and "at least 4 per factor" in proc.stderr
 
 
 def test_layers_command_lists_shapes():

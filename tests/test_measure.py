@@ -65,8 +65,8 @@ def test_bf16_runs_and_stays_close(sample_pairs):
 
 def test_too_few_pairs_and_bad_options(sample_pairs):
     model = TinyVideoNet()
-    with pytest.raises(StlensError, match="at least 8 per factor"):
-        stlens.measure(model, sample_pairs[:10], ["stage"], progress=False)
+    with pytest.raises(StlensError, match="at least 4 per factor"):
+        stlens.measure(model, sample_pairs[:6], ["stage"], progress=False)
     with pytest.raises(StlensError, match="--precision"):
         stlens.measure(model, sample_pairs, ["stage"], precision="fp16", progress=False)
     with pytest.raises(StlensError, match="unknown layer 'stagee'"):

@@ -225,7 +225,7 @@ def negative_net() -> nn.Module:
 def test_visualize_writes_null_ratio_for_a_negative_natural_mean_and_the_report_shows_a_dash(tmp_path, small_video):
     out = tmp_path / "vis"
     assert main(["visualize", "--model", "module:test_silent_results:negative_net", "--frames", "4", "--size", "16",
-                 "--layer", "negative", "--target", "channel:0", "--steps", "2", "--natural-clips", "2",
+                 "--layers", "negative", "--target", "channel:0", "--steps", "2", "--natural-clips", "2",
                  "--data", str(small_video), "--quiet", "--out", str(out)]) == 0
     record = json.loads((out / "negative_ch0" / "result.json").read_text())
     assert record["natural"]["mean"] < 0

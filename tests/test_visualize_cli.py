@@ -51,7 +51,7 @@ def test_cli_temporal_sweep_and_top_dynamic(tmp_path):
                                    "stage1,3,0.9,0.95,joint\n")
     (run / "result.json").write_text("{}")
     out = tmp_path / "sweep"
-    code = main(["visualize", *TINY, "--layer", "stage1", "--target", "top-dynamic:2", "--from",
+    code = main(["visualize", *TINY, "--layers", "stage1", "--target", "top-dynamic:2", "--from",
                  str(run / "result.json"), "--temporal-reg", "0,10", "--out", str(out)])
     assert code == 0
     for lam in ("0", "10"):
@@ -72,11 +72,11 @@ def test_two_stream_joint_rgb_and_flow(tmp_path):
 
 
 @pytest.mark.parametrize("extra, message", [
-    (["--layer", "stage9", "--target", "channel:0"], "stage9"),
-    (["--layer", "stage1", "--target", "channel:0-99"], "out of range"),
+    (["--layers", "stage9", "--target", "channel:0"], "stage9"),
+    (["--layers", "stage1", "--target", "channel:0-99"], "out of range"),
     (["--target", "class:42"], "class 42"),
     (["--target", "pixels:3"], "unknown target"),
-    (["--layer", "stage1", "--target", "top-static:3"], "--from"),
+    (["--layers", "stage1", "--target", "top-static:3"], "--from"),
     (["--target", "class:0", "--temporal-reg", "-1"], "temporal-reg"),
 ])
 def test_cli_errors_exit_2(tmp_path, capsys, extra, message):

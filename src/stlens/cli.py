@@ -629,9 +629,32 @@ def as_options(message: str, names: dict[str, str]) -> str:
     return re.sub(r"`([a-z_][a-z0-9_]*)`", lambda m: names.get(m[1], m[0]), message)
 
 
+class _Stderr(logging.Handler):
+    """The package's log lines on the current ``sys.stderr`` (looked up at each line), as ``stlens: LEVEL: …`` with
+    Python arguments written as this command's options."""
+
+    def __init__(self, names: dict[str, str]):
+        super().__init__()
+        self.names = names
+
+    def emit(self, record: logging.LogRecord) -> None:
+        print(f"stlens: {record.levelname}: {as_options(record.getMessage(), self.names)}", file=sys.stderr,
+              flush=True)
+
+
+def _log_to_stderr(names: dict[str, str]) -> None:
+    log = logging.getLogger("stlens")
+    for handler in [h for h in log.handlers if isinstance(h, _Stderr)]:
+        log.removeHandler(handler)
+    log.addHandler(_Stderr(names))
+    if log.level == logging.NOTSET:
+        log.setLevel(logging.WARNING)
+
+
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.WARNING, format="stlens: %(levelname)s: %(message)s")
+    _log_to_stderr({})
     args = build_parser().parse_args(argv)
+    _log_to_stderr(args.options | (getattr(args, "typed", None) or {}))
     from stlens.interrupts import EXIT_INTERRUPTED, Interrupted, handle_signals
 
     try:

@@ -43,7 +43,8 @@ from stlens.models.inspect import random_init
 from stlens.models.registry import ModelHandle, as_handle, resolve_device
 from stlens.models.taps import LayerTaps, asked_by_name
 
-MIN_PAIRS = 8
+MIN_PAIRS = 4
+FEW_PAIRS = 16  # fewer pairs per factor than this: a warning that the CIs will be wide
 _AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -256,7 +257,10 @@ def measure(model: nn.Module | ModelHandle, pairs: Iterable, layers: str | list[
         raise interrupted  # too few pairs for a partial result: nothing to keep
     if counts.min() < min_pairs:
         raise StlensError(f"only {counts[0]} dynamic and {counts[1]} static pairs; at least {min_pairs} per factor "
-                          f"are needed (use more --pairs or more videos)")
+                          f"are needed (use more `pairs` or more videos)")
+    if counts.min() < FEW_PAIRS and not interrupted:
+        logging.getLogger("stlens").warning("only %d dynamic and %d static pairs: the estimate is noisy (wide CIs); "
+                                            "use 64 or more pairs per factor for a result", counts[0], counts[1])
     layers_out = [estimate_layer(name, m, threshold) for name, m in acc.moments.items()]
     elapsed = time.perf_counter() - clock
     info = {

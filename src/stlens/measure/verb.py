@@ -33,7 +33,7 @@ def measure(model: str | nn.Module | ModelHandle, data: Any, layers: str | list[
             precision: str = "fp32", bootstrap: int = 200, threshold: float = 0.5, seed: int = 0,
             save_latents: bool = False, out: str | Path | None = None, overwrite: bool = False,
             checkpoint_every_pairs: int = 0, resume: bool = False, progress: bool = True,
-            offline: bool | None = None, min_pairs: int = 8, meta: dict[str, Any] | None = None) -> MeasureResult:
+            offline: bool | None = None, min_pairs: int = 4, meta: dict[str, Any] | None = None) -> MeasureResult:
     """Measure static and dynamic information in each layer (and channel) of ``model`` (Kowal et al.).
 
     ``model``: a spec string (``torchvision:r3d_18``, ``stlens:i3d?classes=8``, ``hf:...``; docs/models.md), an
@@ -77,7 +77,7 @@ def measure(model: str | nn.Module | ModelHandle, data: Any, layers: str | list[
     world = distributed.launched()
     built_here = isinstance(model, str)
     if device is None and built_here:
-        device = "auto"
+        device = arguments["device"] = "auto"
     if device is not None:
         device = distributed.rank_device(str(device) if isinstance(device, torch.device) else device, world)
         resolve_precision(precision, resolve_device(device))  # checked before any work

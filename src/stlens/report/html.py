@@ -199,7 +199,7 @@ def _visualize_command(run: Run, layer: str) -> str:
     words = ["stlens", "visualize", "--model", str(meta.get("model"))]
     if meta.get("weights"):
         words += ["--weights", str(meta["weights"])]
-    words += ["--layer", layer, "--target", "top-dynamic:8", "--from", str(run.path), "--out", str(run.path / "vis")]
+    words += ["--layers", layer, "--target", "top-dynamic:8", "--from", str(run.path), "--out", str(run.path / "vis")]
     return shlex.join(words)
 
 
