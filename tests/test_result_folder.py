@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 import stlens
 from stlens.cli import main
 
@@ -40,24 +42,24 @@ def test_visualize_reads_units_through_the_store(tmp_path):
     assert [r["r_dynamic"] for r in rows] == [float(v) for v in result["stage3"].r_dynamic]
 
 
-def test_old_option_spellings_still_work_and_warn(tmp_path, small_video, caplog):
-    """One name per concept: `pairs check --pairs` (was --n), `stylize --short-side` (was --size, which means the
-    crop everywhere else); the old spellings are deprecated aliases."""
+def test_old_option_spellings_still_work_and_warn(tmp_path, small_video, caplog, capsys):
+    """One name per concept: `pairs check --clips` (was --n and --pairs, which means pairs per factor everywhere
+    else) are deprecated aliases; `stylize --size` (the crop everywhere else) is an error naming --short-side."""
     import shutil
 
     data = tmp_path / "data"
     data.mkdir()
     shutil.copy(small_video, data / "a.mp4")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["stylize", "--data", str(data), "--stylizer", "palette", "--styles", "1", "--frames-max", "2",
+              "--size", "24", "--quiet", "--out", str(tmp_path / "styled")])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "--size was removed from this command: use --short-side" in err
+    assert not (tmp_path / "styled").exists()
     with caplog.at_level("WARNING", logger="stlens"):
-        assert main(["stylize", "--data", str(data), "--stylizer", "palette", "--styles", "1", "--frames-max", "2",
-                     "--size", "24", "--quiet", "--out", str(tmp_path / "styled")]) == 0
         assert main(["pairs", "check", "--data", str(data), "--stylizer", "palette", "--n", "1", "--frames", "4",
                      "--size", "32", "--quiet", "--out", str(tmp_path / "check.json")]) == 0
-    assert "--size is deprecated; use --short-side" in caplog.text and "--n is deprecated; use --pairs" in caplog.text
-    from PIL import Image
-
-    frame = next((tmp_path / "styled" / "style_1").rglob("*.jpg"))
-    assert min(Image.open(frame).size) == 24  # the old --size still meant the short side
+    assert "--n is deprecated; use --clips" in caplog.text
     assert json.loads((tmp_path / "check.json").read_text())["clips"] == 1
 
 

@@ -652,6 +652,7 @@ def _log_to_stderr(names: dict[str, str]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    _warned.clear()  # an old spelling warns once per command
     _log_to_stderr({})
     args = build_parser().parse_args(argv)
     _log_to_stderr(args.options | (getattr(args, "typed", None) or {}))
