@@ -93,13 +93,13 @@ def test_a_random_draw_depends_only_on_seed_layer_select_k_and_draw():
     assert [s.channels for s in other_seed] != [s.channels for s in alone]
 
 
-def test_bad_k_and_selection_names_are_refused_naming_the_option():
+def test_bad_k_and_selection_names_are_refused_naming_the_argument():
     for bad in ([0], [-5], [100.5], [float("nan")], []):
-        with pytest.raises(StlensError, match="--k"):
+        with pytest.raises(StlensError, match="`k`"):
             check_k(bad)
-    with pytest.raises(StlensError, match="--select: unknown selection 'dynamc'"):
+    with pytest.raises(StlensError, match="`select`: unknown selection 'dynamc'"):
         check_selections(["dynamic", "dynamc"])
-    with pytest.raises(StlensError, match="--draws"):
+    with pytest.raises(StlensError, match="`draws`"):
         plan({"stage": UNITS}, ["stage"], ["random"], [10.0], 0, 0)
 
 
@@ -172,7 +172,7 @@ def test_a_layer_without_a_channel_axis_or_unknown_is_refused_naming_it():
 def test_another_channel_count_than_the_units_is_refused_naming_the_layer():
     model = Planted()
     mask = ChannelMask(Target("feat", "feat"), [0])
-    with pytest.raises(StlensError, match="layer 'feat' has 6 channels but the units.csv of --from lists 8"):
+    with pytest.raises(StlensError, match="layer 'feat' has 6 channels but the units.csv of `from_run` lists 8"):
         with torch.inference_mode(), masking(model, [mask], expected={"feat": 8}):
             model(torch.zeros(2, 6, 2, 2, 2))
 

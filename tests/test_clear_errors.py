@@ -208,8 +208,8 @@ def test_pairs_check_out_that_is_a_folder_is_refused(small_video, tmp_path, caps
 @pytest.mark.parametrize("n", ["0", "-3"])
 def test_pairs_check_n_below_one(small_video, tmp_path, capsys, n):
     out = tmp_path / "check.json"
-    assert main(["pairs", "check", "--data", str(small_video), "--pairs", n, *FAST_CHECK, "--out", str(out)]) == 2
-    assert f"--pairs must be ≥ 1 (the number of clips to check), got {n}" in error_of(capsys)
+    assert main(["pairs", "check", "--data", str(small_video), "--clips", n, *FAST_CHECK, "--out", str(out)]) == 2
+    assert f"--clips must be ≥ 1 (the number of clips to check), got {n}" in error_of(capsys)
     assert not out.exists()
 
 

@@ -39,9 +39,9 @@ def test_segment_running_score_is_the_mean_iou():
 
 
 def test_bad_task_options_are_refused_naming_them():
-    with pytest.raises(StlensError, match="--task must be one of classify, segment"):
+    with pytest.raises(StlensError, match="`task` must be one of classify, segment"):
         task_for("detect")
-    with pytest.raises(StlensError, match="threshold must be in"):
+    with pytest.raises(StlensError, match="`mask_threshold` must be in"):
         TrainConfig(model="stlens:i3d", data="synth:motion", steps=1, out="x", task="segment",
                     mask_threshold=1.5).validate()
     with pytest.raises(StlensError, match="are for --task classify"):

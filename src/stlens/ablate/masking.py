@@ -103,7 +103,7 @@ class ChannelMask:
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
-            raise StlensError(f"--mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+            raise StlensError(f"`mode` must be one of {', '.join(MODES)}, got {self.mode!r}")
         if self.mode == "mean" and self.means is None:
             raise StlensError("mean mode needs the channels' means of the baseline pass")
 
@@ -142,7 +142,7 @@ def masking(model: nn.Module, masks: Sequence[ChannelMask], layout: Layout = cha
 
 def _check_channels(layer: str, found: int, expected: dict[str, int] | None) -> None:
     if expected is not None and layer in expected and expected[layer] != found:
-        raise StlensError(f"layer '{layer}' has {found} channels but the units.csv of --from lists "
+        raise StlensError(f"layer '{layer}' has {found} channels but the units.csv of `from_run` lists "
                           f"{expected[layer]}: it was measured on another model or layer set")
 
 

@@ -249,7 +249,7 @@ def _check_counts(shapes: dict[str, tuple[int, ...]], expected: dict[str, int], 
     for layer, shape in shapes.items():
         found = shape[channel_axis(shape, handle.layout(layer), layer)]
         if found != expected[layer]:
-            raise StlensError(f"layer '{layer}' of {handle.spec} has {found} channels but the units of --from list "
+            raise StlensError(f"layer '{layer}' of {handle.spec} has {found} channels but the units of `from_run` list "
                               f"{expected[layer]}: they were measured on another model or layer set")
 
 

@@ -79,22 +79,22 @@ def count_for(k: float, channels: int) -> int:
 
 
 def check_k(values: Sequence[float]) -> list[float]:
-    """K values in (0, 100], else a ``StlensError`` naming --k."""
+    """K values in (0, 100], else a ``StlensError`` naming `k`."""
     if not values:
-        raise StlensError("--k needs at least one value in (0, 100]")
+        raise StlensError("`k` needs at least one value in (0, 100]")
     for k in values:
         if not (isinstance(k, (int, float)) and math.isfinite(k) and 0 < k <= 100):
-            raise StlensError(f"--k must be in (0, 100] (a percentage of the layer's channels), got {k}")
+            raise StlensError(f"`k` must be in (0, 100] (a percentage of the layer's channels), got {k}")
     return list(dict.fromkeys(float(k) for k in values))
 
 
 def check_selections(names: Sequence[str]) -> list[str]:
-    """Selection names as given, each known, else a ``StlensError`` naming --select."""
+    """Selection names as given, each known, else a ``StlensError`` naming `select`."""
     if not names:
-        raise StlensError(f"--select needs at least one of {', '.join(SELECTIONS)}")
+        raise StlensError(f"`select` needs at least one of {', '.join(SELECTIONS)}")
     unknown = [n for n in names if n not in SELECTIONS]
     if unknown:
-        raise StlensError(f"--select: unknown selection {unknown[0]!r}; choose from {', '.join(SELECTIONS)}")
+        raise StlensError(f"`select`: unknown selection {unknown[0]!r}; choose from {', '.join(SELECTIONS)}")
     return list(dict.fromkeys(names))
 
 
@@ -146,7 +146,7 @@ def select_channels(units: Units, select: str, k: float, draw: int = 0, seed: in
         pool = lowest(units, factor, min(len(live), max(n, count_for(k + LEAST_MARGIN, units.channels))))
         chosen = draw_rng(seed, units.layer, select, k, draw).choice(pool, size=n, replace=False)
     else:
-        raise StlensError(f"--select: unknown selection {select!r}; choose from {', '.join(SELECTIONS)}")
+        raise StlensError(f"`select`: unknown selection {select!r}; choose from {', '.join(SELECTIONS)}")
     return Selection(units.layer, select, float(k), int(draw), tuple(sorted(int(c) for c in chosen)), asked,
                      n < asked)
 
@@ -155,7 +155,7 @@ def plan(units: dict[str, Units], layers: Sequence[str], selects: Sequence[str],
          seed: int) -> list[Selection]:
     """Every selection of a run, in the order layer, select, K, draw (ranked selections have one draw)."""
     if draws < 1:
-        raise StlensError(f"--draws must be ≥ 1 (random draws per selection and K), got {draws}")
+        raise StlensError(f"`draws` must be ≥ 1 (random draws per selection and K), got {draws}")
     return [select_channels(units[layer], select, k, d, seed)
             for layer in layers for select in selects for k in ks
             for d in range(draws if select in RANDOM else 1)]

@@ -89,7 +89,7 @@ def rank_device(device: str | None, world: World) -> str | None:
     if device == "cuda" or (device == "auto" and torch.cuda.is_available()):
         count = torch.cuda.device_count()
         if world.local_rank >= count:
-            raise StlensError(f"--device {device}: {world.label} has local rank {world.local_rank}, and this machine "
+            raise StlensError(f"`device` {device}: {world.label} has local rank {world.local_rank}, and this machine "
                               f"has {count} CUDA GPU(s); start at most {count} processes per machine")
         return f"cuda:{world.local_rank}"
     return device

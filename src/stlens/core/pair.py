@@ -31,7 +31,7 @@ class Pair:
 def check_clip_frames(frames: int) -> None:
     """Refuse clips of fewer than 2 frames: a static pair would be two identical clips (r_static = 1 everywhere)."""
     if frames < 2:
-        raise StlensError(f"pairs need clips of at least 2 frames, got --frames {frames}: a 1-frame clip and its "
+        raise StlensError(f"pairs need clips of at least 2 frames, got `frames` {frames}: a 1-frame clip and its "
                           f"frame-shuffled copy are the same clip, so every static pair would be two identical inputs")
 
 

@@ -30,10 +30,10 @@ class InputSpec:
         spec = self
         if frames is not None:
             if frames < 1:
-                raise StlensError(f"--frames must be ≥ 1, got {frames}")
+                raise StlensError(f"`frames` must be ≥ 1, got {frames}")
             spec = dataclasses.replace(spec, frames=frames)
         if size is not None:
             if size < 8:
-                raise StlensError(f"--size must be ≥ 8, got {size}")
+                raise StlensError(f"`size` must be ≥ 8, got {size}")
             spec = dataclasses.replace(spec, size=size, resize=round(size * self.resize / self.size))
         return spec

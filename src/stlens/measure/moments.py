@@ -181,7 +181,7 @@ class PairedMoments:
         if channels <= 0:
             raise StlensError(f"PairedMoments needs at least one channel, got {channels}")
         if bootstrap < 0:
-            raise StlensError(f"--bootstrap must be ≥ 0, got {bootstrap}")
+            raise StlensError(f"`bootstrap` must be ≥ 0, got {bootstrap}")
         self.channels = channels
         self.bootstrap = bootstrap
         self.seed = seed

@@ -114,9 +114,9 @@ class Segmentation:
 
     def __init__(self, threshold: float = 0.5, iou: str = "mask", thresholds: tuple[float, ...] = SR_THRESHOLDS):
         if not 0.0 < threshold < 1.0:
-            raise StlensError(f"--mask-threshold must be in (0, 1), got {threshold}")
+            raise StlensError(f"`mask_threshold` must be in (0, 1), got {threshold}")
         if iou not in IOU_KINDS:
-            raise StlensError(f"--iou must be one of {', '.join(IOU_KINDS)}, got {iou!r}")
+            raise StlensError(f"`iou` must be one of {', '.join(IOU_KINDS)}, got {iou!r}")
         self.threshold, self.iou, self.thresholds = float(threshold), iou, tuple(thresholds)
 
     def frame_ious(self, outputs: torch.Tensor, targets: torch.Tensor) -> list[np.ndarray]:

@@ -84,7 +84,7 @@ class VideoPairs:
 
     def __post_init__(self) -> None:
         if self.pairs < 1:
-            raise StlensError(f"--pairs must be ≥ 1, got {self.pairs}")
+            raise StlensError(f"`pairs` must be ≥ 1, got {self.pairs}")
         check_clip_frames(self.spec.frames)
         self._stylizer_list = get_stylizer(self.stylizer)  # checked now: an unknown name fails here
 

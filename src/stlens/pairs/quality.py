@@ -85,7 +85,7 @@ def sample_clips(source: VideoSource, n: int, frames: int, stride: int, size: in
     """Yield (video, uint8 clip) — ``n`` clips spread over the usable videos of ``source``, each inside its video's
     (start, end) segment where the source gives one (Diving48)."""
     if n < 1:
-        raise StlensError(f"--n must be ≥ 1 (the number of clips to check), got {n}")
+        raise StlensError(f"`clips` must be ≥ 1 (the number of clips to check), got {n}")
     videos = list(video_source(source, "pairs check").videos)
     spec = InputSpec(frames=frames, stride=stride, size=size, resize=size)
     per_video = max(1, math.ceil(n / max(1, len(videos))))
@@ -118,7 +118,7 @@ def check_pairs(source: VideoSource, stylizers: str, n: int = 8, frames: int = 1
     from stlens.core import distributed
 
     if n < 1:
-        raise StlensError(f"--n must be ≥ 1 (the number of clips to check), got {n}")
+        raise StlensError(f"`clips` must be ≥ 1 (the number of clips to check), got {n}")
     world = distributed.current()
     group = distributed.Group(world) if world.distributed else None
     chosen = get_stylizer(stylizers, device, precision)

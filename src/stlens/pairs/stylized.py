@@ -34,7 +34,7 @@ class StylizedPairs(VideoPairs):
 
     def __post_init__(self) -> None:
         if self.pairs < 1:
-            raise StlensError(f"--pairs must be ≥ 1, got {self.pairs}")
+            raise StlensError(f"`pairs` must be ≥ 1, got {self.pairs}")
         if len(self.source.styles) < 2:
             found = ", ".join(p.name for p in self.source.styles) or "none"
             raise StlensError(f"{self.source.spec}: dynamic pairs need ≥ 2 style_k folders (found: {found})")

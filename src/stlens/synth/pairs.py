@@ -73,13 +73,13 @@ class SynthPairs:
 
     def __post_init__(self) -> None:
         if self.pairs < 1:
-            raise StlensError(f"--pairs must be ≥ 1, got {self.pairs}")
+            raise StlensError(f"`pairs` must be ≥ 1, got {self.pairs}")
         ds, spec = self.dataset, self.spec
         if (spec.frames, spec.size) != (ds.frames, ds.size):
             raise StlensError(
                 f"{ds.spec} renders {ds.frames} frames of {ds.size}×{ds.size} px but the model takes {spec.frames} "
                 f"frames of {spec.size}×{spec.size} px: open the data as "
-                f"synth:{ds.world}?frames={spec.frames}&size={spec.size} (or pass --frames/--size matching the data)")
+                f"synth:{ds.world}?frames={spec.frames}&size={spec.size} (or pass `frames`/`size` matching the data)")
         self._stylizer_list = None if self.stylizer == RERENDER else get_stylizer(self.stylizer)
 
     @property

@@ -52,7 +52,7 @@ class Segment:
 
     def check(self, outputs: torch.Tensor, targets: torch.Tensor, classes: int, model: str, data: str) -> None:
         if outputs.ndim != 4 or tuple(outputs.shape) != tuple(targets.shape):
-            raise StlensError(f"--task segment needs per-frame mask logits (B, T, H, W) shaped like the masks of "
+            raise StlensError(f"`task` segment needs per-frame mask logits (B, T, H, W) shaped like the masks of "
                               f"{data} {tuple(targets.shape)}, but {model} outputs {tuple(outputs.shape)}: use a "
                               f"segmentation model (stlens:avos, stlens:seg3d)")
 
@@ -95,7 +95,7 @@ def task_for(name: str, threshold: float = 0.5) -> Classify | Segment:
         return Classify()
     if name == "segment":
         return Segment(threshold)
-    raise StlensError(f"--task must be one of {', '.join(TASKS)}, got {name!r}")
+    raise StlensError(f"`task` must be one of {', '.join(TASKS)}, got {name!r}")
 
 
 @torch.inference_mode()

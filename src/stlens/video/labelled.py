@@ -53,10 +53,10 @@ class SynthClips:
             raise StlensError(
                 f"{self.dataset.spec} renders {self.dataset.frames} frames at {self.dataset.size} px but the model "
                 f"expects {self.spec.frames} frames at {self.spec.size} px: pass frames=/size= in the synth spec "
-                f"or --frames/--size to the model")
+                f"or `frames`/`size` to the model")
         self.num_classes = int(self.dataset.num_classes)
         if self.task == "segment" and getattr(self.dataset, "task", "classify") != "segment":
-            raise StlensError(f"--task segment needs a segmentation world, where the camera moves too: add "
+            raise StlensError(f"`task` segment needs a segmentation world, where the camera moves too: add "
                               f"task=segment to {self.dataset.spec.split('?')[0]} (e.g. synth:motion?task=segment)")
 
     def __len__(self) -> int:
@@ -184,7 +184,7 @@ def open_clips(data: str, spec: InputSpec, flow: bool = False, augment: bool = F
 
         return MaskClips(source, spec, flow=flow, augment=augment)
     if task == "segment":
-        raise StlensError(f"{data}: --task segment needs masks: a synth: world with task=segment, davis:ROOT or "
+        raise StlensError(f"{data}: `task` segment needs masks: a synth: world with task=segment, davis:ROOT or "
                           f"moca:ROOT")
     if flow:
         raise StlensError(f"{data}: labelled clips for a two-stream model (RGB + flow) come from synth: worlds "

@@ -252,7 +252,7 @@ def get_stylizer(names: str, device=None, precision: str = "fp32") -> list[tuple
             continue
         chosen.append((name, STYLIZERS[name]))
     if not chosen:
-        raise StlensError("--stylizer needs at least one name")
+        raise StlensError("`stylizer` needs at least one name")
     return chosen
 
 

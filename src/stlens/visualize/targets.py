@@ -40,7 +40,7 @@ def parse_indices(text: str, what: str) -> list[int]:
 
 def _need_layer(layer: str | None, kind: str) -> str:
     if not layer:
-        raise StlensError(f"--target {kind}:... needs --layer")
+        raise StlensError(f"`target` {kind}:... needs `layers`")
     return layer
 
 
@@ -59,7 +59,7 @@ def parse_target(spec: str, layer: str | None = None, from_run: str | Path | Non
     """A ``--target`` string → targets (see the module docstring)."""
     kind, sep, rest = spec.partition(":")
     if not sep or not rest:
-        raise StlensError(f"cannot read --target '{spec}'; use class:0-7, channel:0-15, neuron:C@t,y,x or "
+        raise StlensError(f"cannot read `target` '{spec}'; use class:0-7, channel:0-15, neuron:C@t,y,x or "
                           f"top-dynamic:K / top-static:K / top-joint:K")
     if kind == "class":
         return [Target(class_logit(i), f"class_{i}") for i in parse_indices(rest, "class")]
@@ -82,13 +82,13 @@ def parse_target(spec: str, layer: str | None = None, from_run: str | Path | Non
     if kind in RANKINGS:
         name = _need_layer(layer, kind)
         if from_run is None:
-            raise StlensError(f"--target {kind}:K needs --from RUN_DIR (a stlens measure run)")
+            raise StlensError(f"`target` {kind}:K needs `from_run` (a stlens measure run)")
         try:
             k = int(rest)
         except ValueError:
-            raise StlensError(f"--target {kind}:K needs an integer K, got '{rest}'") from None
+            raise StlensError(f"`target` {kind}:K needs an integer K, got '{rest}'") from None
         if k < 1:
-            raise StlensError(f"--target {kind}:K needs K ≥ 1, got {k}")
+            raise StlensError(f"`target` {kind}:K needs K ≥ 1, got {k}")
         units = rank_units(units_of(from_run, name), RANKINGS[kind], k)
         return [Target(channel(name, u["channel"]), f"{name}_ch{u['channel']}", u) for u in units]
     raise StlensError(f"unknown target kind '{kind}'; use class, channel, neuron, top-dynamic, top-static, top-joint")
