@@ -8,9 +8,9 @@ Files (docs/ablation.md, docs/formats.md):
   classes): ``M, M_low, M_high, drop_M, drop_M_low, drop_M_high`` (value and drop = baseline − value, each with its
   95% bootstrap interval over clips).
 - ``per_class.csv``: ``layer, select, k, draw, mode, class, clips, top1`` for every condition and the baseline.
-- ``ablation.json``: ``settings`` (the options, the model, the data, the units source), ``baseline`` (each metric
-  with its interval), ``selections`` (every condition's masked channels, the count asked and whether fewer live
-  channels were there), ``rows`` (as ablation.csv), ``timing``, ``run_id``.
+- ``ablation.json``: ``format_version`` (docs/formats.md §0), ``settings`` (the options, the model, the data, the
+  units source), ``baseline`` (each metric with its interval), ``selections`` (every condition's masked channels, the
+  count asked and whether fewer live channels were there), ``rows`` (as ablation.csv), ``timing``, ``run_id``.
 - ``ablation.png``: each metric against K, one panel per (mode, layer), one line per ranked selection and a mean ± sd
   band per random selection over its draws.
 """
@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from stlens.errors import StlensError
+from stlens.files import read_versioned, versioned
 from stlens.runs import RunFolder, check_files, read_marker
 
 FILES = ("ablation.csv", "per_class.csv", "ablation.json", "ablation.png")
@@ -101,10 +101,10 @@ class AblationResult:
         return _csv(CLASS_COLUMNS, self.per_class)
 
     def document(self) -> dict[str, Any]:
-        """ablation.json (a missing interval, e.g. with ``bootstrap=0``, is null)."""
-        return _no_nan({"stlens_ablation": 1, "settings": self.settings, "metrics": self.metrics,
-                        "baseline": self.baseline, "selections": self.selections, "rows": self.rows,
-                        "timing": self.timing, "run_id": self.run_id})
+        """ablation.json (a missing interval, e.g. with ``bootstrap=0``, is null; ``format_version`` first)."""
+        return _no_nan(versioned({"settings": self.settings, "metrics": self.metrics,
+                                  "baseline": self.baseline, "selections": self.selections, "rows": self.rows,
+                                  "timing": self.timing, "run_id": self.run_id}))
 
     def save(self, out: str | Path | RunFolder, *, overwrite: bool = False) -> Path:
         """Write the run folder (ablation.csv, per_class.csv, ablation.json, ablation.png) into ``out``: all files or
@@ -170,16 +170,22 @@ def load_ablation(folder: str | Path) -> AblationResult:
     if not marker or marker.get("verb") != "ablate":
         raise StlensError(f"{folder} is not a stlens ablate run folder (no ablate run marker)")
     check_files(folder, marker, ["ablation.json"])
-    try:
-        doc = json.loads((folder / "ablation.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise StlensError(f"{folder / 'ablation.json'}: cannot read ({exc})") from exc
+    doc = read_ablation(folder / "ablation.json")
     rows = [{k: (v if k in ("layer", "select", "mode") else _nan(v)) for k, v in row.items()}
             for row in doc["rows"]]
     baseline = {m: {k: _nan(v) for k, v in entry.items()} for m, entry in doc["baseline"].items()}
     return AblationResult(settings=doc["settings"], metrics=list(doc["metrics"]), baseline=baseline, rows=rows,
                           selections=doc["selections"], timing=doc.get("timing", {}), run_id=doc.get("run_id"),
                           per_class=_read_per_class(folder / "per_class.csv"))
+
+
+def read_ablation(path: Path) -> dict[str, Any]:
+    """ablation.json as a dict: its ``format_version`` checked (docs/formats.md §0); a file of format 1 is known by
+    its ``"stlens_ablation": 1``, which format 2 folds into ``format_version``."""
+    doc = read_versioned(path, "stlens ablation")
+    if "format_version" not in doc and doc.get("stlens_ablation") != 1:
+        raise StlensError(f"{path}: not a stlens ablation (no format_version, no \"stlens_ablation\": 1)")
+    return doc
 
 
 def _read_per_class(path: Path) -> list[dict[str, Any]]:

@@ -6,7 +6,6 @@ read units.csv. The formats: docs/formats.md §3."""
 from __future__ import annotations
 
 import csv
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from stlens._version import __version__
 from stlens.errors import StlensError
+from stlens.files import check_format, read_json, versioned
 from stlens.measure.layer import CLASSES, UNIT_COLUMNS, LayerResult, flatten_layer, unit_rows
 from stlens.runs import RunFolder, check_files, describe, read_marker
 
@@ -42,7 +41,7 @@ class MeasureResult:
 
     def to_dict(self) -> dict[str, Any]:
         """The result.json document (docs/formats.md §3)."""
-        doc = {**self.meta, "layers": [layer.to_dict() for layer in self.layers], "timing": self.timing}
+        doc = versioned({**self.meta, "layers": [layer.to_dict() for layer in self.layers], "timing": self.timing})
         return doc if self.run_id is None else doc | {"run_id": self.run_id}
 
     def to_frame(self):
@@ -142,7 +141,7 @@ def write_files(result: MeasureResult, out: Path, config: dict[str, Any] | None,
     write_text(out / "units.csv", _csv(UNIT_COLUMNS, unit_rows(result.layers)))
     rows = [flatten_layer(layer) for layer in result.layers]
     write_text(out / "layers.csv", _csv(list(rows[0]) if rows else [], (r.values() for r in rows)))
-    config = dict(config) if config else {"meta": result.meta}
+    config = versioned(dict(config) if config else {"meta": result.meta})
     doc = result.to_dict()
     if run_id is not None:
         config["run_id"] = doc["run_id"] = run_id
@@ -158,16 +157,6 @@ def _csv(header: list[str], rows) -> str:
     writer.writerow(header)
     writer.writerows(["" if v is None else v for v in row] for row in rows)
     return buffer.getvalue()
-
-
-def read_json(path: Path) -> Any:
-    """A JSON file, or a ``StlensError`` naming the file and the position of the problem."""
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise StlensError(f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from exc
-    except (OSError, UnicodeDecodeError) as exc:
-        raise StlensError(f"{path}: cannot read ({exc})") from exc
 
 
 def read_units(path: Path) -> dict[str, list[tuple[int, float, float, str]]]:
@@ -214,8 +203,9 @@ def _layer(entry: dict[str, Any], units: list[tuple[int, float, float, str]], wh
 
 def load_result(run_dir: str | Path, *, check_version: bool = True) -> MeasureResult:
     """Read a saved ``stlens measure`` folder (result.json, layers.csv, units.csv, config.json, optional latents.npz)
-    back into a ``MeasureResult`` (without the streamed moments). A missing file, a malformed file or a run written
-    by another stlens version (unless ``check_version=False``) raises ``StlensError`` naming the file."""
+    back into a ``MeasureResult`` (without the streamed moments). A missing file, a malformed file or a file of a
+    newer ``format_version`` than this stlens reads (unless ``check_version=False``) raises ``StlensError`` naming the
+    file; the stlens version that wrote the run (``meta["stlens_version"]``) is information only."""
     run = Path(run_dir)
     if not run.is_dir():
         raise StlensError(f"{run}: not a folder (expected a stlens measure output folder)")
@@ -227,16 +217,14 @@ def load_result(run_dir: str | Path, *, check_version: bool = True) -> MeasureRe
         raise StlensError(f"{run / 'result.json'}: not a stlens result (no 'layers' list)")
     if not doc["layers"]:
         raise StlensError(f"{run / 'result.json'}: no layers were measured")
-    version = doc.get("stlens_version")
-    if version is None:
-        raise StlensError(f"{run / 'result.json'}: no stlens_version field; not written by stlens measure")
-    if check_version and version != __version__:
-        raise StlensError(f"{run / 'result.json'}: written by stlens {version}, this is stlens {__version__} "
-                          f"(re-run the measurement with this version, or use stlens {version})")
+    config = read_json(run / "config.json")
+    if check_version:
+        check_format(doc, run / "result.json")
+        check_format(config, run / "config.json")
     listed = _check_run(run, doc)
     units = read_units(run / "units.csv")
     layers = [_layer(entry, units.get(str(entry.get("layer")), []), run / "result.json") for entry in doc["layers"]]
-    meta = {k: v for k, v in doc.items() if k not in ("layers", "timing", "run_id")}
+    meta = {k: v for k, v in doc.items() if k not in ("format_version", "layers", "timing", "run_id")}
     latents = None
     if (run / "latents.npz").is_file() and (listed is None or "latents.npz" in listed):
         try:
@@ -244,7 +232,6 @@ def load_result(run_dir: str | Path, *, check_version: bool = True) -> MeasureRe
                 latents = {key: npz[key] for key in npz.files}
         except (OSError, ValueError) as exc:
             raise StlensError(f"{run / 'latents.npz'}: cannot read ({exc})") from exc
-    config = read_json(run / "config.json")
     return MeasureResult(meta, layers, dict(doc.get("timing") or {}), latents=latents, run_id=doc.get("run_id"),
                          config=config if isinstance(config, dict) else {})
 

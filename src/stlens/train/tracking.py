@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from stlens.errors import StlensError
-from stlens.files import atomic_write, write_json, write_text
+from stlens.files import atomic_write, versioned, write_json, write_text
 
 log = logging.getLogger("stlens")
 
@@ -118,7 +118,8 @@ class TrackResult:
         writer.writeheader()
         writer.writerows(sorted(self.rows, key=lambda r: (r["step"], self.layers.index(r["layer"]))))
         write_text(out / "track.csv", buffer.getvalue())
-        write_json(out / "track.json", {"meta": self.meta, "convergence": self.convergence(), "rows": self.rows})
+        write_json(out / "track.json", versioned({"meta": self.meta, "convergence": self.convergence(),
+                                                   "rows": self.rows}))
         if plots:
             for name in self.layers:
                 plot_layer(self.layer(name), name, self.convergence()[name], out / f"track_{_safe(name)}.png")
