@@ -4,8 +4,8 @@
     python benchmarks/golden.py --check before.json     # on the new code, same machine: exit 1 on any difference
 
 Each case measures a small model on small pairs through the Python API (the same calls on old and new code) and keeps
-result.json's fields (without ``timing``, ``run_id``, the versions and fields added since) and every units.csv value exactly.
-Floating-point results depend on the CPU, so compare snapshots taken on one machine.
+result.json's fields (without ``timing``, ``run_id``, the versions and fields added since) and every units.csv
+value exactly. Floating-point results depend on the CPU, so compare snapshots taken on one machine.
 """
 
 from __future__ import annotations
