@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from stlens.core.summary import ci_text, html_table, text_summary
 from stlens.errors import StlensError
 from stlens.files import read_versioned, versioned
 from stlens.runs import RunFolder, check_files, read_marker
@@ -43,10 +44,10 @@ def _k_text(k: float) -> str:
     return str(int(k)) if float(k).is_integer() else repr(float(k))
 
 
-@dataclass
+@dataclass(repr=False)
 class AblationResult:
     """What ``stlens.ablate`` measured: ``rows`` (ablation.csv), ``per_class`` (per_class.csv), ``selections``,
-    ``baseline`` and ``settings``."""
+    ``baseline`` and ``settings``. It prints as a summary and the table of conditions (``repr``; HTML in Jupyter)."""
 
     settings: dict[str, Any]
     metrics: list[str]
@@ -76,23 +77,52 @@ class AblationResult:
             raise StlensError(f"unknown metric '{metric}'; this result has {', '.join(self.metrics)}")
         return metric_vs_k(self, metric)
 
+    def _conditions(self, metric: str) -> list[tuple[str, str, str, str, float, float, str, int]]:
+        """Per (mode, layer, select, K): the metric and its drop (means over draws), the drop's CI, the draws."""
+        groups: dict[tuple, list[dict[str, Any]]] = {}
+        for row in self.rows:
+            groups.setdefault((row["mode"], row["layer"], row["select"], row["k"]), []).append(row)
+        out = []
+        for (mode, layer, select, k), rows in groups.items():
+            value = sum(r[metric] for r in rows) / len(rows)
+            drop = sum(r[f"drop_{metric}"] for r in rows) / len(rows)
+            ci = (f"[{rows[0][f'drop_{metric}_low']:+.3f}, {rows[0][f'drop_{metric}_high']:+.3f}]" if len(rows) == 1
+                  else "(mean of draws)")
+            out.append((mode, layer, select, _k_text(k), value, drop, ci, len(rows)))
+        return out
+
     def table(self, metric: str | None = None) -> str:
         """A terminal table: per (mode, layer, select, K), the metric (mean over draws) and its drop."""
         metric = metric or self.metrics[0]
         head = (f"{'mode':<6}{'layer':<16}{'select':<22}{'K %':>6}{metric:>8}{'drop':>8}{'95% CI of drop':>18}"
                 f"{'draws':>6}")
         lines = [head, "-" * len(head)]
-        groups: dict[tuple, list[dict[str, Any]]] = {}
-        for row in self.rows:
-            groups.setdefault((row["mode"], row["layer"], row["select"], row["k"]), []).append(row)
-        for (mode, layer, select, k), rows in groups.items():
-            value = sum(r[metric] for r in rows) / len(rows)
-            drop = sum(r[f"drop_{metric}"] for r in rows) / len(rows)
-            ci = (f"[{rows[0][f'drop_{metric}_low']:+.3f}, {rows[0][f'drop_{metric}_high']:+.3f}]" if len(rows) == 1
-                  else "(mean of draws)")
-            lines.append(f"{mode:<6}{layer:<16}{select:<22}{_k_text(k):>6}{value:>8.3f}{drop:>+8.3f}{ci:>18}"
-                         f"{len(rows):>6}")
+        for mode, layer, select, k, value, drop, ci, draws in self._conditions(metric):
+            lines.append(f"{mode:<6}{layer:<16}{select:<22}{k:>6}{value:>8.3f}{drop:>+8.3f}{ci:>18}{draws:>6}")
         return "\n".join(lines)
+
+    def _caption(self) -> str:
+        s = self.settings
+        weights = f" ({s['weights']})" if s.get("weights") else ""
+        metric = self.metrics[0] if self.metrics else None
+        base = self.baseline.get(metric) or {}
+        value = base.get("value")
+        score = (f"; baseline {metric} {value:.3f} {ci_text([base.get('low'), base.get('high')], 3)}"
+                 if isinstance(value, int | float) else "")
+        return (f"{s.get('model')}{weights} on {s.get('data')}: {s.get('clips')} clips, modes "
+                f"{', '.join(map(str, s.get('modes') or []))}{score}")
+
+    def __repr__(self) -> str:
+        run = f", run {self.run_id}" if self.run_id else ""
+        return text_summary([f"AblationResult: {self._caption()}{run}"], self.table(), "result.table() shows all")
+
+    def _repr_html_(self) -> str:
+        """The table of conditions as HTML for Jupyter (every value escaped)."""
+        metric = self.metrics[0]
+        head = ["mode", "layer", "select", "K %", metric, "drop", "95% CI of drop", "draws"]
+        rows = [(mode, layer, select, k, f"{value:.3f}", f"{drop:+.3f}", ci, draws)
+                for mode, layer, select, k, value, drop, ci, draws in self._conditions(metric)]
+        return html_table(self._caption(), head, rows)
 
     def csv_text(self) -> str:
         return _csv(self.columns, self.rows)

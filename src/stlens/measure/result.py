@@ -13,15 +13,17 @@ from typing import Any
 
 import numpy as np
 
+from stlens.core.summary import ci_text, html_table, text_summary
 from stlens.errors import StlensError
 from stlens.files import check_format, read_json, versioned
 from stlens.measure.layer import CLASSES, UNIT_COLUMNS, LayerResult, flatten_layer, unit_rows
 from stlens.runs import RunFolder, check_files, describe, read_marker
 
 
-@dataclass
+@dataclass(repr=False)
 class MeasureResult:
-    """What ``stlens.measure`` returns: run metadata, one ``LayerResult`` per latent, and optionally the latents."""
+    """What ``stlens.measure`` returns: run metadata, one ``LayerResult`` per latent, and optionally the latents.
+    It prints as a summary and the per-layer table (``repr``; HTML in Jupyter), never the per-unit arrays."""
 
     meta: dict[str, Any]
     layers: list[LayerResult]
@@ -63,24 +65,24 @@ class MeasureResult:
         (docs/reliability.md). ``config`` None: the settings ``stlens.measure`` recorded (``self.config``)."""
         return save_result(self, out, config, overwrite=overwrite)
 
+    def _caption(self) -> str:
+        pairs = self.meta.get("pairs") or {}
+        weights = f" ({self.meta['weights']})" if self.meta.get("weights") else ""
+        interrupted = ", interrupted" if self.meta.get("interrupted") else ""
+        return (f"{self.meta.get('model')}{weights} on {self.meta.get('data')}: {pairs.get('dynamic')}+"
+                f"{pairs.get('static')} pairs, τ = {self.meta.get('threshold')}{interrupted}")
+
+    def __repr__(self) -> str:
+        run = f", run {self.run_id}" if self.run_id else ""
+        return text_summary([f"MeasureResult: {self._caption()}{run}"], self.table(), "result.table() shows all")
+
     def _repr_html_(self) -> str:
         """An HTML table for Jupyter: one row per layer (every value escaped)."""
-        from html import escape
-
-        def ci(v: list[float] | None) -> str:
-            return f"[{v[0]:.1f}, {v[1]:.1f}]" if v else "–"
-
         head = ["layer", "C", "dynamic %", "95% CI", "static %", "95% CI", "residual %", "units D/S/J/N/dead", "bias"]
-        rows = [[r.layer, r.channels, f"{r.percent['dynamic']:.1f}", ci(r.ci95.get("dynamic")),
-                 f"{r.percent['static']:.1f}", ci(r.ci95.get("static")), f"{r.percent['residual']:.1f}",
+        rows = [[r.layer, r.channels, f"{r.percent['dynamic']:.1f}", ci_text(r.ci95.get("dynamic")),
+                 f"{r.percent['static']:.1f}", ci_text(r.ci95.get("static")), f"{r.percent['residual']:.1f}",
                  "/".join(str(r.units.get(k, 0)) for k in CLASSES), f"{r.bias:.2f}"] for r in self.layers]
-        pairs = self.meta.get("pairs") or {}
-        caption = (f"{self.meta.get('model')} on {self.meta.get('data')}: {pairs.get('dynamic')}+{pairs.get('static')}"
-                   f" pairs, τ = {self.meta.get('threshold')}")
-        cells = "".join(f"<th>{escape(h)}</th>" for h in head)
-        body = "".join("<tr>" + "".join(f"<td>{escape(str(v))}</td>" for v in row) + "</tr>" for row in rows)
-        return (f"<table><caption>{escape(caption)}</caption><thead><tr>{cells}</tr></thead>"
-                f"<tbody>{body}</tbody></table>")
+        return html_table(self._caption(), head, rows)
 
     def plot(self, kind: str = "layers"):
         """A matplotlib Figure: ``layers`` (dynamic / static / residual % with 95% CIs), ``classes`` (channel classes
