@@ -106,7 +106,7 @@ class MeasureResult:
                 v = r.ci95.get(key)
                 return f"[{v[0]:.1f}, {v[1]:.1f}]" if v else "-"
 
-            units = "/".join(str(r.units[k]) for k in CLASSES)
+            units = "/".join(str(r.units.get(k, 0)) for k in CLASSES)
             lines.append(f"{r.layer:<18}{r.channels:>6}{r.percent['dynamic']:>11.1f}{ci('dynamic'):>15}"
                          f"{r.percent['static']:>10.1f}{ci('static'):>15}{r.percent['residual']:>9.1f}  "
                          f"{units:<20}{r.bias:>7.2f}")
