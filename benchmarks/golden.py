@@ -4,8 +4,8 @@
     python benchmarks/golden.py --check before.json     # on the new code, same machine: exit 1 on any difference
 
 Each case measures a small model on small pairs through the Python API (the same calls on old and new code) and keeps
-result.json's fields (without ``timing``, ``run_id`` and fields added since) and every units.csv value exactly.
-Floating-point results depend on the CPU, so compare snapshots taken on one machine.
+result.json's fields (without ``timing``, ``run_id``, the versions and fields added since) and every units.csv
+value exactly. Floating-point results depend on the CPU, so compare snapshots taken on one machine.
 """
 
 from __future__ import annotations
@@ -28,7 +28,9 @@ CASES = {
     "c2d-appearance-fourier": ("stlens:c2d", "bundled:c2d-appearance", "sample:", 8, {"stylizer": "fourier"}, 8, {}),
     "slowfast-random-synth": ("stlens:slowfast", None, "synth:appearance?n=32&seed=1", 8, {}, 4, {}),
 }
-DROPPED = ("timing", "run_id", "random_init")
+#: fields left out of the comparison: run-specific ones, and the versions (of stlens and of the file format), which
+#: change without any figure moving
+DROPPED = ("timing", "run_id", "random_init", "stlens_version", "format_version")
 
 
 def snapshot() -> dict:
@@ -54,7 +56,7 @@ def compare(old: dict, new: dict) -> list[str]:
             continue
         a, b = old[name], new[name]
         for key in a["result"]:
-            if a["result"][key] != b["result"].get(key):
+            if key not in DROPPED and a["result"][key] != b["result"].get(key):
                 problems.append(f"{name}: result.json field {key!r} differs")
         if a["units"] != b["units"]:
             changed = sum(x != y for x, y in zip(a["units"], b["units"], strict=False))

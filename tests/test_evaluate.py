@@ -14,6 +14,7 @@ import pytest
 import torch
 from torch import nn
 
+from stlens._version import FORMAT_VERSION
 from stlens.errors import StlensError
 from stlens.train.evaluate import EvaluateResult, evaluate, load_evaluation
 
@@ -213,7 +214,7 @@ def test_out_writes_json_and_csv_and_refuses_a_complete_run(tmp_path):
     assert result.path == out
     doc = json.loads((out / "evaluation.json").read_text())
     marker = json.loads((out / ".stlens-run.json").read_text())
-    assert doc["format_version"] == 1 and isinstance(doc["format_version"], int)
+    assert doc["format_version"] == FORMAT_VERSION and isinstance(doc["format_version"], int)
     assert doc["run_id"] == marker["run_id"] == result.run_id and marker["verb"] == "evaluate"
     assert set(marker["files"]) == {"evaluation.json", "evaluation.csv"}
     with open(out / "evaluation.csv", newline="") as f:
@@ -256,9 +257,12 @@ def test_load_evaluation_names_the_file_when_it_is_damaged_or_newer(tmp_path):
     text = (out / "evaluation.json").read_text()
     copy = tmp_path / "copy.json"
     assert load_evaluation(out / "evaluation.json").clips == 6
-    for bad, message in [(text[: len(text) // 2], "truncated or not JSON"), ("garbage\x00", "truncated or not JSON"),
-                         ("[1, 2]", "no integer format_version"),
-                         (text.replace('"format_version": 1', '"format_version": 2'), "newer stlens"),
+    newer = f'"format_version": {FORMAT_VERSION + 1}'
+    for bad, message in [(text[: len(text) // 2], "not valid JSON"), ("garbage\x00", "not valid JSON"),
+                         ("[1, 2]", "not a stlens evaluation.json"),
+                         (text.replace(f'"format_version": {FORMAT_VERSION}', newer), "newer stlens"),
+                         (text.replace(f'"format_version": {FORMAT_VERSION}', '"format_version": "2"'),
+                          "not a positive integer"),
                          (text.replace('"metrics"', '"other"'), "not a complete evaluation.json")]:
         copy.write_text(bad)
         with pytest.raises(StlensError, match=message) as caught:

@@ -14,6 +14,7 @@ from PIL import Image
 from report_helpers import EVIL_BROKEN, EVIL_LAYER, EVIL_VIDEO, make_evil_run
 
 import stlens
+from stlens._version import FORMAT_VERSION
 from stlens.cli import main
 from stlens.report.load import find_inputs
 
@@ -83,7 +84,7 @@ def test_report_lists_bad_runs_as_skipped_and_keeps_the_rest(run, tmp_path):
     old = tmp_path / "old"
     shutil.copytree(run, old)
     doc = json.loads((old / "result.json").read_text())
-    doc["stlens_version"] = "0.0.1"
+    doc["format_version"] = FORMAT_VERSION + 1  # written by a newer stlens
     (old / "result.json").write_text(json.dumps(doc))
     broken = tmp_path / "broken"
     shutil.copytree(run, broken)
@@ -101,7 +102,8 @@ def test_report_lists_bad_runs_as_skipped_and_keeps_the_rest(run, tmp_path):
     html = out.read_text()
     skipped = html[html.index('id="skipped"'):html.index('id="comparison"')]
     assert f"{missing}: missing units.csv" in skipped
-    assert "written by stlens 0.0.1, this is stlens 0.1.0" in skipped
+    assert (f"format_version {FORMAT_VERSION + 1} was written by a newer stlens (this one reads up to "
+            f"{FORMAT_VERSION})") in skipped
     assert f"{broken / 'result.json'}: not valid JSON (line 1" in skipped
     assert f"{nowhere}</code>: not found" in skipped
     assert str(moved) not in skipped and str(run) + "</code>" not in skipped
@@ -167,12 +169,15 @@ def test_load_result_errors_name_the_file(run, tmp_path):
     with pytest.raises(stlens.StlensError, match="units.csv, line 3: unknown class 'weird'"):
         stlens.load_result(bad)
     doc = json.loads((run / "result.json").read_text())
-    doc["stlens_version"] = "9.0.0"
+    doc["stlens_version"] = "9.0.0"  # information only: another stlens version reads alike
     (bad / "result.json").write_text(json.dumps(doc))
     shutil.copy(run / "units.csv", bad / "units.csv")
-    with pytest.raises(stlens.StlensError, match="written by stlens 9.0.0"):
+    assert stlens.load_result(bad).meta["stlens_version"] == "9.0.0"
+    doc["format_version"] = FORMAT_VERSION + 1
+    (bad / "result.json").write_text(json.dumps(doc))
+    with pytest.raises(stlens.StlensError, match=f"result.json: format_version {FORMAT_VERSION + 1} was written by"):
         stlens.load_result(bad)
-    assert stlens.load_result(bad, check_version=False).meta["stlens_version"] == "9.0.0"
+    assert stlens.load_result(bad, check_version=False).meta["stlens_version"] == "9.0.0"  # read anyway
 
 
 def test_notebook_html_and_plot(run):

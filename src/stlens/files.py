@@ -1,4 +1,5 @@
-"""Atomic file writing: write to a temporary file in the same folder, then rename over the target."""
+"""Atomic file writing (write to a temporary file in the same folder, then rename over the target) and the
+``format_version`` of the JSON files stlens writes and reads (docs/formats.md §0)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,9 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
+
+from stlens._version import FORMAT_VERSION
+from stlens.errors import StlensError
 
 
 def _umask() -> int:
@@ -50,3 +54,43 @@ def write_text(path: str | Path, text: str) -> Path:
 
 def write_json(path: str | Path, obj: Any) -> Path:
     return write_text(path, json.dumps(obj, indent=2, allow_nan=False) + "\n")
+
+
+def versioned(doc: dict[str, Any]) -> dict[str, Any]:
+    """``doc`` with ``format_version`` (this stlens's ``FORMAT_VERSION``) as its first field (docs/formats.md §0)."""
+    return {"format_version": FORMAT_VERSION, **{k: v for k, v in doc.items() if k != "format_version"}}
+
+
+def check_format(doc: Any, path: str | Path) -> int:
+    """The ``format_version`` of the JSON document read from ``path``: 1 when it has none (written before the field
+    existed); a ``StlensError`` naming the file for a value that is not an integer or that a newer stlens wrote."""
+    if not isinstance(doc, dict) or "format_version" not in doc:
+        return 1
+    version = doc["format_version"]
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise StlensError(f"{path}: format_version {version!r} is not a positive integer")
+    if version > FORMAT_VERSION:
+        raise StlensError(f"{path}: format_version {version} was written by a newer stlens (this one reads up to "
+                          f"{FORMAT_VERSION}); upgrade stlens")
+    return version
+
+
+def read_json(path: str | Path) -> Any:
+    """A JSON file, or a ``StlensError`` naming the file (and the position of a syntax error)."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise StlensError(f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise StlensError(f"{path}: cannot read ({exc})") from exc
+
+
+def read_versioned(path: str | Path, what: str = "stlens file") -> dict[str, Any]:
+    """A JSON object written by stlens (``read_json`` + ``check_format``); anything but an object is a
+    ``StlensError`` naming the file and ``what`` it should have been."""
+    doc = read_json(path)
+    if not isinstance(doc, dict):
+        raise StlensError(f"{path}: not a {what} (a JSON object was expected)")
+    check_format(doc, path)
+    return doc

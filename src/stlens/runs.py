@@ -75,13 +75,16 @@ def read_marker(folder: str | Path) -> dict[str, Any] | None:
         raise StlensError(f"{path}: unreadable run marker ({exc}); move the folder aside or use another --out") from exc
     if not isinstance(doc, dict) or not isinstance(doc.get("files"), dict) or "verb" not in doc:
         raise StlensError(f"{path}: not a stlens run marker; move the folder aside or use another --out")
+    from stlens.files import check_format
+
+    check_format(doc, path)
     return doc
 
 
 def _write_marker(folder: Path, doc: dict[str, Any]) -> None:
-    from stlens.files import write_json
+    from stlens.files import versioned, write_json
 
-    write_json(folder / MARKER, doc)
+    write_json(folder / MARKER, versioned(doc))
 
 
 def legacy_run(folder: Path) -> str | None:
@@ -228,7 +231,7 @@ class RunFolder:
         self._check_foreign(new)
         entries = {name: file_entry(self.staging / name) for name in new}
         old_files = set((self.previous or {}).get("files") or {})
-        marker = {"stlens_run": 1, "verb": self.verb, "run_id": self.run_id, "status": status,
+        marker = {"verb": self.verb, "run_id": self.run_id, "status": status,
                   "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "files": entries, **(info or {})}
         with deferred():
             _write_marker(self.out, marker | {"status": "writing", "files": {}})
@@ -290,7 +293,7 @@ class RunFolder:
     def mark(self, names: Iterable[str], status: str = "running", info: dict[str, Any] | None = None) -> None:
         """Record the run in place (resumable verbs): the marker lists ``names`` (paths relative to the folder)."""
         entries = {name: file_entry(self.out / name) for name in sorted(set(names)) if (self.out / name).is_file()}
-        _write_marker(self.out, {"stlens_run": 1, "verb": self.verb, "run_id": self.run_id, "status": status,
+        _write_marker(self.out, {"verb": self.verb, "run_id": self.run_id, "status": status,
                                  "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "files": entries, **(info or {})})
 
     # -- releasing ------------------------------------------------------------------------------------------------

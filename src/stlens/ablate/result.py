@@ -8,9 +8,9 @@ Files (docs/ablation.md, docs/formats.md):
   classes): ``M, M_low, M_high, drop_M, drop_M_low, drop_M_high`` (value and drop = baseline − value, each with its
   95% bootstrap interval over clips).
 - ``per_class.csv``: ``layer, select, k, draw, mode, class, clips, top1`` for every condition and the baseline.
-- ``ablation.json``: ``settings`` (the options, the model, the data, the units source), ``baseline`` (each metric
-  with its interval), ``selections`` (every condition's masked channels, the count asked and whether fewer live
-  channels were there), ``rows`` (as ablation.csv), ``timing``, ``run_id``.
+- ``ablation.json``: ``format_version`` (docs/formats.md §0), ``settings`` (the options, the model, the data, the
+  units source), ``baseline`` (each metric with its interval), ``selections`` (every condition's masked channels, the
+  count asked and whether fewer live channels were there), ``rows`` (as ablation.csv), ``timing``, ``run_id``.
 - ``ablation.png``: each metric against K, one panel per (mode, layer), one line per ranked selection and a mean ± sd
   band per random selection over its draws.
 """
@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from stlens.core.summary import ci_text, html_table, text_summary
 from stlens.errors import StlensError
+from stlens.files import read_versioned, versioned
 from stlens.runs import RunFolder, check_files, read_marker
 
 FILES = ("ablation.csv", "per_class.csv", "ablation.json", "ablation.png")
@@ -43,10 +44,10 @@ def _k_text(k: float) -> str:
     return str(int(k)) if float(k).is_integer() else repr(float(k))
 
 
-@dataclass
+@dataclass(repr=False)
 class AblationResult:
     """What ``stlens.ablate`` measured: ``rows`` (ablation.csv), ``per_class`` (per_class.csv), ``selections``,
-    ``baseline`` and ``settings``."""
+    ``baseline`` and ``settings``. It prints as a summary and the table of conditions (``repr``; HTML in Jupyter)."""
 
     settings: dict[str, Any]
     metrics: list[str]
@@ -76,23 +77,52 @@ class AblationResult:
             raise StlensError(f"unknown metric '{metric}'; this result has {', '.join(self.metrics)}")
         return metric_vs_k(self, metric)
 
+    def _conditions(self, metric: str) -> list[tuple[str, str, str, str, float, float, str, int]]:
+        """Per (mode, layer, select, K): the metric and its drop (means over draws), the drop's CI, the draws."""
+        groups: dict[tuple, list[dict[str, Any]]] = {}
+        for row in self.rows:
+            groups.setdefault((row["mode"], row["layer"], row["select"], row["k"]), []).append(row)
+        out = []
+        for (mode, layer, select, k), rows in groups.items():
+            value = sum(r[metric] for r in rows) / len(rows)
+            drop = sum(r[f"drop_{metric}"] for r in rows) / len(rows)
+            ci = (f"[{rows[0][f'drop_{metric}_low']:+.3f}, {rows[0][f'drop_{metric}_high']:+.3f}]" if len(rows) == 1
+                  else "(mean of draws)")
+            out.append((mode, layer, select, _k_text(k), value, drop, ci, len(rows)))
+        return out
+
     def table(self, metric: str | None = None) -> str:
         """A terminal table: per (mode, layer, select, K), the metric (mean over draws) and its drop."""
         metric = metric or self.metrics[0]
         head = (f"{'mode':<6}{'layer':<16}{'select':<22}{'K %':>6}{metric:>8}{'drop':>8}{'95% CI of drop':>18}"
                 f"{'draws':>6}")
         lines = [head, "-" * len(head)]
-        groups: dict[tuple, list[dict[str, Any]]] = {}
-        for row in self.rows:
-            groups.setdefault((row["mode"], row["layer"], row["select"], row["k"]), []).append(row)
-        for (mode, layer, select, k), rows in groups.items():
-            value = sum(r[metric] for r in rows) / len(rows)
-            drop = sum(r[f"drop_{metric}"] for r in rows) / len(rows)
-            ci = (f"[{rows[0][f'drop_{metric}_low']:+.3f}, {rows[0][f'drop_{metric}_high']:+.3f}]" if len(rows) == 1
-                  else "(mean of draws)")
-            lines.append(f"{mode:<6}{layer:<16}{select:<22}{_k_text(k):>6}{value:>8.3f}{drop:>+8.3f}{ci:>18}"
-                         f"{len(rows):>6}")
+        for mode, layer, select, k, value, drop, ci, draws in self._conditions(metric):
+            lines.append(f"{mode:<6}{layer:<16}{select:<22}{k:>6}{value:>8.3f}{drop:>+8.3f}{ci:>18}{draws:>6}")
         return "\n".join(lines)
+
+    def _caption(self) -> str:
+        s = self.settings
+        weights = f" ({s['weights']})" if s.get("weights") else ""
+        metric = self.metrics[0] if self.metrics else None
+        base = self.baseline.get(metric) or {}
+        value = base.get("value")
+        score = (f"; baseline {metric} {value:.3f} {ci_text([base.get('low'), base.get('high')], 3)}"
+                 if isinstance(value, int | float) else "")
+        return (f"{s.get('model')}{weights} on {s.get('data')}: {s.get('clips')} clips, modes "
+                f"{', '.join(map(str, s.get('modes') or []))}{score}")
+
+    def __repr__(self) -> str:
+        run = f", run {self.run_id}" if self.run_id else ""
+        return text_summary([f"AblationResult: {self._caption()}{run}"], self.table(), "result.table() shows all")
+
+    def _repr_html_(self) -> str:
+        """The table of conditions as HTML for Jupyter (every value escaped)."""
+        metric = self.metrics[0]
+        head = ["mode", "layer", "select", "K %", metric, "drop", "95% CI of drop", "draws"]
+        rows = [(mode, layer, select, k, f"{value:.3f}", f"{drop:+.3f}", ci, draws)
+                for mode, layer, select, k, value, drop, ci, draws in self._conditions(metric)]
+        return html_table(self._caption(), head, rows)
 
     def csv_text(self) -> str:
         return _csv(self.columns, self.rows)
@@ -101,10 +131,10 @@ class AblationResult:
         return _csv(CLASS_COLUMNS, self.per_class)
 
     def document(self) -> dict[str, Any]:
-        """ablation.json (a missing interval, e.g. with ``bootstrap=0``, is null)."""
-        return _no_nan({"stlens_ablation": 1, "settings": self.settings, "metrics": self.metrics,
-                        "baseline": self.baseline, "selections": self.selections, "rows": self.rows,
-                        "timing": self.timing, "run_id": self.run_id})
+        """ablation.json (a missing interval, e.g. with ``bootstrap=0``, is null; ``format_version`` first)."""
+        return _no_nan(versioned({"settings": self.settings, "metrics": self.metrics,
+                                  "baseline": self.baseline, "selections": self.selections, "rows": self.rows,
+                                  "timing": self.timing, "run_id": self.run_id}))
 
     def save(self, out: str | Path | RunFolder, *, overwrite: bool = False) -> Path:
         """Write the run folder (ablation.csv, per_class.csv, ablation.json, ablation.png) into ``out``: all files or
@@ -170,16 +200,22 @@ def load_ablation(folder: str | Path) -> AblationResult:
     if not marker or marker.get("verb") != "ablate":
         raise StlensError(f"{folder} is not a stlens ablate run folder (no ablate run marker)")
     check_files(folder, marker, ["ablation.json"])
-    try:
-        doc = json.loads((folder / "ablation.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise StlensError(f"{folder / 'ablation.json'}: cannot read ({exc})") from exc
+    doc = read_ablation(folder / "ablation.json")
     rows = [{k: (v if k in ("layer", "select", "mode") else _nan(v)) for k, v in row.items()}
             for row in doc["rows"]]
     baseline = {m: {k: _nan(v) for k, v in entry.items()} for m, entry in doc["baseline"].items()}
     return AblationResult(settings=doc["settings"], metrics=list(doc["metrics"]), baseline=baseline, rows=rows,
                           selections=doc["selections"], timing=doc.get("timing", {}), run_id=doc.get("run_id"),
                           per_class=_read_per_class(folder / "per_class.csv"))
+
+
+def read_ablation(path: Path) -> dict[str, Any]:
+    """ablation.json as a dict: its ``format_version`` checked (docs/formats.md §0); a file of format 1 is known by
+    its ``"stlens_ablation": 1``, which format 2 folds into ``format_version``."""
+    doc = read_versioned(path, "stlens ablation")
+    if "format_version" not in doc and doc.get("stlens_ablation") != 1:
+        raise StlensError(f"{path}: not a stlens ablation (no format_version, no \"stlens_ablation\": 1)")
+    return doc
 
 
 def _read_per_class(path: Path) -> list[dict[str, Any]]:

@@ -15,9 +15,9 @@ FIELDS = ("dynamic", "static")
 UNIT_COLUMNS = ["layer", "channel", "r_dynamic", "r_static", "class"]
 
 
-@dataclass
+@dataclass(repr=False)
 class LayerResult:
-    """The estimate for one latent (a layer, or one element of a list/dict output)."""
+    """The estimate for one latent (a layer, or one element of a list/dict output); its ``repr`` is one line."""
 
     layer: str
     channels: int
@@ -32,6 +32,11 @@ class LayerResult:
     r_dynamic: np.ndarray
     r_static: np.ndarray
     classes: list[str]
+
+    def __repr__(self) -> str:
+        units = "/".join(str(self.units.get(k, 0)) for k in CLASSES)
+        return (f"LayerResult({self.layer!r}: {self.channels} channels, dynamic {self.percent['dynamic']:.1f}%, "
+                f"static {self.percent['static']:.1f}%, units D/S/J/N/dead {units}, bias {self.bias:.2f})")
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -6,7 +6,6 @@ read units.csv. The formats: docs/formats.md §3."""
 from __future__ import annotations
 
 import csv
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,15 +13,17 @@ from typing import Any
 
 import numpy as np
 
-from stlens._version import __version__
+from stlens.core.summary import ci_text, html_table, text_summary
 from stlens.errors import StlensError
+from stlens.files import check_format, read_json, versioned
 from stlens.measure.layer import CLASSES, UNIT_COLUMNS, LayerResult, flatten_layer, unit_rows
 from stlens.runs import RunFolder, check_files, describe, read_marker
 
 
-@dataclass
+@dataclass(repr=False)
 class MeasureResult:
-    """What ``stlens.measure`` returns: run metadata, one ``LayerResult`` per latent, and optionally the latents."""
+    """What ``stlens.measure`` returns: run metadata, one ``LayerResult`` per latent, and optionally the latents.
+    It prints as a summary and the per-layer table (``repr``; HTML in Jupyter), never the per-unit arrays."""
 
     meta: dict[str, Any]
     layers: list[LayerResult]
@@ -42,7 +43,7 @@ class MeasureResult:
 
     def to_dict(self) -> dict[str, Any]:
         """The result.json document (docs/formats.md §3)."""
-        doc = {**self.meta, "layers": [layer.to_dict() for layer in self.layers], "timing": self.timing}
+        doc = versioned({**self.meta, "layers": [layer.to_dict() for layer in self.layers], "timing": self.timing})
         return doc if self.run_id is None else doc | {"run_id": self.run_id}
 
     def to_frame(self):
@@ -64,24 +65,24 @@ class MeasureResult:
         (docs/reliability.md). ``config`` None: the settings ``stlens.measure`` recorded (``self.config``)."""
         return save_result(self, out, config, overwrite=overwrite)
 
+    def _caption(self) -> str:
+        pairs = self.meta.get("pairs") or {}
+        weights = f" ({self.meta['weights']})" if self.meta.get("weights") else ""
+        interrupted = ", interrupted" if self.meta.get("interrupted") else ""
+        return (f"{self.meta.get('model')}{weights} on {self.meta.get('data')}: {pairs.get('dynamic')}+"
+                f"{pairs.get('static')} pairs, τ = {self.meta.get('threshold')}{interrupted}")
+
+    def __repr__(self) -> str:
+        run = f", run {self.run_id}" if self.run_id else ""
+        return text_summary([f"MeasureResult: {self._caption()}{run}"], self.table(), "result.table() shows all")
+
     def _repr_html_(self) -> str:
         """An HTML table for Jupyter: one row per layer (every value escaped)."""
-        from html import escape
-
-        def ci(v: list[float] | None) -> str:
-            return f"[{v[0]:.1f}, {v[1]:.1f}]" if v else "–"
-
         head = ["layer", "C", "dynamic %", "95% CI", "static %", "95% CI", "residual %", "units D/S/J/N/dead", "bias"]
-        rows = [[r.layer, r.channels, f"{r.percent['dynamic']:.1f}", ci(r.ci95.get("dynamic")),
-                 f"{r.percent['static']:.1f}", ci(r.ci95.get("static")), f"{r.percent['residual']:.1f}",
+        rows = [[r.layer, r.channels, f"{r.percent['dynamic']:.1f}", ci_text(r.ci95.get("dynamic")),
+                 f"{r.percent['static']:.1f}", ci_text(r.ci95.get("static")), f"{r.percent['residual']:.1f}",
                  "/".join(str(r.units.get(k, 0)) for k in CLASSES), f"{r.bias:.2f}"] for r in self.layers]
-        pairs = self.meta.get("pairs") or {}
-        caption = (f"{self.meta.get('model')} on {self.meta.get('data')}: {pairs.get('dynamic')}+{pairs.get('static')}"
-                   f" pairs, τ = {self.meta.get('threshold')}")
-        cells = "".join(f"<th>{escape(h)}</th>" for h in head)
-        body = "".join("<tr>" + "".join(f"<td>{escape(str(v))}</td>" for v in row) + "</tr>" for row in rows)
-        return (f"<table><caption>{escape(caption)}</caption><thead><tr>{cells}</tr></thead>"
-                f"<tbody>{body}</tbody></table>")
+        return html_table(self._caption(), head, rows)
 
     def plot(self, kind: str = "layers"):
         """A matplotlib Figure: ``layers`` (dynamic / static / residual % with 95% CIs), ``classes`` (channel classes
@@ -105,7 +106,7 @@ class MeasureResult:
                 v = r.ci95.get(key)
                 return f"[{v[0]:.1f}, {v[1]:.1f}]" if v else "-"
 
-            units = "/".join(str(r.units[k]) for k in CLASSES)
+            units = "/".join(str(r.units.get(k, 0)) for k in CLASSES)
             lines.append(f"{r.layer:<18}{r.channels:>6}{r.percent['dynamic']:>11.1f}{ci('dynamic'):>15}"
                          f"{r.percent['static']:>10.1f}{ci('static'):>15}{r.percent['residual']:>9.1f}  "
                          f"{units:<20}{r.bias:>7.2f}")
@@ -142,7 +143,7 @@ def write_files(result: MeasureResult, out: Path, config: dict[str, Any] | None,
     write_text(out / "units.csv", _csv(UNIT_COLUMNS, unit_rows(result.layers)))
     rows = [flatten_layer(layer) for layer in result.layers]
     write_text(out / "layers.csv", _csv(list(rows[0]) if rows else [], (r.values() for r in rows)))
-    config = dict(config) if config else {"meta": result.meta}
+    config = versioned(dict(config) if config else {"meta": result.meta})
     doc = result.to_dict()
     if run_id is not None:
         config["run_id"] = doc["run_id"] = run_id
@@ -158,16 +159,6 @@ def _csv(header: list[str], rows) -> str:
     writer.writerow(header)
     writer.writerows(["" if v is None else v for v in row] for row in rows)
     return buffer.getvalue()
-
-
-def read_json(path: Path) -> Any:
-    """A JSON file, or a ``StlensError`` naming the file and the position of the problem."""
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise StlensError(f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from exc
-    except (OSError, UnicodeDecodeError) as exc:
-        raise StlensError(f"{path}: cannot read ({exc})") from exc
 
 
 def read_units(path: Path) -> dict[str, list[tuple[int, float, float, str]]]:
@@ -214,8 +205,9 @@ def _layer(entry: dict[str, Any], units: list[tuple[int, float, float, str]], wh
 
 def load_result(run_dir: str | Path, *, check_version: bool = True) -> MeasureResult:
     """Read a saved ``stlens measure`` folder (result.json, layers.csv, units.csv, config.json, optional latents.npz)
-    back into a ``MeasureResult`` (without the streamed moments). A missing file, a malformed file or a run written
-    by another stlens version (unless ``check_version=False``) raises ``StlensError`` naming the file."""
+    back into a ``MeasureResult`` (without the streamed moments). A missing file, a malformed file or a file of a
+    newer ``format_version`` than this stlens reads (unless ``check_version=False``) raises ``StlensError`` naming the
+    file; the stlens version that wrote the run (``meta["stlens_version"]``) is information only."""
     run = Path(run_dir)
     if not run.is_dir():
         raise StlensError(f"{run}: not a folder (expected a stlens measure output folder)")
@@ -227,16 +219,14 @@ def load_result(run_dir: str | Path, *, check_version: bool = True) -> MeasureRe
         raise StlensError(f"{run / 'result.json'}: not a stlens result (no 'layers' list)")
     if not doc["layers"]:
         raise StlensError(f"{run / 'result.json'}: no layers were measured")
-    version = doc.get("stlens_version")
-    if version is None:
-        raise StlensError(f"{run / 'result.json'}: no stlens_version field; not written by stlens measure")
-    if check_version and version != __version__:
-        raise StlensError(f"{run / 'result.json'}: written by stlens {version}, this is stlens {__version__} "
-                          f"(re-run the measurement with this version, or use stlens {version})")
+    config = read_json(run / "config.json")
+    if check_version:
+        check_format(doc, run / "result.json")
+        check_format(config, run / "config.json")
     listed = _check_run(run, doc)
     units = read_units(run / "units.csv")
     layers = [_layer(entry, units.get(str(entry.get("layer")), []), run / "result.json") for entry in doc["layers"]]
-    meta = {k: v for k, v in doc.items() if k not in ("layers", "timing", "run_id")}
+    meta = {k: v for k, v in doc.items() if k not in ("format_version", "layers", "timing", "run_id")}
     latents = None
     if (run / "latents.npz").is_file() and (listed is None or "latents.npz" in listed):
         try:
@@ -244,7 +234,6 @@ def load_result(run_dir: str | Path, *, check_version: bool = True) -> MeasureRe
                 latents = {key: npz[key] for key in npz.files}
         except (OSError, ValueError) as exc:
             raise StlensError(f"{run / 'latents.npz'}: cannot read ({exc})") from exc
-    config = read_json(run / "config.json")
     return MeasureResult(meta, layers, dict(doc.get("timing") or {}), latents=latents, run_id=doc.get("run_id"),
                          config=config if isinstance(config, dict) else {})
 

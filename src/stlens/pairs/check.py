@@ -42,7 +42,7 @@ def check_pairs(data: VideoSource | str | Path, *, stylizer: str = "palette,four
     """
     from stlens.core import distributed
     from stlens.core.devices import exact_fp32, resolve_workers
-    from stlens.files import write_json
+    from stlens.files import versioned, write_json
     from stlens.pairs import quality
     from stlens.pairs.stylize import stylizer_device
     from stlens.runs import own_file
@@ -71,6 +71,7 @@ def check_pairs(data: VideoSource | str | Path, *, stylizer: str = "palette,four
             report = quality.check_pairs(source, stylizer, n=clips, frames=frames, size=size, flow_method=check_flow,
                                          seed=seed, examples_dir=path.with_suffix("") if examples else None,
                                          progress=progress, device=place, precision=used, workers=workers)
+    report = versioned(report)  # the report file's document, returned as written
     if path is not None and world.rank == 0:
         write_json(path, report)
     return report

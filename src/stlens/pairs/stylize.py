@@ -53,7 +53,7 @@ import torch
 from stlens._version import __version__
 from stlens.core.workers import Failed, guarded, in_order
 from stlens.errors import StlensError
-from stlens.files import write_json
+from stlens.files import check_format, versioned, write_json
 from stlens.names import safe_name, unique_safe_names
 from stlens.runs import RunFolder
 from stlens.video.io import MAX_FRAMES, read_clip_source
@@ -180,6 +180,7 @@ def _load_config(path: Path) -> dict[str, Any] | None:
         raise StlensError(f"{path}: cannot read ({exc}); {advice}") from None
     if not isinstance(old, dict):
         raise StlensError(f"{path}: expected a JSON object, got {type(old).__name__}; {advice}")
+    check_format(old, path)
     videos = old.get("videos")
     if videos is None:
         return old
@@ -399,7 +400,7 @@ def _stylize(source: VideoSource | str | Path, stylizer: str, styles: int, root:
                 _remove_own(style, name)
         root.mkdir(parents=True, exist_ok=True)
         recorded = config | {"root": str(data_root), "videos": records, "run_id": run.run_id}
-        write_json(root / CONFIG_NAME, recorded)
+        write_json(root / CONFIG_NAME, versioned(recorded))
         run.mark([CONFIG_NAME], "running")
         return recorded, records, todo_videos, len(changed), unreadable
 
@@ -436,7 +437,7 @@ def _stylize(source: VideoSource | str | Path, stylizer: str, styles: int, root:
                               + [b for s in shares for b in s["bad"]]}
 
     def finish() -> None:
-        write_json(root / CONFIG_NAME, config | {"result": counts})
+        write_json(root / CONFIG_NAME, versioned(config | {"result": counts}))
         written = sorted(f"{f}/{r['name']}" for f, *_ in plan for r in records if _is_done(root / f / r["name"]))
         run.mark([CONFIG_NAME], "complete", info={"folders": written})
 

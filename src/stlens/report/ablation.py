@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from stlens.errors import StlensError
-from stlens.measure.result import read_json
+from stlens.files import read_versioned
 from stlens.runs import MARKER, check_files, describe, read_marker
 
 __all__ = ["FIGURE", "Ablation", "load_ablation", "ablation_view"]
@@ -72,7 +72,7 @@ def load_ablation(folder: str | Path) -> Ablation:
                           f"again")
     check_files(folder, marker, [DOCUMENT])
     path = folder / DOCUMENT
-    doc = read_json(path)
+    doc = read_versioned(path, "stlens ablation")
     _check_document(path, doc)
     if doc.get("run_id") != marker.get("run_id"):
         raise StlensError(f"{path}: belongs to run {doc.get('run_id')!r}, the folder holds run "
@@ -80,9 +80,9 @@ def load_ablation(folder: str | Path) -> Ablation:
     return Ablation(folder, doc, marker)
 
 
-def _check_document(path: Path, doc: Any) -> None:
-    if not isinstance(doc, dict) or doc.get("stlens_ablation") != 1:
-        raise StlensError(f"{path}: not a stlens ablation (no \"stlens_ablation\": 1)")
+def _check_document(path: Path, doc: dict[str, Any]) -> None:
+    if "format_version" not in doc and doc.get("stlens_ablation") != 1:  # format 1 named itself so
+        raise StlensError(f"{path}: not a stlens ablation (no format_version, no \"stlens_ablation\": 1)")
     if not isinstance(doc.get("settings"), dict):
         raise StlensError(f"{path}: no 'settings' object")
     metrics = doc.get("metrics")

@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from stlens.errors import StlensError
-from stlens.measure.result import RUN_FILES, load_result, read_json
+from stlens.files import read_json
+from stlens.measure.result import RUN_FILES, load_result
 from stlens.runs import STAGING_PREFIX, read_marker
 
 __all__ = ["ABLATION_FILE", "RUN_FILES", "TRACK_FILES", "TRAIN_FILE", "Found", "find_inputs", "load_result",

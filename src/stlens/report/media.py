@@ -14,6 +14,7 @@ import torch
 from PIL import Image
 
 from stlens.errors import StlensError
+from stlens.files import check_format
 
 log = logging.getLogger("stlens")
 
@@ -185,6 +186,7 @@ def visual_items(folder: str | Path, limit: int = 48) -> list[VisualItem]:
     items: list[VisualItem] = []
     summary = folder / "summary.json"
     doc = read_json(summary) if summary.is_file() else None
+    check_format(doc, summary)
     if isinstance(doc, dict) and isinstance(doc.get("targets"), list):
         sweep = len({r.get("lambda_t") for r in doc["targets"] if isinstance(r, dict)}) > 1
         for record in doc["targets"][:limit]:

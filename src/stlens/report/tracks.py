@@ -18,6 +18,7 @@ from typing import Any
 import pandas as pd
 
 from stlens.errors import StlensError
+from stlens.files import check_format
 from stlens.report.load import TRACK_FILES, read_json
 from stlens.report.training import METRIC_COLUMNS, load_training, number, task_of
 
@@ -67,6 +68,9 @@ def load_track(folder: str | Path) -> pd.DataFrame:
     path = next((folder / n for n in TRACK_FILES if (folder / n).is_file()), None)
     if path is None:
         raise StlensError(f"{folder}: no {' / '.join(TRACK_FILES)}")
+    for name in TRACK_FILES:  # the JSON of a track says which format its files are in
+        if name.endswith(".json") and (folder / name).is_file():
+            check_format(read_json(folder / name), folder / name)
     if path.suffix == ".csv":
         try:
             frame = pd.read_csv(path)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from stlens.errors import StlensError
-from stlens.measure.result import read_json
+from stlens.files import read_versioned
 from stlens.runs import read_marker
 
 __all__ = ["METRICS", "METRIC_COLUMNS", "RUNNING", "TRAIN_FILE", "Training", "load_training", "metric_names",
@@ -80,9 +80,7 @@ def load_training(folder: str | Path) -> Training:
     for name in ("config.json", TRAIN_FILE):
         if not (folder / name).is_file():
             raise StlensError(f"{folder}: missing {name} (a stlens train run holds config.json and {TRAIN_FILE})")
-    config = read_json(folder / "config.json")
-    if not isinstance(config, dict):
-        raise StlensError(f"{folder / 'config.json'}: not a JSON object")
+    config = read_versioned(folder / "config.json", "stlens train config")
     try:
         text = (folder / TRAIN_FILE).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:

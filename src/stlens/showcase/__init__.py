@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from stlens.files import write_json, write_text
+from stlens.files import versioned, write_json, write_text
 
 #: bundled checkpoint → zoo model
 DEMO_MODELS = {
@@ -149,8 +149,8 @@ def _run_demo(out: Path, pairs: int, models: list[str] | None, data: list[str] |
     seconds = time.perf_counter() - started
     write_text(out / "summary.md", f"# stlens demo\n\n{table}\n\n" + "\n".join(f"- {c}" for c in checks)
                + f"\n\n{pairs} pairs per factor; {seconds:.0f} s\n")
-    write_json(out / "summary.json", {"rows": [r.as_dict() for r in rows], "checks": checks, "pairs": pairs,
-                                      "data": DEMO_DATA, "seconds": round(seconds, 1)})
+    write_json(out / "summary.json", versioned({"rows": [r.as_dict() for r in rows], "checks": checks, "pairs": pairs,
+                                                "data": DEMO_DATA, "seconds": round(seconds, 1)}))
     if rows and report:
         from stlens.report import build_report
 

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from stlens.files import write_json, write_text
+from stlens.files import versioned, write_json, write_text
 from stlens.showcase import DemoRow, _measure_one, demo_table
 
 #: the bundled segmenters the demo shows (their model specs are in their records)
@@ -74,7 +74,7 @@ def _run(out: Path, pairs: int, steps: int, units: int, progress: bool, report: 
     write_text(out / "summary.md", text)
     summary = {"rows": [r.as_dict() for r in rows], "visualized": visuals, "pairs": pairs, "steps": steps,
                "data": SEGMENT_DATA, "natural": NATURAL_DATA, "seconds": round(seconds, 1)}
-    write_json(out / "summary.json", summary)
+    write_json(out / "summary.json", versioned(summary))
     if report:
         from stlens.report import build_report
 

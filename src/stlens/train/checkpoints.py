@@ -22,7 +22,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from stlens.errors import StlensError
-from stlens.files import atomic_write, write_json
+from stlens.files import atomic_write, check_format, versioned, write_json
 
 STEP_FILE = re.compile(r"step_(\d+)\.safetensors$")
 
@@ -64,6 +64,7 @@ def read_info(weights: str | Path) -> dict[str, Any]:
         raise CorruptCheckpoint(f"cannot read checkpoint info {path}: {exc}") from exc
     if not isinstance(info, dict) or not isinstance(info.get("step"), int):
         raise CorruptCheckpoint(f"checkpoint info {path} is not a stlens checkpoint's (a JSON object with its step)")
+    check_format(info, path)  # a newer format is not damage: a StlensError, never skipped as corrupt
     return info
 
 
@@ -150,13 +151,13 @@ def save_checkpoint(folder: str | Path, step: int, model: nn.Module, optimizer: 
     tensors, scalars = optimizer_tensors(optimizer)
     tensors["rng/torch"] = torch.get_rng_state()
     _save_tensors(state_path(weights), tensors)
-    write_json(weights.with_suffix(".json"), {**info, "step": step, "optimizer": scalars})
+    write_json(weights.with_suffix(".json"), versioned({**info, "step": step, "optimizer": scalars}))
     return weights
 
 
 def update_info(weights: str | Path, changes: dict[str, Any]) -> dict[str, Any]:
     """Rewrite a complete checkpoint's JSON with ``changes`` merged in (atomically: the checkpoint stays complete)."""
-    info = {**read_info(weights), **changes}
+    info = versioned({**read_info(weights), **changes})
     write_json(Path(weights).with_suffix(".json"), info)
     return info
 

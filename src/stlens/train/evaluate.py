@@ -8,7 +8,7 @@ A metric is the mean of its per-clip scores (clips without a score — a segment
 left out), and its interval is the 2.5–97.5 percentile of that mean over ``bootstrap`` resamplings of the clips
 (``stlens.measure.scores.bootstrap_interval``: the same clip draws as ``stlens ablate``'s baseline).
 
-With ``out`` the run folder (verb ``evaluate``) holds ``evaluation.json`` (``format_version`` 1, ``run_id``, the
+With ``out`` the run folder (verb ``evaluate``) holds ``evaluation.json`` (``format_version``, ``run_id``, the
 numbers, the settings) and ``evaluation.csv`` (``metric, value, ci_low, ci_high``); ``load_evaluation`` reads it
 back. docs/evaluate.md.
 """
@@ -18,7 +18,6 @@ from __future__ import annotations
 import csv
 import html
 import io
-import json
 import logging
 import math
 import time
@@ -32,6 +31,7 @@ from torch import nn
 
 from stlens.core.handle import ModelHandle
 from stlens.errors import StlensError
+from stlens.files import read_versioned, versioned
 from stlens.measure.scores import IOU_KINDS, Accuracy, Segmentation, bootstrap_interval
 from stlens.runs import RunFolder, check_files, read_marker
 from stlens.video.labelled import LabelledClips
@@ -40,7 +40,6 @@ log = logging.getLogger("stlens")
 
 TASK_CHOICES = ("auto", "classify", "segment")
 FILES = ("evaluation.json", "evaluation.csv")
-FORMAT_VERSION = 1
 CSV_COLUMNS = ("metric", "value", "ci_low", "ci_high")
 _PRECISIONS = ("fp32", "bf16", "fp16", "auto")
 
@@ -96,10 +95,11 @@ class EvaluateResult:
 
     def to_dict(self) -> dict[str, Any]:
         """evaluation.json: JSON values only (a missing number is null)."""
-        return _no_nan({"format_version": FORMAT_VERSION, "run_id": self.run_id, "model": self.model,
-                        "data": self.data, "task": self.task, "clips": self.clips, "metrics": dict(self.metrics),
-                        "ci95": {k: list(v) for k, v in self.ci95.items()}, "per_class": list(self.per_class),
-                        "settings": self.settings, "timing": self.timing})
+        return _no_nan(versioned({"run_id": self.run_id, "model": self.model, "data": self.data, "task": self.task,
+                                  "clips": self.clips, "metrics": dict(self.metrics),
+                                  "ci95": {k: list(v) for k, v in self.ci95.items()},
+                                  "per_class": list(self.per_class), "settings": self.settings,
+                                  "timing": self.timing}))
 
     def csv_text(self) -> str:
         """evaluation.csv: one row per metric."""
@@ -371,17 +371,9 @@ def load_evaluation(path: str | Path) -> EvaluateResult:
             check_files(path, marker, ["evaluation.json"])
     else:
         file = path
-    try:
-        doc = json.loads(file.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise StlensError(f"{file}: no such evaluation file") from None
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise StlensError(f"{file}: not a readable evaluation.json (truncated or not JSON: {exc})") from None
-    if not isinstance(doc, dict) or not isinstance(doc.get("format_version"), int):
-        raise StlensError(f"{file}: not an evaluation.json of stlens (no integer format_version)")
-    if doc["format_version"] > FORMAT_VERSION:
-        raise StlensError(f"{file}: format_version {doc['format_version']} was written by a newer stlens (this one "
-                          f"reads ≤ {FORMAT_VERSION}): upgrade stlens")
+    if not file.is_file():
+        raise StlensError(f"{file}: no such evaluation file")
+    doc = read_versioned(file, "stlens evaluation.json")
     try:
         return EvaluateResult(
             model=str(doc["model"]), data=str(doc["data"]), task=str(doc["task"]), clips=int(doc["clips"]),

@@ -14,14 +14,16 @@ import logging
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from html import escape
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from stlens.core.summary import MAX_ROWS, clip_lines, html_table
 from stlens.errors import StlensError
-from stlens.files import atomic_write, write_json, write_text
+from stlens.files import atomic_write, versioned, write_json, write_text
 
 log = logging.getLogger("stlens")
 
@@ -76,9 +78,10 @@ def convergence(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
                       "static_ci95": [final["static_lo"], final["static_hi"]]}}
 
 
-@dataclass
+@dataclass(repr=False)
 class TrackResult:
-    """Rows (one per step × layer; see ``COLUMNS``), the convergence per layer, and what was run."""
+    """Rows (one per step × layer; see ``COLUMNS``), the convergence per layer, and what was run. It prints as a
+    summary, the table and the convergence per layer (``repr``; HTML in Jupyter)."""
 
     rows: list[dict[str, Any]]
     meta: dict[str, Any] = field(default_factory=dict)
@@ -99,15 +102,44 @@ class TrackResult:
 
         return pd.DataFrame(self.rows, columns=COLUMNS)
 
-    def table(self) -> str:
-        lines = [f"{'step':>7} {'layer':<16} {'dynamic %':>9} {'static %':>9} {'units D/S/J/N':>14}"]
-        for r in sorted(self.rows, key=lambda r: (r["step"], self.layers.index(r["layer"]))):
+    def _ordered(self) -> list[dict[str, Any]]:
+        return sorted(self.rows, key=lambda r: (r["step"], self.layers.index(r["layer"])))
+
+    def _row_lines(self) -> list[str]:
+        lines = []
+        for r in self._ordered():
             units = f"{r['units_dynamic']}/{r['units_static']}/{r['units_joint']}/{r['units_none']}"
             lines.append(f"{r['step']:>7} {r['layer']:<16} {r['dynamic']:>9.1f} {r['static']:>9.1f} {units:>14}")
-        for name, conv in self.convergence().items():
-            lines.append(f"{name}: converged at step {conv['step']} ({conv['percent_of_training']}% of training; "
-                         f"final dynamic {conv['final']['dynamic']}%, static {conv['final']['static']}%)")
-        return "\n".join(lines)
+        return lines
+
+    def _convergence_lines(self) -> list[str]:
+        return [f"{name}: converged at step {conv['step']} ({conv['percent_of_training']}% of training; "
+                f"final dynamic {conv['final']['dynamic']}%, static {conv['final']['static']}%)"
+                for name, conv in self.convergence().items()] if self.rows else []
+
+    _HEAD = f"{'step':>7} {'layer':<16} {'dynamic %':>9} {'static %':>9} {'units D/S/J/N':>14}"
+
+    def table(self) -> str:
+        return "\n".join([self._HEAD, *self._row_lines(), *self._convergence_lines()])
+
+    def _caption(self) -> str:
+        m = self.meta
+        steps = len({r["step"] for r in self.rows})
+        return (f"{m.get('model')} on {m.get('data')}: {steps} steps × {len(self.layers)} layers, "
+                f"{m.get('pairs')} pairs per factor")
+
+    def __repr__(self) -> str:
+        rows = clip_lines(self._row_lines(), MAX_ROWS, "result.table() shows all")
+        return "\n".join([f"TrackResult: {self._caption()}", self._HEAD, *rows, *self._convergence_lines()])
+
+    def _repr_html_(self) -> str:
+        """The table and the convergence per layer as HTML for Jupyter (every value escaped)."""
+        head = ["step", "layer", "dynamic %", "static %", "units D/S/J/N", "bias"]
+        rows = [(r["step"], r["layer"], f"{r['dynamic']:.1f}", f"{r['static']:.1f}",
+                 f"{r['units_dynamic']}/{r['units_static']}/{r['units_joint']}/{r['units_none']}", f"{r['bias']:.2f}")
+                for r in self._ordered()]
+        notes = "".join(f"<p>{escape(line)}</p>" for line in self._convergence_lines())
+        return html_table(self._caption(), head, rows) + notes
 
     def save(self, out: str | Path, plots: bool = True) -> Path:
         """``track.csv``, ``track.json`` (rows, convergence, meta) and ``track_<layer>.png`` per layer."""
@@ -118,7 +150,8 @@ class TrackResult:
         writer.writeheader()
         writer.writerows(sorted(self.rows, key=lambda r: (r["step"], self.layers.index(r["layer"]))))
         write_text(out / "track.csv", buffer.getvalue())
-        write_json(out / "track.json", {"meta": self.meta, "convergence": self.convergence(), "rows": self.rows})
+        write_json(out / "track.json", versioned({"meta": self.meta, "convergence": self.convergence(),
+                                                   "rows": self.rows}))
         if plots:
             for name in self.layers:
                 plot_layer(self.layer(name), name, self.convergence()[name], out / f"track_{_safe(name)}.png")

@@ -54,7 +54,7 @@ from stlens._version import __version__
 from stlens.core import distributed
 from stlens.core.handle import ModelHandle, takes_two_inputs
 from stlens.errors import StlensError
-from stlens.files import write_json, write_text
+from stlens.files import check_format, versioned, write_json, write_text
 from stlens.models.registry import load_model, resolve_device
 from stlens.runs import RunFolder
 from stlens.train.checkpoints import (
@@ -270,14 +270,14 @@ class Trainer:
         self.task.check(logits, targets, self.train_clips.num_classes, self.config.model, self.config.data)
 
     def run_config(self) -> dict[str, Any]:
-        return {"stlens_version": __version__, **dataclasses.asdict(self.config),
+        return versioned({"stlens_version": __version__, **dataclasses.asdict(self.config),
                 "model_config": getattr(self.model, "stlens_config", None),
                 "input": dataclasses.asdict(self.handle.input), "two_stream": self.two_stream,
                 "test_data_resolved": heldout_spec(self.config.data) if self.config.test_data == "auto"
                 else self.config.test_data, "train_clips": len(self.train_clips),
                 "num_classes": self.train_clips.num_classes, "device_resolved": str(self.device),
                 "precision_resolved": self.precision, "processes": self.world.size,
-                "run_id": self.folder.run_id if self.folder is not None else None}
+                "run_id": self.folder.run_id if self.folder is not None else None})
 
     def _resume(self) -> int:
         """Load the last complete checkpoint when the folder holds a compatible run; returns the next step."""
@@ -337,6 +337,7 @@ class Trainer:
         if not isinstance(previous, dict):
             raise StlensError(f"{path} is not a stlens train config (a JSON object, found {type(previous).__name__});"
                               f" it is left as it is: repair it, or use another --out")
+        check_format(previous, path)
         return previous
 
     def _load_last_readable(self, found: list[tuple[int, Path]]) -> Checkpoint:

@@ -16,6 +16,7 @@ from torch import nn
 
 from stlens.core import distributed
 from stlens.core.handle import takes_two_inputs
+from stlens.core.summary import MAX_ROWS, clip_lines, html_table
 from stlens.errors import StlensError
 from stlens.models.registry import ModelHandle, as_handle, load_model, resolve_device
 from stlens.names import safe_name
@@ -41,9 +42,9 @@ from stlens.visualize.transforms import Transforms
 log = logging.getLogger("stlens")
 
 
-@dataclass
+@dataclass(repr=False)
 class TargetResult:
-    """One optimized input and its numbers (``to_dict`` is the per-target JSON)."""
+    """One optimized input and its numbers (``to_dict`` is the per-target JSON); its ``repr`` is one line."""
 
     name: str
     objective: str
@@ -62,6 +63,17 @@ class TargetResult:
     stats: dict = field(default_factory=dict)
     video_flow: np.ndarray | None = None  # OpenCV (DIS) flow of the optimized RGB video, (T − 1, H, W, 2) px
 
+    def cells(self) -> tuple[str, str, str, str, str]:
+        """target, λ_T, objective value, ratio to the natural clips' mean, status: as printed."""
+        nat_mean = self.natural["mean"] if self.natural else None
+        ratio = f"{self.value / nat_mean:.2f}" if nat_mean is not None and nat_mean > 0 else "–"
+        return self.name, f"{self.temporal_reg:g}", f"{self.value:.4g}", ratio, self.status
+
+    def __repr__(self) -> str:
+        flow = ", flow" if self.flow is not None else ""
+        return (f"TargetResult({self.name!r}: {self.objective}, λ_T {self.temporal_reg:g}, value {self.value:.4g}, "
+                f"{self.status}, video {'×'.join(map(str, self.rgb.shape))}{flow})")
+
     def to_dict(self) -> dict:
         nat_mean = self.natural["mean"] if self.natural else None
         # a ratio to a mean ≤ 0 means nothing (its sign flips with the mean's): null, as benchmarks/visualize_checks
@@ -78,7 +90,7 @@ class TargetResult:
         }
 
 
-@dataclass
+@dataclass(repr=False)
 class VisResult:
     """All targets (× λ_T values) of one ``visualize`` call, with the settings; ``save(dir)`` writes everything.
 
@@ -92,6 +104,28 @@ class VisResult:
     own: list[int] | None = None  # the indices in ``targets`` rendered by this process (None: all of them)
     partial: bool = False  # True on ranks other than 0 of a distributed run
     path: Path | None = None  # the run folder it was saved into (``visualize(out=...)``; rank 0)
+
+    _HEAD = ("target", "λ_T", "value", "÷ natural", "status")
+
+    def _caption(self) -> str:
+        c = self.config
+        weights = f" ({c['weights']})" if c.get("weights") else ""
+        layers = c.get("layers") or c.get("layer")
+        layers = ", ".join(map(str, layers)) if isinstance(layers, list | tuple) else layers
+        partial = " (this process's share)" if self.partial else ""
+        return f"{c.get('model')}{weights}, layers {layers}: {len(self.targets)} targets{partial}"
+
+    def __repr__(self) -> str:
+        width = max([len(t.name) for t in self.targets] + [6]) + 2
+        lines = [f"{t.name:<{width}}{lam:>8}{value:>12}{ratio:>11}  {status}"
+                 for t in self.targets for _, lam, value, ratio, status in [t.cells()]]
+        head = f"{'target':<{width}}{'λ_T':>8}{'value':>12}{'÷ natural':>11}  status"
+        return "\n".join([f"VisResult: {self._caption()}", head, "-" * len(head),
+                          *clip_lines(lines, MAX_ROWS, "result.targets holds all")])
+
+    def _repr_html_(self) -> str:
+        """One row per target as HTML for Jupyter (every value escaped)."""
+        return html_table(self._caption(), self._HEAD, [t.cells() for t in self.targets])
 
     def __getitem__(self, name: str) -> TargetResult:
         for t in self.targets:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stlens.files import atomic_write
+from stlens.files import atomic_write, versioned
 
 FRAME_MS = 150
 """Frame duration of the animations (the paper's renders use 150 ms)."""
@@ -111,7 +111,8 @@ def write_png(path: str | Path, image: np.ndarray) -> Path:
 
 
 def write_json(path: str | Path, record: dict) -> Path:
-    text = json.dumps(record, indent=2, allow_nan=True) + "\n"
+    """``record`` with its ``format_version`` (docs/formats.md §0); NaN allowed (an objective may be undefined)."""
+    text = json.dumps(versioned(record), indent=2, allow_nan=True) + "\n"
     return atomic_write(path, lambda f: f.write(text.encode()))
 
 
