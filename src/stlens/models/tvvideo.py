@@ -1,11 +1,13 @@
 """``torchvision:<builder>`` specs: torchvision's video classifiers (``torchvision.models.video``), built with random
 weights; ``weights`` may name a torchvision weights enum member (``KINETICS400_V1``, ``DEFAULT`` or
-``R3D_18_Weights.KINETICS400_V1``), read from the torch hub cache (nothing is downloaded), or a checkpoint file (loaded
-by ``load_model``)."""
+``R3D_18_Weights.KINETICS400_V1``), read from the torch hub cache (``torch.hub.get_dir()/checkpoints``; downloaded
+into it with torch.hub's progress bar when missing, unless offline: ``stlens.models.offline``), or a checkpoint file
+(loaded by ``load_model``)."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import urlparse
 
 import torch
 import torch.nn.functional as F
@@ -14,6 +16,7 @@ from torch import nn
 from stlens.core.handle import ModelHandle, channels_first
 from stlens.core.spec import IMAGENET_MEAN, IMAGENET_STD, InputSpec
 from stlens.errors import StlensError
+from stlens.models.offline import SWITCHES, is_offline
 from stlens.models.weights import load_state_dict, read_state_dict
 
 PREFIX = "torchvision"
@@ -78,14 +81,37 @@ def _torchvision_weights(builder: str, name: str):
         raise StlensError(f"unknown weights '{name}' for torchvision:{builder}; choices: {choices}") from None
 
 
+def weights_cache_path(url: str) -> Path:
+    """Where torch.hub (and torchvision) keep the file of ``url``: ``torch.hub.get_dir()/checkpoints/FILE``."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(url).path).name
+
+
+def _download(url: str, cache: Path, what: str) -> None:
+    """Download ``url`` into ``cache`` as torch.hub does (progress bar, hash prefix of the file name checked)."""
+    match = torch.hub.HASH_REGEX.search(cache.name)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        torch.hub.download_url_to_file(url, str(cache), match.group(1) if match else None, progress=True)
+    except (OSError, RuntimeError) as exc:  # URLError/HTTPError/timeouts are OSErrors; a bad hash a RuntimeError
+        raise StlensError(
+            f"cannot download weights {what} from {url} into the torch hub cache ({cache}): "
+            f"{type(exc).__name__}: {exc}. Without network here, download that URL elsewhere and place the file by "
+            f"hand at {cache} (the directory comes from TORCH_HOME or torch.hub.set_dir), or pass --weights PATH"
+        ) from exc
+
+
 def _load_torchvision_weights(model: nn.Module, builder: str, name: str) -> None:
     weights = _torchvision_weights(builder, name)
-    cache = Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
+    what = f"{weights} of {PREFIX}:{builder}"
+    cache = weights_cache_path(weights.url)
     if not cache.is_file():
-        raise StlensError(
-            f"weights {weights} are not in the torch hub cache ({cache}) and cannot be downloaded here; "
-            f"put the file there or pass --weights PATH"
-        )
+        if is_offline():
+            raise StlensError(
+                f"weights {what} are not in the torch hub cache ({cache}) and offline mode is on ({SWITCHES}); "
+                f"turn it off to download them (drop --offline, unset STLENS_OFFLINE and HF_HUB_OFFLINE), place "
+                f"the file from {weights.url} at {cache} by hand, or pass --weights PATH"
+            )
+        _download(weights.url, cache, what)
     load_state_dict(model, read_state_dict(cache), str(cache))
 
 

