@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from stlens.core.damaged import load_json, reading
 from stlens.errors import StlensError
 from stlens.runs import RunFolder, check_files, read_marker
 
@@ -32,6 +32,8 @@ FILES = ("ablation.csv", "per_class.csv", "ablation.json", "ablation.png")
 KEY_COLUMNS = ["layer", "select", "k", "draw", "mode", "masked"]
 CLASS_COLUMNS = ["layer", "select", "k", "draw", "mode", "class", "clips", "top1"]
 BASELINE = "none"
+#: what to do about a damaged file of an ablate run
+RERUN = "rerun the ablation (stlens ablate) to write it again"
 
 
 def metric_columns(names: list[str]) -> list[str]:
@@ -170,16 +172,18 @@ def load_ablation(folder: str | Path) -> AblationResult:
     if not marker or marker.get("verb") != "ablate":
         raise StlensError(f"{folder} is not a stlens ablate run folder (no ablate run marker)")
     check_files(folder, marker, ["ablation.json"])
-    try:
-        doc = json.loads((folder / "ablation.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise StlensError(f"{folder / 'ablation.json'}: cannot read ({exc})") from exc
-    rows = [{k: (v if k in ("layer", "select", "mode") else _nan(v)) for k, v in row.items()}
-            for row in doc["rows"]]
-    baseline = {m: {k: _nan(v) for k, v in entry.items()} for m, entry in doc["baseline"].items()}
-    return AblationResult(settings=doc["settings"], metrics=list(doc["metrics"]), baseline=baseline, rows=rows,
-                          selections=doc["selections"], timing=doc.get("timing", {}), run_id=doc.get("run_id"),
-                          per_class=_read_per_class(folder / "per_class.csv"))
+    path = folder / "ablation.json"
+    doc = load_json(path, RERUN)
+    with reading(path, RERUN):
+        rows = [{k: (v if k in ("layer", "select", "mode") else _nan(v)) for k, v in row.items()}
+                for row in doc["rows"]]
+        baseline = {m: {k: _nan(v) for k, v in entry.items()} for m, entry in doc["baseline"].items()}
+        settings, metrics, selections = doc["settings"], list(doc["metrics"]), doc["selections"]
+        timing, run_id = doc.get("timing", {}), doc.get("run_id")
+    with reading(folder / "per_class.csv", RERUN):
+        per_class = _read_per_class(folder / "per_class.csv")
+    return AblationResult(settings=settings, metrics=metrics, baseline=baseline, rows=rows, selections=selections,
+                          timing=timing, run_id=run_id, per_class=per_class)
 
 
 def _read_per_class(path: Path) -> list[dict[str, Any]]:

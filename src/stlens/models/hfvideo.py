@@ -183,10 +183,14 @@ def _from_path(family: str, path: str, spec: InputSpec) -> tuple[nn.Module, Inpu
                      spec.mean, spec.std)
     processor = folder / "preprocessor_config.json"
     if processor.is_file():
-        meta = json.loads(processor.read_text())
-        if "image_mean" in meta and "image_std" in meta:
-            spec = InputSpec(spec.frames, spec.stride, spec.size, spec.resize, tuple(meta["image_mean"]),
-                             tuple(meta["image_std"]))
+        from stlens.core.damaged import load_json, reading
+
+        advice = "repair it, or copy the checkpoint folder again"
+        meta = load_json(processor, advice)
+        if isinstance(meta, dict) and "image_mean" in meta and "image_std" in meta:
+            with reading(processor, advice):
+                spec = InputSpec(spec.frames, spec.stride, spec.size, spec.resize, tuple(meta["image_mean"]),
+                                 tuple(meta["image_std"]))
     return model, spec
 
 

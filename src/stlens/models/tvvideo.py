@@ -86,7 +86,8 @@ def _load_torchvision_weights(model: nn.Module, builder: str, name: str) -> None
             f"weights {weights} are not in the torch hub cache ({cache}) and cannot be downloaded here; "
             f"put the file there or pass --weights PATH"
         )
-    load_state_dict(model, read_state_dict(cache), str(cache))
+    load_state_dict(model, read_state_dict(cache, "delete it and download it again (the torch hub cache)"),
+                    str(cache))
 
 
 def build(target: str, *, weights: str | None = None, frames: int | None = None,
