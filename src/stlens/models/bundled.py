@@ -4,7 +4,6 @@ regenerates them (``benchmarks/make_checkpoints.py``)."""
 
 from __future__ import annotations
 
-import json
 from importlib import resources
 from pathlib import Path
 from typing import Any

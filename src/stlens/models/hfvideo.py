@@ -14,7 +14,6 @@ tokens (B,N,D) including CLS (``include``; pooled over tokens) or the CLS vector
 from __future__ import annotations
 
 import importlib.util
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qsl
