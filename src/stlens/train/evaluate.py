@@ -41,6 +41,8 @@ log = logging.getLogger("stlens")
 TASK_CHOICES = ("auto", "classify", "segment")
 FILES = ("evaluation.json", "evaluation.csv")
 FORMAT_VERSION = 1
+#: what to do about a damaged evaluation.json
+RERUN = "rerun the evaluation (stlens evaluate) to write it again"
 CSV_COLUMNS = ("metric", "value", "ci_low", "ci_high")
 _PRECISIONS = ("fp32", "bf16", "fp16", "auto")
 
@@ -376,9 +378,10 @@ def load_evaluation(path: str | Path) -> EvaluateResult:
     except FileNotFoundError:
         raise StlensError(f"{file}: no such evaluation file") from None
     except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise StlensError(f"{file}: not a readable evaluation.json (truncated or not JSON: {exc})") from None
+        raise StlensError(f"{file}: not a readable evaluation.json (damaged, truncated or not JSON: {exc}); "
+                          f"{RERUN}") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("format_version"), int):
-        raise StlensError(f"{file}: not an evaluation.json of stlens (no integer format_version)")
+        raise StlensError(f"{file}: not an evaluation.json of stlens (no integer format_version); {RERUN}")
     if doc["format_version"] > FORMAT_VERSION:
         raise StlensError(f"{file}: format_version {doc['format_version']} was written by a newer stlens (this one "
                           f"reads ≤ {FORMAT_VERSION}): upgrade stlens")
@@ -390,7 +393,8 @@ def load_evaluation(path: str | Path) -> EvaluateResult:
             per_class=list(doc.get("per_class") or []), settings=dict(doc.get("settings") or {}),
             timing=dict(doc.get("timing") or {}), run_id=doc.get("run_id"), path=path if path.is_dir() else None)
     except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
-        raise StlensError(f"{file}: not a complete evaluation.json ({type(exc).__name__}: {exc})") from None
+        raise StlensError(f"{file}: not a complete evaluation.json, damaged or truncated ({type(exc).__name__}: "
+                          f"{exc}); {RERUN}") from None
 
 
 def _ci_text(ci: list[float] | None) -> str:
