@@ -102,7 +102,7 @@ def test_report_lists_bad_runs_as_skipped_and_keeps_the_rest(run, tmp_path):
     skipped = html[html.index('id="skipped"'):html.index('id="comparison"')]
     assert f"{missing}: missing units.csv" in skipped
     assert "written by stlens 0.0.1, this is stlens 0.1.0" in skipped
-    assert f"{broken / 'result.json'}: not valid JSON (line 1" in skipped
+    assert f"{broken / 'result.json'}: damaged or truncated (invalid JSON at line 1" in skipped
     assert f"{nowhere}</code>: not found" in skipped
     assert str(moved) not in skipped and str(run) + "</code>" not in skipped
     assert html.count('<section id="run-') == 2  # the good run and the one with its data gone
