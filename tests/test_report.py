@@ -104,7 +104,7 @@ def test_report_lists_bad_runs_as_skipped_and_keeps_the_rest(run, tmp_path):
     assert f"{missing}: missing units.csv" in skipped
     assert (f"format_version {FORMAT_VERSION + 1} was written by a newer stlens (this one reads up to "
             f"{FORMAT_VERSION})") in skipped
-    assert f"{broken / 'result.json'}: not valid JSON (line 1" in skipped
+    assert f"{broken / 'result.json'}: damaged or truncated (invalid JSON at line 1" in skipped
     assert f"{nowhere}</code>: not found" in skipped
     assert str(moved) not in skipped and str(run) + "</code>" not in skipped
     assert html.count('<section id="run-') == 2  # the good run and the one with its data gone

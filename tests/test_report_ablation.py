@@ -230,7 +230,7 @@ def test_damaged_ablation_folders_are_skipped_with_the_reason(folders, tmp_path)
     html = report(tmp_path, measured, edited, broken, unmarked, gutted, nofigure)
     skipped = html[html.index('id="skipped"'):html.index('id="comparison"')]
     assert f"{edited / 'ablation.json'}: changed since the run wrote it" in skipped
-    assert f"{broken / 'ablation.json'}: not valid JSON (line 1" in skipped
+    assert f"{broken / 'ablation.json'}: damaged or truncated (invalid JSON at line 1" in skipped
     assert f"{unmarked}: no run marker" in skipped
     assert f"{gutted / 'ablation.json'}: no &#39;rows&#39;" in skipped
     assert str(nofigure) not in skipped

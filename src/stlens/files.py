@@ -75,22 +75,23 @@ def check_format(doc: Any, path: str | Path) -> int:
     return version
 
 
-def read_json(path: str | Path) -> Any:
-    """A JSON file, or a ``StlensError`` naming the file (and the position of a syntax error)."""
-    path = Path(path)
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise StlensError(f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from exc
-    except (OSError, UnicodeDecodeError) as exc:
-        raise StlensError(f"{path}: cannot read ({exc})") from exc
+#: what to do about a damaged file when its reader names nothing better
+REWRITE = "rerun the stlens command that wrote it"
 
 
-def read_versioned(path: str | Path, what: str = "stlens file") -> dict[str, Any]:
+def read_json(path: str | Path, advice: str = REWRITE) -> Any:
+    """A JSON file, or a ``StlensError`` naming the file, what failed (the position of a syntax error) and
+    ``advice`` (``core.damaged``)."""
+    from stlens.core.damaged import load_json
+
+    return load_json(path, advice)
+
+
+def read_versioned(path: str | Path, what: str = "stlens file", advice: str = REWRITE) -> dict[str, Any]:
     """A JSON object written by stlens (``read_json`` + ``check_format``); anything but an object is a
-    ``StlensError`` naming the file and ``what`` it should have been."""
-    doc = read_json(path)
+    ``StlensError`` naming the file, ``what`` it should have been and ``advice``."""
+    doc = read_json(path, advice)
     if not isinstance(doc, dict):
-        raise StlensError(f"{path}: not a {what} (a JSON object was expected)")
+        raise StlensError(f"{path}: not a {what} (a JSON object was expected); {advice}")
     check_format(doc, path)
     return doc

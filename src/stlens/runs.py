@@ -32,6 +32,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from stlens.core.damaged import load_json
 from stlens.errors import StlensError
 from stlens.interrupts import deferred
 
@@ -69,12 +70,10 @@ def read_marker(folder: str | Path) -> dict[str, Any] | None:
     path = Path(folder) / MARKER
     if not path.is_file():
         return None
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise StlensError(f"{path}: unreadable run marker ({exc}); move the folder aside or use another --out") from exc
+    advice = "move the folder aside or use another --out (a damaged marker leaves the run's files unchecked)"
+    doc = load_json(path, advice)
     if not isinstance(doc, dict) or not isinstance(doc.get("files"), dict) or "verb" not in doc:
-        raise StlensError(f"{path}: not a stlens run marker; move the folder aside or use another --out")
+        raise StlensError(f"{path}: not a stlens run marker (damaged, truncated or not written by stlens); {advice}")
     from stlens.files import check_format
 
     check_format(doc, path)
@@ -120,8 +119,9 @@ def check_files(folder: str | Path, marker: dict[str, Any], names: Iterable[str]
         if not path.is_file():
             raise StlensError(f"{path}: missing, but listed in {folder / MARKER} (the run folder is incomplete)")
         if path.stat().st_size != entry.get("size") or sha256(path) != entry.get("sha256"):
-            raise StlensError(f"{path}: changed since the run wrote it (size/sha256 differ from {folder / MARKER}); "
-                              f"it does not belong to run {marker.get('run_id')}")
+            raise StlensError(f"{path}: changed since the run wrote it (size/sha256 differ from {folder / MARKER}: "
+                              f"damaged, truncated or edited); it does not belong to run {marker.get('run_id')}: "
+                              f"rerun stlens {marker.get('verb', '')} to write it again")
 
 
 class RunFolder:

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from stlens.core.damaged import reading
 from stlens.core.summary import ci_text, html_table, text_summary
 from stlens.errors import StlensError
 from stlens.files import read_versioned, versioned
@@ -33,6 +34,8 @@ FILES = ("ablation.csv", "per_class.csv", "ablation.json", "ablation.png")
 KEY_COLUMNS = ["layer", "select", "k", "draw", "mode", "masked"]
 CLASS_COLUMNS = ["layer", "select", "k", "draw", "mode", "class", "clips", "top1"]
 BASELINE = "none"
+#: what to do about a damaged file of an ablate run
+RERUN = "rerun the ablation (stlens ablate) to write it again"
 
 
 def metric_columns(names: list[str]) -> list[str]:
@@ -200,19 +203,24 @@ def load_ablation(folder: str | Path) -> AblationResult:
     if not marker or marker.get("verb") != "ablate":
         raise StlensError(f"{folder} is not a stlens ablate run folder (no ablate run marker)")
     check_files(folder, marker, ["ablation.json"])
-    doc = read_ablation(folder / "ablation.json")
-    rows = [{k: (v if k in ("layer", "select", "mode") else _nan(v)) for k, v in row.items()}
-            for row in doc["rows"]]
-    baseline = {m: {k: _nan(v) for k, v in entry.items()} for m, entry in doc["baseline"].items()}
-    return AblationResult(settings=doc["settings"], metrics=list(doc["metrics"]), baseline=baseline, rows=rows,
-                          selections=doc["selections"], timing=doc.get("timing", {}), run_id=doc.get("run_id"),
-                          per_class=_read_per_class(folder / "per_class.csv"))
+    path = folder / "ablation.json"
+    doc = read_ablation(path)
+    with reading(path, RERUN):
+        rows = [{k: (v if k in ("layer", "select", "mode") else _nan(v)) for k, v in row.items()}
+                for row in doc["rows"]]
+        baseline = {m: {k: _nan(v) for k, v in entry.items()} for m, entry in doc["baseline"].items()}
+        settings, metrics, selections = doc["settings"], list(doc["metrics"]), doc["selections"]
+        timing, run_id = doc.get("timing", {}), doc.get("run_id")
+    with reading(folder / "per_class.csv", RERUN):
+        per_class = _read_per_class(folder / "per_class.csv")
+    return AblationResult(settings=settings, metrics=metrics, baseline=baseline, rows=rows, selections=selections,
+                          timing=timing, run_id=run_id, per_class=per_class)
 
 
 def read_ablation(path: Path) -> dict[str, Any]:
     """ablation.json as a dict: its ``format_version`` checked (docs/formats.md §0); a file of format 1 is known by
     its ``"stlens_ablation": 1``, which format 2 folds into ``format_version``."""
-    doc = read_versioned(path, "stlens ablation")
+    doc = read_versioned(path, "stlens ablation", RERUN)
     if "format_version" not in doc and doc.get("stlens_ablation") != 1:
         raise StlensError(f"{path}: not a stlens ablation (no format_version, no \"stlens_ablation\": 1)")
     return doc

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from stlens.core.damaged import expect, load_npz, reading
 from stlens.core.distributed import World
 from stlens.errors import StlensError
 from stlens.interrupts import deferred
@@ -84,18 +85,18 @@ class Checkpoint:
             names = ", ".join(p.name for p in found)
             raise StlensError(f"--resume: {self.folder} holds {names}, written by another number of processes than "
                               f"this run's {self.world.size}; resume with the same number of processes")
-        try:
-            with np.load(self.path, allow_pickle=False) as npz:
-                saved = json.loads(str(npz["fingerprint"]))
-                state = {key: npz[key] for key in npz.files if key != "fingerprint"}
-        except (OSError, ValueError, KeyError) as exc:
-            raise StlensError(f"--resume: {self.path} cannot be read ({exc}); delete it to start over") from exc
+        advice = f"delete {self.folder} to start over (the measurement restarts from its first pair)"
+        state = load_npz(self.path, advice)
+        with reading(self.path, advice):
+            saved = json.loads(str(state.pop("fingerprint")))
+            expect(self.path, isinstance(saved, dict), "its fingerprint is not an object", advice)
         differ = [key for key in OPTIONS if saved.get(key) != self.fingerprint.get(key)]
         if differ:
             said = "; ".join(f"{OPTIONS[k]}: {saved.get(k)!r} there, {self.fingerprint.get(k)!r} now" for k in differ)
             raise StlensError(f"--resume: {self.path} belongs to another measurement ({said}); use the same "
                               f"options, or delete {self.folder} to start over")
-        acc = Accumulator.from_state(state)
+        with reading(self.path, advice):
+            acc = Accumulator.from_state(state)
         self._saved_at = acc.pairs
         return acc
 

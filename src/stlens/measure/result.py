@@ -13,11 +13,15 @@ from typing import Any
 
 import numpy as np
 
+from stlens.core.damaged import damaged, load_npz, reading
 from stlens.core.summary import ci_text, html_table, text_summary
 from stlens.errors import StlensError
 from stlens.files import check_format, read_json, versioned
 from stlens.measure.layer import CLASSES, UNIT_COLUMNS, LayerResult, flatten_layer, unit_rows
 from stlens.runs import RunFolder, check_files, describe, read_marker
+
+#: what to do about a damaged file of a measure run
+RERUN = "rerun the measurement (stlens measure) to write it again"
 
 
 @dataclass(repr=False)
@@ -162,25 +166,28 @@ def _csv(header: list[str], rows) -> str:
 
 
 def read_units(path: Path) -> dict[str, list[tuple[int, float, float, str]]]:
+    """The rows of a units.csv by layer: (channel, r_dynamic, r_static, class)."""
     try:
         with path.open(newline="", encoding="utf-8") as f:
             reader = csv.reader(f)
             header = next(reader, None)
             if header != UNIT_COLUMNS:
-                raise StlensError(f"{path}: header {header} is not {','.join(UNIT_COLUMNS)}")
+                raise StlensError(f"{path}: header {header} is not {','.join(UNIT_COLUMNS)}; {RERUN}")
             rows: dict[str, list[tuple[int, float, float, str]]] = {}
             for number, row in enumerate(reader, start=2):
                 if len(row) != len(UNIT_COLUMNS):
-                    raise StlensError(f"{path}, line {number}: expected {len(UNIT_COLUMNS)} fields, got {len(row)}")
+                    raise StlensError(f"{path}, line {number}: damaged or truncated (expected {len(UNIT_COLUMNS)} "
+                                      f"fields, got {len(row)}); {RERUN}")
                 if row[4] not in CLASSES:
-                    raise StlensError(f"{path}, line {number}: unknown class '{row[4]}' (one of {', '.join(CLASSES)})")
+                    raise StlensError(f"{path}, line {number}: unknown class '{row[4]}' (one of {', '.join(CLASSES)}); "
+                                      f"{RERUN}")
                 try:
                     rows.setdefault(row[0], []).append((int(row[1]), float(row[2]), float(row[3]), row[4]))
                 except ValueError as exc:
-                    raise StlensError(f"{path}, line {number}: {exc}") from exc
+                    raise StlensError(f"{path}, line {number}: damaged or truncated ({exc}); {RERUN}") from exc
             return rows
-    except OSError as exc:
-        raise StlensError(f"{path}: cannot read ({exc})") from exc
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise damaged(path, exc, RERUN) from exc
 
 
 def _layer(entry: dict[str, Any], units: list[tuple[int, float, float, str]], where: Path) -> LayerResult:
@@ -214,26 +221,24 @@ def load_result(run_dir: str | Path, *, check_version: bool = True) -> MeasureRe
     missing = [name for name in RUN_FILES if not (run / name).is_file()]
     if missing:
         raise StlensError(f"{run}: missing {', '.join(missing)} (a stlens measure run holds {', '.join(RUN_FILES)})")
-    doc = read_json(run / "result.json")
+    doc = read_json(run / "result.json", RERUN)
     if not isinstance(doc, dict) or not isinstance(doc.get("layers"), list):
-        raise StlensError(f"{run / 'result.json'}: not a stlens result (no 'layers' list)")
+        raise StlensError(f"{run / 'result.json'}: not a stlens result (no 'layers' list); {RERUN}")
     if not doc["layers"]:
         raise StlensError(f"{run / 'result.json'}: no layers were measured")
-    config = read_json(run / "config.json")
+    config = read_json(run / "config.json", RERUN)
     if check_version:
         check_format(doc, run / "result.json")
         check_format(config, run / "config.json")
     listed = _check_run(run, doc)
     units = read_units(run / "units.csv")
-    layers = [_layer(entry, units.get(str(entry.get("layer")), []), run / "result.json") for entry in doc["layers"]]
+    with reading(run / "result.json", RERUN):
+        layers = [_layer(entry, units.get(str(entry.get("layer")), []), run / "result.json")
+                  for entry in doc["layers"]]
     meta = {k: v for k, v in doc.items() if k not in ("format_version", "layers", "timing", "run_id")}
     latents = None
     if (run / "latents.npz").is_file() and (listed is None or "latents.npz" in listed):
-        try:
-            with np.load(run / "latents.npz", allow_pickle=False) as npz:
-                latents = {key: npz[key] for key in npz.files}
-        except (OSError, ValueError) as exc:
-            raise StlensError(f"{run / 'latents.npz'}: cannot read ({exc})") from exc
+        latents = load_npz(run / "latents.npz", RERUN)
     return MeasureResult(meta, layers, dict(doc.get("timing") or {}), latents=latents, run_id=doc.get("run_id"),
                          config=config if isinstance(config, dict) else {})
 
@@ -250,7 +255,7 @@ def _check_run(run: Path, doc: dict[str, Any]) -> set[str] | None:
     if marker.get("status") not in ("complete", "interrupted"):
         raise StlensError(f"{run}: the run was not completely written (status {marker.get('status')!r}); run it again")
     check_files(run, marker, [*RUN_FILES, *(["latents.npz"] if "latents.npz" in marker["files"] else [])])
-    config = read_json(run / "config.json")
+    config = read_json(run / "config.json", RERUN)
     for name, found in (("result.json", doc.get("run_id")), ("config.json", isinstance(config, dict)
                                                             and config.get("run_id"))):
         if found != marker.get("run_id"):

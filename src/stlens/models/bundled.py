@@ -4,7 +4,6 @@ regenerates them (``benchmarks/make_checkpoints.py``)."""
 
 from __future__ import annotations
 
-import json
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,9 @@ def list_bundled() -> list[str]:
 def bundled_info(name: str) -> dict[str, Any]:
     """The JSON record of a bundled checkpoint (model spec, training config, accuracies)."""
     path = bundled_path(name).with_suffix(".json")
-    return json.loads(path.read_text())
+    from stlens.core.damaged import load_json
+
+    return load_json(path, "reinstall stlens (a bundled file is damaged)")
 
 
 def bundled_path(name: str) -> Path:

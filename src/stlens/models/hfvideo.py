@@ -18,7 +18,6 @@ tokens (B,N,D) including CLS (``include``; pooled over tokens) or the CLS vector
 from __future__ import annotations
 
 import importlib.util
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -235,10 +234,14 @@ def _from_path(family: str | None, path: str, spec: InputSpec | None) -> tuple[n
                      spec.mean, spec.std)
     processor = folder / "preprocessor_config.json" if folder is not None else None
     if processor is not None and processor.is_file():
-        meta = json.loads(processor.read_text())
-        if "image_mean" in meta and "image_std" in meta:
-            spec = InputSpec(spec.frames, spec.stride, spec.size, spec.resize, tuple(meta["image_mean"]),
-                             tuple(meta["image_std"]))
+        from stlens.core.damaged import load_json, reading
+
+        advice = "repair it, or copy the checkpoint folder again"
+        meta = load_json(processor, advice)
+        if isinstance(meta, dict) and "image_mean" in meta and "image_std" in meta:
+            with reading(processor, advice):
+                spec = InputSpec(spec.frames, spec.stride, spec.size, spec.resize, tuple(meta["image_mean"]),
+                                 tuple(meta["image_std"]))
     return model, family, spec
 
 

@@ -57,7 +57,9 @@ def load_model(spec: str, weights: str | None = None, frames: int | None = None,
     with offline_scope(offline):
         handle = registry.model_family(prefix).build(target, weights=weights, frames=frames, size=size)
     if weights is not None and handle.weights is None:
-        load_state_dict(handle.module, read_state_dict(_resolve_weights(weights, spec)), weights)
+        advice = ("reinstall stlens (a bundled weights file is damaged)" if weights.startswith("bundled:")
+                  else "copy or download the weights file again")
+        load_state_dict(handle.module, read_state_dict(_resolve_weights(weights, spec), advice), weights)
         handle.weights = weights
     handle.input = handle.input.with_overrides(frames, size)
     handle.module.eval()

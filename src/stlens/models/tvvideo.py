@@ -112,7 +112,8 @@ def _load_torchvision_weights(model: nn.Module, builder: str, name: str) -> None
                 f"the file from {weights.url} at {cache} by hand, or pass --weights PATH"
             )
         _download(weights.url, cache, what)
-    load_state_dict(model, read_state_dict(cache), str(cache))
+    load_state_dict(model, read_state_dict(cache, "delete it and download it again (the torch hub cache)"),
+                    str(cache))
 
 
 def build(target: str, *, weights: str | None = None, frames: int | None = None,

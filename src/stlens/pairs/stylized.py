@@ -75,7 +75,8 @@ class StylizedPairs(VideoPairs):
             styled = [read_clip_source(style / name, short_side=self.spec.resize) for style in self.source.styles]
         except StlensError as exc:
             raise StlensError(f"{exc} (it passed the first check, so its share of pairs was counted on; "
-                              f"remove or repair it)") from exc
+                              f"remove or repair it: delete its folder in every style_k and rerun stlens stylize to "
+                              f"write it again)") from exc
         if len({clip.shape[1:] for clip in styled}) > 1:
             raise StlensError(f"{path}: frames differ in size between styles; remove or repair it")
         length = min(len(clip) for clip in styled)

@@ -72,7 +72,7 @@ def load_ablation(folder: str | Path) -> Ablation:
                           f"again")
     check_files(folder, marker, [DOCUMENT])
     path = folder / DOCUMENT
-    doc = read_versioned(path, "stlens ablation")
+    doc = read_versioned(path, "stlens ablation", "rerun the ablation (stlens ablate) to write it again")
     _check_document(path, doc)
     if doc.get("run_id") != marker.get("run_id"):
         raise StlensError(f"{path}: belongs to run {doc.get('run_id')!r}, the folder holds run "

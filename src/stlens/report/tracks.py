@@ -21,6 +21,10 @@ from stlens.errors import StlensError
 from stlens.files import check_format
 from stlens.report.load import TRACK_FILES, read_json
 from stlens.report.training import METRIC_COLUMNS, load_training, number, task_of
+from stlens.runs import check_files, read_marker
+
+#: what to do about a damaged track file
+RERUN = "rerun stlens track to write it again"
 
 _PERCENT = {key: (f"percent_{key}", f"{key}_percent", f"{key}_pct", f"{key}%", key) for key in ("dynamic", "static")}
 _LOW = {key: (f"ci95_{key}_low", f"{key}_lo", f"{key}_low", f"{key}_ci_low") for key in ("dynamic", "static")}
@@ -71,13 +75,16 @@ def load_track(folder: str | Path) -> pd.DataFrame:
     for name in TRACK_FILES:  # the JSON of a track says which format its files are in
         if name.endswith(".json") and (folder / name).is_file():
             check_format(read_json(folder / name), folder / name)
+    marker = read_marker(folder)
+    if marker is not None and marker.get("verb") == "track" and path.name in marker["files"]:
+        check_files(folder, marker, [path.name])  # a damaged or truncated file stlens wrote is named as such
     if path.suffix == ".csv":
         try:
             frame = pd.read_csv(path)
         except (OSError, ValueError, pd.errors.ParserError) as exc:
-            raise StlensError(f"{path}: cannot read as CSV ({exc})") from exc
+            raise StlensError(f"{path}: cannot read as CSV, damaged or truncated ({exc}); {RERUN}") from exc
     else:
-        frame = pd.DataFrame(_records(read_json(path), path))
+        frame = pd.DataFrame(_records(read_json(path, RERUN), path))
     step = _pick(frame, _STEP)
     if step is None:
         raise StlensError(f"{path}: no step column (one of {', '.join(_STEP)}); columns: {', '.join(map(str, frame))}")

@@ -31,6 +31,10 @@ class CorruptCheckpoint(StlensError):
     """A complete checkpoint (its JSON exists) whose files cannot be read; the message names the file."""
 
 
+#: what to do about a damaged checkpoint (``stlens train`` and ``stlens track`` skip it on their own)
+ADVICE = "delete it, or resume from an earlier checkpoint"
+
+
 def checkpoint_path(folder: str | Path, step: int) -> Path:
     return Path(folder) / f"step_{step:06d}.safetensors"
 
@@ -61,9 +65,10 @@ def read_info(weights: str | Path) -> dict[str, Any]:
     try:
         info = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CorruptCheckpoint(f"cannot read checkpoint info {path}: {exc}") from exc
+        raise CorruptCheckpoint(f"{path}: damaged or truncated checkpoint info ({exc}); {ADVICE}") from exc
     if not isinstance(info, dict) or not isinstance(info.get("step"), int):
-        raise CorruptCheckpoint(f"checkpoint info {path} is not a stlens checkpoint's (a JSON object with its step)")
+        raise CorruptCheckpoint(f"{path}: damaged or truncated checkpoint info (not a JSON object with its step); "
+                                f"{ADVICE}")
     check_format(info, path)  # a newer format is not damage: a StlensError, never skipped as corrupt
     return info
 
@@ -77,7 +82,8 @@ def read_tensors(path: str | Path) -> dict[str, torch.Tensor]:
     try:
         return load_file(str(path))
     except (SafetensorError, OSError, ValueError) as exc:
-        raise CorruptCheckpoint(f"cannot read {path} (truncated or not a safetensors file): {exc}") from exc
+        raise CorruptCheckpoint(f"{path}: damaged or truncated (not a readable safetensors file: {exc}); {ADVICE}"
+                                ) from exc
 
 
 def set_aside(weights: str | Path) -> list[Path]:

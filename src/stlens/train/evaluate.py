@@ -40,6 +40,8 @@ log = logging.getLogger("stlens")
 
 TASK_CHOICES = ("auto", "classify", "segment")
 FILES = ("evaluation.json", "evaluation.csv")
+#: what to do about a damaged evaluation.json
+RERUN = "rerun the evaluation (stlens evaluate) to write it again"
 CSV_COLUMNS = ("metric", "value", "ci_low", "ci_high")
 _PRECISIONS = ("fp32", "bf16", "fp16", "auto")
 
@@ -373,7 +375,7 @@ def load_evaluation(path: str | Path) -> EvaluateResult:
         file = path
     if not file.is_file():
         raise StlensError(f"{file}: no such evaluation file")
-    doc = read_versioned(file, "stlens evaluation.json")
+    doc = read_versioned(file, "stlens evaluation.json", RERUN)
     try:
         return EvaluateResult(
             model=str(doc["model"]), data=str(doc["data"]), task=str(doc["task"]), clips=int(doc["clips"]),
@@ -382,7 +384,8 @@ def load_evaluation(path: str | Path) -> EvaluateResult:
             per_class=list(doc.get("per_class") or []), settings=dict(doc.get("settings") or {}),
             timing=dict(doc.get("timing") or {}), run_id=doc.get("run_id"), path=path if path.is_dir() else None)
     except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
-        raise StlensError(f"{file}: not a complete evaluation.json ({type(exc).__name__}: {exc})") from None
+        raise StlensError(f"{file}: not a complete evaluation.json, damaged or truncated ({type(exc).__name__}: "
+                          f"{exc}); {RERUN}") from None
 
 
 def _ci_text(ci: list[float] | None) -> str:

@@ -272,8 +272,13 @@ class DropoutSchedule:
         """Reload the last selection at or before ``step`` from the log (a resumed run); False when there is none."""
         if self.log_path is None or not self.log_path.is_file():
             return False
-        records = [json.loads(line) for line in self.log_path.read_text().splitlines() if line.strip()]
-        kept = [r for r in records if r["step"] <= step]
+        from stlens.core.damaged import reading
+
+        with reading(self.log_path, "delete its damaged lines, or train again into another --out"):
+            records = [json.loads(line) for line in self.log_path.read_text(encoding="utf-8").splitlines()
+                       if line.strip()]
+            kept = [r for r in records if r["step"] <= step]
+            channels = kept[-1]["channels"] if kept else None
         if not kept:
             return False
         if self.writes:  # (atomically: another process of the run may be reading it)
@@ -281,7 +286,7 @@ class DropoutSchedule:
 
             write_text(self.log_path, "".join(json.dumps(r) + "\n" for r in kept))
         self.selections = kept
-        self.dropout.set_channels(kept[-1]["channels"], allow_empty=True)
+        self.dropout.set_channels(channels, allow_empty=True)
         return True
 
     def __call__(self, step: int, model: nn.Module, trainer=None) -> None:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from stlens.core.damaged import reading
 from stlens.errors import StlensError
 from stlens.files import atomic_write
 
@@ -176,10 +177,10 @@ class FlowCache:
         if not path.is_file():
             return None
         try:
-            with np.load(path) as stored:
+            with reading(path, "delete it; it is recomputed"), np.load(path, allow_pickle=False) as stored:
                 return stored["flow"].astype(np.float32)
-        except (OSError, ValueError, KeyError) as exc:
-            log.warning("flow cache: ignoring unreadable %s (%s)", path, exc)
+        except StlensError as exc:  # a damaged entry is recomputed and written again
+            log.warning("flow cache: %s (recomputed now)", exc)
             return None
 
     def save(self, key: str, flow: np.ndarray) -> np.ndarray:

@@ -107,8 +107,8 @@ def read_frame_folder(path: str | Path, short_side: int | None = None, max_frame
                 image = image.convert("RGB")
                 size = scaled_size(image.width, image.height, short_side)
                 frames.append(np.asarray(image.resize(size, Image.BILINEAR)))
-        except OSError as exc:
-            raise StlensError(f"{file}: cannot read image ({exc})") from exc
+        except (OSError, ValueError, SyntaxError) as exc:  # PIL: unidentified, truncated or corrupt image data
+            raise StlensError(f"{file}: cannot read image, damaged or truncated ({exc})") from exc
     if len({f.shape for f in frames}) > 1:
         raise StlensError(f"{path}: frames differ in size")
     return np.stack(frames)

