@@ -116,7 +116,8 @@ def _track(name: str):
 
 
 def _evaluation(tmp: Path) -> tuple[Path, Callable[[], object]]:
-    from stlens.train.evaluate import FORMAT_VERSION, load_evaluation
+    from stlens._version import FORMAT_VERSION
+    from stlens.train.evaluate import load_evaluation
 
     write_json(tmp / "evaluation.json", {"format_version": FORMAT_VERSION, "model": "m", "data": "d",
                                          "task": "classify", "clips": 4, "metrics": {"top1": 0.5},

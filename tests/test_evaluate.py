@@ -258,7 +258,7 @@ def test_load_evaluation_names_the_file_when_it_is_damaged_or_newer(tmp_path):
     copy = tmp_path / "copy.json"
     assert load_evaluation(out / "evaluation.json").clips == 6
     newer = f'"format_version": {FORMAT_VERSION + 1}'
-    for bad, message in [(text[: len(text) // 2], "not valid JSON"), ("garbage\x00", "not valid JSON"),
+    for bad, message in [(text[: len(text) // 2], "damaged or truncated"), ("garbage\x00", "damaged or truncated"),
                          ("[1, 2]", "not a stlens evaluation.json"),
                          (text.replace(f'"format_version": {FORMAT_VERSION}', newer), "newer stlens"),
                          (text.replace(f'"format_version": {FORMAT_VERSION}', '"format_version": "2"'),

@@ -73,7 +73,7 @@ def test_check_format_reads_a_missing_field_as_1_and_refuses_newer_or_non_intege
 def test_read_json_names_the_file(tmp_path):
     path = tmp_path / "broken.json"
     path.write_text('{"a": [')
-    with pytest.raises(StlensError, match=rf"{path}: not valid JSON \(line 1"):
+    with pytest.raises(StlensError, match=rf"{path}: damaged or truncated \(invalid JSON at line 1"):
         read_json(path)
     path.write_text("[1]")
     with pytest.raises(StlensError, match=f"{path}: not a thing"):

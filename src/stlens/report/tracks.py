@@ -74,7 +74,7 @@ def load_track(folder: str | Path) -> pd.DataFrame:
         raise StlensError(f"{folder}: no {' / '.join(TRACK_FILES)}")
     for name in TRACK_FILES:  # the JSON of a track says which format its files are in
         if name.endswith(".json") and (folder / name).is_file():
-            check_format(read_json(folder / name), folder / name)
+            check_format(read_json(folder / name, RERUN), folder / name)
     marker = read_marker(folder)
     if marker is not None and marker.get("verb") == "track" and path.name in marker["files"]:
         check_files(folder, marker, [path.name])  # a damaged or truncated file stlens wrote is named as such
