@@ -3,7 +3,6 @@ runs the ``Trainer``; the run folder ``out`` is the Trainer's (resumed from its 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import fields
 from pathlib import Path
@@ -37,9 +36,8 @@ def train(model: str | TrainConfig, data: str | None = None, *, steps: int | Non
     ``mask_threshold``). ``static_dropout``/``random_dropout``: StaticDropout after a layer, or its random control
     (docs/static_dropout.md). ``device``, ``precision`` (fp16 with a GradScaler) and ``workers`` (processes that make
     the pairs of StaticDropout's measurements) as for every verb. Under ``torchrun``: data-parallel, one GPU each;
-    rank 0 writes ``out``. ``offline``: never download weights (as ``STLENS_OFFLINE=1``, set for this process)."""
-    if offline:
-        os.environ["STLENS_OFFLINE"] = "1"
+    rank 0 writes ``out``. ``offline``: never download weights (True), download allowed (False), or as the
+    environment says (None: ``STLENS_OFFLINE``/``HF_HUB_OFFLINE``); it holds for this call only."""
     if isinstance(model, TrainConfig):
         config = model
     else:
@@ -63,7 +61,9 @@ def train(model: str | TrainConfig, data: str | None = None, *, steps: int | Non
     resolve_precision(config.precision, target)
     resolve_workers(config.workers)
     config.validate()  # every option checked before any work
-    with distributed.joined(target):
+    from stlens.models.offline import offline_scope
+
+    with offline_scope(offline), distributed.joined(target):
         return Trainer(config, callbacks, progress).train()
 
 
