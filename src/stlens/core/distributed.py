@@ -82,14 +82,14 @@ def shard(total: int, world: World) -> range:
 
 
 def rank_device(device: str | None, world: World) -> str | None:
-    """``--device`` for this rank: under a multi-process run, ``auto`` (when CUDA is there) and ``cuda`` mean
+    """``device`` for this rank: under a multi-process run, ``auto`` (when CUDA is there) and ``cuda`` mean
     ``cuda:LOCAL_RANK`` (one GPU per process); an explicit ``cuda:K``, ``cpu`` or ``mps`` stays as it is."""
     if not world.distributed or device is None:
         return device
     if device == "cuda" or (device == "auto" and torch.cuda.is_available()):
         count = torch.cuda.device_count()
         if world.local_rank >= count:
-            raise StlensError(f"--device {device}: {world.label} has local rank {world.local_rank}, and this machine "
+            raise StlensError(f"`device` {device}: {world.label} has local rank {world.local_rank}, and this machine "
                               f"has {count} CUDA GPU(s); start at most {count} processes per machine")
         return f"cuda:{world.local_rank}"
     return device
