@@ -37,10 +37,11 @@ import torch
 from torch import nn
 
 import stlens
+from stlens.core.device import cpu_has_native_bf16
 from stlens.core.pair import Pair
 from stlens.measure.layer import estimate_layer
 from stlens.measure.moments import PairedMoments
-from stlens.measure.run import batches, cpu_has_native_bf16, run_forward
+from stlens.measure.run import batches, run_forward
 
 MODEL = "torchvision:r3d_18"
 DEFAULT_JSON = "runs/bench/measure_throughput.json"

@@ -45,9 +45,9 @@ import numpy as np
 import torch
 
 import stlens
+from stlens.core.device import cpu_has_native_bf16
 from stlens.core.pair import Pair
 from stlens.measure.result import MeasureResult
-from stlens.measure.run import cpu_has_native_bf16
 
 MODEL = "torchvision:r3d_18"
 DATA = "sample:"

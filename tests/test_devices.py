@@ -3,6 +3,7 @@ classes (so the CUDA/MPS paths run wherever there is a GPU), and unavailable dev
 
 from __future__ import annotations
 
+import contextlib
 import json
 
 import pytest
@@ -10,9 +11,9 @@ import torch
 
 import stlens
 from stlens.cli import main
+from stlens.core.device import autocast, cpu_has_native_bf16, exact_fp32, resolve_device, resolve_precision
 from stlens.errors import StlensError
-from stlens.measure.run import cpu_has_native_bf16, resolve_precision, to_device
-from stlens.models.registry import resolve_device
+from stlens.measure.run import to_device
 from stlens.models.taps import LayerTaps
 
 DEVICES = (["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -124,21 +125,39 @@ def test_precision_auto_is_recorded_by_the_cli(tmp_path):
 
 
 def test_fp32_runs_without_tf32_and_restores_the_flags():
-    from stlens.measure.run import exact_fp32
-
     saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
     with exact_fp32():
         assert not torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32
     assert (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32) == saved
 
 
+def test_autocast_runs_bf16_and_fp32_runs_as_it_is():
+    a, b = torch.randn(8, 8), torch.randn(8, 8)
+    with autocast("cpu", "bf16"):
+        reduced = a @ b
+    assert reduced.dtype == torch.bfloat16
+    assert torch.allclose(reduced.float(), a @ b, rtol=0.05, atol=0.1)
+    plain = autocast(torch.device("cpu"), "fp32")
+    assert isinstance(plain, contextlib.nullcontext)
+    with plain:
+        assert (a @ b).dtype == torch.float32
+    with pytest.raises(StlensError, match="^`precision` must be resolved"):
+        autocast("cpu", "auto")
+
+
+def test_resolve_device_names_the_argument():
+    with pytest.raises(StlensError) as caught:
+        resolve_device("tpu")
+    assert str(caught.value) == "`device`: unknown device 'tpu'; use auto, cpu, cuda, cuda:K or mps"
+
+
 def test_resolve_precision():
     assert resolve_precision("fp32", "cpu") == "fp32" and resolve_precision("bf16", "cpu") == "bf16"
-    with pytest.raises(StlensError, match="--precision fp16 is CUDA autocast only"):
+    with pytest.raises(StlensError, match="`precision` fp16 is CUDA autocast only"):
         resolve_precision("fp16", "cpu")
-    with pytest.raises(StlensError, match="--precision must be one of"):
+    with pytest.raises(StlensError, match="`precision` must be one of"):
         resolve_precision("fp64", "cpu")
-    with pytest.raises(StlensError, match="--precision bf16 runs on CPUs and CUDA GPUs"):
+    with pytest.raises(StlensError, match="`precision` bf16 runs on CPUs and CUDA GPUs"):
         resolve_precision("bf16", torch.device("mps"))
     assert resolve_precision("auto", torch.device("mps")) == "fp32"
 
@@ -147,7 +166,7 @@ def test_resolve_device():
     assert resolve_device("cpu") == torch.device("cpu") and resolve_device(" CPU ") == torch.device("cpu")
     assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
     for bad in ("gpu", "cpu:0", "cuda:x", "tpu", ""):
-        with pytest.raises(StlensError, match="--device: unknown device"):
+        with pytest.raises(StlensError, match="^`device`: unknown device .*; use auto, cpu, cuda, cuda:K or mps$"):
             resolve_device(bad)
     if torch.cuda.is_available():
         assert resolve_device("cuda").index is not None

@@ -10,9 +10,9 @@ import torch
 from conftest import TemporalMeanEncoder, TinyVideoNet
 
 import stlens
+from stlens.core.device import cpu_has_native_bf16
 from stlens.core.pair import Pair
 from stlens.errors import StlensError
-from stlens.measure.run import cpu_has_native_bf16
 from stlens.models.registry import InputSpec, ModelHandle
 
 SPEC = InputSpec(frames=4, stride=2, size=32, resize=36)
@@ -67,7 +67,7 @@ def test_too_few_pairs_and_bad_options(sample_pairs):
     model = TinyVideoNet()
     with pytest.raises(StlensError, match="at least 4 per factor"):
         stlens.measure(model, sample_pairs[:6], ["stage"], progress=False)
-    with pytest.raises(StlensError, match="--precision"):
+    with pytest.raises(StlensError, match="`precision` fp16"):
         stlens.measure(model, sample_pairs, ["stage"], precision="fp16", progress=False)
     with pytest.raises(StlensError, match="unknown layer 'stagee'"):
         stlens.measure(model, sample_pairs, ["stagee"], progress=False)

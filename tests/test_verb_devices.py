@@ -14,8 +14,7 @@ import torch
 
 import stlens
 from stlens.cli import main
-from stlens.measure.run import resolve_precision
-from stlens.models.registry import resolve_device
+from stlens.core.device import resolve_device, resolve_precision
 from stlens.train import list_checkpoints, load_checkpoint
 from stlens.train.tracking import cache_pairs
 

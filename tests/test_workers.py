@@ -4,17 +4,20 @@ worker reach the user as the StlensError they are, and bad values are refused.""
 from __future__ import annotations
 
 import json
+import signal
 import time
 from pathlib import Path
 
 import pytest
+import torch
 from launch import RUN_FIELDS, without
 
 import stlens
 from stlens.cli import main
+from stlens.core.workers import default_workers, guarded, in_order, init_worker, resolve_workers
 from stlens.errors import StlensError
 from stlens.measure.loading import InOrder, chunk_batches
-from stlens.measure.run import default_workers, pair_batches, resolve_workers
+from stlens.measure.run import pair_batches
 from stlens.pairs import makers
 
 SAMPLE = ["--model", "torchvision:r3d_18", "--frames", "4", "--size", "32", "--pairs", "8", "--bootstrap", "20",
@@ -71,7 +74,7 @@ def test_negative_workers_are_refused(tmp_path, capsys):
     assert main(["measure", *SAMPLE, "--workers", "-1", "--quiet", "--out", str(out)]) == 2
     assert "--workers must be an integer ≥ 0" in capsys.readouterr().err
     assert not (out / "result.json").exists()
-    with pytest.raises(StlensError, match="--workers"):
+    with pytest.raises(StlensError, match="^`workers` must be an integer ≥ 0"):
         resolve_workers(-1)
 
 
@@ -141,3 +144,41 @@ def test_workers_decode_each_video_once(tmp_path, small_video, monkeypatch):
         decoded = log.read_text().split()
         assert sorted(decoded) == ["a.mp4", "b.mp4", "c.mp4", "d.mp4"], (workers, decoded)
     assert without_timing(results[2].to_dict()) == without_timing(results[0].to_dict())
+
+
+def test_a_worker_ignores_sigint_and_runs_one_thread():
+    saved = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM), torch.get_num_threads()
+    try:
+        init_worker(0)
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+        assert signal.getsignal(signal.SIGTERM) not in (signal.SIG_DFL, saved[1])
+        assert torch.get_num_threads() == 1
+    finally:
+        signal.signal(signal.SIGINT, saved[0])
+        signal.signal(signal.SIGTERM, saved[1])
+        torch.set_num_threads(saved[2])
+
+
+class _Squares(torch.utils.data.Dataset):
+    """Item i: i², made in a worker (``guarded``); item 2 fails with a bug that is not a StlensError."""
+
+    def __len__(self) -> int:
+        return 4
+
+    def __getitem__(self, i: int):
+        def make() -> int:
+            if i == 2:
+                raise ValueError("no square today")
+            return i * i
+
+        return guarded(make, f"item {i}")
+
+
+def test_in_order_names_the_item_that_failed_in_a_worker():
+    made = []
+    with pytest.raises(StlensError, match=r"^item 2: ValueError: no square today$"):
+        for value in in_order(_Squares(), 2):
+            made.append(value)
+    assert made == [0, 1]
+    with pytest.raises(ValueError, match="no square today"):  # in the main process a bug propagates as it is
+        list(in_order(_Squares(), 0))

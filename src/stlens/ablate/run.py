@@ -26,14 +26,13 @@ from stlens.ablate.masking import MODES, ChannelMask, ChannelMeans, find_target,
 from stlens.ablate.metrics import Accuracy, Metric, Segmentation, bootstrap_indices, summarise
 from stlens.ablate.result import BASELINE, AblationResult
 from stlens.ablate.selection import Selection, Units, check_k, check_selections, plan
+from stlens.core.device import exact_fp32, resolve_device, resolve_precision
 from stlens.core.handle import ModelHandle
-from stlens.core.workers import guarded, in_order
+from stlens.core.workers import guarded, in_order, resolve_workers
 from stlens.errors import StlensError
-from stlens.measure.loading import resolve_workers
 from stlens.measure.result import read_units, units_path
-from stlens.measure.run import exact_fp32, forward_or_explain, resolve_precision, to_device
+from stlens.measure.run import forward_or_explain, to_device
 from stlens.measure.verb import at_input_spec, resolve_model
-from stlens.models.registry import resolve_device
 from stlens.video.labelled import LabelledClips, open_clips
 
 log = logging.getLogger("stlens")

@@ -82,7 +82,7 @@ def shard(total: int, world: World) -> range:
 
 
 def rank_device(device: str | None, world: World) -> str | None:
-    """``--device`` for this rank: under a multi-process run, ``auto`` (when CUDA is there) and ``cuda`` mean
+    """``device`` for this rank: under a multi-process run, ``auto`` (when CUDA is there) and ``cuda`` mean
     ``cuda:LOCAL_RANK`` (one GPU per process); an explicit ``cuda:K``, ``cpu`` or ``mps`` stays as it is."""
     if not world.distributed or device is None:
         return device

@@ -14,21 +14,13 @@ import bisect
 import contextlib
 import itertools
 import math
-import os
-import pickle
-import signal
-import sys
 from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
 
-from stlens.core.devices import (  # noqa: F401  (part of this module's interface)
-    default_workers,
-    resolve_workers,
-    usable_cpus,
-)
 from stlens.core.pair import Pair
+from stlens.core.workers import Failed, checked, guarded, loader, resolve_workers, shut_down
 from stlens.errors import StlensError
 
 
@@ -92,18 +84,6 @@ class PairBatch:
         return self
 
 
-class _WorkerFailure:
-    """A ``StlensError`` raised while a worker made a pair, sent back in place of a batch so that the main process
-    raises it as it is (a DataLoader would re-raise it as a traceback text)."""
-
-    def __init__(self, error: StlensError):
-        try:
-            pickle.loads(pickle.dumps(error))
-        except Exception:  # an error that does not pickle goes back as its message
-            error = StlensError(str(error))
-        self.error = error
-
-
 def chunk_batches(starts: range, stop: int, batch_size: int, spans: Sequence[range] | None,
                   workers: int) -> list[list[range]]:
     """The batches ``[s, min(s + batch_size, stop))`` for s in ``starts``, grouped in chunks of consecutive batches
@@ -125,54 +105,29 @@ def chunk_batches(starts: range, stop: int, batch_size: int, spans: Sequence[ran
 
 class _WorkerChunks(torch.utils.data.IterableDataset):
     """What the DataLoader's workers iterate: worker w of W makes chunks w, w + W, …, and yields (first index,
-    ``PairBatch``) for each batch, or (first index, ``_WorkerFailure``) for a batch where a pair raised a
-    ``StlensError`` (and stops)."""
+    ``PairBatch``) for each batch, or ``Failed`` for a batch that could not be made (and stops): a pair's
+    ``StlensError`` as it is, another error naming the batch's pairs (e.g. inputs that do not stack: a bug of the
+    pair source)."""
 
     def __init__(self, pairs, chunks: list[list[range]]):
         self.pairs = pairs
         self.chunks = chunks
 
-    def __iter__(self) -> Iterator[tuple[int, PairBatch | _WorkerFailure]]:
+    def __iter__(self) -> Iterator[tuple[int, PairBatch] | Failed]:
         info = torch.utils.data.get_worker_info()
         mine = self.chunks if info is None else self.chunks[info.id::info.num_workers]
         for chunk in mine:
             for r in chunk:
-                try:
-                    yield r.start, PairBatch.of([self.pairs[k] for k in r])
-                except StlensError as exc:
-                    yield r.start, _WorkerFailure(exc)
+                made = guarded(lambda r=r: PairBatch.of([self.pairs[k] for k in r]),
+                               f"pairs {r.start}..{r.stop - 1} made into a batch")
+                if isinstance(made, Failed):
+                    yield made
                     return
-                except Exception as exc:  # e.g. inputs that do not stack: a bug of the pair source, named here
-                    yield r.start, _WorkerFailure(StlensError(
-                        f"pairs {r.start}..{r.stop - 1} cannot be made into a batch: {type(exc).__name__}: {exc}"))
-                    return
+                yield r.start, made
 
 
 def _as_is(item):
     return item
-
-
-def _quit_worker(signum, frame) -> None:
-    os._exit(0)  # at once and quietly: a KeyboardInterrupt could land outside the worker loop and print a traceback
-
-
-def _init_worker(worker_id: int) -> None:
-    """In each worker: SIGINT ignored (the main process handles it and shuts the workers down), SIGTERM ends the worker
-    at once and quietly (the main process handles its own; the DataLoader's shutdown sends it to a worker that does
-    not stop in time).
-
-    PyTorch's worker loop already runs one torch thread; keep it so: GNU OpenMP is not fork-safe, and a forked worker
-    set to more threads crashed here (segmentation fault, 2-core CPU) and hung on a 16-core GPU machine. (Nor
-    cv2.setNumThreads: after a fork it joins the parent's pool threads and hangs.)"""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, _quit_worker)
-
-
-def _start_method() -> str | None:
-    """fork on Linux (fast start, nothing pickled); the platform's default elsewhere (spawn on macOS and Windows).
-    Workers never touch CUDA: they decode, stylize (the neural stylizer included, which runs on the CPU) and compute
-    flow; only the main process moves batches to the device."""
-    return "fork" if sys.platform.startswith("linux") else None
 
 
 def _counted(made: Iterable[list[Pair]], start: int) -> Iterator[tuple[int, list[Pair]]]:
@@ -216,32 +171,14 @@ def pair_batches(pairs: Iterable, batch_size: int, workers: int = 0, device: tor
         return
     spans = pairs.spans() if hasattr(pairs, "spans") else None
     chunks = chunk_batches(range(indices.start, indices.stop, batch_size), indices.stop, batch_size, spans, workers)
-    loader = torch.utils.data.DataLoader(
-        _WorkerChunks(pairs, chunks), batch_size=None, num_workers=min(workers, max(1, len(chunks))),
-        collate_fn=_as_is, pin_memory=torch.device(device).type == "cuda", persistent_workers=False,
-        worker_init_fn=_init_worker, multiprocessing_context=_start_method(),
-        generator=torch.Generator().manual_seed(seed))  # its own generator: the global RNG is not drawn from
-    iterator = iter(loader)
-
-    def checked() -> Iterator[Made]:
-        while True:
-            try:
-                start, batch = next(iterator)
-            except StopIteration:
-                return
-            except RuntimeError as exc:  # "DataLoader worker (pid …) is killed by signal …" / "exited unexpectedly"
-                raise StlensError(f"a pair-making worker process died ({str(exc).strip().splitlines()[0]}); "
-                                  f"--workers 0 makes the pairs in the main process") from exc
-            if isinstance(batch, _WorkerFailure):
-                raise batch.error
-            yield start, batch
-
+    iterator = iter(loader(
+        _WorkerChunks(pairs, chunks), min(workers, max(1, len(chunks))), batch_size=None, collate_fn=_as_is,
+        pin_memory=torch.device(device).type == "cuda", persistent_workers=False,
+        generator=torch.Generator().manual_seed(seed)))  # its own generator: the global RNG is not drawn from
     try:
-        yield checked()
+        yield checked(iterator, "pair")
     finally:
-        shutdown = getattr(iterator, "_shutdown_workers", None)
-        if shutdown is not None:
-            shutdown()
+        shut_down(iterator)
 
 
 class InOrder:

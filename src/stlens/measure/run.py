@@ -16,46 +16,28 @@ from torch import nn
 
 from stlens._version import __version__
 from stlens.core import distributed
-from stlens.core.devices import (  # noqa: F401  (part of this module's interface)
-    PRECISIONS,
-    _cuda_native_bf16,
-    cpu_has_native_bf16,
-    exact_fp32,
-    resolve_precision,
-)
+from stlens.core.device import AUTOCAST_DTYPES, autocast, exact_fp32, resolve_device, resolve_precision, warn_slow_bf16
+from stlens.core.workers import resolve_workers
 from stlens.errors import StlensError
 from stlens.interrupts import deferred
 from stlens.measure.accumulator import Accumulator
 from stlens.measure.checkpoint import Checkpoint, refuse_unless_resuming
 from stlens.measure.layer import estimate_layer
-from stlens.measure.loading import (  # noqa: F401  (batches, default_workers: part of this module's interface)
+from stlens.measure.loading import (  # noqa: F401  (batches, pair_batches: part of this module's interface)
     InOrder,
     PairBatch,
     batches,
-    default_workers,
     indexable,
     pair_batches,
-    resolve_workers,
     stack_inputs,
 )
 from stlens.measure.result import MeasureResult
 from stlens.models.inspect import random_init
-from stlens.models.registry import ModelHandle, as_handle, resolve_device
+from stlens.models.registry import ModelHandle, as_handle
 from stlens.models.taps import LayerTaps, asked_by_name
 
 MIN_PAIRS = 4
 FEW_PAIRS = 16  # fewer pairs per factor than this: a warning that the CIs will be wide
-_AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def _warn_slow_bf16(device: torch.device) -> None:
-    if device.type == "cpu" and not cpu_has_native_bf16():
-        warnings.warn("this CPU has no native bf16 (AVX512_BF16/AMX): bf16 convolutions take a slow fallback "
-                      "path (measured 128-380x slower than fp32 for r3d_18 on an AVX2-only CPU); prefer fp32",
-                      RuntimeWarning, stacklevel=3)
-    if device.type == "cuda" and not _cuda_native_bf16(device):
-        warnings.warn(f"{torch.cuda.get_device_name(device)} has no native bf16: bf16 is emulated (slow); prefer "
-                      f"fp32 (or fp16)", RuntimeWarning, stacklevel=3)
 
 
 def to_device(batch: torch.Tensor | tuple, device: torch.device) -> torch.Tensor | tuple:
@@ -76,18 +58,16 @@ def _synchronize(device: torch.device) -> None:
 def run_forward(module: nn.Module, batch, precision: str) -> Any:
     """One forward pass under inference mode, returning the model's output; with ``bf16``/``fp16``: autocast on the
     device type of the inputs (cpu, cuda) and channels_last_3d inputs."""
-    if precision != "fp32" and precision not in _AUTOCAST:
+    if precision != "fp32" and precision not in AUTOCAST_DTYPES:
         raise StlensError(f"run_forward needs a resolved precision (fp32, bf16, fp16), got {precision}")
-    reduced = precision in _AUTOCAST
+    reduced = precision in AUTOCAST_DTYPES
 
     def prepare(x: torch.Tensor) -> torch.Tensor:
         return x.contiguous(memory_format=torch.channels_last_3d) if reduced and x.ndim == 5 else x
 
     batch = tuple(prepare(x) for x in batch) if isinstance(batch, tuple) else prepare(batch)
     first = batch[0] if isinstance(batch, tuple) else batch
-    autocast = (torch.autocast(first.device.type, dtype=_AUTOCAST[precision]) if reduced
-                else contextlib.nullcontext())
-    with torch.inference_mode(), autocast:
+    with torch.inference_mode(), autocast(first.device, precision):
         return module(*batch) if isinstance(batch, tuple) else module(batch)
 
 
@@ -190,7 +170,7 @@ def measure(model: nn.Module | ModelHandle, pairs: Iterable, layers: str | list[
     if device is not None:
         module.to(target)
     if used == "bf16":
-        _warn_slow_bf16(target)
+        warn_slow_bf16(target)
     if used != "fp32":
         module.to(memory_format=torch.channels_last_3d)
     forward_seconds = 0.0

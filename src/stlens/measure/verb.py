@@ -70,9 +70,8 @@ def measure(model: str | nn.Module | ModelHandle, data: Any, layers: str | list[
            flow=flow, bootstrap=bootstrap)
     if resume and out is None:
         raise StlensError("`resume` continues the checkpoint in `out`: give `out`")
-    from stlens.measure.loading import resolve_workers
-    from stlens.measure.run import resolve_precision
-    from stlens.models.registry import resolve_device
+    from stlens.core.device import resolve_device, resolve_precision
+    from stlens.core.workers import resolve_workers
 
     world = distributed.launched()
     built_here = isinstance(model, str)

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from stlens.core import registry
-from stlens.core.devices import DEVICE_FORMS, resolve_device  # noqa: F401  (this module's interface)
+from stlens.core.device import DEVICE_FORMS, resolve_device  # noqa: F401  (this module's interface)
 from stlens.core.handle import ModelHandle
 from stlens.core.spec import IMAGENET_MEAN, IMAGENET_STD, KINETICS_MEAN, KINETICS_STD, InputSpec
 from stlens.errors import StlensError

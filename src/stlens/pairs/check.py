@@ -41,7 +41,8 @@ def check_pairs(data: VideoSource | str | Path, *, stylizer: str = "palette,four
     >>> report = stlens.pairs.check.check_pairs("sample:", clips=4, out="pairs.json")  # doctest: +SKIP
     """
     from stlens.core import distributed
-    from stlens.core.devices import exact_fp32, resolve_workers
+    from stlens.core.device import exact_fp32
+    from stlens.core.workers import resolve_workers
     from stlens.files import versioned, write_json
     from stlens.pairs import quality
     from stlens.pairs.stylize import stylizer_device

@@ -263,7 +263,7 @@ def stylizer_device(stylizer: str, device: str | torch.device = "auto",
     before any work: ``device`` and ``precision`` are those of the neural stylizer (the only one that runs a model);
     under torchrun its ``cuda``/``auto`` means ``cuda:LOCAL_RANK``, and the process group uses NCCL only for it."""
     from stlens.core import distributed
-    from stlens.core.devices import resolve_device, resolve_precision
+    from stlens.core.device import resolve_device, resolve_precision
 
     on_device = uses_device(stylizer)
     if on_device and isinstance(device, str):
@@ -308,7 +308,8 @@ def stylize(data: VideoSource | str | Path, *, stylizer: str = "fourier", styles
     >>> counts = stlens.pairs.stylize.stylize("videos/", stylizer="fourier", out="stylized/")  # doctest: +SKIP
     """
     from stlens.core import distributed
-    from stlens.core.devices import exact_fp32, resolve_workers
+    from stlens.core.device import exact_fp32
+    from stlens.core.workers import resolve_workers
 
     if isinstance(styles, bool) or not isinstance(styles, int) or styles < 1:
         raise StlensError(f"`styles` must be an integer ≥ 1, got {styles!r}")

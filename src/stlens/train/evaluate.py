@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from stlens.core.device import PRECISIONS
 from stlens.core.handle import ModelHandle
 from stlens.errors import StlensError
 from stlens.files import read_versioned, versioned
@@ -43,7 +44,6 @@ FILES = ("evaluation.json", "evaluation.csv")
 #: what to do about a damaged evaluation.json
 RERUN = "rerun the evaluation (stlens evaluate) to write it again"
 CSV_COLUMNS = ("metric", "value", "ci_low", "ci_high")
-_PRECISIONS = ("fp32", "bf16", "fp16", "auto")
 
 
 @dataclass(repr=False)
@@ -193,20 +193,17 @@ def _check(*, data, clips, batch_size, task, mask_threshold, iou, bootstrap, see
         (whole(seed, 0), f"`seed` must be an integer ≥ 0, got {seed!r}"),
         (workers is None or whole(workers, 0), f"`workers` must be an integer ≥ 0 (0: clips made here), got "
                                                f"{workers!r}"),
-        (precision in _PRECISIONS, f"`precision` must be one of {', '.join(_PRECISIONS)}, got {precision!r}"),
+        (precision in PRECISIONS, f"`precision` must be one of {', '.join(PRECISIONS)}, got {precision!r}"),
     ]
     for ok, message in checks:
         if not ok:
             raise StlensError(message)
     if device is None:
         return None
-    from stlens.core.devices import resolve_device, resolve_precision
+    from stlens.core.device import resolve_device, resolve_precision
 
-    try:
-        target = resolve_device(device)
-        resolve_precision(precision, target)
-    except StlensError as exc:
-        raise StlensError(str(exc).replace("--device", "`device`").replace("--precision", "`precision`")) from None
+    target = resolve_device(device)
+    resolve_precision(precision, target)
     return target
 
 
@@ -233,8 +230,8 @@ def _evaluate(model, data, *, weights, frames, size, clips, batch_size, task, ma
     from tqdm.auto import tqdm
 
     from stlens._version import __version__
-    from stlens.core.devices import exact_fp32, resolve_precision, resolve_workers
-    from stlens.core.workers import in_order
+    from stlens.core.device import exact_fp32, resolve_precision
+    from stlens.core.workers import in_order, resolve_workers
     from stlens.measure.run import forward_or_explain, to_device
     from stlens.measure.verb import at_input_spec, resolve_model
     from stlens.models.inspect import random_init

@@ -286,7 +286,8 @@ def track(model: str, checkpoints: str | Path, data: str, layers: str | list[str
     >>> result = stlens.track("stlens:i3d", "runs/train", "synth:motion", out="runs/track")  # doctest: +SKIP
     """
     from stlens.core import distributed
-    from stlens.core.devices import resolve_device, resolve_precision, resolve_workers
+    from stlens.core.device import resolve_device, resolve_precision
+    from stlens.core.workers import resolve_workers
 
     _check(pairs=pairs, batch_size=batch_size, bootstrap=bootstrap, threshold=threshold)
     world = distributed.launched()
@@ -337,9 +338,11 @@ def _track(model, checkpoints, data, layers, *, pairs, stylizer, frames, size, b
     from tqdm.auto import tqdm
 
     from stlens.core import distributed
+    from stlens.core.device import resolve_device, resolve_precision
     from stlens.core.handle import takes_two_inputs
-    from stlens.measure.run import measure, resolve_precision, resolve_workers
-    from stlens.models.registry import load_model, resolve_device
+    from stlens.core.workers import resolve_workers
+    from stlens.measure.run import measure
+    from stlens.models.registry import load_model
     from stlens.pairs.compose import make_pairs
     from stlens.train.checkpoints import CorruptCheckpoint, load_checkpoint, read_info
     from stlens.video.sources import open_data

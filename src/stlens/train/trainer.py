@@ -34,7 +34,6 @@ same checkpoint (weights, optimizer, RNG); a rank that fails tells the others, w
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import logging
@@ -52,10 +51,12 @@ from torch import nn
 
 from stlens._version import __version__
 from stlens.core import distributed
+from stlens.core.device import autocast, exact_fp32, resolve_device, resolve_precision, warn_slow_bf16
 from stlens.core.handle import ModelHandle, takes_two_inputs
+from stlens.core.workers import resolve_workers
 from stlens.errors import StlensError
 from stlens.files import check_format, versioned, write_json, write_text
-from stlens.models.registry import load_model, resolve_device
+from stlens.models.registry import load_model
 from stlens.runs import RunFolder
 from stlens.train.checkpoints import (
     Checkpoint,
@@ -141,13 +142,6 @@ def learning_rate(step: int, config: TrainConfig) -> float:
     return 0.5 * config.lr * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
-def autocast(device: torch.device, precision: str):
-    """Autocast to bf16/fp16 on ``device``'s type for a resolved ``precision``; nothing for fp32."""
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
-
-
 @torch.inference_mode()
 def accuracy(model: nn.Module, clips: LabelledClips, count: int, batch_size: int, seed: int,
              precision: str = "fp32") -> float:
@@ -207,8 +201,6 @@ class Trainer:
             raise
 
     def _setup(self) -> None:
-        from stlens.measure.run import resolve_precision, resolve_workers
-
         # checked before any work; under torchrun auto/cuda mean this process's GPU (cuda:LOCAL_RANK)
         self.device = resolve_device(distributed.rank_device(self.config.device, self.world))
         self.precision = resolve_precision(self.config.precision, self.device)
@@ -465,10 +457,8 @@ class Trainer:
                 self.folder.release()
 
     def _train(self) -> dict[str, Any]:
-        from stlens.measure.run import _warn_slow_bf16, exact_fp32
-
         if self.precision == "bf16":
-            _warn_slow_bf16(self.device)
+            warn_slow_bf16(self.device)
         with exact_fp32(self.precision == "fp32"):
             return self._train_steps()
 

@@ -53,9 +53,8 @@ def train(model: str | TrainConfig, data: str | None = None, *, steps: int | Non
                              eval_clips=eval_clips, augment=augment, frames=frames, size=size,
                              static_dropout=static_dropout, random_dropout=random_dropout, device=device,
                              precision=precision, workers=workers, task=task, mask_threshold=mask_threshold)
-    from stlens.measure.loading import resolve_workers
-    from stlens.measure.run import resolve_precision
-    from stlens.models.registry import resolve_device
+    from stlens.core.device import resolve_device, resolve_precision
+    from stlens.core.workers import resolve_workers
 
     target = resolve_device(distributed.rank_device(config.device, distributed.launched()))  # one GPU each
     resolve_precision(config.precision, target)

@@ -22,7 +22,6 @@ Register as a stylizer with ``NeuralStylizer()`` (a callable object) or use :fun
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import importlib.util
 import time
@@ -35,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from stlens.core.device import AUTOCAST_DTYPES, autocast
 from stlens.errors import StlensError
 
 CAFFE_MEAN_BGR = (104.00699, 116.66877, 122.67892)
@@ -51,8 +51,8 @@ LAYER_INDEX: dict[str, int] = {
 }
 """ReLU output name (``relu4_2``) → index in ``features`` (the ReLU right after the matching conv)."""
 
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-"""Resolved precisions the stylizer runs in (autocast dtype of the VGG16 forward)."""
+PRECISIONS = ("fp32", *AUTOCAST_DTYPES)
+"""Resolved precisions the stylizer runs in (bf16 and fp16: autocast of the VGG16 forward)."""
 
 STYLE_IMAGES = ("brick", "grass", "gravel", "coffee", "chelsea", "rocket", "astronaut", "immunohistochemistry",
                 "hubble_deep_field")
@@ -231,15 +231,10 @@ class NeuralStylizer:
         """The device the VGG16 and the optimisation run on."""
         return torch.device("cpu") if self.device is None else torch.device(self.device)
 
-    def _autocast(self):
-        if self.precision == "fp32":
-            return contextlib.nullcontext()
-        return torch.autocast(self.target.type, dtype=PRECISIONS[self.precision])
-
     def _features(self, model: VGG16Features, image: torch.Tensor, layers: tuple[str, ...]
                   ) -> dict[str, torch.Tensor]:
         """VGG16 activations (under autocast for bf16/fp16), given back as fp32."""
-        with self._autocast():
+        with autocast(self.target, self.precision):
             feats = model(image, layers)
         return {k: v.float() for k, v in feats.items()}
 

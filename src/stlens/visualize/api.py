@@ -15,10 +15,11 @@ import torch
 from torch import nn
 
 from stlens.core import distributed
+from stlens.core.device import exact_fp32, resolve_device, resolve_precision, warn_slow_bf16
 from stlens.core.handle import takes_two_inputs
 from stlens.core.summary import MAX_ROWS, clip_lines, html_table
 from stlens.errors import StlensError
-from stlens.models.registry import ModelHandle, as_handle, load_model, resolve_device
+from stlens.models.registry import ModelHandle, as_handle, load_model
 from stlens.names import safe_name
 from stlens.runs import RunFolder
 from stlens.visualize import natural as nat
@@ -300,8 +301,6 @@ def visualize(model: str | ModelHandle | nn.Module, target, *, layers: str | Seq
 
     >>> result = stlens.visualize("stlens:i3d", "channel:0-7", layers="stage3", out="runs/vis")  # doctest: +SKIP
     """
-    from stlens.measure.run import resolve_precision
-
     began = time.perf_counter()
     if layer is not None:
         if "layer" not in _WARNED:
@@ -357,8 +356,6 @@ def _visualize_here(model, target, began: float, world: distributed.World, group
                     layers: list[str], weights, from_run, steps, lr, param, lams: list[float], batch_size, precision,
                     seed, optimizer, data, natural_clips, regularization, transforms, frames, size, progress,
                     place: torch.device | None) -> VisResult:
-    from stlens.measure.run import _warn_slow_bf16, exact_fp32, resolve_precision
-
     if isinstance(model, str):
         used = resolve_precision(precision, place if place is not None else "cpu")
         handle = load_model(model, weights, frames=frames, size=size, device=place)
@@ -370,7 +367,7 @@ def _visualize_here(model, target, began: float, world: distributed.World, group
             handle.module.to(place)
     place = handle.device
     if used == "bf16":
-        _warn_slow_bf16(place)
+        warn_slow_bf16(place)
     handle.module.eval()
     two_stream = takes_two_inputs(handle.module)
     if two_stream and handle.input.frames < 2:

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from stlens.core.device import autocast
 from stlens.core.handle import Layout, channels_first, module_device
 from stlens.errors import StlensError
 from stlens.models.taps import flatten_output, resolve_layers
@@ -241,13 +242,6 @@ def _restore(params: Parameterization, index: int, saved: Sequence[torch.Tensor]
             param[index] = old[index]
 
 
-def _autocast(precision: str, device: torch.device):
-    """bf16/fp16 autocast on ``device``'s type (the model's); nothing for fp32."""
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
-
-
 def render_batch(module: nn.Module, jobs: Sequence[Job], param: ParamFactory, optimizer: OptimizerFactory, mean, std,
                  config: RenderConfig, layout: Layout = channels_first) -> list[Rendered]:
     """Optimize ``jobs`` together (one batch element each) on the input ``param([job.seed ...])``, updated by
@@ -277,7 +271,7 @@ def render_batch(module: nn.Module, jobs: Sequence[Job], param: ParamFactory, op
                 d = draw(config.transforms, gens)
                 rgb_t = apply(rgb, d, config.transforms)
                 flow_t = apply(flow, d, config.transforms, is_flow=True) if flow is not None else None
-                with _autocast(config.precision, model_device):
+                with autocast(model_device, config.precision):
                     acts = capture.run(_model_inputs(rgb_t, flow_t, mean, std, model_device))
                 values = _objective_values(jobs, acts).to(work)
                 loss_each = penalty(regularizer_values(rgb, flow, config.reg), config.reg, temporal_reg) - values
