@@ -206,8 +206,8 @@ def test_target_parsing_and_ranking(tmp_path):
     assert parse_indices("0-2,5,1", "class") == [0, 1, 2, 5]
     assert [t.name for t in parse_target("class:1-2")] == ["class_1", "class_2"]
     assert parse_target("neuron:3@1,2,2", layer="stage1")[0].objective.name == "neuron stage1:3@1,2,2"
-    for bad, message in [("channel:0-3", "needs --layer"), ("class:x", "indices"), ("voxel:1", "unknown target"),
-                         ("top-dynamic:2", "needs --layer")]:
+    for bad, message in [("channel:0-3", "needs `layers`"), ("class:x", "indices"), ("voxel:1", "unknown target"),
+                         ("top-dynamic:2", "needs `layers`")]:
         with pytest.raises(StlensError, match=message):
             parse_target(bad)
     units = [{"channel": 0, "r_dynamic": 0.9, "r_static": 0.8, "class": "joint"},
