@@ -78,7 +78,7 @@ def test_a_clip_without_annotated_frames_is_left_out_of_the_means():
 def test_bad_segmentation_options_and_shapes():
     with pytest.raises(StlensError, match="`mask_threshold` must be in"):
         Segmentation(threshold=1.0)
-    with pytest.raises(StlensError, match="iou must be one of mask, box"):
+    with pytest.raises(StlensError, match="`iou` must be one of mask, box"):
         Segmentation(iou="poly")
     with pytest.raises(StlensError, match="mask logits"):
         Segmentation().scores(torch.zeros(2, 8), torch.zeros(2, 8))
