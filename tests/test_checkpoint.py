@@ -108,7 +108,7 @@ def test_accumulators_split_and_merged_equal_one_and_survive_a_checkpoint(tmp_pa
     np.testing.assert_allclose(merged.moments["x"].sums, whole.moments["x"].sums, rtol=1e-12, atol=1e-10)
     np.testing.assert_allclose(merged.moments["x"].boot_sums, whole.moments["x"].boot_sums, rtol=1e-12, atol=1e-10)
     np.testing.assert_array_equal(merged.latents()["x/a"], whole.latents()["x/a"])
-    with pytest.raises(StlensError, match="--seed: 2 there, 5 now"):
+    with pytest.raises(StlensError, match="`seed`: 2 there, 5 now"):
         Checkpoint(tmp_path, 0, World(), {"seed": 5}).load()
     with pytest.raises(StlensError, match="number of processes"):
         Checkpoint(tmp_path, 0, World(0, 2), {"seed": 2}).load()

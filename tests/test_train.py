@@ -110,7 +110,7 @@ def test_checkpoint_loads_into_a_fresh_model(tmp_path):
 
 
 def test_bad_settings_are_clear_errors(tmp_path):
-    with pytest.raises(StlensError, match="--steps"):
+    with pytest.raises(StlensError, match="`steps`"):
         train(config(tmp_path, steps=0), progress=False)
     with pytest.raises(StlensError, match="frames"):
         Trainer(config(tmp_path, frames=16), progress=False)

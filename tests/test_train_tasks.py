@@ -44,7 +44,7 @@ def test_bad_task_options_are_refused_naming_them():
     with pytest.raises(StlensError, match="`mask_threshold` must be in"):
         TrainConfig(model="stlens:i3d", data="synth:motion", steps=1, out="x", task="segment",
                     mask_threshold=1.5).validate()
-    with pytest.raises(StlensError, match="are for --task classify"):
+    with pytest.raises(StlensError, match="are for `task` classify"):
         TrainConfig(model="stlens:i3d", data="synth:motion", steps=1, out="x", task="segment",
                     static_dropout="stage4:p=0.5").validate()
 

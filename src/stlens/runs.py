@@ -70,7 +70,7 @@ def read_marker(folder: str | Path) -> dict[str, Any] | None:
     path = Path(folder) / MARKER
     if not path.is_file():
         return None
-    advice = "move the folder aside or use another --out (a damaged marker leaves the run's files unchecked)"
+    advice = "move the folder aside or use another `out` (a damaged marker leaves the run's files unchecked)"
     doc = load_json(path, advice)
     if not isinstance(doc, dict) or not isinstance(doc.get("files"), dict) or "verb" not in doc:
         raise StlensError(f"{path}: not a stlens run marker (damaged, truncated or not written by stlens); {advice}")
@@ -161,27 +161,27 @@ class RunFolder:
 
     def _make_folder(self) -> None:
         if self.out.exists() and not self.out.is_dir():
-            raise StlensError(f"--out {self.out}: exists and is not a folder")
+            raise StlensError(f"`out` {self.out}: exists and is not a folder")
         try:
             self._created = not self.out.exists()
             self.out.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise StlensError(f"--out {self.out}: cannot create the folder ({exc.strerror or exc})") from exc
+            raise StlensError(f"`out` {self.out}: cannot create the folder ({exc.strerror or exc})") from exc
         if not os.access(self.out, os.W_OK | os.X_OK):
-            raise StlensError(f"--out {self.out}: the folder is not writable")
+            raise StlensError(f"`out` {self.out}: the folder is not writable")
 
     def _lock(self) -> None:
         path = self.out / LOCK
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as exc:
-            raise StlensError(f"--out {self.out}: cannot create the lock file ({exc.strerror or exc})") from exc
+            raise StlensError(f"`out` {self.out}: cannot create the lock file ({exc.strerror or exc})") from exc
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             os.close(fd)
-            raise StlensError(f"--out {self.out}: another stlens process is writing this folder; wait for it or "
-                              f"use another --out") from None
+            raise StlensError(f"`out` {self.out}: another stlens process is writing this folder; wait for it or "
+                              f"use another `out`") from None
         self._lock_fd = fd
 
     def _previous_run(self) -> dict[str, Any] | None:
@@ -201,10 +201,10 @@ class RunFolder:
             return
         what = describe(old)
         if old["verb"] != self.verb:
-            raise StlensError(f"--out {self.out} holds {what}; a {self.verb} run cannot replace it (--overwrite "
-                              f"replaces only a run of the same verb): use another --out")
+            raise StlensError(f"`out` {self.out} holds {what}; a {self.verb} run cannot replace it (`overwrite` "
+                              f"replaces only a run of the same verb): use another `out`")
         if old.get("status") in ("complete", "writing", "running") and not self.overwrite:
-            raise StlensError(f"--out {self.out} already holds {what}; use another --out, or --overwrite to "
+            raise StlensError(f"`out` {self.out} already holds {what}; use another `out`, or `overwrite` to "
                               f"replace it (the old run stays until the new one is complete)")
 
     def _refuse_foreign(self, names: Iterable[str]) -> None:
@@ -212,8 +212,8 @@ class RunFolder:
         old_files = set((self.previous or {}).get("files") or {})
         foreign = [n for n in names if (self.out / n).exists() and n not in old_files]
         if foreign:
-            raise StlensError(f"--out {self.out}: {', '.join(foreign)} exist and were not written by stlens; they are "
-                              f"left as they are: use another --out")
+            raise StlensError(f"`out` {self.out}: {', '.join(foreign)} exist and were not written by stlens; they are "
+                              f"left as they are: use another `out`")
 
     def _remove_stale_staging(self) -> None:
         """Staging folders of runs that died (we hold the lock, so none is in use)."""
@@ -256,7 +256,7 @@ class RunFolder:
             self.staging.rename(kept)
             self.staging = None
             self.release()
-            raise StlensError(f"--out {self.out}: {', '.join(foreign[:3])} exist and were not written by stlens; "
+            raise StlensError(f"`out` {self.out}: {', '.join(foreign[:3])} exist and were not written by stlens; "
                               f"the new run was kept complete in {kept}")
 
     def _remove_old(self, name: str) -> None:
@@ -280,7 +280,7 @@ class RunFolder:
             old = self.previous
             if old is not None and old["verb"] != self.verb:
                 what = describe(old)
-                raise StlensError(f"--out {self.out} holds {what}; a {self.verb} run cannot use it: use another --out")
+                raise StlensError(f"`out` {self.out} holds {what}; a {self.verb} run cannot use it: use another `out`")
             if old is not None and old.get("legacy"):
                 log.warning("%s was written by stlens 0.1.0 (no run marker); resuming it and marking it now", self.out)
             if old is not None and old.get("run_id"):
@@ -352,20 +352,20 @@ def own_file(path: str | Path, signature: str, what: str) -> None:
     """Refuse to overwrite ``path`` unless it does not exist or holds ``signature`` (a file stlens wrote)."""
     path = Path(path)
     if path.is_dir():
-        raise StlensError(f"--out {path}: is a folder; give a file name")
+        raise StlensError(f"`out` {path}: is a folder; give a file name")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise StlensError(f"--out {path}: cannot create its folder ({exc.strerror or exc})") from exc
+        raise StlensError(f"`out` {path}: cannot create its folder ({exc.strerror or exc})") from exc
     if not os.access(path.parent, os.W_OK | os.X_OK):
-        raise StlensError(f"--out {path}: its folder {path.parent} is not writable")
+        raise StlensError(f"`out` {path}: its folder {path.parent} is not writable")
     if not path.exists():
         return
     try:
         with open(path, "rb") as handle:
             head = handle.read(4096).decode("utf-8", errors="replace")
     except OSError as exc:
-        raise StlensError(f"--out {path}: cannot read ({exc.strerror or exc})") from exc
+        raise StlensError(f"`out` {path}: cannot read ({exc.strerror or exc})") from exc
     if signature not in head:
-        raise StlensError(f"--out {path}: exists and is not a {what} written by stlens; it is left as it is: "
-                          f"use another --out")
+        raise StlensError(f"`out` {path}: exists and is not a {what} written by stlens; it is left as it is: "
+                          f"use another `out`")

@@ -27,9 +27,9 @@ from stlens.measure.accumulator import Accumulator
 
 FOLDER = ".stlens-checkpoint"
 #: fingerprint keys → the option that sets them (for messages)
-OPTIONS = {"model": "--model", "weights": "--weights", "input": "--frames/--size", "data": "--data",
-           "pairs": "--pairs (pairs planned)", "layers": "--layers", "stylizer": "--stylizer", "flow": "--flow",
-           "seed": "--seed", "bootstrap": "--bootstrap", "precision": "--precision", "save_latents": "--save-latents",
+OPTIONS = {"model": "`model`", "weights": "`weights`", "input": "`frames`/`size`", "data": "`data`",
+           "pairs": "`pairs` (pairs planned)", "layers": "`layers`", "stylizer": "`stylizer`", "flow": "`flow`",
+           "seed": "`seed`", "bootstrap": "`bootstrap`", "precision": "`precision`", "save_latents": "`save_latents`",
            "processes": "the number of processes (torchrun --nproc-per-node × nodes)"}
 
 
@@ -45,7 +45,7 @@ def refuse_unless_resuming(folder: str | Path, resume: bool) -> None:
     if found and not resume:
         names = ", ".join(p.name for p in found)
         raise StlensError(f"{folder} holds a checkpoint of an unfinished measurement ({names}): continue it with "
-                          f"--resume, or delete that folder to start over")
+                          f"`resume`, or delete that folder to start over")
 
 
 def remove(folder: str | Path) -> None:
@@ -64,7 +64,7 @@ class Checkpoint:
 
     def __init__(self, folder: str | Path, every: int, world: World, fingerprint: dict[str, Any]):
         if every < 0:
-            raise StlensError(f"--checkpoint-every must be ≥ 0 (pairs; 0: only when interrupted), got {every}")
+            raise StlensError(f"`checkpoint_every_pairs` must be ≥ 0 (pairs; 0: only when interrupted), got {every}")
         self.folder = Path(folder)
         self.every = every
         self.world = world
@@ -83,7 +83,7 @@ class Checkpoint:
             return None
         if self.path not in found:
             names = ", ".join(p.name for p in found)
-            raise StlensError(f"--resume: {self.folder} holds {names}, written by another number of processes than "
+            raise StlensError(f"`resume`: {self.folder} holds {names}, written by another number of processes than "
                               f"this run's {self.world.size}; resume with the same number of processes")
         advice = f"delete {self.folder} to start over (the measurement restarts from its first pair)"
         state = load_npz(self.path, advice)
@@ -93,7 +93,7 @@ class Checkpoint:
         differ = [key for key in OPTIONS if saved.get(key) != self.fingerprint.get(key)]
         if differ:
             said = "; ".join(f"{OPTIONS[k]}: {saved.get(k)!r} there, {self.fingerprint.get(k)!r} now" for k in differ)
-            raise StlensError(f"--resume: {self.path} belongs to another measurement ({said}); use the same "
+            raise StlensError(f"`resume`: {self.path} belongs to another measurement ({said}); use the same "
                               f"options, or delete {self.folder} to start over")
         with reading(self.path, advice):
             acc = Accumulator.from_state(state)

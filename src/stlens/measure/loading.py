@@ -35,7 +35,7 @@ def _as_pair(item) -> Pair:
 def batches(pairs: Iterable, batch_size: int) -> Iterator[list[Pair]]:
     """Group pairs into lists of ``batch_size`` (the last one may be shorter)."""
     if batch_size < 1:
-        raise StlensError(f"--batch-size must be ≥ 1, got {batch_size}")
+        raise StlensError(f"`batch_size` must be ≥ 1, got {batch_size}")
     batch: list[Pair] = []
     for item in pairs:
         batch.append(_as_pair(item))
@@ -155,7 +155,7 @@ def pair_batches(pairs: Iterable, batch_size: int, workers: int = 0, device: tor
     ``StlensError`` in a worker is raised here as it is (a worker that dies, too); the workers are shut down when the
     block ends (an interrupt included)."""
     if batch_size < 1:
-        raise StlensError(f"--batch-size must be ≥ 1, got {batch_size}")
+        raise StlensError(f"`batch_size` must be ≥ 1, got {batch_size}")
     workers = resolve_workers(workers)
     if not indexable(pairs):
         start = 0 if indices is None else indices.start

@@ -270,7 +270,7 @@ def units_path(source: str | Path) -> Path:
     for candidate in candidates:
         if candidate.is_file() and candidate.name == "units.csv":
             return candidate
-    raise StlensError(f"no units.csv for --from {source} (give a stlens measure run folder or its result.json)")
+    raise StlensError(f"no units.csv for `from_run` {source} (give a stlens measure run folder or its result.json)")
 
 
 def units_of(source: str | Path, layer: str) -> list[dict[str, Any]]:

@@ -82,7 +82,7 @@ def forward_or_explain(handle: ModelHandle, module: nn.Module, inputs, precision
     except torch.OutOfMemoryError as exc:
         first = inputs[0] if isinstance(inputs, tuple) else inputs
         raise StlensError(f"{handle.spec} ran out of memory on {first.device} with {first.shape[0]} {per_forward}: "
-                          f"use a smaller --batch-size") from exc
+                          f"use a smaller `batch_size`") from exc
     except Exception as exc:
         shapes = [tuple(x.shape) for x in inputs] if isinstance(inputs, tuple) else tuple(inputs.shape)
         spec = f" (input spec {handle.input})" if handle.spec_known else ""
@@ -148,9 +148,9 @@ def measure(model: nn.Module | ModelHandle, pairs: Iterable, layers: str | list[
     target = handle.device if device is None else resolve_device(device)
     used = resolve_precision(precision, target)
     if not 0.0 <= threshold < 1.0:
-        raise StlensError(f"--threshold must be in [0, 1), got {threshold}")
+        raise StlensError(f"`threshold` must be in [0, 1), got {threshold}")
     if batch_size < 1:
-        raise StlensError(f"--batch-size must be ≥ 1, got {batch_size}")
+        raise StlensError(f"`batch_size` must be ≥ 1, got {batch_size}")
     group = distributed.Group(world) if world.distributed else None
     plan = _Plan.make(handle, pairs, layers, world, group, dict(
         seed=seed, bootstrap=bootstrap, precision=used, save_latents=save_latents))
@@ -162,7 +162,7 @@ def measure(model: nn.Module | ModelHandle, pairs: Iterable, layers: str | list[
     if acc is None:
         acc = Accumulator(bootstrap, seed, save_latents, position=plan.share.start)
     elif not plan.share.start <= acc.position <= plan.share.stop:
-        raise StlensError(f"--resume: {saver.path} stopped at pair {acc.position}, outside this process's pairs "
+        raise StlensError(f"`resume`: {saver.path} stopped at pair {acc.position}, outside this process's pairs "
                           f"{plan.share.start}..{plan.share.stop - 1}; delete {saver.folder} to start over")
     resumed_at = acc.pairs
     todo = range(acc.position, plan.share.stop) if plan.total is not None else range(acc.position, 1 << 62)
@@ -212,7 +212,7 @@ def measure(model: nn.Module | ModelHandle, pairs: Iterable, layers: str | list[
             if saver is not None and acc.consistent():
                 saver.save(acc)  # what Slurm's SIGTERM before preemption is for
                 logging.getLogger("stlens").warning("%sinterrupted after %d pairs: checkpoint saved in %s (continue "
-                                                    "with --resume)", f"{world.label}: " if world.distributed else "",
+                                                    "with `resume`)", f"{world.label}: " if world.distributed else "",
                                                     acc.pairs - resumed_at, saver.path)
             # Keep what was measured: stop here and return the result of the pairs so far (if there are enough) —
             # of a single process only: the other ranks of a distributed run are being stopped too.
@@ -309,7 +309,7 @@ class _Plan:
             totals = group.gather(plan.total)
             if len(set(totals)) != 1:
                 raise StlensError(f"the processes planned different numbers of pairs ({totals}, in rank order): "
-                                  f"each machine must see the same --data")
+                                  f"each machine must see the same `data`")
         return plan
 
 

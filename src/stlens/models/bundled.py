@@ -63,5 +63,5 @@ def check_bundled_fits(name: str, spec: str) -> None:
     differ = sorted(k for k in want if k not in WEIGHTLESS_OPTIONS and have.get(k) != want[k])
     if differ:
         found = ", ".join(f"{k}={have.get(k)} (the checkpoint's: {want[k]})" for k in differ)
-        raise StlensError(f"bundled:{short} holds weights for {expected}, not {spec}: {found}; pass --model "
+        raise StlensError(f"bundled:{short} holds weights for {expected}, not {spec}: {found}; pass `model` "
                           f"'{expected}'")

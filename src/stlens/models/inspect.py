@@ -32,8 +32,8 @@ def random_init(handle: ModelHandle) -> bool | None:
 
 def random_init_warning(handle: ModelHandle) -> str:
     """The loud line said when a measurement is of an untrained network."""
-    return (f"{handle.spec} has random weights (no --weights given): this measures an untrained network, not what "
-            f"a trained model encodes; pass --weights FILE (or a torchvision weights name, or bundled:NAME)")
+    return (f"{handle.spec} has random weights (no `weights` given): this measures an untrained network, not what "
+            f"a trained model encodes; pass `weights` FILE (or a torchvision weights name, or bundled:NAME)")
 
 
 def layer_shapes(handle: ModelHandle) -> dict[str, list[tuple[str, tuple[int, ...]]]]:

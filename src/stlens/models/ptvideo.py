@@ -134,7 +134,7 @@ def build_pytorchvideo(name: str, frames: int | None = None, size: int | None = 
     if info.size_kwargs is not None:
         kwargs = {info.size_kwargs[0]: spec.frames, info.size_kwargs[1]: spec.size}
     if info.alpha and spec.frames % info.alpha:
-        raise StlensError(f"pytorchvideo:{name} needs --frames divisible by {info.alpha}, got {spec.frames}")
+        raise StlensError(f"pytorchvideo:{name} needs `frames` divisible by {info.alpha}, got {spec.frames}")
     if info.builder == "create_x3d":  # the hub's x3d_* fix the clip size; they are create_x3d at one size
         _hub()
         from pytorchvideo.models.x3d import create_x3d as builder

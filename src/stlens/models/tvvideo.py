@@ -96,7 +96,7 @@ def _download(url: str, cache: Path, what: str) -> None:
         raise StlensError(
             f"cannot download weights {what} from {url} into the torch hub cache ({cache}): "
             f"{type(exc).__name__}: {exc}. Without network here, download that URL elsewhere and place the file by "
-            f"hand at {cache} (the directory comes from TORCH_HOME or torch.hub.set_dir), or pass --weights PATH"
+            f"hand at {cache} (the directory comes from TORCH_HOME or torch.hub.set_dir), or pass `weights` PATH"
         ) from exc
 
 
@@ -108,8 +108,8 @@ def _load_torchvision_weights(model: nn.Module, builder: str, name: str) -> None
         if is_offline():
             raise StlensError(
                 f"weights {what} are not in the torch hub cache ({cache}) and offline mode is on ({SWITCHES}); "
-                f"turn it off to download them (drop --offline, unset STLENS_OFFLINE and HF_HUB_OFFLINE), place "
-                f"the file from {weights.url} at {cache} by hand, or pass --weights PATH"
+                f"turn it off to download them (drop `offline`, unset STLENS_OFFLINE and HF_HUB_OFFLINE), place "
+                f"the file from {weights.url} at {cache} by hand, or pass `weights` PATH"
             )
         _download(weights.url, cache, what)
     load_state_dict(model, read_state_dict(cache, "delete it and download it again (the torch hub cache)"),

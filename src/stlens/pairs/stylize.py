@@ -127,7 +127,7 @@ def _remove_own(style_dir: Path, name: str) -> bool:
     target = style_dir / name
     if not (target.exists() or target.is_symlink()):
         return False
-    where = "not removed; remove it yourself or use another --out"
+    where = "not removed; remove it yourself or use another `out`"
     if name != safe_name(name) or target.is_symlink() or not target.is_dir() \
             or target.resolve().parent != style_dir.resolve() or target.resolve().name != name:
         raise StlensError(f"{target} is not a folder that stlens wrote for a video; {where}")
@@ -171,7 +171,7 @@ def _load_config(path: Path) -> dict[str, Any] | None:
     when it cannot be read or is not one that stlens wrote."""
     if not (path.exists() or path.is_symlink()):
         return None
-    advice = "repair or remove it, or use another --out"
+    advice = "repair or remove it, or use another `out`"
     try:
         old = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
@@ -207,11 +207,11 @@ def _check_config(root: Path, old: dict[str, Any] | None, config: dict[str, Any]
     if changed:
         details = ", ".join(f"{k}: {old.get(k, precision if k == 'precision' else None)!r} → {config[k]!r}"
                             for k in changed)
-        raise StlensError(f"{root} was stylized with other arguments ({details}); use another --out")
+        raise StlensError(f"{root} was stylized with other arguments ({details}); use another `out`")
     before = old.get("data_path") or _data_path(str(old.get("data"))) or str(old.get("data"))
     if before != (config["data_path"] or config["data"]):
-        raise StlensError(f"{root} was stylized from --data {old.get('data')!r}, not {config['data']!r}; "
-                          "stylize other data into another --out")
+        raise StlensError(f"{root} was stylized from `data` {old.get('data')!r}, not {config['data']!r}; "
+                          "stylize other data into another `out`")
 
 
 def _plan_videos(source: VideoSource, old: dict[str, Any] | None, styles: list[Path]
@@ -343,12 +343,12 @@ def stylize_source(source: VideoSource | str | Path, stylizer: str, styles: int,
     they changed, frames written, and the videos that could not be read as ``{"source", "reason"}``.
     """
     if styles < 1:
-        raise StlensError(f"--styles must be ≥ 1, got {styles}")
+        raise StlensError(f"`styles` must be ≥ 1, got {styles}")
     from stlens.core import distributed
 
     root = Path(out)
     if root.exists() and not root.is_dir():
-        raise StlensError(f"--out {root} exists and is not a folder")
+        raise StlensError(f"`out` {root} exists and is not a folder")
     world = distributed.current()
     group = distributed.Group(world) if world.distributed else None
 

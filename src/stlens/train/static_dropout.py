@@ -274,7 +274,7 @@ class DropoutSchedule:
             return False
         from stlens.core.damaged import reading
 
-        with reading(self.log_path, "delete its damaged lines, or train again into another --out"):
+        with reading(self.log_path, "delete its damaged lines, or train again into another `out`"):
             records = [json.loads(line) for line in self.log_path.read_text(encoding="utf-8").splitlines()
                        if line.strip()]
             kept = [r for r in records if r["step"] <= step]

@@ -111,22 +111,22 @@ class TrainConfig:
 
     def validate(self) -> None:
         if self.steps < 1:
-            raise StlensError(f"--steps must be ≥ 1, got {self.steps}")
+            raise StlensError(f"`steps` must be ≥ 1, got {self.steps}")
         if self.eval_clips < 0:
-            raise StlensError(f"--eval-clips must be ≥ 0 (0: no accuracy evaluation), got {self.eval_clips}")
+            raise StlensError(f"`eval_clips` must be ≥ 0 (0: no accuracy evaluation), got {self.eval_clips}")
         if self.log_every < 1:
             raise StlensError(f"log_every must be ≥ 1, got {self.log_every}")
         if self.checkpoint_every < 0:
-            raise StlensError(f"--checkpoint-every must be ≥ 0, got {self.checkpoint_every}")
+            raise StlensError(f"`checkpoint_every_steps` must be ≥ 0, got {self.checkpoint_every}")
         if self.batch_size < 1:
-            raise StlensError(f"--batch-size must be ≥ 1, got {self.batch_size}")
+            raise StlensError(f"`batch_size` must be ≥ 1, got {self.batch_size}")
         if not self.lr > 0:
-            raise StlensError(f"--lr must be > 0, got {self.lr}")
+            raise StlensError(f"`lr` must be > 0, got {self.lr}")
         if self.static_dropout and self.random_dropout:
-            raise StlensError("--static-dropout and --random-dropout are two arms of an experiment: give one")
+            raise StlensError("`static_dropout` and `random_dropout` are two arms of an experiment: give one")
         task_for(self.task, self.mask_threshold)
         if self.task == "segment" and (self.static_dropout or self.random_dropout):
-            raise StlensError("--static-dropout/--random-dropout are for --task classify")
+            raise StlensError("`static_dropout`/`random_dropout` are for `task` classify")
 
 
 #: a callback sees (step just finished, model, trainer); it may change the model (e.g. re-select dropout channels).
@@ -168,7 +168,7 @@ class Trainer:
         self.group = distributed.Group(self.world) if self.world.distributed else None
         self.config.validate()
         if self.config.batch_size < self.world.size:
-            raise StlensError(f"--batch-size {self.config.batch_size} is split over {self.world.size} processes: "
+            raise StlensError(f"`batch_size` {self.config.batch_size} is split over {self.world.size} processes: "
                               f"give at least one clip per process")
 
         def claim() -> RunFolder:
@@ -277,7 +277,7 @@ class Trainer:
         found = list_checkpoints(self.checkpoints)
         if not config_path.is_file():
             if found:
-                raise StlensError(f"{self.out} has checkpoints but no config.json: use another --out")
+                raise StlensError(f"{self.out} has checkpoints but no config.json: use another `out`")
             return 0
         previous = self._read_config(config_path)
         current = self.run_config()
@@ -285,7 +285,7 @@ class Trainer:
         changed = [k for k in RESUME_KEYS if before[k] != current.get(k)]
         if changed:
             diffs = ", ".join(f"{k}: {before[k]!r} → {current.get(k)!r}" for k in changed)
-            raise StlensError(f"{self.out} holds a different run ({diffs}); use another --out or the same settings")
+            raise StlensError(f"{self.out} holds a different run ({diffs}); use another `out` or the same settings")
         if not found:
             return 0
         checkpoint = self._load_last_readable(found)
@@ -315,7 +315,7 @@ class Trainer:
         starts = self.group.gather(start)
         if len(set(starts)) > 1:
             raise StlensError(f"the processes found different checkpoints to resume from in {self.checkpoints} "
-                              f"(next steps {starts} by rank): is --out on a filesystem that every process sees?")
+                              f"(next steps {starts} by rank): is `out` on a filesystem that every process sees?")
         return start
 
     @staticmethod
@@ -325,10 +325,10 @@ class Trainer:
             previous = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise StlensError(f"{path} cannot be read ({exc}); it records the run in this folder, so it is left as it "
-                              f"is: repair it, or use another --out") from None
+                              f"is: repair it, or use another `out`") from None
         if not isinstance(previous, dict):
             raise StlensError(f"{path} is not a stlens train config (a JSON object, found {type(previous).__name__});"
-                              f" it is left as it is: repair it, or use another --out")
+                              f" it is left as it is: repair it, or use another `out`")
         check_format(previous, path)
         return previous
 
@@ -350,7 +350,7 @@ class Trainer:
             return checkpoint
         problems = "; ".join(str(exc) for _, _, exc in damaged)
         raise StlensError(f"no checkpoint in {self.checkpoints} can be read ({problems}). Nothing was changed: move "
-                          f"the damaged files away to train from the start, or use another --out")
+                          f"the damaged files away to train from the start, or use another `out`")
 
     def _truncate_metrics(self, step: int, evaluated: bool = True, line: dict[str, Any] | None = None) -> None:
         """Keep the metrics lines up to the resumed ``step`` (its eval line only when its evaluation finished), and
@@ -518,7 +518,7 @@ class Trainer:
             else:
                 value, count = float(loss.detach()), len(labels)
             if not math.isfinite(value):
-                raise StlensError(f"loss became {value} at step {step}: lower --lr (checkpoints so far are "
+                raise StlensError(f"loss became {value} at step {step}: lower `lr` (checkpoints so far are "
                                   f"kept in {self.checkpoints})")
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()  # fp16: scaled (GradScaler); otherwise as it is

@@ -401,7 +401,7 @@ def _visualize(handle: ModelHandle, targets: list[Target], two_stream: bool, con
     spec = handle.input
     share = share_of_jobs(len(jobs), batch_size, world)
     if world.distributed and world.rank == 0 and -(-len(jobs) // batch_size) < world.size:
-        log.warning("visualize: %d job(s) in batches of %d keep only %d of %d processes busy; --batch-size %d would "
+        log.warning("visualize: %d job(s) in batches of %d keep only %d of %d processes busy; `batch_size` %d would "
                     "use them all", len(jobs), batch_size, -(-len(jobs) // batch_size), world.size,
                     max(1, len(jobs) // world.size))
 
