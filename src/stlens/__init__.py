@@ -36,6 +36,8 @@ _NAMES = {
     "measure": "stlens.measure",  # a callable package: stlens.measure(...) runs measure.verb.measure
     "open_data": "stlens.video.sources:open_data",
     "report": "stlens.report",  # a callable package: stlens.report(...) runs report.html.report
+    "SelectivityResult": "stlens.selectivity.result:SelectivityResult",
+    "selectivity": "stlens.selectivity",  # a callable package: stlens.selectivity(...) runs selectivity.run.selectivity
     "stylize": "stlens.pairs.stylize:stylize",
     "track": "stlens.train.tracking:track",
     "train": "stlens.train",  # a callable package: stlens.train(...) runs train.verb.train
