@@ -22,6 +22,7 @@ CSV_COLUMNS = ("layer", "channel", "selectivity", "selectivity_lo", "selectivity
                "selectivity_kind")
 JOINED_COLUMNS = ("unit_class", "r_dynamic", "r_static")
 RERUN = "rerun stlens selectivity to write it again"
+_SHORT = {"dynamic": "dyn", "static": "stat"}
 
 
 @dataclass(repr=False)
@@ -92,7 +93,7 @@ class SelectivityResult:
                    ci_text(s.get("mean_selectivity_ci95"), 3),
                    *(f"{100 * s['shares'][k]:.1f}" for k in ("class-specific", "generic", "weak"))]
             if self.joined:
-                row.append(" ".join(f"{k[0].upper()}{v['mean_selectivity']:.2f}"
+                row.append(" ".join(f"{_SHORT.get(k, k)} {v['mean_selectivity']:.2f}"
                                     for k, v in (s.get("by_unit_class") or {}).items()))
             rows.append(row)
         return head, rows
@@ -112,8 +113,7 @@ class SelectivityResult:
                 f"classes")
 
     def __repr__(self) -> str:
-        hint = "D/S/J/N: unit classes of the joined measure run" if self.joined else ""
-        return text_summary([self._caption()], self.table(), hint)
+        return text_summary([self._caption()], self.table(), "result.layers[i].summary")
 
     def _repr_html_(self) -> str:
         head, rows = self._rows()
