@@ -78,8 +78,11 @@ def main() -> None:
     channels = sum(layer.channels for layer in result.layers)
     print(f"{args.model} ({args.weights}) on {device}, {torch.get_num_threads()} threads: {args.clips} clips, "
           f"batch {args.batch_size}, {len(result.layers)} layers ({channels} channels), bootstrap {args.bootstrap}")
-    print(f"plain forward pass   {min(plain_s):8.3f} s")
-    print(f"selectivity (total)  {min(sel_s):8.3f} s   of which forwards with hooks {min(forward_s):.3f} s")
+    print(f"plain forward pass   {min(plain_s):8.3f} s   (spread of the {args.repeats} runs: "
+          f"{max(plain_s) / min(plain_s):.2f}×)")
+    analysis = min(s - f for s, f in zip(sel_s, forward_s, strict=True))
+    print(f"selectivity (total)  {min(sel_s):8.3f} s   of which forwards with hooks {min(forward_s):.3f} s, the rest "
+          f"(analysis, bootstrap, batching) {analysis:.3f} s")
     print(f"ratio                {min(sel_s) / min(plain_s):8.3f}×  (goal ≤ 1.1×)")
 
 
