@@ -17,7 +17,7 @@ LEVELS = [
     {"video"},
     {"models", "synth", "pairs"},
     {"measure"},
-    {"train", "visualize", "report", "ablate"},
+    {"train", "visualize", "report", "ablate", "selectivity"},
     {"showcase"},
     {"cli"},
     {"__main__"},

@@ -16,9 +16,10 @@ EXCEPTIONS = {
     ("--batch-size", "default"): "one default per unit: 4 pairs (measure, track), 16 clips (ablate, evaluate, train), "
                                  "8 targets (visualize)",
     ("--batch-size", "unit"): "the unit is stated by the metavar and -h: pairs, clips or targets per forward pass",
-    ("--bootstrap", "default"): "replicates over pairs (measure, track: 200) or over clips (ablate, evaluate: 1000)",
-    ("--workers", "default"): "ablate and evaluate prepare clips in the main process by default (0): their decoding "
-                              "is cheap next to the many forwards on the held batch",
+    ("--bootstrap", "default"): "replicates over pairs (measure, track: 200) or over clips (ablate, evaluate: 1000; "
+                                "selectivity: 200, its intervals are per unit)",
+    ("--workers", "default"): "ablate, evaluate and selectivity prepare clips in the main process by default (0): "
+                              "their decoding is cheap next to the many forwards on the held batch",
     ("--stylizer", "default"): "measure/track: the source's default (None: palette or rerender); stylize writes one "
                                "stylizer (fourier, the paper's); pairs check compares several",
     ("--layers", "default"): "default layers for measure/track; ablate: every layer of --from; visualize: needed by "
@@ -27,7 +28,8 @@ EXCEPTIONS = {
     ("--lr", "default"): "train: AdamW on weights (2e-3); visualize: the input's parameterization (0.05)",
     ("--frames", "default"): "pairs check has no model to take the frames from (16)",
     ("--size", "default"): "pairs check has no model to take the crop from (112)",
-    ("--clips", "default"): "pairs check checks 8 clips; ablate and evaluate use all clips of --data by default",
+    ("--clips", "default"): "pairs check checks 8 clips; ablate, evaluate and selectivity use all clips of --data by "
+                            "default",
     ("--out", "unit"): "a folder everywhere except report (the HTML file) and pairs check (the JSON file)",
 }
 FILE_OUTPUTS = {"report", "check"}
@@ -145,7 +147,8 @@ def test_cli_error_names_the_option_and_python_error_the_argument(capsys, tmp_pa
     assert not (tmp_path / "m").exists()
 
 
-VERBS = ["measure", "layers", "ablate", "visualize", "track", "train", "stylize", "check_pairs", "report", "evaluate"]
+VERBS = ["measure", "layers", "ablate", "visualize", "track", "train", "stylize", "check_pairs", "report", "evaluate",
+         "selectivity"]
 
 
 @pytest.mark.parametrize("verb", VERBS)

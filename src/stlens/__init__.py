@@ -1,8 +1,8 @@
 """stlens: what spatiotemporal video networks encode — static vs. dynamic information per layer and channel.
 
 Every verb is a plain function with its real signature (``measure``, ``layers``, ``evaluate``, ``train``, ``track``,
-``stylize``, ``check_pairs``, ``visualize``, ``ablate``, ``report``); attributes load on first use (``import stlens``
-itself imports nothing heavy): see docs/architecture.md.
+``stylize``, ``check_pairs``, ``visualize``, ``ablate``, ``selectivity``, ``report``); attributes load on first use
+(``import stlens`` itself imports nothing heavy): see docs/architecture.md.
 """
 
 from stlens._lazy import attach
@@ -19,6 +19,7 @@ _NAMES = {
     "Pair": "stlens.core.pair:Pair",
     "PairedMoments": "stlens.measure.moments:PairedMoments",
     "RandomChannelDropout": "stlens.train.static_dropout:RandomChannelDropout",
+    "SelectivityResult": "stlens.selectivity.result:SelectivityResult",
     "StaticDropout": "stlens.train.static_dropout:StaticDropout",
     "StlensError": "stlens.errors:StlensError",
     "StylizedPairs": "stlens.pairs.stylized:StylizedPairs",
@@ -36,6 +37,7 @@ _NAMES = {
     "measure": "stlens.measure",  # a callable package: stlens.measure(...) runs measure.verb.measure
     "open_data": "stlens.video.sources:open_data",
     "report": "stlens.report",  # a callable package: stlens.report(...) runs report.html.report
+    "selectivity": "stlens.selectivity",  # a callable package: stlens.selectivity(...) runs selectivity.run.selectivity
     "stylize": "stlens.pairs.stylize:stylize",
     "track": "stlens.train.tracking:track",
     "train": "stlens.train",  # a callable package: stlens.train(...) runs train.verb.train

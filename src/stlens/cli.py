@@ -234,6 +234,39 @@ def _add_evaluate_parser(sub) -> None:
     p.set_defaults(func=cmd_evaluate)
 
 
+def cmd_selectivity(args: argparse.Namespace) -> int:
+    import stlens
+
+    result = stlens.selectivity(args.model, args.data, args.layers, clips=args.clips, bootstrap=args.bootstrap,
+                                seed=args.seed, top_k=args.top_k, from_run=args.from_run, out=args.out,
+                                overwrite=args.overwrite, progress=not args.quiet, **_model_kwargs(args),
+                                **_compute_kwargs(args))
+    if not args.quiet:
+        print(result.table())
+        if result.path is not None:
+            print(f"{len(result.clip_ids)} clips in {result.timing['seconds']:.1f} s → {result.path}/selectivity.csv")
+    return 0
+
+
+def _add_selectivity_parser(sub) -> None:
+    p = sub.add_parser("selectivity", help="class-specific and generic units: the class-selectivity index per "
+                       "channel on labelled clips")
+    _model_options(p)
+    _data_option(p, what="labelled clips: synth:WORLD[?options] or an annotation file with labels")
+    _layers_option(p, "default", "L1,L2 | default | all (dotted named_modules paths; default: the model's)")
+    p.add_argument("--clips", type=int, default=None, metavar="N", help="the first N clips of --data (default all)")
+    p.add_argument("--top-k", type=int, default=5, metavar="CLIPS", help="clips kept per unit with its highest "
+                   "responses (default 5)")
+    p.add_argument("--from", dest="from_run", default=None, help="a stlens measure run of the same model and layers: "
+                   "join its unit class, r_dynamic and r_static per unit")
+    _compute_options(p, "clips", 16, "decode and prepare the clips", workers_default=0)
+    _stats_options(p, 200, "clips", threshold=False)
+    _seed_option(p, "seeds the clips, the bootstrap and an untrained spec's weights (default 0)")
+    _output_options(p, "the run folder (selectivity.csv, selectivity.json, class_means.npz, selectivity.png); "
+                    "default: print only", required=False)
+    p.set_defaults(func=cmd_selectivity)
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     import stlens
     from stlens.core import distributed
@@ -592,7 +625,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     for add in (_add_measure_parser, _add_layers_parser, _add_evaluate_parser, _add_train_parser, _add_track_parser,
                 _add_stylize_parser, _add_pairs_parser, _add_report_parser, _add_visualize_parser, _add_ablate_parser,
-                _add_demo_parser):
+                _add_selectivity_parser, _add_demo_parser):
         add(sub)
     for p in subparsers(parser):
         p.set_defaults(options=option_names(p))
