@@ -9,7 +9,6 @@ unmasked baseline (with its 95% bootstrap interval over clips for a selection of
 
 from __future__ import annotations
 
-import io
 import math
 import shlex
 from dataclasses import dataclass
@@ -171,22 +170,9 @@ def _panel(rows: list[dict[str, Any]], selections: dict[tuple, dict[str, Any]], 
 
 def _figure(ablation: Ablation) -> tuple[dict[str, Any] | None, str]:
     """The run's own ablation.png as ``{"uri", "width"}`` (checksum checked), or None and why not."""
-    from PIL import Image
+    from stlens.report.plots import run_png
 
-    from stlens.report.plots import data_uri
-
-    if FIGURE not in ablation.marker["files"]:
-        return None, f"{FIGURE} is not part of this run"
-    try:
-        check_files(ablation.path, ablation.marker, [FIGURE])
-        payload = (ablation.path / FIGURE).read_bytes()
-        with Image.open(io.BytesIO(payload)) as image:
-            if image.format != "PNG":
-                raise StlensError(f"{ablation.path / FIGURE}: not a PNG")
-            width = image.size[0]
-    except (StlensError, OSError) as exc:
-        return None, f"figure not shown: {exc}"
-    return {"uri": data_uri(payload, "image/png"), "width": round(width * 100 / FIGURE_DPI)}, ""
+    return run_png(ablation.path, ablation.marker, FIGURE, FIGURE_DPI)
 
 
 def command_line(settings: dict[str, Any]) -> str:

@@ -24,6 +24,7 @@ from stlens.measure.result import LayerResult, MeasureResult
 from stlens.report import plots
 from stlens.report.ablation import Ablation, ablation_view, load_ablation
 from stlens.report.load import find_inputs, load_result
+from stlens.report.selectivity import Selectivity, load_selectivity_run, selectivity_view
 from stlens.report.streams import group_items, order
 from stlens.report.training import Training, load_training, metric_names, number, training_metrics
 
@@ -48,6 +49,7 @@ class Run:
 class Loaded:
     runs: list[Run] = field(default_factory=list)
     ablations: list[Ablation] = field(default_factory=list)
+    selectivity: list[Selectivity] = field(default_factory=list)
     trainings: list[Training] = field(default_factory=list)
     tracks: list[Path] = field(default_factory=list)
     visuals: list[Path] = field(default_factory=list)
@@ -69,6 +71,11 @@ def load_runs(paths: list[str | Path]) -> Loaded:
             loaded.ablations.append(load_ablation(folder))  # the marker's checksums, then ablation.json
         except StlensError as exc:
             loaded.skipped.append({"source": str(folder), "reason": str(exc)})
+    for folder in found.selectivity:
+        try:
+            loaded.selectivity.append(load_selectivity_run(folder))  # the marker's checksums, then the json and csv
+        except StlensError as exc:
+            loaded.skipped.append({"source": str(folder), "reason": str(exc)})
     for folder in found.trainings:
         try:
             loaded.trainings.append(load_training(folder))  # config.json and metrics.jsonl
@@ -80,6 +87,9 @@ def load_runs(paths: list[str | Path]) -> Loaded:
     labels = [_ablation_label(ablation) for ablation in loaded.ablations]
     for ablation, label in zip(loaded.ablations, labels, strict=True):
         ablation.label = label if labels.count(label) == 1 else f"{label} ({ablation.path})"
+    labels = [f"selectivity: {s.doc.get('model')} · {s.doc.get('data')}" for s in loaded.selectivity]
+    for run, label in zip(loaded.selectivity, labels, strict=True):
+        run.label = label if labels.count(label) == 1 else f"{label} ({run.path})"
     return loaded
 
 
@@ -366,15 +376,16 @@ def check_scripts(html: str, allowed: str) -> None:
 
 def build_report(paths: list[str | Path], out: str | Path = "report.html", *,
                  layer: str | Sequence[str] | None = None, examples: int = 2, title: str = "stlens report") -> Path:
-    """Write one self-contained HTML report for the measure runs, ablate runs, tracks and visualization runs under
-    ``paths``. ``layer``: the layer to compare models at, the first of these names (one, ``L1,L2`` or a list) that a
-    run has (default: each run's last). Runs that cannot be read are listed as skipped with the reason;
-    ``StlensError`` only when nothing is usable."""
+    """Write one self-contained HTML report for the measure runs, ablate runs, selectivity runs, tracks and
+    visualization runs under ``paths``. ``layer``: the layer to compare models at, the first of these names (one,
+    ``L1,L2`` or a list) that a run has (default: each run's last). Runs that cannot be read are listed as skipped
+    with the reason; ``StlensError`` only when nothing is usable."""
     import jinja2
     import markupsafe
 
     loaded = load_runs(paths)
-    if not (loaded.runs or loaded.ablations or loaded.trainings or loaded.tracks or loaded.visuals):
+    if not (loaded.runs or loaded.ablations or loaded.selectivity or loaded.trainings or loaded.tracks
+            or loaded.visuals):
         reasons = "; ".join(f"{s['source']}: {s['reason']}" for s in loaded.skipped) or "no folders given"
         raise StlensError(f"nothing to report: {reasons}")
     runs = [_run_view(run, layer) for run in loaded.runs]
@@ -401,6 +412,7 @@ def build_report(paths: list[str | Path], out: str | Path = "report.html", *,
     env.globals["script_src"] = markupsafe.Markup(script_src(TEMPLATES / "report.html"))  # quotes, base64: no markup
     html = env.get_template("report.html").render(
         title=title, runs=runs, comparison=comparison, ablations=ablations,
+        selectivity=[selectivity_view(run) for run in loaded.selectivity],
         trainings=[_training_view(t) for t in loaded.trainings], tracks=_tracks(loaded.tracks),
         examples=_examples(loaded.runs, examples) if examples > 0 else [], visuals=_visuals(loaded.visuals),
         skipped=loaded.skipped, classes=CLASSES, version=__version__, python=platform.python_version(),
@@ -422,6 +434,8 @@ def write_plots(paths: list[str | Path], out: str | Path | None = None, *,
     if not (loaded.runs or loaded.tracks or loaded.trainings):
         reasons = [f"{s['source']}: {s['reason']}" for s in loaded.skipped]
         reasons += [f"{a.path}: an ablate run; its figure is {a.path / 'ablation.png'}" for a in loaded.ablations]
+        reasons += [f"{s.path}: a selectivity run; its figure is {s.path / 'selectivity.png'}"
+                    for s in loaded.selectivity]
         raise StlensError(f"no plots to make: {'; '.join(reasons) or 'no folders given'}")
     written: list[Path] = []
     names = [run.path.name for run in loaded.runs]

@@ -1,6 +1,6 @@
-"""Discovery of what ``stlens report`` shows: measure runs, ablate runs, training runs, training tracks and
-visualization runs under the folders it is given. Reading a measure run back is ``stlens.measure.result.load_result``
-(re-exported here)."""
+"""Discovery of what ``stlens report`` shows: measure runs, ablate runs, selectivity runs, training runs, training
+tracks and visualization runs under the folders it is given. Reading a measure run back is
+``stlens.measure.result.load_result`` (re-exported here)."""
 
 from __future__ import annotations
 
@@ -12,13 +12,15 @@ from stlens.files import read_json
 from stlens.measure.result import RUN_FILES, load_result
 from stlens.runs import STAGING_PREFIX, read_marker
 
-__all__ = ["ABLATION_FILE", "RUN_FILES", "TRACK_FILES", "TRAIN_FILE", "Found", "find_inputs", "load_result",
-           "read_json"]
+__all__ = ["ABLATION_FILE", "RUN_FILES", "SELECTIVITY_FILE", "TRACK_FILES", "TRAIN_FILE", "Found", "find_inputs",
+           "load_result", "read_json"]
 
 #: a folder holding one of these is a training track (``stlens track``)
 TRACK_FILES = ("track.csv", "track.json", "tracks.csv", "tracks.json")
 #: a folder holding this (or whose run marker names the verb ``ablate``) is an ablate run (``stlens ablate``)
 ABLATION_FILE = "ablation.json"
+#: a folder holding this (or whose run marker names the verb ``selectivity``) is a selectivity run
+SELECTIVITY_FILE = "selectivity.json"
 #: a folder holding this (or whose run marker names the verb ``train``) is a training run (``stlens train``)
 TRAIN_FILE = "metrics.jsonl"
 
@@ -30,6 +32,7 @@ class Found:
 
     runs: list[Path] = field(default_factory=list)
     ablations: list[Path] = field(default_factory=list)
+    selectivity: list[Path] = field(default_factory=list)
     trainings: list[Path] = field(default_factory=list)
     tracks: list[Path] = field(default_factory=list)
     visuals: list[Path] = field(default_factory=list)
@@ -73,6 +76,18 @@ def _is_ablation(folder: Path) -> bool:
     return bool(marker and marker.get("verb") == "ablate")
 
 
+def _is_selectivity(folder: Path) -> bool:
+    """A ``stlens selectivity`` output: its marker names the verb selectivity, or (marker lost or unreadable) it holds
+    selectivity.json, so that a damaged one is listed as skipped with the reason."""
+    if (folder / SELECTIVITY_FILE).is_file():
+        return True
+    try:
+        marker = read_marker(folder)
+    except StlensError:
+        return False
+    return bool(marker and marker.get("verb") == "selectivity")
+
+
 def _is_training(folder: Path) -> bool:
     """A ``stlens train`` output: its marker names the verb train, or (no readable marker) it holds metrics.jsonl and
     no result.json."""
@@ -94,10 +109,16 @@ def _in_staging(folder: Path, root: Path) -> bool:
     return any(part.startswith(STAGING_PREFIX) for part in folder.relative_to(root).parts)
 
 
+def _count(found: Found) -> int:
+    return sum(map(len, (found.runs, found.ablations, found.selectivity, found.trainings, found.tracks,
+                         found.visuals)))
+
+
 def find_inputs(paths: list[str | Path]) -> Found:
     """Classify the given folders, searching nested folders: a folder with any of result.json / layers.csv /
     units.csv / config.json is a measure run (the demo root holds several, ``<model>/<data>/``), one with an ablate
-    run marker or ablation.json an ablate run, one with track.csv/track.json a training track; a ``stlens
+    run marker or ablation.json an ablate run, one with a selectivity run marker or selectivity.json a selectivity
+    run, one with track.csv/track.json a training track; a ``stlens
     visualize`` output (summary.json with ``targets``, read as one whole) or any other folder of GIFs + JSON without
     measure tables is a visualization run; one with a train run marker or metrics.jsonl (no result.json) a training
     run."""
@@ -107,7 +128,7 @@ def find_inputs(paths: list[str | Path]) -> Found:
         if not path.is_dir():
             found.skipped.append({"source": str(path), "reason": "not a folder" if path.exists() else "not found"})
             continue
-        before = len(found.runs) + len(found.ablations) + len(found.trainings) + len(found.tracks) + len(found.visuals)
+        before = _count(found)
         roots: list[Path] = []
         nested = sorted(p for p in path.rglob("*") if p.is_dir() and not _in_staging(p, path))
         for folder in [path, *nested]:
@@ -120,18 +141,19 @@ def find_inputs(paths: list[str | Path]) -> Found:
                 found.tracks.append(folder)
             elif _is_ablation(folder):
                 found.ablations.append(folder)
+            elif _is_selectivity(folder):
+                found.selectivity.append(folder)
             elif _is_training(folder):
                 found.trainings.append(folder)
             elif _is_run_like(folder):
                 found.runs.append(folder)
             elif _is_visual(folder):
                 found.visuals.append(folder)
-        if len(found.runs) + len(found.ablations) + len(found.trainings) + len(found.tracks) + len(found.visuals) \
-                == before:
+        if _count(found) == before:
             found.skipped.append({"source": str(path), "reason": "no stlens run found (no result.json, ablation.json, "
-                                  "metrics.jsonl, track.csv/track.json or visualization GIF + JSON in it or below "
-                                  "it)"})
-    for group in (found.runs, found.ablations, found.trainings, found.tracks, found.visuals):
+                                  "selectivity.json, metrics.jsonl, track.csv/track.json or visualization GIF + JSON "
+                                  "in it or below it)"})
+    for group in (found.runs, found.ablations, found.selectivity, found.trainings, found.tracks, found.visuals):
         group[:] = list(dict.fromkeys(group))
     # per-step measurements inside a track folder belong to the track, not to the per-model sections
     found.runs = [r for r in found.runs if not any(t in r.parents for t in found.tracks)]

@@ -206,6 +206,28 @@ def data_uri(payload: bytes, mime: str) -> str:
     return f"data:{mime};base64," + base64.b64encode(payload).decode("ascii")
 
 
+def run_png(folder: Path, marker: dict[str, Any], name: str, dpi: int) -> tuple[dict[str, Any] | None, str]:
+    """A run folder's own PNG ``name`` (saved at ``dpi``; its marker's checksum checked) as ``{"uri", "width"}``
+    shown at 100 px per inch, or None and why not."""
+    from PIL import Image
+
+    from stlens.errors import StlensError
+    from stlens.runs import check_files
+
+    if name not in marker.get("files", {}):
+        return None, f"{name} is not part of this run"
+    try:
+        check_files(folder, marker, [name])
+        payload = (folder / name).read_bytes()
+        with Image.open(io.BytesIO(payload)) as image:
+            if image.format != "PNG":
+                raise StlensError(f"{folder / name}: not a PNG")
+            width = image.size[0]
+    except (StlensError, OSError) as exc:
+        return None, f"figure not shown: {exc}"
+    return {"uri": data_uri(payload, "image/png"), "width": round(width * 100 / dpi)}, ""
+
+
 def figure_image(fig: Figure, dpi: int = 160) -> dict[str, str | int]:
     """``{"uri", "width"}`` for an ``<img>``: a PNG at ``dpi`` shown at 100 px per inch (sharp on HiDPI screens)."""
     from PIL import Image
