@@ -52,7 +52,7 @@ def test_bundled_segmenter_reaches_its_recorded_miou(name):
 
 def test_bundled_segmenter_refuses_other_architecture_options():
     load_model("stlens:avos?cc=recip&fusion=gated", weights="bundled:avos-gated-recip")  # any option order
-    with pytest.raises(StlensError, match=r"cc=uni \(the checkpoint's: recip\).*--model 'stlens:avos\?fusion=gated"):
+    with pytest.raises(StlensError, match=r"cc=uni \(the checkpoint's: recip\).*`model` 'stlens:avos\?fusion=gated"):
         load_model("stlens:avos", weights="bundled:avos-gated-recip")
     with pytest.raises(StlensError, match="fusion=gated \\(the checkpoint's: concat\\)"):
         load_model("stlens:avos?cc=none", weights="bundled:avos-concat-none")

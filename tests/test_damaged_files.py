@@ -199,7 +199,7 @@ READERS = {  # name → (make, advice)
     "config.json of measure": (_measure_file("config.json", False), "rerun the measurement"),
     "units.csv": (_measure_file("units.csv", False), "rerun the measurement"),
     "latents.npz": (_measure_file("latents.npz", False), "rerun the measurement"),
-    "run marker": (_run_marker, "use another --out"),
+    "run marker": (_run_marker, "use another `out`"),
     "ablation.json": (_ablation, "rerun the ablation"),
     "track.csv": (_track("track.csv"), "rerun stlens track"),
     "track.json": (_track("track.json"), "rerun stlens track"),
@@ -210,8 +210,8 @@ READERS = {  # name → (make, advice)
     "user weights .safetensors": (_weights(".safetensors"), "download the weights file again"),
     "user weights .pt": (_weights(".pt"), "download the weights file again"),
     "bundled checkpoint info": (_bundled_info, "reinstall stlens"),
-    "stylize.json": (_stylize_config, "use another --out"),
-    "train config.json": (_train_config, "use another --out"),
+    "stylize.json": (_stylize_config, "use another `out`"),
+    "train config.json": (_train_config, "use another `out`"),
     "stylized frame": (_stylized_frame, "damaged or truncated"),
 }
 
