@@ -80,7 +80,8 @@ def test_the_check_sees_a_second_meaning():
 
 def test_shared_options_are_everywhere_they_belong():
     options = _options()
-    writers = {"stlens measure", "stlens track", "stlens visualize", "stlens ablate", "stlens evaluate"}
+    writers = {"stlens measure", "stlens track", "stlens visualize", "stlens ablate", "stlens evaluate",
+               "stlens selectivity", "stlens train", "stlens stylize"}
     assert writers <= set(options["--overwrite"])
     assert {"stlens measure", "stlens layers", "stlens ablate", "stlens visualize", "stlens train",
             "stlens evaluate"} <= set(options["--model"])

@@ -167,3 +167,23 @@ def test_workers_write_the_files_of_the_main_process(tmp_path, small_video):
         record = json.loads((out / "stylize.json").read_text())
         assert record["result"]["written"] == 3 and len(record["result"]["bad"]) == 1
     assert len(trees["0"]) == 3 * 2 * 6 and trees["2"] == trees["0"]
+
+
+def test_stylize_overwrite_replaces_an_earlier_run_and_keeps_the_users_files(tmp_path, small_video):
+    """Other arguments are refused without --overwrite; with it the recorded video folders and stylize.json are
+    removed first and the new run is written; a file and a folder of the user's stay."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "a.mp4").write_bytes(small_video.read_bytes())
+    root = tmp_path / "root"
+    base = ["stylize", "--data", str(data), "--out", str(root), "--frames-max", "3", "--short-side", "24", "--quiet"]
+    assert main([*base, "--stylizer", "fourier", "--styles", "3"]) == 0
+    (root / "mine.txt").write_text("mine")
+    (root / "style_1" / "mine").mkdir()
+    assert main([*base, "--stylizer", "palette", "--styles", "1"]) == 2  # other arguments
+    assert main([*base, "--stylizer", "palette", "--styles", "1", "--overwrite"]) == 0
+    config = json.loads((root / "stylize.json").read_text())
+    assert config["stylizer"] == "palette" and config["styles"] == 1
+    assert not (root / "style_2").exists() and not (root / "style_3").exists()  # the earlier run's styles are gone
+    assert len(list((root / "style_1" / "a").glob("frame_*.jpg"))) == 3
+    assert (root / "mine.txt").read_text() == "mine" and (root / "style_1" / "mine").is_dir()

@@ -224,3 +224,21 @@ def test_metrics_logging_that_fails_between_checkpoints_is_a_clear_error(tmp_pat
     trainer_module.Trainer(config, progress=False).train()
     assert [r["step"] for r in metrics(run) if r["kind"] == "train"] == [2, 4, 6]
     assert all(r["steps_averaged"] == 2 for r in metrics(run) if r["kind"] == "train")
+
+
+def test_overwrite_replaces_a_complete_train_run_and_keeps_the_users_files(tmp_path):
+    """Without --overwrite a rerun into a complete run leaves it as it is; with it, the files the run marker lists
+    are removed and the run starts again from step 0; a file of the user's stays."""
+    out = tmp_path / "run"
+    assert main(train_args(out, steps=6, every=3)) == 0
+    (out / "notes.txt").write_text("mine")
+    first = sorted(p.name for p in (out / "checkpoints").iterdir() if not p.name.startswith("."))
+    assert main(train_args(out, steps=4, every=2)) == 0  # already trained: left as it is
+    assert sorted(p.name for p in (out / "checkpoints").iterdir() if not p.name.startswith(".")) == first
+    assert main([*train_args(out, steps=4, every=2), "--overwrite"]) == 0
+    second = sorted(p.name for p in (out / "checkpoints").iterdir() if not p.name.startswith("."))
+    steps = lambda names: sorted({int(name[5:11]) for name in names})  # noqa: E731
+    assert steps(first) == [0, 3, 6] and steps(second) == [0, 2, 4]  # nothing of the first run is left
+    assert (out / "notes.txt").read_text() == "mine"
+    marker = json.loads((out / ".stlens-run.json").read_text())
+    assert marker["status"] == "complete" and "notes.txt" not in marker["files"]

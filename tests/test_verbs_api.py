@@ -97,7 +97,7 @@ def test_stylize_signature():
     from stlens.pairs.stylize import stylize
 
     assert parameters(stylize) == ["data", "stylizer", "styles", "out", "seed", "short_side", "frames_max", "device",
-                                   "precision", "workers", "progress"]
+                                   "precision", "workers", "overwrite", "progress"]
     assert inspect.signature(stylize).parameters["out"].default is inspect.Parameter.empty
 
 

@@ -275,8 +275,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                            checkpoint_every_steps=args.checkpoint_every_steps, lr=args.lr,
                            eval_clips=args.eval_clips, augment=args.augment, task=args.task,
                            mask_threshold=args.mask_threshold, static_dropout=args.static_dropout,
-                           random_dropout=args.random_dropout, seed=args.seed, progress=not args.quiet,
-                           **_model_kwargs(args), **_compute_kwargs(args))
+                           random_dropout=args.random_dropout, seed=args.seed, overwrite=args.overwrite,
+                           progress=not args.quiet, **_model_kwargs(args), **_compute_kwargs(args))
     if not args.quiet and distributed.launched().rank == 0:
         shown = ", ".join(f"{k} {v:.3f}" for k, v in metrics.items() if isinstance(v, float))
         print(f"step {metrics.get('step')}: {shown} → {args.out}")
@@ -310,7 +310,8 @@ def _add_train_parser(sub) -> None:
                      "training batches are read in the main process)", precision_note=" (fp16 with a GradScaler; "
                      "a resumed run keeps the precision, the device may change)")
     _seed_option(p)
-    _output_options(p, "the run folder (an incomplete run there is resumed from its last checkpoint)", overwrite=None)
+    _output_options(p, "the run folder (an incomplete run there is resumed from its last checkpoint)",
+                    overwrite="remove the earlier train run in --out (the files its run marker lists) and train anew")
     p.set_defaults(func=cmd_train)
 
 
@@ -351,7 +352,8 @@ def cmd_stylize(args: argparse.Namespace) -> int:
 
     counts = stylize(args.data, stylizer=args.stylizer, styles=args.styles, out=args.out, seed=args.seed,
                      short_side=args.short_side, frames_max=args.frames_max, device=args.device,
-                     precision=args.precision, workers=args.workers, progress=not args.quiet)
+                     precision=args.precision, workers=args.workers, overwrite=args.overwrite,
+                     progress=not args.quiet)
     if not args.quiet and distributed.launched().rank == 0:
         print(f"{counts['written']} video(s) written ({counts['frames']} frames), {counts['skipped']} already done, "
               f"{len(counts['bad'])} skipped → {args.out}")
@@ -375,7 +377,8 @@ def _add_stylize_parser(sub) -> None:
                    "this many pixels (default: as decoded)")
     p.add_argument("--size", action=Removed, new="--short-side", help=argparse.SUPPRESS)
     _neural_options(p)
-    _output_options(p, "the output root (resumed: videos already written are skipped)", overwrite=None)
+    _output_options(p, "the output root (resumed: videos already written are skipped)",
+                    overwrite="remove the earlier stylize run in --out (the video folders stylize.json records) first")
     p.set_defaults(func=cmd_stylize)
 
 

@@ -272,7 +272,9 @@ class RunFolder:
 
     def resume(self) -> bool:
         """For verbs that write in place and resume (train, stylize): claim the folder without staging. Returns True
-        when it holds an earlier run of the same verb (to be resumed); refuses another verb's run."""
+        when it holds an earlier run of the same verb (to be resumed); refuses another verb's run. With
+        ``overwrite`` a verb whose marker lists all its files (train) has them removed first (``_clear``) and
+        starts anew (False)."""
         self._make_folder()
         self._lock()
         try:
@@ -283,12 +285,40 @@ class RunFolder:
                 raise StlensError(f"`out` {self.out} holds {what}; a {self.verb} run cannot use it: use another `out`")
             if old is not None and old.get("legacy"):
                 log.warning("%s was written by stlens 0.1.0 (no run marker); resuming it and marking it now", self.out)
+            if old is not None and self.overwrite and self.clears:
+                self._clear(old)
+                self.previous = old = None
             if old is not None and old.get("run_id"):
                 self.run_id = old["run_id"]
         except BaseException:
             self.release()
             raise
         return old is not None
+
+    @property
+    def clears(self) -> bool:
+        """Whether ``overwrite`` in ``resume`` removes the earlier run here (train: its marker lists every file);
+        stylize removes its own video folders itself."""
+        return self.verb == "train"
+
+    def _clear(self, old: dict[str, Any]) -> None:
+        """Remove the files the earlier run's marker lists (regular files inside the folder only), the folders they
+        leave empty, and the marker."""
+        if old.get("legacy"):
+            raise StlensError(f"`out` {self.out} was written by stlens 0.1.0 (no run marker), so `overwrite` cannot "
+                              f"tell its files from others: remove them yourself or use another `out`")
+        root = self.out.resolve()
+        parents: set[Path] = set()
+        for name in old.get("files", {}):
+            path = self.out / name
+            if path.is_symlink() or not path.is_file() or root not in path.resolve().parents:
+                continue
+            path.unlink()
+            parents.update(p for p in path.parents if root in p.resolve().parents)
+        for folder in sorted(parents, key=lambda p: len(p.parts), reverse=True):
+            if folder.is_dir() and not folder.is_symlink() and not any(folder.iterdir()):
+                folder.rmdir()
+        (self.out / MARKER).unlink(missing_ok=True)
 
     def mark(self, names: Iterable[str], status: str = "running", info: dict[str, Any] | None = None) -> None:
         """Record the run in place (resumable verbs): the marker lists ``names`` (paths relative to the folder)."""

@@ -142,6 +142,25 @@ def _remove_own(style_dir: Path, name: str) -> bool:
     return True
 
 
+def _clear_earlier(root: Path) -> None:
+    """``overwrite``: remove the earlier stylize run in ``root``: the video folders its ``stylize.json`` records (each
+    only if it holds nothing but frames, ``_remove_own``), style folders left empty, and ``stylize.json``."""
+    old = _load_config(root / CONFIG_NAME)
+    if old is None:
+        return
+    if "videos" not in old:
+        raise StlensError(f"{root / CONFIG_NAME} records no videos (written by stlens 0.1.0), so `overwrite` cannot "
+                          f"tell its folders from others: remove them yourself or use another `out`")
+    styles = [p for p in root.iterdir() if p.is_dir() and not p.is_symlink() and STYLE_PATTERN.fullmatch(p.name)]
+    for video in old["videos"]:
+        for style in styles:
+            _remove_own(style, video["name"])
+    for style in styles:
+        if not any(style.iterdir()):
+            style.rmdir()
+    (root / CONFIG_NAME).unlink()
+
+
 def _stat(path: Path) -> tuple[int, int]:
     """(size in bytes, modification time in ns) of a video file, or of a frame folder (sum of the files' sizes,
     newest time of the folder and its files)."""
@@ -280,7 +299,7 @@ def stylizer_device(stylizer: str, device: str | torch.device = "auto",
 def stylize(data: VideoSource | str | Path, *, stylizer: str = "fourier", styles: int = 4, out: str | Path,
             seed: int = 0, short_side: int | None = None, frames_max: int = MAX_FRAMES,
             device: str | torch.device = "auto", precision: str = "fp32", workers: int | None = None,
-            progress: bool = True) -> dict[str, Any]:
+            overwrite: bool = False, progress: bool = True) -> dict[str, Any]:
     """Write ``styles`` styles of every video of ``data`` as ``out/style_k/<video>/frame_00001.jpg`` (the paper's
     stylized layout, read back by ``stylized:OUT``).
 
@@ -297,7 +316,9 @@ def stylize(data: VideoSource | str | Path, *, stylizer: str = "fourier", styles
     ``out``: the output root, written in place and resumable: a rerun into it resumes the incomplete run there
     (videos already written in every style are skipped; more styles may be added), and refuses, before any work, a
     root whose ``stylize.json`` records other fixed arguments (stylizer, seed, short side, frames) or other data, or
-    that holds another verb's run. Each video folder is written to a temporary folder and renamed, so a folder that
+    that holds another verb's run. ``overwrite``: first remove the earlier stylize run in ``out`` (the video folders
+    its ``stylize.json`` records, holding only frames stlens wrote, and ``stylize.json``; nothing else), then write
+    anew. Each video folder is written to a temporary folder and renamed, so a folder that
     exists is complete; an interrupt loses at most the videos being written. Under ``torchrun`` rank 0 claims ``out``
     and writes ``stylize.json``, and each rank writes its share of the videos.
 
@@ -322,12 +343,12 @@ def stylize(data: VideoSource | str | Path, *, stylizer: str = "fourier", styles
     # under torchrun: rank 0 claims out and writes stylize.json, each rank writes its share of the videos
     with distributed.joined(group_device), exact_fp32(used == "fp32"):
         return stylize_source(data, stylizer, styles, out, seed=seed, short_side=short_side, max_frames=frames_max,
-                              progress=progress, device=place, precision=used, workers=workers)
+                              progress=progress, device=place, precision=used, workers=workers, overwrite=overwrite)
 
 
 def stylize_source(source: VideoSource | str | Path, stylizer: str, styles: int, out: str | Path, seed: int = 0,
                    short_side: int | None = None, max_frames: int = MAX_FRAMES, progress: bool = True,
-                   device=None, precision: str = "fp32", workers: int = 0) -> dict[str, Any]:
+                   device=None, precision: str = "fp32", workers: int = 0, overwrite: bool = False) -> dict[str, Any]:
     """Stylize every video of ``source`` in ``styles`` styles into ``out/style_k/<video>/frame_00001.jpg``.
 
     ``workers``: processes (a ``torch.utils.data.DataLoader``) that each decode, stylize and write whole videos, for
@@ -355,6 +376,12 @@ def stylize_source(source: VideoSource | str | Path, stylizer: str, styles: int,
     def claim() -> RunFolder:
         run = RunFolder(root, "stylize")
         run.resume()  # refuses a folder that holds another verb's run, or one being written by another process
+        if overwrite:
+            try:
+                _clear_earlier(root)
+            except BaseException:
+                run.release()
+                raise
         return run
 
     run = distributed.on_first_rank(world, claim, group)  # rank 0 only; every rank hears of a refusal

@@ -160,6 +160,7 @@ class Trainer:
     config: TrainConfig
     callbacks: Sequence[Callback] = ()
     progress: bool = True
+    overwrite: bool = False  # remove the earlier train run in out first (runs.RunFolder.resume)
     handle: ModelHandle = field(init=False)
 
     def __post_init__(self) -> None:
@@ -172,7 +173,7 @@ class Trainer:
                               f"give at least one clip per process")
 
         def claim() -> RunFolder:
-            folder = RunFolder(self.config.out, "train")
+            folder = RunFolder(self.config.out, "train", overwrite=self.overwrite)
             folder.resume()  # before any work: refuses a folder that holds another verb's run, or is in use
             return folder
 

@@ -20,7 +20,7 @@ def train(model: str | TrainConfig, data: str | None = None, *, steps: int | Non
           task: str = "classify", mask_threshold: float = 0.5, static_dropout: str | None = None,
           random_dropout: str | None = None, device: str = "auto", precision: str = "fp32",
           workers: int | None = None, seed: int = 0, offline: bool | None = None, callbacks: Sequence[Callback] = (),
-          progress: bool = True) -> dict[str, Any]:
+          overwrite: bool = False, progress: bool = True) -> dict[str, Any]:
     """Train ``model`` (a spec string: the checkpoints name it, e.g. ``stlens:i3d?classes=8``) on the labelled clips
     of ``data`` (``synth:WORLD?...`` or an annotation file with labels) for ``steps`` optimizer steps, into the run
     folder ``out``; returns the metrics of the last checkpoint. A ``TrainConfig`` may be given instead of ``model``
@@ -28,10 +28,12 @@ def train(model: str | TrainConfig, data: str | None = None, *, steps: int | Non
 
     ``out`` holds the checkpoints (``checkpoints/step_*.safetensors``), ``train_log.csv`` and config.json; a folder
     that holds an incomplete run of the same command is resumed from its last checkpoint, a complete one is left as
-    it is (its final checkpoint is the result), another verb's run is refused. ``test_data``: held-out clips
-    (``auto``: a synth world's test split; None or ``none``: no test score). ``checkpoint_every_steps``: also save step
-    0 and every K steps (0: the final step only). ``batch_size``: clips per step. ``lr``: AdamW peak learning rate
-    (warm-up, cosine decay). ``eval_clips``: clips for the train/test score at each checkpoint (0: none).
+    it is (its final checkpoint is the result), another verb's run is refused; ``overwrite``: first remove the earlier
+    train run in ``out`` (the files its run marker lists, nothing else) and train from step 0. ``test_data``:
+    held-out clips (``auto``: a synth world's test split; None or ``none``: no test score).
+    ``checkpoint_every_steps``: also save step 0 and every K steps (0: the final step only). ``batch_size``: clips
+    per step. ``lr``: AdamW peak learning rate (warm-up, cosine decay). ``eval_clips``: clips for the train/test
+    score at each checkpoint (0: none).
     ``task``: ``classify`` (cross-entropy; accuracy) or ``segment`` (per-frame masks; mIoU, mSR, with
     ``mask_threshold``). ``static_dropout``/``random_dropout``: StaticDropout after a layer, or its random control
     (docs/static_dropout.md). ``device``, ``precision`` (fp16 with a GradScaler) and ``workers`` (processes that make
@@ -63,7 +65,7 @@ def train(model: str | TrainConfig, data: str | None = None, *, steps: int | Non
     from stlens.models.offline import offline_scope
 
     with offline_scope(offline), distributed.joined(target):
-        return Trainer(config, callbacks, progress).train()
+        return Trainer(config, callbacks, progress, overwrite).train()
 
 
 TRAIN_OPTIONS = tuple(f.name for f in fields(TrainConfig))
