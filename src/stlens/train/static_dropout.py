@@ -48,7 +48,7 @@ def _as_channels(channels: Sequence[int] | torch.Tensor | np.ndarray, allow_empt
     values = torch.as_tensor(np.asarray(channels, dtype=np.int64).reshape(-1))
     if values.numel() == 0 and not allow_empty:
         raise StlensError("StaticDropout got an empty channel set (no static channels were found: use "
-                          "select=topk:K, a lower --threshold or another layer)")
+                          "select=topk:K, a lower threshold=T in the spec, or another layer)")
     if (values < 0).any():
         raise StlensError(f"StaticDropout channels must be ≥ 0, got {values.tolist()}")
     return torch.unique(values)
