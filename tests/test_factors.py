@@ -74,3 +74,43 @@ def test_accumulator_keeps_the_factor_names_through_its_state_and_refuses_others
         Accumulator(bootstrap=0, seed=0, factors=("static", "dynamic"))
     with pytest.raises(StlensError, match="factors"):
         back.merge(Accumulator(bootstrap=3, seed=1))
+
+
+def test_playback_windows_share_their_middle_frame_at_two_strides():
+    from stlens.pairs.factors import playback_span, playback_windows
+
+    video = np.arange(40)[:, None, None, None] * np.ones((1, 2, 2, 3), dtype=np.int64)
+    slow, fast = playback_windows(video, 4, 2, centre=20)
+    # by hand: T = 4, T//2 = 2, s = 2 → 16, 18, 20, 22 and 12, 16, 20, 24
+    assert list(slow[:, 0, 0, 0]) == [16, 18, 20, 22] and list(fast[:, 0, 0, 0]) == [12, 16, 20, 24]
+    assert playback_span(4, 2) == 13
+    with pytest.raises(StlensError, match="playback"):
+        playback_windows(video, 4, 2, centre=3)
+
+
+def test_unknown_factor_is_refused_naming_the_argument():
+    from stlens.pairs.factors import parse_factors
+
+    assert parse_factors("playback,dynamic,static") == NAMES
+    with pytest.raises(StlensError, match="`factors`: unknown factor 'x'; choose from dynamic, static"):
+        parse_factors("dynamic,static,x")
+
+
+def test_measure_with_playback_on_a_synth_world(tmp_path):
+    import csv
+    import json
+
+    import stlens
+
+    stlens.measure("stlens:i3d?classes=8", "synth:motion?split=test&n=8&frames=4&size=32", "default", pairs=4,
+                   frames=4, size=32, bootstrap=5, factors="dynamic,static,playback", workers=0, progress=False,
+                   device="cpu", out=tmp_path / "run")
+    doc = json.loads((tmp_path / "run" / "result.json").read_text())
+    assert doc["pairs"] == {"dynamic": 4, "static": 4, "playback": 4}
+    layer = doc["layers"][0]
+    assert list(layer["dims"]) == [*NAMES, "residual"] and sum(layer["dims"].values()) == layer["channels"]
+    assert set(layer["ci95"]) == set(NAMES)
+    with (tmp_path / "run" / "units.csv").open() as f:
+        assert next(csv.reader(f))[-1] == "r_playback"
+    back = stlens.load_result(tmp_path / "run")
+    assert set(back.layers[0].r_further) == {"playback"}
