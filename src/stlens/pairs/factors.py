@@ -14,10 +14,10 @@ import numpy as np
 from stlens.core.pair import Pair
 from stlens.core.spec import InputSpec
 from stlens.errors import StlensError
-from stlens.measure.estimate import FACTORS
 from stlens.video.io import read_clip_source
 from stlens.video.sampling import centre_crop, to_model_input
 
+FACTORS = ("dynamic", "static")  # (as stlens.measure.estimate: pairs sits below measure)
 FURTHER = ("playback",)
 """The built-in further factors (after ``dynamic`` and ``static``)."""
 
