@@ -153,7 +153,7 @@ def cmd_measure(args: argparse.Namespace) -> int:
         flow_cache=args.flow_cache, bootstrap=args.bootstrap, threshold=args.threshold, seed=args.seed,
         save_latents=args.save_latents, out=args.out, overwrite=args.overwrite,
         checkpoint_every_pairs=args.checkpoint_every_pairs, resume=args.resume, progress=not args.quiet,
-        **_model_kwargs(args), **_compute_kwargs(args))
+        factors=args.factors, **_model_kwargs(args), **_compute_kwargs(args))
     if getattr(result, "path", None) is None:  # a rank other than 0 of a distributed run: rank 0 writes
         return 0
     if result.meta.get("interrupted"):
@@ -175,6 +175,9 @@ def _add_measure_parser(sub) -> None:
     _data_option(p)
     _layers_option(p, "default", "L1,L2 | default | all (dotted named_modules paths; default: the model's)")
     _pair_options(p)
+    p.add_argument("--factors", default="dynamic,static", metavar="NAME[,NAME...]", help="the factors measured: "
+                   "dynamic,static (default), plus playback (the same content at two speeds); each further factor "
+                   "gets its dims %% per layer and r_<factor> per unit, and changes the others' dims (docs/factors.md)")
     _compute_options(p, "pairs", 4, "make the pairs (decode, stylize, flow) while the model runs")
     _stats_options(p, 200, "pairs")
     _seed_option(p)

@@ -9,6 +9,7 @@ import json
 import numpy as np
 
 from stlens.errors import StlensError
+from stlens.measure.estimate import FACTORS
 from stlens.measure.moments import PairedMoments
 
 
@@ -16,9 +17,14 @@ class Accumulator:
     """Moments per layer (``PairedMoments``), pair factors in pair order, and the pooled latents when kept.
 
     ``position``: the global index of the next pair (for a resumed or a sharded run, where the pairs seen do not
-    start at 0)."""
+    start at 0). ``factors``: the factor names, ``dynamic`` and ``static`` first; a pair's factor code is its index
+    here."""
 
-    def __init__(self, bootstrap: int, seed: int, save_latents: bool = False, position: int = 0):
+    def __init__(self, bootstrap: int, seed: int, save_latents: bool = False, position: int = 0,
+                 factors: tuple[str, ...] = FACTORS):
+        if tuple(factors[:2]) != FACTORS:
+            raise StlensError(f"`factors` must start with dynamic, static; got {', '.join(factors)}")
+        self.factor_names = tuple(factors)
         self.bootstrap = bootstrap
         self.seed = seed
         self.save_latents = save_latents
@@ -35,8 +41,9 @@ class Accumulator:
         for name, latents in pooled.items():
             a, b = latents[:n], latents[n:]
             if name not in self.moments:
-                self.moments[name] = PairedMoments(a.shape[1], bootstrap=self.bootstrap, seed=self.seed)
-            for f in (0, 1):
+                self.moments[name] = PairedMoments(a.shape[1], bootstrap=self.bootstrap, seed=self.seed,
+                                                   factors=len(self.factor_names))
+            for f in range(len(self.factor_names)):
                 chosen = factor == f
                 if chosen.any():
                     self.moments[name].update(f, a[chosen], b[chosen], index[chosen])
@@ -49,6 +56,11 @@ class Accumulator:
     @property
     def pairs(self) -> int:
         return len(self.factors)
+
+    def counts(self) -> dict[str, int]:
+        """Pairs measured per factor name."""
+        found = np.bincount(np.asarray(self.factors, dtype=np.int64), minlength=len(self.factor_names))
+        return {name: int(found[i]) for i, name in enumerate(self.factor_names)}
 
     def consistent(self) -> bool:
         """True when every layer holds the same pairs (a batch never enters some layers only)."""
@@ -66,6 +78,8 @@ class Accumulator:
 
     def merge(self, other: Accumulator) -> Accumulator:
         """Append the pairs of ``other`` (which come after ours in pair order) in place; returns self."""
+        if other.factor_names != self.factor_names:
+            raise StlensError(f"cannot merge measurements of factors {other.factor_names} into {self.factor_names}")
         if other.pairs == 0:
             return self
         if self.pairs and set(other.moments) != set(self.moments):
@@ -91,6 +105,8 @@ class Accumulator:
         out = {"layers": np.asarray(json.dumps(layers)), "position": np.asarray(self.position),
                "factors": np.asarray(self.factors, dtype=np.int64), "bootstrap": np.asarray(self.bootstrap),
                "seed": np.asarray(self.seed), "save_latents": np.asarray(self.save_latents)}
+        if self.factor_names != FACTORS:  # (a default run's checkpoint stays as before)
+            out["factor_names"] = np.asarray(json.dumps(list(self.factor_names)))
         for i, name in enumerate(layers):
             out.update({f"moments/{i}/{key}": value for key, value in self.moments[name].state().items()})
         for key, parts in (self.latents() or {}).items():
@@ -102,7 +118,9 @@ class Accumulator:
     def from_state(cls, state) -> Accumulator:
         """Rebuild an accumulator from ``state()``'s arrays (a dict or an opened .npz)."""
         keys = list(state.files if hasattr(state, "files") else state)
-        acc = cls(int(state["bootstrap"]), int(state["seed"]), bool(state["save_latents"]), int(state["position"]))
+        names = tuple(json.loads(str(state["factor_names"]))) if "factor_names" in keys else FACTORS
+        acc = cls(int(state["bootstrap"]), int(state["seed"]), bool(state["save_latents"]), int(state["position"]),
+                  factors=names)
         acc.factors = [int(f) for f in np.asarray(state["factors"])]
         for i, name in enumerate(json.loads(str(state["layers"]))):
             prefix = f"moments/{i}/"

@@ -53,11 +53,16 @@ def factor_moments(s: FactorSums) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return mu, cov, var
 
 
-def total_variance(d: FactorSums, s: FactorSums) -> tuple[np.ndarray, np.ndarray]:
-    """Per-channel (mean, variance) over all 2(N_D + N_S) vectors of both factors together."""
-    count = 2 * (np.asarray(d.n) + np.asarray(s.n))
-    mean = _per_pair(d.sa + d.sb + s.sa + s.sb, count)
-    var = _per_pair(d.saa + d.sbb + s.saa + s.sbb, count) - mean * mean
+def total_variance(*factors: FactorSums) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel (mean, variance) over all 2·ΣN_f vectors of the factors together (summed in factor order)."""
+    first, *rest = factors
+    n, total, square = np.asarray(first.n), first.sa + first.sb, first.saa + first.sbb
+    for f in rest:
+        n = n + np.asarray(f.n)
+        total = total + f.sa + f.sb
+        square = square + f.saa + f.sbb
+    mean = _per_pair(total, 2 * n)
+    var = _per_pair(square, 2 * n) - mean * mean
     return mean, var
 
 
@@ -66,22 +71,35 @@ def dead_channels(mean: np.ndarray, var: np.ndarray) -> np.ndarray:
     return ~(var > DEAD_RTOL * mean * mean + DEAD_ATOL)
 
 
-def softmax3(s_dynamic: np.ndarray, s_static: np.ndarray) -> np.ndarray:
-    """softmax([s_D, s_S, 1]) along a new last axis, max-subtracted."""
-    logits = np.stack([s_dynamic, s_static, np.ones_like(s_dynamic)], axis=-1)
+def softmax_scores(*scores: np.ndarray) -> np.ndarray:
+    """softmax([s_1, …, s_K, 1]) along a new last axis, max-subtracted (the last entry is the residual)."""
+    logits = np.stack([*scores, np.ones_like(scores[0])], axis=-1)
     logits = logits - np.max(logits, axis=-1, keepdims=True)
     e = np.exp(logits)
     return e / e.sum(axis=-1, keepdims=True)
 
 
+def softmax3(s_dynamic: np.ndarray, s_static: np.ndarray) -> np.ndarray:
+    """softmax([s_D, s_S, 1]) along a new last axis, max-subtracted."""
+    return softmax_scores(s_dynamic, s_static)
+
+
 def dims_from_scores(s_dynamic: np.ndarray, s_static: np.ndarray, channels: int) -> np.ndarray:
     """Integer dims (D, S, R) along a last axis: ⌊p_D·C⌋, ⌊p_S·C⌋ and the rest. NaN scores give −1 everywhere."""
-    p = softmax3(np.asarray(s_dynamic, dtype=np.float64), np.asarray(s_static, dtype=np.float64))
+    return factor_dims([s_dynamic, s_static], channels)
+
+
+def factor_dims(scores: list[np.ndarray], channels: int) -> np.ndarray:
+    """Integer dims (factor 1, …, factor K, residual) along a last axis: ⌊p_f·C⌋ per factor and the rest. NaN scores
+    give −1 everywhere."""
+    p = softmax_scores(*(np.asarray(s, dtype=np.float64) for s in scores))
     valid = np.all(np.isfinite(p), axis=-1)
     p = np.where(valid[..., None], p, 0.0)
-    d = np.floor(p[..., 0] * channels).astype(np.int64)
-    s = np.floor(p[..., 1] * channels).astype(np.int64)
-    dims = np.stack([d, s, channels - d - s], axis=-1)
+    per_factor = [np.floor(p[..., k] * channels).astype(np.int64) for k in range(len(scores))]
+    rest = channels - per_factor[0]
+    for d in per_factor[1:]:
+        rest = rest - d
+    dims = np.stack([*per_factor, rest], axis=-1)
     return np.where(valid[..., None], dims, -1)
 
 
@@ -116,31 +134,50 @@ class LayerStatistics:
     """Everything the estimator says about one layer (with a leading replicate axis when given replicate sums)."""
 
     channels: int
-    score_dynamic: np.ndarray
-    score_static: np.ndarray
-    dims: np.ndarray  # (..., 3) dynamic, static, residual
-    r_dynamic: np.ndarray  # (..., C)
-    r_static: np.ndarray  # (..., C)
-    classes: np.ndarray  # (..., C) codes
+    scores: np.ndarray  # (K, ...) one per factor, in the order given (dynamic, static, further factors)
+    dims: np.ndarray  # (..., K + 1) the factors, then the residual
+    ratios: np.ndarray  # (K, ..., C) per-channel r of each factor
+    classes: np.ndarray  # (..., C) codes, from the dynamic and static factors only
     bias: np.ndarray
     valid: np.ndarray  # (...) False for an empty bootstrap replicate
+
+    @property
+    def score_dynamic(self) -> np.ndarray:
+        return self.scores[0]
+
+    @property
+    def score_static(self) -> np.ndarray:
+        return self.scores[1]
+
+    @property
+    def r_dynamic(self) -> np.ndarray:
+        return self.ratios[0]
+
+    @property
+    def r_static(self) -> np.ndarray:
+        return self.ratios[1]
 
     def class_counts(self) -> np.ndarray:
         """Counts per class along a last axis in the order of ``CLASSES``."""
         return np.stack([(self.classes == code).sum(axis=-1) for code in range(len(CLASSES))], axis=-1)
 
 
-def layer_statistics(dynamic: FactorSums, static: FactorSums, threshold: float = 0.5) -> LayerStatistics:
-    """Scores, dims, per-channel r, classes and bias of one layer from the sums of both factors."""
+def layer_statistics(dynamic: FactorSums, static: FactorSums, threshold: float = 0.5,
+                     further: tuple[FactorSums, ...] = ()) -> LayerStatistics:
+    """Scores, dims, per-channel r, classes and bias of one layer from the sums of each factor: ``dynamic``,
+    ``static`` and any ``further`` factors (Esser et al.'s K factors). The total variance pools the pairs of every
+    factor and the softmax runs over all K scores and the residual, so a further factor changes the dims of the
+    others; the per-channel classes and the bias stay those of ``dynamic`` and ``static``."""
+    factors = (dynamic, static, *further)
     channels = np.shape(dynamic.sa)[-1]
-    mean_tot, var_tot = total_variance(dynamic, static)
+    mean_tot, var_tot = total_variance(*factors)
     dead = dead_channels(mean_tot, var_tot)
     live_var = np.where(dead, 0.0, var_tot)
     sigma2 = live_var.sum(axis=-1)
 
     scores = []
     ratios = []
-    for sums in (dynamic, static):
+    for sums in factors:
         _, cov, var_f = factor_moments(sums)
         cov = np.where(dead, 0.0, cov)
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -148,18 +185,17 @@ def layer_statistics(dynamic: FactorSums, static: FactorSums, threshold: float =
             usable = (var_f > DEAD_RTOL * mean_tot * mean_tot + DEAD_ATOL) & ~dead
             ratios.append(np.where(usable, cov / np.where(usable, var_f, 1.0), 0.0))
     # An empty replicate (a factor with no weight) keeps NaN so that it drops out of the percentiles.
-    empty = (np.asarray(dynamic.n) <= 0) | (np.asarray(static.n) <= 0)
-    s_dyn = np.where(empty, np.nan, scores[0])
-    s_sta = np.where(empty, np.nan, scores[1])
-    dims = dims_from_scores(s_dyn, s_sta, channels)
+    empty = np.asarray(dynamic.n) <= 0
+    for sums in factors[1:]:
+        empty = empty | (np.asarray(sums.n) <= 0)
+    scores = [np.where(empty, np.nan, score) for score in scores]
+    dims = factor_dims(scores, channels)
     classes = classify_channels(ratios[0], ratios[1], dead, threshold)
     return LayerStatistics(
         channels=channels,
-        score_dynamic=s_dyn,
-        score_static=s_sta,
+        scores=np.stack(scores),
         dims=dims,
-        r_dynamic=ratios[0],
-        r_static=ratios[1],
+        ratios=np.stack(ratios),
         classes=classes,
         bias=bias_from_dims(dims[..., 0], dims[..., 1]),
         valid=~empty,

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -32,6 +32,7 @@ class LayerResult:
     r_dynamic: np.ndarray
     r_static: np.ndarray
     classes: list[str]
+    r_further: dict[str, np.ndarray] = field(default_factory=dict)  # per-channel r of further factors, by name
 
     def __repr__(self) -> str:
         units = "/".join(str(self.units.get(k, 0)) for k in CLASSES)
@@ -62,19 +63,24 @@ def _count_interval(counts: np.ndarray) -> list[float] | None:
     return None if found is None else [found[0], found[1]]
 
 
-def estimate_layer(name: str, moments: PairedMoments, threshold: float) -> LayerResult:
-    """Point estimate and bootstrap intervals for one latent from its streamed moments."""
-    point = layer_statistics(moments.factor_sums(0), moments.factor_sums(1), threshold)
+def estimate_layer(name: str, moments: PairedMoments, threshold: float,
+                   factors: tuple[str, ...] = FIELDS) -> LayerResult:
+    """Point estimate and bootstrap intervals for one latent from its streamed moments; ``factors`` names the
+    moments' factors in order (``dynamic``, ``static``, then any further ones)."""
+    further = tuple(range(2, len(factors)))
+    point = layer_statistics(moments.factor_sums(0), moments.factor_sums(1), threshold,
+                             tuple(moments.factor_sums(f) for f in further))
     c = point.channels
-    dims = {"dynamic": int(point.dims[0]), "static": int(point.dims[1]), "residual": int(point.dims[2])}
+    dims = {key: int(point.dims[i]) for i, key in enumerate(factors)} | {"residual": int(point.dims[-1])}
     counts = point.class_counts()
-    ci95: dict[str, list[float] | None] = {"dynamic": None, "static": None}
+    ci95: dict[str, list[float] | None] = {key: None for key in factors}
     units_ci95: dict[str, list[float] | None] = {k: None for k in CLASSES}
     bias_ci = None
     if moments.bootstrap:
-        boot = layer_statistics(moments.replicate_sums(0), moments.replicate_sums(1), threshold)
+        boot = layer_statistics(moments.replicate_sums(0), moments.replicate_sums(1), threshold,
+                                tuple(moments.replicate_sums(f) for f in further))
         valid = boot.valid
-        for i, key in enumerate(FIELDS):
+        for i, key in enumerate(factors):
             ci95[key] = _dims_interval(boot.dims[valid, i], c)
         boot_counts = boot.class_counts()[valid]
         for i, key in enumerate(CLASSES):
@@ -83,7 +89,7 @@ def estimate_layer(name: str, moments: PairedMoments, threshold: float) -> Layer
     return LayerResult(
         layer=name,
         channels=c,
-        score={"dynamic": float(point.score_dynamic), "static": float(point.score_static)},
+        score={key: float(point.scores[i]) for i, key in enumerate(factors)},
         dims=dims,
         percent={k: percent(v, c) for k, v in dims.items()},
         ci95=ci95,
@@ -94,6 +100,7 @@ def estimate_layer(name: str, moments: PairedMoments, threshold: float) -> Layer
         r_dynamic=point.r_dynamic,
         r_static=point.r_static,
         classes=[CLASSES[code] for code in point.classes],
+        r_further={factors[f]: point.ratios[f] for f in further},
     )
 
 
@@ -103,7 +110,7 @@ def flatten_layer(layer: LayerResult) -> dict[str, Any]:
     for group in ("score", "dims", "percent", "units"):
         for key, value in getattr(layer, group).items():
             row[f"{group}_{key}"] = value
-    for key in FIELDS:
+    for key in layer.ci95:
         interval = layer.ci95.get(key) or [None, None]
         row[f"ci95_{key}_low"], row[f"ci95_{key}_high"] = interval
     row["bias"] = layer.bias
@@ -112,7 +119,14 @@ def flatten_layer(layer: LayerResult) -> dict[str, Any]:
     return row
 
 
+def unit_columns(layers: list[LayerResult]) -> list[str]:
+    """units.csv's header: ``UNIT_COLUMNS``, then ``r_<factor>`` for each further factor."""
+    further = layers[0].r_further if layers else {}
+    return UNIT_COLUMNS + [f"r_{name}" for name in further]
+
+
 def unit_rows(layers: list[LayerResult]):
     for layer in layers:
         for c in range(layer.channels):
-            yield (layer.layer, c, float(layer.r_dynamic[c]), float(layer.r_static[c]), layer.classes[c])
+            yield (layer.layer, c, float(layer.r_dynamic[c]), float(layer.r_static[c]), layer.classes[c],
+                   *(float(r[c]) for r in layer.r_further.values()))

@@ -143,11 +143,12 @@ def _combine(n_a: np.ndarray, mean_a: np.ndarray, m2_a: np.ndarray, n_b, mean_b:
 
 def _handover(n: np.ndarray, mean: np.ndarray, m2: np.ndarray, offset: np.ndarray) -> np.ndarray:
     """Sums (F, 5, ..., C) for ``estimate`` from counts (F, ...), means (F, 2, ..., C) about each factor's origin,
-    co-moments (F, 3, ..., C) and ``offset`` (C,) = origin of factor 1 − origin of factor 0.
+    co-moments (F, 3, ..., C) and ``offset`` (F, C) = origin of factor f − origin of factor 0.
 
     The sums are taken about one point K per channel (and replicate), shared by both factors, chosen between the
     two factor means in the ratio of their standard deviations (see the module docstring). Only the distance D
-    between the factor means is formed across origins, so nothing large is subtracted.
+    between the factor means is formed across origins, so nothing large is subtracted. Further factors (F > 2) take
+    their sums about the same K, at a cancellation of ε·(1 + (μ_f − K)²/σ_f²) of their variance.
     """
     count = np.asarray(n, dtype=np.float64)[..., None]  # (F, ..., 1)
     mu = 0.5 * (mean[:, 0] + mean[:, 1])  # (F, ..., C)
@@ -158,8 +159,11 @@ def _handover(n: np.ndarray, mean: np.ndarray, m2: np.ndarray, offset: np.ndarra
         spread = sd[0] + sd[1]
         t = np.where(spread > 0, sd[0] / np.where(spread > 0, spread, 1.0), 0.0)
     t = np.where(count[1] <= 0, 0.0, np.where(count[0] <= 0, 1.0, t))
-    distance = (mu[1] - mu[0]) + offset  # μ_S − μ_D
-    to_k = np.stack([-distance * t, distance * (1.0 - t)])  # μ_f − K: exactly 0 for a factor with zero spread
+    distance = (mu[1] - mu[0]) + offset[1]  # μ_S − μ_D
+    to_k = [-distance * t, distance * (1.0 - t)]  # μ_f − K: exactly 0 for a factor with zero spread
+    for f in range(2, len(count)):  # further factors: their sums about the same K (the dynamic/static point)
+        to_k.append((mu[f] - mu[0]) + offset[f] - distance * t)
+    to_k = np.stack(to_k)
     da = half + to_k
     db = -half + to_k
     return np.stack([count * da, count * db, m2[:, _AA] + count * da * da, m2[:, _BB] + count * db * db,
@@ -177,22 +181,24 @@ class PairedMoments:
     the pairs this instance has seen (0, 1, 2, …).
     """
 
-    def __init__(self, channels: int, bootstrap: int = 200, seed: int = 0):
+    def __init__(self, channels: int, bootstrap: int = 200, seed: int = 0, factors: int = N_FACTORS):
         if channels <= 0:
             raise StlensError(f"PairedMoments needs at least one channel, got {channels}")
         if bootstrap < 0:
             raise StlensError(f"`bootstrap` must be ≥ 0, got {bootstrap}")
+        if factors < N_FACTORS:
+            raise StlensError(f"`factors` must be ≥ {N_FACTORS} (dynamic and static first), got {factors}")
         self.channels = channels
         self.bootstrap = bootstrap
         self.seed = seed
         self._next_index = 0  # the index of the next pair given without one
-        self.shift = np.zeros((N_FACTORS, channels), dtype=np.float64)  # per-factor origin (see ``update``)
-        self.n = np.zeros(N_FACTORS, dtype=np.int64)
-        self.mean = np.zeros((N_FACTORS, 2, channels), dtype=np.float64)  # ā, b̄ about ``shift``
-        self.m2 = np.zeros((N_FACTORS, 3, channels), dtype=np.float64)  # M_aa, M_bb, M_ab
-        self.boot_n = np.zeros((N_FACTORS, bootstrap), dtype=np.float64)  # total weight per replicate
-        self.boot_mean = np.zeros((N_FACTORS, 2, bootstrap, channels), dtype=np.float64)
-        self.boot_m2 = np.zeros((N_FACTORS, 3, bootstrap, channels), dtype=np.float64)
+        self.shift = np.zeros((factors, channels), dtype=np.float64)  # per-factor origin (see ``update``)
+        self.n = np.zeros(factors, dtype=np.int64)
+        self.mean = np.zeros((factors, 2, channels), dtype=np.float64)  # ā, b̄ about ``shift``
+        self.m2 = np.zeros((factors, 3, channels), dtype=np.float64)  # M_aa, M_bb, M_ab
+        self.boot_n = np.zeros((factors, bootstrap), dtype=np.float64)  # total weight per replicate
+        self.boot_mean = np.zeros((factors, 2, bootstrap, channels), dtype=np.float64)
+        self.boot_m2 = np.zeros((factors, 3, bootstrap, channels), dtype=np.float64)
 
     def _weights(self, index: np.ndarray) -> np.ndarray:
         """Poisson(1) weights (N, B) of the pairs with global indices ``index`` (N,), pair-major."""
@@ -207,8 +213,9 @@ class PairedMoments:
         b = _as_float64(b)
         if a.shape != b.shape or a.ndim != 2 or a.shape[1] != self.channels:
             raise StlensError(f"expected two (N, {self.channels}) arrays, got {a.shape} and {b.shape}")
-        if factor not in (0, 1):
-            raise StlensError(f"factor must be 0 (dynamic) or 1 (static), got {factor}")
+        if factor not in range(self.factors):
+            raise StlensError(f"`factor` must be 0 (dynamic), 1 (static) or a further factor < {self.factors}, got "
+                              f"{factor}")
         if index is None:
             index = np.arange(self._next_index, self._next_index + len(a), dtype=np.int64)
         else:
@@ -234,12 +241,14 @@ class PairedMoments:
 
     def merge(self, other: PairedMoments) -> PairedMoments:
         """Add the pairs of ``other`` into this instance (in place) and return it."""
+        if other.factors != self.factors:
+            raise StlensError(f"cannot merge moments of {other.factors} factors into moments of {self.factors}")
         if other.channels != self.channels or other.bootstrap != self.bootstrap:
             raise StlensError(
                 f"cannot merge moments with {other.channels} channels / {other.bootstrap} replicates into "
                 f"{self.channels} channels / {self.bootstrap} replicates"
             )
-        for f in range(N_FACTORS):
+        for f in range(self.factors):
             if other.n[f] == 0:
                 continue
             if self.n[f] == 0:
@@ -254,11 +263,16 @@ class PairedMoments:
         self._next_index = max(self._next_index, other._next_index)
         return self
 
+    @property
+    def factors(self) -> int:
+        """The number of factors (dynamic, static, then any further ones)."""
+        return len(self.n)
+
     def _offset(self) -> np.ndarray:
-        """Origin of the static factor minus that of the dynamic one (0 while either has no pairs)."""
+        """Origin of each factor minus that of the dynamic one, (F, C) (all 0 while any factor has no pairs)."""
         if (self.n == 0).any():
-            return np.zeros(self.channels)
-        return self.shift[1] - self.shift[0]
+            return np.zeros((self.factors, self.channels))
+        return self.shift - self.shift[0]
 
     @property
     def sums(self) -> np.ndarray:
@@ -296,7 +310,7 @@ class PairedMoments:
         if "sums" in state:
             state = _from_raw_sums(state)
         boot = np.asarray(state["boot_mean"])
-        m = cls(channels=boot.shape[-1], bootstrap=boot.shape[2], seed=int(state["seed"]))
+        m = cls(channels=boot.shape[-1], bootstrap=boot.shape[2], seed=int(state["seed"]), factors=boot.shape[0])
         m._next_index = int(state.get("next_index", 0))
         shift = np.nan_to_num(np.asarray(state["shift"], dtype=np.float64))  # NaN: an old state's unset origin
         m.shift = np.array(np.broadcast_to(shift, m.shift.shape))

@@ -17,7 +17,7 @@ from stlens.core.damaged import damaged, load_npz, reading
 from stlens.core.summary import ci_text, html_table, text_summary
 from stlens.errors import StlensError
 from stlens.files import check_format, read_json, versioned
-from stlens.measure.layer import CLASSES, UNIT_COLUMNS, LayerResult, flatten_layer, unit_rows
+from stlens.measure.layer import CLASSES, UNIT_COLUMNS, LayerResult, flatten_layer, unit_columns, unit_rows
 from stlens.runs import RunFolder, check_files, describe, read_marker
 
 #: what to do about a damaged file of a measure run
@@ -57,10 +57,11 @@ class MeasureResult:
         return pd.DataFrame([flatten_layer(layer) for layer in self.layers])
 
     def units_frame(self):
-        """A pandas DataFrame with one row per channel: layer, channel, r_dynamic, r_static, class."""
+        """A pandas DataFrame with one row per channel: layer, channel, r_dynamic, r_static, class, then r_<factor> for
+        each further factor."""
         import pandas as pd
 
-        return pd.DataFrame(list(unit_rows(self.layers)), columns=UNIT_COLUMNS)
+        return pd.DataFrame(list(unit_rows(self.layers)), columns=unit_columns(self.layers))
 
     def save(self, out: str | Path | RunFolder, config: dict[str, Any] | None = None, *,
              overwrite: bool = False) -> Path:
@@ -144,7 +145,7 @@ def write_files(result: MeasureResult, out: Path, config: dict[str, Any] | None,
 
     if result.latents is not None:
         atomic_write(out / "latents.npz", lambda f: np.savez(f, **result.latents))
-    write_text(out / "units.csv", _csv(UNIT_COLUMNS, unit_rows(result.layers)))
+    write_text(out / "units.csv", _csv(unit_columns(result.layers), unit_rows(result.layers)))
     rows = [flatten_layer(layer) for layer in result.layers]
     write_text(out / "layers.csv", _csv(list(rows[0]) if rows else [], (r.values() for r in rows)))
     config = versioned(dict(config) if config else {"meta": result.meta})
@@ -165,24 +166,31 @@ def _csv(header: list[str], rows) -> str:
     return buffer.getvalue()
 
 
-def read_units(path: Path) -> dict[str, list[tuple[int, float, float, str]]]:
-    """The rows of a units.csv by layer: (channel, r_dynamic, r_static, class)."""
+def read_units(path: Path, further: bool = False) -> dict[str, list[tuple]]:
+    """The rows of a units.csv by layer: (channel, r_dynamic, r_static, class), and with ``further`` a fifth item,
+    {factor: r} of the further factors' r_<factor> columns."""
     try:
         with path.open(newline="", encoding="utf-8") as f:
             reader = csv.reader(f)
-            header = next(reader, None)
-            if header != UNIT_COLUMNS:
-                raise StlensError(f"{path}: header {header} is not {','.join(UNIT_COLUMNS)}; {RERUN}")
-            rows: dict[str, list[tuple[int, float, float, str]]] = {}
+            header = next(reader, None) or []
+            names = [h.removeprefix("r_") for h in header[len(UNIT_COLUMNS):]]
+            if header[:len(UNIT_COLUMNS)] != UNIT_COLUMNS or not all(h.startswith("r_") for h in
+                                                                    header[len(UNIT_COLUMNS):]):
+                raise StlensError(f"{path}: header {header} is not {','.join(UNIT_COLUMNS)} (then r_<factor> "
+                                  f"columns); {RERUN}")
+            rows: dict[str, list[tuple]] = {}
             for number, row in enumerate(reader, start=2):
-                if len(row) != len(UNIT_COLUMNS):
-                    raise StlensError(f"{path}, line {number}: damaged or truncated (expected {len(UNIT_COLUMNS)} "
+                if len(row) != len(header):
+                    raise StlensError(f"{path}, line {number}: damaged or truncated (expected {len(header)} "
                                       f"fields, got {len(row)}); {RERUN}")
                 if row[4] not in CLASSES:
                     raise StlensError(f"{path}, line {number}: unknown class '{row[4]}' (one of {', '.join(CLASSES)}); "
                                       f"{RERUN}")
                 try:
-                    rows.setdefault(row[0], []).append((int(row[1]), float(row[2]), float(row[3]), row[4]))
+                    entry = (int(row[1]), float(row[2]), float(row[3]), row[4])
+                    if further:
+                        entry += ({name: float(v) for name, v in zip(names, row[len(UNIT_COLUMNS):], strict=True)},)
+                    rows.setdefault(row[0], []).append(entry)
                 except ValueError as exc:
                     raise StlensError(f"{path}, line {number}: damaged or truncated ({exc}); {RERUN}") from exc
             return rows
@@ -190,12 +198,12 @@ def read_units(path: Path) -> dict[str, list[tuple[int, float, float, str]]]:
         raise damaged(path, exc, RERUN) from exc
 
 
-def _layer(entry: dict[str, Any], units: list[tuple[int, float, float, str]], where: Path) -> LayerResult:
+def _layer(entry: dict[str, Any], units: list[tuple], where: Path) -> LayerResult:
     missing = [k for k in _LAYER_KEYS if k not in entry]
     if missing:
         raise StlensError(f"{where}: layer entry {entry.get('layer', '?')!r} lacks {', '.join(missing)}")
     name, channels = str(entry["layer"]), int(entry["channels"])
-    units = sorted(units)
+    units = sorted(units, key=lambda u: u[0])
     if [u[0] for u in units] != list(range(channels)):
         raise StlensError(f"{where.parent / 'units.csv'}: layer {name!r} has {len(units)} channel rows, "
                           f"result.json says {channels} channels")
@@ -207,6 +215,8 @@ def _layer(entry: dict[str, Any], units: list[tuple[int, float, float, str]], wh
         r_dynamic=np.array([u[1] for u in units], dtype=np.float64),
         r_static=np.array([u[2] for u in units], dtype=np.float64),
         classes=[u[3] for u in units],
+        r_further={name: np.array([u[4][name] for u in units], dtype=np.float64) for name in
+                   (units[0][4] if units else {})},
     )
 
 
@@ -231,7 +241,7 @@ def load_result(run_dir: str | Path, *, check_version: bool = True) -> MeasureRe
         check_format(doc, run / "result.json")
         check_format(config, run / "config.json")
     listed = _check_run(run, doc)
-    units = read_units(run / "units.csv")
+    units = read_units(run / "units.csv", further=True)
     with reading(run / "result.json", RERUN):
         layers = [_layer(entry, units.get(str(entry.get("layer")), []), run / "result.json")
                   for entry in doc["layers"]]

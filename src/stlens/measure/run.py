@@ -22,6 +22,7 @@ from stlens.errors import StlensError
 from stlens.interrupts import deferred
 from stlens.measure.accumulator import Accumulator
 from stlens.measure.checkpoint import Checkpoint, refuse_unless_resuming
+from stlens.measure.estimate import FACTORS
 from stlens.measure.layer import estimate_layer
 from stlens.measure.loading import (  # noqa: F401  (batches, pair_batches: part of this module's interface)
     InOrder,
@@ -111,7 +112,7 @@ def measure(model: nn.Module | ModelHandle, pairs: Iterable, layers: str | list[
             bootstrap: int = 200, threshold: float = 0.5, seed: int = 0, save_latents: bool = False,
             min_pairs: int = MIN_PAIRS, progress: bool = True, meta: dict[str, Any] | None = None,
             workers: int | None = None, checkpoint: str | Path | None = None, checkpoint_every: int = 0,
-            resume: bool = False, split: bool = True) -> MeasureResult:
+            resume: bool = False, split: bool = True, factors: list[str] | tuple[str, ...] = FACTORS) -> MeasureResult:
     """Measure static and dynamic information in each layer of ``model`` from ``pairs``.
 
     ``pairs`` yields ``Pair`` objects (or ``(factor, a, b)`` tuples; factor 0 = dynamic, 1 = static) whose inputs are
@@ -140,7 +141,12 @@ def measure(model: nn.Module | ModelHandle, pairs: Iterable, layers: str | list[
     (0: only when interrupted) and when the run is interrupted; ``resume``: continue from the checkpoint there (a
     run without a checkpoint starts at the first pair). The checkpoint is left in place: the caller removes it once
     the result is saved (``checkpoint.remove``).
+
+    ``factors``: the factor names in the order of the pairs' factor codes (``dynamic``, ``static`` first; the
+    default has only these). Each further factor gets its score, dims, percent and CI in result.json and an
+    r_<factor> column in units.csv; it joins the softmax, so it changes the dims of the others (docs/factors.md).
     """
+    factors = tuple(factors)
     workers = resolve_workers(workers)
     handle = as_handle(model)
     world = distributed.current() if split else distributed.World()
@@ -152,15 +158,17 @@ def measure(model: nn.Module | ModelHandle, pairs: Iterable, layers: str | list[
     if batch_size < 1:
         raise StlensError(f"`batch_size` must be ≥ 1, got {batch_size}")
     group = distributed.Group(world) if world.distributed else None
-    plan = _Plan.make(handle, pairs, layers, world, group, dict(
-        seed=seed, bootstrap=bootstrap, precision=used, save_latents=save_latents))
+    planned = dict(seed=seed, bootstrap=bootstrap, precision=used, save_latents=save_latents)
+    if factors != FACTORS:  # (a default run's checkpoint fingerprint stays as before)
+        planned["factors"] = list(factors)
+    plan = _Plan.make(handle, pairs, layers, world, group, planned)
     saver = None
     if checkpoint is not None:
         saver = Checkpoint(checkpoint, checkpoint_every, world, plan.fingerprint)
         refuse_unless_resuming(checkpoint, resume)
     acc = (saver.load() if saver is not None and resume else None)
     if acc is None:
-        acc = Accumulator(bootstrap, seed, save_latents, position=plan.share.start)
+        acc = Accumulator(bootstrap, seed, save_latents, position=plan.share.start, factors=factors)
     elif not plan.share.start <= acc.position <= plan.share.stop:
         raise StlensError(f"`resume`: {saver.path} stopped at pair {acc.position}, outside this process's pairs "
                           f"{plan.share.start}..{plan.share.stop - 1}; delete {saver.folder} to start over")
@@ -236,17 +244,17 @@ def measure(model: nn.Module | ModelHandle, pairs: Iterable, layers: str | list[
     if interrupted and counts.min() < min_pairs:
         raise interrupted  # too few pairs for a partial result: nothing to keep
     if counts.min() < min_pairs:
-        raise StlensError(f"only {counts[0]} dynamic and {counts[1]} static pairs; at least {min_pairs} per factor "
-                          f"are needed (use more `pairs` or more videos)")
+        raise StlensError(f"only {_counted(counts, factors)} pairs; at least {min_pairs} per factor are needed (use "
+                          f"more `pairs` or more videos)")
     if counts.min() < FEW_PAIRS and not interrupted:
-        logging.getLogger("stlens").warning("only %d dynamic and %d static pairs: the estimate is noisy (wide CIs); "
-                                            "use 64 or more pairs per factor for a result", counts[0], counts[1])
-    layers_out = [estimate_layer(name, m, threshold) for name, m in acc.moments.items()]
+        logging.getLogger("stlens").warning("only %s pairs: the estimate is noisy (wide CIs); use 64 or more pairs "
+                                            "per factor for a result", _counted(counts, factors))
+    layers_out = [estimate_layer(name, m, threshold, factors) for name, m in acc.moments.items()]
     elapsed = time.perf_counter() - clock
     info = {
         "stlens_version": __version__, "model": handle.spec, "weights": handle.weights,
         "data": getattr(pairs, "source", None) and pairs.source.spec, "seed": seed, "threshold": threshold,
-        "bootstrap": bootstrap, "pairs": {"dynamic": int(counts[0]), "static": int(counts[1])},
+        "bootstrap": bootstrap, "pairs": {name: int(counts[i]) for i, name in enumerate(factors)},
         "skipped": list(getattr(pairs, "skipped", [])), "precision": used, "device": str(target),
         "random_init": random_init(handle), "stylizer": getattr(pairs, "stylizer", None),
         "flow": getattr(pairs, "flow_method", None),
@@ -260,11 +268,19 @@ def measure(model: nn.Module | ModelHandle, pairs: Iterable, layers: str | list[
     settings = {"batch_size": batch_size, "workers": workers, "device": str(target) if device is None else str(device),
                 "precision": precision, "bootstrap": bootstrap, "threshold": threshold, "seed": seed,
                 "save_latents": save_latents}
+    if factors != FACTORS:
+        settings["factors"] = ",".join(factors)
     config = run_config(handle, pairs, layers, settings, started, timing)
     config["processes"] = world.size
     if resumed_at:
         config["resumed_after_pairs"] = resumed_at  # (this process's, measured before it was interrupted)
     return MeasureResult(info, layers_out, timing, acc.moments, acc.latents(), config=config)
+
+
+def _counted(counts: np.ndarray, factors: tuple[str, ...]) -> str:
+    """``8 dynamic and 8 static`` (the default factors) or ``8 dynamic, 8 static and 8 playback``."""
+    named = [f"{int(n)} {name}" for n, name in zip(counts, factors, strict=True)]
+    return ", ".join(named[:-1]) + " and " + named[-1]
 
 
 class _Plan:

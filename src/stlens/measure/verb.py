@@ -33,7 +33,8 @@ def measure(model: str | nn.Module | ModelHandle, data: Any, layers: str | list[
             precision: str = "fp32", bootstrap: int = 200, threshold: float = 0.5, seed: int = 0,
             save_latents: bool = False, out: str | Path | None = None, overwrite: bool = False,
             checkpoint_every_pairs: int = 0, resume: bool = False, progress: bool = True,
-            offline: bool | None = None, min_pairs: int = 4, meta: dict[str, Any] | None = None) -> MeasureResult:
+            offline: bool | None = None, min_pairs: int = 4, meta: dict[str, Any] | None = None,
+            factors: str | list[str] | None = None) -> MeasureResult:
     """Measure static and dynamic information in each layer (and channel) of ``model`` (Kowal et al.).
 
     ``model``: a spec string (``torchvision:r3d_18``, ``stlens:i3d?classes=8``, ``hf:...``; docs/models.md), an
@@ -50,7 +51,9 @@ def measure(model: str | nn.Module | ModelHandle, data: Any, layers: str | list[
     pairs (None: min(4, CPUs − 1); 0: the main process). ``device``: ``auto``, ``cpu``, ``cuda[:K]``, ``mps``; None:
     ``auto`` for a model built here, else where the module is. ``precision``: ``fp32``, ``bf16``, ``fp16`` or
     ``auto``. ``bootstrap``: Poisson bootstrap replicates for the 95% CIs (0: none); ``threshold``: the per-channel
-    class threshold τ.
+    class threshold τ. ``factors``: ``dynamic,static`` (default) plus further factors (``playback``; a string or a
+    list): each gets its score, dims, percent and CI per layer and r_<factor> per unit; the classes stay those of
+    dynamic and static, and a further factor changes the others' dims (the softmax runs over all; docs/factors.md).
 
     ``out``: the run folder (result.json, layers.csv, units.csv, config.json; latents.npz with ``save_latents``),
     claimed before any work and refused when it holds a complete run unless ``overwrite``; the new run replaces it
@@ -68,6 +71,9 @@ def measure(model: str | nn.Module | ModelHandle, data: Any, layers: str | list[
                           "(stlens.measure(model, pairs_iterable))")
     _check(pairs=pairs, batch_size=batch_size, threshold=threshold, checkpoint_every_pairs=checkpoint_every_pairs,
            flow=flow, bootstrap=bootstrap)
+    from stlens.pairs.factors import parse_factors
+
+    names = parse_factors(factors)
     if resume and out is None:
         raise StlensError("`resume` continues the checkpoint in `out`: give `out`")
     from stlens.core.device import resolve_device, resolve_precision
@@ -91,7 +97,7 @@ def measure(model: str | nn.Module | ModelHandle, data: Any, layers: str | list[
                                    checkpoint=None if out is None or not (checkpoint_every_pairs or resume)
                                    else Path(out) / checkpoints.FOLDER,
                                    checkpoint_every=checkpoint_every_pairs, resume=resume, offline=offline,
-                                   min_pairs=min_pairs, meta=meta)
+                                   min_pairs=min_pairs, meta=meta, factors=names)
         except BaseException:
             if folder is not None:
                 folder.abandon()
@@ -139,7 +145,8 @@ def _claim(out: str | Path, overwrite: bool, resume: bool):
 
 def _measure_here(model, data, layers, world: distributed.World, *, pairs, weights, frames, size, stylizer, flow,
                   flow_cache, batch_size, workers, device, precision, bootstrap, threshold, seed, save_latents,
-                  progress, checkpoint, checkpoint_every, resume, offline, min_pairs, meta) -> MeasureResult:
+                  progress, checkpoint, checkpoint_every, resume, offline, min_pairs, meta,
+                  factors) -> MeasureResult:
     from stlens.measure.run import measure as measure_pairs
     from stlens.models.inspect import random_init, random_init_warning
 
@@ -148,14 +155,15 @@ def _measure_here(model, data, layers, world: distributed.World, *, pairs, weigh
     untrained = random_init(handle) and world.rank == 0
     if untrained:
         _log.warning(random_init_warning(handle))
-    made = resolve_pairs(data, handle, pairs=pairs, stylizer=stylizer, flow=flow, flow_cache=flow_cache, seed=seed)
+    made = resolve_pairs(data, handle, pairs=pairs, stylizer=stylizer, flow=flow, flow_cache=flow_cache, seed=seed,
+                         factors=factors)
     shown = dict(meta or {})
     if isinstance(data, str):
         shown.setdefault("data", data)
     result = measure_pairs(handle, made, layers, batch_size=batch_size, precision=precision, device=device,
                            bootstrap=bootstrap, threshold=threshold, seed=seed, save_latents=save_latents,
                            progress=progress, meta=shown, workers=workers, checkpoint=checkpoint,
-                           checkpoint_every=checkpoint_every, resume=resume, min_pairs=min_pairs)
+                           checkpoint_every=checkpoint_every, resume=resume, min_pairs=min_pairs, factors=factors)
     if untrained and progress:
         _log.warning(random_init_warning(handle))  # again after the table, where it is read
     return result
@@ -183,9 +191,10 @@ def resolve_model(model: str | nn.Module | ModelHandle, *, weights: str | None =
 
 
 def resolve_pairs(data: Any, handle: ModelHandle, *, pairs: int, stylizer: str | None, flow: str,
-                  flow_cache: str | Path | None, seed: int):
+                  flow_cache: str | Path | None, seed: int, factors: tuple[str, ...] = ("dynamic", "static")):
     """The pairs of ``data``: a spec string is opened (a ``synth:`` world at the model's input spec unless it names
-    its own), a source makes ``pairs`` pairs per factor, an iterable of pairs is used as it is."""
+    its own), a source makes ``pairs`` pairs per factor (``factors``: further ones after dynamic and static), an
+    iterable of pairs is used as it is (its factor codes index ``factors``)."""
     from stlens.core.source import ClipSource
     from stlens.pairs.compose import make_pairs
     from stlens.video.sources import open_data
@@ -197,8 +206,17 @@ def resolve_pairs(data: Any, handle: ModelHandle, *, pairs: int, stylizer: str |
             return data
         raise StlensError(f"`data` must be a spec string, a source (stlens.open_data) or an iterable of pairs, got "
                           f"{type(data).__name__}")
-    return make_pairs(data, handle.input, pairs, stylizer=stylizer, seed=seed, flow=flow_method(flow, handle),
-                      flow_cache=flow_cache)
+    method = flow_method(flow, handle)
+    made = make_pairs(data, handle.input, pairs, stylizer=stylizer, seed=seed, flow=method, flow_cache=flow_cache)
+    if len(factors) == 2:
+        return made
+    from stlens.pairs.factors import FactorPairs, further_pairs
+
+    if method is not None:
+        raise StlensError("`factors`: further factors are not made for two-stream (rgb, flow) pairs; measure "
+                          "dynamic,static only")
+    return FactorPairs(made, [further_pairs(name, data, handle.input, pairs, seed, code)
+                              for code, name in enumerate(factors) if code >= 2])
 
 
 def at_input_spec(data: str, handle: ModelHandle) -> str:
@@ -229,7 +247,7 @@ def _save_interrupted(result: MeasureResult, config: dict, folder, out: str | Pa
     otherwise into a fresh folder beside it."""
     from stlens.runs import fresh_sibling
 
-    counted = result.meta["pairs"]["dynamic"] + result.meta["pairs"]["static"]
+    counted = sum(result.meta["pairs"].values())
     earlier = folder.previous is not None and folder.previous.get("status") == "complete"
     if earlier:
         folder.abandon()
@@ -248,13 +266,13 @@ def _arguments(given: dict[str, Any]) -> dict[str, Any]:
     skip = {"progress", "meta", "offline", "min_pairs"}
     recorded: dict[str, Any] = {}
     for key, value in given.items():
-        if key in skip:
+        if key in skip or (key == "factors" and value is None):  # (a default run's config stays as before)
             continue
         if isinstance(value, ModelHandle):
             value = value.spec
         elif isinstance(value, Path):
             value = str(value)
-        elif isinstance(value, list) and all(isinstance(v, str) for v in value):
+        elif isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
             value = ",".join(value)
         elif isinstance(value, torch.device):
             value = str(value)

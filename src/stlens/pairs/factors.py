@@ -1,0 +1,153 @@
+"""Further factors (docs/factors.md): ``playback`` pairs (the same content played at two speeds) and ``FactorPairs``,
+which appends the pairs of further factors to a dynamic/static pair source under one index."""
+
+from __future__ import annotations
+
+import dataclasses
+import operator
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from stlens.core.pair import Pair
+from stlens.core.spec import InputSpec
+from stlens.errors import StlensError
+from stlens.video.io import read_clip_source
+from stlens.video.sampling import centre_crop, to_model_input
+
+FACTORS = ("dynamic", "static")  # (as stlens.measure.estimate: pairs sits below measure)
+FURTHER = ("playback",)
+"""The built-in further factors (after ``dynamic`` and ``static``)."""
+
+
+def parse_factors(factors: str | Sequence[str] | None) -> tuple[str, ...]:
+    """``dynamic,static,playback`` (a string or a list) → the factor names, ``dynamic`` and ``static`` first."""
+    names = [f.strip() for f in (factors.split(",") if isinstance(factors, str) else factors or FACTORS)]
+    known = (*FACTORS, *FURTHER)
+    for name in names:
+        if name not in known:
+            raise StlensError(f"`factors`: unknown factor {name!r}; choose from {', '.join(known)}")
+    if len(set(names)) != len(names):
+        raise StlensError(f"`factors`: a factor is named twice in {','.join(names)}")
+    if not set(FACTORS) <= set(names):
+        raise StlensError(f"`factors` must include dynamic and static (they define the unit classes), got "
+                          f"{','.join(names)}")
+    return (*FACTORS, *(n for n in names if n not in FACTORS))
+
+
+def playback_span(frames: int, stride: int) -> int:
+    """Frames a playback pair needs: the clip at stride 2s spans 2s·(T − 1) + 1 frames."""
+    return 2 * stride * (frames - 1) + 1
+
+
+def playback_windows(video: np.ndarray, frames: int, stride: int, centre: int) -> tuple[np.ndarray, np.ndarray]:
+    """The clip of ``frames`` frames at stride s and at stride 2s, both with frame ``centre`` at position T // 2 (the
+    two windows share their middle frame): indices centre + s·(t − T//2) and centre + 2s·(t − T//2)."""
+    offsets = np.arange(frames) - frames // 2
+    slow, fast = centre + stride * offsets, centre + 2 * stride * offsets
+    if fast[0] < 0 or fast[-1] >= len(video):
+        raise StlensError(f"a playback pair centred on frame {centre} needs frames {fast[0]}..{fast[-1]}, the video "
+                          f"has {len(video)}")
+    return video[slow], video[fast]
+
+
+@dataclass
+class PlaybackPairs:
+    """``pairs`` playback pairs from a clip source: pair i takes video (or synth clip) i mod len(source), a centre
+    frame drawn from a generator seeded with (seed, code, i), and that clip at stride ``stride`` and 2·stride
+    (``playback_windows``), centre-cropped to ``spec.size``. Synth worlds are rendered over the longer span (the same
+    world, ``frames`` = ``playback_span``); videos shorter than the span are passed over for the next one."""
+
+    source: Any
+    spec: InputSpec
+    pairs: int
+    seed: int = 0
+    code: int = 2
+    stride: int = 1
+
+    def __len__(self) -> int:
+        return self.pairs
+
+    def _video(self, i: int) -> tuple[np.ndarray, str]:
+        span = playback_span(self.spec.frames, self.stride)
+        if hasattr(self.source, "rerender"):  # a synth world: render the clip over the whole span
+            longer = dataclasses.replace(self.source, frames=span)
+            return longer[i % len(longer)].frames, longer.name(i % len(longer))
+        videos = self.source.videos
+        for step in range(len(videos)):
+            path = videos[(i + step) % len(videos)]
+            frames = read_clip_source(path, short_side=self.spec.resize, partial=True)
+            if len(frames) >= span:
+                return frames, str(path)
+        raise StlensError(f"`factors`: playback pairs need videos of at least {span} frames; none in "
+                          f"{self.source.spec} is that long")
+
+    def __getitem__(self, i: int) -> Pair:
+        video, name = self._video(i)
+        half = self.stride * 2 * (self.spec.frames // 2)
+        last = len(video) - 1 - 2 * self.stride * (self.spec.frames - 1 - self.spec.frames // 2)
+        rng = np.random.default_rng((self.seed, self.code, i))
+        centre = int(rng.integers(half, last + 1))
+        slow, fast = playback_windows(video, self.spec.frames, self.stride, centre)
+        return Pair(self.code, to_model_input(centre_crop(slow, self.spec.size), self.spec),
+                    to_model_input(centre_crop(fast, self.spec.size), self.spec), name)
+
+
+def further_pairs(name: str, source: Any, spec: InputSpec, pairs: int, seed: int, code: int) -> PlaybackPairs:
+    """The pair maker of a built-in further factor."""
+    if name == "playback":
+        return PlaybackPairs(source, spec, pairs, seed, code)
+    raise StlensError(f"`factors`: unknown factor {name!r}; choose from {', '.join((*FACTORS, *FURTHER))}")
+
+
+@dataclass
+class FactorPairs:
+    """A dynamic/static pair source (``base``) followed by the pairs of further factors, one indexable source: pair
+    k < len(base) is base's, then each further maker's pairs in turn with their global index. Everything else
+    (``source``, ``stylizer``, ``skipped``, …) is base's."""
+
+    base: Any
+    further: list[Any]
+
+    def __getattr__(self, name: str) -> Any:
+        if name in ("base", "further") or name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(self.base, name)
+
+    def plan(self) -> FactorPairs:
+        self.base.plan()
+        return self
+
+    def __len__(self) -> int:
+        return len(self.base) + sum(len(f) for f in self.further)
+
+    def spans(self) -> tuple[range, ...]:
+        start, out = len(self.base), list(self.base.spans())
+        for maker in self.further:
+            out += [range(k, k + 1) for k in range(start, start + len(maker))]
+            start += len(maker)
+        return tuple(out)
+
+    def __getitem__(self, index: int) -> Pair:
+        k = operator.index(index)
+        if k < 0:
+            k += len(self)
+        if not 0 <= k < len(self):
+            raise IndexError(f"pair {index} out of range for {len(self)} pairs")
+        if k < len(self.base):
+            return self.base[k]
+        rest = k - len(self.base)
+        for maker in self.further:
+            if rest < len(maker):
+                pair = maker[rest]
+                pair.index = k
+                return pair
+            rest -= len(maker)
+        raise AssertionError("unreachable")
+
+    def __iter__(self) -> Iterator[Pair]:
+        self.plan()
+        for k in range(len(self)):
+            yield self[k]
