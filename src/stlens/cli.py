@@ -226,7 +226,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def _add_evaluate_parser(sub) -> None:
     p = sub.add_parser("evaluate", help="a model's task metric on labelled clips (top-1/top-5 accuracy; mIoU, mSR)")
     _model_options(p)
-    _data_option(p, what="labelled clips: synth:WORLD[?options], an annotation file with labels, davis:/moca:")
+    _data_option(p, what="labelled clips: synth:WORLD[?options], an annotation file with labels, classes:ROOT (a "
+                 "folder per class), davis:/moca:")
     p.add_argument("--clips", type=int, default=None, metavar="N", help="the first N clips of --data (default all)")
     _mask_options(p)
     _iou_option(p)
@@ -255,7 +256,8 @@ def _add_selectivity_parser(sub) -> None:
     p = sub.add_parser("selectivity", help="class-specific and generic units: the class-selectivity index per "
                        "channel on labelled clips")
     _model_options(p)
-    _data_option(p, what="labelled clips: synth:WORLD[?options] or an annotation file with labels")
+    _data_option(p, what="labelled clips: synth:WORLD[?options], an annotation file with labels or classes:ROOT "
+                         "(ROOT/<class>/<video>)")
     _layers_option(p, "default", "L1,L2 | default | all (dotted named_modules paths; default: the model's)")
     p.add_argument("--clips", type=int, default=None, metavar="N", help="the first N clips of --data (default all)")
     p.add_argument("--top-k", type=int, default=5, metavar="CLIPS", help="clips kept per unit with its highest "
@@ -289,7 +291,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def _add_train_parser(sub) -> None:
     p = sub.add_parser("train", help="train a model on labelled clips (synth: worlds or annotation files)")
     _model_options(p)
-    _data_option(p, what="synth:WORLD[?options] or a labelled source (annotation file)")
+    _data_option(p, what="synth:WORLD[?options] or a labelled source (annotation file, classes:ROOT)")
     p.add_argument("--test-data", default="auto", help="held-out data (default auto: a synth world's test split; "
                    "none: no test score)")
     p.add_argument("--steps", type=int, required=True, metavar="STEPS", help="optimizer steps")
@@ -552,8 +554,8 @@ def _add_ablate_parser(sub) -> None:
     p = sub.add_parser("ablate", help="mask the units a measure run ranks dynamic/static/joint (or random controls) "
                        "and score the model on labelled clips")
     _model_options(p)
-    _data_option(p, what="labelled clips: synth:WORLD[?options] or an annotation file with labels; evaluate on other "
-                 "clips than those measured (e.g. a synth world's split=test, seed=…)")
+    _data_option(p, what="labelled clips: synth:WORLD[?options], an annotation file with labels or classes:ROOT; "
+                 "evaluate on other clips than those measured (e.g. a synth world's split=test, seed=…)")
     p.add_argument("--from", dest="from_run", required=True, help="the stlens measure run (folder, result.json or "
                    "units.csv) whose units.csv ranks the channels")
     _layers_option(p, None, "L1,L2 (default: every layer of --from)")

@@ -25,6 +25,7 @@ MODEL_FAMILIES: dict[str, str] = {
 #: data spec prefix → the function that opens such a source
 DATA_SOURCES: dict[str, str] = {
     "ann": "stlens.video.annotations:open_annotation",
+    "classes": "stlens.video.classfolders:open_classes",
     "davis": "stlens.video.maskdata:open_davis",
     "moca": "stlens.video.maskdata:open_moca",
     "sample": "stlens.video.sources:open_sample",

@@ -23,6 +23,7 @@ from stlens.measure.estimate import CLASSES
 from stlens.measure.result import LayerResult, MeasureResult
 from stlens.report import plots
 from stlens.report.ablation import Ablation, ablation_view, load_ablation
+from stlens.report.fusion import fusion_table
 from stlens.report.load import find_inputs, load_result
 from stlens.report.selectivity import Selectivity, load_selectivity_run, selectivity_view
 from stlens.report.streams import group_items, order
@@ -218,7 +219,7 @@ def _run_view(run: Run, layer: str | Sequence[str] | None) -> dict[str, Any]:
     chosen, _ = choose_layer(result, layer)
     return {
         "label": run.label, "path": str(run.path), "groups": _grouped_rows(layer_rows(result)),
-        "shares": _grouped_rows(unit_share_rows(result)),
+        "shares": _grouped_rows(unit_share_rows(result)), "fusion": fusion_table(result),
         "meta": {"model": None, "weights": None, "data": None, "stylizer": None, "flow": None, "threshold": None,
                  "bootstrap": None, "random_init": None} | result.meta | {"pairs": {"dynamic": None, "static": None}
                                                      | dict(result.meta.get("pairs") or {})},

@@ -43,7 +43,8 @@ def selectivity(model: str | nn.Module | ModelHandle, data: str | Path | Labelle
     the rules.
 
     ``model``: a spec string (``weights``, ``frames``, ``size`` apply), an ``nn.Module`` or a ``ModelHandle``.
-    ``data``: labelled clips (``synth:WORLD?...``, an annotation file with labels) or a ``LabelledClips``.
+    ``data``: labelled clips (``synth:WORLD?...``, an annotation file with labels, ``classes:ROOT``) or a
+    ``LabelledClips``.
     ``layers``: ``default``, ``all`` or dotted ``named_modules`` paths. ``clips``: the first N clips (None: all).
     ``bootstrap``: resamplings of the clips for the intervals (0: none; the bounds are then the index), drawn from
     ``seed`` (which also draws video clips and an untrained spec's weights). ``top_k``: the clips kept per unit with

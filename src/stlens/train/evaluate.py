@@ -141,13 +141,13 @@ def evaluate(model: str | nn.Module | ModelHandle, data: str | Path | LabelledCl
 
     ``model``: a spec string (``stlens:i3d?classes=8``; ``weights``, ``frames`` and ``size`` apply), an
     ``nn.Module`` or a ``ModelHandle``. ``data``: a labelled spec (``synth:WORLD?...`` — rendered at the model's input
-    spec unless it names ``frames``/``size`` —, an annotation file with labels, ``davis:ROOT``, ``moca:ROOT``) or a
-    ``LabelledClips``. ``clips``: the first N clips (None: all). ``task``: ``auto`` (the data's: segment for
-    ``task=segment`` worlds and mask datasets, else classify), ``classify`` or ``segment``. ``mask_threshold`` and
-    ``iou`` (``mask`` or ``box``): the segmentation scores. ``bootstrap``: resamplings for the intervals (0: none),
-    drawn from ``seed`` (which also draws video clips and an untrained spec's weights). ``workers``: processes that
-    decode the clips (0: here; None: min(4, CPUs − 1)). ``device``: ``auto``, ``cpu``, ``cuda[:K]``, ``mps`` (None:
-    where the module is). ``precision``: ``fp32``, ``bf16``, ``fp16`` or ``auto``.
+    spec unless it names ``frames``/``size`` —, an annotation file with labels, ``classes:ROOT``, ``davis:ROOT``,
+    ``moca:ROOT``) or a ``LabelledClips``. ``clips``: the first N clips (None: all). ``task``: ``auto`` (the data's:
+    segment for ``task=segment`` worlds and mask datasets, else classify), ``classify`` or ``segment``.
+    ``mask_threshold`` and ``iou`` (``mask`` or ``box``): the segmentation scores. ``bootstrap``: resamplings for
+    the intervals (0: none), drawn from ``seed`` (which also draws video clips and an untrained spec's weights).
+    ``workers``: processes that decode the clips (0: here; None: min(4, CPUs − 1)). ``device``: ``auto``, ``cpu``,
+    ``cuda[:K]``, ``mps`` (None: where the module is). ``precision``: ``fp32``, ``bf16``, ``fp16`` or ``auto``.
 
     ``out``: the run folder (evaluation.json, evaluation.csv), claimed before any work and refused when it holds a
     complete run unless ``overwrite``; written only when the evaluation is complete.

@@ -108,7 +108,7 @@ class VideoClips:
                               f"an annotation file (Kinetics CSV, SSv2, UCF101, mmaction2 lists) or a synth: world")
         kept = [(v, int(y), segment_of(self.source, i))
                 for i, (v, y) in enumerate(zip(self.source.videos, self.source.labels, strict=True)) if y is not None]
-        self.num_classes = max(y for _, y, _ in kept) + 1
+        self.num_classes = max(max(y for _, y, _ in kept) + 1, len(self.source.classes))
         self.skipped = [{"source": str(v), "reason": f"its segment [{s[0]}, {s[1]}) is shorter than the clip "
                                                     f"({s[1] - s[0]} < {self.spec.frames} frames)"}
                         for v, _, s in kept if s is not None and s[1] - s[0] < self.spec.frames]
@@ -171,9 +171,9 @@ def heldout_spec(data: str) -> str | None:
 
 def open_clips(data: str, spec: InputSpec, flow: bool = False, augment: bool = False,
                task: str | None = "classify") -> LabelledClips:
-    """Training clips from a data spec (``synth:...`` or a labelled source such as an annotation file); ``task``
-    ``segment``: the targets are per-frame masks (B, T, H, W); None: the data's own task (segment for a synth world
-    with task=segment and for davis:/moca: sources, classify otherwise)."""
+    """Training clips from a data spec (``synth:...`` or a labelled source: an annotation file, ``classes:ROOT``);
+    ``task`` ``segment``: the targets are per-frame masks (B, T, H, W); None: the data's own task (segment for a
+    synth world with task=segment and for davis:/moca: sources, classify otherwise)."""
     from stlens.video.sources import open_data
 
     source = open_data(data)

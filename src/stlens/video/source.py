@@ -18,6 +18,7 @@ class VideoSource:
     ``segments`` ((start, end) frames per video, None where not given; empty when none is given) and ``missing``
     (listed files that do not exist, as ``{"source": ..., "reason": ...}``).
     From ``stylized:ROOT``: ``styles`` (the ``style_k`` folders, k = 1, 2, ...; the videos are those of ``style_1``).
+    From ``classes:ROOT``: ``labels`` and ``classes`` (the class names by label; empty when not known).
     """
 
     spec: str
@@ -26,6 +27,7 @@ class VideoSource:
     segments: tuple[tuple[int, int] | None, ...] = ()
     missing: tuple[dict[str, str], ...] = ()
     styles: tuple[Path, ...] = ()
+    classes: tuple[str, ...] = ()
 
     def __len__(self) -> int:
         return len(self.videos)
