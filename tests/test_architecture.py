@@ -17,7 +17,7 @@ LEVELS = [
     {"video"},
     {"models", "synth", "pairs"},
     {"measure"},
-    {"train", "visualize", "report", "ablate", "selectivity"},
+    {"train", "visualize", "report", "ablate", "selectivity", "explain"},
     {"showcase"},
     {"cli"},
     {"__main__"},

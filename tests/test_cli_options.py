@@ -24,12 +24,16 @@ EXCEPTIONS = {
                                "stylizer (fourier, the paper's); pairs check compares several",
     ("--layers", "default"): "default layers for measure/track; ablate: every layer of --from; visualize: needed by "
                              "channel targets only; report: each run's last",
-    ("--steps", "default"): "optimization steps: train has no default (required), visualize 256, demo 128",
+    ("--steps", "default"): "optimization steps: train has no default (required), visualize 256, demo 128; explain: "
+                            "integrated-gradients steps (16)",
     ("--lr", "default"): "train: AdamW on weights (2e-3); visualize: the input's parameterization (0.05)",
     ("--frames", "default"): "pairs check has no model to take the frames from (16)",
     ("--size", "default"): "pairs check has no model to take the crop from (112)",
-    ("--clips", "default"): "pairs check checks 8 clips; ablate, evaluate and selectivity use all clips of --data by "
-                            "default",
+    ("--clips", "default"): "pairs check and explain use 8 clips; ablate, evaluate and selectivity use all clips of "
+                            "--data by default",
+    ("--target", "default"): "visualize: required (what to maximize); explain: the class explained, predicted by "
+                             "default",
+    ("--layers", "unit"): "explain attributes at one layer (LAYER); the other verbs take several",
     ("--out", "unit"): "a folder everywhere except report (the HTML file) and pairs check (the JSON file)",
 }
 FILE_OUTPUTS = {"report", "check"}

@@ -1,8 +1,8 @@
 """stlens: what spatiotemporal video networks encode — static vs. dynamic information per layer and channel.
 
 Every verb is a plain function with its real signature (``measure``, ``layers``, ``evaluate``, ``train``, ``track``,
-``stylize``, ``check_pairs``, ``visualize``, ``ablate``, ``selectivity``, ``report``); attributes load on first use
-(``import stlens`` itself imports nothing heavy): see docs/architecture.md.
+``stylize``, ``check_pairs``, ``visualize``, ``ablate``, ``selectivity``, ``explain``, ``report``); attributes load on
+first use (``import stlens`` itself imports nothing heavy): see docs/architecture.md.
 """
 
 from stlens._lazy import attach
@@ -11,6 +11,7 @@ from stlens._version import __version__
 _NAMES = {
     "AblationResult": "stlens.ablate.result:AblationResult",
     "BiasTracker": "stlens.train.tracking:BiasTracker",
+    "ExplainResult": "stlens.explain.result:ExplainResult",
     "InputSpec": "stlens.core.spec:InputSpec",
     "LayerResult": "stlens.measure.layer:LayerResult",
     "LayerTaps": "stlens.models.taps:LayerTaps",
@@ -29,6 +30,7 @@ _NAMES = {
     "ablate": "stlens.ablate",  # a callable package: stlens.ablate(...) runs ablate.run.ablate
     "check_pairs": "stlens.pairs.check:check_pairs",
     "evaluate": "stlens.train.evaluate:evaluate",
+    "explain": "stlens.explain",  # a callable package: stlens.explain(...) runs explain.run.explain
     "layers": "stlens.models.inspect:layers",
     "list_models": "stlens.models.registry:list_models",
     "load_model": "stlens.models.registry:load_model",

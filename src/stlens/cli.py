@@ -272,6 +272,47 @@ def _add_selectivity_parser(sub) -> None:
     p.set_defaults(func=cmd_selectivity)
 
 
+def cmd_explain(args: argparse.Namespace) -> int:
+    import stlens
+
+    target = int(args.target) if args.target.isdigit() else args.target
+    result = stlens.explain(args.model, args.data, method=args.method, layer=args.layer, target=target,
+                            clips=args.clips, steps=args.steps, seed=args.seed, out=args.out,
+                            overwrite=args.overwrite, progress=not args.quiet, **_model_kwargs(args),
+                            device=args.device, precision=args.precision, batch_size=args.batch_size)
+    if not args.quiet:
+        print(repr(result))
+        if result.path is not None:
+            print(f"→ {result.path}/explain.csv")
+    return 0
+
+
+def _add_explain_parser(sub) -> None:
+    p = sub.add_parser("explain", help="what a prediction looks at, in space and time: attribution maps (Grad-CAM, "
+                       "integrated gradients, saliency) with their temporal curve and static/dynamic split")
+    _model_options(p)
+    _data_option(p, what="labelled clips: synth:WORLD[?options] (masks give the mask share), an annotation file "
+                 "with labels or classes:ROOT")
+    p.add_argument("--method", choices=["gradcam", "ig", "saliency", "grad_x_input"], default="gradcam",
+                   help="gradcam (default; at --layers), ig (integrated gradients), saliency or grad_x_input")
+    p.add_argument("--layers", dest="layer", default=None, metavar="LAYER", help="gradcam's layer (a dotted "
+                   "named_modules path; default: the model's last default layer)")
+    p.add_argument("--target", default="predicted", help="the class explained: predicted (default), label or a "
+                   "class number")
+    p.add_argument("--clips", type=int, default=8, metavar="N", help="the first N clips of --data (default 8)")
+    p.add_argument("--steps", type=int, default=16, metavar="STEPS", help="integrated-gradients steps (default 16)")
+    g = p.add_argument_group("device, precision and workers")
+    g.add_argument("--batch-size", type=int, default=4, metavar="CLIPS", help="clips per attribution (default 4)")
+    g.add_argument("--device", default="auto", help="auto (default: CUDA when available, else the CPU), cpu, cuda, "
+                   "cuda:K or mps")
+    g.add_argument("--precision", choices=PRECISIONS, default="fp32", help="fp32 (default); bf16: autocast on CPUs "
+                   "and CUDA GPUs; fp16: CUDA autocast; auto: bf16 where the CPU/GPU has native bf16, else fp32")
+    _seed_option(p, "seeds the shuffles, styles, clips and an untrained spec's weights (default 0)")
+    _output_options(p, "the run folder (explain.csv, explain.json, attributions.npz, explain_clip<i>.gif); "
+                    "default: print only", required=False)
+    p.set_defaults(func=cmd_explain)
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     import stlens
     from stlens.core import distributed
@@ -633,7 +674,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     for add in (_add_measure_parser, _add_layers_parser, _add_evaluate_parser, _add_train_parser, _add_track_parser,
                 _add_stylize_parser, _add_pairs_parser, _add_report_parser, _add_visualize_parser, _add_ablate_parser,
-                _add_selectivity_parser, _add_demo_parser):
+                _add_selectivity_parser, _add_explain_parser, _add_demo_parser):
         add(sub)
     for p in subparsers(parser):
         p.set_defaults(options=option_names(p))

@@ -1,0 +1,254 @@
+"""``stlens.explain``: what a prediction looks at, in space and time — attribution maps of labelled clips, their
+temporal curve, their share on the object and how they survive frame shuffling and restyling (docs/explain.md)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from stlens.core.handle import ModelHandle
+from stlens.errors import StlensError
+from stlens.explain import measures as ms
+from stlens.explain.maps import METHODS, attribute, captum_attr, forward_of
+from stlens.explain.result import FILES, GIFS, ExplainResult
+from stlens.runs import RunFolder
+from stlens.video.labelled import LabelledClips
+
+log = logging.getLogger("stlens")
+
+_PRECISIONS = ("fp32", "bf16", "fp16", "auto")
+
+
+def explain(model: str | nn.Module | ModelHandle, data: str | Path | LabelledClips, *, method: str = "gradcam",
+            layer: str | None = None, target: str | int = "predicted", clips: int = 8, steps: int = 16,
+            frames: int | None = None, size: int | None = None, weights: str | None = None, batch_size: int = 4,
+            device: str | torch.device | None = "auto", precision: str = "fp32", seed: int = 0,
+            out: str | Path | None = None, overwrite: bool = False, progress: bool = True,
+            offline: bool | None = None) -> ExplainResult:
+    """Attribution maps of ``model``'s predictions on the first ``clips`` labelled clips of ``data`` (captum).
+
+    ``method``: ``gradcam`` (LayerGradCam at ``layer``, default the model's last default layer: the relu'd
+    gradient-weighted channel sum, upsampled trilinearly to the clip), ``ig`` (integrated gradients from a zero
+    input in ``steps`` steps), ``saliency`` (|gradient|) or ``grad_x_input`` (gradient × input); the input methods
+    sum |attribution| over colour (or flow) channels and give one map per input of a two-input model. Each map is
+    non-negative and sums to 1. ``target``: the class explained, ``predicted``, ``label`` or a class number.
+
+    Per clip: the map's mass per frame, its share inside the object mask (synth worlds; else NaN) and the Spearman
+    correlation of the map with that of (a) the clip with its frames shuffled (the map's frames put back in order)
+    and (b) the clip restyled by the palette stylizer: a map that survives shuffling follows static appearance, one
+    that survives restyling follows motion. ``seed`` draws the shuffles, styles, video clips and an untrained
+    spec's weights. ``batch_size``: clips per attribution (integrated gradients: scaled inputs per forward).
+
+    ``out``: the run folder (explain.csv, explain.json, attributions.npz, explain_clip<i>.gif), claimed before any
+    work and refused when it holds a complete run unless ``overwrite``; written only when complete.
+
+    >>> stlens.explain("stlens:i3d", "synth:motion?n=16", weights="bundled:i3d-motion", method="ig")  # doctest: +SKIP
+    """
+    device_used = _check(data=data, method=method, layer=layer, target=target, clips=clips, steps=steps,
+                         batch_size=batch_size, seed=seed, device=device, precision=precision)
+    captum_attr()
+    given = dict(method=method, layer=layer, target=target, clips=clips, steps=steps, frames=frames, size=size,
+                 weights=weights, batch_size=batch_size, device=device_used, precision=precision, seed=seed,
+                 progress=progress, offline=offline)
+    if out is None:
+        return _explain(model, data, **given)
+    folder = RunFolder(out, "explain", overwrite=overwrite, outputs=FILES).claim()
+    try:
+        result = _explain(model, data, **given)
+    except BaseException:
+        folder.abandon()
+        raise
+    result.save(folder)
+    return result
+
+
+def _check(*, data, method, layer, target, clips, steps, batch_size, seed, device, precision
+           ) -> torch.device | None:
+    """Every argument that needs no model or data, checked before any work; the device (None: the module's)."""
+    def whole(value: Any, least: int) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool) and value >= least
+
+    checks = [
+        (isinstance(data, str | Path) or (hasattr(data, "batch") and hasattr(data, "__len__")),
+         f"`data` must be a labelled data spec (synth:..., an annotation file) or LabelledClips, got "
+         f"{type(data).__name__}"),
+        (method in METHODS, f"`method` must be one of {', '.join(METHODS)}, got {method!r}"),
+        (layer is None or (isinstance(layer, str) and layer and "," not in layer),
+         f"`layer` must be one layer name (dotted named_modules path), got {layer!r}"),
+        (target in ("predicted", "label") or whole(target, 0),
+         f"`target` must be predicted, label or a class number ≥ 0, got {target!r}"),
+        (whole(clips, 1), f"`clips` must be ≥ 1, got {clips!r}"),
+        (whole(steps, 1), f"`steps` must be ≥ 1 (integrated-gradients steps), got {steps!r}"),
+        (whole(batch_size, 1), f"`batch_size` must be ≥ 1 (clips per attribution), got {batch_size!r}"),
+        (whole(seed, 0), f"`seed` must be an integer ≥ 0, got {seed!r}"),
+        (precision in _PRECISIONS, f"`precision` must be one of {', '.join(_PRECISIONS)}, got {precision!r}"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise StlensError(message)
+    if layer is not None and method != "gradcam":
+        raise StlensError(f"`layer` is for method gradcam; {method} attributes at the input")
+    if device is None:
+        return None
+    from stlens.core.device import resolve_device, resolve_precision
+
+    found = resolve_device(device)
+    resolve_precision(precision, found)
+    return found
+
+
+def _explain(model, data, *, method, layer, target, clips, steps, frames, size, weights, batch_size, device,
+             precision, seed, progress, offline) -> ExplainResult:
+    from tqdm.auto import tqdm
+
+    from stlens._version import __version__
+    from stlens.core.device import resolve_precision
+    from stlens.measure.run import to_device
+    from stlens.measure.verb import resolve_model
+    from stlens.models.inspect import random_init
+
+    started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    clock = time.perf_counter()
+    torch.manual_seed(seed)
+    handle = resolve_model(model, weights=weights, frames=frames, size=size,
+                           device=device if isinstance(model, str) else None, offline=offline)
+    if random_init(handle):
+        log.warning("%s has random weights (no weights given): its maps are those of an untrained network",
+                    handle.spec)
+    labelled, data_text = _labelled(data, handle)
+    count = min(clips, len(labelled))
+    if count < 1:
+        raise StlensError(f"{data_text} holds no clips")
+    if method == "gradcam":
+        layer = _layer(handle, layer)
+    used_device = device if device is not None else handle.device
+    used = resolve_precision(precision, used_device)
+    module = handle.module
+    was_training = module.training
+    module.eval().to(used_device)
+    forward = forward_of(module, used)
+    parts: dict[str, list] = {}
+    kept_frames: list[np.ndarray] = []
+    try:
+        with tqdm(total=count, desc=f"explain ({method})", unit="clip", disable=not progress or None) as bar:
+            for start in range(0, count, batch_size):
+                indices = np.arange(start, min(count, start + batch_size))
+                inputs, labels = labelled.batch(indices, np.random.default_rng((seed, start)))
+                inputs = to_device(inputs if isinstance(inputs, tuple) else (inputs,), used_device)
+                found = _batch(forward, module, handle, inputs, labels, indices, target, method, layer, steps,
+                               batch_size, seed, _masks(labelled, indices))
+                for key, value in found.items():
+                    parts.setdefault(key, []).append(value)
+                kept_frames += [ms.to_frames(x, handle.input) for x in inputs[0][:max(0, GIFS - len(kept_frames))]]
+                bar.update(len(indices))
+    finally:
+        module.train(was_training)
+    joined = {key: np.concatenate(value) for key, value in parts.items()}
+    maps = {"rgb": joined.pop("map_rgb")}
+    if "map_flow" in joined:
+        maps["flow"] = joined.pop("map_flow")
+    settings = {"method": method, "layer": layer, "target": target, "steps": steps if method == "ig" else None,
+                "weights": weights if weights is not None else handle.weights, "frames": handle.input.frames,
+                "size": handle.input.size, "clips_asked": clips, "batch_size": batch_size, "seed": seed,
+                "restyle": "palette", "device": str(used_device), "precision": used, "precision_asked": precision,
+                "started": started, "versions": {"stlens": __version__, "torch": torch.__version__}}
+    return ExplainResult(model=handle.spec, data=data_text, method=method, clip_ids=_clip_ids(labelled, count),
+                         maps=maps, frames=kept_frames, settings=settings,
+                         timing={"seconds": time.perf_counter() - clock, "clips_per_second":
+                                 count / max(time.perf_counter() - clock, 1e-9)}, **joined)
+
+
+def _layer(handle: ModelHandle, layer: str | None) -> str:
+    """The Grad-CAM layer: ``layer`` checked, else the model's last default layer."""
+    names = dict(handle.module.named_modules())
+    if layer is None:
+        defaults = list(handle.default_layers)
+        if not defaults:
+            raise StlensError(f"{handle.spec} has no default layers: give `layer`")
+        layer = defaults[-1]
+    if layer not in names or not layer:
+        near = [n for n in names if n and n.split(".")[-1] == layer.split(".")[-1]][:5]
+        raise StlensError(f"`layer` {layer!r} is not a layer of {handle.spec}"
+                          + (f" (did you mean {', '.join(near)}?)" if near else " (stlens layers lists them)"))
+    return layer
+
+
+def _labelled(data, handle: ModelHandle) -> tuple[LabelledClips, str]:
+    """The labelled clips of ``data`` (a spec opened at the model's input spec, class labels) and how to name them."""
+    from stlens.measure.verb import at_input_spec
+    from stlens.video.labelled import open_clips
+
+    if not isinstance(data, str | Path):
+        return data, str(getattr(data, "spec", None) or type(data).__name__)
+    text = at_input_spec(str(data), handle)
+    return open_clips(text, handle.input, flow=handle.inputs == 2, task="classify"), str(text)
+
+
+def _clip_ids(labelled: LabelledClips, count: int) -> list[str]:
+    """How each clip is named in the files: its video's file name, else its number."""
+    videos = getattr(labelled, "videos", None)
+    return [Path(str(videos[i])).name if videos is not None else str(i) for i in range(count)]
+
+
+def _masks(labelled: LabelledClips, indices: np.ndarray) -> list[np.ndarray | None]:
+    """The clips' object masks (T, H, W) where the data has them (synth worlds), else None each."""
+    dataset = getattr(labelled, "dataset", None)
+    if dataset is None or not hasattr(dataset, "__getitem__"):
+        return [None] * len(indices)
+    return [getattr(dataset[int(i)], "masks", None) for i in indices]
+
+
+def _batch(forward, module, handle, inputs, labels, indices, target, method, layer, steps, batch_size, seed,
+           masks) -> dict[str, np.ndarray]:
+    """One batch of clips: maps, prediction, target, score and the per-clip numbers."""
+    with torch.no_grad():
+        logits = forward(*inputs).float()
+    classes = logits.shape[1]
+    labels = labels.to(logits.device).long()
+    if labels.ndim != 1:
+        raise StlensError(f"`data` gives targets of shape {tuple(labels.shape)}, not one class label per clip")
+    predicted = logits.argmax(1)
+    if target == "predicted":
+        targets = predicted
+    elif target == "label":
+        targets = labels
+    else:
+        if target >= classes:
+            raise StlensError(f"`target` {target} is not a class of the model ({classes} classes: 0–{classes - 1})")
+        targets = torch.full_like(predicted, target)
+    kw = dict(method=method, layer=layer, steps=steps, batch_size=batch_size)
+    found = attribute(forward, module, inputs, targets, **kw)
+    orders = [ms.shuffle_order(inputs[0].shape[2], np.random.default_rng((seed, int(i), 1))) for i in indices]
+    shuffled = (torch.stack([x[:, torch.as_tensor(o, device=x.device)] for x, o in zip(inputs[0], orders,
+                                                                                         strict=True)]),
+                *(_shuffle_flow(x, orders) for x in inputs[1:]))
+    restyled = (torch.stack([ms.restyled(x, handle.input, seed * 100003 + int(i)) for x, i in zip(inputs[0], indices,
+                                                                                                    strict=True)]),
+                *inputs[1:])
+    after_shuffle = attribute(forward, module, shuffled, targets, **kw)[0]
+    after_style = attribute(forward, module, restyled, targets, **kw)[0]
+    rgb = found[0]
+    probabilities = torch.softmax(logits, 1).gather(1, targets[:, None])[:, 0]
+    out = {"map_rgb": rgb, "labels": labels.cpu().numpy(), "predicted": predicted.cpu().numpy(),
+           "targets": targets.cpu().numpy(), "scores": logits.gather(1, targets[:, None])[:, 0].cpu().numpy(),
+           "probabilities": probabilities.cpu().numpy(), "curves": np.stack([ms.temporal_curve(m) for m in rgb]),
+           "mask_shares": np.array([ms.mask_share(m, k) for m, k in zip(rgb, masks, strict=True)]),
+           "spearman_shuffled": np.array([ms.spearman(m, ms.unshuffle(s, o))
+                                          for m, s, o in zip(rgb, after_shuffle, orders, strict=True)]),
+           "spearman_restyled": np.array([ms.spearman(m, s) for m, s in zip(rgb, after_style, strict=True)])}
+    if len(found) > 1:
+        out["map_flow"] = found[1]
+    return out
+
+
+def _shuffle_flow(flow: torch.Tensor, orders: list[np.ndarray]) -> torch.Tensor:
+    """A flow input (B, 2, T − 1, H, W) with its frames in the order of the rgb frames that remain in range."""
+    steps = flow.shape[2]
+    return torch.stack([x[:, torch.as_tensor([int(v) for v in o if v < steps][:steps], device=x.device)]
+                        for x, o in zip(flow, orders, strict=True)])
