@@ -51,9 +51,11 @@ def measure(model: str | nn.Module | ModelHandle, data: Any, layers: str | list[
     pairs (None: min(4, CPUs − 1); 0: the main process). ``device``: ``auto``, ``cpu``, ``cuda[:K]``, ``mps``; None:
     ``auto`` for a model built here, else where the module is. ``precision``: ``fp32``, ``bf16``, ``fp16`` or
     ``auto``. ``bootstrap``: Poisson bootstrap replicates for the 95% CIs (0: none); ``threshold``: the per-channel
-    class threshold τ. ``factors``: ``dynamic,static`` (default) plus further factors (``playback``; a string or a
-    list): each gets its score, dims, percent and CI per layer and r_<factor> per unit; the classes stay those of
-    dynamic and static, and a further factor changes the others' dims (the softmax runs over all; docs/factors.md).
+    class threshold τ. ``factors``: ``dynamic,static`` (default) plus further factors (``playback``, ``speed`` on a
+    ``synth:`` world, or ``(name, make_pair)``: ``make_pair(i, rng)`` returns pair i as ``(a, b)`` or a ``Pair``; a
+    string or a list): each gets its score, dims, percent and CI per layer and r_<factor> per unit; the classes stay
+    those of dynamic and static, and a further factor changes the others' dims (the softmax runs over all;
+    docs/factors.md).
 
     ``out``: the run folder (result.json, layers.csv, units.csv, config.json; latents.npz with ``save_latents``),
     claimed before any work and refused when it holds a complete run unless ``overwrite``; the new run replaces it
