@@ -176,8 +176,9 @@ def _add_measure_parser(sub) -> None:
     _layers_option(p, "default", "L1,L2 | default | all (dotted named_modules paths; default: the model's)")
     _pair_options(p)
     p.add_argument("--factors", default="dynamic,static", metavar="NAME[,NAME...]", help="the factors measured: "
-                   "dynamic,static (default), plus playback (the same content at two speeds); each further factor "
-                   "gets its dims %% per layer and r_<factor> per unit, and changes the others' dims (docs/factors.md)")
+                   "dynamic,static (default), plus playback (the same content at two speeds) and speed (synth: "
+                   "worlds: two clips at one speed, all else different); each further factor gets its dims "
+                   "%% per layer and r_<factor> per unit, and changes the others' dims (docs/factors.md)")
     _compute_options(p, "pairs", 4, "make the pairs (decode, stylize, flow) while the model runs")
     _stats_options(p, 200, "pairs")
     _seed_option(p)

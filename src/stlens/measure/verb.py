@@ -34,7 +34,7 @@ def measure(model: str | nn.Module | ModelHandle, data: Any, layers: str | list[
             save_latents: bool = False, out: str | Path | None = None, overwrite: bool = False,
             checkpoint_every_pairs: int = 0, resume: bool = False, progress: bool = True,
             offline: bool | None = None, min_pairs: int = 4, meta: dict[str, Any] | None = None,
-            factors: str | list[str] | None = None) -> MeasureResult:
+            factors: str | list[str | tuple[str, Any]] | None = None) -> MeasureResult:
     """Measure static and dynamic information in each layer (and channel) of ``model`` (Kowal et al.).
 
     ``model``: a spec string (``torchvision:r3d_18``, ``stlens:i3d?classes=8``, ``hf:...``; docs/models.md), an
@@ -51,9 +51,11 @@ def measure(model: str | nn.Module | ModelHandle, data: Any, layers: str | list[
     pairs (None: min(4, CPUs − 1); 0: the main process). ``device``: ``auto``, ``cpu``, ``cuda[:K]``, ``mps``; None:
     ``auto`` for a model built here, else where the module is. ``precision``: ``fp32``, ``bf16``, ``fp16`` or
     ``auto``. ``bootstrap``: Poisson bootstrap replicates for the 95% CIs (0: none); ``threshold``: the per-channel
-    class threshold τ. ``factors``: ``dynamic,static`` (default) plus further factors (``playback``; a string or a
-    list): each gets its score, dims, percent and CI per layer and r_<factor> per unit; the classes stay those of
-    dynamic and static, and a further factor changes the others' dims (the softmax runs over all; docs/factors.md).
+    class threshold τ. ``factors``: ``dynamic,static`` (default) plus further factors (``playback``, ``speed`` on a
+    ``synth:`` world, or ``(name, make_pair)``: ``make_pair(i, rng)`` returns pair i as ``(a, b)`` or a ``Pair``; a
+    string or a list): each gets its score, dims, percent and CI per layer and r_<factor> per unit; the classes stay
+    those of dynamic and static, and a further factor changes the others' dims (the softmax runs over all;
+    docs/factors.md).
 
     ``out``: the run folder (result.json, layers.csv, units.csv, config.json; latents.npz with ``save_latents``),
     claimed before any work and refused when it holds a complete run unless ``overwrite``; the new run replaces it
@@ -71,9 +73,9 @@ def measure(model: str | nn.Module | ModelHandle, data: Any, layers: str | list[
                           "(stlens.measure(model, pairs_iterable))")
     _check(pairs=pairs, batch_size=batch_size, threshold=threshold, checkpoint_every_pairs=checkpoint_every_pairs,
            flow=flow, bootstrap=bootstrap)
-    from stlens.pairs.factors import parse_factors
+    from stlens.pairs.factors import parse_factors, user_factors
 
-    names = parse_factors(factors)
+    names, users = parse_factors(factors), user_factors(factors)
     if resume and out is None:
         raise StlensError("`resume` continues the checkpoint in `out`: give `out`")
     from stlens.core.device import resolve_device, resolve_precision
@@ -97,7 +99,7 @@ def measure(model: str | nn.Module | ModelHandle, data: Any, layers: str | list[
                                    checkpoint=None if out is None or not (checkpoint_every_pairs or resume)
                                    else Path(out) / checkpoints.FOLDER,
                                    checkpoint_every=checkpoint_every_pairs, resume=resume, offline=offline,
-                                   min_pairs=min_pairs, meta=meta, factors=names)
+                                   min_pairs=min_pairs, meta=meta, factors=names, users=users)
         except BaseException:
             if folder is not None:
                 folder.abandon()
@@ -146,7 +148,7 @@ def _claim(out: str | Path, overwrite: bool, resume: bool):
 def _measure_here(model, data, layers, world: distributed.World, *, pairs, weights, frames, size, stylizer, flow,
                   flow_cache, batch_size, workers, device, precision, bootstrap, threshold, seed, save_latents,
                   progress, checkpoint, checkpoint_every, resume, offline, min_pairs, meta,
-                  factors) -> MeasureResult:
+                  factors, users) -> MeasureResult:
     from stlens.measure.run import measure as measure_pairs
     from stlens.models.inspect import random_init, random_init_warning
 
@@ -156,7 +158,7 @@ def _measure_here(model, data, layers, world: distributed.World, *, pairs, weigh
     if untrained:
         _log.warning(random_init_warning(handle))
     made = resolve_pairs(data, handle, pairs=pairs, stylizer=stylizer, flow=flow, flow_cache=flow_cache, seed=seed,
-                         factors=factors)
+                         factors=factors, users=users)
     shown = dict(meta or {})
     if isinstance(data, str):
         shown.setdefault("data", data)
@@ -191,10 +193,12 @@ def resolve_model(model: str | nn.Module | ModelHandle, *, weights: str | None =
 
 
 def resolve_pairs(data: Any, handle: ModelHandle, *, pairs: int, stylizer: str | None, flow: str,
-                  flow_cache: str | Path | None, seed: int, factors: tuple[str, ...] = ("dynamic", "static")):
+                  flow_cache: str | Path | None, seed: int, factors: tuple[str, ...] = ("dynamic", "static"),
+                  users: dict[str, Any] | None = None):
     """The pairs of ``data``: a spec string is opened (a ``synth:`` world at the model's input spec unless it names
     its own), a source makes ``pairs`` pairs per factor (``factors``: further ones after dynamic and static), an
-    iterable of pairs is used as it is (its factor codes index ``factors``)."""
+    iterable of pairs is used as it is (its factor codes index ``factors``; no ``users`` factors then). ``users``:
+    the user factors' ``make_pair`` functions by name."""
     from stlens.core.source import ClipSource
     from stlens.pairs.compose import make_pairs
     from stlens.video.sources import open_data
@@ -202,6 +206,9 @@ def resolve_pairs(data: Any, handle: ModelHandle, *, pairs: int, stylizer: str |
     if isinstance(data, str | Path):
         data = open_data(at_input_spec(str(data), handle))
     if not isinstance(data, ClipSource):
+        if isinstance(data, Iterable) and users:
+            raise StlensError("`factors`: user factors add their pairs to those made from a source; `data` is an "
+                              "iterable of pairs: put the user factor's pairs into it instead")
         if isinstance(data, Iterable):
             return data
         raise StlensError(f"`data` must be a spec string, a source (stlens.open_data) or an iterable of pairs, got "
@@ -215,7 +222,7 @@ def resolve_pairs(data: Any, handle: ModelHandle, *, pairs: int, stylizer: str |
     if method is not None:
         raise StlensError("`factors`: further factors are not made for two-stream (rgb, flow) pairs; measure "
                           "dynamic,static only")
-    return FactorPairs(made, [further_pairs(name, data, handle.input, pairs, seed, code)
+    return FactorPairs(made, [further_pairs(name, data, handle.input, pairs, seed, code, users)
                               for code, name in enumerate(factors) if code >= 2])
 
 
@@ -272,6 +279,8 @@ def _arguments(given: dict[str, Any]) -> dict[str, Any]:
             value = value.spec
         elif isinstance(value, Path):
             value = str(value)
+        elif key == "factors" and isinstance(value, list | tuple):  # user factors by name
+            value = ",".join(v if isinstance(v, str) else str(v[0]) for v in value)
         elif isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
             value = ",".join(value)
         elif isinstance(value, torch.device):

@@ -1,15 +1,17 @@
-"""Further factors (docs/factors.md): ``playback`` pairs (the same content played at two speeds) and ``FactorPairs``,
-which appends the pairs of further factors to a dynamic/static pair source under one index."""
+"""Further factors (docs/factors.md): ``playback`` pairs (the same content played at two speeds), ``speed`` pairs
+(made by a synth world: ``SynthDataset.speed_pairs``), user factors (a function that makes a pair: ``UserPairs``) and
+``FactorPairs``, which appends the pairs of further factors to a dynamic/static pair source under one index."""
 
 from __future__ import annotations
 
 import dataclasses
 import operator
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import torch
 
 from stlens.core.pair import Pair
 from stlens.core.spec import InputSpec
@@ -18,17 +20,44 @@ from stlens.video.io import read_clip_source
 from stlens.video.sampling import centre_crop, to_model_input
 
 FACTORS = ("dynamic", "static")  # (as stlens.measure.estimate: pairs sits below measure)
-FURTHER = ("playback",)
+FURTHER = ("playback", "speed")
 """The built-in further factors (after ``dynamic`` and ``static``)."""
+PairMaker = Callable[[int, np.random.Generator], Any]
+"""A user factor: ``make_pair(i, rng)`` → pair i as a ``Pair`` or ``(a, b)``, two inputs shaped as the model's."""
+Factors = str | Sequence[str | tuple[str, PairMaker]] | None
 
 
-def parse_factors(factors: str | Sequence[str] | None) -> tuple[str, ...]:
-    """``dynamic,static,playback`` (a string or a list) → the factor names, ``dynamic`` and ``static`` first."""
-    names = [f.strip() for f in (factors.split(",") if isinstance(factors, str) else factors or FACTORS)]
+def _entries(factors: Factors) -> list[str | tuple[str, PairMaker]]:
+    if isinstance(factors, str):
+        return [f.strip() for f in factors.split(",")]
+    return list(factors or FACTORS)
+
+
+def user_factors(factors: Factors) -> dict[str, PairMaker]:
+    """The user factors among ``factors``: each ``(name, make_pair)`` entry, checked, by name."""
+    found: dict[str, PairMaker] = {}
+    for entry in _entries(factors):
+        if isinstance(entry, str):
+            continue
+        if not (isinstance(entry, tuple) and len(entry) == 2 and isinstance(entry[0], str) and callable(entry[1])):
+            raise StlensError(f"`factors`: an entry is a factor name or a (name, make_pair) tuple, got {entry!r}")
+        name = entry[0].strip()
+        if not name or "," in name or name in (*FACTORS, *FURTHER, "residual"):
+            raise StlensError(f"`factors`: a user factor needs a new name without commas, not {entry[0]!r}")
+        found[name] = entry[1]
+    return found
+
+
+def parse_factors(factors: Factors) -> tuple[str, ...]:
+    """``dynamic,static,playback`` (a string or a list, whose entries may be ``(name, make_pair)`` user factors) →
+    the factor names, ``dynamic`` and ``static`` first."""
+    users = user_factors(factors)
+    names = [e if isinstance(e, str) else e[0].strip() for e in _entries(factors)]
     known = (*FACTORS, *FURTHER)
     for name in names:
-        if name not in known:
-            raise StlensError(f"`factors`: unknown factor {name!r}; choose from {', '.join(known)}")
+        if name not in known and name not in users:
+            raise StlensError(f"`factors`: unknown factor {name!r}; choose from {', '.join(known)}, or pass "
+                              f"(name, make_pair) for a factor of your own")
     if len(set(names)) != len(names):
         raise StlensError(f"`factors`: a factor is named twice in {','.join(names)}")
     if not set(FACTORS) <= set(names):
@@ -95,10 +124,46 @@ class PlaybackPairs:
                     to_model_input(centre_crop(fast, self.spec.size), self.spec), name)
 
 
-def further_pairs(name: str, source: Any, spec: InputSpec, pairs: int, seed: int, code: int) -> PlaybackPairs:
-    """The pair maker of a built-in further factor."""
+@dataclass
+class UserPairs:
+    """``pairs`` pairs of a user factor: pair i is ``make(i, rng)`` with a generator seeded with (seed, code, i), a
+    ``Pair`` (its factor code is replaced by ``code``) or ``(a, b)`` (arrays or tensors of one shape)."""
+
+    name: str
+    make: PairMaker
+    pairs: int
+    seed: int = 0
+    code: int = 2
+
+    def __len__(self) -> int:
+        return self.pairs
+
+    def __getitem__(self, i: int) -> Pair:
+        made = self.make(i, np.random.default_rng((self.seed, self.code, i)))
+        if isinstance(made, Pair):
+            return Pair(self.code, made.a, made.b, made.source or f"{self.name}/{i}")
+        if not (isinstance(made, tuple | list) and len(made) == 2):
+            raise StlensError(f"`factors`: {self.name}'s make_pair must return a Pair or (a, b), got "
+                              f"{type(made).__name__}")
+        a, b = (torch.as_tensor(x, dtype=torch.float32) for x in made)
+        if a.shape != b.shape:
+            raise StlensError(f"`factors`: {self.name}'s pair {i} has inputs of shapes {tuple(a.shape)} and "
+                              f"{tuple(b.shape)}; both must be shaped as the model's input")
+        return Pair(self.code, a, b, f"{self.name}/{i}")
+
+
+def further_pairs(name: str, source: Any, spec: InputSpec, pairs: int, seed: int, code: int,
+                  users: dict[str, PairMaker] | None = None) -> Any:
+    """The pair maker of a further factor: a built-in one, or a user factor of ``users``."""
+    if users and name in users:
+        return UserPairs(name, users[name], pairs, seed, code)
     if name == "playback":
         return PlaybackPairs(source, spec, pairs, seed, code)
+    if name == "speed":
+        if not hasattr(source, "speed_pairs"):
+            raise StlensError("`factors`: speed needs a synth: world, whose ground truth gives the speed; "
+                              f"{getattr(source, 'spec', source)} has none")
+        return source.speed_pairs(spec, pairs, seed, code)
     raise StlensError(f"`factors`: unknown factor {name!r}; choose from {', '.join((*FACTORS, *FURTHER))}")
 
 

@@ -23,6 +23,7 @@ from stlens.measure.estimate import CLASSES
 from stlens.measure.result import LayerResult, MeasureResult
 from stlens.report import plots
 from stlens.report.ablation import Ablation, ablation_view, load_ablation
+from stlens.report.factors import factor_curves, factor_names, factor_rows
 from stlens.report.fusion import fusion_table
 from stlens.report.load import find_inputs, load_result
 from stlens.report.selectivity import Selectivity, load_selectivity_run, selectivity_view
@@ -224,6 +225,7 @@ def _run_view(run: Run, layer: str | Sequence[str] | None) -> dict[str, Any]:
                  "bootstrap": None, "random_init": None} | result.meta | {"pairs": {"dynamic": None, "static": None}
                                                      | dict(result.meta.get("pairs") or {})},
         "bars": plots.figure_image(plots.grouped_layer_bars(result)),
+        "factors": _factors_view(result),
         "classes": plots.figure_image(plots.grouped_unit_classes(result)),
         "scatter": plots.figure_image(plots.grouped_channel_scatter(result)),
         "scatter_note": "" if len(result.layers) <= plots.MAX_PANELS else
@@ -234,6 +236,15 @@ def _run_view(run: Run, layer: str | Sequence[str] | None) -> dict[str, Any]:
         "timing": result.timing, "skipped": result.meta.get("skipped") or [],
         "top_layer": chosen.layer, "top": top_channels(chosen), "visualize": _visualize_command(run, chosen.layer),
     }
+
+
+def _factors_view(result: MeasureResult) -> dict[str, Any] | None:
+    """A run's further factors (``--factors``): names, per-layer rows and curves; None for a default run."""
+    names = factor_names(result)
+    if not names:
+        return None
+    return {"names": [*names, "residual"], "rows": factor_rows(result),
+            "img": plots.figure_image(factor_curves(result))}
 
 
 def _pair_key(run: Run) -> tuple:
@@ -448,6 +459,8 @@ def write_plots(paths: list[str | Path], out: str | Path | None = None, *,
             folder = Path(out) / "_".join(parts) if len(loaded.runs) > 1 else Path(out)
         written += plots.save_figure(plots.grouped_layer_bars(run.result), folder / "layers")
         written += plots.save_figure(plots.grouped_unit_classes(run.result), folder / "classes")
+        if (curves := factor_curves(run.result)) is not None:
+            written += plots.save_figure(curves, folder / "factors")
         written += plots.save_figure(plots.grouped_channel_scatter(run.result), folder / "channels")
     base = Path(out) if out is not None else (loaded.runs[0].path / "plots" if loaded.runs else None)
     if len(loaded.runs) > 1:

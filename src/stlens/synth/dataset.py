@@ -278,6 +278,12 @@ class SynthDataset:
 
         return SynthPairs(self, spec, pairs, RERENDER if stylizer is None else stylizer, seed, flow=flow is not None)
 
+    def speed_pairs(self, spec: InputSpec, pairs: int, seed: int = 0, code: int = 2) -> PairSource:
+        """``speed`` pairs (``stlens.synth.speed.SpeedPairs``): two clips at one speed, all else different."""
+        from stlens.synth.speed import SpeedPairs
+
+        return SpeedPairs(self, spec, pairs, seed, code)
+
     def batch(self, indices) -> tuple[np.ndarray, np.ndarray]:
         """Clips ``indices`` stacked: frames uint8 (B, T, H, W, 3) and labels int64 (B,)."""
         indices = list(indices)
