@@ -105,3 +105,25 @@ def test_bad_inputs_exit_2_naming_the_option(tmp_path, capsys, extra, option):
         code = exc.code
     assert code == 2 and option in capsys.readouterr().err
     assert not (out / "explain.csv").exists() and not (out / "explain.json").exists()
+
+
+class CueReader(nn.Module):
+    """Class 0's logit is the sum of the 2×2 top-left corner (the cue box of a 16 px shortcut world)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        corner = x[:, :, :, :2, :2].sum((1, 2, 3, 4))
+        return torch.stack([corner, torch.zeros_like(corner)], 1)
+
+
+def test_cue_share_is_the_mass_in_the_cue_box_and_only_where_the_data_has_cues(tmp_path):
+    data = "synth:motion?n=3&frames=4&size=16&shortcut=0.5"
+    result = stlens.explain(CueReader(), data, method="ig", target=0, clips=3, steps=2, frames=T, size=S,
+                            device="cpu", progress=False, out=tmp_path / "cue")
+    np.testing.assert_allclose(result.cue_shares, 1, atol=1e-5)  # all of the map lies in the cue box
+    assert (result.mask_shares < 0.5).all()
+    rows = list(csv.DictReader((tmp_path / "cue" / "explain.csv").open()))
+    assert [float(r["cue_share"]) for r in rows] == pytest.approx([1, 1, 1], abs=1e-4)
+    assert json.loads((tmp_path / "cue" / "explain.json").read_text())["summary"]["cue_share"] == pytest.approx(1)
+    plain = stlens.explain(CueReader(), "synth:motion?n=1&frames=4&size=16", method="ig", target=0, clips=1, steps=2,
+                           frames=T, size=S, device="cpu", progress=False)
+    assert plain.cue_shares is None and "cue_share" not in plain.csv_text() and "cue_share" not in plain.summary

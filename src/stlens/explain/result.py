@@ -25,8 +25,9 @@ RERUN = "rerun stlens explain to write it again"
 class ExplainResult:
     """Per clip (pass order): ``maps`` {input name: (N, T, H, W) float32 maps summing to 1} (``rgb``, and ``flow``
     for two-input models with an input method; Grad-CAM: ``rgb`` only), the label, prediction, target class, its
-    logit and probability, the temporal curve (N, T) of the rgb map, the mask share and the Spearman correlations
-    with the maps of the shuffled and restyled copies. ``frames``: the first clips' uint8 frames for the GIFs."""
+    logit and probability, the temporal curve (N, T) of the rgb map, the mask share, the cue share (``cue_shares``:
+    mass inside the cue box of a synth ``shortcut=`` world; None when the data has no cue) and the Spearman
+    correlations with the maps of the shuffled and restyled copies. ``frames``: the first clips' uint8 frames for the GIFs."""
 
     model: str
     data: str
@@ -45,6 +46,7 @@ class ExplainResult:
     settings: dict[str, Any] = field(default_factory=dict)
     timing: dict[str, float] = field(default_factory=dict)
     frames: list[np.ndarray] = field(default_factory=list)
+    cue_shares: np.ndarray | None = None
     run_id: str | None = None
     path: Path | None = None
 
@@ -59,7 +61,9 @@ class ExplainResult:
                 if len(self.labels) else None,
                 "mean_mass_per_frame": [float(v) for v in self.curves.mean(0)] if len(self.curves) else [],
                 "peak_frame": int(np.argmax(self.curves.mean(0))) if len(self.curves) else None,
-                "mask_share": mean(self.mask_shares), "spearman_shuffled": mean(self.spearman_shuffled),
+                "mask_share": mean(self.mask_shares),
+                **({} if self.cue_shares is None else {"cue_share": mean(self.cue_shares)}),
+                "spearman_shuffled": mean(self.spearman_shuffled),
                 "spearman_restyled": mean(self.spearman_restyled)}
 
     def __repr__(self) -> str:
@@ -85,14 +89,15 @@ class ExplainResult:
         frames = self.curves.shape[1]
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
+        cue = self.cue_shares is not None
         writer.writerow(["clip", "label", "predicted", "target", "score", "probability",
-                         *(f"mass_frame_{t}" for t in range(frames)), "mask_share", "spearman_shuffled",
-                         "spearman_restyled"])
+                         *(f"mass_frame_{t}" for t in range(frames)), "mask_share", *(["cue_share"] if cue else []),
+                         "spearman_shuffled", "spearman_restyled"])
         for i, clip in enumerate(self.clip_ids):
             writer.writerow([clip, int(self.labels[i]), int(self.predicted[i]), int(self.targets[i]),
                              *(_number(v) for v in (self.scores[i], self.probabilities[i], *self.curves[i],
-                                                    self.mask_shares[i], self.spearman_shuffled[i],
-                                                    self.spearman_restyled[i]))])
+                                                    self.mask_shares[i], *([self.cue_shares[i]] if cue else []),
+                                                    self.spearman_shuffled[i], self.spearman_restyled[i]))])
         return buffer.getvalue()
 
     def arrays(self) -> dict[str, np.ndarray]:

@@ -39,7 +39,8 @@ def explain(model: str | nn.Module | ModelHandle, data: str | Path | LabelledCli
     sum |attribution| over colour (or flow) channels and give one map per input of a two-input model. Each map is
     non-negative and sums to 1. ``target``: the class explained, ``predicted``, ``label`` or a class number.
 
-    Per clip: the map's mass per frame, its share inside the object mask (synth worlds; else NaN) and the Spearman
+    Per clip: the map's mass per frame, its share inside the object mask (synth worlds; else NaN), inside the cue box
+    (synth worlds with ``shortcut=``; else no such column) and the Spearman
     correlation of the map with that of (a) the clip with its frames shuffled (the map's frames put back in order)
     and (b) the clip restyled by the palette stylizer: a map that survives shuffling follows static appearance, one
     that survives restyling follows motion. ``seed`` draws the shuffles, styles, video clips and an untrained
@@ -142,7 +143,7 @@ def _explain(model, data, *, method, layer, target, clips, steps, frames, size, 
                 inputs, labels = labelled.batch(indices, np.random.default_rng((seed, start)))
                 inputs = to_device(inputs if isinstance(inputs, tuple) else (inputs,), used_device)
                 found = _batch(forward, module, handle, inputs, labels, indices, target, method, layer, steps,
-                               batch_size, seed, _masks(labelled, indices))
+                               batch_size, seed, *_masks(labelled, indices))
                 for key, value in found.items():
                     parts.setdefault(key, []).append(value)
                 kept_frames += [ms.to_frames(x, handle.input) for x in inputs[0][:max(0, GIFS - len(kept_frames))]]
@@ -151,6 +152,8 @@ def _explain(model, data, *, method, layer, target, clips, steps, frames, size, 
         module.train(was_training)
     joined = {key: np.concatenate(value) for key, value in parts.items()}
     maps = {"rgb": joined.pop("map_rgb")}
+    if not np.isfinite(joined["cue_shares"]).any():
+        joined["cue_shares"] = None  # the data has no cue boxes: no cue_share column
     if "map_flow" in joined:
         maps["flow"] = joined.pop("map_flow")
     settings = {"method": method, "layer": layer, "target": target, "steps": steps if method == "ig" else None,
@@ -196,16 +199,23 @@ def _clip_ids(labelled: LabelledClips, count: int) -> list[str]:
     return [Path(str(videos[i])).name if videos is not None else str(i) for i in range(count)]
 
 
-def _masks(labelled: LabelledClips, indices: np.ndarray) -> list[np.ndarray | None]:
-    """The clips' object masks (T, H, W) where the data has them (synth worlds), else None each."""
+def _masks(labelled: LabelledClips, indices: np.ndarray) -> tuple[list[np.ndarray | None], list[np.ndarray | None]]:
+    """The clips' object masks (T, H, W) where the data has them (synth worlds), and their cue boxes as (T, H, W)
+    masks where it has those (synth ``shortcut=``), else None each."""
+    from stlens.synth.shortcut import cue_mask
+
     dataset = getattr(labelled, "dataset", None)
     if dataset is None or not hasattr(dataset, "__getitem__"):
-        return [None] * len(indices)
-    return [getattr(dataset[int(i)], "masks", None) for i in indices]
+        return [None] * len(indices), [None] * len(indices)
+    clips = [dataset[int(i)] for i in indices]
+    masks = [getattr(clip, "masks", None) for clip in clips]
+    cues = [None if m is None or "cue" not in (getattr(c, "meta", None) or {}) else
+            cue_mask(c.meta["cue"]["box"], *m.shape) for c, m in zip(clips, masks, strict=True)]
+    return masks, cues
 
 
 def _batch(forward, module, handle, inputs, labels, indices, target, method, layer, steps, batch_size, seed,
-           masks) -> dict[str, np.ndarray]:
+           masks, cues) -> dict[str, np.ndarray]:
     """One batch of clips: maps, prediction, target, score and the per-clip numbers."""
     with torch.no_grad():
         logits = forward(*inputs).float()
@@ -239,6 +249,7 @@ def _batch(forward, module, handle, inputs, labels, indices, target, method, lay
            "targets": targets.cpu().numpy(), "scores": logits.gather(1, targets[:, None])[:, 0].cpu().numpy(),
            "probabilities": probabilities.cpu().numpy(), "curves": np.stack([ms.temporal_curve(m) for m in rgb]),
            "mask_shares": np.array([ms.mask_share(m, k) for m, k in zip(rgb, masks, strict=True)]),
+           "cue_shares": np.array([ms.mask_share(m, k) for m, k in zip(rgb, cues, strict=True)]),
            "spearman_shuffled": np.array([ms.spearman(m, ms.unshuffle(s, o))
                                           for m, s, o in zip(rgb, after_shuffle, orders, strict=True)]),
            "spearman_restyled": np.array([ms.spearman(m, s) for m, s in zip(rgb, after_style, strict=True)])}

@@ -1,5 +1,5 @@
 """``synth:<world>?n=..&frames=..&size=..&seed=..&split=..&speed=lo-hi[&task=classify|segment&distractor=0|1
-&flow=truth|dis|tvl1|farneback&flow_cache=FOLDER]``: procedural clips with ground truth.
+&flow=truth|dis|tvl1|farneback&flow_cache=FOLDER][&shortcut=P]``: procedural clips with ground truth.
 
 A ``SynthDataset`` renders clip i on demand from its own seeded generator (see ``worlds``), so clips are identical on
 every access and in any order, and nothing is stored. It is a ``stlens.core.source.ClipSource`` (``spec``, ``len``,
@@ -8,6 +8,9 @@ every access and in any order, and nothing is stored. It is a ``stlens.core.sour
 ``task=segment`` (``stlens.synth.segment``) adds a moving camera and an optional distractor to each clip, whose
 target is then its object mask; its ``flow()`` is estimated from the frames (``flow=dis`` by default; ``true_flow()``
 is the ground truth), optionally cached on disk (``flow_cache``). Classify clips (the default) are unchanged.
+
+``shortcut=P`` (``stlens.synth.shortcut``) paints a corner cue whose colour gives the class in a share P of the clips
+(the cue lies in the others); without it nothing changes.
 """
 
 from __future__ import annotations
@@ -26,11 +29,12 @@ from stlens.errors import StlensError
 from stlens.synth import segment, worlds
 from stlens.synth.render import SynthClip, render_clip, shape_mask
 from stlens.synth.segment import TASKS, Scene, SegmentLook
+from stlens.synth.shortcut import Cue, draw_cue, paint_cue
 from stlens.synth.textures import texture_bank
 from stlens.synth.worlds import DEFAULT_SPEED, NUM_CLASSES, SPLITS, WORLDS, Appearance, ClipPlan
 from stlens.video.flow import FLOW_METHODS, FlowCache, compute_flow
 
-OPTIONS = ("n", "frames", "size", "seed", "split", "speed", "task", "distractor", "flow", "flow_cache")
+OPTIONS = ("n", "frames", "size", "seed", "split", "speed", "task", "distractor", "flow", "flow_cache", "shortcut")
 DEFAULT_N = {"train": 2000, "test": 400}
 TRUTH = "truth"
 FLOWS = (TRUTH, *FLOW_METHODS)
@@ -55,6 +59,13 @@ def _parse_int(name: str, value: str) -> int:
         raise StlensError(f"synth option {name} must be an integer, got '{value}'") from None
 
 
+def _parse_float(name: str, value: str) -> float:
+    try:
+        return float(value)
+    except ValueError:
+        raise StlensError(f"synth option {name} must be a number, got '{value}'") from None
+
+
 def _parse_speed(value: str) -> tuple[float, float]:
     lo, sep, hi = value.partition("-")
     try:
@@ -76,6 +87,7 @@ class SynthDataset:
     ``task`` "classify" (the label is the target) or "segment" (the mask is the target: moving camera, ``distractor``
     0 or 1); ``flow_method`` what ``clip.flow()`` gives ("truth", or an estimator of ``stlens.video.flow``; None: the
     task's default, truth for classify and dis for segment), ``flow_cache`` a folder caching estimated flow.
+    ``shortcut`` (None: no cue) the probability that a clip's corner cue shows its own class (``synth.shortcut``).
     """
 
     world: str = "motion"
@@ -90,6 +102,7 @@ class SynthDataset:
     distractor: int = 0
     flow_method: str | None = None
     flow_cache: str | None = None
+    shortcut: float | None = None
 
     num_classes: ClassVar[int] = NUM_CLASSES
     missing: ClassVar[tuple] = ()  # every clip is rendered: none is ever missing (``ClipSource.missing``)
@@ -121,16 +134,19 @@ class SynthDataset:
                 (self.distractor == 0 or self.task == "segment", "distractor=1 needs task=segment"),
                 (flow in FLOWS, f"flow must be one of {', '.join(FLOWS)}, got '{flow}'"),
                 (self.flow_cache is None or flow != TRUTH,
-                 "flow_cache needs an estimated flow (flow=dis|tvl1|farneback)")]
+                 "flow_cache needs an estimated flow (flow=dis|tvl1|farneback)"),
+                (self.shortcut is None or 0.0 <= self.shortcut <= 1.0,
+                 f"shortcut must be a probability in [0, 1], got {self.shortcut}")]
 
     @property
     def canonical_spec(self) -> str:
         """The spec with every option spelled out, but for ``task``, ``distractor`` and ``flow`` at their classify
-        defaults (so classify specs read as before) and ``flow_cache`` (where, not what)."""
+        defaults (so classify specs read as before), ``shortcut`` when unset, and ``flow_cache`` (where, not what)."""
         lo, hi = self.speed
         extra = "&task=segment" if self.task == "segment" else ""
         extra += "&distractor=1" if self.distractor else ""
         extra += f"&flow={self.flow_method}" if self.flow_method != DEFAULT_FLOW[self.task] else ""
+        extra += f"&shortcut={self.shortcut:g}" if self.shortcut is not None else ""
         return (f"synth:{self.world}?n={self.n}&frames={self.frames}&size={self.size}&seed={self.seed}"
                 f"&split={self.split}&speed={lo:g}-{hi:g}{extra}")
 
@@ -197,6 +213,8 @@ class SynthDataset:
         bank = texture_bank(self.size)
         if self.flow_method != TRUTH:
             meta["flow"] = self.flow_method
+        if self.shortcut is not None:
+            meta["cue"] = self._cue(index, plan.label).meta()
         if scene is None:
             return meta
         meta = segment.with_background(meta, extra, bank)
@@ -222,10 +240,22 @@ class SynthDataset:
             "background_offset": list(look.background_offset), "appearance_seed": appearance_seed,
         }
 
+    def _cue(self, index: int, label: int) -> Cue:
+        return draw_cue(self.seed, self.split, index, label, float(self.shortcut), self.size)
+
+    def _with_cue(self, clip: SynthClip, index: int) -> SynthClip:
+        """``clip`` with its cue painted (``shortcut``; unchanged without it)."""
+        if self.shortcut is not None:
+            paint_cue(clip.frames, self._cue(index, clip.label), clip.masks, clip.distractor_masks)
+        return clip
+
     def _estimator(self) -> Callable[[np.ndarray], np.ndarray] | None:
         return None if self.flow_method == TRUTH else partial(estimate_flow, self.flow_method, self.flow_cache)
 
     def _render(self, index: int, appearance_seed: int | None) -> SynthClip:
+        return self._with_cue(self._render_clip(index, appearance_seed), index)
+
+    def _render_clip(self, index: int, appearance_seed: int | None) -> SynthClip:
         plan, look, scene, extra = self._draw(index, appearance_seed)
         meta = self._meta(index, plan, look, appearance_seed, scene, extra)
         if scene is not None:
@@ -298,7 +328,7 @@ class SynthDataset:
 def open_synth(spec: str) -> SynthDataset:
     """``synth:<world>[?option=value&...]`` → a ``SynthDataset``. Worlds: see ``WORLDS``; options: ``n``,
     ``frames``, ``size``, ``seed``, ``split`` (train|test), ``speed`` (LO-HI px/frame), ``task`` (classify|segment),
-    ``distractor`` (0|1), ``flow`` (truth|dis|tvl1|farneback), ``flow_cache`` (a folder)."""
+    ``distractor`` (0|1), ``flow`` (truth|dis|tvl1|farneback), ``flow_cache`` (a folder), ``shortcut`` (P in [0, 1])."""
     spec = str(spec)
     if not spec.startswith("synth:"):
         raise StlensError(f"not a synth spec: {spec} (expected synth:<world>?n=...)")
@@ -320,6 +350,8 @@ def open_synth(spec: str) -> SynthDataset:
             options["flow_method"] = value
         elif key == "speed":
             options[key] = _parse_speed(value)
+        elif key == "shortcut":
+            options[key] = _parse_float(key, value)
         else:
             options[key] = _parse_int(key, value)
     return SynthDataset(world=world, spec=spec, **options)
