@@ -27,7 +27,8 @@ class ExplainResult:
     for two-input models with an input method; Grad-CAM: ``rgb`` only), the label, prediction, target class, its
     logit and probability, the temporal curve (N, T) of the rgb map, the mask share, the cue share (``cue_shares``:
     mass inside the cue box of a synth ``shortcut=`` world; None when the data has no cue) and the Spearman
-    correlations with the maps of the shuffled and restyled copies. ``frames``: the first clips' uint8 frames for the GIFs."""
+    correlations with the maps of the shuffled and restyled copies. ``frames``: the first clips' uint8 frames for
+    the GIFs."""
 
     model: str
     data: str
