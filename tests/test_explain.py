@@ -127,3 +127,18 @@ def test_cue_share_is_the_mass_in_the_cue_box_and_only_where_the_data_has_cues(t
     plain = stlens.explain(CueReader(), "synth:motion?n=1&frames=4&size=16", method="ig", target=0, clips=1, steps=2,
                            frames=T, size=S, device="cpu", progress=False)
     assert plain.cue_shares is None and "cue_share" not in plain.csv_text() and "cue_share" not in plain.summary
+
+
+def test_errors_explains_only_misclassified_clips_with_class_visualizations(tmp_path):
+    out = tmp_path / "err"
+    assert main(["explain", "--model", "stlens:i3d?width=4", "--data", "synth:motion?n=12", "--frames", "4", "--size",
+                 "16", "--errors", "2", "--error-steps", "2", "--device", "cpu", "--out", str(out), "--quiet"]) == 0
+    doc = json.loads((out / "explain.json").read_text())
+    errors = doc["errors"]
+    assert 1 <= len(errors) <= 2 and doc["settings"]["errors"] == 2
+    rows = list(csv.DictReader((out / "explain.csv").open()))
+    assert [r["clip"] for r in rows] == [e["clip"] for e in errors]
+    for e, r in zip(errors, rows, strict=True):
+        assert e["predicted"] != e["label"] and int(r["predicted"]) == e["predicted"] and int(r["label"]) == e["label"]
+        assert (out / e["gif"]).is_file()
+    assert sorted(p.name for p in (out / "errors").iterdir()) == [f"error{k}.gif" for k in range(len(errors))]

@@ -280,7 +280,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
     result = stlens.explain(args.model, args.data, method=args.method, layer=args.layer, target=target,
                             clips=args.clips, steps=args.steps, seed=args.seed, out=args.out,
                             overwrite=args.overwrite, progress=not args.quiet, **_model_kwargs(args),
-                            device=args.device, precision=args.precision, batch_size=args.batch_size)
+                            device=args.device, precision=args.precision, batch_size=args.batch_size,
+                            errors=args.errors, error_steps=args.error_steps)
     if not args.quiet:
         print(repr(result))
         if result.path is not None:
@@ -302,6 +303,10 @@ def _add_explain_parser(sub) -> None:
                    "class number")
     p.add_argument("--clips", type=int, default=8, metavar="N", help="the first N clips of --data (default 8)")
     p.add_argument("--steps", type=int, default=16, metavar="STEPS", help="integrated-gradients steps (default 16)")
+    p.add_argument("--errors", type=int, default=None, metavar="N", help="explain only the first N misclassified "
+                   "clips, each with the class visualizations of its predicted and true class (out/errors/)")
+    p.add_argument("--error-steps", type=int, default=32, metavar="STEPS", help="visualization steps per class "
+                   "with --errors (default 32)")
     g = p.add_argument_group("device, precision and workers")
     g.add_argument("--batch-size", type=int, default=4, metavar="CLIPS", help="clips per attribution (default 4)")
     g.add_argument("--device", default="auto", help="auto (default: CUDA when available, else the CPU), cpu, cuda, "

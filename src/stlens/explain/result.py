@@ -48,6 +48,7 @@ class ExplainResult:
     timing: dict[str, float] = field(default_factory=dict)
     frames: list[np.ndarray] = field(default_factory=list)
     cue_shares: np.ndarray | None = None
+    errors: list[dict[str, Any]] | None = None  # explain(errors=N): per clip its class videos (predicted, true)
     run_id: str | None = None
     path: Path | None = None
 
@@ -83,7 +84,9 @@ class ExplainResult:
         """explain.json (format_version first; a missing number is null)."""
         return _no_nan(versioned({"run_id": self.run_id, "model": self.model, "data": self.data,
                                   "method": self.method, "inputs": list(self.maps), "clip_ids": list(self.clip_ids),
-                                  "summary": self.summary, "settings": self.settings, "timing": self.timing}))
+                                  "summary": self.summary, "settings": self.settings, "timing": self.timing,
+                                  **({} if self.errors is None else {"errors": [
+                                      {k: v for k, v in e.items() if k != "videos"} for e in self.errors]})}))
 
     def csv_text(self) -> str:
         """explain.csv: one row per clip."""
@@ -110,6 +113,7 @@ class ExplainResult:
     def save(self, folder: str | Path | RunFolder, *, overwrite: bool = False) -> Path:
         """Write the run folder ``folder`` (all files or none); a complete run there is refused unless
         ``overwrite``."""
+        from stlens.explain.errors import error_frames
         from stlens.explain.measures import overlay
         from stlens.files import atomic_write, write_json, write_text
         from stlens.pairs.quality import write_gif
@@ -126,6 +130,10 @@ class ExplainResult:
             atomic_write(run.staging / "attributions.npz", lambda f: np.savez_compressed(f, **arrays))
             for i, frames in enumerate(self.frames[:GIFS]):
                 write_gif(run.staging / f"explain_clip{i}.gif", overlay(frames, self.maps["rgb"][i]))
+            for k, entry in enumerate(self.errors or []):
+                (run.staging / "errors").mkdir(exist_ok=True)
+                write_gif(run.staging / entry["gif"], error_frames(overlay(self.frames[k], self.maps["rgb"][k]),
+                                                                   *entry["videos"]))
             self.path = run.commit()
         return self.path
 

@@ -15,6 +15,7 @@ from torch import nn
 from stlens.core.handle import ModelHandle
 from stlens.errors import StlensError
 from stlens.explain import measures as ms
+from stlens.explain.errors import VIS_STEPS, class_videos, find_errors
 from stlens.explain.maps import METHODS, attribute, captum_attr, forward_of
 from stlens.explain.result import FILES, GIFS, ExplainResult
 from stlens.runs import RunFolder
@@ -30,7 +31,7 @@ def explain(model: str | nn.Module | ModelHandle, data: str | Path | LabelledCli
             frames: int | None = None, size: int | None = None, weights: str | None = None, batch_size: int = 4,
             device: str | torch.device | None = "auto", precision: str = "fp32", seed: int = 0,
             out: str | Path | None = None, overwrite: bool = False, progress: bool = True,
-            offline: bool | None = None) -> ExplainResult:
+            offline: bool | None = None, errors: int | None = None, error_steps: int = VIS_STEPS) -> ExplainResult:
     """Attribution maps of ``model``'s predictions on the first ``clips`` labelled clips of ``data`` (captum).
 
     ``method``: ``gradcam`` (LayerGradCam at ``layer``, default the model's last default layer: the relu'd
@@ -46,17 +47,23 @@ def explain(model: str | nn.Module | ModelHandle, data: str | Path | LabelledCli
     that survives restyling follows motion. ``seed`` draws the shuffles, styles, video clips and an untrained
     spec's weights. ``batch_size``: clips per attribution (integrated gradients: scaled inputs per forward).
 
+    ``errors``: explain only misclassified clips (prediction ≠ label), the first ``errors`` of ``data`` in order
+    (``clips`` is then unused), each with the class visualizations (``stlens.visualize``, target ``class:K``,
+    ``error_steps`` steps; one per class, at most ``errors`` classes) of its predicted and true class: written as
+    errors/error<k>.gif (clip | overlay | predicted | true) and listed in explain.json's ``errors``.
+
     ``out``: the run folder (explain.csv, explain.json, attributions.npz, explain_clip<i>.gif), claimed before any
     work and refused when it holds a complete run unless ``overwrite``; written only when complete.
 
     >>> stlens.explain("stlens:i3d", "synth:motion?n=16", weights="bundled:i3d-motion", method="ig")  # doctest: +SKIP
     """
     device_used = _check(data=data, method=method, layer=layer, target=target, clips=clips, steps=steps,
-                         batch_size=batch_size, seed=seed, device=device, precision=precision)
+                         batch_size=batch_size, seed=seed, device=device, precision=precision, errors=errors,
+                         error_steps=error_steps)
     captum_attr()
     given = dict(method=method, layer=layer, target=target, clips=clips, steps=steps, frames=frames, size=size,
                  weights=weights, batch_size=batch_size, device=device_used, precision=precision, seed=seed,
-                 progress=progress, offline=offline)
+                 progress=progress, offline=offline, errors=errors, error_steps=error_steps)
     if out is None:
         return _explain(model, data, **given)
     folder = RunFolder(out, "explain", overwrite=overwrite, outputs=FILES).claim()
@@ -69,7 +76,7 @@ def explain(model: str | nn.Module | ModelHandle, data: str | Path | LabelledCli
     return result
 
 
-def _check(*, data, method, layer, target, clips, steps, batch_size, seed, device, precision
+def _check(*, data, method, layer, target, clips, steps, batch_size, seed, device, precision, errors, error_steps
            ) -> torch.device | None:
     """Every argument that needs no model or data, checked before any work; the device (None: the module's)."""
     def whole(value: Any, least: int) -> bool:
@@ -88,6 +95,8 @@ def _check(*, data, method, layer, target, clips, steps, batch_size, seed, devic
         (whole(steps, 1), f"`steps` must be ≥ 1 (integrated-gradients steps), got {steps!r}"),
         (whole(batch_size, 1), f"`batch_size` must be ≥ 1 (clips per attribution), got {batch_size!r}"),
         (whole(seed, 0), f"`seed` must be an integer ≥ 0, got {seed!r}"),
+        (errors is None or whole(errors, 1), f"`errors` must be ≥ 1 (misclassified clips), got {errors!r}"),
+        (whole(error_steps, 1), f"`error_steps` must be ≥ 1 (visualization steps), got {error_steps!r}"),
         (precision in _PRECISIONS, f"`precision` must be one of {', '.join(_PRECISIONS)}, got {precision!r}"),
     ]
     for ok, message in checks:
@@ -105,7 +114,7 @@ def _check(*, data, method, layer, target, clips, steps, batch_size, seed, devic
 
 
 def _explain(model, data, *, method, layer, target, clips, steps, frames, size, weights, batch_size, device,
-             precision, seed, progress, offline) -> ExplainResult:
+             precision, seed, progress, offline, errors, error_steps) -> ExplainResult:
     from tqdm.auto import tqdm
 
     from stlens._version import __version__
@@ -123,8 +132,7 @@ def _explain(model, data, *, method, layer, target, clips, steps, frames, size, 
         log.warning("%s has random weights (no weights given): its maps are those of an untrained network",
                     handle.spec)
     labelled, data_text = _labelled(data, handle)
-    count = min(clips, len(labelled))
-    if count < 1:
+    if len(labelled) < 1:
         raise StlensError(f"{data_text} holds no clips")
     if method == "gradcam":
         layer = _layer(handle, layer)
@@ -136,22 +144,33 @@ def _explain(model, data, *, method, layer, target, clips, steps, frames, size, 
     forward = forward_of(module, used)
     parts: dict[str, list] = {}
     kept_frames: list[np.ndarray] = []
+    order = np.arange(min(clips, len(labelled)))
     try:
+        if errors is not None:
+            order = find_errors(forward, labelled, errors, batch_size, seed, used_device)
+        count = len(order)
         with tqdm(total=count, desc=f"explain ({method})", unit="clip", disable=not progress or None) as bar:
             for start in range(0, count, batch_size):
-                indices = np.arange(start, min(count, start + batch_size))
+                indices = order[start:start + batch_size]
                 inputs, labels = labelled.batch(indices, np.random.default_rng((seed, start)))
                 inputs = to_device(inputs if isinstance(inputs, tuple) else (inputs,), used_device)
                 found = _batch(forward, module, handle, inputs, labels, indices, target, method, layer, steps,
                                batch_size, seed, *_masks(labelled, indices))
                 for key, value in found.items():
                     parts.setdefault(key, []).append(value)
-                kept_frames += [ms.to_frames(x, handle.input) for x in inputs[0][:max(0, GIFS - len(kept_frames))]]
+                keep = len(indices) if errors is not None else max(0, GIFS - len(kept_frames))
+                kept_frames += [ms.to_frames(x, handle.input) for x in inputs[0][:keep]]
                 bar.update(len(indices))
     finally:
         module.train(was_training)
+    if not parts:
+        raise StlensError(f"`errors`: {handle.spec} misclassifies no clip of {data_text}: nothing to explain")
     joined = {key: np.concatenate(value) for key, value in parts.items()}
     maps = {"rgb": joined.pop("map_rgb")}
+    found_errors = None
+    if errors is not None:
+        found_errors = _error_entries(handle, joined, _clip_ids(labelled, order), order, errors, error_steps,
+                                      used_device, seed)
     if not np.isfinite(joined["cue_shares"]).any():
         joined["cue_shares"] = None  # the data has no cue boxes: no cue_share column
     if "map_flow" in joined:
@@ -160,9 +179,10 @@ def _explain(model, data, *, method, layer, target, clips, steps, frames, size, 
                 "weights": weights if weights is not None else handle.weights, "frames": handle.input.frames,
                 "size": handle.input.size, "clips_asked": clips, "batch_size": batch_size, "seed": seed,
                 "restyle": "palette", "device": str(used_device), "precision": used, "precision_asked": precision,
+                "errors": errors, "error_steps": error_steps if errors is not None else None,
                 "started": started, "versions": {"stlens": __version__, "torch": torch.__version__}}
-    return ExplainResult(model=handle.spec, data=data_text, method=method, clip_ids=_clip_ids(labelled, count),
-                         maps=maps, frames=kept_frames, settings=settings,
+    return ExplainResult(model=handle.spec, data=data_text, method=method, clip_ids=_clip_ids(labelled, order),
+                         maps=maps, frames=kept_frames, settings=settings, errors=found_errors,
                          timing={"seconds": time.perf_counter() - clock, "clips_per_second":
                                  count / max(time.perf_counter() - clock, 1e-9)}, **joined)
 
@@ -193,10 +213,23 @@ def _labelled(data, handle: ModelHandle) -> tuple[LabelledClips, str]:
     return open_clips(text, handle.input, flow=handle.inputs == 2, task="classify"), str(text)
 
 
-def _clip_ids(labelled: LabelledClips, count: int) -> list[str]:
+def _clip_ids(labelled: LabelledClips, order: np.ndarray) -> list[str]:
     """How each clip is named in the files: its video's file name, else its number."""
     videos = getattr(labelled, "videos", None)
-    return [Path(str(videos[i])).name if videos is not None else str(i) for i in range(count)]
+    return [Path(str(videos[int(i)])).name if videos is not None else str(int(i)) for i in order]
+
+
+def _error_entries(handle: ModelHandle, joined: dict[str, np.ndarray], ids: list[str], order: np.ndarray,
+                   errors: int, steps: int, device, seed: int) -> list[dict[str, Any]]:
+    """Per error: its clip, label, prediction and the visualizations of both classes (at most ``errors`` classes,
+    first come first served; a class past the cap has none)."""
+    wanted: list[int] = []
+    for pair in zip(joined["predicted"], joined["labels"], strict=True):
+        wanted += [int(k) for k in pair if int(k) not in wanted]
+    videos = class_videos(handle, wanted[:errors], steps, device if device is not None else handle.device, seed)
+    return [{"clip": ids[k], "index": int(order[k]), "predicted": int(p), "label": int(y),
+             "gif": f"errors/error{k}.gif", "videos": (videos.get(int(p)), videos.get(int(y)))}
+            for k, (p, y) in enumerate(zip(joined["predicted"], joined["labels"], strict=True))]
 
 
 def _masks(labelled: LabelledClips, indices: np.ndarray) -> tuple[list[np.ndarray | None], list[np.ndarray | None]]:
