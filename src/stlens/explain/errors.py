@@ -38,9 +38,9 @@ def class_videos(handle: ModelHandle, classes: list[int], steps: int, device: to
     """uint8 (T, H, W, 3) activation-maximization videos (``stlens.visualize``, target ``class:K``) per class."""
     if not classes:
         return {}
-    import stlens  # the public verb: explain and visualize are sibling layers (docs/architecture.md)
+    from stlens.visualize.api import visualize  # explain sits above visualize (docs/architecture.md)
 
-    result = stlens.visualize(handle, [f"class:{k}" for k in classes], steps=steps, device=device, seed=seed,
+    result = visualize(handle, [f"class:{k}" for k in classes], steps=steps, device=device, seed=seed,
                        natural_clips=0, progress=False, batch_size=len(classes))
     return {k: t.rgb for k, t in zip(classes, result.targets, strict=True)}
 
