@@ -23,6 +23,7 @@ from stlens.measure.estimate import CLASSES
 from stlens.measure.result import LayerResult, MeasureResult
 from stlens.report import plots
 from stlens.report.ablation import Ablation, ablation_view, load_ablation
+from stlens.report.explain import Explain, explain_view, load_explain_run
 from stlens.report.factors import factor_curves, factor_names, factor_rows
 from stlens.report.fusion import fusion_table
 from stlens.report.load import find_inputs, load_result
@@ -52,6 +53,7 @@ class Loaded:
     runs: list[Run] = field(default_factory=list)
     ablations: list[Ablation] = field(default_factory=list)
     selectivity: list[Selectivity] = field(default_factory=list)
+    explains: list[Explain] = field(default_factory=list)
     trainings: list[Training] = field(default_factory=list)
     tracks: list[Path] = field(default_factory=list)
     visuals: list[Path] = field(default_factory=list)
@@ -78,6 +80,11 @@ def load_runs(paths: list[str | Path]) -> Loaded:
             loaded.selectivity.append(load_selectivity_run(folder))  # the marker's checksums, then the json and csv
         except StlensError as exc:
             loaded.skipped.append({"source": str(folder), "reason": str(exc)})
+    for folder in found.explains:
+        try:
+            loaded.explains.append(load_explain_run(folder))  # the marker's checksums, then explain.json
+        except StlensError as exc:
+            loaded.skipped.append({"source": str(folder), "reason": str(exc)})
     for folder in found.trainings:
         try:
             loaded.trainings.append(load_training(folder))  # config.json and metrics.jsonl
@@ -91,6 +98,9 @@ def load_runs(paths: list[str | Path]) -> Loaded:
         ablation.label = label if labels.count(label) == 1 else f"{label} ({ablation.path})"
     labels = [f"selectivity: {s.doc.get('model')} · {s.doc.get('data')}" for s in loaded.selectivity]
     for run, label in zip(loaded.selectivity, labels, strict=True):
+        run.label = label if labels.count(label) == 1 else f"{label} ({run.path})"
+    labels = [f"explain: {e.doc.get('method')} of {e.doc.get('model')} · {e.doc.get('data')}" for e in loaded.explains]
+    for run, label in zip(loaded.explains, labels, strict=True):
         run.label = label if labels.count(label) == 1 else f"{label} ({run.path})"
     return loaded
 
@@ -396,8 +406,8 @@ def build_report(paths: list[str | Path], out: str | Path = "report.html", *,
     import markupsafe
 
     loaded = load_runs(paths)
-    if not (loaded.runs or loaded.ablations or loaded.selectivity or loaded.trainings or loaded.tracks
-            or loaded.visuals):
+    if not (loaded.runs or loaded.ablations or loaded.selectivity or loaded.explains or loaded.trainings
+            or loaded.tracks or loaded.visuals):
         reasons = "; ".join(f"{s['source']}: {s['reason']}" for s in loaded.skipped) or "no folders given"
         raise StlensError(f"nothing to report: {reasons}")
     runs = [_run_view(run, layer) for run in loaded.runs]
@@ -425,6 +435,7 @@ def build_report(paths: list[str | Path], out: str | Path = "report.html", *,
     html = env.get_template("report.html").render(
         title=title, runs=runs, comparison=comparison, ablations=ablations,
         selectivity=[selectivity_view(run) for run in loaded.selectivity],
+        explains=[explain_view(run) for run in loaded.explains],
         trainings=[_training_view(t) for t in loaded.trainings], tracks=_tracks(loaded.tracks),
         examples=_examples(loaded.runs, examples) if examples > 0 else [], visuals=_visuals(loaded.visuals),
         skipped=loaded.skipped, classes=CLASSES, version=__version__, python=platform.python_version(),
@@ -448,6 +459,7 @@ def write_plots(paths: list[str | Path], out: str | Path | None = None, *,
         reasons += [f"{a.path}: an ablate run; its figure is {a.path / 'ablation.png'}" for a in loaded.ablations]
         reasons += [f"{s.path}: a selectivity run; its figure is {s.path / 'selectivity.png'}"
                     for s in loaded.selectivity]
+        reasons += [f"{e.path}: an explain run; its figures are its GIFs" for e in loaded.explains]
         raise StlensError(f"no plots to make: {'; '.join(reasons) or 'no folders given'}")
     written: list[Path] = []
     names = [run.path.name for run in loaded.runs]

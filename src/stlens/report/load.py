@@ -12,8 +12,8 @@ from stlens.files import read_json
 from stlens.measure.result import RUN_FILES, load_result
 from stlens.runs import STAGING_PREFIX, read_marker
 
-__all__ = ["ABLATION_FILE", "RUN_FILES", "SELECTIVITY_FILE", "TRACK_FILES", "TRAIN_FILE", "Found", "find_inputs",
-           "load_result", "read_json"]
+__all__ = ["ABLATION_FILE", "EXPLAIN_FILE", "RUN_FILES", "SELECTIVITY_FILE", "TRACK_FILES", "TRAIN_FILE", "Found",
+           "find_inputs", "load_result", "read_json"]
 
 #: a folder holding one of these is a training track (``stlens track``)
 TRACK_FILES = ("track.csv", "track.json", "tracks.csv", "tracks.json")
@@ -21,6 +21,8 @@ TRACK_FILES = ("track.csv", "track.json", "tracks.csv", "tracks.json")
 ABLATION_FILE = "ablation.json"
 #: a folder holding this (or whose run marker names the verb ``selectivity``) is a selectivity run
 SELECTIVITY_FILE = "selectivity.json"
+#: a folder holding this (or whose run marker names the verb ``explain``) is an explain run (``stlens explain``)
+EXPLAIN_FILE = "explain.json"
 #: a folder holding this (or whose run marker names the verb ``train``) is a training run (``stlens train``)
 TRAIN_FILE = "metrics.jsonl"
 
@@ -33,6 +35,7 @@ class Found:
     runs: list[Path] = field(default_factory=list)
     ablations: list[Path] = field(default_factory=list)
     selectivity: list[Path] = field(default_factory=list)
+    explains: list[Path] = field(default_factory=list)
     trainings: list[Path] = field(default_factory=list)
     tracks: list[Path] = field(default_factory=list)
     visuals: list[Path] = field(default_factory=list)
@@ -88,6 +91,18 @@ def _is_selectivity(folder: Path) -> bool:
     return bool(marker and marker.get("verb") == "selectivity")
 
 
+def _is_explain(folder: Path) -> bool:
+    """A ``stlens explain`` output: its marker names the verb explain, or (marker lost or unreadable) it holds
+    explain.json, so that a damaged one is listed as skipped with the reason."""
+    if (folder / EXPLAIN_FILE).is_file():
+        return True
+    try:
+        marker = read_marker(folder)
+    except StlensError:
+        return False
+    return bool(marker and marker.get("verb") == "explain")
+
+
 def _is_training(folder: Path) -> bool:
     """A ``stlens train`` output: its marker names the verb train, or (no readable marker) it holds metrics.jsonl and
     no result.json."""
@@ -110,8 +125,8 @@ def _in_staging(folder: Path, root: Path) -> bool:
 
 
 def _count(found: Found) -> int:
-    return sum(map(len, (found.runs, found.ablations, found.selectivity, found.trainings, found.tracks,
-                         found.visuals)))
+    return sum(map(len, (found.runs, found.ablations, found.selectivity, found.explains, found.trainings,
+                         found.tracks, found.visuals)))
 
 
 def find_inputs(paths: list[str | Path]) -> Found:
@@ -143,6 +158,8 @@ def find_inputs(paths: list[str | Path]) -> Found:
                 found.ablations.append(folder)
             elif _is_selectivity(folder):
                 found.selectivity.append(folder)
+            elif _is_explain(folder):
+                found.explains.append(folder)
             elif _is_training(folder):
                 found.trainings.append(folder)
             elif _is_run_like(folder):
@@ -151,9 +168,10 @@ def find_inputs(paths: list[str | Path]) -> Found:
                 found.visuals.append(folder)
         if _count(found) == before:
             found.skipped.append({"source": str(path), "reason": "no stlens run found (no result.json, ablation.json, "
-                                  "selectivity.json, metrics.jsonl, track.csv/track.json or visualization GIF + JSON "
-                                  "in it or below it)"})
-    for group in (found.runs, found.ablations, found.selectivity, found.trainings, found.tracks, found.visuals):
+                                  "selectivity.json, explain.json, metrics.jsonl, track.csv/track.json or "
+                                  "visualization GIF + JSON in it or below it)"})
+    for group in (found.runs, found.ablations, found.selectivity, found.explains, found.trainings, found.tracks,
+                  found.visuals):
         group[:] = list(dict.fromkeys(group))
     # per-step measurements inside a track folder belong to the track, not to the per-model sections
     found.runs = [r for r in found.runs if not any(t in r.parents for t in found.tracks)]

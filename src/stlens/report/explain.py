@@ -1,0 +1,135 @@
+"""The explain section of ``stlens report``: an ``stlens explain`` run folder read back from its explain.json
+(plain files; ``stlens.report`` and ``stlens.explain`` are siblings and do not import each other) after its marker's
+checksums are checked, and turned into a header, the summary, the mean temporal curve, the overlay GIFs of the first
+clips and the gallery of misclassified clips (errors/error<k>.gif)."""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from stlens.errors import StlensError
+from stlens.files import read_versioned
+from stlens.runs import MARKER, check_files, describe, read_marker
+
+__all__ = ["DOCUMENT", "Explain", "explain_view", "load_explain_run"]
+
+DOCUMENT = "explain.json"
+TABLE = "explain.csv"
+RERUN = "rerun stlens explain to write it again"
+_CLIP_GIF = re.compile(r"explain_clip(\d+)\.gif")
+
+
+@dataclass
+class Explain:
+    """An explain run folder as the report reads it: ``doc`` (explain.json), its ``marker`` and a label."""
+
+    path: Path
+    doc: dict[str, Any]
+    marker: dict[str, Any]
+    label: str = ""
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        return self.doc.get("settings") if isinstance(self.doc.get("settings"), dict) else {}
+
+
+def load_explain_run(folder: str | Path) -> Explain:
+    """Read an explain run folder: the marker must name a complete explain run, explain.json and explain.csv must be
+    the files the run wrote (size and sha256), the json of a format this stlens reads, of the same run id and with a
+    ``summary``. Anything else raises a ``StlensError`` naming the file (the report lists the folder as skipped)."""
+    folder = Path(folder)
+    marker = read_marker(folder)
+    if marker is None:
+        raise StlensError(f"{folder}: no run marker ({MARKER}); not a folder written by stlens explain, or copied "
+                          f"without its marker")
+    if marker.get("verb") != "explain":
+        raise StlensError(f"{folder}: holds {describe(marker)}, not an explain run")
+    if marker.get("status") != "complete":
+        raise StlensError(f"{folder}: the run was not completely written (status {marker.get('status')!r}); run it "
+                          f"again")
+    check_files(folder, marker, [DOCUMENT, TABLE])
+    doc = read_versioned(folder / DOCUMENT, "stlens explain.json", RERUN)
+    if doc.get("run_id") != marker.get("run_id"):
+        raise StlensError(f"{folder / DOCUMENT}: belongs to run {doc.get('run_id')!r}, the folder holds run "
+                          f"{marker.get('run_id')!r}")
+    if not isinstance(doc.get("summary"), dict):
+        raise StlensError(f"{folder / DOCUMENT}: no 'summary'; {RERUN}")
+    if not isinstance(doc.get("errors", []), list):
+        raise StlensError(f"{folder / DOCUMENT}: 'errors' is not a list; {RERUN}")
+    return Explain(folder, doc, marker)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _value(v: Any, digits: int = 3) -> str:
+    if not _is_number(v) or math.isnan(float(v)):
+        return "–"
+    return f"{float(v):.{digits}f}"
+
+
+def _gif(run: Explain, name: str) -> tuple[str | None, str]:
+    """A GIF of the run (its marker's checksum checked) as a data URI, or None and why not."""
+    from stlens.report.plots import data_uri
+
+    if name not in run.marker.get("files", {}):
+        return None, f"{name} is not part of this run"
+    try:
+        check_files(run.path, run.marker, [name])
+        payload = (run.path / name).read_bytes()
+    except (StlensError, OSError) as exc:
+        return None, f"not shown: {exc}"
+    if not payload.startswith(b"GIF8"):
+        return None, f"not shown: {run.path / name} is not a GIF"
+    return data_uri(payload, "image/gif"), ""
+
+
+def _clips(run: Explain) -> list[dict[str, Any]]:
+    names = sorted((n for n in run.marker.get("files", {}) if _CLIP_GIF.fullmatch(n)),
+                   key=lambda n: int(_CLIP_GIF.fullmatch(n).group(1)))
+    ids = run.doc.get("clip_ids") if isinstance(run.doc.get("clip_ids"), list) else []
+    shown = []
+    for name in names:
+        i = int(_CLIP_GIF.fullmatch(name).group(1))
+        uri, note = _gif(run, name)
+        shown.append({"name": name, "clip": str(ids[i]) if i < len(ids) else str(i), "uri": uri, "note": note})
+    return shown
+
+
+def _errors(run: Explain) -> list[dict[str, Any]]:
+    shown = []
+    for entry in run.doc.get("errors") or []:
+        if not isinstance(entry, dict) or not isinstance(entry.get("gif"), str):
+            continue
+        uri, note = _gif(run, entry["gif"])
+        shown.append({"name": entry["gif"], "clip": str(entry.get("clip")), "predicted": entry.get("predicted"),
+                      "label": entry.get("label"), "uri": uri, "note": note})
+    return shown
+
+
+def explain_view(run: Explain) -> dict[str, Any]:
+    """What the template shows of one explain run (plain values; the template escapes them)."""
+    doc, settings, summary = run.doc, run.settings, run.doc["summary"]
+    curve = summary.get("mean_mass_per_frame") if isinstance(summary.get("mean_mass_per_frame"), list) else []
+    rows = [("mask share", summary.get("mask_share"))]
+    if "cue_share" in summary:
+        rows.append(("cue share", summary.get("cue_share")))
+    rows += [("Spearman ρ, shuffled", summary.get("spearman_shuffled")),
+             ("Spearman ρ, restyled", summary.get("spearman_restyled"))]
+    timing = doc.get("timing") if isinstance(doc.get("timing"), dict) else {}
+    versions = settings.get("versions") if isinstance(settings.get("versions"), dict) else {}
+    return {
+        "label": run.label, "path": str(run.path), "model": str(doc.get("model")), "data": str(doc.get("data")),
+        "weights": settings.get("weights"), "method": str(doc.get("method") or settings.get("method")),
+        "layer": settings.get("layer"), "clips": summary.get("clips"), "accuracy": _value(summary.get("accuracy")),
+        "summary": [{"name": name, "value": _value(v)} for name, v in rows],
+        "curve": [_value(v) for v in curve], "peak": summary.get("peak_frame"),
+        "gifs": _clips(run), "errors": _errors(run), "asked_errors": settings.get("errors"),
+        "run_id": doc.get("run_id"), "seed": settings.get("seed"), "version": versions.get("stlens"),
+        "seconds": timing.get("seconds") if _is_number(timing.get("seconds")) else None,
+    }
