@@ -28,12 +28,12 @@ from stlens.ablate.result import BASELINE, AblationResult
 from stlens.ablate.selection import Selection, Units, check_k, check_selections, plan
 from stlens.core.device import exact_fp32, resolve_device, resolve_precision
 from stlens.core.handle import ModelHandle
-from stlens.core.workers import guarded, in_order, resolve_workers
+from stlens.core.workers import in_order, resolve_workers
 from stlens.errors import StlensError
 from stlens.measure.result import read_units, units_path
 from stlens.measure.run import forward_or_explain, to_device
 from stlens.measure.verb import at_input_spec, resolve_model
-from stlens.video.labelled import LabelledClips, open_clips
+from stlens.video.labelled import LabelledBatches, LabelledClips, open_clips
 
 log = logging.getLogger("stlens")
 
@@ -86,22 +86,6 @@ def _names(value: str | Sequence | None) -> list | None:
     if isinstance(value, str):
         return [v.strip() for v in value.split(",") if v.strip()]
     return list(value)
-
-
-class _Batches(torch.utils.data.Dataset):
-    """Item b: the inputs and targets of clips [b·size, (b+1)·size), drawn with the generator (seed, b)."""
-
-    def __init__(self, clips: LabelledClips, count: int, size: int, seed: int):
-        self.clips, self.count, self.size, self.seed = clips, count, size, seed
-
-    def __len__(self) -> int:
-        return -(-self.count // self.size)
-
-    def __getitem__(self, b: int):
-        """The batch, or ``Failed``: raised by the main process as one line (a worker's traceback is logged)."""
-        indices = np.arange(b * self.size, min(self.count, (b + 1) * self.size))
-        return guarded(lambda: self.clips.batch(indices, np.random.default_rng((self.seed, b))),
-                       f"clips {indices[0]}..{indices[-1]}")
 
 
 def _nbytes(inputs) -> int:
@@ -216,7 +200,7 @@ def _ablate(model, data, units, layers, select, k, *, mode, draws, clips, batch_
     if metric is None:
         segmenting = getattr(labelled, "task", "classify") == "segment"
         metric = Segmentation(mask_threshold, iou) if segmenting else Accuracy(int(labelled.num_classes))
-    batches = _Batches(labelled, count, batch_size, seed)
+    batches = LabelledBatches(labelled, count, batch_size, seed)
     engine = _Engine(module, targets, handle, used, target, expected, metric, count)
     with exact_fp32(used == "fp32"):
         engine.run(batches, conditions, workers, progress, hold_bytes)
@@ -289,7 +273,7 @@ class _Engine:
         with masking(self.module, [mask], self.handle.layout, self.expected):
             self._keep(condition, start, self._forward(inputs), labels)
 
-    def run(self, batches: _Batches, conditions: list[Condition], workers: int, progress: bool,
+    def run(self, batches: LabelledBatches, conditions: list[Condition], workers: int, progress: bool,
             hold_bytes: int) -> None:
         from tqdm.auto import tqdm
 

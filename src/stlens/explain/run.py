@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from stlens.core.device import PRECISIONS
 from stlens.core.handle import ModelHandle
 from stlens.errors import StlensError
 from stlens.explain import measures as ms
@@ -23,7 +24,6 @@ from stlens.video.labelled import LabelledClips
 
 log = logging.getLogger("stlens")
 
-_PRECISIONS = ("fp32", "bf16", "fp16", "auto")
 
 
 def explain(model: str | nn.Module | ModelHandle, data: str | Path | LabelledClips, *, method: str = "gradcam",
@@ -97,7 +97,7 @@ def _check(*, data, method, layer, target, clips, steps, batch_size, seed, devic
         (whole(seed, 0), f"`seed` must be an integer ≥ 0, got {seed!r}"),
         (errors is None or whole(errors, 1), f"`errors` must be ≥ 1 (misclassified clips), got {errors!r}"),
         (whole(error_steps, 1), f"`error_steps` must be ≥ 1 (visualization steps), got {error_steps!r}"),
-        (precision in _PRECISIONS, f"`precision` must be one of {', '.join(_PRECISIONS)}, got {precision!r}"),
+        (precision in PRECISIONS, f"`precision` must be one of {', '.join(PRECISIONS)}, got {precision!r}"),
     ]
     for ok, message in checks:
         if not ok:

@@ -12,16 +12,16 @@ import numpy as np
 import torch
 from torch import nn
 
+from stlens.core.device import PRECISIONS
 from stlens.core.handle import ModelHandle
 from stlens.errors import StlensError
 from stlens.runs import RunFolder
 from stlens.selectivity import index as si
 from stlens.selectivity.result import FILES, LayerSelectivity, SelectivityResult
-from stlens.video.labelled import LabelledClips
+from stlens.video.labelled import LabelledBatches, LabelledClips
 
 log = logging.getLogger("stlens")
 
-_PRECISIONS = ("fp32", "bf16", "fp16", "auto")
 
 
 def selectivity(model: str | nn.Module | ModelHandle, data: str | Path | LabelledClips,
@@ -93,7 +93,7 @@ def _check(*, data, layers, clips, batch_size, bootstrap, seed, top_k, workers, 
         (whole(top_k, 1), f"`top_k` must be ≥ 1 (clips kept per unit), got {top_k!r}"),
         (workers is None or whole(workers, 0), f"`workers` must be an integer ≥ 0 (0: clips made here), got "
                                                f"{workers!r}"),
-        (precision in _PRECISIONS, f"`precision` must be one of {', '.join(_PRECISIONS)}, got {precision!r}"),
+        (precision in PRECISIONS, f"`precision` must be one of {', '.join(PRECISIONS)}, got {precision!r}"),
         (from_run is None or Path(from_run).is_dir(), f"`from_run` {from_run}: no such folder (give a stlens "
                                                       f"measure run folder)"),
     ]
@@ -107,23 +107,6 @@ def _check(*, data, layers, clips, batch_size, bootstrap, seed, top_k, workers, 
     target = resolve_device(device)
     resolve_precision(precision, target)
     return target
-
-
-class _Batches(torch.utils.data.Dataset):
-    """Item b: the inputs and labels of clips [b·size, (b+1)·size), drawn with the generator (seed, b)."""
-
-    def __init__(self, clips: LabelledClips, count: int, size: int, seed: int):
-        self.clips, self.count, self.size, self.seed = clips, count, size, seed
-
-    def __len__(self) -> int:
-        return -(-self.count // self.size)
-
-    def __getitem__(self, b: int):
-        from stlens.core.workers import guarded
-
-        indices = np.arange(b * self.size, min(self.count, (b + 1) * self.size))
-        return guarded(lambda: self.clips.batch(indices, np.random.default_rng((self.seed, b))),
-                       f"clips {indices[0]}..{indices[-1]}")
 
 
 def _selectivity(model, data, layers, *, weights, frames, size, clips, batch_size, bootstrap, seed, top_k, workers,
@@ -211,7 +194,7 @@ def _pass(handle: ModelHandle, labelled: LabelledClips, names: list[str], asked,
     module = handle.module
     was_training = module.training
     module.eval().to(device)
-    batches = _Batches(labelled, count, batch_size, seed)
+    batches = LabelledBatches(labelled, count, batch_size, seed)
     kept: dict[str, list[np.ndarray]] = {}
     labels: list[np.ndarray] = []
     forward_seconds = 0.0

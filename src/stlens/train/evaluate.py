@@ -35,7 +35,7 @@ from stlens.errors import StlensError
 from stlens.files import read_versioned, versioned
 from stlens.measure.scores import IOU_KINDS, Accuracy, Segmentation, bootstrap_interval
 from stlens.runs import RunFolder, check_files, read_marker
-from stlens.video.labelled import LabelledClips
+from stlens.video.labelled import LabelledBatches, LabelledClips
 
 log = logging.getLogger("stlens")
 
@@ -207,24 +207,6 @@ def _check(*, data, clips, batch_size, task, mask_threshold, iou, bootstrap, see
     return target
 
 
-class _Batches(torch.utils.data.Dataset):
-    """Item b: the inputs and targets of clips [b·size, (b+1)·size), drawn with the generator (seed, b) (so that
-    worker processes give the same clips)."""
-
-    def __init__(self, clips: LabelledClips, count: int, size: int, seed: int):
-        self.clips, self.count, self.size, self.seed = clips, count, size, seed
-
-    def __len__(self) -> int:
-        return -(-self.count // self.size)
-
-    def __getitem__(self, b: int):
-        from stlens.core.workers import guarded
-
-        indices = np.arange(b * self.size, min(self.count, (b + 1) * self.size))
-        return guarded(lambda: self.clips.batch(indices, np.random.default_rng((self.seed, b))),
-                       f"clips {indices[0]}..{indices[-1]}")
-
-
 def _evaluate(model, data, *, weights, frames, size, clips, batch_size, task, mask_threshold, iou, bootstrap, seed,
               workers, device, target, precision, progress, offline) -> EvaluateResult:
     from tqdm.auto import tqdm
@@ -260,7 +242,7 @@ def _evaluate(model, data, *, weights, frames, size, clips, batch_size, task, ma
     module = handle.module
     was_training = module.training
     module.eval().to(device_used)
-    batches = _Batches(labelled, count, batch_size, seed)
+    batches = LabelledBatches(labelled, count, batch_size, seed)
     segmenting = data_task == "segment"
     metric: Accuracy | Segmentation | None = Segmentation(mask_threshold, iou) if segmenting else None
     kept: dict[str, np.ndarray] = {}

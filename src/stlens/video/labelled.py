@@ -33,6 +33,25 @@ class LabelledClips(Protocol):
     def batch(self, indices: np.ndarray, rng: np.random.Generator) -> tuple[torch.Tensor | tuple, torch.Tensor]: ...
 
 
+class LabelledBatches(torch.utils.data.Dataset):
+    """Item b: the inputs and targets of clips [b·size, (b+1)·size) of ``clips``, drawn with the generator (seed, b),
+    so that worker processes give the same clips; a batch that fails is ``core.workers.Failed`` (raised by the main
+    process as one line naming the clips)."""
+
+    def __init__(self, clips: LabelledClips, count: int, size: int, seed: int):
+        self.clips, self.count, self.size, self.seed = clips, count, size, seed
+
+    def __len__(self) -> int:
+        return -(-self.count // self.size)
+
+    def __getitem__(self, b: int):
+        from stlens.core.workers import guarded
+
+        indices = np.arange(b * self.size, min(self.count, (b + 1) * self.size))
+        return guarded(lambda: self.clips.batch(indices, np.random.default_rng((self.seed, b))),
+                       f"clips {indices[0]}..{indices[-1]}")
+
+
 def _stack(inputs: list) -> torch.Tensor | tuple:
     if isinstance(inputs[0], tuple):
         return tuple(torch.stack([x[i] for x in inputs]) for i in range(len(inputs[0])))
