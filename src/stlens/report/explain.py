@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from stlens.errors import StlensError
-from stlens.files import read_versioned
-from stlens.runs import MARKER, check_files, describe, read_marker
+from stlens.report.load import read_run_document
+from stlens.runs import check_files
 
 __all__ = ["DOCUMENT", "Explain", "explain_view", "load_explain_run"]
 
@@ -42,20 +42,7 @@ def load_explain_run(folder: str | Path) -> Explain:
     the files the run wrote (size and sha256), the json of a format this stlens reads, of the same run id and with a
     ``summary``. Anything else raises a ``StlensError`` naming the file (the report lists the folder as skipped)."""
     folder = Path(folder)
-    marker = read_marker(folder)
-    if marker is None:
-        raise StlensError(f"{folder}: no run marker ({MARKER}); not a folder written by stlens explain, or copied "
-                          f"without its marker")
-    if marker.get("verb") != "explain":
-        raise StlensError(f"{folder}: holds {describe(marker)}, not an explain run")
-    if marker.get("status") != "complete":
-        raise StlensError(f"{folder}: the run was not completely written (status {marker.get('status')!r}); run it "
-                          f"again")
-    check_files(folder, marker, [DOCUMENT, TABLE])
-    doc = read_versioned(folder / DOCUMENT, "stlens explain.json", RERUN)
-    if doc.get("run_id") != marker.get("run_id"):
-        raise StlensError(f"{folder / DOCUMENT}: belongs to run {doc.get('run_id')!r}, the folder holds run "
-                          f"{marker.get('run_id')!r}")
+    marker, doc = read_run_document(folder, "explain", DOCUMENT, TABLE, RERUN)
     if not isinstance(doc.get("summary"), dict):
         raise StlensError(f"{folder / DOCUMENT}: no 'summary'; {RERUN}")
     if not isinstance(doc.get("errors", []), list):

@@ -13,8 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from stlens.errors import StlensError
-from stlens.files import read_versioned
-from stlens.runs import MARKER, check_files, describe, read_marker
+from stlens.report.load import read_run_document
 
 __all__ = ["DOCUMENT", "TABLE", "Selectivity", "load_selectivity_run", "selectivity_view"]
 
@@ -57,20 +56,7 @@ def load_selectivity_run(folder: str | Path) -> Selectivity:
     the same run id, and both must have the fields the report shows. Anything else raises a ``StlensError`` naming
     the file (the report lists the folder as skipped with it)."""
     folder = Path(folder)
-    marker = read_marker(folder)
-    if marker is None:
-        raise StlensError(f"{folder}: no run marker ({MARKER}); not a folder written by stlens selectivity, or "
-                          f"copied without its marker")
-    if marker.get("verb") != "selectivity":
-        raise StlensError(f"{folder}: holds {describe(marker)}, not a selectivity run")
-    if marker.get("status") != "complete":
-        raise StlensError(f"{folder}: the run was not completely written (status {marker.get('status')!r}); run it "
-                          f"again")
-    check_files(folder, marker, [DOCUMENT, TABLE])
-    doc = read_versioned(folder / DOCUMENT, "stlens selectivity.json", RERUN)
-    if doc.get("run_id") != marker.get("run_id"):
-        raise StlensError(f"{folder / DOCUMENT}: belongs to run {doc.get('run_id')!r}, the folder holds run "
-                          f"{marker.get('run_id')!r}")
+    marker, doc = read_run_document(folder, "selectivity", DOCUMENT, TABLE, RERUN)
     _check_document(folder / DOCUMENT, doc)
     rows = _read_rows(folder / TABLE)
     return Selectivity(folder, doc, rows, marker)
