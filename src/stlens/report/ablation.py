@@ -18,8 +18,7 @@ from typing import Any
 import numpy as np
 
 from stlens.errors import StlensError
-from stlens.files import read_versioned
-from stlens.runs import MARKER, check_files, describe, read_marker
+from stlens.report.load import read_run_document
 
 __all__ = ["FIGURE", "Ablation", "load_ablation", "ablation_view"]
 
@@ -60,22 +59,9 @@ def load_ablation(folder: str | Path) -> Ablation:
     wrote (size and sha256), belong to the same run id and have the fields the report shows. Anything else raises a
     ``StlensError`` naming the file (the report lists the folder as skipped with it)."""
     folder = Path(folder)
-    marker = read_marker(folder)
-    if marker is None:
-        raise StlensError(f"{folder}: no run marker ({MARKER}); not a folder written by stlens ablate, or copied "
-                          f"without its marker")
-    if marker["verb"] != "ablate":
-        raise StlensError(f"{folder}: holds {describe(marker)}, not an ablate run")
-    if marker.get("status") != "complete":
-        raise StlensError(f"{folder}: the run was not completely written (status {marker.get('status')!r}); run it "
-                          f"again")
-    check_files(folder, marker, [DOCUMENT])
-    path = folder / DOCUMENT
-    doc = read_versioned(path, "stlens ablation", "rerun the ablation (stlens ablate) to write it again")
-    _check_document(path, doc)
-    if doc.get("run_id") != marker.get("run_id"):
-        raise StlensError(f"{path}: belongs to run {doc.get('run_id')!r}, the folder holds run "
-                          f"{marker.get('run_id')!r}")
+    marker, doc = read_run_document(folder, "ablate", DOCUMENT, None,
+                                    "rerun the ablation (stlens ablate) to write it again")
+    _check_document(folder / DOCUMENT, doc)
     return Ablation(folder, doc, marker)
 
 

@@ -42,10 +42,10 @@ class Found:
     skipped: list[dict[str, str]] = field(default_factory=list)
 
 
-def read_run_document(folder: Path, verb: str, document: str, table: str, advice: str) -> tuple[dict, dict]:
-    """(run marker, JSON document) of a complete ``verb`` run folder whose ``document`` and ``table`` are the files
-    the run wrote (size and sha256), the document of a format this stlens reads and of the run in the marker;
-    anything else raises a ``StlensError`` naming the folder or the file (``advice``: what to do about a damaged
+def read_run_document(folder: Path, verb: str, document: str, table: str | None, advice: str) -> tuple[dict, dict]:
+    """(run marker, JSON document) of a complete ``verb`` run folder whose ``document`` and ``table`` (if not None)
+    are the files the run wrote (size and sha256), the document of a format this stlens reads and of the run in the
+    marker; anything else raises a ``StlensError`` naming the folder or the file (``advice``: what to do about a damaged
     document)."""
     marker = read_marker(folder)
     if marker is None:
@@ -56,7 +56,7 @@ def read_run_document(folder: Path, verb: str, document: str, table: str, advice
     if marker.get("status") != "complete":
         raise StlensError(f"{folder}: the run was not completely written (status {marker.get('status')!r}); run it "
                           f"again")
-    check_files(folder, marker, [document, table])
+    check_files(folder, marker, [document] if table is None else [document, table])
     doc = read_versioned(folder / document, f"stlens {document}", advice)
     if doc.get("run_id") != marker.get("run_id"):
         raise StlensError(f"{folder / document}: belongs to run {doc.get('run_id')!r}, the folder holds run "
