@@ -364,3 +364,18 @@ def test_a_broken_file_exits_with_code_2_from_the_cli(tmp_path, capsys, monkeypa
                  "--size", "8", "--out", str(tmp_path / "out")])
     err = capsys.readouterr().err
     assert code == 2 and f"{path}: video 2, annotation 103: unknown category id 99" in err, err
+
+
+def test_sources_hash_and_copy_for_worker_processes(tmp_path):
+    import copy
+    import pickle
+
+    write_dataset(tmp_path, "youtube-vis-2019")
+    clips = YtvisClips(open_data(f"ytvis:{tmp_path}"), whole_clip(FLAT, 3, 10, 10))
+    assert hash(clips.source) == hash(open_data(f"ytvis:{tmp_path}"))
+    assert pickle.dumps(clips)  # spawned DataLoader workers receive the clips pickled
+    again = copy.deepcopy(clips)
+    one, two = clips.batch(np.arange(4), np.random.default_rng(5)), again.batch(np.arange(4), np.random.default_rng(5))
+    for a, b in zip(one[1], two[1], strict=True):
+        assert (a.masks == b.masks).all() and (a.track_ids == b.track_ids).all()
+    assert (one[0] == two[0]).all()

@@ -77,11 +77,12 @@ class VisVideo:
     tracks: tuple[VisTrack, ...] = ()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class YtvisSource(VideoSource):
     """A ``VideoSource`` (videos: each video's frame folder) with the VIS annotations of ``annotation_file``:
     ``entries`` (one ``VisVideo`` per video), ``classes`` (category names by index), ``category_ids``, the
-    ``frames_root``, ``layout``, ``split`` and ``has_targets`` (False for the official valid/test files)."""
+    ``frames_root``, ``layout``, ``split`` and ``has_targets`` (False for the official valid/test files). Equality
+    and hash are ``VideoSource``'s (the raw segmentations are lists, not hashable)."""
 
     annotation_file: Path = Path()
     frames_root: Path = Path()
