@@ -31,6 +31,7 @@ DATA_SOURCES: dict[str, str] = {
     "sample": "stlens.video.sources:open_sample",
     "stylized": "stlens.video.sources:open_stylized",
     "synth": "stlens.synth.dataset:open_synth",
+    "ytvis": "stlens.video.ytvis:open_ytvis",
 }
 
 

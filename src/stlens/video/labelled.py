@@ -192,10 +192,14 @@ def open_clips(data: str, spec: InputSpec, flow: bool = False, augment: bool = F
                task: str | None = "classify") -> LabelledClips:
     """Training clips from a data spec (``synth:...`` or a labelled source: an annotation file, ``classes:ROOT``);
     ``task`` ``segment``: the targets are per-frame masks (B, T, H, W); None: the data's own task (segment for a
-    synth world with task=segment and for davis:/moca: sources, classify otherwise)."""
+    synth world with task=segment and for davis:/moca: sources, instances for ytvis:, classify otherwise)."""
     from stlens.video.sources import open_data
 
     source = open_data(data)
+    if data.startswith("ytvis:"):  # video instance segmentation (YouTube-VIS, OVIS)
+        from stlens.video.ytvis import instance_clips
+
+        return instance_clips(source, spec, flow=flow, augment=augment, task=task)
     if data.startswith("synth:"):
         return SynthClips(source, spec, flow=flow, task=task or getattr(source, "task", "classify"))
     if getattr(source, "tracks", None) is not None:  # davis:/moca: sources with per-frame masks
