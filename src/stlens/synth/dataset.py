@@ -344,7 +344,7 @@ class SynthDataset:
         return self._render(self._index(index), None)
 
     def describe(self, index: int) -> dict[str, Any]:
-        """Clip ``index``'s ``meta`` without rendering it."""
+        """Clip ``index``'s ``meta`` without rendering it (an instance clip is rendered: ``dropped`` needs masks)."""
         index = self._index(index)
         if self.task == "instances":
             return self._render_instances(index, None).meta
