@@ -301,7 +301,7 @@ def test_segment_meta_and_labels():
 
 
 @pytest.mark.parametrize("option, message", [
-    ("task=detect", "task must be one of classify, segment, got 'detect'"),
+    ("task=detect", "task must be one of classify, segment, instances, got 'detect'"),
     ("task=segment&distractor=2", "distractor must be 0 or 1, got 2"),
     ("task=segment&distractor=yes", "distractor must be an integer"),
     ("distractor=1", "distractor=1 needs task=segment"),

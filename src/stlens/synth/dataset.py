@@ -1,5 +1,6 @@
-"""``synth:<world>?n=..&frames=..&size=..&seed=..&split=..&speed=lo-hi[&task=classify|segment&distractor=0|1
-&flow=truth|dis|tvl1|farneback&flow_cache=FOLDER][&shortcut=P]``: procedural clips with ground truth.
+"""``synth:<world>?n=..&frames=..&size=..&seed=..&split=..&speed=lo-hi[&task=classify|segment|instances
+&distractor=0|1&objects=A..B&flow=truth|dis|tvl1|farneback&flow_cache=FOLDER][&shortcut=P]``: procedural clips with
+ground truth.
 
 A ``SynthDataset`` renders clip i on demand from its own seeded generator (see ``worlds``), so clips are identical on
 every access and in any order, and nothing is stored. It is a ``stlens.core.source.ClipSource`` (``spec``, ``len``,
@@ -8,6 +9,9 @@ every access and in any order, and nothing is stored. It is a ``stlens.core.sour
 ``task=segment`` (``stlens.synth.segment``) adds a moving camera and an optional distractor to each clip, whose
 target is then its object mask; its ``flow()`` is estimated from the frames (``flow=dis`` by default; ``true_flow()``
 is the ground truth), optionally cached on disk (``flow_cache``). Classify clips (the default) are unchanged.
+
+``task=instances`` (``stlens.synth.instances``) renders ``objects`` = A..B objects per clip under the moving camera,
+each with a class, a track id and its visible mask: clip i is an ``InstanceClip`` whose target is its ``Instances``.
 
 ``shortcut=P`` (``stlens.synth.shortcut``) paints a corner cue whose colour gives the class in a share P of the clips
 (the cue lies in the others); without it nothing changes.
@@ -26,20 +30,23 @@ import numpy as np
 from stlens.core.source import PairSource
 from stlens.core.spec import InputSpec
 from stlens.errors import StlensError
-from stlens.synth import segment, worlds
+from stlens.synth import instances, segment, worlds
+from stlens.synth.instances import INSTANCE_CLASSES, INSTANCE_WORLDS, InstanceClip
 from stlens.synth.render import SynthClip, render_clip, shape_mask
-from stlens.synth.segment import TASKS, Scene, SegmentLook
+from stlens.synth.segment import Scene, SegmentLook
 from stlens.synth.shortcut import Cue, draw_cue, paint_cue
 from stlens.synth.textures import texture_bank
 from stlens.synth.worlds import DEFAULT_SPEED, NUM_CLASSES, SPLITS, WORLDS, Appearance, ClipPlan
 from stlens.video.flow import FLOW_METHODS, FlowCache, compute_flow
 
-OPTIONS = ("n", "frames", "size", "seed", "split", "speed", "task", "distractor", "flow", "flow_cache", "shortcut")
+OPTIONS = ("n", "frames", "size", "seed", "split", "speed", "task", "distractor", "objects", "flow", "flow_cache",
+           "shortcut")
+TASKS = ("classify", "segment", "instances")
 DEFAULT_N = {"train": 2000, "test": 400}
 TRUTH = "truth"
 FLOWS = (TRUTH, *FLOW_METHODS)
 """``flow`` choices: the ground truth, or an optical-flow estimate from the frames."""
-DEFAULT_FLOW = {"classify": TRUTH, "segment": "dis"}
+DEFAULT_FLOW = {"classify": TRUTH, "segment": "dis", "instances": "dis"}
 
 
 def estimate_flow(method: str, cache: str | None, frames: np.ndarray) -> np.ndarray:
@@ -76,6 +83,15 @@ def _parse_speed(value: str) -> tuple[float, float]:
     return speed
 
 
+def _parse_objects(value: str) -> tuple[int, int]:
+    lo, sep, hi = value.partition("..")
+    try:
+        return int(lo), int(hi if sep else lo)
+    except ValueError:
+        raise StlensError(f"synth option objects must be A..B or N objects per clip (e.g. objects=1..3), got "
+                          f"'{value}'") from None
+
+
 @dataclass(frozen=True, eq=False)
 class SynthDataset:
     """Procedural clips of a textured object moving over a textured background (see ``WORLDS`` for the worlds).
@@ -88,6 +104,8 @@ class SynthDataset:
     0 or 1); ``flow_method`` what ``clip.flow()`` gives ("truth", or an estimator of ``stlens.video.flow``; None: the
     task's default, truth for classify and dis for segment), ``flow_cache`` a folder caching estimated flow.
     ``shortcut`` (None: no cue) the probability that a clip's corner cue shows its own class (``synth.shortcut``).
+    ``task`` "instances": ``objects`` (A, B) objects per clip (default 1..3), clips are ``InstanceClip``s and
+    ``num_classes`` is ``INSTANCE_CLASSES`` (``synth.instances``).
     """
 
     world: str = "motion"
@@ -103,6 +121,7 @@ class SynthDataset:
     flow_method: str | None = None
     flow_cache: str | None = None
     shortcut: float | None = None
+    objects: tuple[int, int] | None = None
 
     num_classes: ClassVar[int] = NUM_CLASSES
     missing: ClassVar[tuple] = ()  # every clip is rendered: none is ever missing (``ClipSource.missing``)
@@ -124,6 +143,9 @@ class SynthDataset:
         object.__setattr__(self, "n", int(n))
         object.__setattr__(self, "speed", (float(speed[0]), float(speed[1])))
         object.__setattr__(self, "flow_method", self.flow_method or DEFAULT_FLOW[self.task])
+        if self.task == "instances":
+            object.__setattr__(self, "objects", tuple(int(v) for v in self.objects or instances.DEFAULT_OBJECTS))
+            object.__setattr__(self, "num_classes", INSTANCE_CLASSES)
         if not self.spec:
             object.__setattr__(self, "spec", self.canonical_spec)
 
@@ -136,14 +158,25 @@ class SynthDataset:
                 (self.flow_cache is None or flow != TRUTH,
                  "flow_cache needs an estimated flow (flow=dis|tvl1|farneback)"),
                 (self.shortcut is None or 0.0 <= self.shortcut <= 1.0,
-                 f"shortcut must be a probability in [0, 1], got {self.shortcut}")]
+                 f"shortcut must be a probability in [0, 1], got {self.shortcut}")] + self._instance_checks()
+
+    def _instance_checks(self) -> list[tuple[bool, str]]:
+        if self.task != "instances":
+            return [(self.objects is None, "objects needs task=instances")]
+        lo, hi = self.objects or instances.DEFAULT_OBJECTS
+        return [(self.world in INSTANCE_WORLDS,
+                 f"task=instances needs a world among {', '.join(INSTANCE_WORLDS)}, got '{self.world}'"),
+                (1 <= lo <= hi <= instances.MAX_OBJECTS,
+                 f"objects must be A..B with 1 ≤ A ≤ B ≤ {instances.MAX_OBJECTS}, got {lo}..{hi}"),
+                (self.shortcut is None, "shortcut needs task=classify or task=segment, not task=instances")]
 
     @property
     def canonical_spec(self) -> str:
         """The spec with every option spelled out, but for ``task``, ``distractor`` and ``flow`` at their classify
         defaults (so classify specs read as before), ``shortcut`` when unset, and ``flow_cache`` (where, not what)."""
         lo, hi = self.speed
-        extra = "&task=segment" if self.task == "segment" else ""
+        extra = f"&task={self.task}" if self.task != "classify" else ""
+        extra += "&objects={}..{}".format(*self.objects) if self.task == "instances" else ""
         extra += "&distractor=1" if self.distractor else ""
         extra += f"&flow={self.flow_method}" if self.flow_method != DEFAULT_FLOW[self.task] else ""
         extra += f"&shortcut={self.shortcut:g}" if self.shortcut is not None else ""
@@ -155,12 +188,18 @@ class SynthDataset:
 
     @cached_property
     def labels(self) -> tuple[int, ...]:
-        """The label of every clip (drawn first from each clip's generator: nothing is rendered)."""
+        """The label of every clip (drawn first from each clip's generator: nothing is rendered); empty for
+        ``task=instances`` (a clip holds several classes: see its ``Instances``)."""
+        if self.task == "instances":
+            return ()
         return tuple(worlds.draw_label(worlds.clip_rng(self.seed, self.split, i)) for i in range(self.n))
 
     @property
     def classes(self) -> tuple[str, ...]:
-        """Class names: compass directions, or appearance families for the ``appearance`` world."""
+        """Class names: compass directions, or appearance families for the ``appearance`` world (the first four of
+        each for ``task=instances``)."""
+        if self.task == "instances":
+            return instances.class_names(self.world)
         return worlds.class_names(self.world)
 
     def name(self, index: int) -> str:
@@ -252,7 +291,9 @@ class SynthDataset:
     def _estimator(self) -> Callable[[np.ndarray], np.ndarray] | None:
         return None if self.flow_method == TRUTH else partial(estimate_flow, self.flow_method, self.flow_cache)
 
-    def _render(self, index: int, appearance_seed: int | None) -> SynthClip:
+    def _render(self, index: int, appearance_seed: int | None) -> SynthClip | InstanceClip:
+        if self.task == "instances":
+            return self._render_instances(index, appearance_seed)
         return self._with_cue(self._render_clip(index, appearance_seed), index)
 
     def _render_clip(self, index: int, appearance_seed: int | None) -> SynthClip:
@@ -282,20 +323,40 @@ class SynthDataset:
                          distractor_masks=out.distractor_masks, distractor_positions=None if d is None else d.positions,
                          estimator=self._estimator())
 
-    def __getitem__(self, index: int) -> SynthClip:
+    def _render_instances(self, index: int, appearance_seed: int | None) -> InstanceClip:
+        """Instance clip ``index`` (``synth.instances``): its plan from the clip's generator, its textures from it too
+        or, re-rendering, from ``appearance_seed``'s."""
+        bank = texture_bank(self.size)
+        rng = worlds.clip_rng(self.seed, self.split, index)
+        plan = instances.plan_instances(rng, self.world, self.split, self.frames, self.size, bank.images.shape[1],
+                                        self.speed, self.objects)
+        if appearance_seed is not None:
+            rng = worlds.rerender_rng(self.seed, self.split, index, int(appearance_seed))
+        look = instances.draw_look(rng, bank, plan, own=appearance_seed is None)
+        meta = {"name": self.name(index), "world": self.world, "split": self.split, "index": index, "seed": self.seed,
+                "frames": self.frames, "size": self.size, "task": self.task, "appearance_seed": appearance_seed}
+        if self.flow_method != TRUTH:
+            meta["flow"] = self.flow_method
+        return instances.instance_clip(bank.images, bank, plan, look, self.frames, self.size, meta, self._estimator(),
+                                       self.classes)
+
+    def __getitem__(self, index: int) -> SynthClip | InstanceClip:
         return self._render(self._index(index), None)
 
     def describe(self, index: int) -> dict[str, Any]:
-        """Clip ``index``'s ``meta`` without rendering it."""
+        """Clip ``index``'s ``meta`` without rendering it (an instance clip is rendered: ``dropped`` needs masks)."""
         index = self._index(index)
+        if self.task == "instances":
+            return self._render_instances(index, None).meta
         plan, look, scene, extra = self._draw(index, None)
         return self._meta(index, plan, look, None, scene, extra)
 
-    def rerender(self, index: int, appearance_seed: int) -> SynthClip:
+    def rerender(self, index: int, appearance_seed: int) -> SynthClip | InstanceClip:
         """Clip ``index`` with the same label, motion, shape, box and trajectory (so the same masks and ground-truth
-        flow) — for the segment task also the same camera and distractor motion — but object, background (and
-        distractor) textures drawn afresh from ``appearance_seed`` (any texture of the bank for the object, whatever
-        the world; camouflage keeps object texture = background texture)."""
+        flow) — for the segment task also the same camera and distractor motion, for the instance task every object's
+        and the camera — but object, background (and distractor) textures drawn afresh from ``appearance_seed`` (any
+        texture of the bank for the objects, whatever the world; camouflage keeps object texture = background
+        texture)."""
         return self._render(self._index(index), int(appearance_seed))
 
     def make_pairs(self, spec: InputSpec, pairs: int, *, stylizer: str | None = None, seed: int = 0,
@@ -312,23 +373,33 @@ class SynthDataset:
         """``speed`` pairs (``stlens.synth.speed.SpeedPairs``): two clips at one speed, all else different."""
         from stlens.synth.speed import SpeedPairs
 
+        if self.task == "instances":
+            raise StlensError(f"`factors`: speed pairs need a one-object world (task=classify or segment), "
+                              f"{self.spec} has task=instances")
         return SpeedPairs(self, spec, pairs, seed, code)
 
-    def batch(self, indices) -> tuple[np.ndarray, np.ndarray]:
-        """Clips ``indices`` stacked: frames uint8 (B, T, H, W, 3) and labels int64 (B,)."""
+    def batch(self, indices) -> tuple[np.ndarray, np.ndarray | list]:
+        """Clips ``indices`` stacked: frames uint8 (B, T, H, W, 3) and labels int64 (B,) (``task=instances``: a
+        list of B ``Instances``)."""
         indices = list(indices)
         x = np.empty((len(indices), self.frames, self.size, self.size, 3), np.uint8)
         y = np.empty(len(indices), np.int64)
+        targets = []
         for k, i in enumerate(indices):
             clip = self[i]
-            x[k], y[k] = clip.frames, clip.label
-        return x, y
+            x[k] = clip.frames
+            if self.task == "instances":
+                targets.append(clip.instances)
+            else:
+                y[k] = clip.label
+        return x, (targets if self.task == "instances" else y)
 
 
 def open_synth(spec: str) -> SynthDataset:
     """``synth:<world>[?option=value&...]`` → a ``SynthDataset``. Worlds: see ``WORLDS``; options: ``n``,
-    ``frames``, ``size``, ``seed``, ``split`` (train|test), ``speed`` (LO-HI px/frame), ``task`` (classify|segment),
-    ``distractor`` (0|1), ``flow`` (truth|dis|tvl1|farneback), ``flow_cache`` (a folder), ``shortcut`` (P in [0, 1])."""
+    ``frames``, ``size``, ``seed``, ``split`` (train|test), ``speed`` (LO-HI px/frame), ``task``
+    (classify|segment|instances), ``distractor`` (0|1), ``objects`` (A..B), ``flow`` (truth|dis|tvl1|farneback),
+    ``flow_cache`` (a folder), ``shortcut`` (P in [0, 1])."""
     spec = str(spec)
     if not spec.startswith("synth:"):
         raise StlensError(f"not a synth spec: {spec} (expected synth:<world>?n=...)")
@@ -352,6 +423,8 @@ def open_synth(spec: str) -> SynthDataset:
             options[key] = _parse_speed(value)
         elif key == "shortcut":
             options[key] = _parse_float(key, value)
+        elif key == "objects":
+            options[key] = _parse_objects(value)
         else:
             options[key] = _parse_int(key, value)
     return SynthDataset(world=world, spec=spec, **options)

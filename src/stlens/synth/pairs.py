@@ -10,7 +10,8 @@ Two-stream (``flow=True``): inputs are ``(rgb (3, T, H, W), flow (2, T-1, H, W))
 *ground-truth* flow for the classify task, the flow *estimated* from the first appearance's frames for the segment
 task or any ``flow=`` estimator) encoded by ``encode_flow``; dynamic pair = two appearances with the same flow; static
 pair = the same RGB with the flow and a jittered copy (``flow_jitter``), as ``TwoStreamPairs`` does for real videos.
-Re-renderings keep a segment clip's camera and distractor motion, so its two appearances differ in textures only.
+Re-renderings keep a segment clip's camera and distractor motion, and every object and the camera of an instance
+clip (``task=instances``), so its two appearances differ in textures only.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ RERENDER = "rerender"
 
 
 def _textures(clip: SynthClip) -> set[int]:
+    if "textures" in clip.meta:  # instance task: every object's texture and the background
+        return set(clip.meta["textures"])
     distractor = clip.meta.get("distractor")  # segment task only
     extra = {distractor["texture"]} if distractor else set()
     return {clip.meta["object_texture"], clip.meta["background_texture"], *extra}

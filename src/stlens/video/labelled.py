@@ -65,7 +65,7 @@ class SynthClips:
     dataset: object
     spec: InputSpec
     flow: bool = False
-    task: str = "classify"  # segment: the targets are the clip's object masks (T, H, W) in {0, 1}
+    task: str = "classify"  # segment: the clip's object masks (T, H, W) in {0, 1}; instances: its ``Instances``
 
     def __post_init__(self) -> None:
         if (self.dataset.frames, self.dataset.size) != (self.spec.frames, self.spec.size):
@@ -77,6 +77,13 @@ class SynthClips:
         if self.task == "segment" and getattr(self.dataset, "task", "classify") != "segment":
             raise StlensError(f"`task` segment needs a segmentation world, where the camera moves too: add "
                               f"task=segment to {self.dataset.spec.split('?')[0]} (e.g. synth:motion?task=segment)")
+        world, own = self.dataset.spec.split("?")[0], getattr(self.dataset, "task", "classify")
+        if self.task == "instances" and own != "instances":
+            raise StlensError(f"`task` instances needs an instance world: add task=instances to {world} "
+                              f"(e.g. synth:motion?task=instances)")
+        if own == "instances" and self.task != "instances":
+            raise StlensError(f"`task` {self.task}: {world} with task=instances gives instance targets; use task "
+                              f"instances (or None: the data's own task)")
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -90,8 +97,12 @@ class SynthClips:
 
         clip = self.dataset[int(index)]
         rgb = to_model_input(clip.frames, self.spec)
-        target = torch.from_numpy(np.asarray(clip.masks, dtype=np.float32)) if self.task == "segment" else int(
-            clip.label)
+        if self.task == "instances":
+            target = clip.instances
+        elif self.task == "segment":
+            target = torch.from_numpy(np.asarray(clip.masks, dtype=np.float32))
+        else:
+            target = int(clip.label)
         if not self.flow:
             return rgb, target
         flow = clip.flow() if callable(clip.flow) else clip.flow
@@ -100,6 +111,8 @@ class SynthClips:
 
     def batch(self, indices: np.ndarray, rng: np.random.Generator) -> tuple[torch.Tensor | tuple, torch.Tensor]:
         items = [self.item(i) for i in indices]
+        if self.task == "instances":  # clips hold different numbers of instances: a list, one per clip
+            return _stack([x for x, _ in items]), [y for _, y in items]
         if self.task == "segment":
             return _stack([x for x, _ in items]), torch.stack([y for _, y in items])
         return _stack([x for x, _ in items]), torch.tensor([y for _, y in items], dtype=torch.long)
@@ -191,8 +204,9 @@ def heldout_spec(data: str) -> str | None:
 def open_clips(data: str, spec: InputSpec, flow: bool = False, augment: bool = False,
                task: str | None = "classify") -> LabelledClips:
     """Training clips from a data spec (``synth:...`` or a labelled source: an annotation file, ``classes:ROOT``);
-    ``task`` ``segment``: the targets are per-frame masks (B, T, H, W); None: the data's own task (segment for a
-    synth world with task=segment and for davis:/moca: sources, instances for ytvis:, classify otherwise)."""
+    ``task`` ``segment``: the targets are per-frame masks (B, T, H, W); ``instances``: a ``list[Instances]`` (a synth
+    world with task=instances, ytvis:); None: the data's own task (segment or instances for a synth world with that
+    task, segment for davis:/moca: sources, instances for ytvis:, classify otherwise)."""
     from stlens.video.sources import open_data
 
     source = open_data(data)
