@@ -2,8 +2,9 @@
 
 Both loops see the same clips, pre-made once (so clip rendering, which both would pay alike, is left out), the same
 batch size and device; the plain loop runs the model under inference mode with no hooks. selectivity's time is the
-whole call: hooks, pooling, the per-layer analysis with its bootstrap (``--bootstrap``, default 200). The best of
-``--repeats`` runs of each is printed, and their ratio.
+whole call without the gallery (``gallery=0``; docs/selectivity.md times it apart): hooks, pooling, the per-layer
+analysis with its bootstrap (``--bootstrap``, default 200). The best of ``--repeats`` runs of each is printed, and
+their ratio.
 
 Usage: .venv/bin/python benchmarks/selectivity_cost.py [--model stlens:i3d --weights bundled:i3d-motion]
        [--clips 128] [--batch-size 16] [--device cpu] [--layers default]
@@ -72,7 +73,7 @@ def main() -> None:
         plain_s.append(plain(handle, clips, args.batch_size, device))
         tick = time.perf_counter()
         result = stlens.selectivity(handle, clips, args.layers, batch_size=args.batch_size, device=device,
-                                    bootstrap=args.bootstrap, progress=False)
+                                    bootstrap=args.bootstrap, progress=False, gallery=0)
         sel_s.append(time.perf_counter() - tick)
         forward_s.append(result.timing["forward_seconds"])
     channels = sum(layer.channels for layer in result.layers)

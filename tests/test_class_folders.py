@@ -46,9 +46,11 @@ def test_evaluate_and_selectivity_end_to_end(root, tmp_path):
     assert scores.clips == 3 and scores.settings["data_classes"] == 2
     assert [(c["class"], c["clips"]) for c in scores.per_class] == [(0, 2), (1, 1)]
     out = tmp_path / "sel"
-    stlens.selectivity(MODEL, f"classes:{root}", layers="default", out=out, **SMALL, batch_size=2)
+    stlens.selectivity(MODEL, f"classes:{root}", layers="default", out=out, **SMALL, batch_size=2, gallery=1,
+                       gallery_steps=2)  # the gallery re-draws video clips
     saved = json.loads((out / "selectivity.json").read_text())
     assert saved["classes"] == ["bike", "walk"] and saved["clip_labels"] == [0, 0, 1]
+    assert [e["gif"] for e in saved["gallery"]] == ["gallery/unit0.gif"] and (out / "gallery" / "unit0.gif").is_file()
 
 
 def test_train_takes_class_folders(root, tmp_path):

@@ -1,9 +1,10 @@
 """stlens report of stlens selectivity folders: a real selectivity run (a measure run joined) of a tiny untrained
-i3d, then the report's selectivity section checked against selectivity.csv; names from the files escaped; damaged
-and newer-format folders skipped with the reason."""
+i3d, then the report's selectivity section checked against selectivity.csv and its gallery against the GIFs; names
+from the files escaped; a damaged GIF shown as a note; damaged and newer-format folders skipped with the reason."""
 
 from __future__ import annotations
 
+import base64
 import csv
 import json
 import re
@@ -33,18 +34,20 @@ def run(tmp_path_factory) -> Path:
                  "stage3,stage4", "--bootstrap", "0", "--device", "cpu", "--out", str(measured), "--quiet"]) == 0
     assert main(["selectivity", *MODEL, "--data", "synth:motion?split=test&n=16&seed=3", "--layers", "stage3,stage4",
                  "--from", str(measured), "--bootstrap", "20", "--top-k", "2", "--batch-size", "8", "--device",
-                 "cpu", "--out", str(out), "--quiet"]) == 0
+                 "cpu", "--gallery", "2", "--gallery-steps", "2", "--out", str(out), "--quiet"]) == 0
     return out
 
 
 class Tables(HTMLParser):
-    """The cell texts of every table row inside the <section> with id ``wanted``, and its <img> tags."""
+    """The cell texts of every table row inside the <section> with id ``wanted``, its <img> tags and the texts of
+    its <figcaption>s."""
 
     def __init__(self, wanted: str):
         super().__init__()
-        self.wanted, self.inside, self.cell = wanted, False, None
+        self.wanted, self.inside, self.cell, self.caption = wanted, False, None, None
         self.rows: list[list[str]] = []
         self.imgs: list[dict] = []
+        self.captions: list[str] = []
 
     def handle_starttag(self, tag, attrs):
         attrs = dict(attrs)
@@ -56,6 +59,8 @@ class Tables(HTMLParser):
             self.cell = ""
         elif self.inside and tag == "img":
             self.imgs.append(attrs)
+        elif self.inside and tag == "figcaption":
+            self.caption = ""
 
     def handle_endtag(self, tag):
         if tag == "section":
@@ -63,10 +68,15 @@ class Tables(HTMLParser):
         elif tag == "td" and self.cell is not None:
             self.rows[-1].append(self.cell.strip())
             self.cell = None
+        elif tag == "figcaption" and self.caption is not None:
+            self.captions.append(" ".join(self.caption.split()))
+            self.caption = None
 
     def handle_data(self, data):
         if self.cell is not None:
             self.cell += data
+        if self.caption is not None:
+            self.caption += data
 
 
 def section(html: str) -> Tables:
@@ -126,7 +136,44 @@ def test_the_section_shows_the_per_layer_table_and_the_top_units_from_the_files(
         assert cells[5:8] == [row["classes_served"], row["selectivity_kind"], row["unit_class"]]
         clips = doc["layers"][["stage3", "stage4"].index(row["layer"])]["top_clips"][int(row["channel"])]
         assert cells[8] == ", ".join(f"{c['id']} ({doc['classes'][c['class']]})" for c in clips)
-    assert len(parsed.imgs) == 1 and parsed.imgs[0]["src"].startswith("data:image/png;base64,")
+    assert len(parsed.imgs) == 3 and parsed.imgs[0]["src"].startswith("data:image/png;base64,")
+
+
+def test_the_gallery_shows_each_gif_with_its_caption(run, tmp_path):
+    html = stlens.report([run], out=tmp_path / "r.html", examples=0).read_text()
+    parsed = section(html)
+    doc, rows = json.loads((run / "selectivity.json").read_text()), csv_rows(run)
+    gifs = [img["src"] for img in parsed.imgs if img["src"].startswith("data:image/gif;base64,")]
+    assert len(doc["gallery"]) == 2 and len(gifs) == 2
+    for entry, uri, caption in zip(doc["gallery"], gifs, parsed.captions, strict=True):
+        assert base64.b64decode(uri.split(",", 1)[1]) == (run / entry["gif"]).read_bytes()
+        row = next(r for r in rows if (r["layer"], int(r["channel"])) == (entry["layer"], entry["channel"]))
+        clips = ", ".join(f"{c['id']} ({doc['classes'][c['class']]})" for c in entry["clips"])
+        assert caption == (f"{row['layer']} · channel {row['channel']} · SI {float(row['selectivity']):.3f} "
+                           f"[{float(row['selectivity_lo']):.3f}, {float(row['selectivity_hi']):.3f}] · top class "
+                           f"{doc['classes'][int(row['top_class'])]} · {row['selectivity_kind']} top clips: {clips}")
+    ranked = sorted(rows, key=lambda r: (-float(r["selectivity_lo"]), -float(r["selectivity"])))[:2]
+    assert [(e["layer"], e["channel"]) for e in doc["gallery"]] == [(r["layer"], int(r["channel"])) for r in ranked]
+
+
+def test_a_damaged_gif_is_a_note_and_a_run_without_a_gallery_shows_none(run, tmp_path):
+    damaged = tmp_path / "damaged"
+    shutil.copytree(run, damaged)
+    (damaged / "gallery" / "unit1.gif").write_bytes(b"GIF89a cut")
+    view = selectivity_view(load_selectivity_run(damaged))
+    assert view["gallery"][0]["uri"].startswith("data:image/gif") and view["gallery"][1]["uri"] is None
+    assert "unit1.gif" in view["gallery"][1]["note"]
+    html = stlens.report([damaged], out=tmp_path / "r.html", examples=0).read_text()
+    assert len([i for i in section(html).imgs if i["src"].startswith("data:image/gif")]) == 1
+    older = tmp_path / "older"  # written before the gallery: no key, no GIFs
+    shutil.copytree(run, older)
+    shutil.rmtree(older / "gallery")
+    doc = json.loads((older / "selectivity.json").read_text())
+    del doc["gallery"]
+    (older / "selectivity.json").write_text(json.dumps(doc))
+    remark(older)
+    html = stlens.report([older], out=tmp_path / "r2.html", examples=0).read_text()
+    assert 'id="selectivity-1"' in html and "Gallery of units" not in html
 
 
 def test_names_from_the_files_are_escaped(run, tmp_path):
@@ -135,13 +182,18 @@ def test_names_from_the_files_are_escaped(run, tmp_path):
     doc = json.loads((evil / "selectivity.json").read_text())
     doc["classes"] = ["<b>x</b>" for _ in doc["classes"]]
     doc["model"] = "<script>alert(1)</script>"
+    doc["gallery"][0]["clips"][0]["id"] = "<i>clip</i>"
+    doc["gallery"][1]["layer"] = "<u>layer</u>"
     (evil / "selectivity.json").write_text(json.dumps(doc))
     remark(evil)
     view = selectivity_view(load_selectivity_run(evil))
     assert view["top"][0]["top_class"] == "<b>x</b>"  # plain values: the template escapes them
+    assert view["gallery"][0]["clips"][0].startswith("<i>clip</i>") and view["gallery"][1]["layer"] == "<u>layer</u>"
     html = stlens.report([evil], out=tmp_path / "r.html", examples=0).read_text()
     assert "<b>x</b>" not in html and "&lt;b&gt;x&lt;/b&gt;" in html
     assert "<script>alert(1)" not in html and "&lt;script&gt;alert(1)" in html
+    assert "<i>clip</i>" not in html and "&lt;i&gt;clip&lt;/i&gt;" in html
+    assert "<u>layer</u>" not in html and "&lt;u&gt;layer&lt;/u&gt;" in html
 
 
 def test_damaged_and_newer_runs_are_listed_as_skipped(run, tmp_path):

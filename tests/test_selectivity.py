@@ -1,6 +1,7 @@
 """stlens.selectivity: the index, the shift rule, classes served and the kinds against a hand computation; the
-bootstrap against explicit resampling; a planted model whose units are known; the CLI end to end on a synth world
-with a measure run joined; bad inputs (exit 2 naming the option, nothing written)."""
+bootstrap against explicit resampling; a planted model whose units are known; the gallery (the exact clips of the
+pass, re-drawn here, beside the channel's activation-maximization video); the CLI end to end on a synth world with a
+measure run joined; bad inputs (exit 2 naming the option, nothing written)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import stlens
 from stlens._version import FORMAT_VERSION
 from stlens.cli import main
 from stlens.errors import StlensError
+from stlens.runs import MARKER, file_entry
 from stlens.selectivity import index as si
 from stlens.selectivity import load_selectivity
 
@@ -85,6 +87,14 @@ def test_top_clips_are_the_highest_responses_first():
     assert si.top_clips(RESPONSES, 2)[:, 1].tolist() == [4, 5]
 
 
+def test_units_are_ranked_by_the_lower_bound_then_the_index():
+    lows = [np.array([0.6, np.nan, 0.6, 0.2]), np.array([0.7, 0.6])]
+    indices = [np.array([0.8, 0.9, 0.9, 0.9]), np.array([0.1, 0.8])]
+    # 0.7 first; three units at 0.6: index 0.9, then 0.8 twice in layer-then-channel order; NaN left out
+    assert si.ranked_units(lows, indices, 10) == [(1, 0), (0, 2), (0, 0), (1, 1), (0, 3)]
+    assert si.ranked_units(lows, indices, 2) == [(1, 0), (0, 2)]
+
+
 # ------------------------------------------------------------------------------------------------ planted model
 
 class ClassClips:
@@ -128,7 +138,7 @@ class PlantedNet(nn.Module):
 
 def test_a_planted_model_gives_class_specific_generic_and_weak_units():
     result = stlens.selectivity(PlantedNet(), ClassClips(), ["feat"], batch_size=8, device="cpu", bootstrap=50,
-                                top_k=3, progress=False)
+                                top_k=3, progress=False, gallery=0)
     layer = result["feat"]
     assert layer.kinds == ["class-specific", "generic", "weak"]
     assert layer.index[0] == pytest.approx(1.0) and layer.low[0] == pytest.approx(1.0)
@@ -141,9 +151,127 @@ def test_a_planted_model_gives_class_specific_generic_and_weak_units():
 
 
 def test_html_escapes_names():
-    result = stlens.selectivity(PlantedNet(), ClassClips(8), ["feat"], device="cpu", bootstrap=0, progress=False)
+    result = stlens.selectivity(PlantedNet(), ClassClips(8), ["feat"], device="cpu", bootstrap=0, progress=False,
+                                gallery=0)
     result.model = "<b>x</b>"
     assert "<b>x</b>" not in result._repr_html_() and "&lt;b&gt;" in result._repr_html_()
+
+
+# ------------------------------------------------------------------------------------------------------ gallery
+
+FRAMES, SIZE, BATCH, SEED = 4, 32, 4, 5
+
+
+def colours(rng: np.random.Generator) -> np.ndarray:
+    """One clip: each frame one flat colour drawn from ``rng``."""
+    return np.broadcast_to(rng.integers(0, 256, (FRAMES, 1, 1, 3), dtype=np.uint8), (FRAMES, SIZE, SIZE, 3)).copy()
+
+
+class ColourClips:
+    """Clip i has class i % 4; its frames are flat colours drawn from the batch's generator in batch order, so a clip
+    is only found again by drawing its own batch with its own generator."""
+
+    task = "classify"
+    num_classes = 4
+
+    def __init__(self, spec, n: int = 16):
+        self.spec, self.n = spec, n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def batch(self, indices, rng):
+        from stlens.video.sampling import to_model_input
+
+        clips = [to_model_input(colours(rng), self.spec) for _ in indices]
+        return torch.stack(clips), torch.tensor([int(i) % 4 for i in indices])
+
+
+def drawn(i: int) -> np.ndarray:
+    """Clip i as the pass drew it, worked out here: batch i // BATCH, generator (SEED, batch), clips in order."""
+    rng = np.random.default_rng((SEED, i // BATCH))
+    for _ in range(i % BATCH):
+        colours(rng)
+    return colours(rng)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    torch.manual_seed(0)
+    return stlens.load_model("stlens:i3d?width=4", frames=FRAMES, size=SIZE)
+
+
+def test_the_gallery_shows_the_exact_clips_of_the_pass_and_the_channels_visualization(tiny, tmp_path):
+    from PIL import Image
+
+    from stlens.visualize.api import visualize
+    from stlens.visualize.objectives import channel
+
+    out = tmp_path / "s"
+    result = stlens.selectivity(tiny, ColourClips(tiny.input), ["stage3", "stage4"], batch_size=BATCH,
+                                device="cpu", bootstrap=10, top_k=3, seed=SEED, gallery=2, gallery_steps=2, out=out,
+                                progress=False)
+    rows = list(csv.DictReader(open(out / "selectivity.csv", newline="")))
+    ranked = sorted(rows, key=lambda r: (-float(r["selectivity_lo"]), -float(r["selectivity"])))[:2]
+    assert [(e["layer"], e["channel"]) for e in result.gallery] == [(r["layer"], int(r["channel"])) for r in ranked]
+    videos = visualize(tiny, [channel(e["layer"], e["channel"]) for e in result.gallery], steps=2, device="cpu",
+                       seed=SEED, natural_clips=0, progress=False, batch_size=2)
+    shown = []
+    for k, entry in enumerate(result.gallery):
+        clips = [c["clip"] for c in entry["clips"]]
+        assert clips == result[entry["layer"]].top[:, entry["channel"]].tolist() and len(clips) == 3
+        panels = np.split(entry["frames"], 4, axis=2)
+        for clip, panel in zip(clips, panels, strict=False):
+            np.testing.assert_array_equal(panel, drawn(clip))
+        np.testing.assert_array_equal(panels[3], videos.targets[k].rgb)
+        shown += clips
+        with Image.open(out / entry["gif"]) as gif:  # the GIF (upscaled, palette) holds the kept frames
+            assert gif.n_frames == FRAMES and entry["gif"] == f"gallery/unit{k}.gif"
+            for t in range(FRAMES):
+                gif.seek(t)
+                frame = np.asarray(gif.convert("RGB"))
+                step = frame.shape[0] // SIZE
+                first = frame[::step, ::step][:, :SIZE].astype(int)
+                assert np.abs(first - drawn(clips[0])[t]).mean() < 3
+    assert any(i >= BATCH for i in shown) and any(i % BATCH for i in shown)  # other batches and places were re-drawn
+    doc = json.loads((out / "selectivity.json").read_text())
+    assert doc["settings"]["gallery"] == 2 and doc["settings"]["gallery_steps"] == 2
+    assert doc["gallery"] == [{k: v for k, v in e.items() if k != "frames"} for e in result.gallery]
+    assert doc["gallery"][0]["clips"][0]["class"] == doc["gallery"][0]["clips"][0]["clip"] % 4
+    again = load_selectivity(out)
+    assert again.gallery == doc["gallery"]
+    again.save(tmp_path / "copy")  # a loaded run keeps its gallery when saved elsewhere
+    assert (tmp_path / "copy" / "gallery" / "unit1.gif").read_bytes() == (out / "gallery" / "unit1.gif").read_bytes()
+
+
+def test_gallery_0_writes_none_and_never_visualizes(monkeypatch, tmp_path):
+    import stlens.visualize.api
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("visualize called")
+
+    monkeypatch.setattr(stlens.visualize.api, "visualize", refuse)
+    with pytest.raises(AssertionError, match="visualize called"):  # the check can fail: gallery=1 does call it
+        stlens.selectivity(PlantedNet(), ClassClips(8), ["feat"], device="cpu", bootstrap=0, progress=False,
+                           gallery=1)
+    out = tmp_path / "s"
+    result = stlens.selectivity(PlantedNet(), ClassClips(8), ["feat"], device="cpu", bootstrap=0, progress=False,
+                                gallery=0, out=out)
+    assert result.gallery == [] and not (out / "gallery").exists()
+    assert json.loads((out / "selectivity.json").read_text())["gallery"] == []
+
+
+def test_a_file_without_a_gallery_still_loads(tmp_path):
+    out = tmp_path / "s"
+    stlens.selectivity(PlantedNet(), ClassClips(8), ["feat"], device="cpu", bootstrap=0, progress=False, gallery=0,
+                       out=out)
+    doc = json.loads((out / "selectivity.json").read_text())
+    del doc["gallery"]  # as written before the gallery
+    (out / "selectivity.json").write_text(json.dumps(doc))
+    marker = json.loads((out / MARKER).read_text())
+    marker["files"]["selectivity.json"] = file_entry(out / "selectivity.json")  # as if the run had written it
+    (out / MARKER).write_text(json.dumps(marker))
+    assert load_selectivity(out).gallery == []
 
 
 # ---------------------------------------------------------------------------------------------- CLI end to end
@@ -164,13 +292,18 @@ def test_the_cli_writes_the_folder_with_the_measure_run_joined(measured, tmp_pat
     out = tmp_path / "s"
     assert main(["selectivity", *MODEL, "--data", DATA, "--layers", "stage3,stage4", "--from", str(measured),
                  "--bootstrap", "20", "--top-k", "2", "--batch-size", "8", "--device", "cpu", "--out", str(out),
-                 "--quiet"]) == 0
-    assert {"selectivity.csv", "selectivity.json", "class_means.npz", "selectivity.png"} <= {
+                 "--gallery", "1", "--gallery-steps", "2", "--quiet"]) == 0
+    assert {"selectivity.csv", "selectivity.json", "class_means.npz", "selectivity.png", "gallery"} <= {
         p.name for p in out.iterdir()}
+    assert [p.name for p in (out / "gallery").iterdir()] == ["unit0.gif"]
     doc = json.loads((out / "selectivity.json").read_text())
     assert next(iter(doc)) == "format_version" and doc["format_version"] == FORMAT_VERSION
     assert [layer["layer"] for layer in doc["layers"]] == ["stage3", "stage4"] and doc["clips"] == 16
     assert len(doc["layers"][0]["top_clips"][0]) == 2 and "by_unit_class" in doc["layers"][0]
+    assert doc["settings"]["gallery_steps"] == 2 and [e["gif"] for e in doc["gallery"]] == ["gallery/unit0.gif"]
+    unit = doc["gallery"][0]
+    top = doc["layers"][["stage3", "stage4"].index(unit["layer"])]["top_clips"][unit["channel"]]
+    assert unit["clips"] == top  # the clips shown are the unit's top clips
     with open(out / "selectivity.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert {"layer", "channel", "selectivity", "selectivity_lo", "selectivity_hi", "top_class", "classes_served",
@@ -194,6 +327,8 @@ def npz_means(out):
 
 @pytest.mark.parametrize(("extra", "message"), [
     (["--top-k", "0"], "--top-k must be ≥ 1"),
+    (["--gallery", "-1"], "--gallery must be ≥ 0"),
+    (["--gallery-steps", "0"], "--gallery-steps must be ≥ 1"),
     (["--layers", "stage9"], "unknown layer 'stage9'"),
     (["--layers", "stage2"], "--from"),
 ])

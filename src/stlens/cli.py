@@ -244,8 +244,8 @@ def cmd_selectivity(args: argparse.Namespace) -> int:
 
     result = stlens.selectivity(args.model, args.data, args.layers, clips=args.clips, bootstrap=args.bootstrap,
                                 seed=args.seed, top_k=args.top_k, from_run=args.from_run, out=args.out,
-                                overwrite=args.overwrite, progress=not args.quiet, **_model_kwargs(args),
-                                **_compute_kwargs(args))
+                                overwrite=args.overwrite, progress=not args.quiet, gallery=args.gallery,
+                                gallery_steps=args.gallery_steps, **_model_kwargs(args), **_compute_kwargs(args))
     if not args.quiet:
         print(result.table())
         if result.path is not None:
@@ -265,11 +265,16 @@ def _add_selectivity_parser(sub) -> None:
                    "responses (default 5)")
     p.add_argument("--from", dest="from_run", default=None, help="a stlens measure run of the same model and layers: "
                    "join its unit class, r_dynamic and r_static per unit")
+    p.add_argument("--gallery", type=int, default=4, metavar="UNITS", help="the most selective units written as GIFs "
+                   "(gallery/unit<k>.gif: top clips | activation-maximization video of the channel); 0: none "
+                   "(default 4)")
+    p.add_argument("--gallery-steps", type=int, default=32, metavar="STEPS", help="visualization steps per unit of "
+                   "--gallery (default 32)")
     _compute_options(p, "clips", 16, "decode and prepare the clips", workers_default=0)
     _stats_options(p, 200, "clips", threshold=False)
     _seed_option(p, "seeds the clips, the bootstrap and an untrained spec's weights (default 0)")
-    _output_options(p, "the run folder (selectivity.csv, selectivity.json, class_means.npz, selectivity.png); "
-                    "default: print only", required=False)
+    _output_options(p, "the run folder (selectivity.csv, selectivity.json, class_means.npz, selectivity.png, "
+                    "gallery/); default: print only", required=False)
     p.set_defaults(func=cmd_selectivity)
 
 

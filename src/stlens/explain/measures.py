@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from stlens.core.spec import InputSpec
+from stlens.video.sampling import to_frames  # moved down: selectivity uses it too
 
 
 def temporal_curve(attribution: np.ndarray) -> np.ndarray:
@@ -45,14 +46,6 @@ def unshuffle(attribution: np.ndarray, order: np.ndarray) -> np.ndarray:
     back = np.empty_like(attribution)
     back[order] = attribution
     return back
-
-
-def to_frames(clip: torch.Tensor, spec: InputSpec) -> np.ndarray:
-    """A normalised (3, T, H, W) model input → uint8 (T, H, W, 3) frames."""
-    mean = torch.tensor(spec.mean).view(3, 1, 1, 1)
-    std = torch.tensor(spec.std).view(3, 1, 1, 1)
-    rgb = (clip.detach().float().cpu() * std + mean).clamp(0, 1).mul(255).round().byte()
-    return rgb.permute(1, 2, 3, 0).numpy()
 
 
 def restyled(clip: torch.Tensor, spec: InputSpec, seed: int) -> torch.Tensor:

@@ -13,7 +13,6 @@ from typing import Any
 
 from stlens.errors import StlensError
 from stlens.report.load import read_run_document
-from stlens.runs import check_files
 
 __all__ = ["DOCUMENT", "Explain", "explain_view", "load_explain_run"]
 
@@ -62,18 +61,9 @@ def _value(v: Any, digits: int = 3) -> str:
 
 def _gif(run: Explain, name: str) -> tuple[str | None, str]:
     """A GIF of the run (its marker's checksum checked) as a data URI, or None and why not."""
-    from stlens.report.plots import data_uri
+    from stlens.report.plots import run_gif
 
-    if name not in run.marker.get("files", {}):
-        return None, f"{name} is not part of this run"
-    try:
-        check_files(run.path, run.marker, [name])
-        payload = (run.path / name).read_bytes()
-    except (StlensError, OSError) as exc:
-        return None, f"not shown: {exc}"
-    if not payload.startswith(b"GIF8"):
-        return None, f"not shown: {run.path / name} is not a GIF"
-    return data_uri(payload, "image/gif"), ""
+    return run_gif(run.path, run.marker, name)
 
 
 def _clips(run: Explain) -> list[dict[str, Any]]:

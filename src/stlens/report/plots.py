@@ -228,6 +228,23 @@ def run_png(folder: Path, marker: dict[str, Any], name: str, dpi: int) -> tuple[
     return {"uri": data_uri(payload, "image/png"), "width": round(width * 100 / dpi)}, ""
 
 
+def run_gif(folder: Path, marker: dict[str, Any], name: str) -> tuple[str | None, str]:
+    """A run folder's own GIF ``name`` (listed in its marker, checksum checked) as a data URI, or None and why not."""
+    from stlens.errors import StlensError
+    from stlens.runs import check_files
+
+    if name not in marker.get("files", {}):
+        return None, f"{name} is not part of this run"
+    try:
+        check_files(folder, marker, [name])
+        payload = (folder / name).read_bytes()
+    except (StlensError, OSError) as exc:
+        return None, f"not shown: {exc}"
+    if not payload.startswith(b"GIF8"):
+        return None, f"not shown: {folder / name} is not a GIF"
+    return data_uri(payload, "image/gif"), ""
+
+
 def figure_image(fig: Figure, dpi: int = 160) -> dict[str, str | int]:
     """``{"uri", "width"}`` for an ``<img>``: a PNG at ``dpi`` shown at 100 px per inch (sharp on HiDPI screens)."""
     from PIL import Image

@@ -1,7 +1,8 @@
 """The selectivity section of ``stlens report``: an ``stlens selectivity`` run folder read back from its
 selectivity.json and selectivity.csv (plain files; ``stlens.report`` and ``stlens.selectivity`` are siblings and do
 not import each other) after its marker's checksums are checked, and turned into a per-layer table over depth, the
-run's own selectivity.png and the most selective units (ranked by the lower bound of their index's interval)."""
+run's own selectivity.png, the most selective units (ranked by the lower bound of their index's interval) and the
+run's gallery of units (gallery/unit<k>.gif: top clips | activation-maximization video, as data URIs)."""
 
 from __future__ import annotations
 
@@ -75,6 +76,8 @@ def _check_document(path: Path, doc: dict[str, Any]) -> None:
             raise StlensError(f"{path}: layers[{number}] has no 'channels' count or 'shares'")
         if not isinstance(entry.get("top_clips", []), list):
             raise StlensError(f"{path}: layers[{number}].top_clips is not a list")
+    if not isinstance(doc.get("gallery", []), list):
+        raise StlensError(f"{path}: 'gallery' is not a list; {RERUN}")
 
 
 def _read_rows(path: Path) -> list[dict[str, str]]:
@@ -159,10 +162,41 @@ def _top_units(run: Selectivity, count: int = TOP_UNITS) -> list[dict[str, Any]]
             "ci": f"[{_value(float(row['selectivity_lo']))}, {_value(float(row['selectivity_hi']))}]",
             "top_class": _class_name(classes, int(row["top_class"])), "served": int(row["classes_served"]),
             "kind": row["selectivity_kind"], "unit_class": row.get("unit_class", ""),
-            "clips": [f"{clip.get('id')} ({_class_name(classes, int(clip['class']))})" if _is_number(clip.get("class"))
-                      else str(clip.get("id")) for clip in top if isinstance(clip, dict)],
+            "clips": [_clip_text(clip, classes) for clip in top if isinstance(clip, dict)],
         })
     return units
+
+
+def _clip_text(clip: Any, classes: list[Any]) -> str:
+    """``id (class name)`` of a top clip entry of the files."""
+    if not isinstance(clip, dict):
+        return str(clip)
+    return (f"{clip.get('id')} ({_class_name(classes, int(clip['class']))})" if _is_number(clip.get("class"))
+            else str(clip.get("id")))
+
+
+def _gallery(run: Selectivity) -> list[dict[str, Any]]:
+    """The run's gallery (selectivity.json ``gallery``): per unit its GIF as a data URI (or a note why not) and the
+    caption's values from selectivity.csv; absent in runs written before the gallery."""
+    from stlens.report.plots import run_gif
+
+    classes = run.doc["classes"]
+    rows = {(r["layer"], r["channel"]): r for r in run.rows}
+    shown = []
+    for entry in run.doc.get("gallery") or []:
+        if not isinstance(entry, dict) or not isinstance(entry.get("gif"), str):
+            continue
+        uri, note = run_gif(run.path, run.marker, entry["gif"])
+        row = rows.get((str(entry.get("layer")), str(entry.get("channel"))))
+        clips = entry.get("clips") if isinstance(entry.get("clips"), list) else []
+        shown.append({
+            "name": entry["gif"], "layer": str(entry.get("layer")), "channel": str(entry.get("channel")),
+            "uri": uri, "note": note, "clips": [_clip_text(c, classes) for c in clips],
+            "si": _value(float(row["selectivity"])) if row else "–",
+            "ci": f"[{_value(float(row['selectivity_lo']))}, {_value(float(row['selectivity_hi']))}]" if row else "–",
+            "top_class": _class_name(classes, int(row["top_class"])) if row else "–",
+            "kind": row["selectivity_kind"] if row else "–"})
+    return shown
 
 
 def selectivity_view(run: Selectivity) -> dict[str, Any]:
@@ -180,6 +214,7 @@ def selectivity_view(run: Selectivity) -> dict[str, Any]:
         "bootstrap": settings.get("bootstrap"), "from_run": settings.get("from_run"), "joined": run.joined,
         "kinds": list(KINDS), "unit_classes": unit_classes, "layers": _layer_rows(run, unit_classes),
         "top": _top_units(run), "top_count": TOP_UNITS, "figure": figure, "figure_note": note,
+        "gallery": _gallery(run), "gallery_steps": settings.get("gallery_steps"),
         "run_id": doc.get("run_id"), "seed": settings.get("seed"), "version": versions.get("stlens"),
         "seconds": timing.get("seconds") if _is_number(timing.get("seconds")) else None,
     }

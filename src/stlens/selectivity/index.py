@@ -135,3 +135,12 @@ def top_clips(responses: np.ndarray, k: int) -> np.ndarray:
     """(min(k, N), C) the indices of each channel's k highest-responding clips, highest first (ties: lower index)."""
     order = np.argsort(-np.asarray(responses, dtype=np.float64), axis=0, kind="stable")
     return order[:k]
+
+
+def ranked_units(lows: list[np.ndarray], indices: list[np.ndarray], count: int) -> list[tuple[int, int]]:
+    """The ``count`` most selective units of the layers as (layer position, channel): the largest lower bound of the
+    index's interval first, then the larger index, then layer and channel order; a unit whose bound is NaN is left
+    out. (The report ranks its most selective units the same way, from selectivity.csv.)"""
+    units = [(at, c) for at, low in enumerate(lows) for c in range(len(low)) if not math.isnan(float(low[c]))]
+    units.sort(key=lambda u: (-float(lows[u[0]][u[1]]), -float(indices[u[0]][u[1]])))
+    return units[:count]

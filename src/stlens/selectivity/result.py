@@ -1,5 +1,5 @@
 """``SelectivityResult`` (what ``stlens.selectivity`` returns), its run folder (selectivity.csv, selectivity.json,
-class_means.npz, selectivity.png) and ``load_selectivity``. The formats: docs/formats.md §7."""
+class_means.npz, selectivity.png, gallery/unit<k>.gif) and ``load_selectivity``. The formats: docs/formats.md §5."""
 
 from __future__ import annotations
 
@@ -59,7 +59,8 @@ class LayerSelectivity:
 @dataclass(repr=False)
 class SelectivityResult:
     """What ``selectivity`` found: per layer a ``LayerSelectivity``; ``classes`` the class names (index order),
-    ``clip_ids`` and ``clip_labels`` the clips in pass order; ``path``: the run folder once saved."""
+    ``clip_ids`` and ``clip_labels`` the clips in pass order; ``gallery`` per unit shown its layer, channel, GIF
+    name, clips and (until saved; not when loaded) ``frames``; ``path``: the run folder once saved."""
 
     model: str
     data: str
@@ -69,6 +70,7 @@ class SelectivityResult:
     clip_labels: np.ndarray
     settings: dict[str, Any] = field(default_factory=dict)
     timing: dict[str, float] = field(default_factory=dict)
+    gallery: list[dict[str, Any]] = field(default_factory=list)
     run_id: str | None = None
     path: Path | None = None
 
@@ -134,6 +136,7 @@ class SelectivityResult:
                                   "clips": len(self.clip_ids), "classes": list(self.classes),
                                   "clip_ids": list(self.clip_ids),
                                   "clip_labels": [int(v) for v in self.clip_labels], "layers": layers,
+                                  "gallery": [{k: v for k, v in e.items() if k != "frames"} for e in self.gallery],
                                   "settings": self.settings, "timing": self.timing}))
 
     def csv_text(self) -> str:
@@ -162,6 +165,7 @@ class SelectivityResult:
             run.claim()
         with run:
             self.run_id = run.run_id
+            self.gallery = self._gallery_files(run.staging)
             write_json(run.staging / "selectivity.json", self.to_dict())
             write_text(run.staging / "selectivity.csv", self.csv_text())
             means = {layer.layer: layer.means.astype(np.float32) for layer in self.layers}
@@ -171,6 +175,26 @@ class SelectivityResult:
             depth_figure(self).savefig(run.staging / "selectivity.png", dpi=110)
             self.path = run.commit()
         return self.path
+
+    def _gallery_files(self, staging: Path) -> list[dict[str, Any]]:
+        """Write the gallery's GIFs into ``staging``; an entry without frames (a loaded run) has its GIF copied from
+        the run folder it came from, or is left out where that has none."""
+        import shutil
+
+        from stlens.visualize.outputs import write_gif
+
+        kept = []
+        for entry in self.gallery:
+            target = staging / entry["gif"]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if entry.get("frames") is not None:
+                write_gif(target, entry["frames"])
+            elif self.path is not None and (self.path / entry["gif"]).is_file():
+                shutil.copyfile(self.path / entry["gif"], target)
+            else:
+                continue
+            kept.append(entry)
+        return kept
 
 
 def load_selectivity(path: str | Path) -> SelectivityResult:
@@ -197,7 +221,8 @@ def load_selectivity(path: str | Path) -> SelectivityResult:
                                  layers=layers, clip_ids=[str(v) for v in doc["clip_ids"]],
                                  clip_labels=np.asarray(doc["clip_labels"], dtype=np.int64),
                                  settings=dict(doc.get("settings") or {}), timing=dict(doc.get("timing") or {}),
-                                 run_id=doc.get("run_id"), path=run)
+                                 gallery=[dict(e) for e in doc.get("gallery") or []], run_id=doc.get("run_id"),
+                                 path=run)
     except (KeyError, TypeError, ValueError, IndexError, OSError) as exc:
         raise StlensError(f"{run}: not a complete selectivity run, damaged or truncated ({type(exc).__name__}: "
                           f"{exc}); {RERUN}") from None

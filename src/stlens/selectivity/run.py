@@ -17,6 +17,7 @@ from stlens.core.handle import ModelHandle
 from stlens.errors import StlensError
 from stlens.runs import RunFolder
 from stlens.selectivity import index as si
+from stlens.selectivity.gallery import GALLERY, GALLERY_STEPS, gallery_entries
 from stlens.selectivity.result import FILES, LayerSelectivity, SelectivityResult
 from stlens.video.labelled import LabelledBatches, LabelledClips
 
@@ -30,7 +31,8 @@ def selectivity(model: str | nn.Module | ModelHandle, data: str | Path | Labelle
                 device: str | torch.device | None = "auto", precision: str = "fp32", workers: int | None = 0,
                 bootstrap: int = 200, seed: int = 0, top_k: int = 5, from_run: str | Path | None = None,
                 out: str | Path | None = None, overwrite: bool = False, progress: bool = True,
-                offline: bool | None = None) -> SelectivityResult:
+                offline: bool | None = None, gallery: int = GALLERY, gallery_steps: int = GALLERY_STEPS
+                ) -> SelectivityResult:
     """Class-specific and generic units of ``model``'s ``layers`` on ``data``'s labelled clips.
 
     One pass of the model over the clips (forward hooks, inference mode) keeps each channel's pooled response per
@@ -51,16 +53,21 @@ def selectivity(model: str | nn.Module | ModelHandle, data: str | Path | Labelle
     its highest responses. ``from_run``: a ``stlens measure`` run of the same model and layers whose units.csv
     (unit class, r_dynamic, r_static) is joined per unit. ``device``, ``precision``, ``workers``: as in every verb.
 
-    ``out``: the run folder (selectivity.csv, selectivity.json, class_means.npz, selectivity.png), claimed before
-    any work and refused when it holds a complete run unless ``overwrite``; written only when complete.
+    ``gallery``: the units shown as GIFs (0: none), the most selective by the lower bound of their interval (then
+    the index): each its top clips (as the pass drew them) side by side and, last, the activation-maximization video
+    of its channel (``stlens.visualize``, ``gallery_steps`` steps); gallery/unit<k>.gif, listed in selectivity.json.
+
+    ``out``: the run folder (selectivity.csv, selectivity.json, class_means.npz, selectivity.png, gallery/), claimed
+    before any work and refused when it holds a complete run unless ``overwrite``; written only when complete.
 
     >>> stlens.selectivity("stlens:i3d", "synth:motion?split=test&n=64", weights="bundled:i3d-motion")  # doctest: +SKIP
     """
     target = _check(data=data, layers=layers, clips=clips, batch_size=batch_size, bootstrap=bootstrap, seed=seed,
-                    top_k=top_k, workers=workers, device=device, precision=precision, from_run=from_run)
+                    top_k=top_k, workers=workers, device=device, precision=precision, from_run=from_run,
+                    gallery=gallery, gallery_steps=gallery_steps)
     given = dict(weights=weights, frames=frames, size=size, clips=clips, batch_size=batch_size, bootstrap=bootstrap,
                  seed=seed, top_k=top_k, workers=workers, target=target, precision=precision, from_run=from_run,
-                 progress=progress, offline=offline)
+                 progress=progress, offline=offline, gallery=gallery, gallery_steps=gallery_steps)
     if out is None:
         return _selectivity(model, data, layers, **given)
     folder = RunFolder(out, "selectivity", overwrite=overwrite, outputs=FILES).claim()
@@ -74,7 +81,7 @@ def selectivity(model: str | nn.Module | ModelHandle, data: str | Path | Labelle
 
 
 def _check(*, data, layers, clips, batch_size, bootstrap, seed, top_k, workers, device, precision,
-           from_run) -> torch.device | None:
+           from_run, gallery, gallery_steps) -> torch.device | None:
     """Every argument that needs no model or data, checked before any work; the device (None: the module's)."""
     def whole(value: Any, least: int) -> bool:
         return isinstance(value, int) and not isinstance(value, bool) and value >= least
@@ -91,6 +98,8 @@ def _check(*, data, layers, clips, batch_size, bootstrap, seed, top_k, workers, 
         (whole(bootstrap, 0), f"`bootstrap` must be ≥ 0 (0: no intervals), got {bootstrap!r}"),
         (whole(seed, 0), f"`seed` must be an integer ≥ 0, got {seed!r}"),
         (whole(top_k, 1), f"`top_k` must be ≥ 1 (clips kept per unit), got {top_k!r}"),
+        (whole(gallery, 0), f"`gallery` must be ≥ 0 (units shown as GIFs; 0: none), got {gallery!r}"),
+        (whole(gallery_steps, 1), f"`gallery_steps` must be ≥ 1 (visualization steps), got {gallery_steps!r}"),
         (workers is None or whole(workers, 0), f"`workers` must be an integer ≥ 0 (0: clips made here), got "
                                                f"{workers!r}"),
         (precision in PRECISIONS, f"`precision` must be one of {', '.join(PRECISIONS)}, got {precision!r}"),
@@ -110,7 +119,7 @@ def _check(*, data, layers, clips, batch_size, bootstrap, seed, top_k, workers, 
 
 
 def _selectivity(model, data, layers, *, weights, frames, size, clips, batch_size, bootstrap, seed, top_k, workers,
-                 target, precision, from_run, progress, offline) -> SelectivityResult:
+                 target, precision, from_run, progress, offline, gallery, gallery_steps) -> SelectivityResult:
     from stlens._version import __version__
     from stlens.core.device import resolve_precision
     from stlens.core.workers import resolve_workers
@@ -148,19 +157,25 @@ def _selectivity(model, data, layers, *, weights, frames, size, clips, batch_siz
         if measured is not None:
             _join(layer, measured, from_run)
         found.append(layer)
+    clip_ids = _clip_ids(labelled, count)
+    tick = time.perf_counter()
+    entries = gallery_entries(handle, labelled, found, clip_ids, labels, gallery=gallery, steps=gallery_steps,
+                              count=count, batch_size=batch_size, seed=seed, device=device_used, precision=used)
+    gallery_seconds = time.perf_counter() - tick
     settings = {
         "weights": weights if weights is not None else handle.weights, "frames": handle.input.frames,
         "size": handle.input.size, "layers_asked": layers if isinstance(layers, str | None) else ",".join(layers),
         "clips_asked": clips, "batch_size": batch_size, "seed": seed, "bootstrap": bootstrap, "top_k": top_k,
-        "workers": workers, "device": str(device_used), "precision": used, "precision_asked": precision,
+        "workers": workers, "gallery": gallery, "gallery_steps": gallery_steps, "device": str(device_used),
+        "precision": used, "precision_asked": precision,
         "from_run": None if from_run is None else str(from_run), "random_init": untrained, "started": started,
         "rules": {"served": si.SERVED, "responds": si.RESPONDS, "specific": si.SPECIFIC},
         "versions": {"stlens": __version__, "torch": torch.__version__},
     }
     return SelectivityResult(model=handle.spec, data=data_text, classes=classes, layers=found,
-                             clip_ids=_clip_ids(labelled, count), clip_labels=labels, settings=settings,
+                             clip_ids=clip_ids, clip_labels=labels, settings=settings, gallery=entries,
                              timing={"seconds": time.perf_counter() - clock, "forward_seconds": forward_seconds,
-                                     "forwards": -(-count // batch_size)})
+                                     "forwards": -(-count // batch_size), "gallery_seconds": gallery_seconds})
 
 
 def _labelled(data, handle: ModelHandle) -> tuple[LabelledClips, str]:

@@ -85,3 +85,11 @@ def to_model_input(frames: np.ndarray, spec: InputSpec) -> torch.Tensor:
     std = torch.tensor(spec.std, dtype=torch.float32)
     x = (x - mean) / std
     return x.permute(3, 0, 1, 2).contiguous()
+
+
+def to_frames(clip: torch.Tensor, spec: InputSpec) -> np.ndarray:
+    """A normalised (3, T, H, W) model input → uint8 (T, H, W, 3) frames (the inverse of ``to_model_input``)."""
+    mean = torch.tensor(spec.mean).view(3, 1, 1, 1)
+    std = torch.tensor(spec.std).view(3, 1, 1, 1)
+    rgb = (clip.detach().float().cpu() * std + mean).clamp(0, 1).mul(255).round().byte()
+    return rgb.permute(1, 2, 3, 0).numpy()
