@@ -62,6 +62,7 @@ def test_kinetics_csv(tmp_path, video_bytes, caplog):
         source = open_data(f"{ann}?root={root}")
     assert names(source) == ["aaa_000010_000020.mp4", "bbb_000000_000010.mp4", "ddd_000030_000040.mp4"]
     assert source.labels == (2, 1, 2)  # sorted classes: abseiling, air drumming, zumba
+    assert source.classes == ("abseiling", "air drumming", "zumba")  # named also when its only video is missing
     assert source.segments == ()
     assert missing_names(source) == ["ccc_000005_000015.mp4"]
     assert source.missing[0]["reason"] == f"listed in {ann} but not found"
@@ -77,6 +78,7 @@ def test_pyslowfast_csv(tmp_path, video_bytes):
     source = open_data(ann)
     assert names(source) == ["a.mp4", "with space.mp4"]
     assert source.labels == (3, 7)
+    assert source.classes == ()  # a path-label list does not name its classes
     assert missing_names(source) == ["gone.mp4"]
 
 
@@ -96,6 +98,8 @@ def test_ssv2_json(tmp_path, video_bytes):
     source = open_data(f"{ann}?root={tmp_path / 'videos'}")
     assert names(source) == ["11.webm", "22.webm"]
     assert source.labels == (5, 12)
+    assert len(source.classes) == 13 and source.classes[5] == "Putting something on something"
+    assert source.classes[12] == "Pushing something from left to right" and source.classes[0] == "0"
     assert missing_names(source) == ["33.webm"]
 
     (tmp_path / "something-something-v2-labels.json").unlink()
@@ -136,6 +140,7 @@ def test_ucf101_lists(tmp_path, video_bytes):
     train = open_data(lists / "trainlist01.txt")
     assert names(train) == ["v_ApplyEyeMakeup_g08_c01.avi", "v_Archery_g08_c01.avi"]
     assert train.labels == (0, 1)
+    assert train.classes == ("ApplyEyeMakeup", "Archery")
     assert missing_names(train) == ["v_Archery_g09_c01.avi"]
 
     test = open_data(lists / "testlist01.txt")

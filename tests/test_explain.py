@@ -142,3 +142,64 @@ def test_errors_explains_only_misclassified_clips_with_class_visualizations(tmp_
         assert e["predicted"] != e["label"] and int(r["predicted"]) == e["predicted"] and int(r["label"]) == e["label"]
         assert (out / e["gif"]).is_file()
     assert sorted(p.name for p in (out / "errors").iterdir()) == [f"error{k}.gif" for k in range(len(errors))]
+
+
+F0 = 1  # the flow field the planted two-input model reads
+
+
+class PlantedTwoInput(nn.Module):
+    """Class 0's logit: the sum of rgb frame T0's top-left 8×8 corner plus twice the sum of flow field F0's
+    bottom-right 8×8 corner (linear, so integrated gradients from zero are exactly input × weight)."""
+
+    def forward(self, rgb: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
+        logit = rgb[:, :, T0, :8, :8].sum((1, 2, 3)) + 2 * flow[:, :, F0, 8:, 8:].sum((1, 2, 3))
+        return torch.stack([logit, torch.zeros_like(logit)], 1)
+
+
+class TwoInputClips:
+    """Random positive rgb clips with random signed flow (B, 2, T − 1, S, S), labelled 0."""
+
+    num_classes = 2
+
+    def __len__(self) -> int:
+        return 2
+
+    def batch(self, indices, rng):
+        g = torch.Generator().manual_seed(int(indices[0]) + 7)
+        rgb = torch.rand(len(indices), 3, T, S, S, generator=g) + 0.5
+        flow = torch.randn(len(indices), 2, T - 1, S, S, generator=g)
+        return (rgb, flow), torch.zeros(len(indices), dtype=torch.long)
+
+
+def test_integrated_gradients_give_a_flow_map_that_follows_the_flow_input():
+    result = stlens.explain(PlantedTwoInput(), TwoInputClips(), method="ig", target=0, clips=2, steps=3, frames=T,
+                            size=S, batch_size=2, device="cpu", progress=False)
+    assert list(result.maps) == ["rgb", "flow"]
+    (rgb, flow), _ = TwoInputClips().batch(np.array([0, 1]), None)
+    expected = np.zeros((2, T - 1, S, S))  # |flow × 2| summed over its two channels, in the read corner only
+    expected[:, F0, 8:, 8:] = (2 * flow[:, :, F0, 8:, 8:]).abs().sum(1).numpy()
+    np.testing.assert_allclose(result.maps["flow"], expected / expected.sum((1, 2, 3), keepdims=True), rtol=1e-4,
+                               atol=1e-7)
+    assert (result.maps["rgb"][:, T0, :8, :8].sum((1, 2)) > 1 - 1e-5).all()  # the rgb map stays on its own corner
+
+
+def test_a_two_stream_model_gets_an_rgb_and_a_flow_map_per_clip(tmp_path):
+    out = tmp_path / "ts"
+    assert main(["explain", "--model", "stlens:twostream", "--weights", "bundled:twostream-motion", "--data",
+                 "synth:motion?split=test&n=4", "--frames", "4", "--size", "32", "--clips", "2", "--method", "ig",
+                 "--steps", "2", "--device", "cpu", "--out", str(out), "--quiet"]) == 0
+    doc = json.loads((out / "explain.json").read_text())
+    assert doc["inputs"] == ["rgb", "flow"] and doc["summary"]["clips"] == 2
+    with np.load(out / "attributions.npz") as npz:
+        assert sorted(npz.files) == ["clip0_flow", "clip0_rgb", "clip1_flow", "clip1_rgb"]
+        for i in range(2):
+            assert npz[f"clip{i}_rgb"].shape == (4, 32, 32) and npz[f"clip{i}_flow"].shape == (3, 32, 32)
+            for key in (f"clip{i}_rgb", f"clip{i}_flow"):
+                assert npz[key].dtype == np.float32 and npz[key].min() >= 0
+                assert abs(float(npz[key].sum(dtype=np.float64)) - 1) < 1e-4
+            assert not np.allclose(npz[f"clip{i}_flow"], npz[f"clip{i}_rgb"][:3])  # its own map, not a copy
+    rows = list(csv.DictReader((out / "explain.csv").open()))
+    assert len(rows) == 2 and all(value not in (None, "") for r in rows for value in r.values())
+    for r in rows:
+        assert abs(sum(float(r[f"mass_frame_{t}"]) for t in range(4)) - 1) < 1e-4
+        assert 0 <= float(r["mask_share"]) <= 1 and r["label_name"] == doc["classes"][int(r["label"])]

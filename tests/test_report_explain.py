@@ -5,6 +5,7 @@ skipped with the reason."""
 from __future__ import annotations
 
 import base64
+import csv
 import json
 import re
 import shutil
@@ -16,6 +17,7 @@ import stlens
 from stlens.cli import main
 from stlens.report.explain import explain_view, load_explain_run
 from stlens.runs import MARKER, file_entry
+from stlens.synth.worlds import class_names
 
 pytest.importorskip("captum")
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -65,8 +67,18 @@ def test_the_section_shows_the_summary_curve_and_gifs(run, tmp_path):
     assert overlays and part.count('alt="attribution overlay of clip') == len(overlays)
     errors = doc["errors"]
     assert len(errors) >= 1 and part.count('alt="misclassified clip') == len(errors)
+    names = doc["classes"]
+    assert names == list(class_names("motion"))  # explain.json records the world's class names
     for e in errors:
-        assert f"clip {e['clip']} · predicted {e['predicted']} · true {e['label']}" in part
+        assert f"clip {e['clip']} · predicted {names[e['predicted']]} ({e['predicted']}) · true " \
+               f"{names[e['label']]} ({e['label']})" in part
+    rows = list(csv.DictReader((run / "explain.csv").open()))
+    clips = _cells(re.search(r'<table class="explain-clips">(.*?)</table>', part, re.S).group(1))
+    assert clips == [cell for r in rows for cell in (
+        r["clip"], f"{names[int(r['label'])]} ({r['label']})", f"{names[int(r['predicted'])]} ({r['predicted']})",
+        f"{names[int(r['target'])]} ({r['target']})", f"{float(r['probability']):.3f}", f"{float(r['mask_share']):.3f}",
+        *(("–" if r[k] == "nan" else f"{float(r[k]):.3f}") for k in ("spearman_shuffled", "spearman_restyled")))]
+    assert [r["label_name"] for r in rows] == [names[int(r["label"])] for r in rows]
     view = explain_view(load_explain_run(run))
     gif = view["errors"][0]["uri"]
     assert base64.b64decode(gif.split(",", 1)[1]) == (run / errors[0]["gif"]).read_bytes()
@@ -77,6 +89,7 @@ def test_names_are_escaped_and_damaged_or_newer_runs_skipped(run, tmp_path):
     shutil.copytree(run, evil)
     doc = json.loads((evil / "explain.json").read_text())
     doc["model"] = "<script>alert(1)</script>"
+    doc["classes"] = ["<i>c</i>"] * len(doc["classes"])  # names shown in the per-clip table and the captions
     (evil / "explain.json").write_text(json.dumps(doc))
     remark(evil)
     cut = tmp_path / "cut"  # a truncated explain.json: its checksum no longer matches
@@ -91,6 +104,7 @@ def test_names_are_escaped_and_damaged_or_newer_runs_skipped(run, tmp_path):
     remark(newer)
     html = stlens.report([evil, cut, newer], out=tmp_path / "r.html", examples=0).read_text()
     assert "<script>alert(1)" not in html and "&lt;script&gt;alert(1)" in html
+    assert "<i>c</i>" not in html and "&lt;i&gt;c&lt;/i&gt; (" in html
     skipped = re.search(r'<section id="skipped">(.*?)</section>', html, re.S).group(1)
     reasons = {Path(s).name: r for s, r in re.findall(r"<li><code>(.*?)</code>: (.*?)</li>", skipped, re.S)}
     assert set(reasons) == {"cut", "newer"}

@@ -1,5 +1,5 @@
 """``ExplainResult`` (what ``stlens.explain`` returns), its run folder (explain.csv, explain.json, attributions.npz,
-explain_clip<i>.gif) and ``load_explain``. The formats: docs/formats.md §6."""
+explain_clip<i>.gif) and ``load_explain``. The formats: docs/formats.md §5a."""
 
 from __future__ import annotations
 
@@ -27,8 +27,8 @@ class ExplainResult:
     for two-input models with an input method; Grad-CAM: ``rgb`` only), the label, prediction, target class, its
     logit and probability, the temporal curve (N, T) of the rgb map, the mask share, the cue share (``cue_shares``:
     mass inside the cue box of a synth ``shortcut=`` world; None when the data has no cue) and the Spearman
-    correlations with the maps of the shuffled and restyled copies. ``frames``: the first clips' uint8 frames for
-    the GIFs."""
+    correlations with the maps of the shuffled and restyled copies. ``classes``: the data's class names by label
+    (None when the data does not name them). ``frames``: the first clips' uint8 frames for the GIFs."""
 
     model: str
     data: str
@@ -48,6 +48,7 @@ class ExplainResult:
     timing: dict[str, float] = field(default_factory=dict)
     frames: list[np.ndarray] = field(default_factory=list)
     cue_shares: np.ndarray | None = None
+    classes: list[str] | None = None
     errors: list[dict[str, Any]] | None = None  # explain(errors=N): per clip its class videos (predicted, true)
     run_id: str | None = None
     path: Path | None = None
@@ -84,24 +85,30 @@ class ExplainResult:
         """explain.json (format_version first; a missing number is null)."""
         return _no_nan(versioned({"run_id": self.run_id, "model": self.model, "data": self.data,
                                   "method": self.method, "inputs": list(self.maps), "clip_ids": list(self.clip_ids),
+                                  "classes": None if self.classes is None else list(self.classes),
                                   "summary": self.summary, "settings": self.settings, "timing": self.timing,
                                   **({} if self.errors is None else {"errors": [
                                       {k: v for k, v in e.items() if k != "videos"} for e in self.errors]})}))
 
+    def class_name(self, k: int) -> str:
+        """The data's name of class ``k``; empty when the data names no class ``k``."""
+        return self.classes[k] if self.classes is not None and 0 <= k < len(self.classes) else ""
+
     def csv_text(self) -> str:
-        """explain.csv: one row per clip."""
+        """explain.csv: one row per clip (the class names last)."""
         frames = self.curves.shape[1]
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
         cue = self.cue_shares is not None
         writer.writerow(["clip", "label", "predicted", "target", "score", "probability",
                          *(f"mass_frame_{t}" for t in range(frames)), "mask_share", *(["cue_share"] if cue else []),
-                         "spearman_shuffled", "spearman_restyled"])
+                         "spearman_shuffled", "spearman_restyled", "label_name", "predicted_name", "target_name"])
         for i, clip in enumerate(self.clip_ids):
             writer.writerow([clip, int(self.labels[i]), int(self.predicted[i]), int(self.targets[i]),
                              *(_number(v) for v in (self.scores[i], self.probabilities[i], *self.curves[i],
                                                     self.mask_shares[i], *([self.cue_shares[i]] if cue else []),
-                                                    self.spearman_shuffled[i], self.spearman_restyled[i]))])
+                                                    self.spearman_shuffled[i], self.spearman_restyled[i])),
+                             *(self.class_name(int(k[i])) for k in (self.labels, self.predicted, self.targets))])
         return buffer.getvalue()
 
     def arrays(self) -> dict[str, np.ndarray]:

@@ -20,7 +20,7 @@ from stlens.explain.errors import VIS_STEPS, class_videos, find_errors
 from stlens.explain.maps import METHODS, attribute, captum_attr, forward_of
 from stlens.explain.result import FILES, GIFS, ExplainResult
 from stlens.runs import RunFolder
-from stlens.video.labelled import LabelledClips
+from stlens.video.labelled import LabelledClips, class_names
 
 log = logging.getLogger("stlens")
 
@@ -182,6 +182,7 @@ def _explain(model, data, *, method, layer, target, clips, steps, frames, size, 
                 "errors": errors, "error_steps": error_steps if errors is not None else None,
                 "started": started, "versions": {"stlens": __version__, "torch": torch.__version__}}
     return ExplainResult(model=handle.spec, data=data_text, method=method, clip_ids=_clip_ids(labelled, order),
+                         classes=class_names(labelled),
                          maps=maps, frames=kept_frames, settings=settings, errors=found_errors,
                          timing={"seconds": time.perf_counter() - clock, "clips_per_second":
                                  count / max(time.perf_counter() - clock, 1e-9)}, **joined)

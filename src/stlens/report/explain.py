@@ -1,10 +1,13 @@
 """The explain section of ``stlens report``: an ``stlens explain`` run folder read back from its explain.json
 (plain files; ``stlens.report`` and ``stlens.explain`` are siblings and do not import each other) after its marker's
-checksums are checked, and turned into a header, the summary, the mean temporal curve, the overlay GIFs of the first
-clips and the gallery of misclassified clips (errors/error<k>.gif)."""
+checksums are checked, and turned into a header, the summary, the mean temporal curve, the per-clip table of
+explain.csv (classes by the data's names where explain.json has them), the overlay GIFs of the first clips and the
+gallery of misclassified clips (errors/error<k>.gif)."""
 
 from __future__ import annotations
 
+import csv
+import io
 import math
 import re
 from dataclasses import dataclass
@@ -14,12 +17,13 @@ from typing import Any
 from stlens.errors import StlensError
 from stlens.report.load import read_run_document
 
-__all__ = ["DOCUMENT", "Explain", "explain_view", "load_explain_run"]
+__all__ = ["DOCUMENT", "Explain", "class_text", "explain_view", "load_explain_run"]
 
 DOCUMENT = "explain.json"
 TABLE = "explain.csv"
 RERUN = "rerun stlens explain to write it again"
 _CLIP_GIF = re.compile(r"explain_clip(\d+)\.gif")
+ROWS = 64  # per-clip rows shown
 
 
 @dataclass
@@ -30,6 +34,7 @@ class Explain:
     doc: dict[str, Any]
     marker: dict[str, Any]
     label: str = ""
+    rows: list[dict[str, str]] | None = None
 
     @property
     def settings(self) -> dict[str, Any]:
@@ -46,7 +51,13 @@ def load_explain_run(folder: str | Path) -> Explain:
         raise StlensError(f"{folder / DOCUMENT}: no 'summary'; {RERUN}")
     if not isinstance(doc.get("errors", []), list):
         raise StlensError(f"{folder / DOCUMENT}: 'errors' is not a list; {RERUN}")
-    return Explain(folder, doc, marker)
+    if doc.get("classes") is not None and not isinstance(doc.get("classes"), list):
+        raise StlensError(f"{folder / DOCUMENT}: 'classes' is not a list; {RERUN}")
+    try:
+        rows = list(csv.DictReader(io.StringIO((folder / TABLE).read_text(encoding="utf-8"))))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise StlensError(f"{folder / TABLE}: cannot be read ({exc}); {RERUN}") from None
+    return Explain(folder, doc, marker, rows=rows)
 
 
 def _is_number(value: Any) -> bool:
@@ -64,6 +75,34 @@ def _gif(run: Explain, name: str) -> tuple[str | None, str]:
     from stlens.report.plots import run_gif
 
     return run_gif(run.path, run.marker, name)
+
+
+def class_text(run: Explain, value: Any) -> str:
+    """A class as the report shows it: ``name (k)`` where explain.json's ``classes`` names class k, else ``k``."""
+    names = run.doc.get("classes") if isinstance(run.doc.get("classes"), list) else []
+    try:
+        k = int(value)
+    except (TypeError, ValueError):
+        return "–" if value in (None, "") else str(value)
+    return f"{names[k]} ({k})" if 0 <= k < len(names) else str(k)
+
+
+def _float(text: Any) -> float | None:
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return None
+
+
+def _rows(run: Explain) -> list[dict[str, str]]:
+    """The first ``ROWS`` rows of explain.csv: clip, classes by name, probability and the per-clip numbers."""
+    shown = []
+    for row in (run.rows or [])[:ROWS]:
+        shown.append({"clip": str(row.get("clip", "")),
+                      **{key: class_text(run, row.get(key)) for key in ("label", "predicted", "target")},
+                      **{key: _value(_float(row.get(key))) for key in ("probability", "mask_share",
+                                                                         "spearman_shuffled", "spearman_restyled")}})
+    return shown
 
 
 def _clips(run: Explain) -> list[dict[str, Any]]:
@@ -84,8 +123,9 @@ def _errors(run: Explain) -> list[dict[str, Any]]:
         if not isinstance(entry, dict) or not isinstance(entry.get("gif"), str):
             continue
         uri, note = _gif(run, entry["gif"])
-        shown.append({"name": entry["gif"], "clip": str(entry.get("clip")), "predicted": entry.get("predicted"),
-                      "label": entry.get("label"), "uri": uri, "note": note})
+        shown.append({"name": entry["gif"], "clip": str(entry.get("clip")),
+                      "predicted": class_text(run, entry.get("predicted")),
+                      "label": class_text(run, entry.get("label")), "uri": uri, "note": note})
     return shown
 
 
@@ -106,6 +146,7 @@ def explain_view(run: Explain) -> dict[str, Any]:
         "layer": settings.get("layer"), "clips": summary.get("clips"), "accuracy": _value(summary.get("accuracy")),
         "summary": [{"name": name, "value": _value(v)} for name, v in rows],
         "curve": [_value(v) for v in curve], "peak": summary.get("peak_frame"),
+        "rows": _rows(run), "total_rows": len(run.rows or []),
         "gifs": _clips(run), "errors": _errors(run), "asked_errors": settings.get("errors"),
         "run_id": doc.get("run_id"), "seed": settings.get("seed"), "version": versions.get("stlens"),
         "seconds": timing.get("seconds") if _is_number(timing.get("seconds")) else None,

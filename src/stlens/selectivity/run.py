@@ -19,7 +19,7 @@ from stlens.runs import RunFolder
 from stlens.selectivity import index as si
 from stlens.selectivity.gallery import GALLERY, GALLERY_STEPS, gallery_entries
 from stlens.selectivity.result import FILES, LayerSelectivity, SelectivityResult
-from stlens.video.labelled import LabelledBatches, LabelledClips
+from stlens.video.labelled import LabelledBatches, LabelledClips, class_names
 
 log = logging.getLogger("stlens")
 
@@ -296,8 +296,7 @@ def _join(layer: LayerSelectivity, measured, from_run) -> None:
 def _class_names(labelled: LabelledClips, labels: np.ndarray) -> list[str]:
     """Names of classes 0 … K − 1 (K: the data's class count, at least the largest label + 1)."""
     count = max(int(getattr(labelled, "num_classes", 0)), int(labels.max()) + 1 if labels.size else 0)
-    owner = getattr(labelled, "dataset", None) or getattr(labelled, "source", None)
-    names = getattr(owner, "classes", None) or getattr(labelled, "classes", None)
+    names = class_names(labelled)
     return [str(names[c]) if names is not None and c < len(names) else str(c) for c in range(count)]
 
 

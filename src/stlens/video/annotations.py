@@ -16,9 +16,11 @@ Anything else is an error that asks for ``ann:FORMAT:PATH``.
 
 Labels: Kinetics class names → index in the sorted class names of the file; SSv2 templates (brackets stripped) →
 index from ``something-something-v2-labels.json`` beside the file (else None); UCF101 1-indexed → 0-indexed
-(testlists through ``classInd.txt`` beside the list, else None); the other formats as written. Diving48 start/end
-frames go to ``VideoSource.segments``: clips are drawn inside [start_frame, end_frame). Listed files that do not
-exist are skipped and listed in ``VideoSource.missing``; malformed files raise ``StlensError`` naming the file and
+(testlists through ``classInd.txt`` beside the list, else None); the other formats as written. Class names
+(``VideoSource.classes``, by label): the Kinetics label names, the SSv2 templates of the labels file, the UCF101
+``classInd.txt`` names (a label without a name: its number); none for the other formats. Diving48 start/end frames
+go to ``VideoSource.segments``: clips are drawn inside [start_frame, end_frame). Listed files that do not exist are
+skipped and listed in ``VideoSource.missing``; malformed files raise ``StlensError`` naming the file and
 the line (JSON: the entry).
 """
 
@@ -44,11 +46,13 @@ SSV2_LABELS = "something-something-v2-labels.json"
 
 @dataclass(frozen=True)
 class Entry:
-    """One listed video: candidate paths (the first that exists is used), label and optional (start, end) frames."""
+    """One listed video: candidate paths (the first that exists is used), label, optional (start, end) frames and
+    the label's class name where the file (or its class list) gives one."""
 
     candidates: tuple[Path, ...]
     label: int | None = None
     segment: tuple[int, int] | None = None
+    name: str | None = None
 
 
 # ----------------------------------------------------------------------------------------------------- file reading
@@ -109,7 +113,7 @@ def parse_kinetics(path: Path, root: Path) -> list[Entry]:
         name = f"{row['youtube_id']}_{start:06d}_{end:06d}.mp4"
         label, split = row.get("label") or "", row.get("split") or ""
         dirs = (root / label, root / label.replace(" ", "_"), root / split / label, root)  # "" leaves root as is
-        entries.append(Entry(tuple(dict.fromkeys(d / name for d in dirs)), classes.get(label)))
+        entries.append(Entry(tuple(dict.fromkeys(d / name for d in dirs)), classes.get(label), name=label or None))
     return entries
 
 
@@ -150,7 +154,8 @@ def parse_ssv2(path: Path, root: Path) -> list[Entry]:
     entries = []
     for i, item in enumerate(_json_entries(path)):
         template = str(item.get("template", "")).replace("[", "").replace("]", "")
-        entries.append(Entry((root / f"{_key(path, i, item, 'id')}.webm",), classes.get(template)))
+        entries.append(Entry((root / f"{_key(path, i, item, 'id')}.webm",), classes.get(template),
+                             name=template if template in classes else None))
     return entries
 
 
@@ -179,6 +184,7 @@ def parse_ucf101(path: Path, root: Path) -> list[Entry]:
         for n, line in _lines(class_file):
             index, _, name = line.partition(" ")
             classes[name.strip()] = _int(class_file, str(n), index) - 1
+    names = {k: v for v, k in classes.items()}
     entries = []
     for n, line in _lines(path):
         parts = line.split()
@@ -188,7 +194,7 @@ def parse_ucf101(path: Path, root: Path) -> list[Entry]:
             label = classes.get(Path(parts[0]).parent.name)
         else:
             raise StlensError(f"{path}:{n}: expected 'Class/v_X.avi [index]', got {line!r}")
-        entries.append(Entry((root / parts[0],), label))
+        entries.append(Entry((root / parts[0],), label, name=names.get(label) if label is not None else None))
     return entries
 
 
@@ -296,8 +302,10 @@ def open_annotation(spec: str) -> VideoSource:
         log.warning("%d of %d files listed in %s not found, skipped (first: %s)", len(missing), len(entries), path,
                     first)
     labels = tuple(e.label for _, e in found)
+    named = {e.label: e.name for e in entries if e.label is not None and e.name}
+    classes = tuple(named.get(k, str(k)) for k in range(max(named) + 1)) if named else ()
     segments = tuple(e.segment for _, e in found)
     return VideoSource(spec, tuple(p for p, _ in found),
                        labels=labels if any(x is not None for x in labels) else (),
                        segments=segments if any(s is not None for s in segments) else (),
-                       missing=tuple(missing))
+                       missing=tuple(missing), classes=classes)

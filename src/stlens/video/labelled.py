@@ -190,6 +190,14 @@ class VideoClips:
         return _stack([x for x, _ in items]), torch.tensor([y for _, y in items], dtype=torch.long)
 
 
+def class_names(labelled: object) -> list[str] | None:
+    """The data's class names by label (a synth world's, an annotation file's labels, ``classes:`` folder names), or
+    None when the data does not name its classes."""
+    owner = getattr(labelled, "dataset", None) or getattr(labelled, "source", None)
+    names = getattr(owner, "classes", None) or getattr(labelled, "classes", None)
+    return [str(n) for n in names] if names else None
+
+
 def heldout_spec(data: str) -> str | None:
     """The default held-out data for a training source: a synth world's ``test`` split; none for video sources."""
     if not data.startswith("synth:"):
