@@ -354,9 +354,11 @@ def _add_train_parser(sub) -> None:
     p.add_argument("--eval-clips", type=int, default=256, help="clips for the train/test score at each checkpoint "
                    "(0: no evaluation)")
     p.add_argument("--augment", action="store_true", help="random crops (video sources; default off)")
-    p.add_argument("--task", choices=["classify", "segment"], default="classify", help="classify (cross-entropy; "
-                   "accuracy) or segment (per-frame masks: BCE + soft-IoU loss; mIoU and mSR; needs a segmentation "
-                   "model such as stlens:avos and masks, e.g. synth:motion?task=segment)")
+    p.add_argument("--task", choices=["classify", "segment", "instances"], default="classify", help="classify "
+                   "(cross-entropy; accuracy), segment (per-frame masks: BCE + soft-IoU loss; mIoU and mSR; needs a "
+                   "segmentation model such as stlens:avos and masks, e.g. synth:motion?task=segment) or instances "
+                   "(instance tracks: Hungarian matching, class + BCE + dice loss; matched-track IoU; needs "
+                   "stlens:vis and an instance source, e.g. synth:motion?task=instances)")
     _mask_options(p)
     p.add_argument("--static-dropout", default=None, metavar="SPEC", help="StaticDropout after a layer: "
                    "LAYER:p=0.5:select=static|topk:K:every=E[:start=S][:pairs=N][:threshold=T] (channels re-selected "

@@ -6,6 +6,9 @@
   per clip, binary cross-entropy (mean over its annotated pixels) + soft-IoU loss 1 − Σpg / Σ(p + g − pg) with
   p = sigmoid(logit); the running score is the batch's mean IoU at the mask threshold; evaluation reports the MoCA
   scores of ``stlens.measure.scores.Segmentation`` (``train_miou``, ``test_miou``, ``test_msr``).
+- ``instances``: a query-based VIS model's ``{"logits", "masks"}`` against ``list[Instances]``: Hungarian matching
+  and the set loss of ``stlens.train.instances``; running score and evaluation: the mean IoU of the matched tracks
+  (``batch_track_iou``, ``train_track_iou``, ``test_track_iou``; a placeholder until track AP).
 
 A task's ``loss_sum`` is the sum over the batch's clips of each clip's loss, so the trainer's mean (and its
 distributed gradient scaling) is the same for both tasks.
@@ -20,8 +23,9 @@ from torch import nn
 
 from stlens.errors import StlensError
 from stlens.measure.scores import Accuracy, Segmentation
+from stlens.train.instances import InstanceSegment
 
-TASKS = ("classify", "segment")
+TASKS = ("classify", "segment", "instances")
 
 
 class Classify:
@@ -89,12 +93,14 @@ def segmentation_loss(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Ten
     return bce + soft_iou
 
 
-def task_for(name: str, threshold: float = 0.5) -> Classify | Segment:
+def task_for(name: str, threshold: float = 0.5) -> Classify | Segment | InstanceSegment:
     """The task called ``name`` (``--task``)."""
     if name == "classify":
         return Classify()
     if name == "segment":
         return Segment(threshold)
+    if name == "instances":
+        return InstanceSegment(threshold)
     raise StlensError(f"`task` must be one of {', '.join(TASKS)}, got {name!r}")
 
 

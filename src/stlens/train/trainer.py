@@ -106,8 +106,8 @@ class TrainConfig:
     device: str = "auto"
     precision: str = "fp32"
     workers: int | None = None  # processes that make the pairs of the StaticDropout measurements
-    task: str = "classify"  # or segment (stlens.train.tasks)
-    mask_threshold: float = 0.5  # segment: a pixel is the object where sigmoid(logit) > this
+    task: str = "classify"  # or segment, instances (stlens.train.tasks)
+    mask_threshold: float = 0.5  # segment, instances: a pixel is the object where sigmoid(logit) > this
 
     def validate(self) -> None:
         if self.steps < 1:
@@ -125,7 +125,7 @@ class TrainConfig:
         if self.static_dropout and self.random_dropout:
             raise StlensError("`static_dropout` and `random_dropout` are two arms of an experiment: give one")
         task_for(self.task, self.mask_threshold)
-        if self.task == "segment" and (self.static_dropout or self.random_dropout):
+        if self.task != "classify" and (self.static_dropout or self.random_dropout):
             raise StlensError("`static_dropout`/`random_dropout` are for `task` classify")
 
 
@@ -380,8 +380,8 @@ class Trainer:
             handle.write(json.dumps(record) + "\n")
 
     def evaluate(self) -> dict[str, float]:
-        """Train (and test) accuracy — or, for ``--task segment``, mIoU (and test mSR) — on the first
-        ``eval_clips`` clips; empty with ``eval_clips`` 0."""
+        """Train (and test) accuracy — or, for ``--task segment``, mIoU (and test mSR); for ``--task instances``
+        the matched tracks' mean IoU — on the first ``eval_clips`` clips; empty with ``eval_clips`` 0."""
         c = self.config
         result = {}
         for split, clips in (("train", self.train_clips), ("test", self.test_clips)):
@@ -502,7 +502,9 @@ class Trainer:
                 indices = indices[piece.start:piece.stop]
                 rng = np.random.default_rng((c.seed, step, self.world.rank + 1))
             inputs, labels = self.train_clips.batch(indices, rng)
-            inputs, labels = to_device(inputs, self.device), labels.to(self.device)
+            inputs = to_device(inputs, self.device)
+            if isinstance(labels, torch.Tensor):  # instance targets (a list of Instances) go over in the loss
+                labels = labels.to(self.device)
             for group in self.optimizer.param_groups:
                 group["lr"] = learning_rate(step - 1, c)
             with autocast(self.device, self.precision):

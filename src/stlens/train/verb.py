@@ -34,10 +34,12 @@ def train(model: str | TrainConfig, data: str | None = None, *, steps: int | Non
     ``checkpoint_every_steps``: also save step 0 and every K steps (0: the final step only). ``batch_size``: clips
     per step. ``lr``: AdamW peak learning rate (warm-up, cosine decay). ``eval_clips``: clips for the train/test
     score at each checkpoint (0: none).
-    ``task``: ``classify`` (cross-entropy; accuracy) or ``segment`` (per-frame masks; mIoU, mSR, with
-    ``mask_threshold``). ``static_dropout``/``random_dropout``: StaticDropout after a layer, or its random control
-    (docs/static_dropout.md). ``device``, ``precision`` (fp16 with a GradScaler) and ``workers`` (processes that make
-    the pairs of StaticDropout's measurements) as for every verb. Under ``torchrun``: data-parallel, one GPU each;
+    ``task``: ``classify`` (cross-entropy; accuracy), ``segment`` (per-frame masks; mIoU, mSR, with
+    ``mask_threshold``) or ``instances`` (instance tracks of a query-based model such as ``stlens:vis``: Hungarian
+    matching, class + BCE + dice loss; the matched tracks' mean IoU; docs/vis.md).
+    ``static_dropout``/``random_dropout``: StaticDropout after a layer, or its random control (docs/static_dropout.md).
+    ``device``, ``precision`` (fp16 with a GradScaler) and ``workers`` (processes that make the pairs of
+    StaticDropout's measurements) as for every verb. Under ``torchrun``: data-parallel, one GPU each;
     rank 0 writes ``out``. ``offline``: never download weights (True), download allowed (False), or as the
     environment says (None: ``STLENS_OFFLINE``/``HF_HUB_OFFLINE``); it holds for this call only."""
     if isinstance(model, TrainConfig):

@@ -209,12 +209,23 @@ def heldout_spec(data: str) -> str | None:
     return base + "?" + "&".join(f"{k}={v}" for k, v in options.items())
 
 
+def _instance_clips(data: str, source, spec: InputSpec) -> LabelledClips:
+    """An instance source that gives ``(inputs, list[Instances])`` batches itself; its clips must have the model's
+    frames and size."""
+    shape = (getattr(source, "frames", spec.frames), getattr(source, "size", spec.size))
+    if shape != (spec.frames, spec.size):
+        raise StlensError(f"{data} gives {shape[0]} frames at {shape[1]} px but the model expects {spec.frames} "
+                          f"frames at {spec.size} px: pass `frames`/`size` to the model or change the data")
+    return source
+
+
 def open_clips(data: str, spec: InputSpec, flow: bool = False, augment: bool = False,
                task: str | None = "classify") -> LabelledClips:
     """Training clips from a data spec (``synth:...`` or a labelled source: an annotation file, ``classes:ROOT``);
     ``task`` ``segment``: the targets are per-frame masks (B, T, H, W); ``instances``: a ``list[Instances]`` (a synth
-    world with task=instances, ytvis:); None: the data's own task (segment or instances for a synth world with that
-    task, segment for davis:/moca: sources, instances for ytvis:, classify otherwise)."""
+    world with task=instances, ytvis:, or any source with ``task == "instances"`` that makes its own batches); None:
+    the data's own task (segment or instances for a synth world with that task, segment for davis:/moca: sources,
+    instances for ytvis:, classify otherwise)."""
     from stlens.video.sources import open_data
 
     source = open_data(data)
@@ -224,6 +235,11 @@ def open_clips(data: str, spec: InputSpec, flow: bool = False, augment: bool = F
         return instance_clips(source, spec, flow=flow, augment=augment, task=task)
     if data.startswith("synth:"):
         return SynthClips(source, spec, flow=flow, task=task or getattr(source, "task", "classify"))
+    if getattr(source, "task", None) == "instances" and callable(getattr(source, "batch", None)):
+        return _instance_clips(data, source, spec)  # an instance source that is its own labelled clips
+    if task == "instances":
+        raise StlensError(f"{data}: `task` instances needs instance tracks: an instance source such as "
+                          f"synth:motion?task=instances or ytvis:ROOT")
     if getattr(source, "tracks", None) is not None:  # davis:/moca: sources with per-frame masks
         from stlens.video.maskclips import MaskClips
 

@@ -15,6 +15,7 @@ effnet-c2d ImageNet EfficientNet-Lite0 (real weights) per frame   stem, stage2/3
 effnet-i3d the same weights inflated to 3×k×k (``kt``), I3D-style stem, stage2/3/5/7, head
 avos       two-stream segmenter: fusions, co-attention (``cc``)  fusion.stage1–4, app.stage1–4, mot.stage1–4
 seg3d      RGB-only 3-D conv segmenter                           stage1–4
+vis        query-based video instance segmenter (Mask2Former-VIS) stage1–3, pixel_decoder, decoder.0–2
 ========== ===================================================== =====================================
 
 The two ``effnet-*`` models carry real ImageNet weights (``pretrained=true``; see ``stlens.models.zoo.effnet``) and use
@@ -23,6 +24,9 @@ ImageNet clips instead (``EFFNET_INPUT``: 16 frames every 2nd, 256 → crop 224,
 The two segmenters (``SEGMENTERS``: ``avos``, ``seg3d``; see ``stlens.models.zoo.avos`` and docs/models.md) return
 per-frame mask logits (B, T, H, W) instead of class logits, have no ``num_classes``, and take 8-frame clips
 (``SEG_INPUT``: 8 frames, 64×64, the zoo's normalization).
+
+The instance segmenter (``INSTANCE_SEGMENTERS``: ``vis``; see ``stlens.models.zoo.vis`` and docs/vis.md) returns a
+dict ``{"logits": (B, Q, K + 1), "masks": (B, Q, T, H, W)}`` (one query per instance track) and takes ``SEG_INPUT``.
 
 Input convention, the same for every zoo model (``ZOO_INPUT``): 16 consecutive frames (stride 1), short side resized to
 64, centre crop 64×64, pixels x/255 normalized with mean 0.5 and std 0.25 per channel (values in [−2, 2]); the
@@ -52,6 +56,7 @@ from stlens.models.zoo.seg3d import Seg3D
 from stlens.models.zoo.slowfast import SlowFast
 from stlens.models.zoo.transformer import TimeSformer
 from stlens.models.zoo.twostream import FUSIONS, TwoStream
+from stlens.models.zoo.vis import VIS
 
 #: zoo name → model class (the builder; its keyword arguments are the spec options)
 ZOO: dict[str, type[nn.Module]] = {
@@ -76,6 +81,11 @@ SEGMENTERS: dict[str, type[nn.Module]] = {
     "seg3d": Seg3D,
 }
 
+#: the video instance segmenters, also ``stlens:<name>``: {"logits": (B, Q, K + 1), "masks": (B, Q, T, H, W)}
+INSTANCE_SEGMENTERS: dict[str, type[nn.Module]] = {
+    "vis": VIS,
+}
+
 #: the input spec shared by the zoo (see the module docstring)
 ZOO_INPUT = InputSpec(frames=16, stride=1, size=64, resize=64, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
 
@@ -84,8 +94,8 @@ ALIASES = {"classes": "num_classes"}
 
 _CHOICES = {("twostream", "fusion"): FUSIONS, ("avos", "fusion"): AVOS_FUSIONS, ("avos", "cc"): CROSS}
 
-__all__ = ["ALIASES", "PRETRAINED", "SEGMENTERS", "ZOO", "ZOO_INPUT", "build", "defaults", "parse_spec", "spec_of",
-           "zoo_spec"]
+__all__ = ["ALIASES", "INSTANCE_SEGMENTERS", "PRETRAINED", "SEGMENTERS", "ZOO", "ZOO_INPUT", "build", "defaults",
+           "parse_spec", "spec_of", "zoo_spec"]
 
 
 def _model(name: str) -> type[nn.Module]:
@@ -93,8 +103,10 @@ def _model(name: str) -> type[nn.Module]:
         return PRETRAINED[name]
     if name in SEGMENTERS:
         return SEGMENTERS[name]
+    if name in INSTANCE_SEGMENTERS:
+        return INSTANCE_SEGMENTERS[name]
     if name not in ZOO:
-        every = ", ".join([*ZOO, *PRETRAINED, *SEGMENTERS])
+        every = ", ".join([*ZOO, *PRETRAINED, *SEGMENTERS, *INSTANCE_SEGMENTERS])
         raise StlensError(f"unknown zoo model '{name}'; the stlens zoo has: {every}")
     return ZOO[name]
 

@@ -16,8 +16,9 @@ SPEC_FORM = "stlens:<zoo name>[?options]"
 
 
 def names() -> list[str]:
-    """Every zoo model: the small trainable nets, then those with real weights, then the segmenters."""
-    return [f"{PREFIX}:{name}" for name in [*zoo.ZOO, *zoo.PRETRAINED, *zoo.SEGMENTERS]]
+    """Every zoo model: the small trainable nets, then those with real weights, then the segmenters, then the
+    instance segmenters."""
+    return [f"{PREFIX}:{name}" for name in [*zoo.ZOO, *zoo.PRETRAINED, *zoo.SEGMENTERS, *zoo.INSTANCE_SEGMENTERS]]
 
 
 def build(target: str, *, weights: str | None = None, frames: int | None = None,

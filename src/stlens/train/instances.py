@@ -1,0 +1,171 @@
+"""The ``instances`` training task (video instance segmentation, docs/vis.md): Hungarian matching of a query-based
+model's tracks to the ground-truth tracks of each clip, the set loss, and a placeholder validation score.
+
+Per clip, with the crowd tracks left out: the cost of query q for track n is
+``CLASS_WEIGHT·(−p_q(class_n)) + BCE_WEIGHT·BCE(q, n) + DICE_WEIGHT·dice(q, n)`` — the mask terms over every pixel of
+every frame of the track — and ``scipy.optimize.linear_sum_assignment`` picks the matching of least total cost. The
+clip's loss is ``CLASS_WEIGHT·CE`` over all queries (unmatched ones target the no-object class, whose weight is
+``NO_OBJECT_WEIGHT``; the weighted mean of ``F.cross_entropy``) plus, averaged over the matched tracks,
+``BCE_WEIGHT·BCE + DICE_WEIGHT·dice`` (the weights of Mask2Former).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy.optimize import linear_sum_assignment
+
+from stlens.core.instances import Instances
+from stlens.errors import StlensError
+
+CLASS_WEIGHT = 2.0
+BCE_WEIGHT = 5.0
+DICE_WEIGHT = 5.0
+NO_OBJECT_WEIGHT = 0.1
+
+
+def pairwise_bce(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean binary cross-entropy of every prediction against every target: logits (Q, P), targets (N, P) in {0, 1}
+    → (Q, N)."""
+    pos = F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits), reduction="none")
+    neg = F.binary_cross_entropy_with_logits(logits, torch.zeros_like(logits), reduction="none")
+    return (pos @ targets.T + neg @ (1 - targets).T) / logits.shape[1]
+
+
+def pairwise_dice(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Dice loss 1 − (2·Σpg + 1) / (Σp + Σg + 1), p = sigmoid(logit), of every prediction (Q, P) against every
+    target (N, P) → (Q, N)."""
+    p = logits.sigmoid()
+    return 1 - (2 * p @ targets.T + 1) / (p.sum(1)[:, None] + targets.sum(1)[None, :] + 1)
+
+
+def match_cost(logits: torch.Tensor, masks: torch.Tensor, classes: torch.Tensor, targets: torch.Tensor
+               ) -> torch.Tensor:
+    """The matching cost (Q, N) of one clip: class logits (Q, K + 1), mask logits (Q, T, H, W), target classes (N,)
+    and masks (N, T, H, W) in {0, 1}."""
+    prob = logits.float().softmax(-1)[:, classes]
+    flat, truth = masks.float().flatten(1), targets.float().flatten(1)
+    return (CLASS_WEIGHT * -prob + BCE_WEIGHT * pairwise_bce(flat, truth)
+            + DICE_WEIGHT * pairwise_dice(flat, truth))
+
+
+def hungarian(cost: torch.Tensor | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The assignment of least total cost: (query indices, target indices), one query per target (Q ≥ N)."""
+    rows, cols = linear_sum_assignment(np.asarray(torch.as_tensor(cost).detach().cpu().double()))
+    return rows, cols
+
+
+def _targets(instances: Instances, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The classes and masks of the clip's tracks other than crowd ones, as tensors on ``device``."""
+    keep = ~instances.crowd
+    classes = torch.as_tensor(instances.classes[keep], device=device)
+    masks = torch.as_tensor(instances.masks[keep], device=device)
+    return classes, masks
+
+
+def matched(logits: torch.Tensor, masks: torch.Tensor, instances: Instances
+            ) -> tuple[np.ndarray, np.ndarray, torch.Tensor, torch.Tensor]:
+    """Match one clip: (query indices, target indices, target classes, target masks) — crowd tracks left out."""
+    classes, targets = _targets(instances, logits.device)
+    if len(classes) == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), classes, targets
+    if len(classes) > len(logits):
+        raise StlensError(f"a clip has {len(classes)} instances but the model has {len(logits)} queries: raise "
+                          f"queries= in the model spec")
+    with torch.no_grad():
+        rows, cols = hungarian(match_cost(logits, masks, classes, targets))
+    return rows, cols, classes, targets
+
+
+def clip_loss(logits: torch.Tensor, masks: torch.Tensor, instances: Instances) -> torch.Tensor:
+    """The set loss of one clip (see the module docstring): logits (Q, K + 1), mask logits (Q, T, H, W)."""
+    logits, masks = logits.float(), masks.float()
+    rows, cols, classes, targets = matched(logits, masks, instances)
+    no_object = logits.shape[1] - 1
+    wanted = torch.full((len(logits),), no_object, dtype=torch.long, device=logits.device)
+    wanted[torch.as_tensor(rows, device=logits.device)] = classes[torch.as_tensor(cols, device=logits.device)]
+    weight = torch.ones(logits.shape[1], device=logits.device)
+    weight[no_object] = NO_OBJECT_WEIGHT
+    loss = CLASS_WEIGHT * F.cross_entropy(logits, wanted, weight=weight)
+    if len(rows):
+        flat = masks[torch.as_tensor(rows, device=logits.device)].flatten(1)
+        truth = targets[torch.as_tensor(cols, device=logits.device)].float().flatten(1)
+        bce = F.binary_cross_entropy_with_logits(flat, truth, reduction="none").mean(1)
+        p = flat.sigmoid()
+        dice = 1 - (2 * (p * truth).sum(1) + 1) / (p.sum(1) + truth.sum(1) + 1)
+        loss = loss + (BCE_WEIGHT * bce + DICE_WEIGHT * dice).mean()
+    return loss
+
+
+def track_ious(logits: torch.Tensor, masks: torch.Tensor, instances: Instances, threshold: float = 0.5
+               ) -> np.ndarray:
+    """IoU of each matched track: the query's mask (sigmoid > ``threshold``) against the track's, over all its
+    frames together (one space–time volume); one value per non-crowd track, in target order."""
+    rows, cols, _, targets = matched(logits.float(), masks.float(), instances)
+    out = np.zeros(len(cols))
+    for r, c in zip(rows, cols, strict=True):
+        pred = masks[r].float().sigmoid() > threshold
+        truth = targets[c]
+        union = int((pred | truth).sum())
+        out[c] = int((pred & truth).sum()) / union if union else 1.0
+    return out
+
+
+class TrackIoU:
+    """Per-clip mean IoU of the matched tracks (``track_iou``; NaN for a clip without non-crowd tracks): a placeholder
+    validation score until track AP is available."""
+
+    def __init__(self, threshold: float = 0.5):
+        self.threshold = threshold
+
+    def scores(self, outputs: dict[str, torch.Tensor], targets: list[Instances]) -> dict[str, np.ndarray]:
+        values = []
+        for i, instances in enumerate(targets):
+            ious = track_ious(outputs["logits"][i], outputs["masks"][i], instances, self.threshold)
+            values.append(float(ious.mean()) if len(ious) else float("nan"))
+        return {"track_iou": np.asarray(values, dtype=np.float64)}
+
+
+class InstanceSegment:
+    """``task=instances``: the set loss of a query-based VIS model (``stlens:vis``) against ``list[Instances]``;
+    running score: the batch's mean matched-track IoU; evaluation: ``{split}_track_iou``."""
+
+    name = "instances"
+    running = "batch_track_iou"
+
+    def __init__(self, threshold: float = 0.5):
+        self.metric_ = TrackIoU(threshold)
+
+    def check(self, outputs, targets: list[Instances], classes: int, model: str, data: str) -> None:
+        if not (isinstance(outputs, dict) and "logits" in outputs and "masks" in outputs):
+            shape = tuple(outputs.shape) if isinstance(outputs, torch.Tensor) else type(outputs).__name__
+            raise StlensError(f"`task` instances needs a video instance segmenter whose output is "
+                              f"{{'logits': (B, Q, K + 1), 'masks': (B, Q, T, H, W)}}, but {model} outputs {shape}: "
+                              f"use stlens:vis")
+        if not isinstance(targets, list) or not all(isinstance(t, Instances) for t in targets):
+            raise StlensError(f"`task` instances needs instance targets, but {data} gives "
+                              f"{type(targets).__name__}: use an instance source (e.g. synth:motion?task=instances)")
+        logits, masks = outputs["logits"], outputs["masks"]
+        if logits.shape[-1] - 1 < classes:
+            raise StlensError(f"{model} has {logits.shape[-1] - 1} classes but {data} has {classes} (set classes= "
+                              f"in the model spec)")
+        if tuple(masks.shape[2:]) != tuple(targets[0].masks.shape[1:]):
+            raise StlensError(f"{model} gives masks of {tuple(masks.shape[2:])} (T, H, W) but {data} has "
+                              f"{tuple(targets[0].masks.shape[1:])}")
+
+    def loss_sum(self, outputs: dict[str, torch.Tensor], targets: list[Instances]) -> torch.Tensor:
+        return torch.stack([clip_loss(outputs["logits"][i], outputs["masks"][i], t)
+                            for i, t in enumerate(targets)]).sum()
+
+    def score_sum(self, outputs: dict[str, torch.Tensor], targets: list[Instances]) -> float:
+        with torch.no_grad():
+            detached = {k: v.detach() for k, v in outputs.items()}
+            return float(np.nansum(self.metric_.scores(detached, targets)["track_iou"]))
+
+    def metric(self, classes: int) -> TrackIoU:
+        return self.metric_
+
+    def evaluation(self, scores: dict[str, np.ndarray], split: str) -> dict[str, float]:
+        values = scores["track_iou"]
+        return {f"{split}_track_iou": float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")}
