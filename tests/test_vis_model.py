@@ -137,6 +137,8 @@ def test_hungarian_agrees_with_a_brute_force_over_permutations():
         rows, cols = hungarian(torch.from_numpy(cost))
         assert len(set(rows)) == len(rows) == n and sorted(cols) == list(range(n))
         assert math.isclose(cost[rows, cols].sum(), brute_force(cost), abs_tol=1e-12)
+    with pytest.raises(StlensError, match="not finite.*`lr`"):
+        hungarian(torch.tensor([[float("nan")]]))
 
 
 def sig(x: float) -> float:

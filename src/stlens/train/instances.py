@@ -52,7 +52,10 @@ def match_cost(logits: torch.Tensor, masks: torch.Tensor, classes: torch.Tensor,
 
 def hungarian(cost: torch.Tensor | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The assignment of least total cost: (query indices, target indices), one query per target (Q ≥ N)."""
-    rows, cols = linear_sum_assignment(np.asarray(torch.as_tensor(cost).detach().cpu().double()))
+    values = np.asarray(torch.as_tensor(cost).detach().cpu().double())
+    if not np.isfinite(values).all():
+        raise StlensError("the matching cost is not finite (the model's outputs overflowed): lower `lr`")
+    rows, cols = linear_sum_assignment(values)
     return rows, cols
 
 
