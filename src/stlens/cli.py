@@ -16,6 +16,7 @@ from stlens.errors import StlensError
 
 FLOWS = ("auto", "none", "tvl1", "dis", "farneback")  # == stlens.measure.verb.FLOW_CHOICES (a test checks)
 PRECISIONS = ("fp32", "bf16", "fp16", "auto")
+UNITS = ("video", "instance")  # == stlens.measure.units.UNITS (a test checks)
 DEMO_OUT = "runs/demo"
 _warned: set[str] = set()
 
@@ -153,7 +154,7 @@ def cmd_measure(args: argparse.Namespace) -> int:
         flow_cache=args.flow_cache, bootstrap=args.bootstrap, threshold=args.threshold, seed=args.seed,
         save_latents=args.save_latents, out=args.out, overwrite=args.overwrite,
         checkpoint_every_pairs=args.checkpoint_every_pairs, resume=args.resume, progress=not args.quiet,
-        factors=args.factors, **_model_kwargs(args), **_compute_kwargs(args))
+        factors=args.factors, units=args.units, **_model_kwargs(args), **_compute_kwargs(args))
     if getattr(result, "path", None) is None:  # a rank other than 0 of a distributed run: rank 0 writes
         return 0
     if result.meta.get("interrupted"):
@@ -179,6 +180,10 @@ def _add_measure_parser(sub) -> None:
                    "dynamic,static (default), plus playback (the same content at two speeds) and speed (synth: "
                    "worlds: two clips at one speed, all else different); each further factor gets its dims "
                    "%% per layer and r_<factor> per unit, and changes the others' dims (docs/factors.md)")
+    p.add_argument("--units", default="video", choices=UNITS, help="what one sample is: video (default; each layer "
+                   "pooled per video, a VIS decoder layer over its queries) or instance (stlens:vis on an instance "
+                   "source: per ground-truth track present in both videos of a pair, the embedding of the query "
+                   "matched to it at each decoder layer; docs/vis.md)")
     _compute_options(p, "pairs", 4, "make the pairs (decode, stylize, flow) while the model runs")
     _stats_options(p, 200, "pairs")
     _seed_option(p)

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from stlens.core.instances import Instances
 from stlens.errors import StlensError
 
 DYNAMIC, STATIC = 0, 1
@@ -19,13 +20,16 @@ class Pair:
     (3, T, H, W) tensors, or tuples of tensors for models that take several (``(rgb, flow)``).
 
     ``index``: the pair's global index in its source (set by indexable sources, ``None`` otherwise); the bootstrap
-    weights of a pair are a function of (seed, index), so they do not depend on batching or on the process."""
+    weights of a pair are a function of (seed, index), so they do not depend on batching or on the process.
+    ``targets``: the ground-truth instance tracks of video a and of video b (an instance source's pairs: the
+    per-instance measurement, ``units="instance"``), ``None`` otherwise."""
 
     factor: int
     a: torch.Tensor
     b: torch.Tensor
     source: str = ""
     index: int | None = None
+    targets: tuple[Instances, Instances] | None = None
 
 
 def check_clip_frames(frames: int) -> None:

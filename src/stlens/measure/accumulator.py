@@ -18,7 +18,8 @@ class Accumulator:
 
     ``position``: the global index of the next pair (for a resumed or a sharded run, where the pairs seen do not
     start at 0). ``factors``: the factor names, ``dynamic`` and ``static`` first; a pair's factor code is its index
-    here."""
+    here. ``factors`` lists the factor of every row that entered the moments (one per pair, or one per instance
+    sample with ``units="instance"``), ``pair_factors`` the factor of every pair."""
 
     def __init__(self, bootstrap: int, seed: int, save_latents: bool = False, position: int = 0,
                  factors: tuple[str, ...] = FACTORS):
@@ -31,12 +32,18 @@ class Accumulator:
         self.position = position
         self.moments: dict[str, PairedMoments] = {}
         self.factors: list[int] = []
+        self.pair_factors: list[int] = []
         self.kept: dict[str, list[np.ndarray]] = {}
 
-    def add(self, factor: np.ndarray, index: np.ndarray, pooled: dict[str, np.ndarray]) -> None:
+    def add(self, factor: np.ndarray, index: np.ndarray, pooled: dict[str, np.ndarray],
+            pairs: tuple[np.ndarray, np.ndarray] | None = None) -> None:
         """Add one batch of n pairs: ``factor`` and ``index`` (n,), ``pooled`` layer → (2n, C) latents, the n first
         videos then the n second ones. Call it inside ``interrupts.deferred()`` so that the batch enters every layer
-        or none."""
+        or none.
+
+        ``pairs``: (factor codes, global indices) of the batch's pairs when the n rows are not one per pair but
+        samples of them (per-instance samples: each carries its pair's factor and index, so it shares the pair's
+        bootstrap weight); None: the rows are the pairs."""
         n = len(factor)
         for name, latents in pooled.items():
             a, b = latents[:n], latents[n:]
@@ -50,16 +57,18 @@ class Accumulator:
             if self.save_latents:
                 self.kept.setdefault(f"{name}/a", []).append(a)
                 self.kept.setdefault(f"{name}/b", []).append(b)
+        pair_factor, pair_index = (factor, index) if pairs is None else pairs
         self.factors.extend(int(f) for f in factor)
-        self.position = int(index.max()) + 1 if n else self.position
+        self.pair_factors.extend(int(f) for f in pair_factor)
+        self.position = int(np.max(pair_index)) + 1 if len(pair_index) else self.position
 
     @property
     def pairs(self) -> int:
-        return len(self.factors)
+        return len(self.pair_factors)
 
     def counts(self) -> dict[str, int]:
         """Pairs measured per factor name."""
-        found = np.bincount(np.asarray(self.factors, dtype=np.int64), minlength=len(self.factor_names))
+        found = np.bincount(np.asarray(self.pair_factors, dtype=np.int64), minlength=len(self.factor_names))
         return {name: int(found[i]) for i, name in enumerate(self.factor_names)}
 
     def consistent(self) -> bool:
@@ -91,6 +100,7 @@ class Accumulator:
             else:
                 self.moments[name] = moments
         self.factors.extend(other.factors)
+        self.pair_factors.extend(other.pair_factors)
         for key, parts in other.kept.items():
             self.kept.setdefault(key, []).extend(parts)
         self.position = max(self.position, other.position)
@@ -105,6 +115,8 @@ class Accumulator:
         out = {"layers": np.asarray(json.dumps(layers)), "position": np.asarray(self.position),
                "factors": np.asarray(self.factors, dtype=np.int64), "bootstrap": np.asarray(self.bootstrap),
                "seed": np.asarray(self.seed), "save_latents": np.asarray(self.save_latents)}
+        if self.pair_factors != self.factors:  # per-instance samples (a default run's checkpoint stays as before)
+            out["pair_factors"] = np.asarray(self.pair_factors, dtype=np.int64)
         if self.factor_names != FACTORS:  # (a default run's checkpoint stays as before)
             out["factor_names"] = np.asarray(json.dumps(list(self.factor_names)))
         for i, name in enumerate(layers):
@@ -122,6 +134,8 @@ class Accumulator:
         acc = cls(int(state["bootstrap"]), int(state["seed"]), bool(state["save_latents"]), int(state["position"]),
                   factors=names)
         acc.factors = [int(f) for f in np.asarray(state["factors"])]
+        acc.pair_factors = ([int(f) for f in np.asarray(state["pair_factors"])] if "pair_factors" in keys
+                            else list(acc.factors))
         for i, name in enumerate(json.loads(str(state["layers"]))):
             prefix = f"moments/{i}/"
             acc.moments[name] = PairedMoments.from_state(

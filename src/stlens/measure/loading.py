@@ -19,6 +19,7 @@ from collections.abc import Iterable, Iterator, Sequence
 import numpy as np
 import torch
 
+from stlens.core.instances import Instances
 from stlens.core.pair import Pair
 from stlens.core.workers import Failed, checked, guarded, loader, resolve_workers, shut_down
 from stlens.errors import StlensError
@@ -61,18 +62,21 @@ def stack_inputs(inputs: list) -> torch.Tensor | tuple:
 class PairBatch:
     """A batch of n pairs ready for the model: ``inputs`` stacks the n first videos then the n second ones (2n, …;
     a tuple of such tensors for multi-input models), ``factor`` (n,) and ``index`` (the pairs' global indices, None
-    where unknown). Made in the workers, so that the DataLoader can pin it (``pin_memory``) for the copy to a GPU."""
+    where unknown), ``targets`` (per pair the instance tracks of its two videos, or None where a pair has none). Made
+    in the workers, so that the DataLoader can pin it (``pin_memory``) for the copy to a GPU."""
 
-    def __init__(self, factor: np.ndarray, index: list[int | None], inputs: torch.Tensor | tuple):
+    def __init__(self, factor: np.ndarray, index: list[int | None], inputs: torch.Tensor | tuple,
+                 targets: list[tuple[Instances, Instances] | None] | None = None):
         self.factor = factor
         self.index = index
         self.inputs = inputs
+        self.targets = [None] * len(factor) if targets is None else targets
 
     @classmethod
     def of(cls, pairs: list) -> PairBatch:
         pairs = [_as_pair(p) for p in pairs]
         return cls(np.array([p.factor for p in pairs]), [p.index for p in pairs],
-                   stack_inputs([p.a for p in pairs] + [p.b for p in pairs]))
+                   stack_inputs([p.a for p in pairs] + [p.b for p in pairs]), [p.targets for p in pairs])
 
     def __len__(self) -> int:
         return len(self.factor)

@@ -33,6 +33,7 @@ from stlens.measure.loading import (  # noqa: F401  (batches, pair_batches: part
     stack_inputs,
 )
 from stlens.measure.result import MeasureResult
+from stlens.measure.units import check_units, instance_samples, query_layers
 from stlens.models.inspect import random_init
 from stlens.models.registry import ModelHandle, as_handle
 from stlens.models.taps import LayerTaps, asked_by_name
@@ -112,7 +113,8 @@ def measure(model: nn.Module | ModelHandle, pairs: Iterable, layers: str | list[
             bootstrap: int = 200, threshold: float = 0.5, seed: int = 0, save_latents: bool = False,
             min_pairs: int = MIN_PAIRS, progress: bool = True, meta: dict[str, Any] | None = None,
             workers: int | None = None, checkpoint: str | Path | None = None, checkpoint_every: int = 0,
-            resume: bool = False, split: bool = True, factors: list[str] | tuple[str, ...] = FACTORS) -> MeasureResult:
+            resume: bool = False, split: bool = True, factors: list[str] | tuple[str, ...] = FACTORS,
+            units: str = "video") -> MeasureResult:
     """Measure static and dynamic information in each layer of ``model`` from ``pairs``.
 
     ``pairs`` yields ``Pair`` objects (or ``(factor, a, b)`` tuples; factor 0 = dynamic, 1 = static) whose inputs are
@@ -145,7 +147,12 @@ def measure(model: nn.Module | ModelHandle, pairs: Iterable, layers: str | list[
     ``factors``: the factor names in the order of the pairs' factor codes (``dynamic``, ``static`` first; the
     default has only these). Each further factor gets its score, dims, percent and CI in result.json and an
     r_<factor> column in units.csv; it joins the softmax, so it changes the dims of the others (docs/factors.md).
+
+    ``units``: ``video`` (default: one sample per pair, each layer pooled per video) or ``instance`` (a query-based
+    VIS model on pairs that carry instance targets: one sample per ground-truth track present in both videos, the
+    matched query's embedding at the query layers; ``stlens.measure.units``, docs/vis.md).
     """
+    check_units(units)
     factors = tuple(factors)
     workers = resolve_workers(workers)
     handle = as_handle(model)
@@ -157,10 +164,14 @@ def measure(model: nn.Module | ModelHandle, pairs: Iterable, layers: str | list[
         raise StlensError(f"`threshold` must be in [0, 1), got {threshold}")
     if batch_size < 1:
         raise StlensError(f"`batch_size` must be ≥ 1, got {batch_size}")
+    per_instance = units == "instance"
+    queries = query_layers(handle.module, handle.spec) if per_instance else []
     group = distributed.Group(world) if world.distributed else None
     planned = dict(seed=seed, bootstrap=bootstrap, precision=used, save_latents=save_latents)
     if factors != FACTORS:  # (a default run's checkpoint fingerprint stays as before)
         planned["factors"] = list(factors)
+    if per_instance:
+        planned["units"] = units
     plan = _Plan.make(handle, pairs, layers, world, group, planned)
     saver = None
     if checkpoint is not None:
@@ -187,7 +198,7 @@ def measure(model: nn.Module | ModelHandle, pairs: Iterable, layers: str | list[
     started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     clock = time.perf_counter()
     total = len(todo) if plan.total is not None else (len(pairs) if hasattr(pairs, "__len__") else None)
-    with (LayerTaps(module, handle.layers(layers), layout=handle.layout) as taps,
+    with (LayerTaps(module, handle.layers(layers), layout=handle.layout, keep=queries) as taps,
           _progress(total, progress and world.rank == 0) as bar,
           _restore_layout(module, used != "fp32"), exact_fp32(used == "fp32"),
           pair_batches(pairs, batch_size, workers, target, seed, None if todo.start == 0 and plan.whole else todo)
@@ -199,18 +210,26 @@ def measure(model: nn.Module | ModelHandle, pairs: Iterable, layers: str | list[
                 inputs = to_device(batch.inputs, target)
                 taps.reset(batch=2 * n)
                 tick = time.perf_counter()
-                forward_or_explain(handle, module, inputs, used)
+                output = forward_or_explain(handle, module, inputs, used)
                 _synchronize(target)  # so that forward_seconds times the forward, not its launch
                 forward_seconds += time.perf_counter() - tick
                 pooled = {name: latents.cpu().numpy()  # (2n, C): the only copy back, once per batch and layer
                           for name, latents in taps.checked(strict=asked_by_name(layers)).items()}
+                if per_instance:  # the matched queries' embeddings, taken now (the taps are reset by the next batch)
+                    index = np.array([start + j if k is None else k for j, k in enumerate(batch.index)])
+                    pooled = (index, instance_samples(batch.factor, index, batch.targets, pooled, taps.outputs,
+                                                      output, queries))
                 in_order.put(start, n, (batch, pooled))
                 for first, (done, latents) in in_order.ready():  # batches from workers may come out of order
                     # one batch enters every layer's moments or none: an interrupt waits for the block to end, so
                     # that the pairs measured so far stay usable (the same count in every layer)
                     with deferred():
-                        index = np.array([first + j if k is None else k for j, k in enumerate(done.index)])
-                        acc.add(done.factor, index, latents)
+                        if per_instance:
+                            index, (sample_factor, sample_index, samples) = latents
+                            acc.add(sample_factor, sample_index, samples, pairs=(done.factor, index))
+                        else:
+                            index = np.array([first + j if k is None else k for j, k in enumerate(done.index)])
+                            acc.add(done.factor, index, latents)
                     bar.update(len(done))
                     if saver is not None and saver.due(acc):
                         saver.save(acc)
@@ -241,14 +260,15 @@ def measure(model: nn.Module | ModelHandle, pairs: Iterable, layers: str | list[
     if not acc.moments:
         raise StlensError("no pairs were measured (the pair source was empty)")
     counts = next(iter(acc.moments.values())).n
+    what = "instance samples" if per_instance else "pairs"
     if interrupted and counts.min() < min_pairs:
         raise interrupted  # too few pairs for a partial result: nothing to keep
     if counts.min() < min_pairs:
-        raise StlensError(f"only {_counted(counts, factors)} pairs; at least {min_pairs} per factor are needed (use "
+        raise StlensError(f"only {_counted(counts, factors)} {what}; at least {min_pairs} per factor are needed (use "
                           f"more `pairs` or more videos)")
     if counts.min() < FEW_PAIRS and not interrupted:
-        logging.getLogger("stlens").warning("only %s pairs: the estimate is noisy (wide CIs); use 64 or more pairs "
-                                            "per factor for a result", _counted(counts, factors))
+        logging.getLogger("stlens").warning("only %s %s: the estimate is noisy (wide CIs); use 64 or more %s "
+                                            "per factor for a result", _counted(counts, factors), what, what)
     layers_out = [estimate_layer(name, m, threshold, factors) for name, m in acc.moments.items()]
     elapsed = time.perf_counter() - clock
     info = {
@@ -259,6 +279,10 @@ def measure(model: nn.Module | ModelHandle, pairs: Iterable, layers: str | list[
         "random_init": random_init(handle), "stylizer": getattr(pairs, "stylizer", None),
         "flow": getattr(pairs, "flow_method", None),
     }
+    if per_instance:  # (a default run's result.json stays as before)
+        info["pairs"] = acc.counts()
+        info["units"] = units
+        info["instances"] = {name: int(counts[i]) for i, name in enumerate(factors)}
     if interrupted:
         info["interrupted"] = True
     info.update(meta or {})
@@ -270,6 +294,8 @@ def measure(model: nn.Module | ModelHandle, pairs: Iterable, layers: str | list[
                 "save_latents": save_latents}
     if factors != FACTORS:
         settings["factors"] = ",".join(factors)
+    if per_instance:
+        settings["units"] = units
     config = run_config(handle, pairs, layers, settings, started, timing)
     config["processes"] = world.size
     if resumed_at:

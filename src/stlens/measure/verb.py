@@ -34,7 +34,7 @@ def measure(model: str | nn.Module | ModelHandle, data: Any, layers: str | list[
             save_latents: bool = False, out: str | Path | None = None, overwrite: bool = False,
             checkpoint_every_pairs: int = 0, resume: bool = False, progress: bool = True,
             offline: bool | None = None, min_pairs: int = 4, meta: dict[str, Any] | None = None,
-            factors: str | list[str | tuple[str, Any]] | None = None) -> MeasureResult:
+            factors: str | list[str | tuple[str, Any]] | None = None, units: str = "video") -> MeasureResult:
     """Measure static and dynamic information in each layer (and channel) of ``model`` (Kowal et al.).
 
     ``model``: a spec string (``torchvision:r3d_18``, ``stlens:i3d?classes=8``, ``hf:...``; docs/models.md), an
@@ -57,6 +57,12 @@ def measure(model: str | nn.Module | ModelHandle, data: Any, layers: str | list[
     those of dynamic and static, and a further factor changes the others' dims (the softmax runs over all;
     docs/factors.md).
 
+    ``units``: what one sample is. ``video`` (default): each layer's output pooled per video (a VIS decoder layer:
+    the mean over its queries). ``instance``: a query-based VIS model (``stlens:vis``) on an instance source
+    (``synth:<world>?task=instances``): per pair, the queries of each video are matched to its ground-truth tracks
+    (the training matcher) and every track present in both videos is one sample — the matched query's embedding in
+    video a and in video b at the query layers (``decoder.k``); the other layers stay pooled per video (docs/vis.md).
+
     ``out``: the run folder (result.json, layers.csv, units.csv, config.json; latents.npz with ``save_latents``),
     claimed before any work and refused when it holds a complete run unless ``overwrite``; the new run replaces it
     only once complete. ``checkpoint_every_pairs``: with ``out``, checkpoint into ``out/.stlens-checkpoint`` every N
@@ -72,10 +78,13 @@ def measure(model: str | nn.Module | ModelHandle, data: Any, layers: str | list[
         raise StlensError("`pairs` is the number of pairs per factor; pass the pairs themselves as `data` "
                           "(stlens.measure(model, pairs_iterable))")
     _check(pairs=pairs, batch_size=batch_size, threshold=threshold, checkpoint_every_pairs=checkpoint_every_pairs,
-           flow=flow, bootstrap=bootstrap)
+           flow=flow, bootstrap=bootstrap, units=units)
     from stlens.pairs.factors import parse_factors, user_factors
 
     names, users = parse_factors(factors), user_factors(factors)
+    if units == "instance" and len(names) > 2:
+        raise StlensError("`units` instance measures the factors dynamic,static only (further factors' pairs carry "
+                          "no instance targets): leave out `factors`")
     if resume and out is None:
         raise StlensError("`resume` continues the checkpoint in `out`: give `out`")
     from stlens.core.device import resolve_device, resolve_precision
@@ -99,7 +108,7 @@ def measure(model: str | nn.Module | ModelHandle, data: Any, layers: str | list[
                                    checkpoint=None if out is None or not (checkpoint_every_pairs or resume)
                                    else Path(out) / checkpoints.FOLDER,
                                    checkpoint_every=checkpoint_every_pairs, resume=resume, offline=offline,
-                                   min_pairs=min_pairs, meta=meta, factors=names, users=users)
+                                   min_pairs=min_pairs, meta=meta, factors=names, users=users, units=units)
         except BaseException:
             if folder is not None:
                 folder.abandon()
@@ -116,8 +125,11 @@ def measure(model: str | nn.Module | ModelHandle, data: Any, layers: str | list[
 
 
 def _check(*, pairs: int, batch_size: int, threshold: float, checkpoint_every_pairs: int, flow: str,
-           bootstrap: int) -> None:
+           bootstrap: int, units: str = "video") -> None:
     """The arguments that need no model or data, checked before any work (errors name the Python argument)."""
+    from stlens.measure.units import check_units
+
+    check_units(units)
     checks = [
         (isinstance(pairs, int) and pairs >= 1, f"`pairs` must be an integer ≥ 1 (pairs per factor), got {pairs!r}"),
         (batch_size >= 1, f"`batch_size` must be ≥ 1 (pairs per forward pass), got {batch_size}"),
@@ -148,7 +160,7 @@ def _claim(out: str | Path, overwrite: bool, resume: bool):
 def _measure_here(model, data, layers, world: distributed.World, *, pairs, weights, frames, size, stylizer, flow,
                   flow_cache, batch_size, workers, device, precision, bootstrap, threshold, seed, save_latents,
                   progress, checkpoint, checkpoint_every, resume, offline, min_pairs, meta,
-                  factors, users) -> MeasureResult:
+                  factors, users, units) -> MeasureResult:
     from stlens.measure.run import measure as measure_pairs
     from stlens.models.inspect import random_init, random_init_warning
 
@@ -157,15 +169,24 @@ def _measure_here(model, data, layers, world: distributed.World, *, pairs, weigh
     untrained = random_init(handle) and world.rank == 0
     if untrained:
         _log.warning(random_init_warning(handle))
+    if units == "instance":
+        from stlens.measure.units import query_layers
+
+        query_layers(handle.module, handle.spec)  # a VIS model, checked before any pair is made
     made = resolve_pairs(data, handle, pairs=pairs, stylizer=stylizer, flow=flow, flow_cache=flow_cache, seed=seed,
                          factors=factors, users=users)
+    if units == "instance" and getattr(getattr(made, "source", None), "task", "instances") != "instances":
+        from stlens.measure.units import NO_TARGETS
+
+        raise StlensError(NO_TARGETS)
     shown = dict(meta or {})
     if isinstance(data, str):
         shown.setdefault("data", data)
     result = measure_pairs(handle, made, layers, batch_size=batch_size, precision=precision, device=device,
                            bootstrap=bootstrap, threshold=threshold, seed=seed, save_latents=save_latents,
                            progress=progress, meta=shown, workers=workers, checkpoint=checkpoint,
-                           checkpoint_every=checkpoint_every, resume=resume, min_pairs=min_pairs, factors=factors)
+                           checkpoint_every=checkpoint_every, resume=resume, min_pairs=min_pairs, factors=factors,
+                           units=units)
     if untrained and progress:
         _log.warning(random_init_warning(handle))  # again after the table, where it is read
     return result
@@ -273,7 +294,8 @@ def _arguments(given: dict[str, Any]) -> dict[str, Any]:
     skip = {"progress", "meta", "offline", "min_pairs"}
     recorded: dict[str, Any] = {}
     for key, value in given.items():
-        if key in skip or (key == "factors" and value is None):  # (a default run's config stays as before)
+        if key in skip or (key == "factors" and value is None) or (key == "units" and value == "video"):
+            # (a default run's config stays as before)
             continue
         if isinstance(value, ModelHandle):
             value = value.spec

@@ -96,15 +96,20 @@ class LayerTaps:
     the layer: in the hook on the CPU; for latents on an accelerator (cuda, mps) in ``checked``, all layers with one
     synchronisation instead of one per layer.
 
+    ``keep``: layers whose unpooled outputs are kept too, in ``outputs`` (latent name → the detached tensor; e.g. the
+    (B, Q, D) query embeddings of a VIS decoder, for the per-instance measurement).
+
     With ``reset(batch=B)`` an output whose first axis is not the B videos of the batch (e.g. attention over
     (B·T, N, D) frame tokens) is not pooled; such outputs, outputs that hold no tensor or cannot be pooled, and layers
     never called in the forward are named with the reason in ``unusable()`` (see ``checked``).
     """
 
     def __init__(self, model: nn.Module, layers: Sequence[str], layout: Layout = channels_first,
-                 check_finite: bool = True):
+                 check_finite: bool = True, keep: Sequence[str] = ()):
         self.model = model
         self.layers = resolve_layers(model, layers)
+        self.keep = set(keep)
+        self.outputs: dict[str, torch.Tensor] = {}
         self.layout = layout
         self.check_finite = check_finite
         self.latents: dict[str, torch.Tensor] = {}
@@ -137,6 +142,8 @@ class LayerTaps:
                 if self.check_finite and pooled.device.type == "cpu" and not torch.isfinite(pooled).all():
                     raise _non_finite(latent_name)
                 self.latents[latent_name] = pooled
+                if name in self.keep:
+                    self.outputs[latent_name] = tensor.detach()
 
         return hook
 
@@ -144,6 +151,7 @@ class LayerTaps:
         """Clear the latents before a forward; ``batch``: the number of videos in it (checked against each output's
         first axis)."""
         self.latents = {}
+        self.outputs = {}
         self.problems = {}
         self._calls = {}
         self.batch = batch

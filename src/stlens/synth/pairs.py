@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from stlens.core.instances import Instances
 from stlens.core.pair import DYNAMIC, STATIC, Pair, frame_shuffle
 from stlens.core.spec import InputSpec
 from stlens.errors import StlensError
@@ -41,6 +42,19 @@ def _textures(clip: SynthClip) -> set[int]:
     distractor = clip.meta.get("distractor")  # segment task only
     extra = {distractor["texture"]} if distractor else set()
     return {clip.meta["object_texture"], clip.meta["background_texture"], *extra}
+
+
+def _targets(clips: list, factor: int) -> tuple[Instances, Instances] | None:
+    """The instance tracks of both videos of a pair of instance clips (``task=instances``; the static pair's second
+    video is the first's, before its frames are shuffled); None for other clips."""
+    if not all(isinstance(getattr(clip, "instances", None), Instances) for clip in clips):
+        return None
+    return (clips[0].instances, clips[-1].instances)
+
+
+def _reordered(instances: Instances, order: np.ndarray) -> Instances:
+    """``instances`` with the frames of every mask in ``order`` (those of a frame-shuffled clip)."""
+    return Instances(instances.masks[:, order], instances.classes, instances.track_ids, instances.crowd)
 
 
 @dataclass
@@ -132,32 +146,43 @@ class SynthPairs:
                 break
         return clip
 
-    def _appearances(self, index: int, factor: int, rng: np.random.Generator) -> tuple[list[np.ndarray], SynthClip]:
-        """One (static) or two (dynamic) appearances of clip ``index``, and a clip with its masks/positions."""
+    def _appearances(self, index: int, factor: int, rng: np.random.Generator
+                     ) -> tuple[list[np.ndarray], list[SynthClip]]:
+        """One (static) or two (dynamic) appearances of clip ``index``, and the clip each comes from (masks,
+        positions, instances; one clip for both styles of a stylizer)."""
         if self._stylizers is None:
             first = self._rerendered(index, rng)
             if factor == STATIC:
-                return [first.frames], first
-            return [first.frames, self._rerendered(index, rng, avoid=first).frames], first
+                return [first.frames], [first]
+            second = self._rerendered(index, rng, avoid=first)
+            return [first.frames, second.frames], [first, second]
         clip = self.dataset[index]
         styled, seed_a = draw_style(clip.frames, self._stylizers, rng)
         if factor == STATIC:
-            return [styled], clip
-        return [styled, draw_style(clip.frames, self._stylizers, rng, avoid=seed_a)[0]], clip
+            return [styled], [clip]
+        return [styled, draw_style(clip.frames, self._stylizers, rng, avoid=seed_a)[0]], [clip, clip]
 
     def _pair(self, index: int, factor: int, rng: np.random.Generator) -> Pair:
-        looks, clip = self._appearances(index, factor, rng)
+        looks, clips = self._appearances(index, factor, rng)
+        clip = clips[0]
         name = self.dataset.name(index)
         rgb_a = to_model_input(looks[0], self.spec)
+        targets = _targets(clips, factor)
         if not self.flow:
-            second = looks[1] if factor == DYNAMIC else frame_shuffle(looks[0], rng)
-            return Pair(factor, rgb_a, to_model_input(second, self.spec), name)
+            if factor == DYNAMIC:
+                return Pair(factor, rgb_a, to_model_input(looks[1], self.spec), name, targets=targets)
+            if targets is None:
+                return Pair(factor, rgb_a, to_model_input(frame_shuffle(looks[0], rng), self.spec), name)
+            order = frame_shuffle(np.arange(len(looks[0])), rng)  # the same draw as shuffling the frames themselves
+            return Pair(factor, rgb_a, to_model_input(looks[0][order], self.spec), name,
+                        targets=(targets[0], _reordered(targets[1], order)))
         flow = clip.flow()
         flow_a = torch.from_numpy(flow_clip(encode_flow(flow, self.bound)))
         if factor == DYNAMIC:
-            return Pair(factor, (rgb_a, flow_a), (to_model_input(looks[1], self.spec), flow_a), name)
+            return Pair(factor, (rgb_a, flow_a), (to_model_input(looks[1], self.spec), flow_a), name,
+                        targets=targets)
         jittered = torch.from_numpy(flow_clip(encode_flow(flow_jitter(flow, rng), self.bound)))
-        return Pair(factor, (rgb_a, flow_a), (rgb_a, jittered), name)
+        return Pair(factor, (rgb_a, flow_a), (rgb_a, jittered), name, targets=targets)
 
     def __iter__(self) -> Iterator[Pair]:
         """The pairs in index order (``self[0]``, ``self[1]``, ...)."""

@@ -100,7 +100,9 @@ class VIS(nn.Module):
     fusion) and the model takes ``(rgb, flow)``.
 
     Default layers: ``stage1–3``, ``pixel_decoder``, ``decoder.0…L−1``. Temporal receptive field: 1 frame up to
-    ``pixel_decoder`` and ``memory``; every frame from ``decoder.0`` on.
+    ``pixel_decoder`` and ``memory``; every frame from ``decoder.0`` on. ``query_layers``: the layers whose output is
+    one (B, Q, D) row per query (``decoder.k``, ``class_head``, ``mask_embed``), measured per instance with
+    ``stlens.measure(..., units="instance")``.
     """
 
     input_spec = SEG_INPUT
@@ -132,6 +134,7 @@ class VIS(nn.Module):
         self.mask_embed = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(inplace=True), nn.Linear(dim, dim),
                                         nn.ReLU(inplace=True), nn.Linear(dim, dim))
         self.default_layers = [*STAGES, "pixel_decoder"] + [f"decoder.{i}" for i in range(depth)]
+        self.query_layers = [f"decoder.{i}" for i in range(depth)] + ["class_head", "mask_embed"]
 
     def forward(self, clip: torch.Tensor, flow: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         size = tuple(clip.shape[2:])
