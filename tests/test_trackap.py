@@ -274,6 +274,25 @@ def test_bootstrap_intervals():
         np.testing.assert_allclose(first["replicates"]["per_class"][r], direct["per_class"], atol=1e-12)
 
 
+def test_matches_added_batch_by_batch_score_as_track_ap():
+    predictions, targets = _random_set(12, videos=9, frames=2, classes=3)
+    matches = trackap.TrackMatches(3)
+    for start in (0, 4, 5):  # batches of 4, 1 and 4 videos
+        stop = {0: 4, 4: 5, 5: 9}[start]
+        matches.add(predictions[start:stop], targets[start:stop])
+    summary, per_class = matches.score()
+    direct = track_ap(predictions, targets, 3)
+    assert len(matches) == 9 and matches.counts() == direct["counts"]
+    for name in trackap.SUMMARY:
+        assert summary[name] == pytest.approx(direct[name], abs=1e-12), name
+    np.testing.assert_allclose(per_class, direct["per_class"], atol=1e-12)
+    picked = np.array([2, 2, 7, 0])  # a resample: video 2 twice
+    again = track_ap([predictions[i] for i in picked], [targets[i] for i in picked], 3)
+    assert matches.score(picked)[0]["ap"] == pytest.approx(again["ap"], abs=1e-12)
+    with pytest.raises(StlensError, match="`num_classes` must be a positive integer"):
+        trackap.TrackMatches(0)
+
+
 def test_bootstrap_without_resamples_has_nan_intervals():
     predictions, targets = _hand_case()
     result = track_ap_bootstrap(predictions, targets, 4, resamples=0)

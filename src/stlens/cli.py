@@ -230,10 +230,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _add_evaluate_parser(sub) -> None:
-    p = sub.add_parser("evaluate", help="a model's task metric on labelled clips (top-1/top-5 accuracy; mIoU, mSR)")
+    p = sub.add_parser("evaluate", help="a model's task metric on labelled clips (top-1/top-5 accuracy; mIoU, mSR; "
+                       "track AP)")
     _model_options(p)
     _data_option(p, what="labelled clips: synth:WORLD[?options], an annotation file with labels, classes:ROOT (a "
-                 "folder per class), davis:/moca:")
+                 "folder per class), davis:/moca:; instance data (synth:WORLD?task=instances, ytvis:ROOT) for a VIS "
+                 "model")
     p.add_argument("--clips", type=int, default=None, metavar="N", help="the first N clips of --data (default all)")
     _mask_options(p)
     _iou_option(p)
@@ -613,7 +615,8 @@ def _add_ablate_parser(sub) -> None:
     p = sub.add_parser("ablate", help="mask the units a measure run ranks dynamic/static/joint (or random controls) "
                        "and score the model on labelled clips")
     _model_options(p)
-    _data_option(p, what="labelled clips: synth:WORLD[?options], an annotation file with labels or classes:ROOT; "
+    _data_option(p, what="labelled clips: synth:WORLD[?options], an annotation file with labels or classes:ROOT "
+                 "(instance data — synth:WORLD?task=instances, ytvis:ROOT — for a VIS model, scored by track AP); "
                  "evaluate on other clips than those measured (e.g. a synth world's split=test, seed=…)")
     p.add_argument("--from", dest="from_run", required=True, help="the stlens measure run (folder, result.json or "
                    "units.csv) whose units.csv ranks the channels")

@@ -1,16 +1,18 @@
 """What ``stlens ablate`` scores: a metric (``stlens.measure.scores``: ``Accuracy``, ``Segmentation`` or your own
 ``Metric``) gives one score per clip, and a condition's value is the mean over clips, so that bootstrap intervals
 resample clips and a drop (baseline − masked) is paired clip by clip. Clips without a score (NaN: a segmentation clip
-with no annotated frame) are left out of the means.
+with no annotated frame) are left out of the means. Track AP (``TrackAP``, video instance segmentation) is the
+exception: a statistic of the whole set of clips, scored by ``stlens.ablate.run`` over bootstrap resamples of the
+videos, its drop unpaired.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from stlens.measure.scores import Accuracy, Metric, Segmentation
+from stlens.measure.scores import Accuracy, Metric, Segmentation, TrackAP
 
-__all__ = ["Accuracy", "Metric", "Segmentation", "bootstrap_indices", "interval", "summarise"]
+__all__ = ["Accuracy", "Metric", "Segmentation", "TrackAP", "bootstrap_indices", "interval", "summarise"]
 
 
 def bootstrap_indices(clips: int, replicates: int, seed: int) -> np.ndarray:

@@ -7,7 +7,8 @@ Files (docs/ablation.md, docs/formats.md):
   draw, mode, masked`` (the number of channels silenced) and per metric M (``top1``, ``top5`` when the data has > 5
   classes): ``M, M_low, M_high, drop_M, drop_M_low, drop_M_high`` (value and drop = baseline − value, each with its
   95% bootstrap interval over clips).
-- ``per_class.csv``: ``layer, select, k, draw, mode, class, clips, top1`` for every condition and the baseline.
+- ``per_class.csv``: ``layer, select, k, draw, mode, class, clips, top1`` for every condition and the baseline; for
+  track AP (a VIS model) ``layer, select, k, draw, mode, class, tracks, ap`` (the category's non-crowd tracks and AP).
 - ``ablation.json``: ``format_version`` (docs/formats.md §0), ``settings`` (the options, the model, the data, the
   units source), ``baseline`` (each metric with its interval), ``selections`` (every condition's masked channels, the
   count asked and whether fewer live channels were there), ``rows`` (as ablation.csv), ``timing``, ``run_id``.
@@ -33,6 +34,8 @@ from stlens.runs import RunFolder, check_files, read_marker
 FILES = ("ablation.csv", "per_class.csv", "ablation.json", "ablation.png")
 KEY_COLUMNS = ["layer", "select", "k", "draw", "mode", "masked"]
 CLASS_COLUMNS = ["layer", "select", "k", "draw", "mode", "class", "clips", "top1"]
+#: per_class.csv of a track-AP ablation (video instance segmentation)
+AP_CLASS_COLUMNS = ["layer", "select", "k", "draw", "mode", "class", "tracks", "ap"]
 BASELINE = "none"
 #: what to do about a damaged file of an ablate run
 RERUN = "rerun the ablation (stlens ablate) to write it again"
@@ -131,7 +134,7 @@ class AblationResult:
         return _csv(self.columns, self.rows)
 
     def per_class_text(self) -> str:
-        return _csv(CLASS_COLUMNS, self.per_class)
+        return _csv(AP_CLASS_COLUMNS if self.metrics[:1] == ["ap"] else CLASS_COLUMNS, self.per_class)
 
     def document(self) -> dict[str, Any]:
         """ablation.json (a missing interval, e.g. with ``bootstrap=0``, is null; ``format_version`` first)."""
@@ -230,5 +233,6 @@ def _read_per_class(path: Path) -> list[dict[str, Any]]:
     if not path.is_file():
         return []
     with path.open(newline="", encoding="utf-8") as f:
-        return [{**row, "k": float(row["k"]), "draw": int(row["draw"]), "class": int(row["class"]),
-                 "clips": int(row["clips"]), "top1": float(row["top1"])} for row in csv.DictReader(f)]
+        return [{**row, **{key: (int if key in ("draw", "class", "clips", "tracks") else float)(value)
+                           for key, value in row.items() if key not in ("layer", "select", "mode")}}
+                for row in csv.DictReader(f)]

@@ -6,6 +6,11 @@ runs one forward on it. ``mean`` mode needs each channel's mean over all clips b
 with ``mean`` the run makes two passes: the baseline (and the ``zero`` conditions) first, the ``mean`` conditions
 second; the batches of the first pass are held for the second while they fit in ``hold_bytes``, else decoded again
 (the same clips: batch b draws from (seed, b)).
+
+A VIS model on instance data (``synth:WORLD?task=instances``, ``ytvis:``) is scored by track AP
+(``stlens.measure.scores.TrackAP``: ap, ap50, ap75, ar1, ar10), a statistic of the whole set of clips: each
+condition's matches are gathered batch by batch, AP is computed over all clips (each a video), and its interval and
+the drop's come from recomputing AP on bootstrap resamples of the videos (``_set_rows``).
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import torch
 from torch import nn
 
 from stlens.ablate.masking import MODES, ChannelMask, ChannelMeans, find_target, masking, probe_shapes
-from stlens.ablate.metrics import Accuracy, Metric, Segmentation, bootstrap_indices, summarise
+from stlens.ablate.metrics import Accuracy, Metric, Segmentation, TrackAP, bootstrap_indices, summarise
 from stlens.ablate.result import BASELINE, AblationResult
 from stlens.ablate.selection import Selection, Units, check_k, check_selections, plan
 from stlens.core.device import exact_fp32, resolve_device, resolve_precision
@@ -111,9 +116,10 @@ def ablate(model: str | nn.Module | ModelHandle, data: str | LabelledClips, unit
     run folder, its result.json or units.csv, or a ``MeasureResult``; ``layers``: default every layer of the units;
     ``select``: names of ``stlens.ablate.selection.SELECTIONS``; ``k``: percentages in (0, 100]; ``mode``: ``zero``
     and/or ``mean``; ``draws``: draws of each random selection; ``clips``: the first N clips of ``data`` (default
-    all); ``bootstrap``: replicates of the 95% intervals over clips; ``metric``: default top-1/top-5 accuracy, or for
+    all); ``bootstrap``: replicates of the 95% intervals over clips; ``metric``: default top-1/top-5 accuracy, for
     segmentation data (synth task=segment, davis:, moca:) mIoU and mSR with ``mask_threshold`` and ``iou`` (mask or
-    box) — ``stlens.measure.scores``.
+    box), for instance data (synth task=instances, ytvis:) track AP with ``mask_threshold`` — intervals then over
+    bootstrap resamples of the videos — (``stlens.measure.scores``).
 
     ``out``: the run folder (ablation.json, ablation.csv, plots), claimed once the arguments are checked and before
     the model is built: refused when it holds a complete run unless ``overwrite``; written in full or not at all
@@ -198,8 +204,11 @@ def _ablate(model, data, units, layers, select, k, *, mode, draws, clips, batch_
     if count < 1:
         raise StlensError(f"`clips` must be ≥ 1 and the data must hold clips, got {clips} of {len(labelled)}")
     if metric is None:
-        segmenting = getattr(labelled, "task", "classify") == "segment"
-        metric = Segmentation(mask_threshold, iou) if segmenting else Accuracy(int(labelled.num_classes))
+        task = getattr(labelled, "task", "classify")
+        if task == "instances" and callable(getattr(labelled, "require_targets", None)):
+            labelled.require_targets("ablation (track AP)")  # ytvis: official valid/test files have no annotations
+        metric = (TrackAP(int(labelled.num_classes), mask_threshold) if task == "instances" else
+                  Segmentation(mask_threshold, iou) if task == "segment" else Accuracy(int(labelled.num_classes)))
     batches = LabelledBatches(labelled, count, batch_size, seed)
     engine = _Engine(module, targets, handle, used, target, expected, metric, count)
     with exact_fp32(used == "fp32"):
@@ -210,6 +219,7 @@ def _ablate(model, data, units, layers, select, k, *, mode, draws, clips, batch_
         "clips": count, "batch_size": batch_size, "seed": seed, "bootstrap": bootstrap, "workers": workers,
         "device": str(target), "precision": used, "precision_asked": precision, "metrics": list(metric.names),
         "mask_threshold": getattr(metric, "threshold", None), "iou": getattr(metric, "iou", None),
+        "intervals": "videos" if _is_set(metric) else "clips",
         "classes": int(getattr(labelled, "num_classes", 0)), "started": started, **(meta or {}),
     }
     from stlens._version import __version__
@@ -245,6 +255,7 @@ class _Engine:
         self.precision, self.device, self.expected, self.metric = precision, device, expected, metric
         self.count = count
         self.scores: dict[Any, dict[str, np.ndarray]] = {}
+        self.sets: dict[Any, Any] = {}  # a set metric's collector per condition (track AP)
         self.groups = np.zeros(count, dtype=np.int64)
         self.grouped = False
         self.means: ChannelMeans | None = None
@@ -261,6 +272,11 @@ class _Engine:
         return out
 
     def _keep(self, key, start: int, outputs: torch.Tensor, labels: torch.Tensor) -> None:
+        if _is_set(self.metric):
+            if key not in self.sets:
+                self.sets[key] = self.metric.collector()
+            self.sets[key].add(outputs, labels)
+            return
         scores = self.metric.scores(outputs, labels)
         kept = self.scores.setdefault(key, {n: np.full(self.count, np.nan) for n in self.metric.names})
         for name, values in scores.items():
@@ -320,8 +336,71 @@ class _Engine:
                 start += len(labels)
 
 
+def _is_set(metric: Any) -> bool:
+    """A metric of the whole set of clips (track AP), not a mean of per-clip scores."""
+    return getattr(metric, "kind", None) == "set"
+
+
+def _set_rows(engine: _Engine, conditions: list[Condition], layers: list[str], modes: list[str], metric: Metric,
+              bootstrap: int, seed: int, settings: dict[str, Any]) -> AblationResult:
+    """The result of a set metric (track AP). For each condition and the baseline, every number is computed over all
+    clips (each a video), and on each of ``bootstrap`` resamples of the videos (``trackap.bootstrap_videos(clips,
+    bootstrap, seed)``: the same resampled videos for every condition). A value's interval is the 2.5–97.5
+    percentile of its resample values; the drop is baseline − masked over all videos, and its interval the
+    percentiles of (baseline − masked) per resample, each AP computed on its own from its condition's matches: the
+    drop is unpaired (no per-clip difference exists). Per class: each category's AP (per_class.csv)."""
+    from stlens.measure.trackap import bootstrap_videos, interval
+
+    names = list(metric.names)
+    index = bootstrap_videos(engine.count, bootstrap, seed)
+    scored = {}
+    for key, collector in engine.sets.items():
+        summary, per_class = collector.matches.score()
+        replicates, _ = collector.matches.bootstrap(index)
+        scored[key] = (summary, per_class, replicates)
+    base, _, base_reps = scored[BASELINE]
+    baseline = {}
+    for name in names:
+        low, high = interval(base_reps[name])
+        baseline[name] = {"value": base[name], "low": low, "high": high}
+    tracks = engine.sets[BASELINE].matches.tracks
+    classes = int(settings.get("classes") or len(tracks))
+    rows: list[dict[str, Any]] = []
+    per_class: list[dict[str, Any]] = []
+
+    def add(layer: str, select: str, k: float, draw: int, mode: str, masked: int, key: Any) -> None:
+        summary, ap, replicates = scored[key]
+        row: dict[str, Any] = {"layer": layer, "select": select, "k": k, "draw": draw, "mode": mode,
+                               "masked": masked}
+        for name in names:
+            low, high = interval(replicates[name])
+            drop_low, drop_high = interval(base_reps[name] - replicates[name])
+            row.update({name: summary[name], f"{name}_low": low, f"{name}_high": high,
+                        f"drop_{name}": base[name] - summary[name], f"drop_{name}_low": drop_low,
+                        f"drop_{name}_high": drop_high})
+        rows.append(row)
+        for c in range(classes):
+            per_class.append({"layer": layer, "select": select, "k": k, "draw": draw, "mode": mode, "class": c,
+                              "tracks": int(tracks[c]), "ap": float(ap[c])})
+
+    for mode in modes:
+        for layer in layers:
+            add(layer, BASELINE, 0.0, 0, mode, 0, BASELINE)
+            for condition in conditions:
+                s = condition.selection
+                if condition.mode == mode and s.layer == layer:
+                    add(layer, s.select, s.k, s.draw, mode, len(s.channels), condition)
+    selections = [{"layer": c.selection.layer, "select": c.selection.select, "k": c.selection.k,
+                   "draw": c.selection.draw, "channels": list(c.selection.channels), "asked": c.selection.asked,
+                   "short": c.selection.short} for c in conditions if c.mode == modes[0]]
+    return AblationResult(settings=settings, metrics=names, baseline=baseline, rows=rows, selections=selections,
+                          per_class=per_class)
+
+
 def _result(engine: _Engine, conditions: list[Condition], layers: list[str], modes: list[str], metric: Metric,
             bootstrap: int, seed: int, settings: dict[str, Any]) -> AblationResult:
+    if _is_set(metric):
+        return _set_rows(engine, conditions, layers, modes, metric, bootstrap, seed, settings)
     names = list(metric.names)
     index = bootstrap_indices(engine.count, bootstrap, seed) if bootstrap else np.zeros((0, engine.count), int)
     base = engine.scores[BASELINE]

@@ -12,6 +12,10 @@ value over a set of clips is the mean of its per-clip scores, so intervals resam
   ``iou="mask"`` compares the masks pixel by pixel; ``iou="box"`` compares boxes, as MoCA's evaluation does with its
   box annotations: the box of the largest connected component of the prediction against the target's box. A frame
   with an empty target and an empty prediction has IoU 1; with one of them empty, 0.
+- ``TrackAP``: YouTube-VIS track AP of a query-based VIS model's ``{"logits", "masks"}`` against ``list[Instances]``
+  (``stlens.measure.trackap``). It is a *set* metric (``kind = "set"``): AP is a statistic of the whole set of clips,
+  not a mean of per-clip scores, so it has no ``scores``; its ``collector()`` gathers the clips' matches batch by
+  batch and scores them as a whole or on bootstrap resamples of the videos.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import numpy as np
 import torch
 
 from stlens.errors import StlensError
+from stlens.measure.trackap import SUMMARY, TrackMatches, bootstrap_videos, interval
 
 SR_THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9)
 IOU_KINDS = ("mask", "box")
@@ -140,6 +145,78 @@ class Segmentation:
 
     def groups(self, targets: torch.Tensor) -> None:
         return None
+
+
+class TrackAP:
+    """Track AP (ap, ap50, ap75, ar1, ar10) of a VIS model's outputs over a set of clips: each query a track
+    (``stlens.models.zoo.vis.predict_tracks`` at mask ``threshold``), scored over ``classes`` categories — or the
+    model's, when it has more."""
+
+    names = SUMMARY
+    kind = "set"
+
+    def __init__(self, classes: int, threshold: float = 0.5):
+        if isinstance(classes, bool) or not isinstance(classes, int | np.integer) or classes < 1:
+            raise StlensError(f"track AP needs at least one category, the data has {classes}")
+        if not 0.0 < threshold < 1.0:
+            raise StlensError(f"`mask_threshold` must be in (0, 1), got {threshold}")
+        self.classes, self.threshold = int(classes), float(threshold)
+
+    def tracks(self, outputs, targets) -> list:
+        """The predicted tracks of a batch (one ``TrackPredictions`` per clip), the outputs and targets checked."""
+        from stlens.core.instances import Instances
+        from stlens.models.zoo.vis import predict_tracks
+
+        if not (isinstance(outputs, dict) and "logits" in outputs and "masks" in outputs):
+            shape = tuple(outputs.shape) if isinstance(outputs, torch.Tensor) else type(outputs).__name__
+            raise StlensError(f"track AP needs a video instance segmenter's output {{'logits': (B, Q, K + 1), "
+                              f"'masks': (B, Q, T, H, W)}}, got {shape}: use stlens:vis")
+        if not isinstance(targets, list) or not all(isinstance(t, Instances) for t in targets):
+            raise StlensError(f"track AP needs instance targets (a list of Instances), got {type(targets).__name__}")
+        if int(outputs["logits"].shape[-1]) - 1 < self.classes:
+            raise StlensError(f"the model has {int(outputs['logits'].shape[-1]) - 1} classes but the data has "
+                              f"{self.classes} (set classes= in the model spec)")
+        return predict_tracks(outputs, self.threshold)
+
+    def groups(self, targets) -> None:
+        return None
+
+    def collector(self) -> TrackCollector:
+        return TrackCollector(self)
+
+
+class TrackCollector:
+    """The matches of the clips of one condition, added batch by batch (``add``); ``matches``: the
+    ``TrackMatches`` (None before the first batch)."""
+
+    def __init__(self, metric: TrackAP):
+        self.metric = metric
+        self.matches: TrackMatches | None = None
+
+    def add(self, outputs, targets) -> None:
+        predictions = self.metric.tracks(outputs, targets)
+        if self.matches is None:
+            self.matches = TrackMatches(max(self.metric.classes, int(outputs["logits"].shape[-1]) - 1))
+        self.matches.add(predictions, targets)
+
+    def summary(self) -> dict[str, float]:
+        """The summary numbers over every clip added (NaN before any)."""
+        if self.matches is None:
+            return dict.fromkeys(SUMMARY, float("nan"))
+        return self.matches.score()[0]
+
+    def evaluation(self, bootstrap: int, seed: int) -> dict:
+        """``summary`` with ``per_class`` (AP per category), ``counts``, ``ci95`` and ``per_class_ci95`` over
+        ``bootstrap`` resamples of the videos (``trackap.bootstrap_videos(videos, bootstrap, seed)``: the numbers
+        ``track_ap_bootstrap`` gives on the same predictions)."""
+        if self.matches is None:
+            raise StlensError("track AP needs at least one clip")
+        summary, per_class = self.matches.score()
+        index = bootstrap_videos(len(self.matches), bootstrap, seed)
+        values, classes = self.matches.bootstrap(index)
+        return {**summary, "per_class": per_class.tolist(), "counts": self.matches.counts(),
+                "ci95": {name: interval(values[name]) for name in SUMMARY},
+                "per_class_ci95": [interval(classes[:, k]) for k in range(classes.shape[1])]}
 
 
 def bootstrap_interval(scores: np.ndarray, replicates: int, seed: int, level: float = 0.95,

@@ -36,8 +36,8 @@ from stlens.core.instances import Instances, TrackPredictions
 from stlens.errors import StlensError
 from stlens.measure.estimate import percentile_interval
 
-__all__ = ["IOU_THRESHOLDS", "MAX_DETS", "RECALL_POINTS", "SUMMARY", "bootstrap_videos", "track_ap",
-           "track_ap_bootstrap", "track_iou"]
+__all__ = ["IOU_THRESHOLDS", "MAX_DETS", "RECALL_POINTS", "SUMMARY", "TrackMatches", "bootstrap_videos",
+           "interval", "track_ap", "track_ap_bootstrap", "track_iou"]
 
 IOU_THRESHOLDS = np.linspace(0.5, 0.95, 10)
 RECALL_POINTS = np.linspace(0.0, 1.0, 101)
@@ -227,6 +227,64 @@ def bootstrap_videos(videos: int, resamples: int, seed: int) -> np.ndarray:
     return np.random.default_rng([seed, 0x7AC4A9]).integers(0, videos, size=(resamples, videos))
 
 
+def interval(samples: np.ndarray) -> list[float]:
+    """The 95% percentile interval of bootstrap values (NaN values left out); [NaN, NaN] without a finite one."""
+    found = percentile_interval(np.asarray(samples, dtype=float))
+    return [float("nan"), float("nan")] if found is None else [float(found[0]), float(found[1])]
+
+
+class TrackMatches:
+    """The matches of a set of videos, added a batch at a time (their masks are not kept), scored as a whole or on
+    any resample of the videos: ``track_ap`` and ``track_ap_bootstrap`` streamed, with the same numbers.
+
+    ``add(predictions, targets)`` appends videos (checked as ``track_ap`` checks them); ``score(videos)`` gives the
+    summary numbers and the per-category AP over ``videos`` (indices, repeats count again; None: all, in order);
+    ``bootstrap(index)`` the replicates over the rows of ``index`` (``bootstrap_videos``)."""
+
+    def __init__(self, num_classes: int):
+        _check([], [], num_classes)
+        self.num_classes = int(num_classes)
+        self.videos: list[dict[int, _Matches]] = []
+        self.tracks = np.zeros(self.num_classes, np.int64)
+        self.crowd = 0
+        self.predictions = 0
+        self._pools: list[_Pool] | None = None
+
+    def __len__(self) -> int:
+        return len(self.videos)
+
+    def add(self, predictions: Sequence[TrackPredictions], targets: Sequence[Instances]) -> None:
+        _check(predictions, targets, self.num_classes)
+        for prediction, target in zip(predictions, targets, strict=True):
+            self.videos.append(_video_matches(prediction, target))
+            self.tracks += np.bincount(target.classes[~target.crowd], minlength=self.num_classes)
+            self.crowd += int(target.crowd.sum())
+            self.predictions += len(prediction)
+        self._pools = None
+
+    def counts(self) -> dict:
+        """As ``track_ap``'s ``counts``."""
+        return {"videos": len(self.videos), "tracks": int(self.tracks.sum()), "crowd": self.crowd,
+                "predictions": self.predictions, "classes_with_tracks": int((self.tracks > 0).sum()),
+                "tracks_per_class": self.tracks.tolist()}
+
+    def score(self, videos: np.ndarray | None = None) -> tuple[dict[str, float], np.ndarray]:
+        if self._pools is None:
+            self._pools = [_Pool(self.videos, category) for category in range(self.num_classes)]
+        chosen = np.arange(len(self.videos)) if videos is None else np.asarray(videos, dtype=np.int64)
+        return _summarise(self._pools, chosen)
+
+    def bootstrap(self, index: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """({name: (R,) values}, (R, num_classes) per-category AP) over the R resamples of ``index`` (R, videos)."""
+        values = {name: np.full(len(index), np.nan) for name in SUMMARY}
+        classes = np.full((len(index), self.num_classes), np.nan)
+        for r, videos in enumerate(index):
+            found, classes[r] = self.score(videos)
+            for name in SUMMARY:
+                values[name][r] = found[name]
+        return values, classes
+
+
 def track_ap_bootstrap(predictions: Sequence[TrackPredictions], targets: Sequence[Instances], num_classes: int,
                        resamples: int = 1000, seed: int = 0) -> dict:
     """``track_ap`` with 95% percentile intervals from recomputing it on ``resamples`` bootstrap resamples of the
@@ -240,21 +298,15 @@ def track_ap_bootstrap(predictions: Sequence[TrackPredictions], targets: Sequenc
         raise StlensError(f"`resamples` must be a non-negative integer, got {resamples!r}")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise StlensError(f"`seed` must be a non-negative integer, got {seed!r}")
-    pools = _pools(predictions, targets, num_classes)
-    summary, per_class = _summarise(pools, np.arange(len(targets)))
+    matches = TrackMatches(num_classes)
+    matches.add(predictions, targets)
+    summary, per_class = matches.score()
     index = bootstrap_videos(len(targets), resamples, seed) if len(targets) else np.zeros((0, 0), np.int64)
-    values = {name: np.full(resamples, np.nan) for name in SUMMARY}
-    classes = np.full((resamples, num_classes), np.nan)
-    for r, videos in enumerate(index):
-        found, classes[r] = _summarise(pools, videos)
-        for name in SUMMARY:
-            values[name][r] = found[name]
-
-    def bounds(samples: np.ndarray) -> list[float]:
-        found = percentile_interval(samples)
-        return [float("nan"), float("nan")] if found is None else list(found)
-
-    return {**summary, "per_class": per_class.tolist(), "counts": _counts(predictions, targets, num_classes),
-            "ci95": {name: bounds(values[name]) for name in SUMMARY},
-            "per_class_ci95": [bounds(classes[:, k]) for k in range(num_classes)],
+    values, classes = matches.bootstrap(index)
+    if not len(targets):
+        values = {name: np.full(resamples, np.nan) for name in SUMMARY}
+        classes = np.full((resamples, num_classes), np.nan)
+    return {**summary, "per_class": per_class.tolist(), "counts": matches.counts(),
+            "ci95": {name: interval(values[name]) for name in SUMMARY},
+            "per_class_ci95": [interval(classes[:, k]) for k in range(num_classes)],
             "resamples": int(resamples), "seed": int(seed), "replicates": {**values, "per_class": classes}}

@@ -3,9 +3,10 @@ JSON; ``stlens.report`` and ``stlens.ablate`` are siblings and do not import eac
 are checked, and turned into per-(mode, layer) tables plus the run's own ablation.png.
 
 The table of a (mode, layer) has one row per (select, K): the run's headline score — the first of ablation.json's
-``metrics``, as ``stlens ablate`` plots it: top-1 for classifiers, mIoU for segmenters — (the mean over draws for
-random selections, with the sd over draws, as the band of the figure: ``numpy.std``, ddof 0), the drop from the
-unmasked baseline (with its 95% bootstrap interval over clips for a selection of one draw) and the channels masked."""
+``metrics``, as ``stlens ablate`` plots it: top-1 for classifiers, mIoU for segmenters, track AP for video instance
+segmenters — (the mean over draws for random selections, with the sd over draws, as the band of the figure:
+``numpy.std``, ddof 0), the drop from the unmasked baseline (with its 95% bootstrap interval — over clips, or for AP
+over resamples of the videos — for a selection of one draw) and the channels masked."""
 
 from __future__ import annotations
 
@@ -32,6 +33,15 @@ METRIC_TEXT = {
     "top1": ("top-1", "the share of clips classified correctly"),
     "miou": ("mIoU", "the mean over clips of the intersection over union of the predicted and the true masks, "
                      "averaged over each clip's annotated frames"),
+    "ap": ("AP", "YouTube-VIS track AP over the whole set of clips (spatio-temporal mask IoU of whole tracks, "
+                 "averaged over IoU thresholds 0.50:0.05:0.95 and the categories)"),
+}
+#: how the intervals were drawn (ablation.json ``settings.intervals``; older runs: clips)
+INTERVALS = {
+    "clips": "its 95% bootstrap interval over clips",
+    "videos": "its 95% bootstrap interval over videos: AP is recomputed on each resample of the videos for the "
+              "baseline and for the masked model, each from its own predictions, and the interval is that of their "
+              "difference (the same resampled videos for both; the drop is unpaired, there is no per-clip score)",
 }
 
 
@@ -206,6 +216,7 @@ def ablation_view(ablation: Ablation, measured: dict[Path, str] | None = None) -
     return {
         "label": ablation.label, "path": str(ablation.path), "panels": panels, "figure": figure, "figure_note": note,
         "metric": {"key": ablation.metric, "name": name, "about": about},
+        "intervals": INTERVALS.get(str(settings.get("intervals") or "clips"), INTERVALS["clips"]),
         "settings": {key: settings.get(key) for key in ("model", "weights", "data", "clips", "draws", "bootstrap",
                                                          "seed", "precision", "device")},
         "units": str(units) if units else "unknown", "ranked_by": str(ranked_by) if ranked_by else None,

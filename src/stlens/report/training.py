@@ -3,7 +3,9 @@
 
 What a run is scored by depends on its task (config.json ``task``; a run without one is a classifier unless its
 lines hold mIoU): a classifier by top-1 accuracy (``test_acc``, ``train_acc``), a segmenter (``--task segment``) by
-the MoCA scores ``test_miou``, ``test_msr`` and ``train_miou``. Each is shown under its own label.
+the MoCA scores ``test_miou``, ``test_msr`` and ``train_miou``, a video instance segmenter (``--task instances``) by
+track AP over the evaluated clips (``test_ap``, ``test_ap50``, ``test_ap75``, ``train_ap``) beside the matched
+tracks' mean IoU (``test_track_iou``). Each is shown under its own label.
 """
 
 from __future__ import annotations
@@ -24,20 +26,26 @@ __all__ = ["METRICS", "METRIC_COLUMNS", "RUNNING", "TRAIN_FILE", "Training", "lo
 TRAIN_FILE = "metrics.jsonl"
 #: per task, the evaluation metrics (key in metrics.jsonl / checkpoint info / track rows, label shown)
 METRICS = {"classify": (("test_acc", "test accuracy"), ("train_acc", "train accuracy")),
-           "segment": (("test_miou", "test mIoU"), ("test_msr", "test mSR"), ("train_miou", "train mIoU"))}
+           "segment": (("test_miou", "test mIoU"), ("test_msr", "test mSR"), ("train_miou", "train mIoU")),
+           "instances": (("test_ap", "test AP"), ("test_ap50", "test AP50"), ("test_ap75", "test AP75"),
+                         ("test_track_iou", "test track IoU"), ("train_ap", "train AP"))}
 #: per task, the running score of the training lines
-RUNNING = {"classify": ("batch_acc", "batch accuracy"), "segment": ("batch_miou", "batch mIoU")}
+RUNNING = {"classify": ("batch_acc", "batch accuracy"), "segment": ("batch_miou", "batch mIoU"),
+           "instances": ("batch_track_iou", "batch track IoU")}
 METRIC_COLUMNS = tuple(key for pairs in METRICS.values() for key, _ in pairs)
 _SEGMENT_KEYS = {key for key, _ in METRICS["segment"]} | {RUNNING["segment"][0]}
+_INSTANCE_KEYS = {key for key, _ in METRICS["instances"]} | {RUNNING["instances"][0]}
 
 
 def task_of(config: dict[str, Any] | None, keys: set[str] | frozenset[str] = frozenset()) -> str:
     """The task of a run: config.json's ``task`` when known, else "segment" when ``keys`` hold a segmentation
-    score, else "classify"."""
+    score, "instances" when they hold a track score, else "classify"."""
     task = (config or {}).get("task")
     if task in METRICS:
         return str(task)
-    return "segment" if keys & _SEGMENT_KEYS else "classify"
+    if keys & _SEGMENT_KEYS:
+        return "segment"
+    return "instances" if keys & _INSTANCE_KEYS else "classify"
 
 
 def metric_names(task: str) -> tuple[tuple[str, str], ...]:

@@ -2,15 +2,20 @@
 
 - classification: top-1 accuracy, and top-5 when the model gives ≥ 5 class scores; per-class top-1 (and top-5);
 - segmentation: the MoCA scores of ``stlens.measure.scores.Segmentation`` (mIoU and mSR at ``mask_threshold``, IoU of
-  masks or of boxes), as ``stlens train`` and ``stlens ablate`` compute them.
+  masks or of boxes), as ``stlens train`` and ``stlens ablate`` compute them;
+- video instance segmentation (a VIS model such as ``stlens:vis`` on instance data): YouTube-VIS track AP (ap, ap50,
+  ap75, ar1, ar10; ``stlens.measure.scores.TrackAP``) and the AP of each category.
 
-A metric is the mean of its per-clip scores (clips without a score — a segmentation clip with no annotated frame —
-left out), and its interval is the 2.5–97.5 percentile of that mean over ``bootstrap`` resamplings of the clips
-(``stlens.measure.scores.bootstrap_interval``: the same clip draws as ``stlens ablate``'s baseline).
+A classification or segmentation metric is the mean of its per-clip scores (clips without a score — a segmentation
+clip with no annotated frame — left out), and its interval is the 2.5–97.5 percentile of that mean over
+``bootstrap`` resamplings of the clips (``stlens.measure.scores.bootstrap_interval``: the same clip draws as
+``stlens ablate``'s baseline). Track AP is computed over the whole set of clips (each clip a video); its interval
+recomputes AP on ``bootstrap`` resamples of the videos (``stlens.measure.trackap.bootstrap_videos``, the numbers of
+``track_ap_bootstrap``).
 
 With ``out`` the run folder (verb ``evaluate``) holds ``evaluation.json`` (``format_version``, ``run_id``, the
-numbers, the settings) and ``evaluation.csv`` (``metric, value, ci_low, ci_high``); ``load_evaluation`` reads it
-back. docs/evaluate.md.
+numbers, the settings), ``evaluation.csv`` (``metric, value, ci_low, ci_high``) and, for track AP, ``per_class.csv``
+(``class, name, tracks, ap, ap_low, ap_high``); ``load_evaluation`` reads it back. docs/evaluate.md.
 """
 
 from __future__ import annotations
@@ -33,23 +38,26 @@ from stlens.core.device import PRECISIONS
 from stlens.core.handle import ModelHandle
 from stlens.errors import StlensError
 from stlens.files import read_versioned, versioned
-from stlens.measure.scores import IOU_KINDS, Accuracy, Segmentation, bootstrap_interval
+from stlens.measure.scores import IOU_KINDS, Accuracy, Segmentation, TrackAP, bootstrap_interval
 from stlens.runs import RunFolder, check_files, read_marker
 from stlens.video.labelled import LabelledBatches, LabelledClips
 
 log = logging.getLogger("stlens")
 
-TASK_CHOICES = ("auto", "classify", "segment")
-FILES = ("evaluation.json", "evaluation.csv")
+TASK_CHOICES = ("auto", "classify", "segment", "instances")
+FILES = ("evaluation.json", "evaluation.csv", "per_class.csv")
 #: what to do about a damaged evaluation.json
 RERUN = "rerun the evaluation (stlens evaluate) to write it again"
 CSV_COLUMNS = ("metric", "value", "ci_low", "ci_high")
+#: per_class.csv of a track-AP evaluation
+CLASS_COLUMNS = ("class", "name", "tracks", "ap", "ap_low", "ap_high")
 
 
 @dataclass(repr=False)
 class EvaluateResult:
     """What ``evaluate`` found: ``metrics`` {name: value}, ``ci95`` {name: [low, high]} (NaN without bootstrap),
-    ``per_class`` rows (classification: ``class``, ``clips``, ``top1``[, ``top5``][, ``name``]), ``settings``,
+    ``per_class`` rows (classification: ``class``, ``clips``, ``top1``[, ``top5``][, ``name``]; instances:
+    ``class``[, ``name``], ``tracks``, ``ap``, ``ap_low``, ``ap_high``), ``settings``,
     ``timing``; ``path``: the run folder once saved."""
 
     model: str
@@ -65,7 +73,8 @@ class EvaluateResult:
     path: Path | None = None
 
     def table(self) -> str:
-        """A terminal table: each metric with its 95% interval, then per-class top-1 (classification)."""
+        """A terminal table: each metric with its 95% interval, then per-class top-1 (classification) or AP
+        (instances)."""
         lines = [f"{self.model} on {self.data}", f"{self.task}, {self.clips} clips"]
         head = f"{'metric':<10}{'value':>8}  {'95% CI':<18}"
         lines += [head, "-" * len(head)]
@@ -74,10 +83,11 @@ class EvaluateResult:
             ci = "–" if math.isnan(low) else f"[{low:.3f}, {high:.3f}]"
             lines.append(f"{name:<10}{value:>8.3f}  {ci:<18}")
         if self.per_class:
-            lines += ["", f"{'class':<16}{'clips':>6}{'top1':>8}"]
+            count, score = _class_fields(self.per_class)
+            lines += ["", f"{'class':<16}{count:>6}{score:>8}"]
             for row in self.per_class:
                 label = str(row["class"]) + (f" {row['name']}" if row.get("name") else "")
-                lines.append(f"{label[:16]:<16}{row['clips']:>6}{row['top1']:>8.3f}")
+                lines.append(f"{label[:16]:<16}{row[count]:>6}{_float(row[score]):>8.3f}")
         return "\n".join(line.rstrip() for line in lines)
 
     def __repr__(self) -> str:
@@ -90,9 +100,11 @@ class EvaluateResult:
         parts = [f"<p><b>{e(self.model)}</b> on <code>{e(self.data)}</code>: {e(self.task)}, {self.clips} clips</p>",
                  f"<table><tr><th>metric</th><th>value</th><th>95% CI</th></tr>{rows}</table>"]
         if self.per_class:
+            count, score = _class_fields(self.per_class)
             cells = "".join(f"<tr><td>{e(str(r['class']))}</td><td>{e(str(r.get('name') or ''))}</td>"
-                            f"<td>{r['clips']}</td><td>{r['top1']:.3f}</td></tr>" for r in self.per_class)
-            parts.append(f"<table><tr><th>class</th><th>name</th><th>clips</th><th>top1</th></tr>{cells}</table>")
+                            f"<td>{e(str(r[count]))}</td><td>{_float(r[score]):.3f}</td></tr>" for r in self.per_class)
+            parts.append(f"<table><tr><th>class</th><th>name</th><th>{e(count)}</th><th>{e(score)}</th></tr>{cells}"
+                         "</table>")
         return "".join(parts)
 
     def to_dict(self) -> dict[str, Any]:
@@ -113,9 +125,19 @@ class EvaluateResult:
             writer.writerow([name, *(_number(v) for v in (value, low, high))])
         return buffer.getvalue()
 
+    def per_class_text(self) -> str:
+        """per_class.csv of a track-AP evaluation: one row per category (the name empty where the data has none)."""
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(CLASS_COLUMNS)
+        for row in self.per_class:
+            writer.writerow([row["class"], row.get("name") or "", row["tracks"],
+                             *(_number(_float(row[k])) for k in ("ap", "ap_low", "ap_high"))])
+        return buffer.getvalue()
+
     def save(self, folder: str | Path | RunFolder, *, overwrite: bool = False) -> Path:
-        """Write evaluation.json and evaluation.csv into the run folder ``folder``: both or neither; a folder
-        holding a complete run is refused unless ``overwrite`` (docs/reliability.md)."""
+        """Write evaluation.json, evaluation.csv (and per_class.csv for track AP) into the run folder ``folder``: all
+        or none; a folder holding a complete run is refused unless ``overwrite`` (docs/reliability.md)."""
         from stlens.files import write_json, write_text
 
         run = folder if isinstance(folder, RunFolder) else RunFolder(folder, "evaluate", overwrite=overwrite,
@@ -126,6 +148,8 @@ class EvaluateResult:
             self.run_id = run.run_id
             write_json(run.staging / "evaluation.json", self.to_dict())
             write_text(run.staging / "evaluation.csv", self.csv_text())
+            if self.task == "instances":
+                write_text(run.staging / "per_class.csv", self.per_class_text())
             self.path = run.commit()
         return self.path
 
@@ -137,20 +161,23 @@ def evaluate(model: str | nn.Module | ModelHandle, data: str | Path | LabelledCl
              precision: str = "fp32", out: str | Path | None = None, overwrite: bool = False, progress: bool = True,
              offline: bool | None = None) -> EvaluateResult:
     """Score ``model`` on ``data``'s labelled clips: top-1/top-5 accuracy (and per class) or mIoU/mSR, each with a
-    bootstrap 95% interval over clips.
+    bootstrap 95% interval over clips; a VIS model on instance data: track AP, AP50, AP75, AR1, AR10 (and AP per
+    category) with bootstrap intervals over videos.
 
     ``model``: a spec string (``stlens:i3d?classes=8``; ``weights``, ``frames`` and ``size`` apply), an
     ``nn.Module`` or a ``ModelHandle``. ``data``: a labelled spec (``synth:WORLD?...`` — rendered at the model's input
     spec unless it names ``frames``/``size`` —, an annotation file with labels, ``classes:ROOT``, ``davis:ROOT``,
-    ``moca:ROOT``) or a ``LabelledClips``. ``clips``: the first N clips (None: all). ``task``: ``auto`` (the data's:
-    segment for ``task=segment`` worlds and mask datasets, else classify), ``classify`` or ``segment``.
-    ``mask_threshold`` and ``iou`` (``mask`` or ``box``): the segmentation scores. ``bootstrap``: resamplings for
-    the intervals (0: none), drawn from ``seed`` (which also draws video clips and an untrained spec's weights).
+    ``moca:ROOT``, instance data: ``synth:WORLD?task=instances``, ``ytvis:ROOT``) or a ``LabelledClips``. ``clips``: the
+    first N clips (None: all). ``task``: ``auto`` (the data's: segment for ``task=segment`` worlds and mask datasets,
+    instances for instance data, else classify), ``classify``, ``segment`` or ``instances``. ``mask_threshold``: the
+    segmentation scores' and the predicted tracks' mask threshold; ``iou`` (``mask`` or ``box``): segmentation.
+    ``bootstrap``: resamplings for the intervals (0: none; of the videos for track AP), drawn from ``seed`` (which
+    also draws video clips and an untrained spec's weights).
     ``workers``: processes that decode the clips (0: here; None: min(4, CPUs − 1)). ``device``: ``auto``, ``cpu``,
     ``cuda[:K]``, ``mps`` (None: where the module is). ``precision``: ``fp32``, ``bf16``, ``fp16`` or ``auto``.
 
-    ``out``: the run folder (evaluation.json, evaluation.csv), claimed before any work and refused when it holds a
-    complete run unless ``overwrite``; written only when the evaluation is complete.
+    ``out``: the run folder (evaluation.json, evaluation.csv; per_class.csv for track AP), claimed before any work
+    and refused when it holds a complete run unless ``overwrite``; written only when the evaluation is complete.
 
     >>> from stlens.train.evaluate import evaluate
     >>> evaluate("stlens:i3d?classes=8", "synth:motion?split=test", weights="w.pt", out="runs/eval")  # doctest: +SKIP
@@ -233,7 +260,11 @@ def _evaluate(model, data, *, weights, frames, size, clips, batch_size, task, ma
     if task not in ("auto", data_task):
         raise StlensError(f"`task` is {task} but {data_text} gives {data_task} targets"
                           + (" (its clips carry masks)" if data_task == "segment" else
+                             " (its clips carry instance tracks)" if data_task == "instances" else
                              ": add task=segment to a synth world, or use davis:ROOT / moca:ROOT"))
+    instances = data_task == "instances"
+    if instances and callable(getattr(labelled, "require_targets", None)):
+        labelled.require_targets("evaluation (track AP)")  # ytvis: official valid/test files have no annotations
     count = len(labelled) if clips is None else min(clips, len(labelled))
     if count < 1:
         raise StlensError(f"{data_text} holds no clips")
@@ -245,6 +276,7 @@ def _evaluate(model, data, *, weights, frames, size, clips, batch_size, task, ma
     batches = LabelledBatches(labelled, count, batch_size, seed)
     segmenting = data_task == "segment"
     metric: Accuracy | Segmentation | None = Segmentation(mask_threshold, iou) if segmenting else None
+    tracks = TrackAP(int(labelled.num_classes), mask_threshold).collector() if instances else None
     kept: dict[str, np.ndarray] = {}
     labels = np.zeros(count, dtype=np.int64)
     forward_seconds, model_classes = 0.0, None
@@ -259,6 +291,11 @@ def _evaluate(model, data, *, weights, frames, size, clips, batch_size, task, ma
                 forward_seconds += time.perf_counter() - tick
                 if isinstance(outputs, tuple | list):
                     outputs = outputs[0]
+                if tracks is not None:
+                    tracks.add(outputs, targets)
+                    start += len(targets)
+                    bar.update(1)
+                    continue
                 if metric is None:
                     metric, model_classes = _accuracy(outputs, labelled, handle.spec, data_text)
                 _check_outputs(outputs, targets, segmenting, handle.spec, data_text)
@@ -270,9 +307,16 @@ def _evaluate(model, data, *, weights, frames, size, clips, batch_size, task, ma
                 bar.update(1)
     finally:
         module.train(was_training)
-    metrics = {name: _mean(values) for name, values in kept.items()}
-    ci95 = {name: list(bootstrap_interval(values, bootstrap, seed)) for name, values in kept.items()}
-    per_class = [] if segmenting else _per_class(kept, labels, labelled)
+    if tracks is not None:
+        found = tracks.evaluation(bootstrap, seed)
+        metrics = {name: found[name] for name in TrackAP.names}
+        ci95 = {name: found["ci95"][name] for name in TrackAP.names}
+        per_class = _ap_per_class(found, labelled)
+        model_classes = int(tracks.matches.num_classes)
+    else:
+        metrics = {name: _mean(values) for name, values in kept.items()}
+        ci95 = {name: list(bootstrap_interval(values, bootstrap, seed)) for name, values in kept.items()}
+        per_class = [] if segmenting else _per_class(kept, labels, labelled)
     settings = {
         "weights": weights if weights is not None else handle.weights, "frames": handle.input.frames,
         "size": handle.input.size, "clips_asked": clips, "batch_size": batch_size, "task_asked": task,
@@ -284,6 +328,9 @@ def _evaluate(model, data, *, weights, frames, size, clips, batch_size, task, ma
     }
     if segmenting:
         settings |= {"mask_threshold": float(mask_threshold), "iou": iou}
+    if tracks is not None:
+        settings |= {"mask_threshold": float(mask_threshold), "intervals": "bootstrap over videos",
+                     "unscored_clips": 0, "counts": found["counts"]}
     return EvaluateResult(model=handle.spec, data=data_text, task=data_task, clips=count, metrics=metrics, ci95=ci95,
                           per_class=per_class, settings=settings,
                           timing={"seconds": time.perf_counter() - clock, "forward_seconds": forward_seconds,
@@ -337,6 +384,36 @@ def _per_class(kept: dict[str, np.ndarray], labels: np.ndarray, labelled: Labell
         row |= {name: float(values[picked].mean()) for name, values in kept.items()}
         rows.append(row)
     return rows
+
+
+def _class_names(labelled: LabelledClips) -> tuple[str, ...] | None:
+    """The data's class names by index (a ytvis file's categories, a synth world's classes), or None."""
+    names = getattr(labelled, "class_names", None) or getattr(getattr(labelled, "dataset", None), "classes", None)
+    return tuple(str(n) for n in names) if names else None
+
+
+def _ap_per_class(found: dict[str, Any], labelled: LabelledClips) -> list[dict[str, Any]]:
+    """One row per category of the data: its non-crowd tracks, AP and the AP's interval over videos."""
+    names = _class_names(labelled)
+    tracks = found["counts"]["tracks_per_class"]
+    rows = []
+    for c in range(int(labelled.num_classes)):
+        row: dict[str, Any] = {"class": c}
+        if names is not None and c < len(names):
+            row["name"] = names[c]
+        low, high = found["per_class_ci95"][c]
+        rows.append(row | {"tracks": int(tracks[c]), "ap": float(found["per_class"][c]), "ap_low": low,
+                           "ap_high": high})
+    return rows
+
+
+def _class_fields(rows: list[dict[str, Any]]) -> tuple[str, str]:
+    """The count and the score a per-class table shows: (clips, top1), or (tracks, ap) for track AP."""
+    return ("tracks", "ap") if "ap" in rows[0] else ("clips", "top1")
+
+
+def _float(value: Any) -> float:
+    return math.nan if value is None else float(value)
 
 
 def load_evaluation(path: str | Path) -> EvaluateResult:

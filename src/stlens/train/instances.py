@@ -1,5 +1,6 @@
 """The ``instances`` training task (video instance segmentation, docs/vis.md): Hungarian matching of a query-based
-model's tracks to the ground-truth tracks of each clip, the set loss, and a placeholder validation score.
+model's tracks to the ground-truth tracks of each clip, the set loss, and the evaluation: the matched tracks' mean
+IoU per clip and YouTube-VIS track AP over the evaluated clips (``stlens.measure.scores.TrackAP``).
 
 Per clip, with the crowd tracks left out: the cost of query q for track n is
 ``CLASS_WEIGHT·(−p_q(class_n)) + BCE_WEIGHT·BCE(q, n) + DICE_WEIGHT·dice(q, n)`` — the mask terms over every pixel of
@@ -27,6 +28,7 @@ from stlens.measure.matching import (  # noqa: F401  (the matcher's parts: part 
     pairwise_bce,
     pairwise_dice,
 )
+from stlens.measure.scores import TrackAP
 
 NO_OBJECT_WEIGHT = 0.1
 
@@ -66,8 +68,8 @@ def track_ious(logits: torch.Tensor, masks: torch.Tensor, instances: Instances, 
 
 
 class TrackIoU:
-    """Per-clip mean IoU of the matched tracks (``track_iou``; NaN for a clip without non-crowd tracks): a placeholder
-    validation score until track AP is available."""
+    """Per-clip mean IoU of the matched tracks (``track_iou``; NaN for a clip without non-crowd tracks): the running
+    score of training; it ignores false-positive tracks and their scores (track AP does not)."""
 
     def __init__(self, threshold: float = 0.5):
         self.threshold = threshold
@@ -80,9 +82,28 @@ class TrackIoU:
         return {"track_iou": np.asarray(values, dtype=np.float64)}
 
 
+class InstanceScores:
+    """What an evaluation of ``task=instances`` gathers: the per-clip matched-track IoU (``scores``) and, over the
+    evaluated clips as a whole, track AP (``summary``: ap, ap50, ap75, ar1, ar10)."""
+
+    names = ("track_iou",)
+
+    def __init__(self, threshold: float, classes: int):
+        self.iou = TrackIoU(threshold)
+        self.ap = TrackAP(max(1, classes), threshold).collector()
+
+    def scores(self, outputs: dict[str, torch.Tensor], targets: list[Instances]) -> dict[str, np.ndarray]:
+        self.ap.add(outputs, targets)
+        return self.iou.scores(outputs, targets)
+
+    def summary(self) -> dict[str, float]:
+        return self.ap.summary()
+
+
 class InstanceSegment:
     """``task=instances``: the set loss of a query-based VIS model (``stlens:vis``) against ``list[Instances]``;
-    running score: the batch's mean matched-track IoU; evaluation: ``{split}_track_iou``."""
+    running score: the batch's mean matched-track IoU; evaluation: ``{split}_track_iou`` and track AP over the
+    evaluated clips (``{split}_ap``, ``_ap50``, ``_ap75``, ``_ar1``, ``_ar10``)."""
 
     name = "instances"
     running = "batch_track_iou"
@@ -116,8 +137,9 @@ class InstanceSegment:
             detached = {k: v.detach() for k, v in outputs.items()}
             return float(np.nansum(self.metric_.scores(detached, targets)["track_iou"]))
 
-    def metric(self, classes: int) -> TrackIoU:
-        return self.metric_
+    def metric(self, classes: int) -> InstanceScores:
+        """A fresh gatherer for one evaluation (its ``summary`` is track AP over the clips it saw)."""
+        return InstanceScores(self.metric_.threshold, classes)
 
     def evaluation(self, scores: dict[str, np.ndarray], split: str) -> dict[str, float]:
         values = scores["track_iou"]

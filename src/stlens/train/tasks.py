@@ -7,8 +7,9 @@
   p = sigmoid(logit); the running score is the batch's mean IoU at the mask threshold; evaluation reports the MoCA
   scores of ``stlens.measure.scores.Segmentation`` (``train_miou``, ``test_miou``, ``test_msr``).
 - ``instances``: a query-based VIS model's ``{"logits", "masks"}`` against ``list[Instances]``: Hungarian matching
-  and the set loss of ``stlens.train.instances``; running score and evaluation: the mean IoU of the matched tracks
-  (``batch_track_iou``, ``train_track_iou``, ``test_track_iou``; a placeholder until track AP).
+  and the set loss of ``stlens.train.instances``; running score: the mean IoU of the matched tracks
+  (``batch_track_iou``); evaluation: that IoU (``train_track_iou``, ``test_track_iou``) and YouTube-VIS track AP over
+  the evaluated clips (``train_ap``, ``test_ap``, ``test_ap50``, ``test_ap75``, ``test_ar1``, ``test_ar10``, …).
 
 A task's ``loss_sum`` is the sum over the batch's clips of each clip's loss, so the trainer's mean (and its
 distributed gradient scaling) is the same for both tasks.

@@ -381,7 +381,8 @@ class Trainer:
 
     def evaluate(self) -> dict[str, float]:
         """Train (and test) accuracy — or, for ``--task segment``, mIoU (and test mSR); for ``--task instances``
-        the matched tracks' mean IoU — on the first ``eval_clips`` clips; empty with ``eval_clips`` 0."""
+        the matched tracks' mean IoU and track AP (ap, ap50, ap75, ar1, ar10) over the clips — on the first
+        ``eval_clips`` clips; empty with ``eval_clips`` 0."""
         c = self.config
         result = {}
         for split, clips in (("train", self.train_clips), ("test", self.test_clips)):
@@ -390,9 +391,12 @@ class Trainer:
                     result[f"{split}_acc"] = accuracy(self.model, clips, c.eval_clips, 2 * c.batch_size, c.seed,
                                                       self.precision)
                 else:
-                    scores = evaluate_clips(self.model, clips, c.eval_clips, 2 * c.batch_size, c.seed,
-                                            self.task.metric(clips.num_classes), self.precision)
+                    metric = self.task.metric(clips.num_classes)
+                    scores = evaluate_clips(self.model, clips, c.eval_clips, 2 * c.batch_size, c.seed, metric,
+                                            self.precision)
                     result.update(self.task.evaluation(scores, split))
+                    if callable(getattr(metric, "summary", None)):  # a set-level score (track AP) of these clips
+                        result.update({f"{split}_{name}": value for name, value in metric.summary().items()})
         return result
 
     @contextmanager
