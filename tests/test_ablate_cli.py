@@ -14,6 +14,7 @@ import torch
 import stlens
 from stlens.ablate.selection import Units, select_channels
 from stlens.cli import main
+from stlens.errors import StlensError
 from stlens.measure.result import read_units
 
 MODEL = ["--model", "stlens:i3d", "--weights", "bundled:i3d-motion"]
@@ -245,3 +246,17 @@ def test_a_segmenter_is_scored_by_miou_and_msr(tmp_path):
     doc = json.loads((out / "ablation.json").read_text())
     assert doc["metrics"] == ["miou", "msr"] and doc["settings"]["mask_threshold"] == 0.2
     assert all(0.0 <= float(r["miou"]) <= 1.0 for r in rows)
+
+
+def test_units_is_the_deprecated_spelling_of_from_run(measured):
+    """``units`` means what one sample is in ``measure``; in ``ablate`` the measure run is ``from_run``."""
+    with pytest.warns(FutureWarning, match="from_run"):
+        old = stlens.ablate("stlens:i3d", DATA, units=measured, weights="bundled:i3d-motion", layers=["stage4"],
+                            select="dynamic", k=[50], clips=8, bootstrap=0, progress=False)
+    new = stlens.ablate("stlens:i3d", DATA, from_run=measured, weights="bundled:i3d-motion", layers=["stage4"],
+                        select="dynamic", k=[50], clips=8, bootstrap=0, progress=False)
+    assert repr(old.rows) == repr(new.rows)  # NaN-safe: bootstrap=0 leaves the intervals NaN
+    with pytest.raises(StlensError, match="`from_run` is required"):
+        stlens.ablate("stlens:i3d", DATA, weights="bundled:i3d-motion", progress=False)
+    with pytest.raises(StlensError, match="`from_run` only"):
+        stlens.ablate("stlens:i3d", DATA, measured, units=measured, progress=False)

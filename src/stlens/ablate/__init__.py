@@ -4,7 +4,7 @@
 (per-clip scores, bootstrap intervals; top-1/top-5 accuracy) · ``run`` (the loop: decode once, every condition on
 the held batch) · ``result`` (``AblationResult`` and its run folder) · ``plots``.
 
-This package is callable: ``stlens.ablate(model, data, units, ...)`` is ``stlens.ablate.run.ablate``.
+This package is callable: ``stlens.ablate(model, data, from_run, ...)`` is ``stlens.ablate.run.ablate``.
 """
 
 from stlens._lazy import callable_package

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,7 +98,7 @@ def _nbytes(inputs) -> int:
     return sum(x.numel() * x.element_size() for x in (inputs if isinstance(inputs, tuple) else (inputs,)))
 
 
-def ablate(model: str | nn.Module | ModelHandle, data: str | LabelledClips, units: Any,
+def ablate(model: str | nn.Module | ModelHandle, data: str | LabelledClips, from_run: Any = None,
            layers: str | Sequence[str] | None = None,
            select: str | Sequence[str] = ("dynamic", "static", "random"),
            k: float | Sequence[float] = (10, 25, 50, 75, 90), *, mode: str | Sequence[str] = "zero", draws: int = 5,
@@ -107,13 +108,14 @@ def ablate(model: str | nn.Module | ModelHandle, data: str | LabelledClips, unit
            workers: int | None = 0, metric: Metric | None = None, mask_threshold: float = 0.5, iou: str = "mask",
            progress: bool = True,
            hold_bytes: int = HOLD_BYTES, meta: dict[str, Any] | None = None, out: str | Path | None = None,
-           overwrite: bool = False, offline: bool | None = None) -> AblationResult:
-    """Mask the channels of ``layers`` that ``select`` picks at each K% (from the measure run ``units``) and score the
-    model on ``data``'s labelled clips against the unmasked baseline on the same clips.
+           overwrite: bool = False, offline: bool | None = None, units: Any = None) -> AblationResult:
+    """Mask the channels of ``layers`` that ``select`` picks at each K% (from the measure run ``from_run``) and score
+    the model on ``data``'s labelled clips against the unmasked baseline on the same clips.
 
     ``model``: a spec (``stlens:i3d``; with ``weights``, ``frames``, ``size``), a module or a ``ModelHandle``;
-    ``data``: a data spec with labels (``synth:...``, an annotation file) or ``LabelledClips``; ``units``: a measure
-    run folder, its result.json or units.csv, or a ``MeasureResult``; ``layers``: default every layer of the units;
+    ``data``: a data spec with labels (``synth:...``, an annotation file) or ``LabelledClips``; ``from_run``: a measure
+    run folder, its result.json or units.csv, or a ``MeasureResult`` (``units`` is its deprecated spelling; in
+    ``measure``, ``units`` is what one sample is); ``layers``: default every layer of the units;
     ``select``: names of ``stlens.ablate.selection.SELECTIONS``; ``k``: percentages in (0, 100]; ``mode``: ``zero``
     and/or ``mean``; ``draws``: draws of each random selection; ``clips``: the first N clips of ``data`` (default
     all); ``bootstrap``: replicates of the 95% intervals over clips; ``metric``: default top-1/top-5 accuracy, for
@@ -125,12 +127,14 @@ def ablate(model: str | nn.Module | ModelHandle, data: str | LabelledClips, unit
     the model is built: refused when it holds a complete run unless ``overwrite``; written in full or not at all
     (``result.path``).
     """
+    from_run = _measure_run(from_run, units)
+    del units
     if out is None:
         return _ablate(**_given(locals()))
     from stlens.ablate.result import FILES
     from stlens.runs import RunFolder
 
-    _check_arguments(select, k, mode, batch_size, bootstrap, workers, mask_threshold, iou, units)
+    _check_arguments(select, k, mode, batch_size, bootstrap, workers, mask_threshold, iou, from_run)
     folder = RunFolder(out, "ablate", overwrite=overwrite, outputs=FILES).claim()
     try:
         result = _ablate(**_given(locals()))
@@ -139,6 +143,20 @@ def ablate(model: str | nn.Module | ModelHandle, data: str | LabelledClips, unit
         raise
     result.path = result.save(folder)
     return result
+
+
+def _measure_run(from_run: Any, units: Any) -> Any:
+    """``from_run``, or the deprecated ``units`` (a FutureWarning); one of them is required."""
+    if units is not None:
+        if from_run is not None:
+            raise StlensError("give the measure run as `from_run` only (`units` is its deprecated spelling)")
+        warnings.warn("ablate(units=...) is deprecated, use from_run=... (the measure run that ranks the channels)",
+                      FutureWarning, stacklevel=3)
+        return units
+    if from_run is None:
+        raise StlensError("`from_run` is required: the stlens measure run (folder, result.json, units.csv or a "
+                          "MeasureResult) whose units rank the channels to mask")
+    return from_run
 
 
 def _given(arguments: dict[str, Any]) -> dict[str, Any]:
@@ -167,9 +185,10 @@ def _check_arguments(select, k, mode, batch_size: int, bootstrap: int, workers: 
     return list(dict.fromkeys(modes))
 
 
-def _ablate(model, data, units, layers, select, k, *, mode, draws, clips, batch_size, seed, bootstrap, weights, frames,
-            size, device, precision, workers, metric, mask_threshold, iou, progress, hold_bytes, meta,
+def _ablate(model, data, from_run, layers, select, k, *, mode, draws, clips, batch_size, seed, bootstrap, weights,
+            frames, size, device, precision, workers, metric, mask_threshold, iou, progress, hold_bytes, meta,
             offline) -> AblationResult:
+    units = from_run
     started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     clock = time.perf_counter()
     selects = check_selections(_names(select))
