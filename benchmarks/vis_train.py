@@ -39,7 +39,7 @@ TEST_DATA = BASE + "&split=test&n=256"
 #: the fixed sample ``tests/test_bundled.py`` re-checks: the first test clips
 CHECK_DATA = BASE + "&split=test&n=16"
 #: bundled name → the recipe chosen on the validation part (docs/vis.md)
-BUNDLED = {"vis-motion": "rgb-w32"}
+BUNDLED = {"vis-motion": "rgb-w32", "vis-appearance": "rgb-w32"}
 #: recipe → model spec and trainer settings (AdamW, linear warm-up, cosine decay to 0)
 RECIPES: dict[str, dict[str, Any]] = {
     "flow-w32": {"model": "stlens:vis?classes=4&width=32&queries=10&flow=true", "steps": 800, "batch_size": 8,
