@@ -15,13 +15,16 @@ from stlens.models.registry import load_model
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from bundle_segmenters import SEGMENTERS, sample_miou  # noqa: E402
 from make_checkpoints import RECIPES, sample_accuracy  # noqa: E402
+from vis_train import BUNDLED as VIS_BUNDLED  # noqa: E402
+from vis_train import CHECK_DATA as VIS_CHECK_DATA  # noqa: E402
+from vis_train import check_sample as vis_check_sample  # noqa: E402
 
 BUNDLED = list_bundled()
 CLASSIFIERS = [name for name in BUNDLED if name in RECIPES]
 
 
 def test_every_recipe_is_bundled_and_small():
-    assert sorted(BUNDLED) == sorted([*RECIPES, *SEGMENTERS])
+    assert sorted(BUNDLED) == sorted([*RECIPES, *SEGMENTERS, *VIS_BUNDLED])
     sizes = {name: (bundled_dir() / f"{name}.safetensors").stat().st_size for name in BUNDLED}
     assert max(sizes.values()) < 5 * 2**20
     assert sum(sizes.values()) < 25 * 2**20
@@ -48,6 +51,19 @@ def test_bundled_segmenter_reaches_its_recorded_miou(name):
     assert found == pytest.approx(info["check_sample"]["miou"], abs=1e-3)
     assert found > 0.5  # trained: an untrained avos (seed 0) scored 0.093 on this sample
     assert set(info["study"]["fusion"]) == {f"fusion.stage{k}" for k in (1, 2, 3, 4)}
+
+
+@pytest.mark.parametrize("name", sorted(VIS_BUNDLED))
+def test_bundled_vis_model_reaches_its_recorded_ap(name):
+    """The bundled instance segmenter loads from its spec and scores its recorded track AP on the first 16 test
+    clips, above the trivial baseline's there (one track per class over all instances' pixels). Only just: it misses
+    the issue's bar of 2x the baseline (docs/vis.md: the classes are not learned)."""
+    info = bundled_info(name)
+    world = name.removeprefix("vis-")
+    assert info["task"] == "instances" and info["check_sample"]["data"] == VIS_CHECK_DATA.format(world=world)
+    found = vis_check_sample(info["model"], f"bundled:{name}", info["check_sample"]["data"])
+    assert found["ap"] == pytest.approx(info["check_sample"]["ap"], abs=0.02)  # a flipped mask pixel moves IoU
+    assert found["ap"] > found["baseline"]["ap"] and found["best_iou_ge_0.5"] > 0.5
 
 
 def test_bundled_segmenter_refuses_other_architecture_options():
