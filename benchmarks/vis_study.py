@@ -32,13 +32,14 @@ class Settings:
     """What one study runs; ``quick`` is the end-to-end check."""
 
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
-    width: int = 32
+    width: int = 32  # the recipe chosen in benchmarks/vis_train.py (rgb-w32, docs/vis.md)
     queries: int = 10
     depth: int = 3
-    steps: int = 1500
+    steps: int = 800
     lr: float = 1e-3
+    warmup: int = 40
     batch_size: int = 8
-    train_clips: int = 2048
+    train_clips: int = 2000
     test_clips: int = 256
     pairs: int = 512
     k: float = 50.0
@@ -47,7 +48,7 @@ class Settings:
 
     @classmethod
     def quick(cls) -> Settings:
-        return cls(seeds=[0], width=16, queries=6, depth=2, steps=60, lr=2e-3, batch_size=4, train_clips=128,
+        return cls(seeds=[0], width=16, queries=6, depth=2, steps=60, lr=2e-3, warmup=5, batch_size=4, train_clips=128,
                    test_clips=32, pairs=32, draws=1, bootstrap=100)
 
     @property
@@ -83,13 +84,15 @@ def weights(train: Path) -> str:
 def run_one(s: Settings, out: Path, world: str, seed: int, log: dict[str, float]) -> None:
     """Train, measure, evaluate and ablate one (world, seed), skipping the steps already complete."""
     import stlens
+    from stlens.train.trainer import TrainConfig
 
     root = out / "runs" / f"{world}-s{seed}"
     train, measure, evaluate, ablate = (root / name for name in ("train", "measure", "evaluate", "ablate"))
     steps = [
-        ("train", train, lambda: stlens.train(
-            s.model, s.data(world, "train"), task="instances", steps=s.steps, lr=s.lr, batch_size=s.batch_size,
-            seed=seed, eval_clips=min(64, s.test_clips), device="cpu", out=train, progress=False)),
+        ("train", train, lambda: stlens.train(TrainConfig(
+            model=s.model, data=s.data(world, "train"), task="instances", steps=s.steps, lr=s.lr, warmup=s.warmup,
+            batch_size=s.batch_size, seed=seed, eval_clips=min(64, s.test_clips), device="cpu", out=str(train)),
+            progress=False)),
         ("measure", measure, lambda: stlens.measure(
             s.model, s.data(world, "train"), s.layers(), weights=weights(train), pairs=s.pairs, batch_size=8,
             seed=seed, device="cpu", out=measure, progress=False)),
@@ -185,6 +188,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="small settings: end to end in minutes")
     parser.add_argument("--tables", action="store_true", help="only write the tables of what is done")
     parser.add_argument("--seeds", default=None, help="comma-separated seeds (default 0,1,2; quick 0)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1: run worlds side by side)")
+    parser.add_argument("--worlds", default=",".join(WORLDS), help="comma-separated worlds to run (default both)")
     args = parser.parse_args(argv)
     s = Settings.quick() if args.quick else Settings()
     if args.seeds:
@@ -204,9 +209,11 @@ def main(argv: list[str] | None = None) -> int:
     if not args.tables:
         import torch
 
-        torch.set_num_threads(max(1, torch.get_num_threads()))
+        torch.set_num_threads(args.threads)
         for seed in s.seeds:
-            for world in WORLDS:
+            for world in args.worlds.split(","):
+                if world not in WORLDS:
+                    raise SystemExit(f"vis_study: unknown world {world!r}; choose from {', '.join(WORLDS)}")
                 run_one(s, out, world, seed, log)
     summary = collect(s, out)
     (out / "summary.json").write_text(json.dumps({"settings": asdict(s), "summary": summary, "seconds": log},
