@@ -118,3 +118,24 @@ def test_a_masked_model_trains():
     (out["logits"].logsumexp(-1).sum() + out["masks"].sigmoid().mean()).backward()
     grads = [p.grad for p in model.parameters() if p.requires_grad]
     assert all(g is not None and torch.isfinite(g).all() for g in grads)
+
+
+def test_the_attention_probe_runs(tmp_path):
+    import sys
+    from pathlib import Path
+
+    from safetensors.torch import save_file
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from vis_attention import probe
+
+    spec = "stlens:vis?width=8&queries=4&depth=2&masked=true"
+    torch.manual_seed(0)
+    weights = tmp_path / "w.safetensors"
+    save_file(stlens.load_model(spec).module.state_dict(), str(weights))
+    found = probe(spec, str(weights), "synth:motion?task=instances&frames=8&size=64&n=4", batch=2)
+    assert [layer["layer"] for layer in found["layers"]] == ["decoder.0", "decoder.1"]
+    assert 0 < found["track_share_of_tokens"] < 1 and found["tracks"] > 0
+    for layer in found["layers"]:
+        assert all(0 <= layer[k] <= 1 for k in ("queries_fully_open", "best_query_fully_open",
+                                                 "best_query_precision", "best_query_recall"))
