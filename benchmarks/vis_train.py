@@ -48,6 +48,9 @@ RECIPES: dict[str, dict[str, Any]] = {
                  "lr": 2e-3, "warmup": 50},
     "rgb-w32": {"model": "stlens:vis?classes=4&width=32&queries=10", "steps": 800, "batch_size": 8, "lr": 1e-3,
                 "warmup": 40},
+    # rgb-w32 with Mask2Former's masked attention (docs/vis.md: does it let the queries read their object's motion?)
+    "rgb-w32-masked": {"model": "stlens:vis?classes=4&width=32&queries=10&masked=true", "steps": 800,
+                       "batch_size": 8, "lr": 1e-3, "warmup": 40},
 }
 QUICK = {"steps": 20, "batch_size": 2, "warmup": 2}
 

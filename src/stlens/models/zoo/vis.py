@@ -64,10 +64,25 @@ class Memory(nn.Module):
         return x.flatten(2).transpose(1, 2)
 
 
+def attention_mask(mask_logits: torch.Tensor, grid: tuple[int, int, int], heads: int = 1) -> torch.Tensor:
+    """Mask2Former's masked-attention mask: mask logits (B, Q, T', H', W') → bool (B·heads, Q, T·h·w), True where a
+    query may *not* attend. The logits are resized to the memory grid ``grid`` = (T, h, w) (trilinear,
+    ``align_corners=False``; bilinear per frame when T' = T), a token is open where sigmoid(logit) > 0.5, and a query
+    with no open token is left fully open. Tokens are time-major, as ``Memory`` flattens them."""
+    b, q = mask_logits.shape[:2]
+    if tuple(mask_logits.shape[2:]) != tuple(grid):
+        mask_logits = F.interpolate(mask_logits.flatten(0, 1).unsqueeze(1).float(), size=grid, mode="trilinear",
+                                    align_corners=False).squeeze(1).unflatten(0, (b, q))
+    blocked = (mask_logits.sigmoid() <= 0.5).flatten(2)
+    blocked &= ~blocked.all(-1, keepdim=True)
+    return blocked.repeat_interleave(heads, dim=0)
+
+
 class DecoderLayer(nn.Module):
     """One transformer decoder layer (post-norm, as Mask2Former): cross-attention of the queries over the clip's
-    memory tokens, self-attention among the queries, an FFN; each with a residual and LayerNorm. The query position
-    embeddings are added to the queries and keys of both attentions. (B, Q, D) in and out."""
+    memory tokens (restricted by ``attn_mask`` when given: bool (B·heads, Q, tokens), True = blocked), self-attention
+    among the queries, an FFN; each with a residual and LayerNorm. The query position embeddings are added to the
+    queries and keys of both attentions. (B, Q, D) in and out."""
 
     def __init__(self, dim: int, heads: int, hidden: int):
         super().__init__()
@@ -78,8 +93,9 @@ class DecoderLayer(nn.Module):
         self.ffn = nn.Sequential(nn.Linear(dim, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, dim))
         self.norm_ffn = nn.LayerNorm(dim)
 
-    def forward(self, x: torch.Tensor, memory: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
-        x = self.norm_cross(x + self.cross(x + pos, memory, memory, need_weights=False)[0])
+    def forward(self, x: torch.Tensor, memory: torch.Tensor, pos: torch.Tensor,
+                attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+        x = self.norm_cross(x + self.cross(x + pos, memory, memory, attn_mask=attn_mask, need_weights=False)[0])
         q = x + pos
         x = self.norm_self(x + self.self_attn(q, q, x, need_weights=False)[0])
         return self.norm_ffn(x + self.ffn(x))
@@ -97,7 +113,10 @@ class VIS(nn.Module):
     learned queries, each layer's output (B, Q, D). Heads on the last layer: ``class_head`` (linear → K + 1) and
     ``mask_embed`` (3-layer MLP → D); mask logits = ⟨mask embedding, pixel embedding⟩ per frame, bilinearly upsampled
     to H, W. ``flow=True``: the encoded flow (``flow_to_frames``) joins the RGB as two more stem channels (early
-    fusion) and the model takes ``(rgb, flow)``.
+    fusion) and the model takes ``(rgb, flow)``. ``masked=True``: Mask2Former's masked attention — before each
+    decoder layer the mask head is applied to the current queries (the learned ``query_feat`` before ``decoder.0``)
+    and each query's cross-attention is restricted to the memory tokens inside its mask (``attention_mask``); no
+    new parameters, the final heads unchanged (default False: plain cross-attention).
 
     Default layers: ``stage1–3``, ``pixel_decoder``, ``decoder.0…L−1``. Temporal receptive field: 1 frame up to
     ``pixel_decoder`` and ``memory``; every frame from ``decoder.0`` on. ``query_layers``: the layers whose output is
@@ -108,14 +127,14 @@ class VIS(nn.Module):
     input_spec = SEG_INPUT
 
     def __init__(self, num_classes: int = 4, width: int = 32, queries: int = 10, depth: int = 3, heads: int = 4,
-                 flow: bool = False):
+                 flow: bool = False, masked: bool = False):
         super().__init__()
         if width > 64:
             raise ValueError(f"width must be ≤ 64 (a small zoo model), got {width}")
         dim = 2 * width
         if dim % heads:
             raise ValueError(f"2·width = {dim} is not divisible by heads {heads}")
-        self.num_classes, self.flow = num_classes, flow
+        self.num_classes, self.flow, self.masked, self.heads = num_classes, flow, masked, heads
         if flow:
             self.stlens_inputs = 2
         self.stem = ConvBNReLU(5 if flow else 3, width, (1, 5, 5), stride=(1, 2, 2))
@@ -151,14 +170,22 @@ class VIS(nn.Module):
         b = clip.shape[0]
         q = self.query_feat.weight.unsqueeze(0).expand(b, -1, -1)
         pos = self.query_pos.weight.unsqueeze(0).expand(b, -1, -1)
+        grid = (pixels.shape[2], *features[-1].shape[3:])
         for layer in self.decoder:
-            q = layer(q, memory, pos)
+            attn_mask = None
+            if self.masked:
+                attn_mask = attention_mask(self.mask_logits(q, pixels).detach(), grid, self.heads)
+            q = layer(q, memory, pos, attn_mask)
         logits = self.class_head(q)
-        masks = torch.einsum("bqd,bdthw->bqthw", self.mask_embed(q), pixels)
+        masks = self.mask_logits(q, pixels)
         if masks.shape[-2:] != size[1:]:
             masks = F.interpolate(masks.flatten(0, 1), size=size[1:], mode="bilinear", align_corners=False
                                   ).unflatten(0, masks.shape[:2])
         return {"logits": logits, "masks": masks}
+
+    def mask_logits(self, q: torch.Tensor, pixels: torch.Tensor) -> torch.Tensor:
+        """Mask logits (B, Q, T, h, w) of queries (B, Q, D) on pixel embeddings (B, D, T, h, w)."""
+        return torch.einsum("bqd,bdthw->bqthw", self.mask_embed(q), pixels)
 
 
 @torch.no_grad()
