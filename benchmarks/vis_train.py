@@ -51,6 +51,8 @@ RECIPES: dict[str, dict[str, Any]] = {
     # rgb-w32 with Mask2Former's masked attention (docs/vis.md: does it let the queries read their object's motion?)
     "rgb-w32-masked": {"model": "stlens:vis?classes=4&width=32&queries=10&masked=true", "steps": 800,
                        "batch_size": 8, "lr": 1e-3, "warmup": 40},
+    "flow-w32-masked": {"model": "stlens:vis?classes=4&width=32&queries=10&masked=true&flow=true", "steps": 800,
+                        "batch_size": 8, "lr": 1e-3, "warmup": 40},
 }
 QUICK = {"steps": 20, "batch_size": 2, "warmup": 2}
 
