@@ -17,7 +17,7 @@ LEVELS = [
     {"video"},
     {"models", "synth", "pairs"},
     {"measure"},
-    {"train", "visualize", "report", "ablate"},
+    {"train", "visualize", "report", "ablate", "perturb"},
     {"explain", "selectivity"},
     {"showcase"},
     {"cli"},

@@ -85,7 +85,7 @@ def test_the_check_sees_a_second_meaning():
 def test_shared_options_are_everywhere_they_belong():
     options = _options()
     writers = {"stlens measure", "stlens track", "stlens visualize", "stlens ablate", "stlens evaluate",
-               "stlens selectivity", "stlens train", "stlens stylize"}
+               "stlens selectivity", "stlens train", "stlens stylize", "stlens perturb"}
     assert writers <= set(options["--overwrite"])
     assert {"stlens measure", "stlens layers", "stlens ablate", "stlens visualize", "stlens train",
             "stlens evaluate"} <= set(options["--model"])
@@ -152,8 +152,8 @@ def test_cli_error_names_the_option_and_python_error_the_argument(capsys, tmp_pa
     assert not (tmp_path / "m").exists()
 
 
-VERBS = ["measure", "layers", "ablate", "visualize", "track", "train", "stylize", "check_pairs", "report", "evaluate",
-         "selectivity"]
+VERBS = ["measure", "layers", "ablate", "perturb", "visualize", "track", "train", "stylize", "check_pairs", "report",
+         "evaluate", "selectivity"]
 
 
 @pytest.mark.parametrize("verb", VERBS)

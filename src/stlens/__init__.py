@@ -1,8 +1,8 @@
 """stlens: what spatiotemporal video networks encode — static vs. dynamic information per layer and channel.
 
 Every verb is a plain function with its real signature (``measure``, ``layers``, ``evaluate``, ``train``, ``track``,
-``stylize``, ``check_pairs``, ``visualize``, ``ablate``, ``selectivity``, ``explain``, ``report``); attributes load on
-first use (``import stlens`` itself imports nothing heavy): see docs/architecture.md.
+``stylize``, ``check_pairs``, ``visualize``, ``ablate``, ``perturb``, ``selectivity``, ``explain``, ``report``);
+attributes load on first use (``import stlens`` itself imports nothing heavy): see docs/architecture.md.
 """
 
 from stlens._lazy import attach
@@ -19,6 +19,7 @@ _NAMES = {
     "ModelHandle": "stlens.core.handle:ModelHandle",
     "Pair": "stlens.core.pair:Pair",
     "PairedMoments": "stlens.measure.moments:PairedMoments",
+    "PerturbResult": "stlens.perturb.result:PerturbResult",
     "RandomChannelDropout": "stlens.train.static_dropout:RandomChannelDropout",
     "SelectivityResult": "stlens.selectivity.result:SelectivityResult",
     "StaticDropout": "stlens.train.static_dropout:StaticDropout",
@@ -38,6 +39,7 @@ _NAMES = {
     "make_pairs": "stlens.pairs.compose:make_pairs",
     "measure": "stlens.measure",  # a callable package: stlens.measure(...) runs measure.verb.measure
     "open_data": "stlens.video.sources:open_data",
+    "perturb": "stlens.perturb",  # a callable package: stlens.perturb(...) runs perturb.run.perturb
     "report": "stlens.report",  # a callable package: stlens.report(...) runs report.html.report
     "selectivity": "stlens.selectivity",  # a callable package: stlens.selectivity(...) runs selectivity.run.selectivity
     "stylize": "stlens.pairs.stylize:stylize",

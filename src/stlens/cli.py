@@ -638,6 +638,39 @@ def _add_ablate_parser(sub) -> None:
     p.set_defaults(func=cmd_ablate)
 
 
+def cmd_perturb(args: argparse.Namespace) -> int:
+    import stlens
+
+    result = stlens.perturb(args.model, args.data, perturbations=args.perturbations, clips=args.clips,
+                            seed=args.seed, bootstrap=args.bootstrap, progress=not args.quiet, out=args.out,
+                            overwrite=args.overwrite, meta={"arguments": _recorded(args)},
+                            **_model_kwargs(args), **_compute_kwargs(args))
+    if not args.quiet:
+        print(result.table())
+        where = f" → {result.path}/perturb.csv" if result.path is not None else ""
+        print(f"{result.settings['clips']} clips, {result.timing['forwards']} forwards in "
+              f"{result.timing['seconds']:.1f} s on {result.settings['device']} ({result.settings['precision']})"
+              f"{where}")
+    return 0
+
+
+def _add_perturb_parser(sub) -> None:
+    p = sub.add_parser("perturb", help="score a classifier on labelled clips clean and with motion removed or "
+                       "appearance changed: drop and retention with CIs (docs/behaviour.md)")
+    _model_options(p)
+    _data_option(p, what="labelled clips: synth:WORLD[?options], an annotation file with labels or classes:ROOT")
+    p.add_argument("--perturbations", default="shuffle,freeze,reverse,stride,palette,fourier,static-mix",
+                   metavar="P1[,P2...]", help="comma-separated: shuffle, freeze, reverse, stride, palette, fourier, "
+                   "static-mix (default all)")
+    p.add_argument("--clips", type=int, default=None, metavar="N", help="the first N clips of --data (default all)")
+    _compute_options(p, "clips", 16, "decode and prepare the clips", workers_default=0)
+    _stats_options(p, 1000, "clips", threshold=False)
+    _seed_option(p, "seeds the clips, the shuffles, styles and static-mix donors, and the bootstrap (default 0)")
+    _output_options(p, "the run folder (perturb.csv, perturb.json, perturb.png); default: print only",
+                    required=False)
+    p.set_defaults(func=cmd_perturb)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from stlens.showcase import demo_table, run_demo, verdicts
 
@@ -695,7 +728,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     for add in (_add_measure_parser, _add_layers_parser, _add_evaluate_parser, _add_train_parser, _add_track_parser,
                 _add_stylize_parser, _add_pairs_parser, _add_report_parser, _add_visualize_parser, _add_ablate_parser,
-                _add_selectivity_parser, _add_explain_parser, _add_demo_parser):
+                _add_perturb_parser, _add_selectivity_parser, _add_explain_parser, _add_demo_parser):
         add(sub)
     for p in subparsers(parser):
         p.set_defaults(options=option_names(p))

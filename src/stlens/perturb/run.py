@@ -1,0 +1,174 @@
+"""``stlens perturb``: does the static bias a measurement finds show in behaviour? The model is scored on labelled
+clips clean and under perturbations that remove motion or change appearance (``stlens.perturb.perturbations``),
+every perturbation on the same clips: each batch is decoded once and every perturbation is applied to the decoded,
+normalised batch before its forward.
+
+Classifiers are scored by top-1 (and top-5 with more than 5 classes) accuracy; segmentation and instance data,
+and two-input (rgb, flow) models — whose flow would have to be recomputed from the perturbed RGB — are not
+supported yet (a ``StlensError`` says so).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from stlens.core.device import exact_fp32, resolve_device, resolve_precision
+from stlens.core.handle import ModelHandle
+from stlens.core.workers import in_order, resolve_workers
+from stlens.errors import StlensError
+from stlens.measure.run import forward_or_explain, to_device
+from stlens.measure.scores import Accuracy
+from stlens.measure.verb import at_input_spec, resolve_model
+from stlens.perturb.perturbations import CLEAN, DEFAULT, MIX_ALPHA, Context, Perturbation, parse_perturbations
+from stlens.perturb.result import FILES, PerturbResult
+from stlens.perturb.stats import bootstrap_indices, rate, summarise
+from stlens.video.labelled import LabelledBatches, LabelledClips, open_clips
+
+
+def perturb(model: str | nn.Module | ModelHandle, data: str | LabelledClips, *,
+            perturbations: str | Sequence = DEFAULT, clips: int | None = None, batch_size: int = 16,
+            bootstrap: int = 1000, seed: int = 0, weights: str | None = None, frames: int | None = None,
+            size: int | None = None, device: str | torch.device | None = None, precision: str = "fp32",
+            workers: int | None = 0, progress: bool = True, meta: dict[str, Any] | None = None,
+            out: str | Path | None = None, overwrite: bool = False, offline: bool | None = None) -> PerturbResult:
+    """Score ``model`` on ``data``'s labelled clips clean and under each of ``perturbations``: per perturbation the
+    score, the drop (clean − perturbed, paired over clips) and the retention (score − chance) / (clean − chance),
+    each with a 95% bootstrap interval over clips (``bootstrap`` resamples, the same for all).
+
+    ``model``: a spec (``stlens:i3d``; with ``weights``, ``frames``, ``size``), a module or a ``ModelHandle`` of a
+    one-input classifier; ``data``: a labelled data spec (``synth:...``, an annotation file, ``classes:ROOT``) or
+    ``LabelledClips``; ``perturbations``: ``"shuffle,freeze,..."`` or a sequence of built-in names (shuffle, freeze,
+    reverse, stride, palette, fourier, static-mix; docs/behaviour.md) and ``(name, fn)`` user perturbations, ``fn``
+    mapping a normalised clip (3, T, H, W) to one of the same shape; ``clips``: the first N clips (default all);
+    ``seed``: the clips' draws, the shuffles, styles and static-mix donors, and the bootstrap.
+
+    ``out``: the run folder (perturb.csv, perturb.json, perturb.png), claimed once the arguments are checked and
+    before the model is built: refused when it holds a complete run unless ``overwrite``; written in full or not at
+    all (``result.path``).
+    """
+    chosen = _check_arguments(perturbations, clips, batch_size, bootstrap, workers)
+    if out is None:
+        return _perturb(model, data, chosen, clips, batch_size, bootstrap, seed, weights, frames, size, device,
+                        precision, workers, progress, meta, offline)
+    from stlens.runs import RunFolder
+
+    folder = RunFolder(out, "perturb", overwrite=overwrite, outputs=FILES).claim()
+    try:
+        result = _perturb(model, data, chosen, clips, batch_size, bootstrap, seed, weights, frames, size, device,
+                          precision, workers, progress, meta, offline)
+    except BaseException:
+        folder.abandon()
+        raise
+    result.save(folder)
+    return result
+
+
+def _check_arguments(perturbations, clips, batch_size: int, bootstrap: int, workers) -> list[Perturbation]:
+    """Every argument that needs no model or data, checked before any work."""
+    chosen = parse_perturbations(perturbations)
+    if batch_size < 1:
+        raise StlensError(f"`batch_size` must be ≥ 1 (clips per forward), got {batch_size}")
+    if bootstrap < 0:
+        raise StlensError(f"`bootstrap` must be ≥ 0, got {bootstrap}")
+    if clips is not None and int(clips) < 2:
+        raise StlensError(f"`clips` must be ≥ 2 (intervals over clips), got {clips}")
+    resolve_workers(workers)
+    return chosen
+
+
+def _perturb(model, data, chosen: list[Perturbation], clips, batch_size, bootstrap, seed, weights, frames, size,
+             device, precision, workers, progress, meta, offline) -> PerturbResult:
+    started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    clock = time.perf_counter()
+    workers = resolve_workers(workers)
+    handle = resolve_model(model, weights=weights, frames=frames, size=size, device=device, offline=offline)
+    if handle.inputs != 1:
+        raise StlensError(f"`model` {handle.spec} takes (rgb, flow): perturb scores one-input (RGB) models only for "
+                          f"now (the flow would have to be recomputed from the perturbed RGB)")
+    target = handle.device if device is None else resolve_device(device)
+    used = resolve_precision(precision, target)
+    module = handle.module.eval().to(target)
+    labelled = open_clips(at_input_spec(data, handle), handle.input, task=None) if isinstance(data, str) else data
+    task = getattr(labelled, "task", "classify")
+    if task != "classify":
+        raise StlensError(f"`data` gives {task} targets: perturb scores classifiers only for now (mIoU and track AP "
+                          f"under perturbations are not implemented)")
+    count = len(labelled) if clips is None else min(int(clips), len(labelled))
+    if count < 2:
+        raise StlensError(f"`data` must hold at least 2 clips, got {count}")
+    metric = Accuracy(int(labelled.num_classes))
+    names = [CLEAN] + [p.name for p in chosen]
+    scores = {n: {m: np.full(count, np.nan) for m in metric.names} for n in names}
+    follows = {p.name: np.full(count, np.nan) for p in chosen if p.kind == "static-mix"}
+    synthesis = {p.name: 0.0 for p in chosen}
+    timing = {"forward_seconds": 0.0, "decode_seconds": 0.0, "forwards": 0}
+    context_stills: dict[int, torch.Tensor] = {}
+    from tqdm.auto import tqdm
+
+    batches = LabelledBatches(labelled, count, batch_size, seed)
+    with exact_fp32(used == "fp32"), tqdm(total=len(batches) * len(names), desc="perturb", unit="forward",
+                                          disable=not progress or None) as bar:
+        start, tick = 0, time.perf_counter()
+        for inputs, labels in in_order(batches, workers):
+            timing["decode_seconds"] += time.perf_counter() - tick
+            if isinstance(inputs, tuple):
+                raise StlensError("`data` gives (rgb, flow) inputs: perturb scores one-input models only for now")
+            stop = start + len(labels)
+            context = Context(np.arange(start, stop), labels.cpu().numpy(), handle.input, seed, context_stills)
+
+            def forward(batch: torch.Tensor) -> torch.Tensor:
+                began = time.perf_counter()
+                out = forward_or_explain(handle, module, to_device(batch, target), used, "clips per forward")
+                timing["forward_seconds"] += time.perf_counter() - began
+                timing["forwards"] += 1
+                bar.update(1)
+                return out[0] if isinstance(out, tuple | list) else out
+
+            for name, value in metric.scores(forward(inputs), labels).items():
+                scores[CLEAN][name][start:stop] = value
+            for p in chosen:
+                began = time.perf_counter()
+                changed = p.apply(inputs.clone(), context)
+                synthesis[p.name] += time.perf_counter() - began
+                outputs = forward(changed)
+                unscored = np.zeros(len(labels), bool)
+                if p.kind == "static-mix":
+                    donors = context.donors
+                    unscored = donors < 0
+                    predicted = outputs.float().argmax(dim=1).cpu().numpy()
+                    follows[p.name][start:stop] = np.where(unscored, np.nan, (predicted == donors).astype(float))
+                for name, value in metric.scores(outputs, labels).items():
+                    scores[p.name][name][start:stop] = np.where(unscored, np.nan, value)
+            start, tick = stop, time.perf_counter()
+    index = bootstrap_indices(count, bootstrap, seed) if bootstrap else np.zeros((0, count), int)
+    kinds = {CLEAN: "clean"} | {p.name: p.kind for p in chosen}
+    rows = []
+    for name in names:
+        for m, k in zip(metric.names, metric.ks, strict=True):
+            chance = k / metric.classes
+            s = summarise(scores[name][m], scores[CLEAN][m], chance, index)
+            follow = rate(follows[name], index) if name in follows else (float("nan"),) * 3
+            rows.append({"perturbation": name, "kind": kinds[name], "metric": m,
+                         **{c: s[c] for c in ("score", "score_lo", "score_hi", "drop", "drop_lo", "drop_hi",
+                                              "retention", "retention_lo", "retention_hi")},
+                         "chance": chance, "clips": s["clips"], "follow_rate": follow[0], "follow_rate_lo": follow[1],
+                         "follow_rate_hi": follow[2], "note": s["note"]})
+    from stlens._version import __version__
+
+    settings = {
+        "model": handle.spec, "weights": weights, "data": data if isinstance(data, str) else type(data).__name__,
+        "perturbations": [{"name": p.name, "kind": p.kind} for p in chosen], "mix_alpha": MIX_ALPHA, "clips": count,
+        "classes": metric.classes, "frames": handle.input.frames, "size": handle.input.size,
+        "batch_size": batch_size, "seed": seed, "bootstrap": bootstrap, "workers": workers, "device": str(target),
+        "precision": used, "precision_asked": precision, "started": started,
+        "versions": {"stlens": __version__, "torch": torch.__version__}, **(meta or {}),
+    }
+    timing |= {"seconds": time.perf_counter() - clock, "synthesis_seconds": synthesis}
+    return PerturbResult(settings=settings, metrics=list(metric.names), rows=rows, timing=timing)

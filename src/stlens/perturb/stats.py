@@ -1,0 +1,82 @@
+"""The statistics of ``stlens perturb``: per-clip scores (1/0 for top-k), their means, and 95% percentile bootstrap
+intervals over clips, every perturbation on the same resamples as the clean scores (so drops and retentions are
+paired clip by clip).
+
+Retention of a perturbation: ``(score − chance) / (clean − chance)``, chance = k/C for top-k of C classes; 1 keeps
+all the above-chance accuracy, 0 falls to chance. It is NaN (with a note) when ``clean − chance`` is under two
+standard errors of the clean mean (std/√n): the model is then not shown to be above chance. Its interval: the same
+ratio on each bootstrap resample, resamples whose clean mean is not above chance left out.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+LEVEL = 0.95
+
+
+def bootstrap_indices(clips: int, replicates: int, seed: int) -> np.ndarray:
+    """(replicates, clips) clip indices drawn with replacement: the same for every perturbation of a run."""
+    return np.random.default_rng([seed, 0x9E27B, 1]).integers(0, clips, size=(replicates, clips))
+
+
+def interval(values: np.ndarray, level: float = LEVEL) -> tuple[float, float]:
+    """The central ``level`` percentile interval of the finite ``values`` (NaN, NaN without any)."""
+    values = np.asarray(values, dtype=np.float64)
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return float("nan"), float("nan")
+    tail = 100 * (1 - level) / 2
+    low, high = np.percentile(values, [tail, 100 - tail])
+    return float(low), float(high)
+
+
+def resampled_means(values: np.ndarray, kept: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """The mean of ``values`` over the kept clips of each resample (NaN where a resample keeps none)."""
+    weights = kept[index]
+    count = weights.sum(axis=1)
+    sums = np.where(weights, np.where(kept, values, 0.0)[index], 0.0).sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, sums / np.maximum(count, 1), np.nan)
+
+
+def summarise(scores: np.ndarray, clean: np.ndarray, chance: float, index: np.ndarray) -> dict[str, float | str]:
+    """A perturbation's score, drop (clean − score) and retention, each with its interval (``index``: the bootstrap
+    resamples); clips where either score is NaN are left out of all three. ``note`` says why retention is NaN."""
+    scores, clean = np.asarray(scores, np.float64), np.asarray(clean, np.float64)
+    kept = ~(np.isnan(scores) | np.isnan(clean))
+    n = int(kept.sum())
+    nan = float("nan")
+    out: dict[str, float | str] = {"clips": n, "note": ""}
+    if n == 0:
+        return out | dict.fromkeys(("score", "score_lo", "score_hi", "drop", "drop_lo", "drop_hi", "retention",
+                                    "retention_lo", "retention_hi", "clean"), nan) | {"note": "no clip scored"}
+    score, base = float(scores[kept].mean()), float(clean[kept].mean())
+    out |= {"score": score, "clean": base, "drop": base - score}
+    margin = base - chance
+    error = float(clean[kept].std(ddof=1) / np.sqrt(n)) if n > 1 else nan
+    shown = n > 1 and margin > 0 and margin >= 2 * error
+    out["retention"] = (score - chance) / margin if shown else nan
+    if not shown:
+        out["note"] = (f"clean {base:.3f} is not 2 standard errors ({error:.3f}) above chance {chance:.3f}: "
+                       f"retention undefined")
+    if index.size:
+        score_r, clean_r = resampled_means(scores, kept, index), resampled_means(clean, kept, index)
+        out["score_lo"], out["score_hi"] = interval(score_r)
+        out["drop_lo"], out["drop_hi"] = interval(clean_r - score_r)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            ratio = np.where(clean_r - chance > 0, (score_r - chance) / (clean_r - chance), np.nan)
+        out["retention_lo"], out["retention_hi"] = interval(ratio) if shown else (nan, nan)
+    else:
+        out |= dict.fromkeys(("score_lo", "score_hi", "drop_lo", "drop_hi", "retention_lo", "retention_hi"), nan)
+    return out
+
+
+def rate(values: np.ndarray, index: np.ndarray) -> tuple[float, float, float]:
+    """The mean of per-clip 1/0 ``values`` (NaN: unscored) and its interval over the same resamples."""
+    values = np.asarray(values, np.float64)
+    kept = ~np.isnan(values)
+    if not kept.any():
+        return float("nan"), float("nan"), float("nan")
+    low, high = interval(resampled_means(values, kept, index)) if index.size else (float("nan"), float("nan"))
+    return float(values[kept].mean()), low, high

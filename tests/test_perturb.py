@@ -1,0 +1,258 @@
+"""stlens perturb: each perturbation against a hand computation, the retention statistics against a direct numpy
+computation, planted models that see only motion or only colour, the CLI end to end, user perturbations."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import stlens
+from stlens.cli import main
+from stlens.core.handle import ModelHandle
+from stlens.core.spec import InputSpec
+from stlens.errors import StlensError
+from stlens.perturb.perturbations import Context, blend, built_in, parse_perturbations, stride_order
+from stlens.perturb.stats import bootstrap_indices, summarise
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+SPEC = InputSpec(frames=8, stride=1, size=16, resize=16, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+
+
+def numbered(batch: int = 3, frames: int = 8) -> torch.Tensor:
+    """(B, 3, T, 4, 4): every value of frame t of clip b is 100·b + t."""
+    values = 100 * torch.arange(batch).view(batch, 1, 1, 1, 1) + torch.arange(frames).view(1, 1, frames, 1, 1)
+    return values.float().expand(batch, 3, frames, 4, 4).clone()
+
+
+def frame_ids(batch: torch.Tensor) -> np.ndarray:
+    """(B, T): the frame number each output frame holds (value mod 100)."""
+    return (batch[:, 0, :, 0, 0] % 100).round().long().numpy()
+
+
+def context(batch: torch.Tensor, labels=None, seed: int = 0) -> Context:
+    labels = np.arange(len(batch)) if labels is None else np.asarray(labels)
+    return Context(np.arange(len(batch)), labels, SPEC, seed)
+
+
+def test_shuffle_is_a_seeded_permutation_never_the_identity():
+    x = numbered(batch=40)
+    ids = frame_ids(built_in("shuffle").apply(x, context(x)))
+    for row in ids:
+        assert sorted(row.tolist()) == list(range(8)) and row.tolist() != list(range(8))
+    assert len({tuple(r) for r in ids}) > 30  # one permutation per clip
+    again = frame_ids(built_in("shuffle").apply(x, context(x)))
+    other = frame_ids(built_in("shuffle").apply(x, context(x, seed=1)))
+    assert np.array_equal(ids, again) and not np.array_equal(ids, other)
+    two = numbered(batch=1, frames=2)
+    assert frame_ids(built_in("shuffle").apply(two, context(two))).tolist() == [[1, 0]]
+
+
+def test_freeze_reverse_and_stride_by_hand():
+    x = numbered(batch=2, frames=8)
+    assert frame_ids(built_in("freeze").apply(x, context(x))).tolist() == [[4] * 8] * 2
+    assert frame_ids(built_in("reverse").apply(x, context(x))).tolist() == [[7, 6, 5, 4, 3, 2, 1, 0]] * 2
+    assert frame_ids(built_in("stride").apply(x, context(x))).tolist() == [[0, 2, 4, 6, 6, 6, 6, 6]] * 2
+    assert stride_order(5).tolist() == [0, 2, 4, 4, 4]
+    assert stride_order(16).tolist() == [0, 2, 4, 6, 8, 10, 12, 14] + [14] * 8
+    odd = numbered(batch=1, frames=5)
+    assert frame_ids(built_in("freeze").apply(odd, context(odd))).tolist() == [[2] * 5]
+    clip_two = built_in("reverse").apply(x, context(x))[1, 0, :, 0, 0]
+    assert clip_two.tolist() == [107.0, 106.0, 105.0, 104.0, 103.0, 102.0, 101.0, 100.0]
+
+
+def test_static_mix_blends_another_class_middle_frame():
+    torch.manual_seed(0)
+    x = torch.randn(3, 3, 8, 4, 4)
+    ctx = context(x, labels=[0, 1, 1])
+    mixed = built_in("static-mix").apply(x.clone(), ctx)
+    assert ctx.donors.tolist() == [1, 0, 0]
+    # class 1's still is the middle frame (index 4) of the last clip of class 1 seen (clip 2)
+    assert torch.allclose(mixed[0], 0.5 * x[0] + 0.5 * x[2][:, 4][:, None].expand(3, 8, 4, 4))
+    assert torch.allclose(mixed[1, :, 3], 0.5 * x[1, :, 3] + 0.5 * x[0, :, 4])
+    assert torch.allclose(blend(x[0], x[1, :, 0], 0.25), 0.75 * x[0] + 0.25 * x[1, :, :1])
+    lone = context(x[:1], labels=[5])
+    assert torch.equal(built_in("static-mix").apply(x[:1].clone(), lone), x[:1])  # no other class yet
+    assert lone.donors.tolist() == [-1]
+
+
+def test_restyling_keeps_the_frames_alike_and_changes_colour():
+    from stlens.video.sampling import to_model_input
+
+    rng = np.random.default_rng(0)
+    still = rng.integers(0, 255, size=(1, 16, 16, 3), dtype=np.uint8).repeat(8, axis=0)
+    still[4:] = rng.integers(0, 255, size=(16, 16, 3), dtype=np.uint8)  # frames 0-3 equal, 4-7 equal
+    x = to_model_input(still, SPEC)[None]
+    for name in ("palette", "fourier"):
+        y = built_in(name).apply(x.clone(), context(x))[0]
+        assert y.shape == x[0].shape and not torch.allclose(y, x[0], atol=0.05), name
+        assert torch.equal(y[:, 0], y[:, 3]) and torch.equal(y[:, 4], y[:, 7]), name
+
+
+def test_parse_perturbations_errors_name_the_argument():
+    assert [p.name for p in parse_perturbations("shuffle, freeze")] == ["shuffle", "freeze"]
+    for bad in ("wobble", "shuffle,shuffle", "", [("clean", lambda c: c)], [("freeze", lambda c: c)], [3]):
+        with pytest.raises(StlensError, match="`perturbations`"):
+            parse_perturbations(bad)
+
+
+def test_retention_and_intervals_against_numpy():
+    rng = np.random.default_rng(3)
+    n, chance, replicates = 60, 0.25, 400
+    clean = (rng.random(n) < 0.9).astype(float)
+    perturbed = np.where(clean > 0, (rng.random(n) < 0.5), rng.random(n) < 0.25).astype(float)
+    index = bootstrap_indices(n, replicates, seed=7)
+    got = summarise(perturbed, clean, chance, index)
+    assert got["score"] == pytest.approx(perturbed.mean())
+    assert got["drop"] == pytest.approx(clean.mean() - perturbed.mean())
+    assert got["retention"] == pytest.approx((perturbed.mean() - chance) / (clean.mean() - chance))
+    ratios, scores, drops = [], [], []
+    for row in index:
+        s, c = perturbed[row].mean(), clean[row].mean()
+        scores.append(s)
+        drops.append(c - s)
+        ratios.append((s - chance) / (c - chance))
+    assert (got["score_lo"], got["score_hi"]) == pytest.approx(tuple(np.percentile(scores, [2.5, 97.5])))
+    assert (got["drop_lo"], got["drop_hi"]) == pytest.approx(tuple(np.percentile(drops, [2.5, 97.5])))
+    assert (got["retention_lo"], got["retention_hi"]) == pytest.approx(tuple(np.percentile(ratios, [2.5, 97.5])))
+    assert got["retention_lo"] < got["retention"] < got["retention_hi"] and got["note"] == ""
+    # a clean score within 2 standard errors of chance: retention undefined, with a note
+    near = np.r_[np.ones(17), np.zeros(43)]  # 0.283 vs chance 0.25, standard error 0.059
+    undefined = summarise(perturbed, near, chance, index)
+    assert np.isnan(undefined["retention"]) and np.isnan(undefined["retention_lo"])
+    assert "standard errors" in undefined["note"] and undefined["score"] == pytest.approx(perturbed.mean())
+    # unscored clips (NaN) are left out of every number
+    holes = perturbed.copy()
+    holes[:10] = np.nan
+    partial = summarise(holes, clean, chance, np.zeros((0, n), int))
+    assert partial["clips"] == 50 and partial["score"] == pytest.approx(perturbed[10:].mean())
+    assert partial["retention"] == pytest.approx((perturbed[10:].mean() - chance) / (clean[10:].mean() - chance))
+
+
+class PlantedClips:
+    """2 classes: class 0 a still, reddish clip (all frames equal), class 1 a bluish clip whose frames are fresh
+    noise; normalised with ``SPEC``."""
+
+    num_classes = 2
+    task = "classify"
+
+    def __init__(self, n: int = 32):
+        self.n = n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def batch(self, indices: np.ndarray, rng: np.random.Generator):
+        from stlens.video.sampling import to_model_input
+
+        clips, labels = [], []
+        for i in indices:
+            r = np.random.default_rng(int(i))
+            label = int(i) % 2
+            frames = r.integers(0, 120, size=(8 if label else 1, 16, 16, 3)).repeat(1 if label else 8, axis=0)
+            frames[..., 0 if label == 0 else 2] += 120
+            clips.append(to_model_input(frames.astype(np.uint8), SPEC))
+            labels.append(label)
+        return torch.stack(clips), torch.tensor(labels)
+
+
+class MotionOnly(nn.Module):
+    """Class 1 when consecutive frames differ, else class 0: blind to colour."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        moving = (x[:, :, 1:] - x[:, :, :-1]).abs().mean(dim=(1, 2, 3, 4))
+        return torch.stack([torch.full_like(moving, 0.01), moving], dim=1)
+
+
+class FirstFrameColour(nn.Module):
+    """Red against blue of frame 0: blind to motion."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x[:, [0, 2], 0].mean(dim=(2, 3))
+
+
+def planted(module: nn.Module) -> ModelHandle:
+    return ModelHandle(module, type(module).__name__, SPEC, [])
+
+
+def test_planted_models_lose_what_they_look_at():
+    data = PlantedClips(64)
+    runs = {}
+    for module in (MotionOnly(), FirstFrameColour()):
+        runs[type(module).__name__] = stlens.perturb(planted(module), data, batch_size=16, bootstrap=200,
+                                                     perturbations="freeze,palette,shuffle,static-mix", progress=False)
+    motion, colour = runs["MotionOnly"], runs["FirstFrameColour"]
+    for result in runs.values():
+        assert result.row("clean")["score"] == 1.0 and result.row("clean")["chance"] == 0.5
+    assert motion.row("palette")["retention"] == 1.0 and motion.row("shuffle")["retention"] == 1.0
+    assert motion.row("freeze")["score"] == 0.5 and motion.row("freeze")["retention"] == 0.0
+    assert motion.row("freeze")["drop"] == 0.5 and motion.row("freeze")["drop_lo"] > 0.3
+    assert colour.row("freeze")["retention"] == 1.0 and colour.row("shuffle")["retention"] == 1.0
+    mixed = colour.row("static-mix")  # two classes: a wrong prediction is the mixed-in class
+    assert mixed["follow_rate"] == pytest.approx(1 - mixed["score"]) and mixed["follow_rate"] > 0.2
+    assert motion.row("static-mix")["follow_rate"] == 0.0  # the still adds no motion
+    palette = colour.row("palette")
+    assert palette["retention"] < 0.5 and palette["retention_hi"] < 1.0 and palette["drop_lo"] > 0.1
+
+
+def test_user_perturbation_and_refusals():
+    data = PlantedClips(8)
+    result = stlens.perturb(planted(FirstFrameColour()), data, bootstrap=0, progress=False,
+                            perturbations=["freeze", ("swap-red-blue", lambda clip: clip[[2, 1, 0]])])
+    swapped = result.row("swap-red-blue")
+    assert swapped["kind"] == "user" and swapped["score"] == 0.0 and swapped["retention"] == -1.0
+    with pytest.raises(StlensError, match="`perturbations`: 'crop' must map a clip"):
+        stlens.perturb(planted(FirstFrameColour()), data, perturbations=[("crop", lambda clip: clip[:, :2])],
+                       progress=False)
+
+    class TwoInputs(nn.Module):
+        def forward(self, rgb, flow):
+            return rgb.mean(dim=(2, 3, 4))
+
+    with pytest.raises(StlensError, match="`model`.*takes \\(rgb, flow\\)"):
+        stlens.perturb(TwoInputs(), data, progress=False)
+    with pytest.raises(StlensError, match="`clips` must be ≥ 2"):
+        stlens.perturb(planted(FirstFrameColour()), data, clips=1, progress=False)
+
+
+MODEL = ["--model", "stlens:i3d", "--weights", "bundled:i3d-motion"]
+DATA = "synth:motion?split=test&n=12&seed=5"
+
+
+def test_cli_end_to_end_writes_the_files(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["perturb", *MODEL, "--data", DATA, "--perturbations", "freeze,palette,static-mix", "--batch-size",
+                 "6", "--bootstrap", "50", "--out", str(out)]) == 0
+    assert "static-mix" in capsys.readouterr().out
+    assert {p.name for p in out.iterdir()} >= {"perturb.csv", "perturb.json", "perturb.png"}
+    with (out / "perturb.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert [r["perturbation"] for r in rows] == ["clean", "clean", "freeze", "freeze", "palette", "palette",
+                                                  "static-mix", "static-mix"]
+    assert {"perturbation", "metric", "score", "score_lo", "score_hi", "drop", "retention", "retention_lo",
+            "retention_hi", "chance", "clips", "follow_rate"} <= set(rows[0])
+    top1 = {r["perturbation"]: r for r in rows if r["metric"] == "top1"}
+    assert float(top1["clean"]["chance"]) == 0.125 and int(top1["clean"]["clips"]) == 12
+    assert 0.0 <= float(top1["static-mix"]["follow_rate"]) <= 1.0 and top1["freeze"]["follow_rate"] == "nan"
+    doc = json.loads((out / "perturb.json").read_text())
+    assert doc["format_version"] >= 2 and doc["settings"]["mix_alpha"] == 0.5
+    assert set(doc["timing"]["synthesis_seconds"]) == {"freeze", "palette", "static-mix"}
+    loaded = stlens.perturb.load_perturb(out)
+    assert loaded.row("freeze")["score"] == pytest.approx(float(top1["freeze"]["score"]))
+    assert main(["perturb", *MODEL, "--data", DATA, "--clips", "4", "--quiet", "--out", str(out)]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("extra", "named"), [(["--perturbations", "wobble"], "--perturbations"),
+                                              (["--batch-size", "0"], "--batch-size"),
+                                              (["--clips", "1"], "--clips"),
+                                              (["--bootstrap", "-1"], "--bootstrap")])
+def test_cli_bad_options_exit_2_naming_the_option(tmp_path, capsys, extra, named):
+    out = tmp_path / "bad"
+    assert main(["perturb", *MODEL, "--data", DATA, *extra, "--quiet", "--out", str(out)]) == 2
+    assert named in capsys.readouterr().err and not out.exists()
