@@ -642,7 +642,8 @@ def cmd_perturb(args: argparse.Namespace) -> int:
     import stlens
 
     result = stlens.perturb(args.model, args.data, perturbations=args.perturbations, clips=args.clips,
-                            seed=args.seed, bootstrap=args.bootstrap, progress=not args.quiet, out=args.out,
+                            seed=args.seed, bootstrap=args.bootstrap, from_run=args.from_run,
+                            progress=not args.quiet, out=args.out,
                             overwrite=args.overwrite, meta={"arguments": _recorded(args)},
                             **_model_kwargs(args), **_compute_kwargs(args))
     if not args.quiet:
@@ -663,6 +664,8 @@ def _add_perturb_parser(sub) -> None:
                    metavar="P1[,P2...]", help="comma-separated: shuffle, freeze, reverse, stride, palette, fourier, "
                    "static-mix (default all)")
     p.add_argument("--clips", type=int, default=None, metavar="N", help="the first N clips of --data (default all)")
+    p.add_argument("--from", dest="from_run", default=None, help="a stlens measure run of the same "
+                   "model and weights: its per-layer dynamic / static %% join perturb.json (docs/behaviour.md)")
     _compute_options(p, "clips", 16, "decode and prepare the clips", workers_default=0)
     _stats_options(p, 1000, "clips", threshold=False)
     _seed_option(p, "seeds the clips, the shuffles, styles and static-mix donors, and the bootstrap (default 0)")

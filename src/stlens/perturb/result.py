@@ -5,7 +5,8 @@
   follow_rate, follow_rate_lo, follow_rate_hi, note`` (follow_rate: static-mix only, the share of top-1 predictions
   that are the mixed-in clip's class; NaN elsewhere).
 - ``perturb.json``: ``format_version``, ``settings``, ``rows`` (as the CSV), ``timing`` (seconds, forward seconds,
-  decode seconds and per perturbation its synthesis seconds), ``run_id``.
+  decode seconds and per perturbation its synthesis seconds), ``run_id``; with ``from_run`` a ``representation``
+  block (the joined measure run and its per-layer dynamic / static % with 95% intervals).
 - ``perturb.png``: retention per perturbation with its 95% interval, one panel per metric.
 """
 
@@ -32,7 +33,8 @@ TEXT = ("perturbation", "kind", "metric", "note")
 
 @dataclass(repr=False)
 class PerturbResult:
-    """What ``stlens.perturb`` measured: ``rows`` (perturb.csv), ``settings``, ``timing``; prints as a table."""
+    """What ``stlens.perturb`` measured: ``rows`` (perturb.csv), ``settings``, ``timing`` and, with ``from_run``,
+    ``representation`` (the measure run's per-layer dynamic / static %); prints as a table."""
 
     settings: dict[str, Any]
     metrics: list[str]
@@ -40,6 +42,7 @@ class PerturbResult:
     timing: dict[str, Any] = field(default_factory=dict)
     run_id: str | None = None
     path: Path | None = None
+    representation: dict[str, Any] | None = None
 
     def row(self, perturbation: str, metric: str | None = None) -> dict[str, Any]:
         """The row of ``perturbation`` for ``metric`` (default the first, top1)."""
@@ -80,7 +83,12 @@ class PerturbResult:
 
     def __repr__(self) -> str:
         run = f", run {self.run_id}" if self.run_id else ""
-        return text_summary([f"PerturbResult: {self._caption()}{run}"], self.table(), "result.table() shows all")
+        lines = [f"PerturbResult: {self._caption()}{run}"]
+        if self.representation and self.representation.get("layers"):
+            last = self.representation["layers"][-1]
+            lines.append(f"representation ({self.representation.get('from_run')}): {last['layer']} dynamic "
+                         f"{last['dynamic']:.1f}%, static {last['static']:.1f}%")
+        return text_summary(lines, self.table(), "result.table() shows all")
 
     def _repr_html_(self) -> str:
         metric = self.metrics[0]
@@ -124,8 +132,10 @@ class PerturbResult:
         return buffer.getvalue()
 
     def document(self) -> dict[str, Any]:
-        return _no_nan(versioned({"settings": self.settings, "metrics": self.metrics, "rows": self.rows,
-                                  "timing": self.timing, "run_id": self.run_id}))
+        doc = {"settings": self.settings, "metrics": self.metrics, "rows": self.rows, "timing": self.timing}
+        if self.representation is not None:
+            doc["representation"] = self.representation
+        return _no_nan(versioned(doc | {"run_id": self.run_id}))
 
     def save(self, out: str | Path | RunFolder, *, overwrite: bool = False) -> Path:
         """Write perturb.csv, perturb.json and perturb.png into the run folder ``out``: all or none."""
@@ -157,7 +167,8 @@ def load_perturb(folder: str | Path) -> PerturbResult:
     doc = read_versioned(folder / "perturb.json", "stlens perturb", "rerun stlens perturb to write it again")
     rows = [{k: (v if k in TEXT else float("nan") if v is None else v) for k, v in r.items()} for r in doc["rows"]]
     return PerturbResult(settings=doc["settings"], metrics=list(doc["metrics"]), rows=rows,
-                         timing=doc.get("timing", {}), run_id=doc.get("run_id"), path=folder)
+                         timing=doc.get("timing", {}), run_id=doc.get("run_id"), path=folder,
+                         representation=doc.get("representation"))
 
 
 def _nan(value: Any) -> bool:

@@ -37,7 +37,8 @@ def perturb(model: str | nn.Module | ModelHandle, data: str | LabelledClips, *,
             bootstrap: int = 1000, seed: int = 0, weights: str | None = None, frames: int | None = None,
             size: int | None = None, device: str | torch.device | None = None, precision: str = "fp32",
             workers: int | None = 0, progress: bool = True, meta: dict[str, Any] | None = None,
-            out: str | Path | None = None, overwrite: bool = False, offline: bool | None = None) -> PerturbResult:
+            from_run: str | Path | None = None, out: str | Path | None = None, overwrite: bool = False,
+            offline: bool | None = None) -> PerturbResult:
     """Score ``model`` on ``data``'s labelled clips clean and under each of ``perturbations``: per perturbation the
     score, the drop (clean − perturbed, paired over clips) and the retention (score − chance) / (clean − chance),
     each with a 95% bootstrap interval over clips (``bootstrap`` resamples, the same for all).
@@ -47,22 +48,25 @@ def perturb(model: str | nn.Module | ModelHandle, data: str | LabelledClips, *,
     ``LabelledClips``; ``perturbations``: ``"shuffle,freeze,..."`` or a sequence of built-in names (shuffle, freeze,
     reverse, stride, palette, fourier, static-mix; docs/behaviour.md) and ``(name, fn)`` user perturbations, ``fn``
     mapping a normalised clip (3, T, H, W) to one of the same shape; ``clips``: the first N clips (default all);
-    ``seed``: the clips' draws, the shuffles, styles and static-mix donors, and the bootstrap.
+    ``seed``: the clips' draws, the shuffles, styles and static-mix donors, and the bootstrap; ``from_run``: a
+    ``stlens measure`` run of the same model (spec and weights): its per-layer dynamic and static % with their 95%
+    intervals are joined as ``result.representation`` (perturb.json ``representation``).
 
     ``out``: the run folder (perturb.csv, perturb.json, perturb.png), claimed once the arguments are checked and
     before the model is built: refused when it holds a complete run unless ``overwrite``; written in full or not at
     all (``result.path``).
     """
     chosen = _check_arguments(perturbations, clips, batch_size, bootstrap, workers)
+    measured = (_measure_run(from_run, model, weights), from_run) if from_run is not None else None
     if out is None:
         return _perturb(model, data, chosen, clips, batch_size, bootstrap, seed, weights, frames, size, device,
-                        precision, workers, progress, meta, offline)
+                        precision, workers, progress, meta, offline, measured)
     from stlens.runs import RunFolder
 
     folder = RunFolder(out, "perturb", overwrite=overwrite, outputs=FILES).claim()
     try:
         result = _perturb(model, data, chosen, clips, batch_size, bootstrap, seed, weights, frames, size, device,
-                          precision, workers, progress, meta, offline)
+                          precision, workers, progress, meta, offline, measured)
     except BaseException:
         folder.abandon()
         raise
@@ -83,12 +87,53 @@ def _check_arguments(perturbations, clips, batch_size: int, bootstrap: int, work
     return chosen
 
 
+def _measure_run(from_run: str | Path, model, weights: str | None):
+    """The ``stlens measure`` run ``from_run`` (read and checked), refused unless it measured ``model`` with
+    ``weights`` as far as that is known before the model is built (a spec string, or a handle's spec)."""
+    from stlens.measure.result import load_result
+
+    try:
+        measured = load_result(from_run)
+    except StlensError as exc:
+        raise StlensError(f"`from_run`: {exc}") from None
+    spec = model if isinstance(model, str) else model.spec if isinstance(model, ModelHandle) else None
+    if spec is not None:
+        given = weights if weights is not None or not isinstance(model, ModelHandle) else model.weights
+        _check_same_model(measured, from_run, spec, given)
+    return measured
+
+
+def _check_same_model(measured, from_run, spec: str, weights: str | None) -> None:
+    want = (measured.meta.get("model"), measured.meta.get("weights"))
+    if (spec, weights) != want:
+        raise StlensError(f"`from_run` {from_run} measured model {want[0]} with weights {want[1]}, not {spec} with "
+                          f"weights {weights}: join a measure run of the same model and weights")
+
+
+def representation(measured, from_run: str | Path) -> dict[str, Any]:
+    """The ``representation`` block of perturb.json: the measure run and, per measured layer (in its order), its
+    dynamic and static % with their 95% intervals (result.json ``percent`` and ``ci95``; None without bootstrap)."""
+    def ci(layer, factor: str) -> list[float] | None:
+        value = layer.ci95.get(factor)
+        return [float(value[0]), float(value[1])] if value else None
+
+    meta = measured.meta
+    return {"from_run": str(Path(from_run)), "run_id": measured.run_id, "model": meta.get("model"),
+            "weights": meta.get("weights"), "data": meta.get("data"), "pairs": meta.get("pairs"),
+            "layers": [{"layer": layer.layer, "channels": layer.channels,
+                        "dynamic": float(layer.percent["dynamic"]), "dynamic_ci95": ci(layer, "dynamic"),
+                        "static": float(layer.percent["static"]), "static_ci95": ci(layer, "static")}
+                       for layer in measured.layers]}
+
+
 def _perturb(model, data, chosen: list[Perturbation], clips, batch_size, bootstrap, seed, weights, frames, size,
-             device, precision, workers, progress, meta, offline) -> PerturbResult:
+             device, precision, workers, progress, meta, offline, measured: tuple | None = None) -> PerturbResult:
     started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     clock = time.perf_counter()
     workers = resolve_workers(workers)
     handle = resolve_model(model, weights=weights, frames=frames, size=size, device=device, offline=offline)
+    if measured is not None:
+        _check_same_model(*measured, handle.spec, handle.weights)
     if handle.inputs != 1:
         raise StlensError(f"`model` {handle.spec} takes (rgb, flow): perturb scores one-input (RGB) models only for "
                           f"now (the flow would have to be recomputed from the perturbed RGB)")
@@ -171,4 +216,6 @@ def _perturb(model, data, chosen: list[Perturbation], clips, batch_size, bootstr
         "versions": {"stlens": __version__, "torch": torch.__version__}, **(meta or {}),
     }
     timing |= {"seconds": time.perf_counter() - clock, "synthesis_seconds": synthesis}
-    return PerturbResult(settings=settings, metrics=list(metric.names), rows=rows, timing=timing)
+    joined = representation(*measured) if measured is not None else None
+    return PerturbResult(settings=settings, metrics=list(metric.names), rows=rows, timing=timing,
+                         representation=joined)

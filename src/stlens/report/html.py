@@ -27,6 +27,7 @@ from stlens.report.explain import Explain, explain_view, load_explain_run
 from stlens.report.factors import factor_curves, factor_names, factor_rows
 from stlens.report.fusion import fusion_table
 from stlens.report.load import find_inputs, load_result
+from stlens.report.perturb import Perturb, cross_run_view, load_perturb_run, perturb_view
 from stlens.report.selectivity import Selectivity, load_selectivity_run, selectivity_view
 from stlens.report.streams import group_items, order
 from stlens.report.training import Training, load_training, metric_names, number, training_metrics
@@ -54,6 +55,7 @@ class Loaded:
     ablations: list[Ablation] = field(default_factory=list)
     selectivity: list[Selectivity] = field(default_factory=list)
     explains: list[Explain] = field(default_factory=list)
+    perturbs: list[Perturb] = field(default_factory=list)
     trainings: list[Training] = field(default_factory=list)
     tracks: list[Path] = field(default_factory=list)
     visuals: list[Path] = field(default_factory=list)
@@ -85,6 +87,11 @@ def load_runs(paths: list[str | Path]) -> Loaded:
             loaded.explains.append(load_explain_run(folder))  # the marker's checksums, then explain.json
         except StlensError as exc:
             loaded.skipped.append({"source": str(folder), "reason": str(exc)})
+    for folder in found.perturbs:
+        try:
+            loaded.perturbs.append(load_perturb_run(folder))  # the marker's checksums, then perturb.json
+        except StlensError as exc:
+            loaded.skipped.append({"source": str(folder), "reason": str(exc)})
     for folder in found.trainings:
         try:
             loaded.trainings.append(load_training(folder))  # config.json and metrics.jsonl
@@ -102,7 +109,17 @@ def load_runs(paths: list[str | Path]) -> Loaded:
     labels = [f"explain: {e.doc.get('method')} of {e.doc.get('model')} · {e.doc.get('data')}" for e in loaded.explains]
     for run, label in zip(loaded.explains, labels, strict=True):
         run.label = label if labels.count(label) == 1 else f"{label} ({run.path})"
+    labels = [_perturb_label(run) for run in loaded.perturbs]
+    for run, label in zip(loaded.perturbs, labels, strict=True):
+        run.label = label if labels.count(label) == 1 else f"{label} ({run.path})"
     return loaded
+
+
+def _perturb_label(run: Perturb) -> str:
+    settings = run.settings
+    weights = settings.get("weights")
+    model = str(weights) if weights and str(weights).startswith("bundled:") else str(settings.get("model"))
+    return f"perturb: {model} · {settings.get('data')}"
 
 
 def _ablation_label(ablation: Ablation) -> str:
@@ -398,16 +415,17 @@ def check_scripts(html: str, allowed: str) -> None:
 
 def build_report(paths: list[str | Path], out: str | Path = "report.html", *,
                  layer: str | Sequence[str] | None = None, examples: int = 2, title: str = "stlens report") -> Path:
-    """Write one self-contained HTML report for the measure runs, ablate runs, selectivity runs, tracks and
-    visualization runs under ``paths``. ``layer``: the layer to compare models at, the first of these names (one,
-    ``L1,L2`` or a list) that a run has (default: each run's last). Runs that cannot be read are listed as skipped
+    """Write one self-contained HTML report for the measure runs, ablate runs, selectivity runs, perturb runs (and,
+    with two or more joined to measure runs, their cross-run figure), tracks and visualization runs under
+    ``paths``. ``layer``: the layer to compare models at, the first of these names (one, ``L1,L2`` or a list) that
+    a run has (default: each run's last). Runs that cannot be read are listed as skipped
     with the reason; ``StlensError`` only when nothing is usable."""
     import jinja2
     import markupsafe
 
     loaded = load_runs(paths)
-    if not (loaded.runs or loaded.ablations or loaded.selectivity or loaded.explains or loaded.trainings
-            or loaded.tracks or loaded.visuals):
+    if not (loaded.runs or loaded.ablations or loaded.selectivity or loaded.explains or loaded.perturbs
+            or loaded.trainings or loaded.tracks or loaded.visuals):
         reasons = "; ".join(f"{s['source']}: {s['reason']}" for s in loaded.skipped) or "no folders given"
         raise StlensError(f"nothing to report: {reasons}")
     runs = [_run_view(run, layer) for run in loaded.runs]
@@ -436,6 +454,7 @@ def build_report(paths: list[str | Path], out: str | Path = "report.html", *,
         title=title, runs=runs, comparison=comparison, ablations=ablations,
         selectivity=[selectivity_view(run) for run in loaded.selectivity],
         explains=[explain_view(run) for run in loaded.explains],
+        perturbs=[perturb_view(run) for run in loaded.perturbs], perturb_cross=cross_run_view(loaded.perturbs),
         trainings=[_training_view(t) for t in loaded.trainings], tracks=_tracks(loaded.tracks),
         examples=_examples(loaded.runs, examples) if examples > 0 else [], visuals=_visuals(loaded.visuals),
         skipped=loaded.skipped, classes=CLASSES, version=__version__, python=platform.python_version(),
@@ -460,6 +479,7 @@ def write_plots(paths: list[str | Path], out: str | Path | None = None, *,
         reasons += [f"{s.path}: a selectivity run; its figure is {s.path / 'selectivity.png'}"
                     for s in loaded.selectivity]
         reasons += [f"{e.path}: an explain run; its figures are its GIFs" for e in loaded.explains]
+        reasons += [f"{r.path}: a perturb run; its figure is {r.path / 'perturb.png'}" for r in loaded.perturbs]
         raise StlensError(f"no plots to make: {'; '.join(reasons) or 'no folders given'}")
     written: list[Path] = []
     names = [run.path.name for run in loaded.runs]

@@ -1,5 +1,5 @@
-"""Discovery of what ``stlens report`` shows: measure runs, ablate runs, selectivity runs, training runs, training
-tracks and visualization runs under the folders it is given. Reading a measure run back is
+"""Discovery of what ``stlens report`` shows: measure runs, ablate runs, selectivity runs, perturb runs, training
+runs, training tracks and visualization runs under the folders it is given. Reading a measure run back is
 ``stlens.measure.result.load_result`` (re-exported here)."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from stlens.files import read_json, read_versioned
 from stlens.measure.result import RUN_FILES, load_result
 from stlens.runs import MARKER, STAGING_PREFIX, check_files, describe, read_marker
 
-__all__ = ["ABLATION_FILE", "EXPLAIN_FILE", "RUN_FILES", "SELECTIVITY_FILE", "TRACK_FILES", "TRAIN_FILE", "Found",
-           "find_inputs", "load_result", "read_json"]
+__all__ = ["ABLATION_FILE", "EXPLAIN_FILE", "PERTURB_FILE", "RUN_FILES", "SELECTIVITY_FILE", "TRACK_FILES",
+           "TRAIN_FILE", "Found", "find_inputs", "load_result", "read_json"]
 
 #: a folder holding one of these is a training track (``stlens track``)
 TRACK_FILES = ("track.csv", "track.json", "tracks.csv", "tracks.json")
@@ -23,6 +23,8 @@ ABLATION_FILE = "ablation.json"
 SELECTIVITY_FILE = "selectivity.json"
 #: a folder holding this (or whose run marker names the verb ``explain``) is an explain run (``stlens explain``)
 EXPLAIN_FILE = "explain.json"
+#: a folder holding this (or whose run marker names the verb ``perturb``) is a perturb run (``stlens perturb``)
+PERTURB_FILE = "perturb.json"
 #: a folder holding this (or whose run marker names the verb ``train``) is a training run (``stlens train``)
 TRAIN_FILE = "metrics.jsonl"
 
@@ -36,6 +38,7 @@ class Found:
     ablations: list[Path] = field(default_factory=list)
     selectivity: list[Path] = field(default_factory=list)
     explains: list[Path] = field(default_factory=list)
+    perturbs: list[Path] = field(default_factory=list)
     trainings: list[Path] = field(default_factory=list)
     tracks: list[Path] = field(default_factory=list)
     visuals: list[Path] = field(default_factory=list)
@@ -87,6 +90,18 @@ def _is_visual(folder: Path) -> bool:
     """GIFs with JSON beside them and no measure tables (a visualize target folder, or any folder of GIF + JSON)."""
     return (_has_gif(folder) and any(folder.glob("*.json")) and not (folder / "units.csv").is_file()
             and not (folder / "layers.csv").is_file())
+
+
+def _marked(folder: Path, name: str, verb: str) -> bool:
+    """A ``verb`` output: its marker names the verb, or (marker lost or unreadable) it holds ``name``, so that a
+    damaged one is listed as skipped with the reason instead of being passed over."""
+    if (folder / name).is_file():
+        return True
+    try:
+        marker = read_marker(folder)
+    except StlensError:
+        return False
+    return bool(marker and marker.get("verb") == verb)
 
 
 def _is_ablation(folder: Path) -> bool:
@@ -147,15 +162,16 @@ def _in_staging(folder: Path, root: Path) -> bool:
 
 
 def _count(found: Found) -> int:
-    return sum(map(len, (found.runs, found.ablations, found.selectivity, found.explains, found.trainings,
-                         found.tracks, found.visuals)))
+    return sum(map(len, (found.runs, found.ablations, found.selectivity, found.explains, found.perturbs,
+                         found.trainings, found.tracks, found.visuals)))
 
 
 def find_inputs(paths: list[str | Path]) -> Found:
     """Classify the given folders, searching nested folders: a folder with any of result.json / layers.csv /
     units.csv / config.json is a measure run (the demo root holds several, ``<model>/<data>/``), one with an ablate
     run marker or ablation.json an ablate run, one with a selectivity run marker or selectivity.json a selectivity
-    run, one with track.csv/track.json a training track; a ``stlens
+    run, one with a perturb run marker or perturb.json a perturb run, one with track.csv/track.json a training track;
+    a ``stlens
     visualize`` output (summary.json with ``targets``, read as one whole) or any other folder of GIFs + JSON without
     measure tables is a visualization run; one with a train run marker or metrics.jsonl (no result.json) a training
     run."""
@@ -182,6 +198,8 @@ def find_inputs(paths: list[str | Path]) -> Found:
                 found.selectivity.append(folder)
             elif _is_explain(folder):
                 found.explains.append(folder)
+            elif _marked(folder, PERTURB_FILE, "perturb"):
+                found.perturbs.append(folder)
             elif _is_training(folder):
                 found.trainings.append(folder)
             elif _is_run_like(folder):
@@ -190,10 +208,10 @@ def find_inputs(paths: list[str | Path]) -> Found:
                 found.visuals.append(folder)
         if _count(found) == before:
             found.skipped.append({"source": str(path), "reason": "no stlens run found (no result.json, ablation.json, "
-                                  "selectivity.json, explain.json, metrics.jsonl, track.csv/track.json or "
-                                  "visualization GIF + JSON in it or below it)"})
-    for group in (found.runs, found.ablations, found.selectivity, found.explains, found.trainings, found.tracks,
-                  found.visuals):
+                                  "selectivity.json, explain.json, perturb.json, metrics.jsonl, track.csv/track.json "
+                                  "or visualization GIF + JSON in it or below it)"})
+    for group in (found.runs, found.ablations, found.selectivity, found.explains, found.perturbs, found.trainings,
+                  found.tracks, found.visuals):
         group[:] = list(dict.fromkeys(group))
     # per-step measurements inside a track folder belong to the track, not to the per-model sections
     found.runs = [r for r in found.runs if not any(t in r.parents for t in found.tracks)]
