@@ -54,10 +54,12 @@ def perturb(model: str | nn.Module | ModelHandle, data: str | LabelledClips, *,
     each with a 95% bootstrap interval over clips (``bootstrap`` resamples, the same for all).
 
     ``model``: a spec (``stlens:i3d``; with ``weights``, ``frames``, ``size``), a module or a ``ModelHandle`` of a
-    one-input classifier; ``data``: a labelled data spec (``synth:...``, an annotation file, ``classes:ROOT``) or
+    classifier or segmenter, RGB or (rgb, flow); ``data``: a labelled data spec (``synth:...``, with task=segment for
+    a segmenter, ``davis:``/``moca:``, an annotation file, ``classes:ROOT``) or
     ``LabelledClips``; ``perturbations``: ``"shuffle,freeze,..."`` or a sequence of built-in names (shuffle, freeze,
-    reverse, stride, palette, fourier, static-mix; docs/behaviour.md) and ``(name, fn)`` user perturbations, ``fn``
-    mapping a normalised clip (3, T, H, W) to one of the same shape; ``clips``: the first N clips (default all);
+    reverse, stride, palette, fourier, appearance-free, static-mix; docs/behaviour.md) and ``(name, fn)`` user
+    perturbations, ``fn`` mapping a normalised clip (3, T, H, W) to one of the same shape; ``clips``: the first N
+    clips (default all);
     ``seed``: the clips' draws, the shuffles, styles and static-mix donors, and the bootstrap.
 
     ``out``: the run folder (perturb.csv, perturb.json, perturb.png), claimed once the arguments are checked and
