@@ -354,7 +354,7 @@ class BrightMask(nn.Module):
 def test_segmenters_under_perturbation_reorder_the_masks():
     data = PlantedMasks(8)
     runs = {type(m).__name__: stlens.perturb(planted(m), data, batch_size=4, bootstrap=50, progress=False,
-                                             perturbations="freeze,shuffle,reverse,stride,appearance-free")
+                                             perturbations="freeze,shuffle,reverse,stride,appearance-free,static-mix")
             for m in (MovingMask(), BrightMask())}
     moving, bright = runs["MovingMask"], runs["BrightMask"]
     for result in runs.values():
@@ -372,6 +372,14 @@ def test_segmenters_under_perturbation_reorder_the_masks():
     # (IoU 8/16), the five copies of frame 6 nothing (IoU 0)
     assert moving.row("stride", "miou")["score"] == pytest.approx(3 * 0.5 / 8)
     assert bright.row("appearance-free", "miou")["score"] < 0.2  # noise: no bright bar
+    mixed = bright.row("static-mix", "miou")  # the still of another clip of the batch or before: its bar too
+    assert mixed["clips"] == 8 and mixed["score"] < 1.0 and np.isnan(mixed["follow_rate"])
+
+    class Tracks(PlantedMasks):
+        task = "instances"
+
+    with pytest.raises(StlensError, match="`data` gives instances targets"):
+        stlens.perturb(planted(BrightMask()), Tracks(), progress=False)
 
 
 def test_flow_moves_with_the_frames_by_hand():
