@@ -214,7 +214,7 @@ def test_user_perturbation_and_refusals():
         def forward(self, rgb, flow):
             return rgb.mean(dim=(2, 3, 4))
 
-    with pytest.raises(StlensError, match="`model`.*takes \\(rgb, flow\\)"):
+    with pytest.raises(StlensError, match="`data` gives RGB inputs but the `model` takes 2"):
         stlens.perturb(TwoInputs(), data, progress=False)
     with pytest.raises(StlensError, match="`clips` must be ≥ 2"):
         stlens.perturb(planted(FirstFrameColour()), data, clips=1, progress=False)
@@ -256,3 +256,159 @@ def test_cli_bad_options_exit_2_naming_the_option(tmp_path, capsys, extra, named
     out = tmp_path / "bad"
     assert main(["perturb", *MODEL, "--data", DATA, *extra, "--quiet", "--out", str(out)]) == 2
     assert named in capsys.readouterr().err and not out.exists()
+
+
+def translating_square(frames: int = 8, size: int = 64, dx: int = 2, dy: int = 1) -> np.ndarray:
+    """uint8 (T, size, size, 3): a textured 32-px square moving (dx, dy) px per frame over a still, reddish,
+    low-contrast textured background."""
+    import cv2
+
+    rng = np.random.default_rng(1)
+    back = cv2.GaussianBlur(rng.integers(0, 60, (size, size, 3)).astype(np.uint8), (0, 0), 1.0)
+    back[..., 0] += 150
+    texture = cv2.GaussianBlur(rng.integers(0, 255, (32, 32, 3)).astype(np.uint8), (0, 0), 1.0)
+    clip = np.repeat(back[None], frames, axis=0)
+    for t in range(frames):
+        clip[t, 8 + dy * t:40 + dy * t, 8 + dx * t:40 + dx * t] = texture
+    return clip
+
+
+def test_appearance_free_carries_the_motion_on_noise():
+    from stlens.perturb.perturbations import NOISE_MEAN, NOISE_STD, appearance_free, noise_image
+    from stlens.video.flow import compute_flow
+    from stlens.video.sampling import to_frames, to_model_input
+
+    dx, dy = 2, 1
+    clip = translating_square(dx=dx, dy=dy)
+    noise = noise_image(64, 64, np.random.default_rng(3))
+    free = appearance_free(clip, noise)
+    assert free.shape == clip.shape and free.dtype == np.uint8 and np.array_equal(free[0], noise)
+
+    def inside_and_outside(frames: np.ndarray) -> tuple[np.ndarray, float]:
+        flow = compute_flow(frames, "dis")
+        inside = [np.median(flow[t, 16 + dy * t:32 + dy * t, 16 + dx * t:32 + dx * t].reshape(-1, 2), axis=0)
+                  for t in range(len(flow))]
+        return np.mean(inside, axis=0), float(np.abs(flow[:, 52:]).mean())  # the square never reaches y ≥ 48
+
+    moved, still = inside_and_outside(free)
+    assert np.abs(moved - [dx, dy]).max() < 0.35 and still < 0.2, (moved, still)
+    unmoved, _ = inside_and_outside(np.repeat(noise[None], 8, axis=0))  # the control: noise not carried
+    assert np.abs(unmoved).max() < 0.2
+    # colour statistics: the noise's (mean 128, std ~48 per channel), not the clip's (red 150+, green/blue < 60)
+    means, stds = free.reshape(-1, 3).mean(axis=0), free.reshape(-1, 3).std(axis=0)
+    assert np.abs(means - NOISE_MEAN).max() < 8 and np.abs(stds - NOISE_STD).max() < 6, (means, stds)
+    original = clip.reshape(-1, 3).mean(axis=0)
+    assert original[0] > 150 and np.abs(original - NOISE_MEAN).max() > 40
+    # per clip: the same clip index gives the same clip, another index other noise
+    batch = torch.stack([to_model_input(clip, SPEC)] * 2)
+    a = built_in("appearance-free").apply(batch.clone(), context(batch))
+    b = built_in("appearance-free").apply(batch.clone(), context(batch))
+    assert torch.equal(a, b) and not torch.allclose(a[0], a[1], atol=0.1)
+    assert np.abs(to_frames(a[0], SPEC).astype(int) - clip).mean() > 30
+
+
+class PlantedMasks:
+    """Segmentation: a white 4×2 (rows × columns) bar moving 2 px right per frame (from a start drawn per clip) over a
+    still, dark, textured background; the targets are its masks (B, T, 16, 16)."""
+
+    num_classes = 1
+    task = "segment"
+
+    def __init__(self, n: int = 8):
+        self.n = n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def batch(self, indices: np.ndarray, rng: np.random.Generator):
+        from stlens.video.sampling import to_model_input
+
+        clips, masks = [], []
+        for i in indices:
+            r = np.random.default_rng(int(i))
+            frames = r.integers(0, 60, size=(1, 16, 16, 3)).repeat(8, axis=0).astype(np.uint8)
+            mask = np.zeros((8, 16, 16), np.float32)
+            top = int(r.integers(0, 12))
+            for t in range(8):
+                frames[t, top:top + 4, 2 * t:2 * t + 2] = 255
+                mask[t, top:top + 4, 2 * t:2 * t + 2] = 1
+            clips.append(to_model_input(frames, SPEC))
+            masks.append(torch.from_numpy(mask))
+        return torch.stack(clips), torch.stack(masks)
+
+
+class MovingMask(nn.Module):
+    """Foreground where a pixel differs from its median over the clip: blind to appearance, sees only motion."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return 10 * ((x - x.median(dim=2, keepdim=True).values).abs().mean(dim=1) - 0.5)
+
+
+class BrightMask(nn.Module):
+    """Foreground where a pixel is bright: blind to motion."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return 10 * (x.mean(dim=1) - 1.0)  # normalised: white is (1 − 0.5) / 0.25 = 2, the background ≤ 0.06
+
+
+def test_segmenters_under_perturbation_reorder_the_masks():
+    data = PlantedMasks(8)
+    runs = {type(m).__name__: stlens.perturb(planted(m), data, batch_size=4, bootstrap=50, progress=False,
+                                             perturbations="freeze,shuffle,reverse,stride,appearance-free,static-mix")
+            for m in (MovingMask(), BrightMask())}
+    moving, bright = runs["MovingMask"], runs["BrightMask"]
+    for result in runs.values():
+        clean = result.row("clean", "miou")
+        # chance: all-foreground scores 8/256 on every frame, all-background 0; success (IoU > 0.5) neither
+        assert clean["score"] == 1.0 and clean["chance"] == pytest.approx(8 / 256)
+        assert result.row("clean", "msr")["chance"] == 0.0 and result.settings["task"] == "segment"
+    for name in ("freeze", "shuffle", "reverse", "stride"):  # the masks follow the frames
+        assert bright.row(name, "miou")["score"] == 1.0, name
+    for name in ("shuffle", "reverse"):
+        assert moving.row(name, "miou")["retention"] == 1.0, name
+    frozen = moving.row("freeze", "miou")  # nothing moves: empty masks, IoU 0 against the repeated middle mask
+    assert frozen["score"] == 0.0 and frozen["retention"] == pytest.approx((0 - 1 / 32) / (1 - 1 / 32))
+    # stride: frames 0, 2, 4, 6, 6, 6, 6, 6 — the median is frame 6: frames 0, 2, 4 find their bar and frame 6's
+    # (IoU 8/16), the five copies of frame 6 nothing (IoU 0)
+    assert moving.row("stride", "miou")["score"] == pytest.approx(3 * 0.5 / 8)
+    assert bright.row("appearance-free", "miou")["score"] < 0.2  # noise: no bright bar
+    mixed = bright.row("static-mix", "miou")  # the still of another clip of the batch or before: its bar too
+    assert mixed["clips"] == 8 and mixed["score"] < 1.0 and np.isnan(mixed["follow_rate"])
+
+    class Tracks(PlantedMasks):
+        task = "instances"
+
+    with pytest.raises(StlensError, match="`data` gives instances targets"):
+        stlens.perturb(planted(BrightMask()), Tracks(), progress=False)
+
+
+def test_flow_moves_with_the_frames_by_hand():
+    from stlens.perturb.perturbations import Perturbation, recompute_flow, reflow, reorder_flow
+
+    fields = torch.tensor([0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64])  # field k: frame k → k + 1, u = v
+    flow = fields.view(1, 7, 1, 1).expand(2, 7, 3, 3).clone()
+    by_hand = {"freeze": [0.0] * 7, "reverse": [-f for f in fields.tolist()[::-1]],
+               "stride": [0.03, 0.12, 0.48, 0, 0, 0, 0]}  # frames 0, 2, 4, 6, 6, 6, 6, 6
+    for name, expected in by_hand.items():
+        x = numbered(batch=1)
+        ctx = context(x)
+        built_in(name).apply(x, ctx)
+        moved = reflow(built_in(name), flow[None], x, ctx)[0]
+        assert torch.allclose(moved[:, :, 1, 1], torch.tensor(expected).expand(2, 7), atol=1e-6), name
+    assert reorder_flow(flow, np.array([7, 0, 7, 7, 7, 7, 7, 7]))[0, :2, 0, 0].tolist() == [-1.0, 1.0]  # ∓1.27
+    clip = torch.from_numpy(np.linspace(-1, 1, 3 * 8 * 16 * 16, dtype=np.float32).reshape(1, 3, 8, 16, 16))
+    ctx = context(clip)
+    assert torch.equal(reflow(built_in("palette"), flow[None], clip, ctx), flow[None])  # the motion is kept
+    shuffled = built_in("shuffle").apply(clip.clone(), ctx)
+    assert torch.equal(reflow(built_in("shuffle"), flow[None], shuffled, ctx), recompute_flow(shuffled, SPEC))
+    assert reflow(Perturbation("mine", "user", lambda b, c: b), flow[None], clip, ctx).shape == (1, 2, 7, 16, 16)
+
+
+def test_two_stream_model_gets_the_flow_of_the_perturbed_clip():
+    result = stlens.perturb("stlens:twostream", "synth:motion?split=test&n=8&seed=3",
+                            weights="bundled:twostream-motion", perturbations="reverse,freeze,palette", bootstrap=0,
+                            batch_size=8, progress=False)
+    assert result.settings["inputs"] == 2 and result.row("clean")["score"] == 1.0
+    # reversed flow is another direction, itself a class; frozen flow is zero; palette keeps the flow
+    assert result.row("reverse")["score"] <= 0.25 and result.row("palette")["score"] >= 0.75
+    assert result.row("freeze")["score"] <= 0.5

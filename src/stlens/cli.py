@@ -656,13 +656,14 @@ def cmd_perturb(args: argparse.Namespace) -> int:
 
 
 def _add_perturb_parser(sub) -> None:
-    p = sub.add_parser("perturb", help="score a classifier on labelled clips clean and with motion removed or "
-                       "appearance changed: drop and retention with CIs (docs/behaviour.md)")
+    p = sub.add_parser("perturb", help="score a classifier or segmenter on labelled clips clean and with motion "
+                       "removed or appearance changed: drop and retention with CIs (docs/behaviour.md)")
     _model_options(p)
     _data_option(p, what="labelled clips: synth:WORLD[?options], an annotation file with labels or classes:ROOT")
-    p.add_argument("--perturbations", default="shuffle,freeze,reverse,stride,palette,fourier,static-mix",
+    p.add_argument("--perturbations",
+                   default="shuffle,freeze,reverse,stride,palette,fourier,appearance-free,static-mix",
                    metavar="P1[,P2...]", help="comma-separated: shuffle, freeze, reverse, stride, palette, fourier, "
-                   "static-mix (default all)")
+                   "appearance-free, static-mix (default all)")
     p.add_argument("--clips", type=int, default=None, metavar="N", help="the first N clips of --data (default all)")
     p.add_argument("--from", dest="from_run", default=None, help="a stlens measure run of the same "
                    "model and weights: its per-layer dynamic / static %% join perturb.json (docs/behaviour.md)")

@@ -11,11 +11,23 @@ Motion removed (the frames kept, their order or count changed; ``order`` gives t
 Appearance changed (every frame restyled alike, the motion kept): ``palette`` and ``fourier`` apply the stylizers of
 ``stlens.video.stylizers`` to the clip's uint8 frames (a style drawn per clip from (seed, clip index)).
 
+``appearance-free`` (AFD-style, Ilic et al. 2022): the clip's motion carried by a noise texture. A noise image is drawn
+per clip (``noise_image``); the clip's optical flow is estimated frame to frame with DIS (``stlens.video.flow``, on the
+uint8 frames, also on synth worlds: the batch carries no ground-truth flow) and the noise is carried along it
+(``appearance_free``): every frame is noise with the noise's colour statistics, its motion the clip's.
+
 ``static-mix`` (StillMix-style): each clip blended with a still frame of a clip of another class,
 ``(1 − α)·clip + α·still`` on every frame, α = ``MIX_ALPHA`` = 0.5 (normalisation is affine, so blending the
 normalised tensors blends the pixels). The still is the middle frame of the most recent clip seen (this batch or an
 earlier one) of a class drawn per clip from (seed, clip index) among the other classes seen so far; a clip with no
 other class seen yet is left unscored (NaN; ``Context.donors`` −1).
+
+Segmentation data: a temporal perturbation reorders the target masks (B, T, H, W) as it reorders the frames
+(``retarget``); the others keep them. Two-input (rgb, flow) models: the flow (B, 2, T − 1, H, W), encoded as
+``encode_flow``, is changed with the RGB (``reflow``): a reordering moves it along (``reorder_flow``: freeze → zero,
+reverse → the fields reversed and negated, stride → consecutive pairs of fields summed), except ``shuffle``, whose
+jumps between far frames no sum of fields describes: its flow is recomputed with DIS from the shuffled RGB, as is a
+user perturbation's; the appearance perturbations keep the clip's motion, so they keep its flow.
 
 A user perturbation is ``(name, fn)``: ``fn`` maps one normalised clip (3, T, H, W) to one of the same shape.
 """
@@ -34,8 +46,12 @@ from stlens.errors import StlensError
 
 MIX_ALPHA = 0.5
 MOTION = ("shuffle", "freeze", "reverse", "stride")
-APPEARANCE = ("palette", "fourier")
+APPEARANCE = ("palette", "fourier", "appearance-free")
 BUILT_IN = (*MOTION, *APPEARANCE, "static-mix")
+NOISE_BLUR = 1.0
+"""σ in pixels of the Gaussian blur of the appearance-free noise: white noise cannot be tracked by optical flow nor
+resampled between pixels without losing contrast; noise smooth over ~2 px can be both."""
+NOISE_MEAN, NOISE_STD = 128.0, 48.0
 DEFAULT = BUILT_IN
 CLEAN = "clean"
 _SALT = 0x9E27B
@@ -74,6 +90,46 @@ def blend(clip: torch.Tensor, still: torch.Tensor, alpha: float = MIX_ALPHA) -> 
     return (1 - alpha) * clip + alpha * still[:, None]
 
 
+def noise_image(height: int, width: int, rng: np.random.Generator) -> np.ndarray:
+    """Coloured noise uint8 (H, W, 3): white Gaussian noise per channel blurred with σ = ``NOISE_BLUR`` px, then
+    standardised per channel to mean ``NOISE_MEAN`` and std ``NOISE_STD`` (clipped to 0–255)."""
+    import cv2
+
+    white = rng.standard_normal((height, width, 3)).astype(np.float32)
+    smooth = cv2.GaussianBlur(white, (0, 0), NOISE_BLUR, borderType=cv2.BORDER_REFLECT_101)
+    smooth = (smooth - smooth.mean(axis=(0, 1))) / np.maximum(smooth.std(axis=(0, 1)), 1e-6)
+    return np.clip(np.round(NOISE_MEAN + NOISE_STD * smooth), 0, 255).astype(np.uint8)
+
+
+def appearance_free(frames: np.ndarray, noise: np.ndarray) -> np.ndarray:
+    """``noise`` (H, W, 3) carried along the motion of ``frames`` (T, H, W, 3 uint8) → uint8 (T, H, W, 3).
+
+    Backward warping with ``cv2.remap``: the backward DIS flow b_k from frame k + 1 to frame k (frame_k(x + b_k(x)) ≈
+    frame_{k+1}(x)) composes a map into the noise, M_0(x) = x, M_{k+1}(x) = M_k(x + b_k(x)) (the maps resampled
+    bilinearly, edges replicated), and frame k is the noise sampled once at M_k (bilinear, reflected at the border):
+    the noise is never resampled twice, so it does not blur from frame to frame. Uncovered regions take the noise
+    the map points to (a disoccluded background shows the noise of what covered it).
+    """
+    import cv2
+
+    from stlens.video.flow import _flow_fn, to_grey
+
+    frames = np.asarray(frames)
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.shape[1:3] != noise.shape[:2]:
+        raise StlensError(f"`frames` must be (T, H, W, 3) with the noise's (H, W) = {noise.shape[:2]}, "
+                          f"got {frames.shape}")
+    height, width = noise.shape[:2]
+    grid = np.stack(np.meshgrid(np.arange(width, dtype=np.float32), np.arange(height, dtype=np.float32)), axis=-1)
+    grey, flow = to_grey(frames.astype(np.uint8, copy=False)), _flow_fn("dis")
+    where, out = grid.copy(), [noise.copy()]
+    for k in range(len(frames) - 1):
+        back = grid + flow(grey[k + 1], grey[k])
+        where = cv2.remap(where, back[..., 0], back[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        out.append(cv2.remap(noise, where[..., 0], where[..., 1], cv2.INTER_LINEAR,
+                             borderMode=cv2.BORDER_REFLECT_101))
+    return np.stack(out)
+
+
 @dataclass
 class Context:
     """What a perturbation may use besides the batch: the clips' indices and labels, the input spec, the seed, and
@@ -85,6 +141,7 @@ class Context:
     seed: int
     stills: dict[int, torch.Tensor] = field(default_factory=dict)
     donors: np.ndarray | None = None  # static-mix: the class mixed into each clip (−1: none)
+    orders: list[np.ndarray] | None = None  # a temporal perturbation: each clip's frame order, set by ``apply``
 
 
 @dataclass(frozen=True)
@@ -94,13 +151,15 @@ class Perturbation:
     name: str
     kind: str
     apply: Callable[[torch.Tensor, Context], torch.Tensor]
+    flow: str = "recompute"  # two-input models: "reorder" (``reorder_flow``), "keep" or "recompute" (DIS)
 
 
 def _ordered(name: str, order_of: Callable[[int, np.random.Generator], np.ndarray]):
     def apply(batch: torch.Tensor, context: Context) -> torch.Tensor:
         frames = batch.shape[2]
-        return torch.stack([clip[:, torch.from_numpy(order_of(frames, clip_rng(context.seed, name, int(i))))]
-                            for clip, i in zip(batch, context.indices, strict=True)])
+        context.orders = [order_of(frames, clip_rng(context.seed, name, int(i))) for i in context.indices]
+        return torch.stack([clip[:, torch.from_numpy(order)] for clip, order in zip(batch, context.orders,
+                                                                                       strict=True)])
 
     return apply
 
@@ -118,6 +177,16 @@ def _restyled(name: str):
         return torch.stack(out).to(batch.dtype)
 
     return apply
+
+
+def _appearance_free(batch: torch.Tensor, context: Context) -> torch.Tensor:
+    from stlens.video.sampling import to_frames, to_model_input
+
+    out = []
+    for clip, i in zip(batch, context.indices, strict=True):
+        noise = noise_image(clip.shape[2], clip.shape[3], clip_rng(context.seed, "appearance-free", int(i)))
+        out.append(to_model_input(appearance_free(to_frames(clip, context.spec), noise), context.spec))
+    return torch.stack(out).to(batch.dtype)
 
 
 def _static_mix(batch: torch.Tensor, context: Context) -> torch.Tensor:
@@ -150,16 +219,54 @@ def _user(name: str, fn: Callable[[torch.Tensor], torch.Tensor]):
     return apply
 
 
+def retarget(targets: torch.Tensor, context: Context) -> torch.Tensor:
+    """Segmentation targets (B, T, H, W) in the frame order the last temporal perturbation gave each clip
+    (``context.orders``); unchanged after any other perturbation."""
+    if context.orders is None:
+        return targets
+    return torch.stack([mask[torch.from_numpy(order)] for mask, order in zip(targets, context.orders, strict=True)])
+
+
+def reorder_flow(flow: torch.Tensor, order: np.ndarray) -> torch.Tensor:
+    """The encoded flow (2, T − 1, H, W) of a clip whose frames are put in ``order``: output field k (frame
+    order[k] → order[k + 1]) is the sum of fields order[k] … order[k + 1] − 1 going forward, minus the sum of fields
+    order[k + 1] … order[k] − 1 going back, zero for a repeated frame; clipped to the encoding's [−1, 1]. Exact for
+    freeze (zero) and reverse (negated, reversed), and for stride wherever the motion is uniform over two frames."""
+    cumulative = torch.cat([torch.zeros_like(flow[:, :1]), flow.cumsum(dim=1)], dim=1)  # position along the clip
+    index = torch.from_numpy(np.asarray(order))
+    return (cumulative[:, index[1:]] - cumulative[:, index[:-1]]).clamp(-1, 1)
+
+
+def recompute_flow(rgb: torch.Tensor, spec: InputSpec) -> torch.Tensor:
+    """DIS flow of each normalised clip (B, 3, T, H, W), encoded (B, 2, T − 1, H, W) as ``encode_flow``."""
+    from stlens.video.flow import compute_flow, encode_flow
+    from stlens.video.sampling import to_frames
+
+    return torch.stack([torch.from_numpy(encode_flow(compute_flow(to_frames(clip, spec), "dis"))).permute(3, 0, 1, 2)
+                        for clip in rgb]).to(rgb.dtype)
+
+
+def reflow(p: Perturbation, flow: torch.Tensor, rgb: torch.Tensor, context: Context) -> torch.Tensor:
+    """The flow input that goes with ``p``'s perturbed ``rgb`` (``p.flow``: reorder, keep or recompute)."""
+    if p.flow == "keep":
+        return flow
+    if p.flow == "reorder" and context.orders is not None:
+        return torch.stack([reorder_flow(f, o) for f, o in zip(flow, context.orders, strict=True)])
+    return recompute_flow(rgb, context.spec)
+
+
 def built_in(name: str) -> Perturbation:
     if name == "shuffle":
         return Perturbation(name, "motion", _ordered(name, shuffle_order))
     if name in ("freeze", "reverse", "stride"):
         order = {"freeze": freeze_order, "reverse": reverse_order, "stride": stride_order}[name]
-        return Perturbation(name, "motion", _ordered(name, lambda frames, _rng: order(frames)))
+        return Perturbation(name, "motion", _ordered(name, lambda frames, _rng: order(frames)), flow="reorder")
+    if name == "appearance-free":
+        return Perturbation(name, "appearance", _appearance_free, flow="keep")
     if name in APPEARANCE:
-        return Perturbation(name, "appearance", _restyled(name))
+        return Perturbation(name, "appearance", _restyled(name), flow="keep")
     if name == "static-mix":
-        return Perturbation(name, "static-mix", _static_mix)
+        return Perturbation(name, "static-mix", _static_mix, flow="keep")
     raise StlensError(f"`perturbations`: unknown '{name}'; built in: {', '.join(BUILT_IN)}, or pass (name, fn)")
 
 

@@ -3,9 +3,11 @@ clips clean and under perturbations that remove motion or change appearance (``s
 every perturbation on the same clips: each batch is decoded once and every perturbation is applied to the decoded,
 normalised batch before its forward.
 
-Classifiers are scored by top-1 (and top-5 with more than 5 classes) accuracy; segmentation and instance data,
-and two-input (rgb, flow) models — whose flow would have to be recomputed from the perturbed RGB — are not
-supported yet (a ``StlensError`` says so).
+Classifiers are scored by top-1 (and top-5 with more than 5 classes) accuracy, segmenters (task=segment data) by
+per-clip mIoU and mean success rate (``stlens.measure.scores.Segmentation``) against target masks reordered with the
+frames, chance being the best constant mask (``constant_chance``). Two-input (rgb, flow) models get the flow that goes
+with the perturbed RGB (``stlens.perturb.perturbations.reflow``). Instance (VIS) data is not supported (a
+``StlensError`` says so).
 """
 
 from __future__ import annotations
@@ -24,9 +26,18 @@ from stlens.core.handle import ModelHandle
 from stlens.core.workers import in_order, resolve_workers
 from stlens.errors import StlensError
 from stlens.measure.run import forward_or_explain, to_device
-from stlens.measure.scores import Accuracy
+from stlens.measure.scores import Accuracy, Segmentation
 from stlens.measure.verb import at_input_spec, resolve_model
-from stlens.perturb.perturbations import CLEAN, DEFAULT, MIX_ALPHA, Context, Perturbation, parse_perturbations
+from stlens.perturb.perturbations import (
+    CLEAN,
+    DEFAULT,
+    MIX_ALPHA,
+    Context,
+    Perturbation,
+    parse_perturbations,
+    reflow,
+    retarget,
+)
 from stlens.perturb.result import FILES, PerturbResult
 from stlens.perturb.stats import bootstrap_indices, rate, summarise
 from stlens.video.labelled import LabelledBatches, LabelledClips, open_clips
@@ -44,13 +55,14 @@ def perturb(model: str | nn.Module | ModelHandle, data: str | LabelledClips, *,
     each with a 95% bootstrap interval over clips (``bootstrap`` resamples, the same for all).
 
     ``model``: a spec (``stlens:i3d``; with ``weights``, ``frames``, ``size``), a module or a ``ModelHandle`` of a
-    one-input classifier; ``data``: a labelled data spec (``synth:...``, an annotation file, ``classes:ROOT``) or
+    classifier or segmenter, RGB or (rgb, flow); ``data``: a labelled data spec (``synth:...``, with task=segment for
+    a segmenter, ``davis:``/``moca:``, an annotation file, ``classes:ROOT``) or
     ``LabelledClips``; ``perturbations``: ``"shuffle,freeze,..."`` or a sequence of built-in names (shuffle, freeze,
-    reverse, stride, palette, fourier, static-mix; docs/behaviour.md) and ``(name, fn)`` user perturbations, ``fn``
-    mapping a normalised clip (3, T, H, W) to one of the same shape; ``clips``: the first N clips (default all);
-    ``seed``: the clips' draws, the shuffles, styles and static-mix donors, and the bootstrap; ``from_run``: a
-    ``stlens measure`` run of the same model (spec and weights): its per-layer dynamic and static % with their 95%
-    intervals are joined as ``result.representation`` (perturb.json ``representation``).
+    reverse, stride, palette, fourier, appearance-free, static-mix; docs/behaviour.md) and ``(name, fn)`` user
+    perturbations, ``fn`` mapping a normalised clip (3, T, H, W) to one of the same shape; ``clips``: the first N
+    clips (default all); ``seed``: the clips' draws, the shuffles, styles and static-mix donors, and the bootstrap;
+    ``from_run``: a ``stlens measure`` run of the same model (spec and weights): its per-layer dynamic and static %
+    with their 95% intervals are joined as ``result.representation`` (perturb.json ``representation``).
 
     ``out``: the run folder (perturb.csv, perturb.json, perturb.png), claimed once the arguments are checked and
     before the model is built: refused when it holds a complete run unless ``overwrite``; written in full or not at
@@ -134,21 +146,23 @@ def _perturb(model, data, chosen: list[Perturbation], clips, batch_size, bootstr
     handle = resolve_model(model, weights=weights, frames=frames, size=size, device=device, offline=offline)
     if measured is not None:
         _check_same_model(*measured, handle.spec, handle.weights)
-    if handle.inputs != 1:
-        raise StlensError(f"`model` {handle.spec} takes (rgb, flow): perturb scores one-input (RGB) models only for "
-                          f"now (the flow would have to be recomputed from the perturbed RGB)")
+    if handle.inputs not in (1, 2):
+        raise StlensError(f"`model` {handle.spec} takes {handle.inputs} inputs: perturb scores RGB or (rgb, flow) "
+                          f"models")
     target = handle.device if device is None else resolve_device(device)
     used = resolve_precision(precision, target)
     module = handle.module.eval().to(target)
-    labelled = open_clips(at_input_spec(data, handle), handle.input, task=None) if isinstance(data, str) else data
+    labelled = (open_clips(at_input_spec(data, handle), handle.input, flow=handle.inputs == 2, task=None)
+                if isinstance(data, str) else data)
     task = getattr(labelled, "task", "classify")
-    if task != "classify":
-        raise StlensError(f"`data` gives {task} targets: perturb scores classifiers only for now (mIoU and track AP "
-                          f"under perturbations are not implemented)")
+    if task not in ("classify", "segment"):
+        raise StlensError(f"`data` gives {task} targets: perturb scores classifiers and segmenters (track AP under "
+                          f"perturbations is not implemented)")
     count = len(labelled) if clips is None else min(int(clips), len(labelled))
     if count < 2:
         raise StlensError(f"`data` must hold at least 2 clips, got {count}")
-    metric = Accuracy(int(labelled.num_classes))
+    metric = Accuracy(int(labelled.num_classes)) if task == "classify" else Segmentation()
+    constants = {m: np.full((2, count), np.nan) for m in metric.names}  # segment: all-background, all-foreground
     names = [CLEAN] + [p.name for p in chosen]
     scores = {n: {m: np.full(count, np.nan) for m in metric.names} for n in names}
     follows = {p.name: np.full(count, np.nan) for p in chosen if p.kind == "static-mix"}
@@ -163,10 +177,13 @@ def _perturb(model, data, chosen: list[Perturbation], clips, batch_size, bootstr
         start, tick = 0, time.perf_counter()
         for inputs, labels in in_order(batches, workers):
             timing["decode_seconds"] += time.perf_counter() - tick
-            if isinstance(inputs, tuple):
-                raise StlensError("`data` gives (rgb, flow) inputs: perturb scores one-input models only for now")
+            inputs, flow = _split_inputs(inputs, handle.inputs)
             stop = start + len(labels)
-            context = Context(np.arange(start, stop), labels.cpu().numpy(), handle.input, seed, context_stills)
+            # static-mix on segmentation data: every clip its own class (a still of any other clip is mixed in)
+            classes = labels.cpu().numpy() if task == "classify" else np.arange(start, stop)
+            context = Context(np.arange(start, stop), classes, handle.input, seed, context_stills)
+            if task == "segment":
+                _constant_scores(metric, labels, constants, start)
 
             def forward(batch: torch.Tensor) -> torch.Tensor:
                 began = time.perf_counter()
@@ -176,28 +193,36 @@ def _perturb(model, data, chosen: list[Perturbation], clips, batch_size, bootstr
                 bar.update(1)
                 return out[0] if isinstance(out, tuple | list) else out
 
-            for name, value in metric.scores(forward(inputs), labels).items():
+            for name, value in metric.scores(forward(inputs if flow is None else (inputs, flow)), labels).items():
                 scores[CLEAN][name][start:stop] = value
             for p in chosen:
                 began = time.perf_counter()
+                context.orders = None
                 changed = p.apply(inputs.clone(), context)
+                if flow is not None:
+                    changed = (changed, reflow(p, flow, changed, context))
+                targets = retarget(labels, context) if task == "segment" else labels
                 synthesis[p.name] += time.perf_counter() - began
                 outputs = forward(changed)
                 unscored = np.zeros(len(labels), bool)
-                if p.kind == "static-mix":
+                if p.kind == "static-mix" and task == "segment":
+                    unscored = context.donors < 0
+                elif p.kind == "static-mix":
                     donors = context.donors
                     unscored = donors < 0
                     predicted = outputs.float().argmax(dim=1).cpu().numpy()
                     follows[p.name][start:stop] = np.where(unscored, np.nan, (predicted == donors).astype(float))
-                for name, value in metric.scores(outputs, labels).items():
+                for name, value in metric.scores(outputs, targets).items():
                     scores[p.name][name][start:stop] = np.where(unscored, np.nan, value)
             start, tick = stop, time.perf_counter()
     index = bootstrap_indices(count, bootstrap, seed) if bootstrap else np.zeros((0, count), int)
     kinds = {CLEAN: "clean"} | {p.name: p.kind for p in chosen}
     rows = []
+    chances = (dict(zip(metric.names, (k / metric.classes for k in metric.ks), strict=True)) if task == "classify"
+               else constant_chance(constants))
     for name in names:
-        for m, k in zip(metric.names, metric.ks, strict=True):
-            chance = k / metric.classes
+        for m in metric.names:
+            chance = chances[m]
             s = summarise(scores[name][m], scores[CLEAN][m], chance, index)
             follow = rate(follows[name], index) if name in follows else (float("nan"),) * 3
             rows.append({"perturbation": name, "kind": kinds[name], "metric": m,
@@ -210,7 +235,8 @@ def _perturb(model, data, chosen: list[Perturbation], clips, batch_size, bootstr
     settings = {
         "model": handle.spec, "weights": weights, "data": data if isinstance(data, str) else type(data).__name__,
         "perturbations": [{"name": p.name, "kind": p.kind} for p in chosen], "mix_alpha": MIX_ALPHA, "clips": count,
-        "classes": metric.classes, "frames": handle.input.frames, "size": handle.input.size,
+        "task": task, "classes": getattr(metric, "classes", None), "inputs": handle.inputs,
+        "frames": handle.input.frames, "size": handle.input.size,
         "batch_size": batch_size, "seed": seed, "bootstrap": bootstrap, "workers": workers, "device": str(target),
         "precision": used, "precision_asked": precision, "started": started,
         "versions": {"stlens": __version__, "torch": torch.__version__}, **(meta or {}),
@@ -219,3 +245,24 @@ def _perturb(model, data, chosen: list[Perturbation], clips, batch_size, bootstr
     joined = representation(*measured) if measured is not None else None
     return PerturbResult(settings=settings, metrics=list(metric.names), rows=rows, timing=timing,
                          representation=joined)
+
+
+def _split_inputs(inputs, expected: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """A batch's RGB and, for a two-input model, its encoded flow."""
+    if isinstance(inputs, tuple) != (expected == 2):
+        raise StlensError(f"`data` gives {'(rgb, flow)' if isinstance(inputs, tuple) else 'RGB'} inputs but the "
+                          f"`model` takes {expected}")
+    return inputs if isinstance(inputs, tuple) else (inputs, None)
+
+
+def _constant_scores(metric: Segmentation, targets: torch.Tensor, constants: dict, start: int) -> None:
+    """Store each clip's scores of an all-background (row 0) and an all-foreground (row 1) prediction."""
+    for row, logit in enumerate((-1e4, 1e4)):
+        for m, value in metric.scores(torch.full(targets.shape, logit), targets).items():
+            constants[m][row, start:start + len(targets)] = value
+
+
+def constant_chance(constants: dict[str, np.ndarray]) -> dict[str, float]:
+    """Segmentation chance per metric: the mean over the clean clips of the better constant mask, all-background
+    or all-foreground (the one with the higher mean)."""
+    return {m: float(max(np.nanmean(rows[0]), np.nanmean(rows[1]))) for m, rows in constants.items()}
