@@ -244,7 +244,8 @@ def test_cross_run_table_and_rho(tmp_path):
     assert len(points) == 5
     for got, d, s, p in zip(points, dynamic, shuffle, palette, strict=True):
         assert got[2] == "last<x>" and got[3] == f"{d:.1f}" and got[4] == f"[{d - 2:.1f}, {d + 3:.1f}]"
-        assert got[6] == f"{s:.3f}" and got[7] == f"[{s - 0.1:.3f}, {s + 0.1:.3f}]" and got[8] == f"{p:.3f}"
+        assert got[6] == f"{s:.3f}" and got[7] == f"[{s - 0.1:.3f}, {s + 0.1:.3f}]"
+        assert got[8] == "–" and got[10] == f"{p:.3f}"  # these runs have no appearance-free row
     assert "appearance-free" in " ".join(section.text)
     few = Path(stlens.report(runs[:3], tmp_path / "few.html", examples=0)).read_text()
     rows = {r[0]: r for r in cells(few, "perturb-across").rows if r[0].endswith("retention") and len(r) == 4}

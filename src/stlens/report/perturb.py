@@ -4,9 +4,9 @@ are checked, shown as the table of perturb.csv's rows, the run's own perturb.png
 (``--from``), its per-layer dynamic / static %.
 
 Across runs (two or more with a joined measure run): the last measured layer's dynamic % against the retention of
-``shuffle`` (motion removed) and of ``palette`` (appearance changed), one point per run, and Spearman's ρ with a
-percentile bootstrap interval over runs (``RHO_RESAMPLES`` resamples of the runs with replacement, seed 0; resamples
-where either variable is constant give no ρ and are left out)."""
+``shuffle`` (motion removed), ``appearance-free`` (appearance removed) and ``palette`` (appearance changed), one
+point per run, and Spearman's ρ with a percentile bootstrap interval over runs (``RHO_RESAMPLES`` resamples of the
+runs with replacement, seed 0; resamples where either variable is constant give no ρ and are left out)."""
 
 from __future__ import annotations
 
@@ -26,9 +26,9 @@ DOCUMENT = "perturb.json"
 TABLE = "perturb.csv"
 FIGURE = "perturb.png"
 FIGURE_DPI = 110  # the dpi stlens perturb saves perturb.png at
-#: the y axes of the cross-run figure: (perturbation, what it does); appearance-free (a model without appearance
-#: cues) is not built yet
-AXES = (("shuffle", "motion removed: frames shuffled"), ("palette", "appearance changed: palette restyling"))
+#: the y axes of the cross-run figure: (perturbation, what it does)
+AXES = (("shuffle", "motion removed: frames shuffled"), ("appearance-free", "appearance removed: noise moved along the "
+        "clip's flow"), ("palette", "appearance changed: palette restyling"))
 RHO_RESAMPLES = 1000
 MEANINGFUL_RUNS = 4  # fewer runs: the bootstrap interval of ρ is not meaningful
 _ROW_KEYS = ("perturbation", "kind", "metric", "score", "drop", "retention", "chance", "clips")
