@@ -353,6 +353,16 @@ class RunFolder:
             self.abandon()
 
 
+def claimed(out: str | Path | RunFolder, verb: str, *, overwrite: bool = False,
+            outputs: Iterable[str] | None = None) -> RunFolder:
+    """``out`` as a claimed ``RunFolder``: one the verb claimed before its work as it is, one not yet claimed now
+    claimed, a path a new ``RunFolder`` of ``verb`` claimed now (a result's ``save``)."""
+    folder = out if isinstance(out, RunFolder) else RunFolder(out, verb, overwrite=overwrite, outputs=outputs)
+    if folder.staging is None:
+        folder.claim()
+    return folder
+
+
 @contextlib.contextmanager
 def new_run(out: str | Path, verb: str, *, overwrite: bool = False) -> Iterator[RunFolder]:
     """Claim ``out`` for a new run of ``verb`` (before any work); the block writes into ``run.staging``; a normal exit

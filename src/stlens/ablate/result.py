@@ -29,7 +29,7 @@ from stlens.core.damaged import reading
 from stlens.core.summary import ci_text, html_table, text_summary
 from stlens.errors import StlensError
 from stlens.files import read_versioned, versioned
-from stlens.runs import RunFolder, check_files, read_marker
+from stlens.runs import RunFolder, check_files, claimed, read_marker
 
 FILES = ("ablation.csv", "per_class.csv", "ablation.json", "ablation.png")
 KEY_COLUMNS = ["layer", "select", "k", "draw", "mode", "masked"]
@@ -147,9 +147,7 @@ class AblationResult:
         none; a folder holding a complete run is refused unless ``overwrite`` (docs/reliability.md)."""
         from stlens.files import atomic_write, write_json, write_text
 
-        folder = out if isinstance(out, RunFolder) else RunFolder(out, "ablate", overwrite=overwrite, outputs=FILES)
-        if folder.staging is None:
-            folder.claim()
+        folder = claimed(out, "ablate", overwrite=overwrite, outputs=FILES)
         with folder:
             self.run_id = folder.run_id
             write_text(folder.staging / "ablation.csv", self.csv_text())

@@ -14,7 +14,7 @@ import numpy as np
 
 from stlens.errors import StlensError
 from stlens.files import read_versioned, versioned
-from stlens.runs import RunFolder
+from stlens.runs import RunFolder, claimed
 
 GIFS = 4  # overlay GIFs written for the first clips
 FILES = ("explain.csv", "explain.json", "attributions.npz", *(f"explain_clip{i}.gif" for i in range(GIFS)))
@@ -125,10 +125,7 @@ class ExplainResult:
         from stlens.files import atomic_write, write_json, write_text
         from stlens.pairs.quality import write_gif
 
-        run = folder if isinstance(folder, RunFolder) else RunFolder(folder, "explain", overwrite=overwrite,
-                                                                     outputs=FILES)
-        if run.staging is None:
-            run.claim()
+        run = claimed(folder, "explain", overwrite=overwrite, outputs=FILES)
         with run:
             self.run_id = run.run_id
             write_json(run.staging / "explain.json", self.to_dict())

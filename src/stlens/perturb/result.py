@@ -22,7 +22,7 @@ from typing import Any
 from stlens.core.summary import html_table, text_summary
 from stlens.errors import StlensError
 from stlens.files import read_versioned, versioned
-from stlens.runs import RunFolder, check_files, read_marker
+from stlens.runs import RunFolder, check_files, claimed, read_marker
 
 FILES = ("perturb.csv", "perturb.json", "perturb.png")
 COLUMNS = ["perturbation", "kind", "metric", "score", "score_lo", "score_hi", "drop", "drop_lo", "drop_hi",
@@ -141,9 +141,7 @@ class PerturbResult:
         """Write perturb.csv, perturb.json and perturb.png into the run folder ``out``: all or none."""
         from stlens.files import atomic_write, write_json, write_text
 
-        folder = out if isinstance(out, RunFolder) else RunFolder(out, "perturb", overwrite=overwrite, outputs=FILES)
-        if folder.staging is None:
-            folder.claim()
+        folder = claimed(out, "perturb", overwrite=overwrite, outputs=FILES)
         with folder:
             self.run_id = folder.run_id
             write_text(folder.staging / "perturb.csv", self.csv_text())

@@ -15,7 +15,7 @@ import numpy as np
 from stlens.core.summary import ci_text, html_table, text_summary
 from stlens.errors import StlensError
 from stlens.files import read_versioned, versioned
-from stlens.runs import RunFolder, check_files, read_marker
+from stlens.runs import RunFolder, check_files, claimed, read_marker
 
 FILES = ("selectivity.csv", "selectivity.json", "class_means.npz", "selectivity.png")
 CSV_COLUMNS = ("layer", "channel", "selectivity", "selectivity_lo", "selectivity_hi", "top_class", "classes_served",
@@ -159,10 +159,7 @@ class SelectivityResult:
         ``overwrite``."""
         from stlens.files import atomic_write, write_json, write_text
 
-        run = folder if isinstance(folder, RunFolder) else RunFolder(folder, "selectivity", overwrite=overwrite,
-                                                                     outputs=FILES)
-        if run.staging is None:
-            run.claim()
+        run = claimed(folder, "selectivity", overwrite=overwrite, outputs=FILES)
         with run:
             self.run_id = run.run_id
             self.gallery = self._gallery_files(run.staging)

@@ -39,7 +39,7 @@ from stlens.core.handle import ModelHandle
 from stlens.errors import StlensError
 from stlens.files import read_versioned, versioned
 from stlens.measure.scores import IOU_KINDS, Accuracy, Segmentation, TrackAP, bootstrap_interval
-from stlens.runs import RunFolder, check_files, read_marker
+from stlens.runs import RunFolder, check_files, claimed, read_marker
 from stlens.video.labelled import LabelledBatches, LabelledClips
 
 log = logging.getLogger("stlens")
@@ -140,10 +140,7 @@ class EvaluateResult:
         or none; a folder holding a complete run is refused unless ``overwrite`` (docs/reliability.md)."""
         from stlens.files import write_json, write_text
 
-        run = folder if isinstance(folder, RunFolder) else RunFolder(folder, "evaluate", overwrite=overwrite,
-                                                                     outputs=FILES)
-        if run.staging is None:
-            run.claim()
+        run = claimed(folder, "evaluate", overwrite=overwrite, outputs=FILES)
         with run:
             self.run_id = run.run_id
             write_json(run.staging / "evaluation.json", self.to_dict())
