@@ -641,6 +641,15 @@ def _add_ablate_parser(sub) -> None:
 def cmd_perturb(args: argparse.Namespace) -> int:
     import stlens
 
+    if args.runs is not None:
+        return _dataset_report(args)
+    if args.reference is not None or args.freeze_threshold is not None:
+        given = "--reference" if args.reference is not None else "--freeze-threshold"
+        raise StlensError(f"`{given}` belongs to --dataset-report RUN [RUN ...]")
+    for name in ("model", "data"):
+        if getattr(args, name) is None:
+            raise StlensError(f"`--{name}` is required (or --dataset-report RUN [RUN ...] to judge a dataset by "
+                              f"perturb runs)")
     result = stlens.perturb(args.model, args.data, perturbations=args.perturbations, clips=args.clips,
                             seed=args.seed, bootstrap=args.bootstrap, from_run=args.from_run,
                             progress=not args.quiet, out=args.out,
@@ -655,11 +664,40 @@ def cmd_perturb(args: argparse.Namespace) -> int:
     return 0
 
 
+def _dataset_report(args: argparse.Namespace) -> int:
+    """``stlens perturb --dataset-report RUN [RUN ...]``: judge a dataset by perturb runs of models trained on it."""
+    from stlens.perturb.dataset import THRESHOLD, dataset_report
+
+    scoring = {"--model": args.model, "--data": args.data, "--weights": args.weights, "--from": args.from_run}
+    given = [option for option, value in scoring.items() if value is not None]
+    if given:
+        raise StlensError(f"`{given[0]}` does not go with --dataset-report, which reads perturb runs (no model runs)")
+    threshold = THRESHOLD if args.freeze_threshold is None else args.freeze_threshold
+    report = dataset_report(args.runs, reference=args.reference, freeze_threshold=threshold, out=args.out,
+                            overwrite=args.overwrite)
+    if not args.quiet:
+        print(report.table())
+        if report.path is not None:
+            print(f"→ {report.path}/dataset.csv")
+    return 0
+
+
 def _add_perturb_parser(sub) -> None:
     p = sub.add_parser("perturb", help="score a classifier or segmenter on labelled clips clean and with motion "
-                       "removed or appearance changed: drop and retention with CIs (docs/behaviour.md)")
-    _model_options(p)
-    _data_option(p, what="labelled clips: synth:WORLD[?options], an annotation file with labels or classes:ROOT")
+                       "removed or appearance changed: drop and retention with CIs (docs/behaviour.md); with "
+                       "--dataset-report, judge a dataset by such runs")
+    _model_options(p, required=False)
+    _data_option(p, required=False,
+                 what="labelled clips: synth:WORLD[?options], an annotation file with labels or classes:ROOT")
+    g = p.add_argument_group("dataset report (reads perturb runs; scores no model)")
+    g.add_argument("--dataset-report", dest="runs", nargs="+", default=None, metavar="RUN",
+                   help="perturb run folders of models trained on one dataset, each with freeze and shuffle: "
+                   "is the dataset static-biased? (dataset.csv/json/png in --out; docs/behaviour.md)")
+    g.add_argument("--reference", default=None, metavar="RUN", help="with --dataset-report: a perturb run on a "
+                   "world that needs dynamics (e.g. bundled:i3d-motion on synth:motion), shown beside the dataset")
+    g.add_argument("--freeze-threshold", type=float, default=None, metavar="RETENTION",
+                   help="with --dataset-report: the freeze retention that separates static from dynamic (default "
+                   "0.5)")
     p.add_argument("--perturbations",
                    default="shuffle,freeze,reverse,stride,palette,fourier,appearance-free,static-mix",
                    metavar="P1[,P2...]", help="comma-separated: shuffle, freeze, reverse, stride, palette, fourier, "

@@ -3,15 +3,17 @@ motion (shuffle, freeze, reverse, stride) or change appearance (palette, fourier
 bootstrap intervals over clips.
 
 ``perturbations`` (the perturbations) · ``stats`` (drop, retention, intervals) · ``run`` (the loop: decode once,
-every perturbation on the held batch) · ``result`` (``PerturbResult`` and its run folder).
+every perturbation on the held batch) · ``result`` (``PerturbResult`` and its run folder) · ``dataset`` (is a dataset
+static-biased? ``dataset_report`` over perturb runs, ``--dataset-report``).
 
 This package is callable: ``stlens.perturb(model, data, ...)`` is ``stlens.perturb.run.perturb``.
 """
 
 from stlens._lazy import callable_package
+from stlens.perturb.dataset import DatasetReport, dataset_report, load_dataset_report
 from stlens.perturb.result import PerturbResult, load_perturb
 from stlens.perturb.run import perturb
 
-__all__ = ["PerturbResult", "load_perturb", "perturb"]
+__all__ = ["DatasetReport", "PerturbResult", "dataset_report", "load_dataset_report", "load_perturb", "perturb"]
 
 callable_package(__name__, "stlens.perturb.run:perturb")  # stlens.perturb(...) is the verb
