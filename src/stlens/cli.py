@@ -661,9 +661,10 @@ def _add_perturb_parser(sub) -> None:
     _model_options(p)
     _data_option(p, what="labelled clips: synth:WORLD[?options], an annotation file with labels or classes:ROOT")
     p.add_argument("--perturbations",
-                   default="shuffle,freeze,reverse,stride,palette,fourier,appearance-free,static-mix",
+                   default="shuffle,freeze,reverse,stride,palette,fourier,npr,appearance-free,static-mix",
                    metavar="P1[,P2...]", help="comma-separated: shuffle, freeze, reverse, stride, palette, fourier, "
-                   "appearance-free, static-mix (default all)")
+                   "npr, appearance-free, static-mix (the default); also neural (slow), background-only, object-only "
+                   "(need masks or a synth: world)")
     p.add_argument("--clips", type=int, default=None, metavar="N", help="the first N clips of --data (default all)")
     p.add_argument("--from", dest="from_run", default=None, help="a stlens measure run of the same "
                    "model and weights: its per-layer dynamic / static %% join perturb.json (docs/behaviour.md)")
