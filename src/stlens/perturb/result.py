@@ -105,7 +105,8 @@ class PerturbResult:
 
         figure, axes = plt.subplots(1, len(self.metrics), figsize=(1.5 + 0.9 * len(self.rows) / len(self.metrics)
                                                                    * len(self.metrics), 3.4), squeeze=False)
-        colours = {"motion": "#d62728", "appearance": "#1f77b4", "static-mix": "#9467bd", "user": "#7f7f7f"}
+        colours = {"motion": "#d62728", "appearance": "#1f77b4", "static-mix": "#9467bd", "object": "#2ca02c",
+                   "user": "#7f7f7f"}
         for ax, metric in zip(axes[0], self.metrics, strict=True):
             rows = [r for r in self.rows if r["metric"] == metric and r["perturbation"] != "clean"]
             x = np.arange(len(rows))

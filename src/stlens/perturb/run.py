@@ -34,6 +34,7 @@ from stlens.perturb.perturbations import (
     MIX_ALPHA,
     Context,
     Perturbation,
+    check_data,
     parse_perturbations,
     reflow,
     retarget,
@@ -58,7 +59,8 @@ def perturb(model: str | nn.Module | ModelHandle, data: str | LabelledClips, *,
     classifier or segmenter, RGB or (rgb, flow); ``data``: a labelled data spec (``synth:...``, with task=segment for
     a segmenter, ``davis:``/``moca:``, an annotation file, ``classes:ROOT``) or
     ``LabelledClips``; ``perturbations``: ``"shuffle,freeze,..."`` or a sequence of built-in names (shuffle, freeze,
-    reverse, stride, palette, fourier, appearance-free, static-mix; docs/behaviour.md) and ``(name, fn)`` user
+    reverse, stride, palette, fourier, npr, appearance-free, static-mix; opt-in: neural, background-only,
+    object-only; docs/behaviour.md) and ``(name, fn)`` user
     perturbations, ``fn`` mapping a normalised clip (3, T, H, W) to one of the same shape; ``clips``: the first N
     clips (default all); ``seed``: the clips' draws, the shuffles, styles and static-mix donors, and the bootstrap;
     ``from_run``: a ``stlens measure`` run of the same model (spec and weights): its per-layer dynamic and static %
@@ -158,6 +160,7 @@ def _perturb(model, data, chosen: list[Perturbation], clips, batch_size, bootstr
     if task not in ("classify", "segment"):
         raise StlensError(f"`data` gives {task} targets: perturb scores classifiers and segmenters (track AP under "
                           f"perturbations is not implemented)")
+    check_data(chosen, labelled, task, data)
     count = len(labelled) if clips is None else min(int(clips), len(labelled))
     if count < 2:
         raise StlensError(f"`data` must hold at least 2 clips, got {count}")
@@ -181,7 +184,8 @@ def _perturb(model, data, chosen: list[Perturbation], clips, batch_size, bootstr
             stop = start + len(labels)
             # static-mix on segmentation data: every clip its own class (a still of any other clip is mixed in)
             classes = labels.cpu().numpy() if task == "classify" else np.arange(start, stop)
-            context = Context(np.arange(start, stop), classes, handle.input, seed, context_stills)
+            context = Context(np.arange(start, stop), classes, handle.input, seed, context_stills, source=labelled,
+                              masks=labels if task == "segment" else None, device=target)
             if task == "segment":
                 _constant_scores(metric, labels, constants, start)
 

@@ -359,6 +359,24 @@ class SynthDataset:
         texture)."""
         return self._render(self._index(index), int(appearance_seed))
 
+    def render_parts(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """Clip ``index`` taken apart (``stlens perturb``'s background-only and object-only; classify clips only):
+        the clip rendered from the same plan and textures *without* its object, uint8 (T, H, W, 3) (the world's
+        static background on every frame, with the shortcut cue where there is one), and the object's visible pixels
+        in the clip, bool (T, H, W) (its ``masks``)."""
+        if self.task != "classify":
+            raise StlensError(f"render_parts: {self.spec} has task={self.task}; only classify clips are taken apart "
+                              f"(a segment clip's masks are its targets)")
+        index = self._index(index)
+        clip = self._render(index, None)
+        plan, look, _, _ = self._draw(index, None)
+        (by, bx) = look.background_offset
+        background = texture_bank(self.size).images[look.background_texture, by:by + self.size, bx:bx + self.size]
+        frames = np.repeat(background[None], self.frames, axis=0)
+        if self.shortcut is not None:
+            paint_cue(frames, self._cue(index, plan.label))
+        return frames, np.asarray(clip.masks, bool)
+
     def make_pairs(self, spec: InputSpec, pairs: int, *, stylizer: str | None = None, seed: int = 0,
                    flow: str | None = None, flow_cache=None) -> PairSource:
         """Pairs for ``stlens.measure`` (``stlens.make_pairs`` calls this): see ``SynthPairs``. ``stylizer`` None:

@@ -109,6 +109,12 @@ class SynthClips:
         encoded = torch.from_numpy(np.ascontiguousarray(encode_flow(flow))).permute(3, 0, 1, 2).float()
         return (rgb, encoded), target
 
+    @property
+    def render_parts(self):
+        """``render_parts(index) -> (background uint8 (T, H, W, 3), object pixels bool (T, H, W))`` of a classify
+        world (``SynthDataset.render_parts``; ``stlens perturb``'s background-only and object-only), else None."""
+        return self.dataset.render_parts if self.task == "classify" and hasattr(self.dataset, "render_parts") else None
+
     def batch(self, indices: np.ndarray, rng: np.random.Generator) -> tuple[torch.Tensor | tuple, torch.Tensor]:
         items = [self.item(i) for i in indices]
         if self.task == "instances":  # clips hold different numbers of instances: a list, one per clip
