@@ -640,13 +640,14 @@ def _add_ablate_parser(sub) -> None:
 
 def cmd_perturb(args: argparse.Namespace) -> int:
     import stlens
+    from stlens.core import distributed
 
     result = stlens.perturb(args.model, args.data, perturbations=args.perturbations, clips=args.clips,
                             seed=args.seed, bootstrap=args.bootstrap, from_run=args.from_run,
                             progress=not args.quiet, out=args.out,
                             overwrite=args.overwrite, meta={"arguments": _recorded(args)},
                             **_model_kwargs(args), **_compute_kwargs(args))
-    if not args.quiet:
+    if not args.quiet and distributed.launched().rank == 0:  # torchrun: every rank has the result, rank 0 prints
         print(result.table())
         where = f" → {result.path}/perturb.csv" if result.path is not None else ""
         print(f"{result.settings['clips']} clips, {result.timing['forwards']} forwards in "
