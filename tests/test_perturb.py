@@ -72,13 +72,16 @@ def test_static_mix_blends_another_class_middle_frame():
     ctx = context(x, labels=[0, 1, 1])
     mixed = built_in("static-mix").apply(x.clone(), ctx)
     assert ctx.donors.tolist() == [1, 0, 0]
-    # class 1's still is the middle frame (index 4) of the last clip of class 1 seen (clip 2)
+    # class 1's still is the middle frame (index 4) of the batch's last clip of class 1 (clip 2)
     assert torch.allclose(mixed[0], 0.5 * x[0] + 0.5 * x[2][:, 4][:, None].expand(3, 8, 4, 4))
     assert torch.allclose(mixed[1, :, 3], 0.5 * x[1, :, 3] + 0.5 * x[0, :, 4])
     assert torch.allclose(blend(x[0], x[1, :, 0], 0.25), 0.75 * x[0] + 0.25 * x[1, :, :1])
     lone = context(x[:1], labels=[5])
-    assert torch.equal(built_in("static-mix").apply(x[:1].clone(), lone), x[:1])  # no other class yet
+    assert torch.equal(built_in("static-mix").apply(x[:1].clone(), lone), x[:1])  # no other class in its batch
     assert lone.donors.tolist() == [-1]
+    # batch-local: the classes of other batches are never drawn (the same whatever batches came before)
+    same = context(x[:2], labels=[1, 1])
+    assert torch.equal(built_in("static-mix").apply(x[:2].clone(), same), x[:2]) and same.donors.tolist() == [-1, -1]
 
 
 def test_restyling_keeps_the_frames_alike_and_changes_colour():
@@ -372,7 +375,7 @@ def test_segmenters_under_perturbation_reorder_the_masks():
     # (IoU 8/16), the five copies of frame 6 nothing (IoU 0)
     assert moving.row("stride", "miou")["score"] == pytest.approx(3 * 0.5 / 8)
     assert bright.row("appearance-free", "miou")["score"] < 0.2  # noise: no bright bar
-    mixed = bright.row("static-mix", "miou")  # the still of another clip of the batch or before: its bar too
+    mixed = bright.row("static-mix", "miou")  # the still of another clip of the batch: its bar too
     assert mixed["clips"] == 8 and mixed["score"] < 1.0 and np.isnan(mixed["follow_rate"])
 
     class Tracks(PlantedMasks):

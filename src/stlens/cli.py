@@ -640,6 +640,7 @@ def _add_ablate_parser(sub) -> None:
 
 def cmd_perturb(args: argparse.Namespace) -> int:
     import stlens
+    from stlens.core import distributed
 
     if args.runs is not None:
         return _dataset_report(args)
@@ -655,7 +656,7 @@ def cmd_perturb(args: argparse.Namespace) -> int:
                             progress=not args.quiet, out=args.out,
                             overwrite=args.overwrite, meta={"arguments": _recorded(args)},
                             **_model_kwargs(args), **_compute_kwargs(args))
-    if not args.quiet:
+    if not args.quiet and distributed.launched().rank == 0:  # torchrun: every rank has the result, rank 0 prints
         print(result.table())
         where = f" → {result.path}/perturb.csv" if result.path is not None else ""
         print(f"{result.settings['clips']} clips, {result.timing['forwards']} forwards in "

@@ -20,9 +20,10 @@ uint8 frames, also on synth worlds: the batch carries no ground-truth flow) and 
 
 ``static-mix`` (StillMix-style): each clip blended with a still frame of a clip of another class,
 ``(1 − α)·clip + α·still`` on every frame, α = ``MIX_ALPHA`` = 0.5 (normalisation is affine, so blending the
-normalised tensors blends the pixels). The still is the middle frame of the most recent clip seen (this batch or an
-earlier one) of a class drawn per clip from (seed, clip index) among the other classes seen so far; a clip with no
-other class seen yet is left unscored (NaN; ``Context.donors`` −1).
+normalised tensors blends the pixels). The donor class is drawn per clip from (seed, clip index) among the other
+classes present in the clip's own batch, and the still is the middle frame of that batch's last clip of it: a clip's
+mix depends only on its batch, never on the batches before it, so it is the same however the batches are split
+over processes. A clip whose batch holds no other class is left unscored (NaN; ``Context.donors`` −1).
 
 Segmentation data: a temporal perturbation reorders the target masks (B, T, H, W) as it reorders the frames
 (``retarget``); the others keep them. Two-input (rgb, flow) models: the flow (B, 2, T − 1, H, W), encoded as
@@ -46,7 +47,7 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -146,15 +147,15 @@ def appearance_free(frames: np.ndarray, noise: np.ndarray) -> np.ndarray:
 
 @dataclass
 class Context:
-    """What a perturbation may use besides the batch: the clips' indices and labels, the input spec, the seed,
-    static-mix's pool of stills (class → the middle frame of the most recent clip of that class), the clip source
-    (``render_parts``), segmentation targets (``masks``, (B, T, H, W)) and the device the neural stylizer runs on."""
+    """What a perturbation may use besides the batch: the clips' indices and labels, the input spec, the seed, the
+    clip source (``render_parts``), segmentation targets (``masks``, (B, T, H, W)) and the device the neural stylizer
+    runs on; perturbations record what they did (static-mix's donor classes, a temporal perturbation's frame
+    orders)."""
 
     indices: np.ndarray
     labels: np.ndarray
     spec: InputSpec
     seed: int
-    stills: dict[int, torch.Tensor] = field(default_factory=dict)
     donors: np.ndarray | None = None  # static-mix: the class mixed into each clip (−1: none)
     orders: list[np.ndarray] | None = None  # a temporal perturbation: each clip's frame order, set by ``apply``
     source: object | None = None  # the LabelledClips the batch came from
@@ -213,16 +214,17 @@ def _appearance_free(batch: torch.Tensor, context: Context) -> torch.Tensor:
 
 
 def _static_mix(batch: torch.Tensor, context: Context) -> torch.Tensor:
+    """Each clip blended with the still (middle frame) of the batch's last clip of a class drawn from (seed, clip
+    index) among the batch's other classes; unchanged, donor −1, when the batch holds no other class."""
     middle = batch.shape[2] // 2
-    for clip, label in zip(batch, context.labels, strict=True):
-        context.stills[int(label)] = clip[:, middle].clone()
+    stills = {int(label): clip[:, middle] for clip, label in zip(batch, context.labels, strict=True)}  # last wins
     out, donors = batch.clone(), np.full(len(batch), -1)
     for b, (label, i) in enumerate(zip(context.labels, context.indices, strict=True)):
-        others = sorted(c for c in context.stills if c != int(label))
+        others = sorted(c for c in stills if c != int(label))
         if not others:
             continue  # left as it is and unscored
         donors[b] = others[int(clip_rng(context.seed, "static-mix", int(i)).integers(len(others)))]
-        out[b] = blend(batch[b], context.stills[int(donors[b])])
+        out[b] = blend(batch[b], stills[int(donors[b])])
     context.donors = donors
     return out
 

@@ -8,6 +8,11 @@ per-clip mIoU and mean success rate (``stlens.measure.scores.Segmentation``) aga
 frames, chance being the best constant mask (``constant_chance``). Two-input (rgb, flow) models get the flow that goes
 with the perturbed RGB (``stlens.perturb.perturbations.reflow``). Instance (VIS) data is not supported (a
 ``StlensError`` says so).
+
+Under ``torchrun`` the batches are split in contiguous shares of whole batches (``core.distributed.shard``): batch b
+is decoded from (seed, b) and every perturbation draws per clip (static-mix within the batch), so each clip is
+scored on the input of one process; the per-clip arrays are gathered in rank order, every rank computes the same
+result and rank 0 alone writes the run folder.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from stlens.core import distributed
 from stlens.core.device import exact_fp32, resolve_device, resolve_precision
 from stlens.core.handle import ModelHandle
 from stlens.core.workers import in_order, resolve_workers
@@ -68,23 +74,33 @@ def perturb(model: str | nn.Module | ModelHandle, data: str | LabelledClips, *,
 
     ``out``: the run folder (perturb.csv, perturb.json, perturb.png), claimed once the arguments are checked and
     before the model is built: refused when it holds a complete run unless ``overwrite``; written in full or not at
-    all (``result.path``).
+    all (``result.path``). Under ``torchrun`` each process scores a share of whole batches and every process returns
+    the result of one process; rank 0 alone claims and writes ``out``; a failing rank stops the others.
     """
     chosen = _check_arguments(perturbations, clips, batch_size, bootstrap, workers)
     measured = (_measure_run(from_run, model, weights), from_run) if from_run is not None else None
-    if out is None:
-        return _perturb(model, data, chosen, clips, batch_size, bootstrap, seed, weights, frames, size, device,
-                        precision, workers, progress, meta, offline, measured)
+    world = distributed.launched()
+    if device is not None:
+        device = distributed.rank_device(str(device) if isinstance(device, torch.device) else device, world)
     from stlens.runs import RunFolder
 
-    folder = RunFolder(out, "perturb", overwrite=overwrite, outputs=FILES).claim()
-    try:
-        result = _perturb(model, data, chosen, clips, batch_size, bootstrap, seed, weights, frames, size, device,
-                          precision, workers, progress, meta, offline, measured)
-    except BaseException:
-        folder.abandon()
-        raise
-    result.save(folder)
+    with distributed.joined(None if device is None else resolve_device(device)) as world:
+        def claim() -> RunFolder:
+            return RunFolder(out, "perturb", overwrite=overwrite, outputs=FILES).claim()
+
+        folder = distributed.on_first_rank(world, claim) if out is not None else None
+        group = distributed.Group(world) if world.distributed else None
+        try:
+            result = _perturb(model, data, chosen, clips, batch_size, bootstrap, seed, weights, frames, size, device,
+                              precision, workers, progress, meta, offline, measured, world, group)
+        except BaseException as exc:
+            if group is not None and isinstance(exc, Exception):
+                group.fail(str(exc) if isinstance(exc, StlensError) else f"{type(exc).__name__}: {exc}")
+            if folder is not None:
+                folder.abandon()
+            raise
+    if folder is not None:
+        result.save(folder)
     return result
 
 
@@ -141,10 +157,14 @@ def representation(measured, from_run: str | Path) -> dict[str, Any]:
 
 
 def _perturb(model, data, chosen: list[Perturbation], clips, batch_size, bootstrap, seed, weights, frames, size,
-             device, precision, workers, progress, meta, offline, measured: tuple | None = None) -> PerturbResult:
+             device, precision, workers, progress, meta, offline, measured: tuple | None = None,
+             world: distributed.World | None = None, group: distributed.Group | None = None) -> PerturbResult:
     started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     clock = time.perf_counter()
+    world = world or distributed.World()
     workers = resolve_workers(workers)
+    if isinstance(model, str):
+        torch.manual_seed(seed)  # an untrained model's weights follow the seed (the same on every rank)
     handle = resolve_model(model, weights=weights, frames=frames, size=size, device=device, offline=offline)
     if measured is not None:
         _check_same_model(*measured, handle.spec, handle.weights)
@@ -171,20 +191,23 @@ def _perturb(model, data, chosen: list[Perturbation], clips, batch_size, bootstr
     follows = {p.name: np.full(count, np.nan) for p in chosen if p.kind == "static-mix"}
     synthesis = {p.name: 0.0 for p in chosen}
     timing = {"forward_seconds": 0.0, "decode_seconds": 0.0, "forwards": 0}
-    context_stills: dict[int, torch.Tensor] = {}
     from tqdm.auto import tqdm
 
     batches = LabelledBatches(labelled, count, batch_size, seed)
-    with exact_fp32(used == "fp32"), tqdm(total=len(batches) * len(names), desc="perturb", unit="forward",
-                                          disable=not progress or None) as bar:
-        start, tick = 0, time.perf_counter()
-        for inputs, labels in in_order(batches, workers):
+    share = distributed.shard(len(batches), world)  # whole batches: every clip decoded and mixed as in one process
+    own = range(min(count, share.start * batch_size), min(count, share.stop * batch_size))
+    with exact_fp32(used == "fp32"), tqdm(total=len(share) * len(names), desc="perturb", unit="forward",
+                                          disable=not progress or world.rank != 0 or None) as bar:
+        start, tick = own.start, time.perf_counter()
+        for inputs, labels in in_order(torch.utils.data.Subset(batches, share), workers):
+            if group is not None:
+                group.stop_if_failed()
             timing["decode_seconds"] += time.perf_counter() - tick
             inputs, flow = _split_inputs(inputs, handle.inputs)
             stop = start + len(labels)
-            # static-mix on segmentation data: every clip its own class (a still of any other clip is mixed in)
+            # static-mix on segmentation data: every clip its own class (a still of another clip of the batch)
             classes = labels.cpu().numpy() if task == "classify" else np.arange(start, stop)
-            context = Context(np.arange(start, stop), classes, handle.input, seed, context_stills, source=labelled,
+            context = Context(np.arange(start, stop), classes, handle.input, seed, source=labelled,
                               masks=labels if task == "segment" else None, device=target)
             if task == "segment":
                 _constant_scores(metric, labels, constants, start)
@@ -219,6 +242,9 @@ def _perturb(model, data, chosen: list[Perturbation], clips, batch_size, bootstr
                 for name, value in metric.scores(outputs, targets).items():
                     scores[p.name][name][start:stop] = np.where(unscored, np.nan, value)
             start, tick = stop, time.perf_counter()
+    if group is not None:
+        group.stop_if_failed()
+        scores, follows, constants, synthesis = _gathered(group, own, scores, follows, constants, synthesis, timing)
     index = bootstrap_indices(count, bootstrap, seed) if bootstrap else np.zeros((0, count), int)
     kinds = {CLEAN: "clean"} | {p.name: p.kind for p in chosen}
     rows = []
@@ -241,7 +267,8 @@ def _perturb(model, data, chosen: list[Perturbation], clips, batch_size, bootstr
         "perturbations": [{"name": p.name, "kind": p.kind} for p in chosen], "mix_alpha": MIX_ALPHA, "clips": count,
         "task": task, "classes": getattr(metric, "classes", None), "inputs": handle.inputs,
         "frames": handle.input.frames, "size": handle.input.size,
-        "batch_size": batch_size, "seed": seed, "bootstrap": bootstrap, "workers": workers, "device": str(target),
+        "batch_size": batch_size, "seed": seed, "bootstrap": bootstrap, "workers": workers, "processes": world.size,
+        "device": str(target),
         "precision": used, "precision_asked": precision, "started": started,
         "versions": {"stlens": __version__, "torch": torch.__version__}, **(meta or {}),
     }
@@ -249,6 +276,25 @@ def _perturb(model, data, chosen: list[Perturbation], clips, batch_size, bootstr
     joined = representation(*measured) if measured is not None else None
     return PerturbResult(settings=settings, metrics=list(metric.names), rows=rows, timing=timing,
                          representation=joined)
+
+
+def _gathered(group: distributed.Group, own: range, scores: dict, follows: dict, constants: dict,
+              synthesis: dict, timing: dict) -> tuple[dict, dict, dict, dict]:
+    """Every rank's per-clip arrays (its clips ``own``, contiguous in rank order) joined on every rank, and the
+    synthesis and forward times summed; the same result on every rank."""
+    def part(arrays: dict) -> dict:
+        return {k: v[..., own.start:own.stop] if isinstance(v, np.ndarray) else part(v) for k, v in arrays.items()}
+
+    def joined(parts: list[dict]) -> dict:
+        return {k: np.concatenate([p[k] for p in parts], axis=-1) if isinstance(v, np.ndarray)
+                else joined([p[k] for p in parts]) for k, v in parts[0].items()}
+
+    parts = group.gather((part(scores), part(follows), part(constants), synthesis,
+                          {k: timing[k] for k in ("forward_seconds", "decode_seconds", "forwards")}))
+    for key in ("forward_seconds", "decode_seconds", "forwards"):
+        timing[key] = sum(p[4][key] for p in parts)
+    return (joined([p[0] for p in parts]), joined([p[1] for p in parts]), joined([p[2] for p in parts]),
+            {name: sum(p[3][name] for p in parts) for name in synthesis})
 
 
 def _split_inputs(inputs, expected: int) -> tuple[torch.Tensor, torch.Tensor | None]:
