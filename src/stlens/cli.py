@@ -656,8 +656,8 @@ def cmd_perturb(args: argparse.Namespace) -> int:
 
 
 def _add_perturb_parser(sub) -> None:
-    p = sub.add_parser("perturb", help="score a classifier or segmenter on labelled clips clean and with motion "
-                       "removed or appearance changed: drop and retention with CIs (docs/behaviour.md)")
+    p = sub.add_parser("perturb", help="score a classifier, segmenter or VIS model on labelled clips clean and with "
+                       "motion removed or appearance changed: drop and retention with CIs (docs/behaviour.md)")
     _model_options(p)
     _data_option(p, what="labelled clips: synth:WORLD[?options], an annotation file with labels or classes:ROOT")
     p.add_argument("--perturbations",
