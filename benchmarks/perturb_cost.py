@@ -78,7 +78,8 @@ def main() -> None:
           f"{args.device}, {torch.get_num_threads()} threads, {torch.__version__}; best of {args.repeats}")
     print(f"clean evaluation: decode {best_clean['decode']:.2f} s, model {best_clean['forward']:.2f} s "
           f"({best_clean['forwards']} forwards)")
-    print(f"perturb, P = {len(chosen)}: decode {timing['decode_seconds']:.2f} s, model {timing['forward_seconds']:.2f} s "
+    print(f"perturb, P = {len(chosen)}: decode {timing['decode_seconds']:.2f} s, "
+          f"model {timing['forward_seconds']:.2f} s "
           f"({timing['forwards']} forwards), whole call {timing['seconds']:.2f} s")
     print(f"model work: {timing['forward_seconds'] / best_clean['forward']:.2f}x the clean evaluation's "
           f"(goal <= 1 + P = {1 + len(chosen)}x: {'met' if timing['forward_seconds'] <= budget else 'NOT met'}); "

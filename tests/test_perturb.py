@@ -378,12 +378,6 @@ def test_segmenters_under_perturbation_reorder_the_masks():
     mixed = bright.row("static-mix", "miou")  # the still of another clip of the batch: its bar too
     assert mixed["clips"] == 8 and mixed["score"] < 1.0 and np.isnan(mixed["follow_rate"])
 
-    class Tracks(PlantedMasks):
-        task = "instances"
-
-    with pytest.raises(StlensError, match="`data` gives instances targets"):
-        stlens.perturb(planted(BrightMask()), Tracks(), progress=False)
-
 
 def test_flow_moves_with_the_frames_by_hand():
     from stlens.perturb.perturbations import Perturbation, recompute_flow, reflow, reorder_flow

@@ -52,3 +52,15 @@ def test_a_failing_rank_stops_the_run_and_nothing_is_written(tmp_path):
                     "--bootstrap", "0", "--device", "cpu", "--quiet", "--out", str(out)], env={"FAIL_ON_RANK": "1"})
     assert run.returncode != 0 and "planted failure" in run.stderr, run.stderr[-3000:]
     assert not (out / "perturb.csv").exists()
+
+
+def test_torchrun_track_ap_of_a_vis_model_is_that_of_one_process(tmp_path):
+    """Track AP has no per-clip score: the ranks' matches are joined in rank order before AP and its resamples."""
+    one, two = tmp_path / "one", tmp_path / "two"
+    argv = ["perturb", "--model", "stlens:vis?classes=4&width=32&queries=10", "--weights", "bundled:vis-appearance",
+            "--data", "synth:appearance?task=instances&frames=8&size=64&split=test&n=10", "--perturbations",
+            "freeze,static-mix", "--batch-size", "3", "--bootstrap", "50", "--device", "cpu", "--quiet"]
+    assert main([*argv, "--out", str(one)]) == 0
+    run = torchrun([*argv, "--out", str(two)])
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert (two / "perturb.csv").read_text() == (one / "perturb.csv").read_text()

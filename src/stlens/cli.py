@@ -684,9 +684,9 @@ def _dataset_report(args: argparse.Namespace) -> int:
 
 
 def _add_perturb_parser(sub) -> None:
-    p = sub.add_parser("perturb", help="score a classifier or segmenter on labelled clips clean and with motion "
-                       "removed or appearance changed: drop and retention with CIs (docs/behaviour.md); with "
-                       "--dataset-report, judge a dataset by such runs")
+    p = sub.add_parser("perturb", help="score a classifier, segmenter or VIS model on labelled clips clean "
+                       "and with motion removed or appearance changed: drop and retention with CIs "
+                       "(docs/behaviour.md); with --dataset-report, judge a dataset by such runs")
     _model_options(p, required=False)
     _data_option(p, required=False,
                  what="labelled clips: synth:WORLD[?options], an annotation file with labels or classes:ROOT")

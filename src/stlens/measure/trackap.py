@@ -262,6 +262,16 @@ class TrackMatches:
             self.predictions += len(prediction)
         self._pools = None
 
+    def extend(self, other: TrackMatches) -> None:
+        """Append ``other``'s videos after these (another process's share of the videos, in rank order)."""
+        if other.num_classes != self.num_classes:
+            raise ValueError(f"cannot join matches of {other.num_classes} classes to {self.num_classes}")
+        self.videos.extend(other.videos)
+        self.tracks += other.tracks
+        self.crowd += other.crowd
+        self.predictions += other.predictions
+        self._pools = None
+
     def counts(self) -> dict:
         """As ``track_ap``'s ``counts``."""
         return {"videos": len(self.videos), "tracks": int(self.tracks.sum()), "crowd": self.crowd,

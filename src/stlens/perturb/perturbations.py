@@ -26,7 +26,8 @@ mix depends only on its batch, never on the batches before it, so it is the same
 over processes. A clip whose batch holds no other class is left unscored (NaN; ``Context.donors`` −1).
 
 Segmentation data: a temporal perturbation reorders the target masks (B, T, H, W) as it reorders the frames
-(``retarget``); the others keep them. Two-input (rgb, flow) models: the flow (B, 2, T − 1, H, W), encoded as
+(``retarget``); the others keep them. Instance (VIS) data: the same for each track's masks (``retrack``).
+Two-input (rgb, flow) models: the flow (B, 2, T − 1, H, W), encoded as
 ``encode_flow``, is changed with the RGB (``reflow``): a reordering moves it along (``reorder_flow``: freeze → zero,
 reverse → the fields reversed and negated, stride → consecutive pairs of fields summed), except ``shuffle``, whose
 jumps between far frames no sum of fields describes: its flow is recomputed with DIS from the shuffled RGB, as are a
@@ -52,6 +53,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from stlens.core.instances import Instances
 from stlens.core.spec import InputSpec
 from stlens.errors import StlensError
 
@@ -293,6 +295,21 @@ def retarget(targets: torch.Tensor, context: Context) -> torch.Tensor:
     if context.orders is None:
         return targets
     return torch.stack([mask[torch.from_numpy(order)] for mask, order in zip(targets, context.orders, strict=True)])
+
+
+def retrack(targets: list[Instances], context: Context) -> list[Instances]:
+    """Instance targets (one ``Instances`` per clip) with every track's masks in the frame order the last temporal
+    perturbation gave its clip (``context.orders``), as ``retarget`` does for masks; a track then absent from every
+    frame (freeze: not in the middle frame) is dropped, as it is not in the perturbed clip. Unchanged after any
+    other perturbation."""
+    if context.orders is None:
+        return targets
+    out = []
+    for target, order in zip(targets, context.orders, strict=True):
+        masks = target.masks[:, order]
+        seen = masks.reshape(len(masks), -1).any(1)
+        out.append(Instances(masks[seen], target.classes[seen], target.track_ids[seen], target.crowd[seen]))
+    return out
 
 
 def reorder_flow(flow: torch.Tensor, order: np.ndarray) -> torch.Tensor:

@@ -6,8 +6,11 @@ normalised batch before its forward.
 Classifiers are scored by top-1 (and top-5 with more than 5 classes) accuracy, segmenters (task=segment data) by
 per-clip mIoU and mean success rate (``stlens.measure.scores.Segmentation``) against target masks reordered with the
 frames, chance being the best constant mask (``constant_chance``). Two-input (rgb, flow) models get the flow that goes
-with the perturbed RGB (``stlens.perturb.perturbations.reflow``). Instance (VIS) data is not supported (a
-``StlensError`` says so).
+with the perturbed RGB (``stlens.perturb.perturbations.reflow``). Video instance segmenters (``stlens:vis`` on
+task=instances data) are scored by track AP (``AP_METRICS``: ap, ap50; ``stlens.measure.trackap``) against instance
+targets whose masks are reordered with the frames (``retrack``); AP has no per-clip score, so its intervals recompute
+it on every bootstrap resample of the clips (``stats.set_replicates``), and chance is the AP of the union baseline
+(``union_tracks``).
 
 Under ``torchrun`` the batches are split in contiguous shares of whole batches (``core.distributed.shard``): batch b
 is decoded from (seed, b) and every perturbation draws per clip (static-mix within the batch), so each clip is
@@ -29,10 +32,12 @@ from torch import nn
 from stlens.core import distributed
 from stlens.core.device import exact_fp32, resolve_device, resolve_precision
 from stlens.core.handle import ModelHandle
+from stlens.core.instances import Instances, TrackPredictions
 from stlens.core.workers import in_order, resolve_workers
 from stlens.errors import StlensError
 from stlens.measure.run import forward_or_explain, to_device
-from stlens.measure.scores import Accuracy, Segmentation
+from stlens.measure.scores import Accuracy, Segmentation, TrackAP
+from stlens.measure.trackap import TrackMatches
 from stlens.measure.verb import at_input_spec, resolve_model
 from stlens.perturb.perturbations import (
     CLEAN,
@@ -44,10 +49,14 @@ from stlens.perturb.perturbations import (
     parse_perturbations,
     reflow,
     retarget,
+    retrack,
 )
 from stlens.perturb.result import FILES, PerturbResult
-from stlens.perturb.stats import bootstrap_indices, rate, summarise
+from stlens.perturb.stats import bootstrap_indices, rate, set_replicates, summarise, summarise_set
 from stlens.video.labelled import LabelledBatches, LabelledClips, open_clips
+
+#: the track-AP numbers of a perturb run on instance data (perturb.csv ``metric``), as ``stlens evaluate`` names them
+AP_METRICS = ("ap", "ap50")
 
 
 def perturb(model: str | nn.Module | ModelHandle, data: str | LabelledClips, *,
@@ -62,8 +71,9 @@ def perturb(model: str | nn.Module | ModelHandle, data: str | LabelledClips, *,
     each with a 95% bootstrap interval over clips (``bootstrap`` resamples, the same for all).
 
     ``model``: a spec (``stlens:i3d``; with ``weights``, ``frames``, ``size``), a module or a ``ModelHandle`` of a
-    classifier or segmenter, RGB or (rgb, flow); ``data``: a labelled data spec (``synth:...``, with task=segment for
-    a segmenter, ``davis:``/``moca:``, an annotation file, ``classes:ROOT``) or
+    classifier, segmenter or video instance segmenter, RGB or (rgb, flow); ``data``: a labelled data spec
+    (``synth:...``, with task=segment for a segmenter, task=instances for a VIS model, ``davis:``/``moca:``,
+    ``ytvis:``, an annotation file, ``classes:ROOT``) or
     ``LabelledClips``; ``perturbations``: ``"shuffle,freeze,..."`` or a sequence of built-in names (shuffle, freeze,
     reverse, stride, palette, fourier, npr, appearance-free, static-mix; opt-in: neural, background-only,
     object-only; docs/behaviour.md) and ``(name, fn)`` user
@@ -177,17 +187,23 @@ def _perturb(model, data, chosen: list[Perturbation], clips, batch_size, bootstr
     labelled = (open_clips(at_input_spec(data, handle), handle.input, flow=handle.inputs == 2, task=None)
                 if isinstance(data, str) else data)
     task = getattr(labelled, "task", "classify")
-    if task not in ("classify", "segment"):
-        raise StlensError(f"`data` gives {task} targets: perturb scores classifiers and segmenters (track AP under "
-                          f"perturbations is not implemented)")
+    if task not in ("classify", "segment", "instances"):
+        raise StlensError(f"`data` gives {task} targets: perturb scores classifiers, segmenters and video instance "
+                          f"segmenters")
+    if task == "instances" and callable(getattr(labelled, "require_targets", None)):
+        labelled.require_targets("perturb (track AP)")
     check_data(chosen, labelled, task, data)
     count = len(labelled) if clips is None else min(int(clips), len(labelled))
     if count < 2:
         raise StlensError(f"`data` must hold at least 2 clips, got {count}")
-    metric = Accuracy(int(labelled.num_classes)) if task == "classify" else Segmentation()
-    constants = {m: np.full((2, count), np.nan) for m in metric.names}  # segment: all-background, all-foreground
+    metric: Accuracy | Segmentation | TrackAP = (Accuracy(int(labelled.num_classes)) if task == "classify" else
+                                                 Segmentation() if task == "segment" else
+                                                 TrackAP(int(labelled.num_classes)))
     names = [CLEAN] + [p.name for p in chosen]
-    scores = {n: {m: np.full(count, np.nan) for m in metric.names} for n in names}
+    metric_names = AP_METRICS if task == "instances" else metric.names
+    constants = {m: np.full((2, count), np.nan) for m in metric_names}  # segment: all-background, all-foreground
+    scores = {n: {m: np.full(count, np.nan) for m in metric_names} for n in names}
+    tracks = _Tracks(metric, names, count) if isinstance(metric, TrackAP) else None
     follows = {p.name: np.full(count, np.nan) for p in chosen if p.kind == "static-mix"}
     synthesis = {p.name: 0.0 for p in chosen}
     timing = {"forward_seconds": 0.0, "decode_seconds": 0.0, "forwards": 0}
@@ -205,12 +221,15 @@ def _perturb(model, data, chosen: list[Perturbation], clips, batch_size, bootstr
             timing["decode_seconds"] += time.perf_counter() - tick
             inputs, flow = _split_inputs(inputs, handle.inputs)
             stop = start + len(labels)
-            # static-mix on segmentation data: every clip its own class (a still of another clip of the batch)
+            # static-mix on segmentation / instance data: every clip its own class (a still of another clip of
+            # the batch)
             classes = labels.cpu().numpy() if task == "classify" else np.arange(start, stop)
             context = Context(np.arange(start, stop), classes, handle.input, seed, source=labelled,
                               masks=labels if task == "segment" else None, device=target)
             if task == "segment":
                 _constant_scores(metric, labels, constants, start)
+            if tracks is not None:
+                tracks.chance.add([union_tracks(t, metric.classes) for t in labels], labels)
 
             def forward(batch: torch.Tensor) -> torch.Tensor:
                 began = time.perf_counter()
@@ -220,52 +239,69 @@ def _perturb(model, data, chosen: list[Perturbation], clips, batch_size, bootstr
                 bar.update(1)
                 return out[0] if isinstance(out, tuple | list) else out
 
-            for name, value in metric.scores(forward(inputs if flow is None else (inputs, flow)), labels).items():
-                scores[CLEAN][name][start:stop] = value
+            clean = forward(inputs if flow is None else (inputs, flow))
+            if tracks is not None:
+                tracks.add(CLEAN, clean, labels)
+            else:
+                for name, value in metric.scores(clean, labels).items():
+                    scores[CLEAN][name][start:stop] = value
             for p in chosen:
                 began = time.perf_counter()
                 context.orders = None
                 changed = p.apply(inputs.clone(), context)
                 if flow is not None:
                     changed = (changed, reflow(p, flow, changed, context))
-                targets = retarget(labels, context) if task == "segment" else labels
+                targets = (retarget(labels, context) if task == "segment" else
+                           retrack(labels, context) if task == "instances" else labels)
                 synthesis[p.name] += time.perf_counter() - began
                 outputs = forward(changed)
                 unscored = np.zeros(len(labels), bool)
-                if p.kind == "static-mix" and task == "segment":
+                if p.kind == "static-mix" and task != "classify":
                     unscored = context.donors < 0
                 elif p.kind == "static-mix":
                     donors = context.donors
                     unscored = donors < 0
                     predicted = outputs.float().argmax(dim=1).cpu().numpy()
                     follows[p.name][start:stop] = np.where(unscored, np.nan, (predicted == donors).astype(float))
+                if tracks is not None:
+                    tracks.add(p.name, outputs, targets)
+                    tracks.kept[p.name][start:stop] = ~unscored
+                    continue
                 for name, value in metric.scores(outputs, targets).items():
                     scores[p.name][name][start:stop] = np.where(unscored, np.nan, value)
             start, tick = stop, time.perf_counter()
     if group is not None:
         group.stop_if_failed()
         scores, follows, constants, synthesis = _gathered(group, own, scores, follows, constants, synthesis, timing)
+        if tracks is not None:
+            tracks.join(group.gather(tracks.share(own)))
     index = bootstrap_indices(count, bootstrap, seed) if bootstrap else np.zeros((0, count), int)
     kinds = {CLEAN: "clean"} | {p.name: p.kind for p in chosen}
     rows = []
-    chances = (dict(zip(metric.names, (k / metric.classes for k in metric.ks), strict=True)) if task == "classify"
-               else constant_chance(constants))
-    for name in names:
-        for m in metric.names:
-            chance = chances[m]
-            s = summarise(scores[name][m], scores[CLEAN][m], chance, index)
-            follow = rate(follows[name], index) if name in follows else (float("nan"),) * 3
-            rows.append({"perturbation": name, "kind": kinds[name], "metric": m,
-                         **{c: s[c] for c in ("score", "score_lo", "score_hi", "drop", "drop_lo", "drop_hi",
-                                              "retention", "retention_lo", "retention_hi")},
-                         "chance": chance, "clips": s["clips"], "follow_rate": follow[0], "follow_rate_lo": follow[1],
-                         "follow_rate_hi": follow[2], "note": s["note"]})
+    if tracks is not None:
+        began = time.perf_counter()
+        rows = tracks.rows(kinds, index)
+        timing["bootstrap_seconds"] = time.perf_counter() - began
+    else:
+        chances = (dict(zip(metric.names, (k / metric.classes for k in metric.ks), strict=True))
+                   if task == "classify" else constant_chance(constants))
+        for name in names:
+            for m in metric.names:
+                chance = chances[m]
+                s = summarise(scores[name][m], scores[CLEAN][m], chance, index)
+                follow = rate(follows[name], index) if name in follows else (float("nan"),) * 3
+                rows.append({"perturbation": name, "kind": kinds[name], "metric": m,
+                             **{c: s[c] for c in ("score", "score_lo", "score_hi", "drop", "drop_lo", "drop_hi",
+                                                  "retention", "retention_lo", "retention_hi")},
+                             "chance": chance, "clips": s["clips"], "follow_rate": follow[0],
+                             "follow_rate_lo": follow[1], "follow_rate_hi": follow[2], "note": s["note"]})
     from stlens._version import __version__
 
     settings = {
         "model": handle.spec, "weights": weights, "data": data if isinstance(data, str) else type(data).__name__,
         "perturbations": [{"name": p.name, "kind": p.kind} for p in chosen], "mix_alpha": MIX_ALPHA, "clips": count,
         "task": task, "classes": getattr(metric, "classes", None), "inputs": handle.inputs,
+        **({"mask_threshold": metric.threshold} if isinstance(metric, TrackAP) else {}),
         "frames": handle.input.frames, "size": handle.input.size,
         "batch_size": batch_size, "seed": seed, "bootstrap": bootstrap, "workers": workers, "processes": world.size,
         "device": str(target),
@@ -274,7 +310,7 @@ def _perturb(model, data, chosen: list[Perturbation], clips, batch_size, bootstr
     }
     timing |= {"seconds": time.perf_counter() - clock, "synthesis_seconds": synthesis}
     joined = representation(*measured) if measured is not None else None
-    return PerturbResult(settings=settings, metrics=list(metric.names), rows=rows, timing=timing,
+    return PerturbResult(settings=settings, metrics=list(metric_names), rows=rows, timing=timing,
                          representation=joined)
 
 
@@ -316,3 +352,73 @@ def constant_chance(constants: dict[str, np.ndarray]) -> dict[str, float]:
     """Segmentation chance per metric: the mean over the clean clips of the better constant mask, all-background
     or all-foreground (the one with the higher mean)."""
     return {m: float(max(np.nanmean(rows[0]), np.nanmean(rows[1]))) for m, rows in constants.items()}
+
+
+def union_tracks(target: Instances, classes: int) -> TrackPredictions:
+    """The chance prediction of track AP (the union baseline of docs/vis.md): one track per class, each the union of
+    all the clip's ground-truth masks in every frame (an oracle foreground, no instances, no classes), score 1."""
+    union = target.masks.any(0) if len(target) else np.zeros(target.masks.shape[1:], bool)
+    return TrackPredictions(np.repeat(union[None], classes, 0), np.arange(classes), np.ones(classes))
+
+
+class _Tracks:
+    """Track AP of a perturb run: per condition the matches of its clips (``TrackMatches``, added batch by batch;
+    no masks kept), which clips it scored (``kept``: static-mix leaves out clips without a donor), and the matches
+    of the union baseline on the clean targets (``chance``)."""
+
+    def __init__(self, metric: TrackAP, names: list[str], count: int):
+        self.metric = metric
+        self.matches: dict[str, TrackMatches] = {}
+        self.kept = {name: np.ones(count, bool) for name in names}
+        self.chance = TrackMatches(metric.classes)
+
+    def share(self, own: range) -> tuple:
+        """What this process scored (its clips ``own``), to be gathered."""
+        return self.matches, {n: k[own.start:own.stop] for n, k in self.kept.items()}, self.chance
+
+    def join(self, shares: list[tuple]) -> None:
+        """Every process's ``share``, in rank order (contiguous clips), joined as if one process scored them all."""
+        matches: dict[str, TrackMatches] = {}
+        for found, _kept, _chance in shares:
+            for name, part in found.items():
+                if name not in matches:
+                    matches[name] = TrackMatches(part.num_classes)
+                matches[name].extend(part)
+        self.matches = matches
+        self.kept = {n: np.concatenate([kept[n] for _found, kept, _chance in shares]) for n in self.kept}
+        self.chance = TrackMatches(self.metric.classes)
+        for _found, _kept, chance in shares:
+            self.chance.extend(chance)
+
+    def add(self, name: str, outputs, targets: list[Instances]) -> None:
+        predictions = self.metric.tracks(outputs, targets)
+        if name not in self.matches:
+            self.matches[name] = TrackMatches(max(self.metric.classes, int(outputs["logits"].shape[-1]) - 1))
+        self.matches[name].add(predictions, targets)
+
+    def rows(self, kinds: dict[str, str], index: np.ndarray) -> list[dict[str, Any]]:
+        """perturb.csv rows (``AP_METRICS`` per condition): AP over the kept clips and on every resample of
+        ``index`` (the clean AP on the same clips and resamples: paired), chance the union baseline's AP."""
+        chance = self.chance.score()[0]
+        clean = self.matches[CLEAN]
+        paired: dict[bytes, tuple[dict, dict]] = {}
+        rows = []
+        nan = float("nan")
+        for name in kinds:
+            matches, kept = self.matches[name], self.kept[name]
+            videos = np.flatnonzero(kept)
+            if kept.tobytes() not in paired:
+                paired[kept.tobytes()] = (clean.score(videos)[0],
+                                          set_replicates(lambda v: clean.score(v)[0], kept, index, AP_METRICS))
+            base, base_r = paired[kept.tobytes()]
+            point = matches.score(videos)[0]
+            found = base_r if name == CLEAN else set_replicates(lambda v, m=matches: m.score(v)[0], kept, index,
+                                                                AP_METRICS)
+            for m in AP_METRICS:
+                s = summarise_set(point[m], base[m], found[m], base_r[m], chance[m], len(videos))
+                rows.append({"perturbation": name, "kind": kinds[name], "metric": m,
+                             **{c: s[c] for c in ("score", "score_lo", "score_hi", "drop", "drop_lo", "drop_hi",
+                                                  "retention", "retention_lo", "retention_hi")},
+                             "chance": chance[m], "clips": s["clips"], "follow_rate": nan, "follow_rate_lo": nan,
+                             "follow_rate_hi": nan, "note": s["note"]})
+        return rows

@@ -6,9 +6,15 @@ Retention of a perturbation: ``(score − chance) / (clean − chance)``, chance
 all the above-chance accuracy, 0 falls to chance. It is NaN (with a note) when ``clean − chance`` is under two
 standard errors of the clean mean (std/√n): the model is then not shown to be above chance. Its interval: the same
 ratio on each bootstrap resample, resamples whose clean mean is not above chance left out.
+
+Track AP (VIS data) is a statistic of the whole set of clips, with no per-clip score: ``set_replicates`` recomputes
+it on every resample of the clips (a clip drawn twice counts twice) and ``summarise_set`` gives the same numbers,
+the bootstrap standard deviation of the clean AP standing in for the standard error in the retention rule.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -80,3 +86,49 @@ def rate(values: np.ndarray, index: np.ndarray) -> tuple[float, float, float]:
         return float("nan"), float("nan"), float("nan")
     low, high = interval(resampled_means(values, kept, index)) if index.size else (float("nan"), float("nan"))
     return float(values[kept].mean()), low, high
+
+
+def set_replicates(score: Callable[[np.ndarray], dict[str, float]], kept: np.ndarray, index: np.ndarray,
+                   names: Sequence[str]) -> dict[str, np.ndarray]:
+    """A set statistic (track AP: no per-clip scores) recomputed on each bootstrap resample: per name the (R,)
+    values of ``score(videos)`` over the kept clips of each row of ``index`` (repeats count again, in the row's
+    order); NaN where a resample keeps no clip."""
+    values = {name: np.full(len(index), np.nan) for name in names}
+    for r, row in enumerate(index):
+        videos = row[kept[row]]
+        if videos.size:
+            found = score(videos)
+            for name in names:
+                values[name][r] = found[name]
+    return values
+
+
+def summarise_set(score: float, clean: float, score_r: np.ndarray, clean_r: np.ndarray, chance: float,
+                  clips: int) -> dict[str, float | str]:
+    """``summarise`` for a statistic of the whole set of clips (track AP): ``score`` and ``clean`` over the kept
+    clips, ``score_r`` and ``clean_r`` the same on each resample (``set_replicates``, paired: the same resamples).
+    Retention is NaN unless clean − chance ≥ 2 × the bootstrap standard deviation of the clean value (in place of the
+    standard error of a mean; none without bootstrap, so then NaN)."""
+    nan = float("nan")
+    out: dict[str, float | str] = {"clips": int(clips), "note": "", "score": float(score), "clean": float(clean),
+                                   "drop": float(clean) - float(score)}
+    if clips == 0:
+        return out | dict.fromkeys(("score", "score_lo", "score_hi", "drop", "drop_lo", "drop_hi", "retention",
+                                    "retention_lo", "retention_hi", "clean"), nan) | {"note": "no clip scored"}
+    finite = clean_r[np.isfinite(clean_r)]
+    error = float(finite.std(ddof=1)) if finite.size > 1 else nan
+    margin = clean - chance
+    shown = bool(margin > 0 and margin >= 2 * error)
+    out["retention"] = (score - chance) / margin if shown else nan
+    if not shown:
+        out["note"] = (f"clean {clean:.3f} is not 2 bootstrap standard deviations ({error:.3f}) above chance "
+                       f"{chance:.3f}: retention undefined")
+    if len(score_r):
+        out["score_lo"], out["score_hi"] = interval(score_r)
+        out["drop_lo"], out["drop_hi"] = interval(clean_r - score_r)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            ratio = np.where(clean_r - chance > 0, (score_r - chance) / (clean_r - chance), np.nan)
+        out["retention_lo"], out["retention_hi"] = interval(ratio) if shown else (nan, nan)
+    else:
+        out |= dict.fromkeys(("score_lo", "score_hi", "drop_lo", "drop_hi", "retention_lo", "retention_hi"), nan)
+    return out
