@@ -144,3 +144,20 @@ def test_annotation_file_dataset_with_a_model_at_chance(tmp_path, small_video, c
     report = stlens.perturb.load_dataset_report(tmp_path / "ds")
     assert report.rows[0]["data"] == f"{annotations}?root={data}"
     assert report.rows[0]["verdict"] == "not above chance" and report.verdict == "undetermined"
+
+
+def test_report_shows_the_dataset_report_and_skips_a_damaged_one(tmp_path):
+    from stlens.report import build_report
+
+    a = fake_run("stlens:<b>a</b>", "synth:x", (0.8, 0.6, 0.95), (0.9, 0.8, 1.0))
+    ref = fake_run("stlens:m", "synth:motion", (0.0, -0.05, 0.05), (0.3, 0.2, 0.4))
+    dataset_report([a], reference=ref, out=tmp_path / "good")
+    dataset_report([a], out=tmp_path / "bad")
+    document = tmp_path / "bad" / "dataset.json"
+    document.write_text(document.read_text().replace('"verdict": "static-biased"', '"verdict": "dynamic"'))
+    html = build_report([tmp_path / "good", tmp_path / "bad"], tmp_path / "report.html").read_text()
+    assert "dataset report: synth:x" in html and "<strong>static-biased</strong>" in html
+    assert "[0.600, 0.950]" in html and "&lt;b&gt;a&lt;/b&gt;" in html and "<b>a</b>" not in html
+    assert "data:image/png;base64," in html
+    skipped = html[html.index("Skipped"):] if "Skipped" in html else html[html.lower().index("skipped"):]
+    assert str(tmp_path / "bad") in skipped and "dataset.json" in skipped

@@ -27,7 +27,14 @@ from stlens.report.explain import Explain, explain_view, load_explain_run
 from stlens.report.factors import factor_curves, factor_names, factor_rows
 from stlens.report.fusion import fusion_table
 from stlens.report.load import find_inputs, load_result
-from stlens.report.perturb import Perturb, cross_run_view, load_perturb_run, perturb_view
+from stlens.report.perturb import (
+    Perturb,
+    cross_run_view,
+    dataset_view,
+    load_dataset_run,
+    load_perturb_run,
+    perturb_view,
+)
 from stlens.report.selectivity import Selectivity, load_selectivity_run, selectivity_view
 from stlens.report.streams import group_items, order
 from stlens.report.training import Training, load_training, metric_names, number, training_metrics
@@ -56,6 +63,7 @@ class Loaded:
     selectivity: list[Selectivity] = field(default_factory=list)
     explains: list[Explain] = field(default_factory=list)
     perturbs: list[Perturb] = field(default_factory=list)
+    datasets: list[Perturb] = field(default_factory=list)
     trainings: list[Training] = field(default_factory=list)
     tracks: list[Path] = field(default_factory=list)
     visuals: list[Path] = field(default_factory=list)
@@ -92,6 +100,14 @@ def load_runs(paths: list[str | Path]) -> Loaded:
             loaded.perturbs.append(load_perturb_run(folder))  # the marker's checksums, then perturb.json
         except StlensError as exc:
             loaded.skipped.append({"source": str(folder), "reason": str(exc)})
+    for folder in found.datasets:
+        try:
+            run = load_dataset_run(folder)  # the marker's checksums, then dataset.json
+        except StlensError as exc:
+            loaded.skipped.append({"source": str(folder), "reason": str(exc)})
+            continue
+        run.label = f"dataset report: {run.doc['settings'].get('data')}"
+        loaded.datasets.append(run)
     for folder in found.trainings:
         try:
             loaded.trainings.append(load_training(folder))  # config.json and metrics.jsonl
@@ -425,7 +441,7 @@ def build_report(paths: list[str | Path], out: str | Path = "report.html", *,
 
     loaded = load_runs(paths)
     if not (loaded.runs or loaded.ablations or loaded.selectivity or loaded.explains or loaded.perturbs
-            or loaded.trainings or loaded.tracks or loaded.visuals):
+            or loaded.datasets or loaded.trainings or loaded.tracks or loaded.visuals):
         reasons = "; ".join(f"{s['source']}: {s['reason']}" for s in loaded.skipped) or "no folders given"
         raise StlensError(f"nothing to report: {reasons}")
     runs = [_run_view(run, layer) for run in loaded.runs]
@@ -455,6 +471,7 @@ def build_report(paths: list[str | Path], out: str | Path = "report.html", *,
         selectivity=[selectivity_view(run) for run in loaded.selectivity],
         explains=[explain_view(run) for run in loaded.explains],
         perturbs=[perturb_view(run) for run in loaded.perturbs], perturb_cross=cross_run_view(loaded.perturbs),
+        datasets=[dataset_view(run) for run in loaded.datasets],
         trainings=[_training_view(t) for t in loaded.trainings], tracks=_tracks(loaded.tracks),
         examples=_examples(loaded.runs, examples) if examples > 0 else [], visuals=_visuals(loaded.visuals),
         skipped=loaded.skipped, classes=CLASSES, version=__version__, python=platform.python_version(),
@@ -480,6 +497,7 @@ def write_plots(paths: list[str | Path], out: str | Path | None = None, *,
                     for s in loaded.selectivity]
         reasons += [f"{e.path}: an explain run; its figures are its GIFs" for e in loaded.explains]
         reasons += [f"{r.path}: a perturb run; its figure is {r.path / 'perturb.png'}" for r in loaded.perturbs]
+        reasons += [f"{r.path}: a dataset report; its figure is {r.path / 'dataset.png'}" for r in loaded.datasets]
         raise StlensError(f"no plots to make: {'; '.join(reasons) or 'no folders given'}")
     written: list[Path] = []
     names = [run.path.name for run in loaded.runs]

@@ -25,6 +25,8 @@ SELECTIVITY_FILE = "selectivity.json"
 EXPLAIN_FILE = "explain.json"
 #: a folder holding this (or whose run marker names the verb ``perturb``) is a perturb run (``stlens perturb``)
 PERTURB_FILE = "perturb.json"
+#: a folder whose run marker names this verb is a dataset report (``stlens perturb --dataset-report``)
+DATASET_VERB = "perturb-dataset"
 #: a folder holding this (or whose run marker names the verb ``train``) is a training run (``stlens train``)
 TRAIN_FILE = "metrics.jsonl"
 
@@ -39,6 +41,7 @@ class Found:
     selectivity: list[Path] = field(default_factory=list)
     explains: list[Path] = field(default_factory=list)
     perturbs: list[Path] = field(default_factory=list)
+    datasets: list[Path] = field(default_factory=list)
     trainings: list[Path] = field(default_factory=list)
     tracks: list[Path] = field(default_factory=list)
     visuals: list[Path] = field(default_factory=list)
@@ -90,6 +93,15 @@ def _is_visual(folder: Path) -> bool:
     """GIFs with JSON beside them and no measure tables (a visualize target folder, or any folder of GIF + JSON)."""
     return (_has_gif(folder) and any(folder.glob("*.json")) and not (folder / "units.csv").is_file()
             and not (folder / "layers.csv").is_file())
+
+
+def _verb(folder: Path) -> str | None:
+    """The verb the folder's run marker names (None: no readable marker)."""
+    try:
+        marker = read_marker(folder)
+    except StlensError:
+        return None
+    return marker.get("verb") if marker else None
 
 
 def _marked(folder: Path, name: str, verb: str) -> bool:
@@ -163,14 +175,15 @@ def _in_staging(folder: Path, root: Path) -> bool:
 
 def _count(found: Found) -> int:
     return sum(map(len, (found.runs, found.ablations, found.selectivity, found.explains, found.perturbs,
-                         found.trainings, found.tracks, found.visuals)))
+                         found.datasets, found.trainings, found.tracks, found.visuals)))
 
 
 def find_inputs(paths: list[str | Path]) -> Found:
     """Classify the given folders, searching nested folders: a folder with any of result.json / layers.csv /
     units.csv / config.json is a measure run (the demo root holds several, ``<model>/<data>/``), one with an ablate
     run marker or ablation.json an ablate run, one with a selectivity run marker or selectivity.json a selectivity
-    run, one with a perturb run marker or perturb.json a perturb run, one with track.csv/track.json a training track;
+    run, one with a perturb run marker or perturb.json a perturb run, one with a perturb-dataset run marker a dataset
+    report (``stlens perturb --dataset-report``), one with track.csv/track.json a training track;
     a ``stlens
     visualize`` output (summary.json with ``targets``, read as one whole) or any other folder of GIFs + JSON without
     measure tables is a visualization run; one with a train run marker or metrics.jsonl (no result.json) a training
@@ -200,6 +213,8 @@ def find_inputs(paths: list[str | Path]) -> Found:
                 found.explains.append(folder)
             elif _marked(folder, PERTURB_FILE, "perturb"):
                 found.perturbs.append(folder)
+            elif _verb(folder) == DATASET_VERB:
+                found.datasets.append(folder)
             elif _is_training(folder):
                 found.trainings.append(folder)
             elif _is_run_like(folder):
@@ -208,10 +223,11 @@ def find_inputs(paths: list[str | Path]) -> Found:
                 found.visuals.append(folder)
         if _count(found) == before:
             found.skipped.append({"source": str(path), "reason": "no stlens run found (no result.json, ablation.json, "
-                                  "selectivity.json, explain.json, perturb.json, metrics.jsonl, track.csv/track.json "
+                                  "selectivity.json, explain.json, perturb.json, a dataset report, metrics.jsonl, "
+                                  "track.csv/track.json "
                                   "or visualization GIF + JSON in it or below it)"})
-    for group in (found.runs, found.ablations, found.selectivity, found.explains, found.perturbs, found.trainings,
-                  found.tracks, found.visuals):
+    for group in (found.runs, found.ablations, found.selectivity, found.explains, found.perturbs, found.datasets,
+                  found.trainings, found.tracks, found.visuals):
         group[:] = list(dict.fromkeys(group))
     # per-step measurements inside a track folder belong to the track, not to the per-model sections
     found.runs = [r for r in found.runs if not any(t in r.parents for t in found.tracks)]

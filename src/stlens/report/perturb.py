@@ -20,12 +20,18 @@ import numpy as np
 from stlens.errors import StlensError
 from stlens.report.load import read_run_document
 
-__all__ = ["DOCUMENT", "FIGURE", "Perturb", "cross_run_view", "load_perturb_run", "perturb_view", "spearman"]
+__all__ = ["DATASET_DOCUMENT", "DOCUMENT", "FIGURE", "Perturb", "cross_run_view", "dataset_view", "load_dataset_run",
+           "load_perturb_run", "perturb_view", "spearman"]
 
 DOCUMENT = "perturb.json"
 TABLE = "perturb.csv"
 FIGURE = "perturb.png"
 FIGURE_DPI = 110  # the dpi stlens perturb saves perturb.png at
+#: the files of a ``stlens perturb --dataset-report`` run folder (verb ``perturb-dataset``)
+DATASET_VERB, DATASET_DOCUMENT, DATASET_TABLE, DATASET_FIGURE = ("perturb-dataset", "dataset.json", "dataset.csv",
+                                                                 "dataset.png")
+_DATASET_NUMBERS = ("clean", "clean_lo", "clean_hi", "chance", "freeze", "freeze_lo", "freeze_hi", "shuffle",
+                    "shuffle_lo", "shuffle_hi")
 #: the y axes of the cross-run figure: (perturbation, what it does)
 AXES = (("shuffle", "motion removed: frames shuffled"), ("appearance-free", "appearance removed: noise moved along the "
         "clip's flow"), ("palette", "appearance changed: palette restyling"))
@@ -283,3 +289,43 @@ def cross_run_view(runs: list[Perturb]) -> dict[str, Any] | None:
     plt.close(figure)
     return {"rows": rows, "rhos": rhos, "img": img, "runs": len(points), "meaningful": meaningful,
             "resamples": RHO_RESAMPLES, "axes": [{"name": n, "about": a} for n, a in AXES]}
+
+
+def load_dataset_run(folder: str | Path) -> Perturb:
+    """Read a ``stlens perturb --dataset-report`` run folder (marker, checksums of dataset.json and dataset.csv, the
+    fields the report shows); a ``StlensError`` naming the folder or file otherwise."""
+    folder = Path(folder)
+    marker, doc = read_run_document(folder, DATASET_VERB, DATASET_DOCUMENT, DATASET_TABLE,
+                                    "rerun stlens perturb --dataset-report to write it again")
+    path = folder / DATASET_DOCUMENT
+    if not isinstance(doc.get("settings"), dict) or not isinstance(doc.get("verdict"), str):
+        raise StlensError(f"{path}: no 'settings' or 'verdict'")
+    rows = doc.get("rows")
+    if not isinstance(rows, list) or not rows:
+        raise StlensError(f"{path}: no 'rows'")
+    for number, row in enumerate(rows):
+        if not isinstance(row, dict) or not isinstance(row.get("verdict"), str) or not isinstance(row.get("role"), str):
+            raise StlensError(f"{path}: rows[{number}] is not a run with a role and a verdict")
+        for key in _DATASET_NUMBERS:
+            if not _number_or_null(row.get(key)):
+                raise StlensError(f"{path}: rows[{number}].{key} is not a number or null ({row.get(key)!r})")
+    return Perturb(folder, doc, marker)
+
+
+def dataset_view(run: Perturb) -> dict[str, Any]:
+    """What the template shows of one dataset report: the verdicts, one row per run, and its figure."""
+    from stlens.report.plots import run_png
+
+    doc = run.doc
+    figure, note = run_png(run.path, run.marker, DATASET_FIGURE, FIGURE_DPI)
+    rows = [{"role": str(r["role"]), "model": str(r.get("model")), "weights": str(r.get("weights") or ""),
+             "run": str(r.get("run")), "clips": str(r.get("clips")), "clean": _value(r.get("clean")),
+             "chance": _value(r.get("chance")), "freeze": _value(r.get("freeze")),
+             "freeze_ci": _interval(r.get("freeze_lo"), r.get("freeze_hi")), "shuffle": _value(r.get("shuffle")),
+             "shuffle_ci": _interval(r.get("shuffle_lo"), r.get("shuffle_hi")), "verdict": str(r["verdict"])}
+            for r in doc["rows"]]
+    settings = doc["settings"]
+    return {"label": run.label, "path": str(run.path), "data": str(settings.get("data")),
+            "threshold": settings.get("freeze_threshold"), "verdict": doc["verdict"],
+            "reference_data": settings.get("reference_data"), "reference_verdict": doc.get("reference_verdict"),
+            "rows": rows, "figure": figure, "figure_note": note, "run_id": doc.get("run_id")}
