@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from stlens.errors import StlensError
-from stlens.perturb.result import PerturbResult, load_perturb
+from stlens.perturb.result import PerturbResult, load_perturb, save_run
 
 FILES = ("dataset.csv", "dataset.json", "dataset.png")
 VERB = "perturb-dataset"
@@ -142,21 +142,7 @@ class DatasetReport:
 
     def save(self, out, *, overwrite: bool = False) -> Path:
         """Write dataset.csv, dataset.json and dataset.png into the run folder ``out``: all or none."""
-        from stlens.files import atomic_write, write_json, write_text
-        from stlens.runs import claimed
-
-        folder = claimed(out, VERB, overwrite=overwrite, outputs=FILES)
-        with folder:
-            self.run_id = folder.run_id
-            write_text(folder.staging / "dataset.csv", self.csv_text())
-            write_json(folder.staging / "dataset.json", self.document())
-            figure = self.plot()
-            atomic_write(folder.staging / "dataset.png", lambda f: figure.savefig(f, format="png", dpi=110))
-            import matplotlib.pyplot as plt
-
-            plt.close(figure)
-            self.path = folder.commit()
-        return self.path
+        return save_run(self, out, VERB, "dataset", overwrite)
 
 
 def dataset_report(runs: Sequence[str | Path | PerturbResult], *, reference: str | Path | PerturbResult | None = None,

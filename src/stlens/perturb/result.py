@@ -140,20 +140,27 @@ class PerturbResult:
 
     def save(self, out: str | Path | RunFolder, *, overwrite: bool = False) -> Path:
         """Write perturb.csv, perturb.json and perturb.png into the run folder ``out``: all or none."""
-        from stlens.files import atomic_write, write_json, write_text
+        return save_run(self, out, "perturb", "perturb", overwrite)
 
-        folder = claimed(out, "perturb", overwrite=overwrite, outputs=FILES)
-        with folder:
-            self.run_id = folder.run_id
-            write_text(folder.staging / "perturb.csv", self.csv_text())
-            write_json(folder.staging / "perturb.json", self.document())
-            figure = self.plot()
-            atomic_write(folder.staging / "perturb.png", lambda f: figure.savefig(f, format="png", dpi=110))
-            import matplotlib.pyplot as plt
 
-            plt.close(figure)
-            self.path = folder.commit()
-        return self.path
+def save_run(result, out: str | Path | RunFolder, verb: str, stem: str, overwrite: bool) -> Path:
+    """Write ``result``'s ``<stem>.csv`` (``csv_text()``), ``<stem>.json`` (``document()``, with the run id) and
+    ``<stem>.png`` (``plot()``) into the ``verb`` run folder ``out``, all or none; sets ``result.run_id`` and
+    ``result.path``."""
+    import matplotlib.pyplot as plt
+
+    from stlens.files import atomic_write, write_json, write_text
+
+    folder = claimed(out, verb, overwrite=overwrite, outputs=tuple(f"{stem}.{kind}" for kind in ("csv", "json", "png")))
+    with folder:
+        result.run_id = folder.run_id
+        write_text(folder.staging / f"{stem}.csv", result.csv_text())
+        write_json(folder.staging / f"{stem}.json", result.document())
+        figure = result.plot()
+        atomic_write(folder.staging / f"{stem}.png", lambda f: figure.savefig(f, format="png", dpi=110))
+        plt.close(figure)
+        result.path = folder.commit()
+    return result.path
 
 
 def load_perturb(folder: str | Path) -> PerturbResult:

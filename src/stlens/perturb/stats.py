@@ -66,16 +66,9 @@ def summarise(scores: np.ndarray, clean: np.ndarray, chance: float, index: np.nd
     if not shown:
         out["note"] = (f"clean {base:.3f} is not 2 standard errors ({error:.3f}) above chance {chance:.3f}: "
                        f"retention undefined")
-    if index.size:
-        score_r, clean_r = resampled_means(scores, kept, index), resampled_means(clean, kept, index)
-        out["score_lo"], out["score_hi"] = interval(score_r)
-        out["drop_lo"], out["drop_hi"] = interval(clean_r - score_r)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            ratio = np.where(clean_r - chance > 0, (score_r - chance) / (clean_r - chance), np.nan)
-        out["retention_lo"], out["retention_hi"] = interval(ratio) if shown else (nan, nan)
-    else:
-        out |= dict.fromkeys(("score_lo", "score_hi", "drop_lo", "drop_hi", "retention_lo", "retention_hi"), nan)
-    return out
+    if not index.size:
+        return out | _intervals(None, None, chance, shown)
+    return out | _intervals(resampled_means(scores, kept, index), resampled_means(clean, kept, index), chance, shown)
 
 
 def rate(values: np.ndarray, index: np.ndarray) -> tuple[float, float, float]:
@@ -123,12 +116,19 @@ def summarise_set(score: float, clean: float, score_r: np.ndarray, clean_r: np.n
     if not shown:
         out["note"] = (f"clean {clean:.3f} is not 2 bootstrap standard deviations ({error:.3f}) above chance "
                        f"{chance:.3f}: retention undefined")
-    if len(score_r):
-        out["score_lo"], out["score_hi"] = interval(score_r)
-        out["drop_lo"], out["drop_hi"] = interval(clean_r - score_r)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            ratio = np.where(clean_r - chance > 0, (score_r - chance) / (clean_r - chance), np.nan)
-        out["retention_lo"], out["retention_hi"] = interval(ratio) if shown else (nan, nan)
-    else:
-        out |= dict.fromkeys(("score_lo", "score_hi", "drop_lo", "drop_hi", "retention_lo", "retention_hi"), nan)
+    return out | _intervals(score_r if len(score_r) else None, clean_r, chance, shown)
+
+
+def _intervals(score_r: np.ndarray | None, clean_r: np.ndarray | None, chance: float, shown: bool) -> dict:
+    """95% intervals of the score, the paired drop and the retention from resampled scores and clean scores (None:
+    no resamples, all NaN); the retention's only where the point retention is ``shown``."""
+    nan = float("nan")
+    if score_r is None or clean_r is None:
+        return dict.fromkeys(("score_lo", "score_hi", "drop_lo", "drop_hi", "retention_lo", "retention_hi"), nan)
+    out = {}
+    out["score_lo"], out["score_hi"] = interval(score_r)
+    out["drop_lo"], out["drop_hi"] = interval(clean_r - score_r)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ratio = np.where(clean_r - chance > 0, (score_r - chance) / (clean_r - chance), np.nan)
+    out["retention_lo"], out["retention_hi"] = interval(ratio) if shown else (nan, nan)
     return out
