@@ -24,8 +24,6 @@ Files (``out``, a run folder of the verb ``perturb-dataset``): ``dataset.csv`` (
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -33,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from stlens.errors import StlensError
-from stlens.perturb.result import PerturbResult, load_perturb, save_run
+from stlens.perturb.result import PerturbResult, csv_text, load_perturb, save_run
 
 FILES = ("dataset.csv", "dataset.json", "dataset.png")
 VERB = "perturb-dataset"
@@ -96,12 +94,7 @@ class DatasetReport:
         return f"DatasetReport ({len(self.rows)} runs)\n{self.table()}"
 
     def csv_text(self) -> str:
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n", extrasaction="ignore")
-        writer.writeheader()
-        for row in self.rows:
-            writer.writerow({c: ("nan" if _nan(row.get(c)) else row.get(c)) for c in COLUMNS})
-        return buffer.getvalue()
+        return csv_text(self.rows, COLUMNS)
 
     def document(self) -> dict[str, Any]:
         from stlens.files import versioned

@@ -125,12 +125,7 @@ class PerturbResult:
         return figure
 
     def csv_text(self) -> str:
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n", extrasaction="ignore")
-        writer.writeheader()
-        for row in self.rows:
-            writer.writerow({c: ("nan" if _nan(row.get(c)) else row.get(c)) for c in COLUMNS})
-        return buffer.getvalue()
+        return csv_text(self.rows, COLUMNS)
 
     def document(self) -> dict[str, Any]:
         doc = {"settings": self.settings, "metrics": self.metrics, "rows": self.rows, "timing": self.timing}
@@ -141,6 +136,16 @@ class PerturbResult:
     def save(self, out: str | Path | RunFolder, *, overwrite: bool = False) -> Path:
         """Write perturb.csv, perturb.json and perturb.png into the run folder ``out``: all or none."""
         return save_run(self, out, "perturb", "perturb", overwrite)
+
+
+def csv_text(rows: list[dict[str, Any]], columns: list[str]) -> str:
+    """``rows`` as CSV with ``columns`` (NaN and None written as ``nan``)."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n", extrasaction="ignore")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({c: ("nan" if _nan(row.get(c)) else row.get(c)) for c in columns})
+    return buffer.getvalue()
 
 
 def save_run(result, out: str | Path | RunFolder, verb: str, stem: str, overwrite: bool) -> Path:
