@@ -188,7 +188,7 @@ def test_data_without_labels_is_refused_naming_what_is_missing(measured, tmp_pat
     assert main(["ablate", *MODEL, "--data", "sample:", "--from", str(measured), "--layers", "stage3", "--k", "50",
                  "--out", str(tmp_path / "x"), "--quiet"]) == 2
     err = capsys.readouterr().err
-    assert "has no labels: training and ablate need labelled clips" in err, err
+    assert "has no labels, and this needs labelled clips" in err, err
 
 
 class NoChannels(torch.nn.Module):

@@ -142,8 +142,10 @@ class VideoClips:
 
     def __post_init__(self) -> None:
         if not self.source.labels or all(label is None for label in self.source.labels):
-            raise StlensError(f"{self.source.spec} has no labels: training and ablate need labelled clips, from "
-                              f"an annotation file (Kinetics CSV, SSv2, UCF101, mmaction2 lists) or a synth: world")
+            raise StlensError(f"{self.source.spec} has no labels, and this needs labelled clips: they come "
+                              f"from an annotation file (Kinetics CSV, SSv2, Diving48, UCF101, mmaction2 "
+                              f"lists), classes:ROOT class folders, davis:/moca: masks, ytvis: instances or a synth: "
+                              f"world")
         kept = [(v, int(y), segment_of(self.source, i))
                 for i, (v, y) in enumerate(zip(self.source.videos, self.source.labels, strict=True)) if y is not None]
         self.num_classes = max(max(y for _, y, _ in kept) + 1, len(self.source.classes))
