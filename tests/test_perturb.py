@@ -541,3 +541,20 @@ def test_cli_background_and_object_only_on_a_synth_world_and_refused_without_mas
                  "--quiet", "--out", str(bad)]) == 2
     err = capsys.readouterr().err
     assert "background-only needs the object's pixels" in err and f"classes:{root}" in err
+
+
+def test_freeze_holds_the_annotated_frame_nearest_the_middle_on_sparse_masks():
+    from stlens.perturb.perturbations import annotated_freeze_order
+
+    masks = torch.zeros(3, 8, 2, 2)
+    masks[0, [1, 3, 6]] = float("nan")  # annotated: 0, 2, 4, 5, 7 -> 4 is the middle itself
+    masks[1, [0, 2, 4, 6]] = float("nan")  # annotated: 1, 3, 5, 7 -> 3 and 5 as near: the earlier, 3
+    masks[2] = float("nan")  # none annotated: the middle
+    assert [int(annotated_freeze_order(m)[0]) for m in masks] == [4, 3, 4]
+    batch = numbered(3)
+    c = context(batch)
+    c.masks = masks
+    frozen = built_in("freeze").apply(batch, c)
+    assert frame_ids(frozen).tolist() == [[4] * 8, [3] * 8, [4] * 8]
+    c.masks = None
+    assert frame_ids(built_in("freeze").apply(batch, c)).tolist() == [[4] * 8] * 3

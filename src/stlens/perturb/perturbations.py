@@ -3,7 +3,8 @@
 Motion removed (the frames kept, their order or count changed; ``order`` gives the frame index for each output frame):
 
 - ``shuffle``: the T frames permuted, a permutation drawn per clip from (seed, clip index), never the identity;
-- ``freeze``: the middle frame (index ⌊T/2⌋) repeated T times;
+- ``freeze``: the middle frame (index ⌊T/2⌋) repeated T times (on sparsely annotated segmentation data the
+  annotated frame nearest the middle: ``annotated_freeze_order``);
 - ``reverse``: frames T−1, …, 0;
 - ``stride``: the temporal stride doubled within the decoded clip: frames 0, 2, 4, …, 2(⌈T/2⌉−1), then the last of
   these repeated to T frames (T = 16: 0, 2, …, 14, then 14 eight more times).
@@ -340,11 +341,32 @@ def reflow(p: Perturbation, flow: torch.Tensor, rgb: torch.Tensor, context: Cont
     return recompute_flow(rgb, context.spec)
 
 
+def annotated_freeze_order(mask: torch.Tensor) -> np.ndarray:
+    """freeze on a clip with target masks (T, H, W), NaN on frames without annotation: the annotated frame nearest
+    the middle ⌊T/2⌋ (the earlier of two as near), T times, so that the frozen clip is scored; the middle frame
+    when no frame is annotated."""
+    frames = mask.shape[0]
+    annotated = np.flatnonzero(~torch.isnan(mask.reshape(frames, -1)).all(dim=1).cpu().numpy())
+    if not annotated.size:
+        return freeze_order(frames)
+    return np.full(frames, annotated[np.argmin(np.abs(annotated - frames // 2))])
+
+
+def _freeze(batch: torch.Tensor, context: Context) -> torch.Tensor:
+    if context.masks is None:
+        context.orders = [freeze_order(batch.shape[2]) for _ in context.indices]
+    else:
+        context.orders = [annotated_freeze_order(mask) for mask in context.masks]
+    return torch.stack([clip[:, torch.from_numpy(order)] for clip, order in zip(batch, context.orders, strict=True)])
+
+
 def built_in(name: str) -> Perturbation:
     if name == "shuffle":
         return Perturbation(name, "motion", _ordered(name, shuffle_order))
-    if name in ("freeze", "reverse", "stride"):
-        order = {"freeze": freeze_order, "reverse": reverse_order, "stride": stride_order}[name]
+    if name == "freeze":
+        return Perturbation(name, "motion", _freeze, flow="reorder")
+    if name in ("reverse", "stride"):
+        order = {"reverse": reverse_order, "stride": stride_order}[name]
         return Perturbation(name, "motion", _ordered(name, lambda frames, _rng: order(frames)), flow="reorder")
     if name == "appearance-free":
         return Perturbation(name, "appearance", _appearance_free, flow="keep")
