@@ -172,14 +172,14 @@ def api_entries() -> list[tuple[str, str]]:
     """(public name, the dotted path of the object it is) for every name in ``stlens.__all__``."""
     import stlens
 
-    entries = []
+    verbs, classes = [], []
     for name in stlens.__all__:
         if name.startswith("__"):
             continue
         obj = getattr(stlens, name)
         obj = getattr(obj, "__wrapped__", obj)  # a callable package: the verb function itself
-        entries.append((name, f"{obj.__module__}.{obj.__qualname__}"))
-    return entries
+        (classes if isinstance(obj, type) else verbs).append((name, f"{obj.__module__}.{obj.__qualname__}"))
+    return verbs + classes  # the verbs first, then what they return and take
 
 
 def api_reference() -> str:

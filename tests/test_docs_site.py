@@ -16,15 +16,21 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("mkdocs", reason="the docs extra is not installed: pip install -e '.[docs]'")
-pytest.importorskip("material", reason="the docs extra is not installed: pip install -e '.[docs]'")
-pytest.importorskip("mkdocstrings", reason="the docs extra is not installed: pip install -e '.[docs]'")
-
-import stlens  # noqa: E402
-from stlens.cli import build_parser  # noqa: E402
+import stlens
+from stlens.cli import build_parser
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
+
+
+def test_readme_is_short_and_its_links_resolve():
+    readme = (ROOT / "README.md").read_text("utf-8")
+    assert len(readme.splitlines()) <= 150
+    for target in re.findall(r"\]\(([^)\s]+)\)", readme):
+        if not re.match(r"^[a-z]+:", target):
+            assert (ROOT / target.split("#", 1)[0]).exists(), f"README links to a missing file: {target}"
+    for verb in _commands(build_parser()):  # one line per command, linked to its page
+        assert f"[`{verb}`](docs/" in readme, f"README has no line for `stlens {verb}`"
 
 
 def _hooks():
@@ -36,6 +42,8 @@ def _hooks():
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory) -> Path:
+    for module in ("mkdocs", "material", "mkdocstrings", "mkdocstrings_handlers.python"):
+        pytest.importorskip(module, reason="the docs extra is not installed: pip install -e '.[docs]'")
     out = tmp_path_factory.mktemp("site")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]),
            "NO_MKDOCS_2_WARNING": "1"}
