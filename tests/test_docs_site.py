@@ -134,3 +134,18 @@ def test_tutorials_are_rendered_only_when_present(tmp_path):
     (docs / "tutorials" / "b_bias.md").write_text("# Is my model static-biased?\n")
     assert hooks.on_config(config)["nav"][2] == {"Tutorials": [{"Measure a model": "tutorials/a_measure.md"},
                                                                {"Is my model static-biased?": "tutorials/b_bias.md"}]}
+
+
+def test_links_out_of_docs_become_paths():
+    hooks = _hooks()
+
+    class Page:
+        class file:  # noqa: N801 - the shape of mkdocs' Page.file
+            src_uri = "measure.md"
+
+    config = {"docs_dir": str(DOCS)}
+    text = ("[the script](../benchmarks/scaling.py), [`benchmarks/validity.py`](../benchmarks/validity.py), "
+            "[formats](formats.md#1), [web](https://example.org), [gone](../nowhere.py)")
+    assert hooks._rewrite_links(text, Page, config) == (
+        "the script (`benchmarks/scaling.py`), `benchmarks/validity.py`, [formats](formats.md#1), "
+        "[web](https://example.org), [gone](../nowhere.py)")
