@@ -126,6 +126,10 @@ def test_lightning_callback_equals_track_on_its_checkpoints(tmp_path):
         for key in ("dynamic", "static"):
             assert math.isclose(logged[f"stlens/{row['layer']}/{key}"][row["step"]], row[key], rel_tol=1e-6)
     assert (tmp_path / "live" / "track_stage4.png").is_file()
+    # stlens report shows the callback's curve
+    assert main(["report", str(tmp_path / "live"), "--out", str(tmp_path / "r.html"), "--examples", "0"]) == 0
+    html = (tmp_path / "r.html").read_text()
+    assert "3 steps (0 … 4)" in html[html.index('id="tracks"'):]
 
 
 def test_hf_callback_equals_track_on_its_checkpoint_folders(tmp_path, monkeypatch):
