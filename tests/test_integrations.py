@@ -223,3 +223,39 @@ def test_the_integrations_load_only_when_imported():
             "'transformers', 'tensorboard')))")
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert loaded.strip() == "[]"
+
+
+def test_clear_errors(monkeypatch, tmp_path):
+    import importlib
+
+    from stlens.errors import StlensError
+    from stlens.integrations.live import LiveTrack, resolve_handle
+
+    class Root(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = stlens.load_model(MODEL, frames=8, size=16).module
+
+    with pytest.raises(StlensError, match="`every` must be"):
+        LiveTrack(DATA, every=0)
+    with pytest.raises(StlensError, match="`pairs` must be"):
+        LiveTrack(DATA, pairs=0)
+    with pytest.raises(StlensError, match="does not describe its attribute `model`"):
+        resolve_handle("stlens:i3d?classes=2&width=4", "model", Root(), frames=8, size=16)
+    root = Root()
+    handle = resolve_handle(MODEL, "model", root, frames=8, size=16)
+    assert handle.module is root.model and handle.default_layers[-1] == "stage4"
+    # a folder holding a complete track run is refused before any measurement (unless overwrite)
+    out = tmp_path / "track"
+    live = LiveTrack(DATA, LAYERS, 2, out, model=MODEL, frames=8, size=16, pairs=4, bootstrap=0)
+    live.start(root)
+    live.measure(0)
+    live.finish()
+    with pytest.raises(StlensError, match="already holds"):
+        LiveTrack(DATA, LAYERS, 2, out, model=MODEL, frames=8, size=16, pairs=4).start(root)
+    # without the framework: a clear error naming the extra
+    for name in ("lightning.pytorch", "pytorch_lightning", "stlens.integrations.lightning"):
+        monkeypatch.setitem(sys.modules, name, None)
+    monkeypatch.delitem(sys.modules, "stlens.integrations.lightning")
+    with pytest.raises(StlensError, match=r"stlens\[lightning\]"):
+        importlib.import_module("stlens.integrations.lightning")

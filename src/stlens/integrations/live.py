@@ -24,7 +24,7 @@ def resolve_handle(model, attribute: str | None, root: nn.Module, frames: int | 
     ``model``: a ``ModelHandle`` (used as it is: its module must be the one trained); a model spec string (e.g.
     ``stlens:c2d?classes=2``, as given to ``stlens track --model``): its input spec and default layers describe the
     module ``root.<attribute>`` (or ``root`` itself when it has no such attribute), whose weights must have the same
-    keys; or None: ``root.<attribute>`` (or ``root``) as a bare module, whose layers must then be named.
+    keys and shapes; or None: ``root.<attribute>`` (or ``root``) as a bare module, whose layers must then be named.
 
     >>> handle = resolve_handle("stlens:c2d?classes=2&width=4", "model", lightning_module)  # doctest: +SKIP
     """
@@ -40,12 +40,14 @@ def resolve_handle(model, attribute: str | None, root: nn.Module, frames: int | 
     if not isinstance(model, str):
         raise StlensError(f"`model` must be a ModelHandle, a model spec string or None, got {type(model).__name__}")
     described = load_model(model, None, frames=frames, size=size, device="cpu")
-    own, theirs = set(described.module.state_dict()), set(module.state_dict())
+    own = {k: tuple(v.shape) for k, v in described.module.state_dict().items()}
+    theirs = {k: tuple(v.shape) for k, v in module.state_dict().items()}
     if own != theirs:
         where = f"its attribute `{attribute}`" if module is not root else "the module trained"
+        differ = sorted(k for k in set(own) | set(theirs) if own.get(k) != theirs.get(k))
         raise StlensError(f"`model` {model} does not describe {where} ({type(module).__name__}): their weights' keys "
-                          f"differ (e.g. {sorted(own ^ theirs)[:3]}); give the spec of the video model and the "
-                          f"`attribute` that holds it")
+                          f"or shapes differ (e.g. {differ[:3]}); give the spec of the video model (with its "
+                          f"`frames`/`size`) and the `attribute` that holds it")
     return dataclasses.replace(described, module=module)
 
 

@@ -125,17 +125,18 @@ def strip_prefix(state: dict[str, torch.Tensor], own: set[str] | list[str]) -> d
     own = set(own)
     if not own or set(state) == own:
         return dict(state)
-    probe = max(own, key=len)  # a long key: few keys of the state end with it
-    prefixes = {key[: len(key) - len(probe)] for key in state
-                if key.endswith(probe) and (len(key) == len(probe) or key[len(key) - len(probe) - 1] == ".")}
-    best, best_overlap = "", -1
-    for prefix in sorted(prefixes, key=len):
-        stripped = {k[len(prefix):] for k in state if k.startswith(prefix)}
-        if stripped == own:
+    counts: dict[str, int] = {}  # prefix → how many of the model's keys it gives
+    for key in state:
+        for i in [0] + [j + 1 for j, c in enumerate(key) if c == "."]:
+            if key[i:] in own:
+                counts[key[:i]] = counts.get(key[:i], 0) + 1
+    best = ""
+    for prefix in sorted(counts, key=lambda p: (-counts[p], len(p))):
+        if {k[len(prefix):] for k in state if k.startswith(prefix)} == own:
             best = prefix
             break
-        if len(stripped & own) > best_overlap:
-            best, best_overlap = prefix, len(stripped & own)
+    else:
+        best = min(counts, key=lambda p: (-counts[p], len(p))) if counts else ""
     return {k[len(best):]: v for k, v in state.items() if k.startswith(best)}
 
 
