@@ -259,3 +259,42 @@ def test_clear_errors(monkeypatch, tmp_path):
     monkeypatch.delitem(sys.modules, "stlens.integrations.lightning")
     with pytest.raises(StlensError, match=r"stlens\[lightning\]"):
         importlib.import_module("stlens.integrations.lightning")
+
+
+class Settings:  # a class instance in a checkpoint: weights_only refuses it
+    pass
+
+
+def test_track_skips_unreadable_lightning_checkpoints(tmp_path, caplog):
+    handle = stlens.load_model(MODEL, frames=8, size=16)
+    state = {f"model.{k}": v for k, v in handle.module.state_dict().items()}
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    torch.save({"global_step": 2, "state_dict": state, "hyper_parameters": {"lr": 0.1}}, folder / "epoch=0-step=2.ckpt")
+    (folder / "epoch=0-step=4.ckpt").write_bytes((folder / "epoch=0-step=2.ckpt").read_bytes()[:100])  # truncated
+    torch.save({"global_step": 6, "state_dict": state, "hyper_parameters": Settings()}, folder / "step=6.ckpt")
+    result = stlens.track(MODEL, tmp_path, DATA, LAYERS, pairs=4, frames=8, size=16, bootstrap=0, workers=0,
+                          device="cpu", progress=False)
+    assert result.meta["steps"] == [2]
+    reasons = {s["step"]: s["reason"] for s in result.meta["skipped"]}
+    assert set(reasons) == {4, 6} and "weights_only" in reasons[6] and "plain values" in reasons[6]
+    direct = stlens.measure(handle, stlens.train.tracking.track_pairs(handle, DATA, 4), LAYERS, bootstrap=0,
+                            progress=False)
+    assert [r["dynamic"] for r in result.rows] == [direct[name].percent["dynamic"] for name in LAYERS]
+
+
+def test_a_bf16_model_is_measured_in_fp32_and_left_as_it_was():
+    import copy
+
+    from stlens.train.tracking import BiasTracker, track_pairs
+
+    handle = stlens.load_model(MODEL, frames=8, size=16)
+    handle.module.to(torch.bfloat16).train()
+    handle.module.stage4.eval()  # a submodule in its own mode
+    pairs = track_pairs(handle, DATA, 4)
+    rows = BiasTracker(pairs, LAYERS, handle=handle, bootstrap=0).measure_now(0, handle.module)
+    assert all(p.dtype == torch.bfloat16 for p in handle.module.parameters())
+    assert handle.module.training and not handle.module.stage4.training and handle.module.stage3.training
+    widened = copy.deepcopy(handle.module).float()
+    direct = stlens.measure(widened, pairs, LAYERS, bootstrap=0, progress=False)
+    assert [r["dynamic"] for r in rows] == [direct[name].percent["dynamic"] for name in LAYERS]

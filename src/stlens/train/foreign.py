@@ -109,8 +109,10 @@ def read_foreign(path: str | Path) -> dict[str, torch.Tensor]:
     try:
         obj = torch.load(weights, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - a truncated file or a refused unpickle: one clear message
-        raise CorruptCheckpoint(f"{weights}: damaged or truncated, or not a tensors-only checkpoint (read with "
-                                f"weights_only=True): {type(exc).__name__}: {exc}; {ADVICE}") from exc
+        raise CorruptCheckpoint(f"{weights}: damaged or truncated, or it holds objects other than tensors and plain "
+                                f"values (read with weights_only=True: nothing is unpickled; e.g. hyper-parameters "
+                                f"saved as a class instance: save them as plain values): {type(exc).__name__}: "
+                                f"{str(exc)[:300]}") from exc
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):  # Lightning
         obj = obj["state_dict"]
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
