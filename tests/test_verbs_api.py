@@ -48,7 +48,7 @@ def test_track_signature():
 
     assert parameters(track) == ["model", "checkpoints", "data", "layers", "pairs", "stylizer", "frames", "size",
                                  "batch_size", "workers", "device", "precision", "bootstrap", "threshold", "seed",
-                                 "out", "overwrite", "progress"]
+                                 "out", "overwrite", "progress", "tensorboard"]
     signature = inspect.signature(track)
     assert signature.parameters["batch_size"].default == 4
     assert signature.parameters["pairs"].kind is inspect.Parameter.KEYWORD_ONLY

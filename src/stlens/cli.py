@@ -340,7 +340,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                            eval_clips=args.eval_clips, augment=args.augment, task=args.task,
                            mask_threshold=args.mask_threshold, static_dropout=args.static_dropout,
                            random_dropout=args.random_dropout, seed=args.seed, overwrite=args.overwrite,
-                           progress=not args.quiet, **_model_kwargs(args), **_compute_kwargs(args))
+                           tensorboard=args.tensorboard, progress=not args.quiet, **_model_kwargs(args),
+                           **_compute_kwargs(args))
     if not args.quiet and distributed.launched().rank == 0:
         shown = ", ".join(f"{k} {v:.3f}" for k, v in metrics.items() if isinstance(v, float))
         print(f"step {metrics.get('step')}: {shown} → {args.out}")
@@ -378,6 +379,8 @@ def _add_train_parser(sub) -> None:
     _seed_option(p)
     _output_options(p, "the run folder (an incomplete run there is resumed from its last checkpoint)",
                     overwrite="remove the earlier train run in --out (the files its run marker lists) and train anew")
+    _tensorboard_option(p, "each metrics.jsonl line (train/loss, train/acc, train/lr, eval/train_acc, eval/test_acc "
+                        "…)")
     p.set_defaults(func=cmd_train)
 
 
@@ -387,7 +390,7 @@ def cmd_track(args: argparse.Namespace) -> int:
     result = track(args.model, args.checkpoints, args.data, args.layers, pairs=args.pairs, stylizer=args.stylizer,
                    frames=args.frames, size=args.size, bootstrap=args.bootstrap, threshold=args.threshold,
                    seed=args.seed, out=args.out, overwrite=args.overwrite, progress=not args.quiet,
-                   **_compute_kwargs(args))
+                   tensorboard=args.tensorboard, **_compute_kwargs(args))
     if not args.quiet and result is not None and getattr(result, "path", args.out):
         print(result.table())
         print(f"→ {args.out}/track.csv, track.json, track_<layer>.png")
@@ -399,7 +402,8 @@ def _add_track_parser(sub) -> None:
     p.add_argument("--model", required=True, help="the run's model spec (e.g. stlens:i3d)")
     p.add_argument("--frames", type=int, default=None, metavar="N", help="frames per clip (default: the run's)")
     p.add_argument("--size", type=int, default=None, metavar="PIXELS", help="crop size (default: the run's)")
-    p.add_argument("--checkpoints", required=True, help="a `stlens train` run folder or its checkpoints/ folder")
+    p.add_argument("--checkpoints", required=True, help="a `stlens train` run folder or its checkpoints/ folder; a "
+                   "folder of Lightning .ckpt files; a Hugging Face Trainer output folder (checkpoint-N/)")
     _data_option(p, what="data for the pairs (as for measure)")
     _layers_option(p, "default", "L1,L2 | default | all")
     p.add_argument("--pairs", type=int, default=64, metavar="PAIRS", help="pairs per factor, the same for every "
@@ -409,7 +413,13 @@ def _add_track_parser(sub) -> None:
     _stats_options(p, 200, "pairs")
     _seed_option(p)
     _output_options(p, "the run folder: track.csv, track.json, track_<layer>.png")
+    _tensorboard_option(p, "the tracked percentages (stlens/<layer>/dynamic, static, residual, bias)")
     p.set_defaults(func=cmd_track)
+
+
+def _tensorboard_option(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--tensorboard", default=None, metavar="DIR", help=f"also write TensorBoard event files into DIR: "
+                   f"{what} (needs the tensorboard package: pip install 'stlens[tensorboard]')")
 
 
 def cmd_stylize(args: argparse.Namespace) -> int:

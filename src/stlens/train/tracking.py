@@ -8,11 +8,14 @@ dynamic % and the static % stay inside the final step's 95% CIs ("converged at X
 
 from __future__ import annotations
 
+import copy
 import csv
 import io
+import itertools
 import logging
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from html import escape
 from pathlib import Path
@@ -239,44 +242,88 @@ def _unstack(batch) -> list:
 
 
 def _resolve_checkpoints(folder: str | Path) -> list[tuple[int, Path]]:
+    """(step, checkpoint) of a ``stlens train`` run folder (or its ``checkpoints/``), else of a folder of Lightning
+    ``.ckpt`` files (or its ``checkpoints/``), else of a Hugging Face ``Trainer`` output folder (``checkpoint-N/``)."""
     from stlens.train.checkpoints import list_checkpoints
+    from stlens.train.foreign import foreign_checkpoints
 
     folder = Path(folder)
     if not folder.is_dir():
         raise StlensError(f"`checkpoints` {folder}: no such folder")
-    found = list_checkpoints(folder) or list_checkpoints(folder / "checkpoints")
+    found = list_checkpoints(folder) or list_checkpoints(folder / "checkpoints") or foreign_checkpoints(folder)
     if not found:
         raise StlensError(f"`checkpoints` {folder}: no step_NNNNNN.safetensors + .json checkpoints (the run folder "
-                          f"of a train run or its checkpoints/ folder)")
+                          f"of a train run or its checkpoints/ folder), no Lightning .ckpt files and no Hugging Face "
+                          f"checkpoint-N/ folders")
     return found
+
+
+def load_any(weights: Path, module: nn.Module, step: int):
+    """Load one checkpoint of ``_resolve_checkpoints`` into ``module``: a stlens checkpoint (with its info), a
+    Lightning ``.ckpt`` or a Hugging Face ``checkpoint-N/`` folder (``train.foreign``; prefixes stripped)."""
+    from stlens.train.checkpoints import load_checkpoint
+    from stlens.train.foreign import is_foreign, load_foreign
+
+    return load_foreign(weights, module, step) if is_foreign(weights) else load_checkpoint(weights, module)
+
+
+def track_pairs(handle, data, pairs: int, *, stylizer: str | None = None, seed: int = 0, workers: int = 0):
+    """The fixed pairs of a track: ``pairs`` per factor made from the data spec ``data`` with ``seed`` for the input
+    of ``handle`` (optical flow for a two-stream model), kept in memory when they fit (``cache_pairs``). ``stlens
+    track`` and the training-loop callbacks (``stlens.integrations``) make them here, so both measure the same pairs.
+    """
+    from stlens.core.handle import takes_two_inputs
+    from stlens.pairs.compose import make_pairs
+    from stlens.video.sources import open_data
+
+    flow = "tvl1" if takes_two_inputs(handle.module) else None
+    return cache_pairs(make_pairs(open_data(data), handle.input, pairs, stylizer=stylizer, seed=seed, flow=flow),
+                       workers=workers, seed=seed)
+
+
+def measure_rows(handle, fixed, names: list[str], step: int, *, batch_size: int = 4, bootstrap: int = 200,
+                 threshold: float = 0.5, seed: int = 0, device=None, precision: str = "fp32", workers: int = 0,
+                 metrics: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """One tracked step: ``stlens.measure`` of ``names`` on the fixed pairs (every pair in this process), as table
+    rows. ``stlens track``, ``BiasTracker`` and the training-loop callbacks all measure here."""
+    from stlens.measure.run import measure
+
+    result = measure(handle, fixed, names, batch_size=batch_size, bootstrap=bootstrap, threshold=threshold,
+                     seed=seed, progress=False, device=device, precision=precision, workers=workers, split=False)
+    return layer_rows(result, step, metrics)
 
 
 def track(model: str, checkpoints: str | Path, data: str, layers: str | list[str] | None = "default", *,
           pairs: int = 64, stylizer: str | None = None, frames: int | None = None, size: int | None = None,
           batch_size: int = 4, workers: int | None = None, device: str | torch.device = "auto",
           precision: str = "fp32", bootstrap: int = 200, threshold: float = 0.5, seed: int = 0,
-          out: str | Path | None = None, overwrite: bool = False, progress: bool = True) -> TrackResult:
+          out: str | Path | None = None, overwrite: bool = False, progress: bool = True,
+          tensorboard: str | Path | None = None) -> TrackResult:
     """Measure every checkpoint of a ``stlens train`` run on the same pairs (made once from ``data`` and ``seed``):
     the static/dynamic bias over training, one row per step × layer, and each layer's convergence step.
 
     ``model``: the run's model spec (e.g. ``stlens:i3d``). ``checkpoints``: a ``stlens train`` run folder or its
-    ``checkpoints/`` folder. ``data``: the data of the pairs (a spec, as for ``stlens.measure``). ``layers``:
-    ``default``, ``all`` or dotted layer names (a list or ``L1,L2``). ``pairs``: pairs per factor, the same for every
-    checkpoint. ``stylizer``: the appearance change of the pairs (as for measure). ``frames``/``size``: frames per
-    clip and crop size (default: the run's own, from the checkpoint info). ``batch_size``: pairs per forward pass.
-    ``workers``: processes that make the pairs (None: min(4, CPUs − 1); 0: the main process). ``device``: ``auto``,
-    ``cpu``, ``cuda[:K]`` or ``mps``; ``precision``: ``fp32``, ``bf16``, ``fp16`` or ``auto`` (device, precision and
-    workers are checked before any work; the weights are read onto the CPU and copied to the device; ``meta``
-    records the device and precision used). ``bootstrap``: bootstrap replicates for the 95% CIs (0: none);
-    ``threshold``: the per-channel class threshold τ; ``seed``: the pairs' and the bootstrap's seed. ``progress``:
-    a progress bar over the checkpoints.
+    ``checkpoints/`` folder; or a folder of PyTorch Lightning ``.ckpt`` files (or its ``checkpoints/``; the step is each
+    file's ``global_step``), or a Hugging Face ``Trainer`` output folder with ``checkpoint-N/`` folders
+    (``model.safetensors`` or ``pytorch_model.bin``): their weights are read tensors-only and the key prefix of the
+    attribute that holds the model (e.g. ``model.``) is stripped (``stlens.train.foreign``). ``data``: the data of the
+    pairs (a spec, as for ``stlens.measure``). ``layers``: ``default``, ``all`` or dotted layer names (a list or
+    ``L1,L2``). ``pairs``: pairs per factor, the same for every checkpoint. ``stylizer``: the appearance change of the
+    pairs (as for measure). ``frames``/``size``: frames per clip and crop size (default: the run's own, from the
+    checkpoint info). ``batch_size``: pairs per forward pass. ``workers``: processes that make the pairs (None: min(4,
+    CPUs − 1); 0: the main process). ``device``: ``auto``, ``cpu``, ``cuda[:K]`` or ``mps``; ``precision``: ``fp32``,
+    ``bf16``, ``fp16`` or ``auto`` (device, precision and workers are checked before any work; the weights are read onto
+    the CPU and copied to the device; ``meta`` records the device and precision used). ``bootstrap``: bootstrap
+    replicates for the 95% CIs (0: none); ``threshold``: the per-channel class threshold τ; ``seed``: the pairs' and the
+    bootstrap's seed. ``progress``: a progress bar over the checkpoints.
 
     ``out``: the run folder (``track.csv``, ``track.json`` — rows, convergence and meta — and ``track_<layer>.png``
     per layer), claimed before any work: a folder holding a complete run is refused unless ``overwrite``, which
     replaces only a track run, and only once the new one is complete; an error or interrupt leaves ``out`` as it
     was. Pairs that fit in memory (``cache_pairs``) are made once and re-used; larger ones are made again for each
     checkpoint. A checkpoint whose files cannot be read (truncated, invalid JSON) is skipped with a warning and
-    listed in ``meta["skipped"]``.
+    listed in ``meta["skipped"]``. ``tensorboard``: a folder for TensorBoard event files of the tracked percentages
+    (tags ``stlens/<layer>/dynamic``, ``static``, ``residual``, ``bias``; needs the ``tensorboard`` package).
 
     Under ``torchrun`` rank r of W measures the checkpoints of its contiguous share (``distributed.shard``), each
     one whole on all the pairs; the rows are gathered in checkpoint order, so every rank returns the table of a
@@ -290,6 +337,10 @@ def track(model: str, checkpoints: str | Path, data: str, layers: str | list[str
     from stlens.core.workers import resolve_workers
 
     _check(pairs=pairs, batch_size=batch_size, bootstrap=bootstrap, threshold=threshold)
+    if tensorboard is not None:
+        from stlens.train.tensorboard import require_tensorboard
+
+        require_tensorboard()
     world = distributed.launched()
     device = distributed.rank_device(device, world) if isinstance(device, str) else device
     target = resolve_device(device)  # checked before any work
@@ -311,6 +362,12 @@ def track(model: str, checkpoints: str | Path, data: str, layers: str | list[str
                 result.save(run.staging)
                 run.commit()
                 result.path = run.out
+            if tensorboard is not None and world.rank == 0:
+                from stlens.train.tensorboard import summary_writer, write_track
+
+                writer = summary_writer(tensorboard)
+                write_track(writer, result.rows)
+                writer.close()
         except BaseException as exc:
             if group is not None and isinstance(exc, Exception):
                 group.fail(str(exc) if isinstance(exc, StlensError) else f"{type(exc).__name__}: {exc}")
@@ -339,13 +396,10 @@ def _track(model, checkpoints, data, layers, *, pairs, stylizer, frames, size, b
 
     from stlens.core import distributed
     from stlens.core.device import resolve_device, resolve_precision
-    from stlens.core.handle import takes_two_inputs
     from stlens.core.workers import resolve_workers
-    from stlens.measure.run import measure
     from stlens.models.registry import load_model
-    from stlens.pairs.compose import make_pairs
-    from stlens.train.checkpoints import CorruptCheckpoint, load_checkpoint, read_info
-    from stlens.video.sources import open_data
+    from stlens.train.checkpoints import CorruptCheckpoint, read_info
+    from stlens.train.foreign import is_foreign
 
     target = resolve_device(device)  # the options are checked before any work
     used = resolve_precision(precision, target)
@@ -353,6 +407,8 @@ def _track(model, checkpoints, data, layers, *, pairs, stylizer, frames, size, b
     found = _resolve_checkpoints(checkpoints)
     info: dict[str, Any] = {}
     for _, weights in reversed(found):  # the run's config, from the last checkpoint whose JSON can be read
+        if is_foreign(weights):  # (Lightning and Hugging Face checkpoints carry no stlens config)
+            break
         try:
             info = read_info(weights).get("config") or {}
             break
@@ -361,14 +417,12 @@ def _track(model, checkpoints, data, layers, *, pairs, stylizer, frames, size, b
     frames = frames if frames is not None else info.get("frames")
     size = size if size is not None else info.get("size")
     handle = load_model(model, None, frames=frames, size=size, device=target)
-    flow = "tvl1" if takes_two_inputs(handle.module) else None
     names = handle.layers(layers)
     share = distributed.shard(len(found), world)
     mine = found[share.start:share.stop]
     fixed = None
     if mine:  # (a rank without checkpoints makes no pairs)
-        fixed = cache_pairs(make_pairs(open_data(data), handle.input, pairs, stylizer=stylizer, seed=seed,
-                                       flow=flow), workers=workers, seed=seed)
+        fixed = track_pairs(handle, data, pairs, stylizer=stylizer, seed=seed, workers=workers)
     rows: list[dict[str, Any]] = []
     measured: list[int] = []
     skipped: list[dict[str, Any]] = []
@@ -376,14 +430,14 @@ def _track(model, checkpoints, data, layers, *, pairs, stylizer, frames, size, b
         if group is not None:
             group.stop_if_failed()
         try:
-            checkpoint = load_checkpoint(weights, handle.module)
+            checkpoint = load_any(weights, handle.module, step)
         except CorruptCheckpoint as exc:
             log.warning("skipped the damaged checkpoint of step %d: %s", step, exc)
             skipped.append({"step": step, "weights": str(weights), "reason": str(exc)})
             continue
-        result = measure(handle, fixed, names, batch_size=batch_size, bootstrap=bootstrap, threshold=threshold,
-                         seed=seed, progress=False, device=target, precision=used, workers=workers, split=False)
-        rows.extend(layer_rows(result, step, checkpoint.info.get("metrics")))
+        rows.extend(measure_rows(handle, fixed, names, step, batch_size=batch_size, bootstrap=bootstrap,
+                                 threshold=threshold, seed=seed, device=target, precision=used, workers=workers,
+                                 metrics=checkpoint.info.get("metrics")))
         measured.append(step)
     if group is not None:  # the ranks' shares in rank order = checkpoint order
         group.stop_if_failed()
@@ -402,32 +456,63 @@ def _track(model, checkpoints, data, layers, *, pairs, stylizer, frames, size, b
     return TrackResult(rows, meta)
 
 
+@contextmanager
+def measuring(model: nn.Module) -> Iterator[nn.Module]:
+    """The model of a training loop as a tracker measures it: in eval mode, outside the loop's autocast, in fp32 (a
+    float32 copy when its weights are in another dtype; ``measure`` runs without gradients, under
+    ``torch.inference_mode``); afterwards every submodule gets its own training mode back."""
+    modes = [(module, module.training) for module in model.modules()]
+    from stlens.core.handle import module_device
+
+    device = module_device(model)
+    floats = [t for t in itertools.chain(model.parameters(), model.buffers()) if t.is_floating_point()]
+    measured = model if all(t.dtype == torch.float32 for t in floats) else copy.deepcopy(model).float()
+    try:
+        with torch.autocast(device.type, enabled=False):
+            yield measured.eval()
+    finally:
+        for module, mode in modes:
+            module.training = mode
+
+
 class BiasTracker:
     """A training callback that measures ``layers`` of the model being trained every ``every`` steps (and at step 0
     and, given a ``Trainer``, at its last step) on fixed ``pairs``; ``.result()`` gives the ``TrackResult``.
 
-    ``handle`` is a ``ModelHandle`` or the module itself (its layers must then be named explicitly)."""
+    ``handle`` is a ``ModelHandle`` or the module itself (its layers must then be named explicitly). Each
+    measurement runs in ``measuring`` (eval mode, no gradients, fp32; the training modes restored) through the same
+    ``measure_rows`` as ``stlens track``, so a step's row equals the row ``stlens track`` computes from that step's
+    checkpoint with the same pairs and seed.
+
+    >>> tracker = stlens.BiasTracker(pairs, ["stage3", "stage4"], every=50)  # doctest: +SKIP
+    """
 
     def __init__(self, pairs: Iterable, layers: str | list[str] | None = "default", every: int = 100, *,
-                 handle=None, bootstrap: int = 200, threshold: float = 0.5, seed: int = 0, batch_size: int = 8):
+                 handle=None, bootstrap: int = 200, threshold: float = 0.5, seed: int = 0, batch_size: int = 8,
+                 meta: dict[str, Any] | None = None):
         if every < 1:
             raise StlensError(f"BiasTracker every must be ≥ 1, got {every}")
         self.pairs = cache_pairs(pairs)
         self.layers, self.every, self.handle = layers, every, handle
         self.bootstrap, self.threshold, self.seed, self.batch_size = bootstrap, threshold, seed, batch_size
+        self.meta = dict(meta or {})
         self.rows: list[dict[str, Any]] = []
 
-    def measure_now(self, step: int, model: nn.Module) -> None:
-        from stlens.measure.run import measure
+    def measure_now(self, step: int, model: nn.Module,
+                    metrics: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        """Measure ``model`` now as step ``step``; returns (and keeps) its rows, replacing earlier rows of the step."""
+        import dataclasses
+
         from stlens.models.registry import as_handle
 
         handle = self.handle if self.handle is not None else as_handle(model)
-        was_training = model.training
-        result = measure(handle, self.pairs, handle.layers(self.layers), batch_size=self.batch_size,
-                         bootstrap=self.bootstrap, threshold=self.threshold, seed=self.seed, progress=False,
-                         split=False)  # (each rank of a data-parallel run measures its own copy of the model)
-        model.train(was_training)
-        self.rows = [r for r in self.rows if r["step"] != step] + layer_rows(result, step)
+        with measuring(handle.module) as module:
+            used = handle if module is handle.module else dataclasses.replace(handle, module=module)
+            rows = measure_rows(used, self.pairs, handle.layers(self.layers), step, batch_size=self.batch_size,
+                                bootstrap=self.bootstrap, threshold=self.threshold, seed=self.seed,
+                                metrics=metrics)  # (each rank of a data-parallel run measures its own copy)
+        self.rows = [r for r in self.rows if r["step"] != step] + rows
+        return rows
 
     def __call__(self, step: int, model: nn.Module, trainer=None) -> None:
         last = trainer is not None and step == trainer.config.steps
@@ -437,4 +522,6 @@ class BiasTracker:
     def result(self) -> TrackResult:
         if not self.rows:
             raise StlensError("BiasTracker has measured nothing yet")
-        return TrackResult(list(self.rows), {"every": self.every, "seed": self.seed, "bootstrap": self.bootstrap})
+        steps = sorted({r["step"] for r in self.rows})
+        return TrackResult(list(self.rows), {"every": self.every, "seed": self.seed, "bootstrap": self.bootstrap,
+                                             "threshold": self.threshold, **self.meta, "steps": steps})

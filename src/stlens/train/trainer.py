@@ -108,6 +108,7 @@ class TrainConfig:
     workers: int | None = None  # processes that make the pairs of the StaticDropout measurements
     task: str = "classify"  # or segment, instances (stlens.train.tasks)
     mask_threshold: float = 0.5  # segment, instances: a pixel is the object where sigmoid(logit) > this
+    tensorboard: str | None = None  # a folder for TensorBoard event files of the metrics lines (train.tensorboard)
 
     def validate(self) -> None:
         if self.steps < 1:
@@ -127,6 +128,10 @@ class TrainConfig:
         task_for(self.task, self.mask_threshold)
         if self.task != "classify" and (self.static_dropout or self.random_dropout):
             raise StlensError("`static_dropout`/`random_dropout` are for `task` classify")
+        if self.tensorboard is not None:
+            from stlens.train.tensorboard import require_tensorboard
+
+            require_tensorboard()
 
 
 #: a callback sees (step just finished, model, trainer); it may change the model (e.g. re-select dropout channels).
@@ -231,6 +236,7 @@ class Trainer:
         self._running: tuple[list[float], int, int] = ([], 0, 0)  # losses, correct, seen since the last train line
         self._unevaluated: Checkpoint | None = None  # a resumed checkpoint whose evaluation did not finish
         self._last_metrics: dict[str, Any] = {}
+        self._writer = None  # the TensorBoard writer of ``tensorboard``, opened at the first metrics line
 
     def _dropout_schedule(self):
         """The StaticDropout (or random-channel control) schedule of ``--static-dropout`` / ``--random-dropout``."""
@@ -378,6 +384,12 @@ class Trainer:
     def _log(self, record: dict[str, Any]) -> None:
         with open(self.out / "metrics.jsonl", "a", encoding="utf-8") as handle:
             handle.write(json.dumps(record) + "\n")
+        if self.config.tensorboard is not None:  # (rank 0 alone logs)
+            from stlens.train.tensorboard import summary_writer, write_record
+
+            if self._writer is None:
+                self._writer = summary_writer(self.config.tensorboard)
+            write_record(self._writer, record)
 
     def evaluate(self) -> dict[str, float]:
         """Train (and test) accuracy — or, for ``--task segment``, mIoU (and test mSR); for ``--task instances``
@@ -458,6 +470,9 @@ class Trainer:
             self._mark("complete")
             return metrics
         finally:
+            if self._writer is not None:
+                self._writer.close()
+                self._writer = None
             if self.folder is not None:
                 self.folder.release()
 

@@ -20,7 +20,7 @@ def train(model: str | TrainConfig, data: str | None = None, *, steps: int | Non
           task: str = "classify", mask_threshold: float = 0.5, static_dropout: str | None = None,
           random_dropout: str | None = None, device: str = "auto", precision: str = "fp32",
           workers: int | None = None, seed: int = 0, offline: bool | None = None, callbacks: Sequence[Callback] = (),
-          overwrite: bool = False, progress: bool = True) -> dict[str, Any]:
+          overwrite: bool = False, progress: bool = True, tensorboard: str | Path | None = None) -> dict[str, Any]:
     """Train ``model`` (a spec string: the checkpoints name it, e.g. ``stlens:i3d?classes=8``) on the labelled clips
     of ``data`` (``synth:WORLD?...`` or an annotation file with labels) for ``steps`` optimizer steps, into the run
     folder ``out``; returns the metrics of the last checkpoint. A ``TrainConfig`` may be given instead of ``model``
@@ -41,7 +41,13 @@ def train(model: str | TrainConfig, data: str | None = None, *, steps: int | Non
     ``device``, ``precision`` (fp16 with a GradScaler) and ``workers`` (processes that make the pairs of
     StaticDropout's measurements) as for every verb. Under ``torchrun``: data-parallel, one GPU each;
     rank 0 writes ``out``. ``offline``: never download weights (True), download allowed (False), or as the
-    environment says (None: ``STLENS_OFFLINE``/``HF_HUB_OFFLINE``); it holds for this call only."""
+    environment says (None: ``STLENS_OFFLINE``/``HF_HUB_OFFLINE``); it holds for this call only.
+    ``tensorboard``: a folder for TensorBoard event files of every ``metrics.jsonl`` line (``train/loss``,
+    ``train/acc``, ``train/lr``, ``eval/train_acc``, ``eval/test_acc`` …; rank 0; needs the ``tensorboard``
+    package).
+
+    >>> stlens.train("stlens:i3d?classes=8", "synth:motion", steps=600, out="runs/i3d")  # doctest: +SKIP
+    """
     if isinstance(model, TrainConfig):
         config = model
     else:
@@ -56,7 +62,8 @@ def train(model: str | TrainConfig, data: str | None = None, *, steps: int | Non
                              checkpoint_every=checkpoint_every_steps, batch_size=batch_size, lr=lr, seed=seed,
                              eval_clips=eval_clips, augment=augment, frames=frames, size=size,
                              static_dropout=static_dropout, random_dropout=random_dropout, device=device,
-                             precision=precision, workers=workers, task=task, mask_threshold=mask_threshold)
+                             precision=precision, workers=workers, task=task, mask_threshold=mask_threshold,
+                             tensorboard=None if tensorboard is None else str(tensorboard))
     from stlens.core.device import resolve_device, resolve_precision
     from stlens.core.workers import resolve_workers
 
