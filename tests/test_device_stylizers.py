@@ -129,7 +129,7 @@ def test_which_pairs_run_on_the_device(sample_dir):
 
 
 def without_run(doc: dict) -> dict:
-    return {k: v for k, v in doc.items() if k not in ("timing", "run_id")}
+    return {k: v for k, v in doc.items() if k not in ("timing", "run_id", "stylize_on")}
 
 
 @pytest.mark.parametrize("stylizer, workers", [("palette", 0), ("fourier", 2)])
@@ -141,6 +141,7 @@ def test_measure_on_the_device_path_gives_the_workers_result(stylizer, workers):
         results[where] = stlens.measure(handle, pairs, bootstrap=20, batch_size=4, progress=False, workers=workers,
                                         stylize_on=where)
     on_workers, on_device = (without_run(results[w].to_dict()) for w in ("workers", "device"))
+    assert results["device"].meta["stylize_on"] == "device" and "stylize_on" not in results["workers"].meta
     if stylizer == "palette":  # exact on this CPU
         assert on_device == on_workers
         return
@@ -151,3 +152,37 @@ def test_measure_on_the_device_path_gives_the_workers_result(stylizer, workers):
         for name in ("static", "dynamic"):
             assert a.percent[name] == pytest.approx(b.percent[name], rel=1e-4)
             assert a.score[name] == pytest.approx(b.score[name], rel=1e-4)
+
+
+#: the tolerance stated for a GPU (cuda): palette exact (the same float32 product and float64 sums as on the CPU),
+#: fourier ≤ 1 grey level on ≤ 1e-3 of the pixels (cuFFT rounds otherwise than pocketfft), the shuffle exact
+GPU_TOLERANCE = {"palette": (0, 0.0), "fourier": (1, 1e-3)}
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("kind, numpy_version", [("palette", palette), ("fourier", fourier)])
+def test_on_a_gpu_within_the_stated_tolerance(clips, kind, numpy_version):
+    worst, share = GPU_TOLERANCE[kind]
+    clip = clips[0]
+    for seed in range(4):
+        style = clip_style(kind, seed, *clip.shape[:3]).shuffled(shuffle_order(len(clip), np.random.default_rng(seed)))
+        out = ClipStyles([style]).stylize(torch.from_numpy(clip)[None].cuda())[0].cpu().numpy()
+        expected = frame_shuffle(numpy_version(clip, seed), np.random.default_rng(seed))
+        most, fraction = differences(out, expected)
+        assert most <= worst and fraction <= share, (kind, seed, most, fraction)
+
+
+def test_the_cli_takes_stylize_on_and_config_records_it(tmp_path):
+    import json
+
+    from stlens.cli import main
+
+    fast = ["--model", "module:conftest:tiny_video_net", "--frames", "4", "--size", "32", "--pairs", "4",
+            "--bootstrap", "0", "--workers", "0", "--quiet", "--data", "sample:"]
+    assert main(["measure", *fast, "--stylize-on", "device", "--out", str(tmp_path / "device")]) == 0
+    assert main(["measure", *fast, "--out", str(tmp_path / "auto")]) == 0
+    device, auto = (json.loads((tmp_path / name / "config.json").read_text()) for name in ("device", "auto"))
+    assert device["arguments"]["stylize_on"] == "device" and "stylize_on" not in auto["arguments"]
+    on_device, on_workers = (json.loads((tmp_path / name / "result.json").read_text()) for name in ("device", "auto"))
+    assert on_device["stylize_on"] == "device" and "stylize_on" not in on_workers  # on the CPU auto: the workers
+    assert on_device["layers"] == on_workers["layers"]  # palette: exact on this CPU

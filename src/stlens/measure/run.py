@@ -285,6 +285,8 @@ def measure(model: nn.Module | ModelHandle, pairs: Iterable, layers: str | list[
         info["pairs"] = acc.counts()
         info["units"] = units
         info["instances"] = {name: int(counts[i]) for i, name in enumerate(factors)}
+    if styled_on == "device":  # (a default run's result.json stays as before)
+        info["stylize_on"] = styled_on
     if interrupted:
         info["interrupted"] = True
     info.update(meta or {})

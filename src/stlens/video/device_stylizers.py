@@ -88,14 +88,15 @@ def palette_on(clips: torch.Tensor, mix: torch.Tensor, lut: torch.Tensor) -> tor
     ``+ g·m1`` and ``+ b·m2``, each rounded to float32 once; the products are exact in float64), so that a mixed value
     within float error of an integer is truncated as the numpy stylizer truncates it."""
     b = clips.shape[0]
-    x = clips.reshape(b, -1, 1, 3).to(torch.float32)  # (B, N, 1, 3): the output channels broadcast on dim 2
-    m = mix.to(torch.float32).view(b, 1, 3, 3)  # m[b, 0, out, in]
-    acc = x[..., 0] * m[..., 0]  # (B, N, 3): a float32 product, rounded once as by the FMA
+    planes = clips.reshape(b, -1, 3).transpose(1, 2).to(torch.float32)  # (B, 3, N): one plane per input channel
+    m = mix.to(torch.float32)  # m[b, out, in]
+    acc = planes[:, 0:1] * m[:, :, 0:1]  # (B, 3 out, N): a float32 product, rounded once as by the FMA
+    planes, m = planes.double(), m.double()
     for k in (1, 2):
-        acc = (x[..., k].double() * m[..., k].double() + acc.double()).float()
-    mixed = acc.clamp_(0, 255).to(torch.uint8).to(torch.int64)  # (B, N, 3)
-    base = (torch.arange(b, device=clips.device).view(b, 1, 1) * 3 + torch.arange(3, device=clips.device)) * 256
-    return lut.reshape(-1)[mixed + base].reshape(clips.shape)
+        acc = acc.double().addcmul_(planes[:, k:k + 1], m[:, :, k:k + 1]).float()
+    mixed = acc.clamp_(0, 255).long()  # truncated towards zero, as numpy's astype(uint8) of [0, 255]
+    out = torch.gather(lut, 2, mixed)  # (B, 3, N): the tone curve of each output channel
+    return out.transpose(1, 2).reshape(clips.shape)
 
 
 def fourier_on(clips: torch.Tensor, rows: list[torch.Tensor], cols: list[torch.Tensor], style: list[torch.Tensor],
