@@ -68,9 +68,11 @@ def test_the_functions_take_batches():
     clips = torch.randint(0, 256, (2, 3, 8, 10, 3), dtype=torch.uint8)
     lut = torch.arange(256, dtype=torch.uint8).repeat(2, 3, 1)
     assert torch.equal(palette_on(clips, torch.eye(3).repeat(2, 1, 1), lut), clips)  # identity tables
-    rows, cols = [torch.tensor([0, 1, 7])] * 2, [torch.tensor([0, 1])] * 2
-    same = fourier_on(clips, rows, cols, [torch.zeros(3, 3, 2)] * 2, torch.zeros(2))  # weight 0: the clip back
+    owner, cell = torch.tensor([0, 0, 1]), torch.tensor([0, 1, 6])  # clip 0: 2 cells, clip 1: 1
+    same = fourier_on(clips, owner, cell, torch.zeros(3, 3), torch.zeros(2))  # weight 0: the clip back
     assert (same.int() - clips.int()).abs().max() <= 1
+    flat = fourier_on(clips, owner, cell, torch.zeros(3, 3), torch.ones(2))  # no amplitude at DC: mean ~0 (clipped)
+    assert flat.float().mean() < clips.float().mean()
 
 
 def test_shuffle_order_draws_as_frame_shuffle_and_the_device_shuffle_is_exact(clips):
@@ -101,6 +103,7 @@ def test_device_pairs_equal_workers_pairs(stylizer):
     assert {p.factor for p in pairs} == {DYNAMIC, STATIC}
     assert all(p.a.dtype == torch.uint8 and p.a.shape == (4, 32, 32, 3) for p in pairs)
     batch = PairBatch.of(pairs)
+    assert batch.inputs.shape == (len(pairs), 4, 32, 32, 3)  # one uint8 clip per pair
     inputs = batch.model_inputs(torch.device("cpu"))
     expected = PairBatch.of([made[k] for k in range(len(made))])
     assert inputs.shape == expected.inputs.shape and np.array_equal(batch.factor, expected.factor)
@@ -186,3 +189,20 @@ def test_the_cli_takes_stylize_on_and_config_records_it(tmp_path):
     on_device, on_workers = (json.loads((tmp_path / name / "result.json").read_text()) for name in ("device", "auto"))
     assert on_device["stylize_on"] == "device" and "stylize_on" not in on_workers  # on the CPU auto: the workers
     assert on_device["layers"] == on_workers["layers"]  # palette: exact on this CPU
+
+
+def test_a_batch_of_pairs_with_two_clips_each(clips):
+    from stlens.core.pair import Pair
+
+    a, b = (torch.from_numpy(c[:4, :32, :32].copy()) for c in clips[:2])
+    style = clip_style("palette", 1, 4, 32, 32, mean=SPEC.mean, std=SPEC.std)
+    pairs = [Pair(DYNAMIC, a, b, styles=(style, style)),
+             Pair(STATIC, b, a, styles=(style, style.shuffled([1, 0, 3, 2])))]
+    batch = PairBatch.of(pairs)
+    assert batch.inputs.shape == (4, 4, 32, 32, 3) and batch.styles.source is None
+    inputs = batch.model_inputs(torch.device("cpu"))
+    expected = [palette(x.numpy(), 1) for x in (a, b, b, a)]
+    expected[3] = expected[3][[1, 0, 3, 2]]
+    assert torch.equal(inputs, torch.stack([to_model_input(x, SPEC) for x in expected]))
+    with pytest.raises(StlensError, match="mixes pairs styled on the device"):
+        PairBatch.of([pairs[0], Pair(DYNAMIC, torch.zeros(3, 4, 32, 32), torch.zeros(3, 4, 32, 32))])

@@ -97,8 +97,9 @@ class PairBatch:
     in the workers, so that the DataLoader can pin it (``pin_memory``) for the copy to a GPU.
 
     ``styles``: None when ``inputs`` are the model inputs; for pairs whose styling is left to the device
-    (``VideoPairs.on_device``), ``inputs`` are the uint8 clips (2n, T, H, W, 3) and ``styles`` their
-    ``ClipStyles``: ``model_inputs`` stylizes, shuffles and normalises them where the model runs."""
+    (``VideoPairs.on_device``), ``inputs`` are the uint8 clips (n, T, H, W, 3: the two videos of a pair share their
+    clip; 2n where they do not) and ``styles`` the ``ClipStyles`` of the 2n videos: ``model_inputs`` stylizes,
+    shuffles and normalises them where the model runs."""
 
     def __init__(self, factor: np.ndarray, index: list[int | None], inputs: torch.Tensor | tuple,
                  targets: list[tuple[Instances, Instances] | None] | None = None, styles: ClipStyles | None = None):
@@ -114,9 +115,17 @@ class PairBatch:
         deferred = [p.styles is not None for p in pairs]
         if any(deferred) and not all(deferred):
             raise StlensError("a batch mixes pairs styled on the device with model inputs (`Pair.styles`)")
-        styles = ClipStyles([p.styles[0] for p in pairs] + [p.styles[1] for p in pairs]) if all(deferred) else None
-        return cls(np.array([p.factor for p in pairs]), [p.index for p in pairs],
-                   stack_inputs([p.a for p in pairs] + [p.b for p in pairs]), [p.targets for p in pairs], styles)
+        factor, index = np.array([p.factor for p in pairs]), [p.index for p in pairs]
+        targets = [p.targets for p in pairs]
+        if not all(deferred):
+            return cls(factor, index, stack_inputs([p.a for p in pairs] + [p.b for p in pairs]), targets)
+        styles = [p.styles[0] for p in pairs] + [p.styles[1] for p in pairs]
+        if all(p.a is p.b for p in pairs):  # one clip per pair, styled twice on the device: half the bytes
+            n = len(pairs)
+            return cls(factor, index, torch.stack([p.a for p in pairs]), targets,
+                       ClipStyles(styles, np.concatenate([np.arange(n), np.arange(n)])))
+        return cls(factor, index, torch.stack([p.a for p in pairs] + [p.b for p in pairs]), targets,
+                   ClipStyles(styles))
 
     def model_inputs(self, device: torch.device) -> torch.Tensor | tuple:
         """The inputs on ``device`` (``to_device``), stylized, shuffled and normalised there when their styling was

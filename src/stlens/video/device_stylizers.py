@@ -99,57 +99,70 @@ def palette_on(clips: torch.Tensor, mix: torch.Tensor, lut: torch.Tensor) -> tor
     return out.transpose(1, 2).reshape(clips.shape)
 
 
-def fourier_on(clips: torch.Tensor, rows: list[torch.Tensor], cols: list[torch.Tensor], style: list[torch.Tensor],
+def fourier_on(clips: torch.Tensor, owner: torch.Tensor, cell: torch.Tensor, style: torch.Tensor,
                weight: torch.Tensor) -> torch.Tensor:
-    """``fourier`` on a batch: uint8 clips (B, T, H, W, 3); per clip the window ``rows``, ``cols``, its ``style``
-    amplitude (3, r, c) and the ``weight`` (B,) → uint8 (B, T, H, W, 3) (float32 FFTs; the low-frequency amplitude
-    blended with the style's, the phase kept)."""
-    _, _, height, width, _ = clips.shape
+    """``fourier`` on a batch: uint8 clips (B, T, H, W, 3) and the cells of every clip's low-frequency window, K in
+    all: ``owner`` (K,) the clip, ``cell`` (K,) the flat index ``row * (W//2 + 1) + column`` in the rfft2 layout,
+    ``style`` (K, 3) the style amplitude there; ``weight`` (B,) the blend weight per clip → uint8 (B, T, H, W, 3)
+    (float32 FFTs; the window's amplitude blended with the style's, the phase kept; one gather and one scatter for
+    the whole batch)."""
+    b, t, height, width, _ = clips.shape
     spectrum = torch.fft.rfft2(clips.to(torch.float32).permute(0, 1, 4, 2, 3))  # (B, T, 3, H, W//2+1)
-    for i in range(clips.shape[0]):
-        window = spectrum[i][:, :, rows[i][:, None], cols[i]]  # (T, 3, r, c)
-        amplitude = weight[i] * style[i] + (1.0 - weight[i]) * window.abs()
-        spectrum[i][:, :, rows[i][:, None], cols[i]] = torch.polar(amplitude, window.angle())
+    flat = spectrum.view(b, t, 3, -1)
+    window = flat[owner, :, :, cell]  # (K, T, 3)
+    w = weight[owner].view(-1, 1, 1)
+    amplitude = w * style.view(-1, 1, 3) + (1.0 - w) * window.abs()
+    flat[owner, :, :, cell] = torch.polar(amplitude, window.angle())
     out = torch.fft.irfft2(spectrum, s=(height, width)).permute(0, 1, 3, 4, 2)
     return out.round_().clamp_(0, 255).to(torch.uint8)
 
 
 @dataclass
 class ClipStyles:
-    """The styles of a batch of clips (``ClipStyle`` each; the normalisation of the model input is the first's).
-    ``apply`` stylizes, shuffles and normalises a batch of uint8 clips on the clips' device."""
+    """The styles of a batch of clips (``ClipStyle`` each; the normalisation of the model input is the first's) and
+    ``source``, the input clip each is made from (None: clip i from input i; the two videos of a pair share one uint8
+    clip, so a batch of n pairs sends n clips for its 2n videos). ``apply`` stylizes,
+    shuffles and normalises a batch of uint8 clips on the clips' device."""
 
     styles: list[ClipStyle]
+    source: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.styles)
 
     def stylize(self, clips: torch.Tensor) -> torch.Tensor:
-        """uint8 clips (B, T, H, W, 3) on any device → stylized and frame-ordered uint8 clips on the same device."""
-        if clips.dtype != torch.uint8 or clips.dim() != 5 or clips.shape[0] != len(self.styles):
-            raise ValueError(f"expected {len(self.styles)} uint8 clips (B, T, H, W, 3), got {clips.dtype} "
-                             f"{tuple(clips.shape)}")
+        """uint8 input clips (N, T, H, W, 3) on any device → the B stylized and frame-ordered uint8 clips
+        (B, T, H, W, 3) on the same device."""
+        inputs = len(self.styles) if self.source is None else int(self.source.max()) + 1
+        if clips.dtype != torch.uint8 or clips.dim() != 5 or clips.shape[0] != inputs:
+            raise ValueError(f"expected {inputs} uint8 clips (N, T, H, W, 3), got {clips.dtype} {tuple(clips.shape)}")
         device = clips.device
+
+        def to(array: np.ndarray) -> torch.Tensor:
+            return torch.from_numpy(np.ascontiguousarray(array)).to(device, non_blocking=True)
+
+        if self.source is not None:
+            clips = clips[to(self.source.astype(np.int64))]
         out = clips.clone()
+        _, _, height, width, _ = clips.shape
         for kind in ("palette", "fourier"):
             chosen = [i for i, s in enumerate(self.styles) if s.kind == kind]
             if not chosen:
                 continue
             picked = [self.styles[i] for i in chosen]
-            index = torch.tensor(chosen, device=device)
+            index = to(np.array(chosen, dtype=np.int64))
             if kind == "palette":
-                mix = torch.from_numpy(np.stack([s.mix for s in picked])).to(device)
-                lut = torch.from_numpy(np.stack([s.lut for s in picked])).to(device)
+                mix, lut = to(np.stack([s.mix for s in picked])), to(np.stack([s.lut for s in picked]))
                 out[index] = palette_on(clips[index], mix, lut)
-            else:
-                rows = [torch.from_numpy(s.rows).to(device) for s in picked]
-                cols = [torch.from_numpy(s.cols).to(device) for s in picked]
-                style = [torch.from_numpy(s.style).to(device) for s in picked]
-                weight = torch.tensor([s.weight for s in picked], dtype=torch.float32, device=device)
-                out[index] = fourier_on(clips[index], rows, cols, style, weight)
-        orders = torch.from_numpy(np.stack([s.order for s in self.styles])).to(device)  # (B, T)
-        if not torch.equal(orders, torch.arange(clips.shape[1], device=device).expand_as(orders)):
-            out = out[torch.arange(len(self.styles), device=device)[:, None], orders]
+                continue
+            cells = [(s.rows[:, None] * (width // 2 + 1) + s.cols).ravel() for s in picked]
+            owner = np.concatenate([np.full(len(c), i, dtype=np.int64) for i, c in enumerate(cells)])
+            style = np.concatenate([s.style.reshape(3, -1).T for s in picked])  # (K, 3), in the cells' order
+            weight = np.array([s.weight for s in picked], dtype=np.float32)
+            out[index] = fourier_on(clips[index], to(owner), to(np.concatenate(cells)), to(style), to(weight))
+        orders = np.stack([s.order for s in self.styles])  # (B, T): checked here, so the device does not sync
+        if not np.array_equal(orders, np.broadcast_to(np.arange(orders.shape[1]), orders.shape)):
+            out = out[torch.arange(len(self.styles), device=device)[:, None], to(orders)]
         return out
 
     def normalise(self, clips: torch.Tensor) -> torch.Tensor:
@@ -160,5 +173,5 @@ class ClipStyles:
         return ((x - mean) / std).permute(0, 4, 1, 2, 3).contiguous()
 
     def apply(self, clips: torch.Tensor) -> torch.Tensor:
-        """Stylize, shuffle and normalise: uint8 (B, T, H, W, 3) → float32 model input (B, 3, T, H, W)."""
+        """Stylize, shuffle and normalise: uint8 input clips (N, T, H, W, 3) → float32 model input (B, 3, T, H, W)."""
         return self.normalise(self.stylize(clips))
