@@ -5,7 +5,10 @@
     difference in grey levels, the share of pixels that differ, and ms per clip of each (the device timed with a
     synchronize; the copy of the uint8 clips to the device included, the style drawing excluded: it is made in the
     workers either way).
-(2) The golden tolerance: ``stlens.measure`` on ``sample:`` with ``stylize_on="workers"`` against ``"device"`` on the
+(2) A pair's cost in a worker, with the styling there (``workers``) or left to the device: ms per pair to make it
+    (a 16-frame 112² clip of ``sample:``, r3d_18's input; the decoding of each video included, once), ms per pair to
+    stack the batch, and the bytes a pair sends to the main process (and to the GPU).
+(3) The golden tolerance: ``stlens.measure`` on ``sample:`` with ``stylize_on="workers"`` against ``"device"`` on the
     same device — r3d_18 palette and c2d fourier (the video cases of ``benchmarks/golden.py``) — per case whether dims,
     percentages and unit classes are equal, and the largest |Δ score| (relative) and |Δ r| of a unit.
 
@@ -77,6 +80,31 @@ def ops(device: torch.device, frames: int, size: int, seeds: int) -> dict:
     return report
 
 
+def pair_costs(pairs: int) -> dict:
+    from stlens.core.spec import InputSpec
+    from stlens.measure.loading import PairBatch
+    from stlens.pairs.makers import VideoPairs
+
+    spec = InputSpec(frames=16, stride=2, size=112, resize=128)
+    report = {}
+    for stylizer in ("palette", "fourier"):
+        made = VideoPairs(stlens.open_data("sample:"), spec, pairs, stylizer, seed=0)
+        for where, source in (("workers", made), ("device", made.on_device())):
+            n = len(source)
+            tick = time.perf_counter()
+            batch = [source[k] for k in range(n)]
+            make = time.perf_counter() - tick
+            tick = time.perf_counter()
+            stacked = PairBatch.of(batch)
+            stack = time.perf_counter() - tick
+            sent = stacked.inputs.element_size() * stacked.inputs.nelement() / n
+            report[f"{stylizer}/{where}"] = {"make_ms_per_pair": 1000 * make / n, "stack_ms_per_pair": 1000 * stack / n,
+                                             "bytes_per_pair": sent}
+            print(f"{stylizer:8s} styled on the {where:7s}: a pair made in {1000 * make / n:5.1f} ms, stacked in "
+                  f"{1000 * stack / n:4.1f} ms, {sent / 1e6:.2f} MB sent", flush=True)
+    return report
+
+
 def golden(device: torch.device) -> dict:
     report = {}
     for name, (spec, weights, stylizer, pairs, batch, sizes) in CASES.items():
@@ -111,6 +139,7 @@ def main() -> int:
     parser.add_argument("--frames", type=int, default=16)
     parser.add_argument("--size", type=int, default=112)
     parser.add_argument("--seeds", type=int, default=3, help="style draws per clip")
+    parser.add_argument("--pairs", type=int, default=16, help="pairs per factor in (2)")
     parser.add_argument("--skip-golden", action="store_true")
     parser.add_argument("--json", help="write the report here")
     args = parser.parse_args()
@@ -119,6 +148,7 @@ def main() -> int:
               "ops": ops(device, args.frames, args.size, args.seeds)}
     if device.type == "cuda":
         report["gpu"] = torch.cuda.get_device_name(device)
+    report["pairs"] = pair_costs(args.pairs)
     if not args.skip_golden:
         report["golden"] = golden(device)
     if args.json:
