@@ -127,6 +127,9 @@ def test_which_pairs_run_on_the_device(sample_dir):
     assert styled_where([(0, 1, 2)], "auto", torch.device("cuda"))[1] == "workers"
     with pytest.raises(StlensError, match="`stylize_on` device needs video pairs"):
         styled_where(flow_pairs, "device", torch.device("cpu"))
+    with pytest.raises(StlensError, match="runs on CUDA or the CPU, not mps"):
+        styled_where(made, "device", torch.device("mps"))
+    assert styled_where(made, "auto", torch.device("mps")) == (made, "workers")
     with pytest.raises(StlensError, match="`stylize_on` must be one of"):
         styled_where(made, "gpu", torch.device("cpu"))
 

@@ -81,6 +81,9 @@ def styled_where(pairs, stylize_on: str, device: torch.device):
         raise StlensError(f"`stylize_on` must be one of {', '.join(STYLIZE_ON)}, got {stylize_on!r}")
     if stylize_on == "workers" or (stylize_on == "auto" and torch.device(device).type != "cuda"):
         return pairs, "workers"
+    if torch.device(device).type not in ("cuda", "cpu"):
+        raise StlensError(f"`stylize_on` device runs on CUDA or the CPU, not {torch.device(device).type} (the palette "
+                          "stylizer's channel mixing needs float64); use auto or workers")
     deferred = pairs.on_device() if hasattr(pairs, "on_device") else None
     if deferred is not None:
         return deferred, "device"
