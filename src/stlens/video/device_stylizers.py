@@ -4,7 +4,8 @@ The ``palette`` and ``fourier`` stylizers of ``stlens.video.stylizers`` and the 
 ``stlens.core.pair`` split in two: the style (``ClipStyle``: the colour tables, or the Fourier window, style amplitude
 and weight, and the frame order) is drawn on the CPU from the same seed with the same numpy generator — small arrays
 a DataLoader worker sends beside the uint8 cropped clip — and the pixel maths runs batched on any device
-(``ClipStyles.apply``: uint8 (B, T, H, W, 3) → the normalised float32 model input (B, 3, T, H, W)).
+(``ClipStyles.apply``: uint8 clips (N, T, H, W, 3) → the normalised float32 model input (B, 3, T, H, W) of the B
+styled videos).
 
 On the CPU the result equals the numpy stylizers within float rounding: ``palette`` mixes the channels in the
 fused multiply-add order of numpy's BLAS (emulated in float64: bit-exact where numpy's BLAS fuses, as on x86-64 with
