@@ -11,8 +11,12 @@
 #   cli_*    stlens measure torchvision:r3d_18 on sample: with --device cuda, --device cpu, --device cuda
 #            --precision auto; cli_compare: per-layer cuda vs cpu (dims, %, unit classes, max |Δ r|) and auto vs fp32
 #   scaling  benchmarks/scaling.py --device cuda --parts a,c (skipped when the script is absent)
+#   stylize  tests/test_device_stylizers.py -k gpu (the stated GPU tolerance), then
+#            benchmarks/device_stylize.py --device cuda: palette/fourier on the GPU against the workers' numpy (max
+#            |Δ| grey levels, share of pixels differing, ms per clip) and the golden tolerance: measure with
+#            stylize_on=device against workers on the GPU (dims, %, unit classes equal? max rel |Δ score|, |Δ r|)
 # Files back in $OUT (at most 8): summary.txt, setup.log, pytest.log, cli.log, cli_compare.json, scaling.log,
-# scaling_cuda.json. summary.txt has one line per step: name, exit code, seconds.
+# scaling_cuda.json, stylize.log (its JSON report at the end). summary.txt: one line per step: name, exit code, secs.
 #
 # The whole run stops by BUDGET seconds (default 340): each step's timeout is cut to what is left.
 # Other knobs: PY (python3), OUT, SITE (/tmp/site, where the wheels go), DEV (cuda; cpu = every step on the CPU),
@@ -197,7 +201,22 @@ else
         --json "$OUT/scaling_$DEV.json" $SCALING_ARGS
 fi
 
-# ---- (iv) torchrun across ranks needs several GPUs (NCCL): not checked on a one-GPU machine --------------------
+# ---- (iv) stylizing on the device against the workers, and the golden tolerance of the device path ------------
+if ((CUDA)); then
+    stylize_device() {  # rc: the first failure of the two
+        local rc=0
+        "$PY" -m pytest -q -p no:cacheprovider -rfEs tests/test_device_stylizers.py -k gpu || rc=$?
+        "$PY" benchmarks/device_stylize.py --device "$DEV" --json "$TMP/stylize.json" || ((rc)) || rc=$?
+        cat "$TMP/stylize.json" 2>/dev/null
+        return "$rc"
+    }
+    export -f stylize_device
+    log_step stylize stylize.log 90 bash -c stylize_device
+else
+    skip_step stylize stylize.log "no CUDA"
+fi
+
+# ---- (v) torchrun across ranks needs several GPUs (NCCL): not checked on a one-GPU machine --------------------
 
 echo "--- total $(($(date +%s) - T0))s" >>"$SUMMARY"
 echo "===== summary"

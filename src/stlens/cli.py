@@ -154,7 +154,8 @@ def cmd_measure(args: argparse.Namespace) -> int:
         flow_cache=args.flow_cache, bootstrap=args.bootstrap, threshold=args.threshold, seed=args.seed,
         save_latents=args.save_latents, out=args.out, overwrite=args.overwrite,
         checkpoint_every_pairs=args.checkpoint_every_pairs, resume=args.resume, progress=not args.quiet,
-        factors=args.factors, units=args.units, **_model_kwargs(args), **_compute_kwargs(args))
+        factors=args.factors, units=args.units, stylize_on=args.stylize_on, **_model_kwargs(args),
+        **_compute_kwargs(args))
     if getattr(result, "path", None) is None:  # a rank other than 0 of a distributed run: rank 0 writes
         return 0
     if result.meta.get("interrupted"):
@@ -185,6 +186,10 @@ def _add_measure_parser(sub) -> None:
                    "source: per ground-truth track present in both videos of a pair, the embedding of the query "
                    "matched to it at each decoder layer; docs/vis.md)")
     _compute_options(p, "pairs", 4, "make the pairs (decode, stylize, flow) while the model runs")
+    p.add_argument("--stylize-on", default="auto", choices=("auto", "device", "workers"), help="where the palette/"
+                   "fourier styling and the frame shuffling of video pairs run: auto (default: the device on CUDA, "
+                   "else the workers), device (batched torch operations where the model runs; the workers only "
+                   "decode and crop) or workers (numpy); equal within float rounding (docs/scaling.md)")
     _stats_options(p, 200, "pairs")
     _seed_option(p)
     p.add_argument("--save-latents", action="store_true", help="also write latents.npz (memory grows with pairs)")

@@ -4,6 +4,7 @@ make them: ``frame_shuffle`` (destroys motion, keeps appearance) and ``check_cli
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -22,7 +23,10 @@ class Pair:
     ``index``: the pair's global index in its source (set by indexable sources, ``None`` otherwise); the bootstrap
     weights of a pair are a function of (seed, index), so they do not depend on batching or on the process.
     ``targets``: the ground-truth instance tracks of video a and of video b (an instance source's pairs: the
-    per-instance measurement, ``units="instance"``), ``None`` otherwise."""
+    per-instance measurement, ``units="instance"``), ``None`` otherwise.
+    ``styles``: None for model inputs; for a pair whose styling is left to the device (``VideoPairs.on_device``), a
+    and b are the uint8 (T, H, W, 3) cropped clips and ``styles`` their two styles and frame orders
+    (``stlens.video.device_stylizers.ClipStyle``), applied batched where the model runs."""
 
     factor: int
     a: torch.Tensor
@@ -30,6 +34,7 @@ class Pair:
     source: str = ""
     index: int | None = None
     targets: tuple[Instances, Instances] | None = None
+    styles: tuple[Any, Any] | None = None
 
 
 def check_clip_frames(frames: int) -> None:
@@ -39,12 +44,20 @@ def check_clip_frames(frames: int) -> None:
                           f"frame-shuffled copy are the same clip, so every static pair would be two identical inputs")
 
 
+def shuffle_order(frames: int, rng: np.random.Generator) -> np.ndarray:
+    """The frame order ``frame_shuffle`` draws from ``rng`` for a clip of ``frames`` frames (never the identity when
+    ``frames`` ≥ 2; the identity, drawing nothing, below): the same draws, so that the order can be sent to the
+    device instead of the shuffled frames (``stlens.video.device_stylizers``)."""
+    if frames < 2:
+        return np.arange(frames)
+    order = rng.permutation(frames)
+    while np.array_equal(order, np.arange(frames)):
+        order = rng.permutation(frames)
+    return order
+
+
 def frame_shuffle(frames: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Permute the T frames of a clip (never the identity when T ≥ 2)."""
-    t = len(frames)
-    if t < 2:
+    """Permute the T frames of a clip (never the identity when T ≥ 2; the order of ``shuffle_order``)."""
+    if len(frames) < 2:
         return frames.copy()
-    order = rng.permutation(t)
-    while np.array_equal(order, np.arange(t)):
-        order = rng.permutation(t)
-    return frames[order]
+    return frames[shuffle_order(len(frames), rng)]

@@ -23,6 +23,7 @@ from stlens.core.instances import Instances
 from stlens.core.pair import Pair
 from stlens.core.workers import Failed, checked, guarded, loader, resolve_workers, shut_down
 from stlens.errors import StlensError
+from stlens.video.device_stylizers import ClipStyles
 
 
 def _as_pair(item) -> Pair:
@@ -59,24 +60,81 @@ def stack_inputs(inputs: list) -> torch.Tensor | tuple:
     return torch.stack(inputs)
 
 
+def to_device(batch: torch.Tensor | tuple, device: torch.device) -> torch.Tensor | tuple:
+    """Move a batch (a tensor or a tuple of tensors) to ``device``; the copy from pinned memory does not block."""
+    def move(x: torch.Tensor) -> torch.Tensor:
+        return x if x.device == device else x.to(device, non_blocking=x.device.type == "cpu" and x.is_pinned())
+
+    return tuple(move(x) for x in batch) if isinstance(batch, tuple) else move(batch)
+
+
+STYLIZE_ON = ("auto", "device", "workers")
+
+
+def styled_where(pairs, stylize_on: str, device: torch.device):
+    """The pairs to measure when their styling runs ``stylize_on`` (``auto``: on the device when it is a GPU,
+    ``device``, ``workers``): ``pairs`` as given, or their copy that leaves the styling and frame shuffling to the
+    device (``VideoPairs.on_device``), and where it runs (``device`` or ``workers``). ``auto`` keeps pairs that
+    cannot be styled on the device (another pair maker, a stylizer without a device version) in the workers;
+    ``device`` refuses them."""
+    if stylize_on not in STYLIZE_ON:
+        raise StlensError(f"`stylize_on` must be one of {', '.join(STYLIZE_ON)}, got {stylize_on!r}")
+    if stylize_on == "workers" or (stylize_on == "auto" and torch.device(device).type != "cuda"):
+        return pairs, "workers"
+    if torch.device(device).type not in ("cuda", "cpu"):
+        raise StlensError(f"`stylize_on` device runs on CUDA or the CPU, not {torch.device(device).type} (the palette "
+                          "stylizer's channel mixing needs float64); use auto or workers")
+    deferred = pairs.on_device() if hasattr(pairs, "on_device") else None
+    if deferred is not None:
+        return deferred, "device"
+    if stylize_on == "device":
+        raise StlensError("`stylize_on` device needs video pairs (make_pairs of a video source, without `flow`) "
+                          "styled by palette, fourier or identity; use auto or workers")
+    return pairs, "workers"
+
+
 class PairBatch:
     """A batch of n pairs ready for the model: ``inputs`` stacks the n first videos then the n second ones (2n, …;
     a tuple of such tensors for multi-input models), ``factor`` (n,) and ``index`` (the pairs' global indices, None
     where unknown), ``targets`` (per pair the instance tracks of its two videos, or None where a pair has none). Made
-    in the workers, so that the DataLoader can pin it (``pin_memory``) for the copy to a GPU."""
+    in the workers, so that the DataLoader can pin it (``pin_memory``) for the copy to a GPU.
+
+    ``styles``: None when ``inputs`` are the model inputs; for pairs whose styling is left to the device
+    (``VideoPairs.on_device``), ``inputs`` are the uint8 clips (n, T, H, W, 3: the two videos of a pair share their
+    clip; 2n where they do not) and ``styles`` the ``ClipStyles`` of the 2n videos: ``model_inputs`` stylizes,
+    shuffles and normalises them where the model runs."""
 
     def __init__(self, factor: np.ndarray, index: list[int | None], inputs: torch.Tensor | tuple,
-                 targets: list[tuple[Instances, Instances] | None] | None = None):
+                 targets: list[tuple[Instances, Instances] | None] | None = None, styles: ClipStyles | None = None):
         self.factor = factor
         self.index = index
         self.inputs = inputs
         self.targets = [None] * len(factor) if targets is None else targets
+        self.styles = styles
 
     @classmethod
     def of(cls, pairs: list) -> PairBatch:
         pairs = [_as_pair(p) for p in pairs]
-        return cls(np.array([p.factor for p in pairs]), [p.index for p in pairs],
-                   stack_inputs([p.a for p in pairs] + [p.b for p in pairs]), [p.targets for p in pairs])
+        deferred = [p.styles is not None for p in pairs]
+        if any(deferred) and not all(deferred):
+            raise StlensError("a batch mixes pairs styled on the device with model inputs (`Pair.styles`)")
+        factor, index = np.array([p.factor for p in pairs]), [p.index for p in pairs]
+        targets = [p.targets for p in pairs]
+        if not all(deferred):
+            return cls(factor, index, stack_inputs([p.a for p in pairs] + [p.b for p in pairs]), targets)
+        styles = [p.styles[0] for p in pairs] + [p.styles[1] for p in pairs]
+        if all(p.a is p.b for p in pairs):  # one clip per pair, styled twice on the device: half the bytes
+            n = len(pairs)
+            return cls(factor, index, torch.stack([p.a for p in pairs]), targets,
+                       ClipStyles(styles, np.concatenate([np.arange(n), np.arange(n)])))
+        return cls(factor, index, torch.stack([p.a for p in pairs] + [p.b for p in pairs]), targets,
+                   ClipStyles(styles))
+
+    def model_inputs(self, device: torch.device) -> torch.Tensor | tuple:
+        """The inputs on ``device`` (``to_device``), stylized, shuffled and normalised there when their styling was
+        left to the device (``styles``)."""
+        inputs = to_device(self.inputs, device)
+        return inputs if self.styles is None else self.styles.apply(inputs)
 
     def __len__(self) -> int:
         return len(self.factor)

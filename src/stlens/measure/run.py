@@ -24,13 +24,15 @@ from stlens.measure.accumulator import Accumulator
 from stlens.measure.checkpoint import Checkpoint, refuse_unless_resuming
 from stlens.measure.estimate import FACTORS
 from stlens.measure.layer import estimate_layer
-from stlens.measure.loading import (  # noqa: F401  (batches, pair_batches: part of this module's interface)
+from stlens.measure.loading import (  # noqa: F401  (batches, pair_batches, to_device: part of this module's interface)
     InOrder,
     PairBatch,
     batches,
     indexable,
     pair_batches,
     stack_inputs,
+    styled_where,
+    to_device,
 )
 from stlens.measure.result import MeasureResult
 from stlens.measure.units import check_units, instance_samples, query_layers
@@ -40,14 +42,6 @@ from stlens.models.taps import LayerTaps, asked_by_name
 
 MIN_PAIRS = 4
 FEW_PAIRS = 16  # fewer pairs per factor than this: a warning that the CIs will be wide
-
-
-def to_device(batch: torch.Tensor | tuple, device: torch.device) -> torch.Tensor | tuple:
-    """Move a batch (a tensor or a tuple of tensors) to ``device``; the copy from pinned memory does not block."""
-    def move(x: torch.Tensor) -> torch.Tensor:
-        return x if x.device == device else x.to(device, non_blocking=x.device.type == "cpu" and x.is_pinned())
-
-    return tuple(move(x) for x in batch) if isinstance(batch, tuple) else move(batch)
 
 
 def _synchronize(device: torch.device) -> None:
@@ -114,7 +108,7 @@ def measure(model: nn.Module | ModelHandle, pairs: Iterable, layers: str | list[
             min_pairs: int = MIN_PAIRS, progress: bool = True, meta: dict[str, Any] | None = None,
             workers: int | None = None, checkpoint: str | Path | None = None, checkpoint_every: int = 0,
             resume: bool = False, split: bool = True, factors: list[str] | tuple[str, ...] = FACTORS,
-            units: str = "video") -> MeasureResult:
+            units: str = "video", stylize_on: str = "auto") -> MeasureResult:
     """Measure static and dynamic information in each layer of ``model`` from ``pairs``.
 
     ``pairs`` yields ``Pair`` objects (or ``(factor, a, b)`` tuples; factor 0 = dynamic, 1 = static) whose inputs are
@@ -151,6 +145,11 @@ def measure(model: nn.Module | ModelHandle, pairs: Iterable, layers: str | list[
     ``units``: ``video`` (default: one sample per pair, each layer pooled per video) or ``instance`` (a query-based
     VIS model on pairs that carry instance targets: one sample per ground-truth track present in both videos, the
     matched query's embedding at the query layers; ``stlens.measure.units``, docs/vis.md).
+
+    ``stylize_on``: where the video pairs' ``palette``/``fourier`` styling and frame shuffling run — ``workers`` (with
+    the decoding, as numpy), ``device`` (batched torch operations where the model runs: the workers send the uint8
+    clips and the styles; equal within float rounding, docs/scaling.md) or ``auto`` (default: ``device`` on a CUDA
+    device when the pairs allow it, else ``workers``; on the CPU the result is that of the workers, bit for bit).
     """
     check_units(units)
     factors = tuple(factors)
@@ -173,6 +172,9 @@ def measure(model: nn.Module | ModelHandle, pairs: Iterable, layers: str | list[
     if per_instance:
         planned["units"] = units
     plan = _Plan.make(handle, pairs, layers, world, group, planned)
+    pairs, styled_on = styled_where(pairs, stylize_on, target)  # (a copy of the planned pairs when on the device)
+    if styled_on == "device":  # (a default run's checkpoint fingerprint stays as before)
+        plan.fingerprint["stylize_on"] = styled_on
     saver = None
     if checkpoint is not None:
         saver = Checkpoint(checkpoint, checkpoint_every, world, plan.fingerprint)
@@ -207,7 +209,7 @@ def measure(model: nn.Module | ModelHandle, pairs: Iterable, layers: str | list[
             for start, made_batch in made:
                 batch = made_batch if isinstance(made_batch, PairBatch) else PairBatch.of(made_batch)
                 n = len(batch)
-                inputs = to_device(batch.inputs, target)
+                inputs = batch.model_inputs(target)  # (stylized there when the styling was left to the device)
                 taps.reset(batch=2 * n)
                 tick = time.perf_counter()
                 output = forward_or_explain(handle, module, inputs, used)
@@ -283,6 +285,8 @@ def measure(model: nn.Module | ModelHandle, pairs: Iterable, layers: str | list[
         info["pairs"] = acc.counts()
         info["units"] = units
         info["instances"] = {name: int(counts[i]) for i, name in enumerate(factors)}
+    if styled_on == "device":  # (a default run's result.json stays as before)
+        info["stylize_on"] = styled_on
     if interrupted:
         info["interrupted"] = True
     info.update(meta or {})
@@ -296,6 +300,8 @@ def measure(model: nn.Module | ModelHandle, pairs: Iterable, layers: str | list[
         settings["factors"] = ",".join(factors)
     if per_instance:
         settings["units"] = units
+    if styled_on == "device":
+        settings["stylize_on"] = styled_on
     config = run_config(handle, pairs, layers, settings, started, timing)
     config["processes"] = world.size
     if resumed_at:

@@ -34,7 +34,8 @@ def measure(model: str | nn.Module | ModelHandle, data: Any, layers: str | list[
             save_latents: bool = False, out: str | Path | None = None, overwrite: bool = False,
             checkpoint_every_pairs: int = 0, resume: bool = False, progress: bool = True,
             offline: bool | None = None, min_pairs: int = 4, meta: dict[str, Any] | None = None,
-            factors: str | list[str | tuple[str, Any]] | None = None, units: str = "video") -> MeasureResult:
+            factors: str | list[str | tuple[str, Any]] | None = None, units: str = "video",
+            stylize_on: str = "auto") -> MeasureResult:
     """Measure static and dynamic information in each layer (and channel) of ``model`` (Kowal et al.).
 
     ``model``: a spec string (``torchvision:r3d_18``, ``stlens:i3d?classes=8``, ``hf:...``; docs/models.md), an
@@ -63,6 +64,11 @@ def measure(model: str | nn.Module | ModelHandle, data: Any, layers: str | list[
     (the training matcher) and every track present in both videos is one sample — the matched query's embedding in
     video a and in video b at the query layers (``decoder.k``); the other layers stay pooled per video (docs/vis.md).
 
+    ``stylize_on``: where the ``palette``/``fourier`` styling and the frame shuffling of video pairs run: ``workers``
+    (numpy, beside the decoding), ``device`` (batched torch operations where the model runs; the workers only decode
+    and crop) or ``auto`` (default: ``device`` on a CUDA device when the pairs allow it, else ``workers``: on the CPU
+    the result is bit for bit that of the workers). The two agree within float rounding (docs/scaling.md).
+
     ``out``: the run folder (result.json, layers.csv, units.csv, config.json; latents.npz with ``save_latents``),
     claimed before any work and refused when it holds a complete run unless ``overwrite``; the new run replaces it
     only once complete. ``checkpoint_every_pairs``: with ``out``, checkpoint into ``out/.stlens-checkpoint`` every N
@@ -79,6 +85,8 @@ def measure(model: str | nn.Module | ModelHandle, data: Any, layers: str | list[
                           "(stlens.measure(model, pairs_iterable))")
     _check(pairs=pairs, batch_size=batch_size, threshold=threshold, checkpoint_every_pairs=checkpoint_every_pairs,
            flow=flow, bootstrap=bootstrap, units=units)
+    if stylize_on not in ("auto", "device", "workers"):
+        raise StlensError(f"`stylize_on` must be one of auto, device, workers, got {stylize_on!r}")
     from stlens.pairs.factors import parse_factors, user_factors
 
     names, users = parse_factors(factors), user_factors(factors)
@@ -108,7 +116,8 @@ def measure(model: str | nn.Module | ModelHandle, data: Any, layers: str | list[
                                    checkpoint=None if out is None or not (checkpoint_every_pairs or resume)
                                    else Path(out) / checkpoints.FOLDER,
                                    checkpoint_every=checkpoint_every_pairs, resume=resume, offline=offline,
-                                   min_pairs=min_pairs, meta=meta, factors=names, users=users, units=units)
+                                   min_pairs=min_pairs, meta=meta, factors=names, users=users, units=units,
+                                   stylize_on=stylize_on)
         except BaseException:
             if folder is not None:
                 folder.abandon()
@@ -160,7 +169,7 @@ def _claim(out: str | Path, overwrite: bool, resume: bool):
 def _measure_here(model, data, layers, world: distributed.World, *, pairs, weights, frames, size, stylizer, flow,
                   flow_cache, batch_size, workers, device, precision, bootstrap, threshold, seed, save_latents,
                   progress, checkpoint, checkpoint_every, resume, offline, min_pairs, meta,
-                  factors, users, units) -> MeasureResult:
+                  factors, users, units, stylize_on="auto") -> MeasureResult:
     from stlens.measure.run import measure as measure_pairs
     from stlens.models.inspect import random_init, random_init_warning
 
@@ -186,7 +195,7 @@ def _measure_here(model, data, layers, world: distributed.World, *, pairs, weigh
                            bootstrap=bootstrap, threshold=threshold, seed=seed, save_latents=save_latents,
                            progress=progress, meta=shown, workers=workers, checkpoint=checkpoint,
                            checkpoint_every=checkpoint_every, resume=resume, min_pairs=min_pairs, factors=factors,
-                           units=units)
+                           units=units, stylize_on=stylize_on)
     if untrained and progress:
         _log.warning(random_init_warning(handle))  # again after the table, where it is read
     return result
@@ -294,7 +303,8 @@ def _arguments(given: dict[str, Any]) -> dict[str, Any]:
     skip = {"progress", "meta", "offline", "min_pairs"}
     recorded: dict[str, Any] = {}
     for key, value in given.items():
-        if key in skip or (key == "factors" and value is None) or (key == "units" and value == "video"):
+        if key in skip or (key == "factors" and value is None) or (key == "units" and value == "video") or (
+                key == "stylize_on" and value == "auto"):
             # (a default run's config stays as before)
             continue
         if isinstance(value, ModelHandle):

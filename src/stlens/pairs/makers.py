@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bisect
+import copy
 import logging
 import math
 import operator
@@ -11,14 +12,15 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import numpy as np
+import torch
 
-from stlens.core.pair import DYNAMIC, STATIC, Pair, check_clip_frames, frame_shuffle
+from stlens.core.pair import DYNAMIC, STATIC, Pair, check_clip_frames, frame_shuffle, shuffle_order
 from stlens.core.spec import InputSpec
 from stlens.errors import StlensError
 from stlens.video.io import probe_clip_source, read_clip_source
 from stlens.video.sampling import sample_clip, segment_of, to_model_input
 from stlens.video.source import VideoSource
-from stlens.video.stylizers import draw_style, get_stylizer
+from stlens.video.stylizers import draw_seed, draw_style, get_stylizer
 
 log = logging.getLogger("stlens")
 
@@ -81,6 +83,8 @@ class VideoPairs:
                                                                           compare=False)
     # The stylizer functions (``get_stylizer(stylizer)``); never pickled (a module: stylizer may not pickle).
     _stylizer_list: list | None = field(default=None, init=False, repr=False, compare=False)
+    # Leave the styling and frame shuffling to the device (``on_device``): pairs of uint8 clips and their styles.
+    _deferred: bool = field(default=False, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.pairs < 1:
@@ -98,6 +102,21 @@ class VideoPairs:
         state = dict(self.__dict__)
         state.update(_cache=None, _stylizer_list=None, _segment=None)
         return state
+
+    def on_device(self) -> VideoPairs | None:
+        """A copy of these pairs whose styling and frame shuffling are left to the device the model runs on, or None
+        when they cannot be (a subclass that makes its pairs otherwise, or a stylizer without a device version:
+        ``stlens.video.device_stylizers.ON_DEVICE``). Pair k of the copy holds the uint8 cropped clips of pair k and
+        their styles (``Pair.styles``: the same draws from the same seeds), and
+        ``stlens.video.device_stylizers.ClipStyles.apply`` turns a batch of them into the model inputs of pair k
+        (equal within float rounding; docs/scaling.md)."""
+        from stlens.video.device_stylizers import runs_on_device
+
+        if type(self)._pair is not VideoPairs._pair or not runs_on_device([n for n, _ in self._stylizers]):
+            return None
+        other = copy.copy(self)  # (without the decoded video: see __getstate__)
+        other._deferred = True
+        return other
 
     def __len__(self) -> int:
         """The pairs the plan makes (both factors): ``2 * pairs``, or fewer when the usable videos cannot give as
@@ -176,12 +195,30 @@ class VideoPairs:
     def _pair(self, frames: np.ndarray, factor: int, rng: np.random.Generator, source: str) -> Pair:
         spec = self.spec
         _, clip = sample_clip(frames, spec, rng, segment=self._segment)
+        if self._deferred:
+            return self._deferred_pair(clip, factor, rng, source)
         first, seed_a = draw_style(clip, self._stylizers, rng)
         if factor == DYNAMIC:
             second, _ = draw_style(clip, self._stylizers, rng, avoid=seed_a)
         else:
             second = frame_shuffle(first, rng)
         return Pair(factor, to_model_input(first, spec), to_model_input(second, spec), source)
+
+    def _deferred_pair(self, clip: np.ndarray, factor: int, rng: np.random.Generator, source: str) -> Pair:
+        """``_pair`` with the styling and shuffling left to the device: the same draws from ``rng``, the uint8 clip
+        twice and the two styles (``Pair.styles``)."""
+        from stlens.video.device_stylizers import clip_style
+
+        stylizers, shape, norm = self._stylizers, clip.shape[:3], (self.spec.mean, self.spec.std)
+        chosen, seed_a = draw_seed(stylizers, rng)
+        first = clip_style(stylizers[chosen][0], seed_a, *shape, *norm)
+        if factor == DYNAMIC:
+            chosen, seed_b = draw_seed(stylizers, rng, avoid=seed_a)
+            second = clip_style(stylizers[chosen][0], seed_b, *shape, *norm)
+        else:
+            second = first.shuffled(shuffle_order(len(clip), rng))
+        frames = torch.from_numpy(np.ascontiguousarray(clip))
+        return Pair(factor, frames, frames, source, styles=(first, second))
 
     def _min_frames(self) -> int:
         """Frames a video needs to give a pair."""

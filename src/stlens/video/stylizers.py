@@ -256,13 +256,21 @@ def get_stylizer(names: str, device=None, precision: str = "fp32") -> list[tuple
     return chosen
 
 
+def draw_seed(stylizers: list[tuple[str, Stylizer]], rng: np.random.Generator,
+              avoid: int | None = None) -> tuple[int, int]:
+    """The draws of ``draw_style`` without the stylizing: (index in ``stylizers``, style seed)."""
+    while True:
+        chosen = int(rng.integers(len(stylizers)))
+        style_seed = int(rng.integers(2**31))
+        if style_seed != avoid:
+            return chosen, style_seed
+
+
 def draw_style(clip: np.ndarray, stylizers: list[tuple[str, Stylizer]], rng: np.random.Generator,
                avoid: int | None = None) -> tuple[np.ndarray, int]:
     """``clip`` in a style drawn from ``rng``: a stylizer of ``stylizers`` and a style seed (redrawn while it equals
     ``avoid``, so that the two members of a dynamic pair never share a style). Returns (styled clip, style seed).
-    Every pair maker draws its styles through this one function."""
-    while True:
-        _, stylize = stylizers[int(rng.integers(len(stylizers)))]
-        style_seed = int(rng.integers(2**31))
-        if style_seed != avoid:
-            return stylize(clip, style_seed), style_seed
+    Every pair maker draws its styles through this one function (or ``draw_seed``, its draws without the
+    stylizing, when the styling is left to the device)."""
+    chosen, style_seed = draw_seed(stylizers, rng, avoid)
+    return stylizers[chosen][1](clip, style_seed), style_seed
