@@ -6,9 +6,11 @@ p and schedule, random channels), ``static`` (StaticDropout). Reports test accur
 last-stage dynamic % (mean ± std over seeds), and tracks the bias of the baseline (seed 0) over training.
 
     python benchmarks/static_dropout.py [--steps 200] [--seeds 0,1,2] [--layer stage4] [--p 0.5]
-        [--select topk:16] [--every 40] [--start 40] [--arms baseline,random,static] [--out runs/static_dropout]
+        [--select topk:16] [--every 40] [--start 40] [--arms baseline,random,static] [--no-track]
+        [--out runs/static_dropout]
 
-Runs are resumable (a finished run is not retrained); ``--tag`` keeps variations apart.
+Runs are resumable (a finished run is not retrained); ``--tag`` keeps variations apart. ``--no-track`` skips the
+tracking of the baseline. ``benchmarks/static_dropout_behaviour.py`` then runs ``stlens perturb`` on every checkpoint.
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ def parse() -> argparse.Namespace:
     p.add_argument("--track-every", type=int, default=25, help="checkpoint spacing of the tracked baseline")
     p.add_argument("--tag", default="")
     p.add_argument("--threads", type=int, default=2, help="torch threads (1 when running seeds in parallel)")
+    p.add_argument("--no-track", action="store_true", help="skip tracking the baseline (seed 0) over training")
     p.add_argument("--report", action="store_true", help="only print the table of everything in OUT/results.jsonl")
     p.add_argument("--out", default="runs/static_dropout")
     return p.parse_args()
@@ -153,7 +156,7 @@ def main() -> None:
             with open(root / "results.jsonl", "a", encoding="utf-8") as handle:
                 handle.write(json.dumps(record) + "\n")
     print(summarize(records))
-    if "baseline" in args.arms.split(",") and 0 in [int(s) for s in args.seeds.split(",")]:
+    if not args.no_track and "baseline" in args.arms.split(",") and 0 in [int(s) for s in args.seeds.split(",")]:
         data = world_spec(args)
         tracked = track(args.model, root / "baseline_seed0", data, "default", pairs=32, bootstrap=200, seed=0,
                         progress=False)
