@@ -83,8 +83,25 @@ def convergence(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 @dataclass(repr=False)
 class TrackResult:
-    """Rows (one per step × layer; see ``COLUMNS``), the convergence per layer, and what was run. It prints as a
-    summary, the table and the convergence per layer (``repr``; HTML in Jupyter)."""
+    """The static/dynamic bias over training: ``stlens.track`` and ``BiasTracker.result()`` return it.
+
+    It prints as a summary, the table and the convergence per layer (``repr``; HTML in Jupyter).
+
+    Args:
+        rows: one row per step × layer (see ``COLUMNS``: step, layer, dynamic/static % with intervals, units, scores).
+        meta: what was run (model, data, pairs, seed, ...).
+        path: the run folder it was saved into (``track(out=...)``), or None.
+
+    Examples:
+        >>> spec = stlens.InputSpec(frames=4, size=16, resize=16)
+        >>> pairs = stlens.make_pairs(stlens.open_data("synth:motion?n=8&frames=4&size=16"), spec, pairs=4)
+        >>> handle = stlens.load_model("stlens:c2d?classes=8&width=4", frames=4, size=16)
+        >>> tracker = stlens.BiasTracker(pairs, ["stage4"], handle=handle, bootstrap=0)
+        >>> _ = tracker.measure_now(0, handle.module)
+        >>> result = tracker.result()
+        >>> isinstance(result, stlens.TrackResult), [(row["step"], row["layer"]) for row in result.rows]
+        (True, [(0, 'stage4')])
+    """
 
     rows: list[dict[str, Any]]
     meta: dict[str, Any] = field(default_factory=dict)
