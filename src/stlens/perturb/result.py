@@ -50,8 +50,8 @@ class PerturbResult:
         ...                         frames=4, size=16, bootstrap=0, progress=False)
         >>> isinstance(result, stlens.PerturbResult)
         True
-        >>> [row["perturbation"] for row in result.rows]
-        ['clean', 'shuffle', 'freeze']
+        >>> sorted({row["perturbation"] for row in result.rows})  # a row per perturbation and metric
+        ['clean', 'freeze', 'shuffle']
     """
 
     settings: dict[str, Any]
