@@ -20,10 +20,10 @@ from stlens.video.source import VideoSource
 
 
 class StylizedPairs(VideoPairs):
-    """Iterable of ``Pair`` from a stylized source (``stylized:ROOT``), with the interface and behaviour of ``VideoPairs``.
+    """Iterable of ``Pair`` from a stylized source (``stylized:ROOT``), with the behaviour of ``VideoPairs``.
 
-    ``pairs`` per factor are spread evenly over the usable videos, pair i of video v drawn from a generator seeded with
-    (seed, v, factor, i), and videos missing in a style, without frames, with frames of other sizes in other styles
+    ``pairs`` per factor are spread evenly over the usable videos, pair i of video v drawn from a generator seeded
+    with (seed, v, factor, i), and videos missing in a style, without frames, with frames of other sizes in other styles
     or shorter than a clip skipped (by a cheap probe: file counts and the first frame's size) and listed in
     ``skipped``; one that passes the probe but then cannot be read is a ``StlensError`` naming it.
     Each video is read once in every style (short side resized); ``stylizer`` is ``"stylized folders"``.
