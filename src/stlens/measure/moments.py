@@ -189,7 +189,8 @@ class PairedMoments:
     Examples:
         >>> import torch
         >>> moments = stlens.PairedMoments(channels=2, bootstrap=10)
-        >>> moments.update(0, torch.tensor([[1., 0.], [2., 1.], [3., 0.]]), torch.tensor([[1., 1.], [2., 0.], [3., 1.]]))
+        >>> a, b = torch.tensor([[1., 0.], [2., 1.], [3., 0.]]), torch.tensor([[1., 1.], [2., 0.], [3., 1.]])
+        >>> moments.update(0, a, b)  # three dynamic pairs (factor 0) of two channels
         >>> moments.n.tolist(), moments.factors
         ([3, 0], 2)
     """
