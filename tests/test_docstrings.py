@@ -20,6 +20,7 @@ from __future__ import annotations
 import doctest
 import inspect
 import re
+import tempfile
 import time
 
 import pytest
@@ -159,6 +160,7 @@ def test_griffe_reads_the_same_parameters(name):
 @pytest.mark.parametrize("name", NAMES)
 def test_examples_run(name, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # an example that writes a relative path writes here
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # and its tempfile.mkdtemp() folders too
     start = time.perf_counter()
     with torch.random.fork_rng():
         failed, attempted = run_examples(resolve(name), name)

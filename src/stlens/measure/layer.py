@@ -22,17 +22,19 @@ class LayerResult:
     Args:
         layer: the latent's name (``stage4``, ``layer.i`` for list outputs, ``layer@k`` for the k-th call).
         channels: its channels C.
-        score: per factor (``dynamic``, ``static``, further factors) the mean correlation of the pairs.
-        dims: per factor the number of channels that encode it (the softmax of the scores × C).
+        score: per factor (``dynamic``, ``static``, further factors) s_f = Σ_c cov_f,c / σ²_tot
+            (docs/estimator.md).
+        dims: per factor and ``residual`` the channels it gets: ⌊softmax([s_D, s_S, 1]) · C⌋, the rest residual.
         percent: ``dynamic``, ``static`` (and further factors) and ``residual`` as a percentage of the channels.
         ci95: per factor the bootstrap 95% interval of ``percent`` (None without bootstrap).
         units: per unit class (``dynamic``, ``static``, ``joint``, ``none``, ``dead``) the number of channels.
         units_ci95: per unit class its bootstrap 95% interval (None without bootstrap).
-        bias: the static bias (static − dynamic) / (static + dynamic) of the layer.
+        bias: (dims_S − dims_D) / (dims_S + dims_D) ∈ [−1, 1] (> 0: static).
         bias_ci95: the bootstrap 95% interval of ``bias`` (None without bootstrap).
-        r_dynamic: per channel the correlation of the dynamic pairs (C,).
-        r_static: per channel the correlation of the static pairs (C,).
-        classes: per channel its unit class (threshold τ on ``r_dynamic`` and ``r_static``).
+        r_dynamic: per channel r_D,c = cov_D,c / Var_D(z_c) over the dynamic pairs (C,).
+        r_static: per channel r_S,c over the static pairs (C,).
+        classes: per channel its unit class (``dynamic``, ``static``, ``joint``, ``none``, ``dead``; threshold τ on
+            ``r_dynamic`` and ``r_static``).
         r_further: per further factor (by name) the per-channel correlations.
 
     Examples:
