@@ -52,8 +52,31 @@ def _k_text(k: float) -> str:
 
 @dataclass(repr=False)
 class AblationResult:
-    """What ``stlens.ablate`` measured: ``rows`` (ablation.csv), ``per_class`` (per_class.csv), ``selections``,
-    ``baseline`` and ``settings``. It prints as a summary and the table of conditions (``repr``; HTML in Jupyter)."""
+    """What ``stlens.ablate`` measured; it prints as a summary and the table of conditions (``repr``; HTML in Jupyter).
+
+    Args:
+        settings: the arguments of the run (model, data, layers, select, k, modes, draws, seed, ...).
+        metrics: the metric names (``top1``, ``top5``; ``miou``, ``msr``; ``ap``, ...).
+        baseline: per layer, the unmasked model's score per metric (the same clips).
+        rows: one row per condition (mode, layer, select, K %, draw): scores and drops with their 95% intervals
+            (ablation.csv).
+        selections: the channels each condition masked.
+        per_class: per condition and class, the scores (per_class.csv).
+        timing: seconds spent per phase.
+        run_id: the id of the run folder it was saved into, or None.
+
+    Examples:
+        >>> import tempfile
+        >>> run = tempfile.mkdtemp() + "/measure"
+        >>> _ = stlens.measure("stlens:c2d?classes=8&width=4", "synth:motion?n=16", frames=4, size=16, pairs=8,
+        ...                    bootstrap=0, workers=0, progress=False, out=run)
+        >>> result = stlens.ablate("stlens:c2d?classes=8&width=4", "synth:motion?n=8&seed=1", from_run=run,
+        ...                        layers="stage4", k=50, draws=1, bootstrap=0, frames=4, size=16, progress=False)
+        >>> isinstance(result, stlens.AblationResult), result.metrics
+        (True, ['top1', 'top5'])
+        >>> sorted({row["select"] for row in result.rows})
+        ['dynamic', 'none', 'random', 'static']
+    """
 
     settings: dict[str, Any]
     metrics: list[str]

@@ -109,23 +109,61 @@ def ablate(model: str | nn.Module | ModelHandle, data: str | LabelledClips, from
            progress: bool = True,
            hold_bytes: int = HOLD_BYTES, meta: dict[str, Any] | None = None, out: str | Path | None = None,
            overwrite: bool = False, offline: bool | None = None, units: Any = None) -> AblationResult:
-    """Mask the channels of ``layers`` that ``select`` picks at each K% (from the measure run ``from_run``) and score
-    the model on ``data``'s labelled clips against the unmasked baseline on the same clips.
+    """Mask the channels of ``layers`` that ``select`` picks at each K% and score the model against its baseline.
 
-    ``model``: a spec (``stlens:i3d``; with ``weights``, ``frames``, ``size``), a module or a ``ModelHandle``;
-    ``data``: a data spec with labels (``synth:...``, an annotation file) or ``LabelledClips``; ``from_run``: a measure
-    run folder, its result.json or units.csv, or a ``MeasureResult`` (``units`` is its deprecated spelling; in
-    ``measure``, ``units`` is what one sample is); ``layers``: default every layer of the units;
-    ``select``: names of ``stlens.ablate.selection.SELECTIONS``; ``k``: percentages in (0, 100]; ``mode``: ``zero``
-    and/or ``mean``; ``draws``: draws of each random selection; ``clips``: the first N clips of ``data`` (default
-    all); ``bootstrap``: replicates of the 95% intervals over clips; ``metric``: default top-1/top-5 accuracy, for
-    segmentation data (synth task=segment, davis:, moca:) mIoU and mSR with ``mask_threshold`` and ``iou`` (mask or
-    box), for instance data (synth task=instances, ytvis:) track AP with ``mask_threshold`` — intervals then over
-    bootstrap resamples of the videos — (``stlens.measure.scores``).
+    The channels are ranked by the measure run ``from_run``; every condition is scored on the same labelled clips of
+    ``data`` as the unmasked baseline. Metrics: top-1/top-5 accuracy by default; for segmentation data (synth
+    task=segment, davis:, moca:) mIoU and mSR with ``mask_threshold`` and ``iou``; for instance data (synth
+    task=instances, ytvis:) track AP with ``mask_threshold`` — intervals then over bootstrap resamples of the videos
+    (``stlens.measure.scores``).
 
-    ``out``: the run folder (ablation.json, ablation.csv, plots), claimed once the arguments are checked and before
-    the model is built: refused when it holds a complete run unless ``overwrite``; written in full or not at all
-    (``result.path``).
+    Args:
+        model: a spec (``stlens:i3d``; with ``weights``, ``frames``, ``size``), a module or a ``ModelHandle``.
+        data: a data spec with labels (``synth:...``, an annotation file) or ``LabelledClips``.
+        from_run: a measure run folder, its result.json or units.csv, or a ``MeasureResult``.
+        layers: the layers to mask, one at a time (default: every layer of the measured units).
+        select: names of ``stlens.ablate.selection.SELECTIONS`` (``dynamic``, ``static``, ``joint``, ``random``, ...).
+        k: percentages of the layer's channels to mask, in (0, 100].
+        mode: ``zero`` and/or ``mean`` (a masked channel set to its mean over the clips).
+        draws: draws of each random selection.
+        clips: the first N clips of ``data`` (default all).
+        batch_size: clips per forward pass.
+        seed: the seed of the clips' draws, the random selections and the bootstrap.
+        bootstrap: replicates of the 95% intervals over clips.
+        weights: the weights of a spec string (a file, ``bundled:NAME`` or a torchvision weights name).
+        frames: frames per clip of a spec string (default: the model's).
+        size: crop size of a spec string (default: the model's).
+        device: ``auto``, ``cpu``, ``cuda[:K]``, ``mps`` (None: ``auto`` for a model built here, else where the module
+            is).
+        precision: ``fp32``, ``bf16``, ``fp16`` or ``auto``.
+        workers: processes that decode the clips (0: here; None: min(4, CPUs − 1)).
+        metric: a ``stlens.measure.scores`` metric (default: the data's, as above).
+        mask_threshold: the mask threshold of the segmentation and track scores.
+        iou: ``mask`` or ``box`` (segmentation).
+        progress: show a progress bar.
+        hold_bytes: with ``mean`` mode, the memory that may hold the first pass's batches for the second (beyond it
+            they are decoded again).
+        meta: extra entries recorded in ``result.settings``.
+        out: the run folder (ablation.json, ablation.csv, plots), claimed once the arguments are checked and before the
+            model is built: refused when it holds a complete run unless ``overwrite``; written in full or not at all
+            (``result.path``).
+        overwrite: replace a complete ablate run in ``out``.
+        offline: never download weights (True), allow downloads (False) or as the environment says (None).
+        units: the deprecated spelling of ``from_run``.
+
+    Returns:
+        The ``AblationResult``: per condition the scores and drops with their 95% intervals.
+
+    Examples:
+        >>> import tempfile
+        >>> run = tempfile.mkdtemp() + "/measure"
+        >>> _ = stlens.measure("stlens:c2d?classes=8&width=4", "synth:motion?n=16", frames=4, size=16, pairs=8,
+        ...                    bootstrap=0, workers=0, progress=False, out=run)
+        >>> result = stlens.ablate("stlens:c2d?classes=8&width=4", "synth:motion?n=8&seed=1", from_run=run,
+        ...                        layers="stage4", select="static,random", k=50, draws=1, bootstrap=0, frames=4,
+        ...                        size=16, progress=False)
+        >>> sorted({(row["layer"], row["select"]) for row in result.rows})
+        [('stage4', 'none'), ('stage4', 'random'), ('stage4', 'static')]
     """
     from_run = _measure_run(from_run, units)
     del units

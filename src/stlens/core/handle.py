@@ -51,7 +51,26 @@ def takes_two_inputs(module: nn.Module) -> bool:
 
 @dataclass
 class ModelHandle:
-    """A model ready for measuring: the module in eval mode, its input spec, default layers and output layout."""
+    """A model ready for measuring: the module in eval mode, its input spec, default layers and output layout.
+
+    ``stlens.load_model`` builds one from a spec; every verb that takes a model accepts one.
+
+    Args:
+        module: the ``nn.Module`` itself.
+        spec: the model's spec string (``stlens:i3d?classes=8``), as checkpoints and run folders name it.
+        input: how clips are sampled and normalized for it (``InputSpec``).
+        default_layers: the layers measured when ``layers="default"``.
+        weights: the weights loaded into it (a file, ``bundled:NAME`` or a torchvision weights name), or None.
+        layout: where each layer's channel axis is (channels first, or last for token outputs).
+        spec_known: False for a bare module wrapped by ``as_handle`` (its ``input`` is then a placeholder).
+
+    Examples:
+        >>> handle = stlens.load_model("stlens:c2d?classes=8&width=4", frames=4, size=16)
+        >>> handle.spec, handle.input.frames, handle.input.size
+        ('stlens:c2d?classes=8&width=4', 4, 16)
+        >>> handle.default_layers
+        ['stem', 'stage1', 'stage2', 'stage3', 'stage4']
+    """
 
     module: nn.Module
     spec: str

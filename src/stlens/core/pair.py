@@ -17,16 +17,29 @@ DYNAMIC, STATIC = 0, 1
 
 @dataclass
 class Pair:
-    """Two model inputs that share only motion (factor 0, dynamic) or only appearance (factor 1, static). Inputs are
-    (3, T, H, W) tensors, or tuples of tensors for models that take several (``(rgb, flow)``).
+    """Two model inputs that share only motion (factor 0, dynamic) or only appearance (factor 1, static).
 
-    ``index``: the pair's global index in its source (set by indexable sources, ``None`` otherwise); the bootstrap
-    weights of a pair are a function of (seed, index), so they do not depend on batching or on the process.
-    ``targets``: the ground-truth instance tracks of video a and of video b (an instance source's pairs: the
-    per-instance measurement, ``units="instance"``), ``None`` otherwise.
-    ``styles``: None for model inputs; for a pair whose styling is left to the device (``VideoPairs.on_device``), a
-    and b are the uint8 (T, H, W, 3) cropped clips and ``styles`` their two styles and frame orders
-    (``stlens.video.device_stylizers.ClipStyle``), applied batched where the model runs."""
+    Args:
+        factor: 0 (dynamic: the same motion, another appearance) or 1 (static: the same appearance, frames
+            shuffled); further factors are numbered on.
+        a: the first input: a (3, T, H, W) tensor, or a tuple of tensors for models that take several
+            (``(rgb, flow)``).
+        b: the second input, of the same shapes as ``a``.
+        source: the video the pair was drawn from (information only).
+        index: the pair's global index in its source (set by indexable sources, ``None`` otherwise); the bootstrap
+            weights of a pair are a function of (seed, index), so they do not depend on batching or on the process.
+        targets: the ground-truth instance tracks of video a and of video b (an instance source's pairs: the
+            per-instance measurement, ``units="instance"``), ``None`` otherwise.
+        styles: None for model inputs; for a pair whose styling is left to the device (``VideoPairs.on_device``),
+            a and b are the uint8 (T, H, W, 3) cropped clips and ``styles`` their two styles and frame orders
+            (``stlens.video.device_stylizers.ClipStyle``), applied batched where the model runs.
+
+    Examples:
+        >>> import torch
+        >>> pair = stlens.Pair(0, torch.zeros(3, 4, 16, 16), torch.ones(3, 4, 16, 16))
+        >>> pair.factor, tuple(pair.a.shape)
+        (0, (3, 4, 16, 16))
+    """
 
     factor: int
     a: torch.Tensor

@@ -16,7 +16,21 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 @dataclass(frozen=True)
 class InputSpec:
     """How clips are sampled and normalized for a model: T frames every ``stride`` frames, short side resized to
-    ``resize``, centre crop ``size``×``size``, then (x/255 − mean)/std per channel."""
+    ``resize``, centre crop ``size``×``size``, then (x/255 − mean)/std per channel.
+
+    Args:
+        frames: frames per clip (T).
+        stride: the step between sampled frames of the video.
+        size: the side of the square centre crop, in pixels.
+        resize: the short side the frames are resized to before the crop.
+        mean: the per-channel (RGB) mean subtracted after scaling to [0, 1].
+        std: the per-channel (RGB) standard deviation divided by.
+
+    Examples:
+        >>> spec = stlens.InputSpec(frames=8, size=64, resize=72)
+        >>> spec.frames, spec.stride, spec.size
+        (8, 2, 64)
+    """
 
     frames: int = 16
     stride: int = 2

@@ -23,12 +23,39 @@ RERUN = "rerun stlens explain to write it again"
 
 @dataclass(repr=False)
 class ExplainResult:
-    """Per clip (pass order): ``maps`` {input name: (N, T, H, W) float32 maps summing to 1} (``rgb``, and ``flow``
-    for two-input models with an input method; Grad-CAM: ``rgb`` only), the label, prediction, target class, its
-    logit and probability, the temporal curve (N, T) of the rgb map, the mask share, the cue share (``cue_shares``:
-    mass inside the cue box of a synth ``shortcut=`` world; None when the data has no cue) and the Spearman
-    correlations with the maps of the shuffled and restyled copies. ``classes``: the data's class names by label
-    (None when the data does not name them). ``frames``: the first clips' uint8 frames for the GIFs."""
+    """What ``stlens.explain`` computed, per clip in pass order.
+
+    Args:
+        model: the model's spec.
+        data: the data's spec.
+        method: the attribution method (``gradcam``, ``ig``, ``saliency``, ``grad_x_input``).
+        clip_ids: the clips explained.
+        labels: their labels (N,).
+        predicted: the model's predictions (N,).
+        targets: the classes explained (N,).
+        scores: the logit of the target class (N,).
+        probabilities: the probability of the target class (N,).
+        maps: input name → (N, T, H, W) float32 maps summing to 1 (``rgb``, and ``flow`` for two-input models with an
+            input method; Grad-CAM: ``rgb`` only).
+        curves: the temporal curve (N, T) of the rgb map (its mass per frame).
+        mask_shares: the map's mass inside the object mask (NaN where the data has no mask).
+        spearman_shuffled: the Spearman correlation with the map of the frame-shuffled clip.
+        spearman_restyled: the Spearman correlation with the map of the restyled clip.
+        settings: the arguments of the run.
+        timing: seconds spent per phase.
+        frames: the first clips' uint8 frames, for the GIFs.
+        cue_shares: the mass inside the cue box of a synth ``shortcut=`` world (None when the data has no cue).
+        classes: the data's class names by label (None when the data does not name them).
+        errors: with ``explain(errors=N)``, per clip its class visualizations (predicted, true); else None.
+        run_id: the id of the run folder it was saved into, or None.
+        path: the run folder once saved, or None.
+
+    Examples:
+        >>> result = stlens.explain("stlens:c2d?classes=8&width=4", "synth:motion?n=8", frames=4, size=16, clips=2,
+        ...                         progress=False)
+        >>> isinstance(result, stlens.ExplainResult), result.method, result.maps["rgb"].shape
+        (True, 'gradcam', (2, 4, 16, 16))
+    """
 
     model: str
     data: str

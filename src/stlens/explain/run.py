@@ -34,28 +34,49 @@ def explain(model: str | nn.Module | ModelHandle, data: str | Path | LabelledCli
             offline: bool | None = None, errors: int | None = None, error_steps: int = VIS_STEPS) -> ExplainResult:
     """Attribution maps of ``model``'s predictions on the first ``clips`` labelled clips of ``data`` (captum).
 
-    ``method``: ``gradcam`` (LayerGradCam at ``layer``, default the model's last default layer: the relu'd
-    gradient-weighted channel sum, upsampled trilinearly to the clip), ``ig`` (integrated gradients from a zero
-    input in ``steps`` steps), ``saliency`` (|gradient|) or ``grad_x_input`` (gradient × input); the input methods
-    sum |attribution| over colour (or flow) channels and give one map per input of a two-input model. Each map is
-    non-negative and sums to 1. ``target``: the class explained, ``predicted``, ``label`` or a class number.
+    Each map is non-negative and sums to 1. Per clip: the map's mass per frame, its share inside the object mask
+    (synth worlds; else NaN), inside the cue box (synth worlds with ``shortcut=``; else no such column) and the
+    Spearman correlation of the map with that of (a) the clip with its frames shuffled (the map's frames put back in
+    order) and (b) the clip restyled by the palette stylizer: a map that survives shuffling follows static
+    appearance, one that survives restyling follows motion.
 
-    Per clip: the map's mass per frame, its share inside the object mask (synth worlds; else NaN), inside the cue box
-    (synth worlds with ``shortcut=``; else no such column) and the Spearman
-    correlation of the map with that of (a) the clip with its frames shuffled (the map's frames put back in order)
-    and (b) the clip restyled by the palette stylizer: a map that survives shuffling follows static appearance, one
-    that survives restyling follows motion. ``seed`` draws the shuffles, styles, video clips and an untrained
-    spec's weights. ``batch_size``: clips per attribution (integrated gradients: scaled inputs per forward).
+    Args:
+        model: a spec string (``weights``, ``frames``, ``size`` apply), an ``nn.Module`` or a ``ModelHandle``.
+        data: labelled clips (a spec or a ``LabelledClips``).
+        method: ``gradcam`` (LayerGradCam at ``layer``: the relu'd gradient-weighted channel sum, upsampled
+            trilinearly to the clip), ``ig`` (integrated gradients from a zero input in ``steps`` steps),
+            ``saliency`` (|gradient|) or ``grad_x_input`` (gradient × input); the input methods sum |attribution|
+            over colour (or flow) channels and give one map per input of a two-input model.
+        layer: Grad-CAM's layer (default: the model's last default layer).
+        target: the class explained: ``predicted``, ``label`` or a class number.
+        clips: the number of clips explained.
+        steps: integrated gradients' steps.
+        frames: frames per clip of a spec string (default: the model's).
+        size: crop size of a spec string (default: the model's).
+        weights: the weights of a spec string (a file, ``bundled:NAME`` or a torchvision weights name).
+        batch_size: clips per attribution (integrated gradients: scaled inputs per forward).
+        device: ``auto``, ``cpu``, ``cuda[:K]``, ``mps`` (None: where the module is).
+        precision: ``fp32``, ``bf16``, ``fp16`` or ``auto``.
+        seed: the seed of the shuffles, styles, video clips and an untrained spec's weights.
+        out: the run folder (explain.csv, explain.json, attributions.npz, explain_clip<i>.gif), claimed before any
+            work and refused when it holds a complete run unless ``overwrite``; written only when complete.
+        overwrite: replace a complete explain run in ``out``.
+        progress: show a progress bar.
+        offline: never download weights (True), allow downloads (False) or as the environment says (None).
+        errors: explain only misclassified clips (prediction ≠ label), the first ``errors`` of ``data`` in order
+            (``clips`` is then unused), each with the class visualizations (``stlens.visualize``, target ``class:K``;
+            one per class, at most ``errors`` classes) of its predicted and true class: written as
+            errors/error<k>.gif (clip | overlay | predicted | true) and listed in explain.json's ``errors``.
+        error_steps: the optimization steps of those class visualizations.
 
-    ``errors``: explain only misclassified clips (prediction ≠ label), the first ``errors`` of ``data`` in order
-    (``clips`` is then unused), each with the class visualizations (``stlens.visualize``, target ``class:K``,
-    ``error_steps`` steps; one per class, at most ``errors`` classes) of its predicted and true class: written as
-    errors/error<k>.gif (clip | overlay | predicted | true) and listed in explain.json's ``errors``.
+    Returns:
+        The ``ExplainResult``: per clip its maps, curve, shares and correlations.
 
-    ``out``: the run folder (explain.csv, explain.json, attributions.npz, explain_clip<i>.gif), claimed before any
-    work and refused when it holds a complete run unless ``overwrite``; written only when complete.
-
-    >>> stlens.explain("stlens:i3d", "synth:motion?n=16", weights="bundled:i3d-motion", method="ig")  # doctest: +SKIP
+    Examples:
+        >>> result = stlens.explain("stlens:c2d?classes=8&width=4", "synth:motion?n=8", frames=4, size=16, clips=2,
+        ...                         progress=False)
+        >>> result.maps["rgb"].shape, round(float(result.maps["rgb"][0].sum()), 3)
+        ((2, 4, 16, 16), 1.0)
     """
     device_used = _check(data=data, method=method, layer=layer, target=target, clips=clips, steps=steps,
                          batch_size=batch_size, seed=seed, device=device, precision=precision, errors=errors,

@@ -17,7 +17,35 @@ UNIT_COLUMNS = ["layer", "channel", "r_dynamic", "r_static", "class"]
 
 @dataclass(repr=False)
 class LayerResult:
-    """The estimate for one latent (a layer, or one element of a list/dict output); its ``repr`` is one line."""
+    """The estimate for one latent (a layer, or one element of a list/dict output); its ``repr`` is one line.
+
+    Args:
+        layer: the latent's name (``stage4``, ``layer.i`` for list outputs, ``layer@k`` for the k-th call).
+        channels: its channels C.
+        score: per factor (``dynamic``, ``static``, further factors) s_f = Σ_c cov_f,c / σ²_tot
+            (docs/estimator.md).
+        dims: per factor and ``residual`` the channels it gets: ⌊softmax([s_D, s_S, 1]) · C⌋, the rest residual.
+        percent: ``dynamic``, ``static`` (and further factors) and ``residual`` as a percentage of the channels.
+        ci95: per factor the bootstrap 95% interval of ``percent`` (None without bootstrap).
+        units: per unit class (``dynamic``, ``static``, ``joint``, ``none``, ``dead``) the number of channels.
+        units_ci95: per unit class its bootstrap 95% interval (None without bootstrap).
+        bias: (dims_S − dims_D) / (dims_S + dims_D) ∈ [−1, 1] (> 0: static).
+        bias_ci95: the bootstrap 95% interval of ``bias`` (None without bootstrap).
+        r_dynamic: per channel r_D,c = cov_D,c / Var_D(z_c) over the dynamic pairs (C,).
+        r_static: per channel r_S,c over the static pairs (C,).
+        classes: per channel its unit class (``dynamic``, ``static``, ``joint``, ``none``, ``dead``; threshold τ on
+            ``r_dynamic`` and ``r_static``).
+        r_further: per further factor (by name) the per-channel correlations.
+
+    Examples:
+        >>> result = stlens.measure("stlens:c2d?classes=8&width=4", "synth:motion?n=16", frames=4, size=16, pairs=8,
+        ...                         bootstrap=0, workers=0, progress=False)
+        >>> layer = result.layers[-1]
+        >>> layer.layer, layer.channels, len(layer.r_static)
+        ('stage4', 32, 32)
+        >>> round(layer.percent["dynamic"] + layer.percent["static"] + layer.percent["residual"])
+        100
+    """
 
     layer: str
     channels: int

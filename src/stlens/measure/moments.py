@@ -179,6 +179,20 @@ class PairedMoments:
     e.g. another process with the same seed and the other indices, or an earlier run); any split of the same pairs
     gives the same moments up to float rounding. Pairs given without indices are numbered by a running counter of
     the pairs this instance has seen (0, 1, 2, …).
+
+    Args:
+        channels: channels (C) of the latent: ``update`` takes (N, C) arrays.
+        bootstrap: bootstrap replicates B (0: none).
+        seed: the seed of the replicates' Poisson weights.
+        factors: the number of factors (at least 2: dynamic and static first).
+
+    Examples:
+        >>> import torch
+        >>> moments = stlens.PairedMoments(channels=2, bootstrap=10)
+        >>> a, b = torch.tensor([[1., 0.], [2., 1.], [3., 0.]]), torch.tensor([[1., 1.], [2., 0.], [3., 1.]])
+        >>> moments.update(0, a, b)  # three dynamic pairs (factor 0) of two channels
+        >>> moments.n.tolist(), moments.factors
+        ([3, 0], 2)
     """
 
     def __init__(self, channels: int, bootstrap: int = 200, seed: int = 0, factors: int = N_FACTORS):

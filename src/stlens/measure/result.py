@@ -27,7 +27,28 @@ RERUN = "rerun the measurement (stlens measure) to write it again"
 @dataclass(repr=False)
 class MeasureResult:
     """What ``stlens.measure`` returns: run metadata, one ``LayerResult`` per latent, and optionally the latents.
-    It prints as a summary and the per-layer table (``repr``; HTML in Jupyter), never the per-unit arrays."""
+
+    It prints as a summary and the per-layer table (``repr``; HTML in Jupyter), never the per-unit arrays;
+    ``save`` writes it as a run folder and ``stlens.load_result`` reads one back.
+
+    Args:
+        meta: what was run: model, data, pairs, seed, versions, devices (result.json ``meta``).
+        layers: one ``LayerResult`` per latent, in the order measured.
+        timing: seconds spent per phase.
+        moments: layer → the streamed ``PairedMoments`` (not saved; empty when loaded).
+        latents: latent name → the per-pair latents, with ``save_latents`` (else None).
+        run_id: the id of the run folder it was saved into, or None.
+        config: the arguments of the call, as config.json records them.
+
+    Examples:
+        >>> result = stlens.measure("stlens:c2d?classes=8&width=4", "synth:motion?n=16", frames=4, size=16, pairs=8,
+        ...                         bootstrap=0, workers=0, progress=False)
+        >>> isinstance(result, stlens.MeasureResult), len(result.layers)
+        (True, 5)
+        >>> print(result)  # doctest: +ELLIPSIS
+        MeasureResult: stlens:c2d?classes=8&width=4 on synth:motion?n=16: 8+8 pairs, τ = 0.5
+        layer ...
+    """
 
     meta: dict[str, Any]
     layers: list[LayerResult]
@@ -221,10 +242,28 @@ def _layer(entry: dict[str, Any], units: list[tuple], where: Path) -> LayerResul
 
 
 def load_result(run_dir: str | Path, *, check_version: bool = True) -> MeasureResult:
-    """Read a saved ``stlens measure`` folder (result.json, layers.csv, units.csv, config.json, optional latents.npz)
-    back into a ``MeasureResult`` (without the streamed moments). A missing file, a malformed file or a file of a
-    newer ``format_version`` than this stlens reads (unless ``check_version=False``) raises ``StlensError`` naming the
-    file; the stlens version that wrote the run (``meta["stlens_version"]``) is information only."""
+    """Read a saved ``stlens measure`` folder back into a ``MeasureResult`` (without the streamed moments).
+
+    The folder holds result.json, layers.csv, units.csv, config.json and an optional latents.npz. The stlens version
+    that wrote the run (``meta["stlens_version"]``) is information only.
+
+    Args:
+        run_dir: the run folder (``stlens measure --out``).
+        check_version: refuse a file of a newer ``format_version`` than this stlens reads.
+
+    Returns:
+        The ``MeasureResult``; a missing file, a malformed file or (with ``check_version``) a file of a newer format
+        raises ``StlensError`` naming the file.
+
+    Examples:
+        >>> import tempfile
+        >>> out = tempfile.mkdtemp() + "/measure"
+        >>> _ = stlens.measure("stlens:c2d?classes=8&width=4", "synth:motion?n=16", frames=4, size=16, pairs=8,
+        ...                    bootstrap=0, workers=0, progress=False, out=out)
+        >>> loaded = stlens.load_result(out)
+        >>> [layer.layer for layer in loaded.layers]
+        ['stem', 'stage1', 'stage2', 'stage3', 'stage4']
+    """
     run = Path(run_dir)
     if not run.is_dir():
         raise StlensError(f"{run}: not a folder (expected a stlens measure output folder)")

@@ -38,46 +38,73 @@ def measure(model: str | nn.Module | ModelHandle, data: Any, layers: str | list[
             stylize_on: str = "auto") -> MeasureResult:
     """Measure static and dynamic information in each layer (and channel) of ``model`` (Kowal et al.).
 
-    ``model``: a spec string (``torchvision:r3d_18``, ``stlens:i3d?classes=8``, ``hf:...``; docs/models.md), an
-    ``nn.Module`` or a ``ModelHandle`` (``stlens.load_model``); ``weights``, ``frames`` and ``size`` (the crop) apply
-    to a spec string. ``data``: a spec string (a folder or file of videos, an annotation file, ``sample:``,
-    ``stylized:ROOT``, ``synth:WORLD?...``), a source (``stlens.open_data``) or an iterable of pairs
-    (``stlens.make_pairs``, or ``Pair``/``(factor, a, b)`` items; then ``pairs``, ``stylizer`` and ``flow`` are
-    unused). A ``synth:`` world that names no ``frames``/``size`` renders at the model's input spec.
+    Pairs of clips that share only motion (dynamic) or only appearance (static) go through the model; per layer, the
+    correlation of each channel over the pairs of each factor gives the layer's dynamic, static and residual share
+    and each unit's class. Further ``factors`` (``playback``, ``speed``, or your own) are measured the same way
+    (docs/factors.md). With ``out``, the run folder is claimed before any work and replaced only once the new run is
+    complete; an interrupt (SIGINT, SIGTERM) returns the partial result (``result.meta["interrupted"]``), saved into
+    ``out`` when that holds no complete run, else beside it (``OUT.interrupted``). Under ``torchrun`` every process
+    measures its share of the pairs; rank 0 writes ``out``.
 
-    ``layers``: ``default``, ``all`` or dotted ``named_modules`` paths (a list or ``L1,L2``). ``pairs``: pairs per
-    factor. ``stylizer``: the appearance change of the pairs (default: ``palette`` for videos, re-rendering on synth
-    worlds). ``flow`` (one of ``auto, none, tvl1, dis, farneback``): two-stream pairs; ``auto`` gives flow to a model
-    whose forward takes two inputs. ``batch_size``: pairs per forward pass. ``workers``: processes that make the
-    pairs (None: min(4, CPUs − 1); 0: the main process). ``device``: ``auto``, ``cpu``, ``cuda[:K]``, ``mps``; None:
-    ``auto`` for a model built here, else where the module is. ``precision``: ``fp32``, ``bf16``, ``fp16`` or
-    ``auto``. ``bootstrap``: Poisson bootstrap replicates for the 95% CIs (0: none); ``threshold``: the per-channel
-    class threshold τ. ``factors``: ``dynamic,static`` (default) plus further factors (``playback``, ``speed`` on a
-    ``synth:`` world, or ``(name, make_pair)``: ``make_pair(i, rng)`` returns pair i as ``(a, b)`` or a ``Pair``; a
-    string or a list): each gets its score, dims, percent and CI per layer and r_<factor> per unit; the classes stay
-    those of dynamic and static, and a further factor changes the others' dims (the softmax runs over all;
-    docs/factors.md).
+    Args:
+        model: a spec string (``torchvision:r3d_18``, ``stlens:i3d?classes=8``, ``hf:...``; docs/models.md), an
+            ``nn.Module`` or a ``ModelHandle`` (``stlens.load_model``).
+        data: a spec string (a folder or file of videos, an annotation file, ``sample:``, ``stylized:ROOT``,
+            ``synth:WORLD?...``; a ``synth:`` world that names no ``frames``/``size`` renders at the model's input
+            spec), a source (``stlens.open_data``) or an iterable of pairs (``stlens.make_pairs``, or ``Pair`` /
+            ``(factor, a, b)`` items; then ``pairs``, ``stylizer`` and ``flow`` are unused).
+        layers: ``default``, ``all`` or dotted ``named_modules`` paths (a list or ``L1,L2``).
+        pairs: pairs per factor.
+        weights: the weights of a spec string (a file, ``bundled:NAME`` or a torchvision weights name).
+        frames: frames per clip of a spec string (default: the model's).
+        size: crop size of a spec string (default: the model's).
+        stylizer: the appearance change of the pairs (default: ``palette`` for videos, re-rendering on synth worlds).
+        flow: ``auto``, ``none``, ``tvl1``, ``dis`` or ``farneback``: two-stream pairs; ``auto`` gives flow to a
+            model whose forward takes two inputs.
+        flow_cache: a folder that caches the optical flow (None: no cache).
+        batch_size: pairs per forward pass.
+        workers: processes that make the pairs (None: min(4, CPUs − 1); 0: the main process).
+        device: ``auto``, ``cpu``, ``cuda[:K]``, ``mps``; None: ``auto`` for a model built here, else where the module
+            is.
+        precision: ``fp32``, ``bf16``, ``fp16`` or ``auto``.
+        bootstrap: Poisson bootstrap replicates for the 95% CIs (0: none).
+        threshold: the per-channel class threshold τ.
+        seed: the seed of the pairs and the bootstrap (and an untrained spec's weights).
+        save_latents: keep the per-pair latents (``result.latents``; latents.npz in ``out``).
+        out: the run folder (result.json, layers.csv, units.csv, config.json; latents.npz with ``save_latents``); a
+            folder holding a complete run is refused unless ``overwrite``.
+        overwrite: replace a complete measure run in ``out`` (once the new one is complete).
+        checkpoint_every_pairs: with ``out``, checkpoint into ``out/.stlens-checkpoint`` every N pairs (per process)
+            and when interrupted (0: never).
+        resume: continue from that checkpoint.
+        progress: show a progress bar.
+        offline: never download weights (True), allow downloads (False) or as the environment says (None).
+        min_pairs: the fewest pairs per factor accepted.
+        meta: extra entries recorded in ``result.meta``.
+        factors: ``dynamic,static`` (default) plus further factors (``playback``, ``speed`` on a ``synth:`` world, or
+            ``(name, make_pair)``: ``make_pair(i, rng)`` returns pair i as ``(a, b)`` or a ``Pair``; a string or a
+            list): each gets its score, dims, percent and CI per layer and r_<factor> per unit; the classes stay
+            those of dynamic and static, and a further factor changes the others' dims (the softmax runs over all).
+        units: what one sample is. ``video``: each layer's output pooled per video (a VIS decoder layer: the mean
+            over its queries). ``instance``: a query-based VIS model (``stlens:vis``) on an instance source
+            (``synth:<world>?task=instances``): every ground-truth track present in both videos of a pair is one
+            sample, the matched query's embedding at the query layers (docs/vis.md).
+        stylize_on: where the ``palette``/``fourier`` styling and the frame shuffling of video pairs run: ``workers``
+            (numpy, beside the decoding), ``device`` (batched torch operations where the model runs; the workers only
+            decode and crop) or ``auto`` (``device`` on a CUDA device when the pairs allow it, else ``workers``: on
+            the CPU the result is bit for bit that of the workers); the two agree within float rounding
+            (docs/scaling.md).
 
-    ``units``: what one sample is. ``video`` (default): each layer's output pooled per video (a VIS decoder layer:
-    the mean over its queries). ``instance``: a query-based VIS model (``stlens:vis``) on an instance source
-    (``synth:<world>?task=instances``): per pair, the queries of each video are matched to its ground-truth tracks
-    (the training matcher) and every track present in both videos is one sample — the matched query's embedding in
-    video a and in video b at the query layers (``decoder.k``); the other layers stay pooled per video (docs/vis.md).
+    Returns:
+        The ``MeasureResult``: one ``LayerResult`` per latent (it prints as the per-layer table).
 
-    ``stylize_on``: where the ``palette``/``fourier`` styling and the frame shuffling of video pairs run: ``workers``
-    (numpy, beside the decoding), ``device`` (batched torch operations where the model runs; the workers only decode
-    and crop) or ``auto`` (default: ``device`` on a CUDA device when the pairs allow it, else ``workers``: on the CPU
-    the result is bit for bit that of the workers). The two agree within float rounding (docs/scaling.md).
-
-    ``out``: the run folder (result.json, layers.csv, units.csv, config.json; latents.npz with ``save_latents``),
-    claimed before any work and refused when it holds a complete run unless ``overwrite``; the new run replaces it
-    only once complete. ``checkpoint_every_pairs``: with ``out``, checkpoint into ``out/.stlens-checkpoint`` every N
-    pairs (per process) and when interrupted; ``resume``: continue from that checkpoint. An interrupt (SIGINT,
-    SIGTERM) returns the partial result (``result.meta["interrupted"]``), saved into ``out`` when that holds no
-    complete run, else beside it (``OUT.interrupted``). Under ``torchrun`` every process measures its share of the
-    pairs; rank 0 writes ``out``.
-
-    >>> result = stlens.measure("torchvision:r3d_18", "sample:", pairs=32, out="runs/r3d")  # doctest: +SKIP
+    Examples:
+        >>> result = stlens.measure("stlens:c2d?classes=8&width=4", "synth:motion?n=16", frames=4, size=16, pairs=8,
+        ...                         bootstrap=0, workers=0, progress=False)
+        >>> [layer.layer for layer in result.layers]
+        ['stem', 'stage1', 'stage2', 'stage3', 'stage4']
+        >>> sorted(result.layers[-1].percent)
+        ['dynamic', 'residual', 'static']
     """
     arguments = _arguments(locals())
     if isinstance(data, int) or (isinstance(pairs, Iterable) and not isinstance(pairs, str)):

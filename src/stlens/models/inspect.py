@@ -96,9 +96,27 @@ class LayerTable(dict):
 
 def layers(model, *, weights: str | None = None, frames: int | None = None, size: int | None = None,
            device: str | torch.device | None = None, offline: bool | None = None) -> LayerTable:
-    """The hookable layers of ``model`` (a spec string, an ``nn.Module`` or a ``ModelHandle``; ``weights``,
-    ``frames`` and ``size`` as for every verb) with their output shapes, from one forward pass on a dummy clip;
-    print it for the table (``*`` marks the default layers)."""
+    """The hookable layers of ``model`` with their output shapes, from one forward pass on a dummy clip.
+
+    Args:
+        model: a spec string, an ``nn.Module`` or a ``ModelHandle``.
+        weights: the weights of a spec string (as for every verb).
+        frames: frames per clip of the dummy clip (default: the model's).
+        size: crop size of the dummy clip (default: the model's).
+        device: where to run the dry forward (``auto``, ``cpu``, ``cuda[:K]``, ``mps``; None: where it is built).
+        offline: never download weights (True), allow downloads (False) or as the environment says (None).
+
+    Returns:
+        A ``LayerTable``: a dict of layer name → ``[(latent name, shape), ...]`` whose ``default`` lists the default
+        layers; print it for the table (``*`` marks the default layers).
+
+    Examples:
+        >>> table = stlens.layers("stlens:c2d?classes=8&width=4", frames=4, size=16)
+        >>> table.default
+        ['stem', 'stage1', 'stage2', 'stage3', 'stage4']
+        >>> table["stage4"]
+        [('stage4', (1, 32, 4, 1, 1))]
+    """
     from stlens.models.registry import as_handle, load_model
 
     if isinstance(model, str):

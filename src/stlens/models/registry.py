@@ -39,16 +39,29 @@ def _unknown_spec(spec: str) -> StlensError:
 
 def load_model(spec: str, weights: str | None = None, frames: int | None = None, size: int | None = None,
                device: str | torch.device | None = None, offline: bool | None = None) -> ModelHandle:
-    """Build a model from a spec, load weights (file path, ``bundled:NAME`` or torchvision weights name), apply the
-    ``frames``/``size`` overrides to its input spec, put it in eval mode on ``device`` (``auto``, ``cpu``, ``cuda``,
-    ``cuda:K``, ``mps``; see ``resolve_device``; default None: on the CPU, where it is built).
+    """Build a model from a spec, load its weights and put it in eval mode on ``device``.
 
     A torchvision weights name missing from the torch hub cache is downloaded into it, and an ``hf:`` hub id into
-    the Hugging Face cache, unless offline: ``offline=True``, or ``None`` (default) with ``STLENS_OFFLINE=1`` or
-    ``HF_HUB_OFFLINE=1`` set (``stlens.models.offline``); ``False`` allows downloads whatever the environment says.
+    the Hugging Face cache, unless offline (``stlens.models.offline``).
 
-    >>> handle = load_model("torchvision:r3d_18")  # doctest: +SKIP
-    >>> handle = load_model("stlens:i3d?classes=8&width=16", device="auto")  # doctest: +SKIP
+    Args:
+        spec: the model spec (``torchvision:r3d_18``, ``stlens:i3d?classes=8``, ``hf:...``; ``list_models``).
+        weights: a weights file, ``bundled:NAME`` or a torchvision weights name; None: the spec's own (random for
+            an untrained spec).
+        frames: override the frames per clip of the model's input spec.
+        size: override the crop size of the model's input spec.
+        device: ``auto``, ``cpu``, ``cuda``, ``cuda:K`` or ``mps`` (see ``resolve_device``); None: the CPU, where it
+            is built.
+        offline: never download (True), allow downloads whatever the environment says (False), or as the
+            environment says (None: ``STLENS_OFFLINE=1`` or ``HF_HUB_OFFLINE=1`` mean offline).
+
+    Returns:
+        The ``ModelHandle``: the module in eval mode, its input spec and default layers.
+
+    Examples:
+        >>> handle = stlens.load_model("stlens:c2d?classes=8&width=4", weights=None, frames=4, size=16)
+        >>> handle.module.training, handle.input.frames
+        (False, 4)
     """
     target_device = None if device is None else resolve_device(device)  # checked before any work
     prefix, _, target = spec.partition(":")
@@ -69,10 +82,22 @@ def load_model(spec: str, weights: str | None = None, frames: int | None = None,
 
 
 def list_models(family: str | None = None) -> list[str]:
-    """The full spec of every model of the installed families, family by family in registry order
-    (``torchvision:r3d_18``, …, ``stlens:i3d``, …, ``pytorchvideo:x3d_xs``, …); only ``family``'s when given.
+    """The full spec of every model of the installed families.
+
+    Family by family in registry order (``torchvision:r3d_18``, …, ``stlens:i3d``, …, ``pytorchvideo:x3d_xs``, …).
     Families with optional dependencies list nothing when those are missing; ``module:`` lists nothing (any
-    importable factory is a spec)."""
+    importable factory is a spec).
+
+    Args:
+        family: list only this family's models (``stlens``, ``torchvision``, …); None: every family.
+
+    Returns:
+        The model specs, as ``load_model`` takes them.
+
+    Examples:
+        >>> "stlens:i3d" in stlens.list_models("stlens")
+        True
+    """
     prefixes = registry.names("model") if family is None else [family.removesuffix(":")]
     return [name for prefix in prefixes for name in registry.model_family(prefix).names()]
 

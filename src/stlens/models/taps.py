@@ -96,12 +96,25 @@ class LayerTaps:
     the layer: in the hook on the CPU; for latents on an accelerator (cuda, mps) in ``checked``, all layers with one
     synchronisation instead of one per layer.
 
-    ``keep``: layers whose unpooled outputs are kept too, in ``outputs`` (latent name → the detached tensor; e.g. the
-    (B, Q, D) query embeddings of a VIS decoder, for the per-instance measurement).
-
     With ``reset(batch=B)`` an output whose first axis is not the B videos of the batch (e.g. attention over
     (B·T, N, D) frame tokens) is not pooled; such outputs, outputs that hold no tensor or cannot be pooled, and layers
     never called in the forward are named with the reason in ``unusable()`` (see ``checked``).
+
+    Args:
+        model: the module to hook.
+        layers: dotted ``named_modules`` paths of the layers to record.
+        layout: where each layer's channel axis is (a function of the layer name; default channels first).
+        check_finite: raise an error naming the layer when its output holds NaN or infinity.
+        keep: layers whose unpooled outputs are kept too, in ``outputs`` (latent name → the detached tensor; e.g. the
+            (B, Q, D) query embeddings of a VIS decoder, for the per-instance measurement).
+
+    Examples:
+        >>> import torch
+        >>> handle = stlens.load_model("stlens:c2d?classes=8&width=4", frames=4, size=16)
+        >>> with stlens.LayerTaps(handle.module, ["stage4"]) as taps:
+        ...     _ = handle.module(torch.zeros(2, 3, 4, 16, 16))
+        >>> taps.latents["stage4"].shape
+        torch.Size([2, 32])
     """
 
     def __init__(self, model: nn.Module, layers: Sequence[str], layout: Layout = channels_first,

@@ -21,24 +21,41 @@ def check_pairs(data: VideoSource | str | Path, *, stylizer: str = "palette,four
                 frames: int = 16, size: int = 112, check_flow: str = "dis", seed: int = 0, examples: bool = False,
                 device: str | torch.device = "auto", precision: str = "fp32", workers: int | None = None,
                 out: str | Path | None = None, progress: bool = True) -> dict[str, Any]:
-    """Check each stylizer (and the frame shuffle) on ``clips`` real clips: flow kept (end-point error against the
-    original's optical flow), appearance changed (colour, structure), temporal flicker added; returns the report.
+    """Check each stylizer (and the frame shuffle) on ``clips`` real clips.
 
-    ``data``: videos to check on (a folder, a video file, an annotation file, ``sample:``; or a source from
-    ``stlens.open_data``). ``stylizer``: ``NAME[,NAME...]``. ``clips``: the number of clips (≥ 1), spread over the
-    videos; ``frames``/``size``: frames per clip and its size in pixels. ``check_flow``: the optical-flow method of
-    the check (``tvl1``, ``dis`` or ``farneback``). ``seed``: which clips and styles. ``device`` (``auto``, ``cpu``,
-    ``cuda[:K]``, ``mps``) and ``precision`` (``fp32``, ``bf16``, ``fp16``, ``auto``; auto is fp32 for the neural
-    stylizer on a CPU) are the neural stylizer's, checked before any work; the other stylizers are numpy/OpenCV on
-    the CPU. ``workers``: processes that each check whole clips with the CPU stylizers (None: min(4, CPUs − 1); 0:
-    the main process); the report does not depend on it. ``progress``: a progress bar.
+    Per stylizer: flow kept (end-point error against the original's optical flow), appearance changed (colour,
+    structure), temporal flicker added. Under ``torchrun`` each rank checks its share of the clips and rank 0 writes
+    ``out``.
 
-    ``out``: the report's JSON file (None: not written), written atomically; an existing file is replaced only when
-    stlens wrote it (a pairs-check report), and a folder is refused, both before any work. ``examples``: also write
-    example GIFs (original | style A | style B) into the folder named like ``out`` without ``.json`` (``out`` must
-    end in ``.json``). Under ``torchrun`` each rank checks its share of the clips and rank 0 writes ``out``.
+    Args:
+        data: videos to check on (a folder, a video file, an annotation file, ``sample:``; or a source from
+            ``stlens.open_data``).
+        stylizer: ``NAME[,NAME...]``.
+        clips: the number of clips (≥ 1), spread over the videos.
+        frames: frames per clip.
+        size: the clip's size in pixels.
+        check_flow: the optical-flow method of the check (``tvl1``, ``dis`` or ``farneback``).
+        seed: which clips and styles.
+        examples: also write example GIFs (original | style A | style B) into the folder named like ``out`` without
+            ``.json`` (``out`` must end in ``.json``).
+        device: the neural stylizer's device (``auto``, ``cpu``, ``cuda[:K]``, ``mps``), checked before any work; the
+            other stylizers are numpy/OpenCV on the CPU.
+        precision: the neural stylizer's precision (``fp32``, ``bf16``, ``fp16``, ``auto``; auto is fp32 on a CPU).
+        workers: processes that each check whole clips with the CPU stylizers (None: min(4, CPUs − 1); 0: the main
+            process); the report does not depend on it.
+        out: the report's JSON file (None: not written), written atomically; an existing file is replaced only when
+            stlens wrote it (a pairs-check report), and a folder is refused, both before any work.
+        progress: show a progress bar.
 
-    >>> report = stlens.pairs.check.check_pairs("sample:", clips=4, out="pairs.json")  # doctest: +SKIP
+    Returns:
+        The report: the settings, and per stylizer ``flow_epe``, ``flow_magnitude``, ``appearance_change``
+        (``colour``, ``structure``) and ``temporal_flicker``; ``shuffle``: the fraction of frames moved.
+
+    Examples:
+        >>> report = stlens.check_pairs("sample:", stylizer="palette", clips=1, frames=4, size=32, workers=0,
+        ...                             progress=False)
+        >>> sorted(report["stylizers"]["palette"])
+        ['appearance_change', 'flow_epe', 'flow_magnitude', 'temporal_flicker']
     """
     from stlens.core import distributed
     from stlens.core.device import exact_fp32

@@ -15,14 +15,32 @@ from stlens.video.source import video_source
 
 def make_pairs(source: ClipSource, spec: InputSpec, pairs: int, stylizer: str | None = None, seed: int = 0,
                flow: str | None = None, flow_cache=None) -> PairSource:
-    """Pairs for ``stlens.measure`` from a data source: a source with its own ``make_pairs`` (a ``synth:`` source,
-    see ``stlens.synth.SynthPairs``) makes them itself; from a ``stylized:ROOT`` source the styles on disk make them
-    (see ``StylizedPairs``; ``stylizer`` is then unused); from other video sources see ``VideoPairs``. ``stylizer``
-    None: each source's default (``palette`` for videos, ``rerender`` — the clip rendered with new textures — for
-    synthetic clips).
+    """Pairs for ``stlens.measure`` from a data source.
 
-    ``flow`` (``tvl1``, ``dis``, ``farneback``): two-stream ``(rgb, flow)`` pairs (see ``TwoStreamPairs``; on synth
-    sources the ground-truth flow is used whatever the method), cached in ``flow_cache`` when given."""
+    A source with its own ``make_pairs`` (a ``synth:`` source, see ``stlens.synth.SynthPairs``) makes them itself;
+    from a ``stylized:ROOT`` source the styles on disk make them (see ``StylizedPairs``); from other video sources see
+    ``VideoPairs``.
+
+    Args:
+        source: the data source (``stlens.open_data``).
+        spec: how clips are sampled and normalized (the model's ``InputSpec``).
+        pairs: pairs per factor.
+        stylizer: the appearance change; None: each source's default (``palette`` for videos, ``rerender`` — the
+            clip rendered with new textures — for synthetic clips); unused for a ``stylized:`` source.
+        seed: the seed of the pairs.
+        flow: ``tvl1``, ``dis`` or ``farneback``: two-stream ``(rgb, flow)`` pairs (see ``TwoStreamPairs``; on synth
+            sources the ground-truth flow is used whatever the method); None: RGB pairs.
+        flow_cache: a ``FlowCache`` or a folder that caches the flow (None: no cache).
+
+    Returns:
+        An iterable of ``Pair`` (indexable for the video sources: ``len()``, ``pairs[k]``).
+
+    Examples:
+        >>> source = stlens.open_data("synth:motion?n=8&frames=4&size=16")
+        >>> pairs = stlens.make_pairs(source, stlens.InputSpec(frames=4, size=16, resize=16), pairs=2)
+        >>> [pair.factor for pair in pairs]
+        [0, 1, 0, 1]
+    """
     own = getattr(source, "make_pairs", None)
     if own is not None:
         return own(spec, pairs, stylizer=stylizer, seed=seed, flow=flow, flow_cache=flow_cache)

@@ -65,6 +65,22 @@ class VideoPairs:
     lies inside frames [start, end): ``end`` is exclusive, as in ``clip_indices``. A video whose segment is shorter
     than a clip, or has fewer frames than a clip inside the video, is skipped by the probe (before shares are set)
     and listed in ``skipped`` with that reason. Videos without a segment give the same pairs as before.
+
+    Args:
+        source: the videos (a ``VideoSource``: ``stlens.open_data`` of a folder, a file, an annotation file,
+            ``sample:``).
+        spec: how clips are sampled and normalized (the model's ``InputSpec``).
+        pairs: pairs per factor.
+        stylizer: the appearance change of the dynamic pairs: ``NAME[,NAME...]`` (``palette``, ``fourier``, ``npr``,
+            ``neural``, ...).
+        seed: the seed of the pairs' clips and styles.
+        skipped: the videos skipped by the probe, as ``{"source", "reason"}`` (filled by ``plan()``; leave empty).
+
+    Examples:
+        >>> spec = stlens.InputSpec(frames=4, stride=1, size=32, resize=32)
+        >>> pairs = stlens.VideoPairs(stlens.open_data("sample:"), spec, pairs=1)
+        >>> [(pair.factor, tuple(pair.a.shape)) for pair in pairs]
+        [(0, (3, 4, 32, 32)), (1, (3, 4, 32, 32))]
     """
 
     source: VideoSource

@@ -300,33 +300,47 @@ def stylize(data: VideoSource | str | Path, *, stylizer: str = "fourier", styles
             seed: int = 0, short_side: int | None = None, frames_max: int = MAX_FRAMES,
             device: str | torch.device = "auto", precision: str = "fp32", workers: int | None = None,
             overwrite: bool = False, progress: bool = True) -> dict[str, Any]:
-    """Write ``styles`` styles of every video of ``data`` as ``out/style_k/<video>/frame_00001.jpg`` (the paper's
-    stylized layout, read back by ``stylized:OUT``).
+    """Write ``styles`` styles of every video of ``data`` as ``out/style_k/<video>/frame_00001.jpg``.
 
-    ``data``: a folder of videos or frame folders, a video file, an annotation file, ``sample:`` (a spec string), or
-    a source (``stlens.open_data``). ``stylizer``: ``NAME[,NAME...]``; style k uses name (k − 1) mod count, with a
-    seed drawn from (``seed``, k), the same on every video. ``short_side``: resize so that the short side has this
-    many pixels (None: as decoded). ``frames_max``: frames per video. ``device`` (``auto``, ``cpu``, ``cuda[:K]``,
-    ``mps``) and ``precision`` (``fp32``, ``bf16``, ``fp16``, ``auto``; auto is fp32 for the neural stylizer on a
-    CPU) are the neural stylizer's; the other stylizers and the optical flow are numpy/OpenCV on the CPU. Both are
-    checked before any work; ``out/stylize.json`` records the ones used. ``workers``: processes that each decode,
-    stylize and write whole videos with the CPU stylizers (None: min(4, CPUs − 1); 0: the main process; the neural
-    stylizer runs in the main process); the files do not depend on it. ``progress``: a progress bar.
+    This is the paper's stylized layout, read back by ``stylized:OUT``. ``out`` is written in place and resumable: a
+    rerun into it resumes the incomplete run there (videos already written in every style are skipped; more styles
+    may be added), and refuses, before any work, a root whose ``stylize.json`` records other fixed arguments
+    (stylizer, seed, short side, frames) or other data, or that holds another verb's run. Each video folder is
+    written to a temporary folder and renamed, so a folder that exists is complete; an interrupt loses at most the
+    videos being written. Under ``torchrun`` rank 0 claims ``out`` and writes ``stylize.json``, and each rank writes
+    its share of the videos.
 
-    ``out``: the output root, written in place and resumable: a rerun into it resumes the incomplete run there
-    (videos already written in every style are skipped; more styles may be added), and refuses, before any work, a
-    root whose ``stylize.json`` records other fixed arguments (stylizer, seed, short side, frames) or other data, or
-    that holds another verb's run. ``overwrite``: first remove the earlier stylize run in ``out`` (the video folders
-    its ``stylize.json`` records, holding only frames stlens wrote, and ``stylize.json``; nothing else), then write
-    anew. Each video folder is written to a temporary folder and renamed, so a folder that
-    exists is complete; an interrupt loses at most the videos being written. Under ``torchrun`` rank 0 claims ``out``
-    and writes ``stylize.json``, and each rank writes its share of the videos.
+    Args:
+        data: a folder of videos or frame folders, a video file, an annotation file, ``sample:`` (a spec string), or a
+            source (``stlens.open_data``).
+        stylizer: ``NAME[,NAME...]``; style k uses name (k − 1) mod count, with a seed drawn from (``seed``, k), the
+            same on every video.
+        styles: the number of styles.
+        out: the output root.
+        seed: the seed of the styles.
+        short_side: resize so that the short side has this many pixels (None: as decoded).
+        frames_max: frames per video.
+        device: the neural stylizer's device (``auto``, ``cpu``, ``cuda[:K]``, ``mps``); the other stylizers and the
+            optical flow are numpy/OpenCV on the CPU. Checked before any work; ``out/stylize.json`` records it.
+        precision: the neural stylizer's precision (``fp32``, ``bf16``, ``fp16``, ``auto``; auto is fp32 on a CPU).
+        workers: processes that each decode, stylize and write whole videos with the CPU stylizers (None: min(4,
+            CPUs − 1); 0: the main process; the neural stylizer runs in the main process); the files do not depend on
+            it.
+        overwrite: first remove the earlier stylize run in ``out`` (the video folders its ``stylize.json`` records,
+            holding only frames stlens wrote, and ``stylize.json``; nothing else), then write anew.
+        progress: show a progress bar.
 
-    Returns ``{"videos", "written", "skipped", "changed", "frames", "bad"}``: videos in the source, videos written
-    (in at least one style), videos skipped because already written, videos written again because they changed,
-    frames written, and the videos that could not be read as ``{"source", "reason"}``.
+    Returns:
+        The counts ``{"videos", "written", "skipped", "changed", "frames", "bad"}``: videos in the source, videos
+        written (in at least one style), videos skipped because already written, videos written again because they
+        changed, frames written, and the videos that could not be read as ``{"source", "reason"}``.
 
-    >>> counts = stlens.pairs.stylize.stylize("videos/", stylizer="fourier", out="stylized/")  # doctest: +SKIP
+    Examples:
+        >>> import tempfile
+        >>> counts = stlens.stylize("sample:", stylizer="palette", styles=2, out=tempfile.mkdtemp(), short_side=32,
+        ...                         frames_max=8, workers=0, progress=False)
+        >>> counts["written"] == counts["videos"], counts["bad"]
+        (True, [])
     """
     from stlens.core import distributed
     from stlens.core.device import exact_fp32

@@ -20,13 +20,29 @@ from stlens.video.source import VideoSource
 
 
 class StylizedPairs(VideoPairs):
-    """Iterable of ``Pair`` from a stylized source, with the interface and behaviour of ``VideoPairs``: ``pairs`` per
-    factor spread evenly over the usable videos, pair i of video v drawn from a generator seeded with
-    (seed, v, factor, i), and videos missing in a style, without frames, with frames of other sizes in other styles
+    """Iterable of ``Pair`` from a stylized source (``stylized:ROOT``), with the behaviour of ``VideoPairs``.
+
+    ``pairs`` per factor are spread evenly over the usable videos, pair i of video v drawn from a generator seeded
+    with (seed, v, factor, i), and videos missing in a style, without frames, with frames of other sizes in other styles
     or shorter than a clip skipped (by a cheap probe: file counts and the first frame's size) and listed in
     ``skipped``; one that passes the probe but then cannot be read is a ``StlensError`` naming it.
-
     Each video is read once in every style (short side resized); ``stylizer`` is ``"stylized folders"``.
+
+    Args:
+        source: the stylized source (``stlens.open_data("stylized:ROOT")``, ROOT as ``stlens.stylize`` writes it).
+        spec: how clips are sampled and normalized (the model's ``InputSpec``).
+        pairs: pairs per factor.
+        seed: the seed of the pairs' clips and styles.
+
+    Examples:
+        >>> import tempfile
+        >>> root = tempfile.mkdtemp()
+        >>> _ = stlens.stylize("sample:", stylizer="palette", styles=2, out=root, short_side=32, frames_max=8,
+        ...                    workers=0, progress=False)
+        >>> spec = stlens.InputSpec(frames=4, stride=1, size=32, resize=32)
+        >>> pairs = stlens.StylizedPairs(stlens.open_data("stylized:" + root), spec, pairs=1)
+        >>> [(pair.factor, tuple(pair.a.shape)) for pair in pairs]
+        [(0, (3, 4, 32, 32)), (1, (3, 4, 32, 32))]
     """
 
     def __init__(self, source: VideoSource, spec: InputSpec, pairs: int, seed: int = 0):

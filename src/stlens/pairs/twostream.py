@@ -40,14 +40,32 @@ def flow_indices(clip: np.ndarray, length: int, flow_frames: int | None,
 
 @dataclass(kw_only=True)
 class TwoStreamPairs(VideoPairs):
-    """Iterable of two-stream ``Pair`` objects from a ``VideoSource``; same quota, skipping and seeding as
-    ``VideoPairs`` (the flow options are keyword-only).
+    """Iterable of two-stream ``Pair`` objects (``(rgb, flow)`` inputs) from a ``VideoSource``.
 
-    ``flow_method``: ``tvl1`` (faithful, slow), ``dis`` or ``farneback``. ``flow_frames``: None for flow between the
-    T sampled frames (flow input (2, T − 1, H, W)), or L for L gap-1 fields centred on the clip ((2, L, H, W)).
-    ``cache``: a ``FlowCache`` or a folder for one. Flow is computed on the resized full frames, then centre-cropped
-    like the RGB, and encoded with ``encode_flow`` (±``bound`` px → [-1, 1]). Where the source gives segments
-    (Diving48), the clip and the frames of its flow lie inside [start, end) of the video's segment.
+    The same quota, skipping and seeding as ``VideoPairs`` (the flow options are keyword-only). Flow is computed on
+    the resized full frames, then centre-cropped like the RGB, and encoded with ``encode_flow`` (±``bound`` px →
+    [-1, 1]). Where the source gives segments (Diving48), the clip and the frames of its flow lie inside
+    [start, end) of the video's segment.
+
+    Args:
+        source: the videos (a ``VideoSource``, as for ``VideoPairs``).
+        spec: how clips are sampled and normalized (the model's ``InputSpec``).
+        pairs: pairs per factor.
+        stylizer: the appearance change of the dynamic pairs (as for ``VideoPairs``).
+        seed: the seed of the pairs' clips and styles.
+        skipped: the videos skipped by the probe (filled by ``plan()``; leave empty).
+        flow_method: ``tvl1`` (faithful, slow), ``dis`` or ``farneback``.
+        flow_frames: None for flow between the T sampled frames (flow input (2, T − 1, H, W)), or L for L gap-1
+            fields centred on the clip ((2, L, H, W)).
+        cache: a ``FlowCache`` or a folder for one (None: no cache).
+        bound: the flow magnitude in pixels encoded as ±1.
+
+    Examples:
+        >>> spec = stlens.InputSpec(frames=4, stride=1, size=32, resize=32)
+        >>> pairs = stlens.TwoStreamPairs(stlens.open_data("sample:"), spec, pairs=1, flow_method="farneback")
+        >>> rgb, flow = next(iter(pairs)).a
+        >>> tuple(rgb.shape), tuple(flow.shape)
+        ((3, 4, 32, 32), (2, 3, 32, 32))
     """
 
     flow_method: str = "tvl1"

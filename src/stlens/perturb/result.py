@@ -33,8 +33,26 @@ TEXT = ("perturbation", "kind", "metric", "note")
 
 @dataclass(repr=False)
 class PerturbResult:
-    """What ``stlens.perturb`` measured: ``rows`` (perturb.csv), ``settings``, ``timing`` and, with ``from_run``,
-    ``representation`` (the measure run's per-layer dynamic / static %); prints as a table."""
+    """What ``stlens.perturb`` measured; it prints as a table.
+
+    Args:
+        settings: the arguments of the run (model, data, perturbations, clips, seed, ...).
+        metrics: the metric names (``top1``; ``miou``; ``ap``, ...).
+        rows: one row per perturbation (``clean`` first): score, drop and retention with their 95% intervals
+            (perturb.csv).
+        timing: seconds spent per phase.
+        run_id: the id of the run folder it was saved into, or None.
+        path: the run folder once saved, or None.
+        representation: with ``from_run``, the measure run's per-layer dynamic / static % (else None).
+
+    Examples:
+        >>> result = stlens.perturb("stlens:c2d?classes=8&width=4", "synth:motion?n=8", perturbations="shuffle,freeze",
+        ...                         frames=4, size=16, bootstrap=0, progress=False)
+        >>> isinstance(result, stlens.PerturbResult)
+        True
+        >>> sorted({row["perturbation"] for row in result.rows})  # a row per perturbation and metric
+        ['clean', 'freeze', 'shuffle']
+    """
 
     settings: dict[str, Any]
     metrics: list[str]

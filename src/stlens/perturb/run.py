@@ -66,26 +66,51 @@ def perturb(model: str | nn.Module | ModelHandle, data: str | LabelledClips, *,
             workers: int | None = 0, progress: bool = True, meta: dict[str, Any] | None = None,
             from_run: str | Path | None = None, out: str | Path | None = None, overwrite: bool = False,
             offline: bool | None = None) -> PerturbResult:
-    """Score ``model`` on ``data``'s labelled clips clean and under each of ``perturbations``: per perturbation the
-    score, the drop (clean − perturbed, paired over clips) and the retention (score − chance) / (clean − chance),
-    each with a 95% bootstrap interval over clips (``bootstrap`` resamples, the same for all).
+    """Score ``model`` on ``data``'s labelled clips clean and under each of ``perturbations``.
 
-    ``model``: a spec (``stlens:i3d``; with ``weights``, ``frames``, ``size``), a module or a ``ModelHandle`` of a
-    classifier, segmenter or video instance segmenter, RGB or (rgb, flow); ``data``: a labelled data spec
-    (``synth:...``, with task=segment for a segmenter, task=instances for a VIS model, ``davis:``/``moca:``,
-    ``ytvis:``, an annotation file, ``classes:ROOT``) or
-    ``LabelledClips``; ``perturbations``: ``"shuffle,freeze,..."`` or a sequence of built-in names (shuffle, freeze,
-    reverse, stride, palette, fourier, npr, appearance-free, static-mix; opt-in: neural, background-only,
-    object-only; docs/behaviour.md) and ``(name, fn)`` user
-    perturbations, ``fn`` mapping a normalised clip (3, T, H, W) to one of the same shape; ``clips``: the first N
-    clips (default all); ``seed``: the clips' draws, the shuffles, styles and static-mix donors, and the bootstrap;
-    ``from_run``: a ``stlens measure`` run of the same model (spec and weights): its per-layer dynamic and static %
-    with their 95% intervals are joined as ``result.representation`` (perturb.json ``representation``).
+    Per perturbation: the score, the drop (clean − perturbed, paired over clips) and the retention (score − chance) /
+    (clean − chance), each with a 95% bootstrap interval over clips (``bootstrap`` resamples, the same for all).
+    Under ``torchrun`` each process scores a share of whole batches and every process returns the result of one
+    process; rank 0 alone claims and writes ``out``; a failing rank stops the others.
 
-    ``out``: the run folder (perturb.csv, perturb.json, perturb.png), claimed once the arguments are checked and
-    before the model is built: refused when it holds a complete run unless ``overwrite``; written in full or not at
-    all (``result.path``). Under ``torchrun`` each process scores a share of whole batches and every process returns
-    the result of one process; rank 0 alone claims and writes ``out``; a failing rank stops the others.
+    Args:
+        model: a spec (``stlens:i3d``; with ``weights``, ``frames``, ``size``), a module or a ``ModelHandle`` of a
+            classifier, segmenter or video instance segmenter, RGB or (rgb, flow).
+        data: a labelled data spec (``synth:...``, with task=segment for a segmenter, task=instances for a VIS model,
+            ``davis:``/``moca:``, ``ytvis:``, an annotation file, ``classes:ROOT``) or ``LabelledClips``.
+        perturbations: ``"shuffle,freeze,..."`` or a sequence of built-in names (shuffle, freeze, reverse, stride,
+            palette, fourier, npr, appearance-free, static-mix; opt-in: neural, background-only, object-only;
+            docs/behaviour.md) and ``(name, fn)`` user perturbations, ``fn`` mapping a normalised clip (3, T, H, W) to
+            one of the same shape.
+        clips: the first N clips (default all).
+        batch_size: clips per forward pass.
+        bootstrap: resamples of the 95% intervals over clips.
+        seed: the clips' draws, the shuffles, styles and static-mix donors, and the bootstrap.
+        weights: the weights of a spec string (a file, ``bundled:NAME`` or a torchvision weights name).
+        frames: frames per clip of a spec string (default: the model's).
+        size: crop size of a spec string (default: the model's).
+        device: ``auto``, ``cpu``, ``cuda[:K]``, ``mps`` (None: ``auto`` for a model built here, else where the module
+            is).
+        precision: ``fp32``, ``bf16``, ``fp16`` or ``auto``.
+        workers: processes that decode the clips (0: here; None: min(4, CPUs − 1)).
+        progress: show a progress bar.
+        meta: extra entries recorded in ``result.settings``.
+        from_run: a ``stlens measure`` run of the same model (spec and weights): its per-layer dynamic and static %
+            with their 95% intervals are joined as ``result.representation`` (perturb.json ``representation``).
+        out: the run folder (perturb.csv, perturb.json, perturb.png), claimed once the arguments are checked and
+            before the model is built: refused when it holds a complete run unless ``overwrite``; written in full or
+            not at all (``result.path``).
+        overwrite: replace a complete perturb run in ``out``.
+        offline: never download weights (True), allow downloads (False) or as the environment says (None).
+
+    Returns:
+        The ``PerturbResult``: one row per perturbation and metric (it prints as a table).
+
+    Examples:
+        >>> result = stlens.perturb("stlens:c2d?classes=8&width=4", "synth:motion?n=8", perturbations="shuffle",
+        ...                         frames=4, size=16, bootstrap=0, progress=False)
+        >>> [row["perturbation"] for row in result.rows if row["metric"] == "top1"]
+        ['clean', 'shuffle']
     """
     chosen = _check_arguments(perturbations, clips, batch_size, bootstrap, workers)
     measured = (_measure_run(from_run, model, weights), from_run) if from_run is not None else None

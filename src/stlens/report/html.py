@@ -542,20 +542,33 @@ GENERATOR = '<meta name="generator" content="stlens'
 def report(runs: str | Path | Sequence[str | Path], out: str | Path | None = "report.html", *,
            layers: str | Sequence[str] | None = None, examples: int = 2, title: str = "stlens report",
            plots_only: bool = False) -> Path | list[Path]:
-    """One self-contained HTML report (plots, pairs, tracks, unit gallery) of the runs under ``runs``, or with
-    ``plots_only`` its figures as PNG + SVG files.
+    """One self-contained HTML report (plots, pairs, tracks, unit gallery) of the runs under ``runs``.
 
-    ``runs``: one folder or several — measure runs (nested ones are found, e.g. the demo root), ablate, track,
-    train and visualize runs; runs that cannot be read are listed as skipped. ``out``: the HTML file (None:
-    ``report.html``), written atomically; an existing file is replaced only when stlens wrote it (a report),
-    checked before any work. With ``plots_only``, ``out`` is the folder of the figures (None or the default
-    ``report.html``: a ``plots/`` folder inside each run). ``layers``: the layer to compare models at, one name or
-    several (a list or ``L1,L2``): the first of them that a run has (default, and for a run that has none of them:
-    its last layer). ``examples``: example pairs per factor shown as GIFs (0: none). ``title``: the page's title.
+    With ``plots_only``, its figures as PNG + SVG files instead.
 
-    Returns the HTML file, or with ``plots_only`` the files written.
+    Args:
+        runs: one folder or several — measure runs (nested ones are found, e.g. the demo root), ablate, track, train
+            and visualize runs; runs that cannot be read are listed as skipped.
+        out: the HTML file (None: ``report.html``), written atomically; an existing file is replaced only when stlens
+            wrote it (a report), checked before any work. With ``plots_only``, the folder of the figures (None or the
+            default ``report.html``: a ``plots/`` folder inside each run).
+        layers: the layer to compare models at, one name or several (a list or ``L1,L2``): the first of them that a
+            run has (default, and for a run that has none of them: its last layer).
+        examples: example pairs per factor shown as GIFs (0: none).
+        title: the page's title.
+        plots_only: write the figures only.
 
-    >>> stlens.report(["runs/r3d", "runs/i3d"], "report.html", layers="layer4,mixed_5c")  # doctest: +SKIP
+    Returns:
+        The HTML file, or with ``plots_only`` the files written.
+
+    Examples:
+        >>> import tempfile
+        >>> root = tempfile.mkdtemp()
+        >>> _ = stlens.measure("stlens:c2d?classes=8&width=4", "synth:motion?n=16", frames=4, size=16, pairs=8,
+        ...                    bootstrap=0, workers=0, progress=False, out=root + "/measure")
+        >>> page = stlens.report(root + "/measure", root + "/report.html", examples=0)
+        >>> page.name, page.read_text().startswith("<!DOCTYPE html>")
+        ('report.html', True)
     """
     paths = [runs] if isinstance(runs, str | Path) else list(runs)
     if examples < 0:

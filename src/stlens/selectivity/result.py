@@ -58,9 +58,27 @@ class LayerSelectivity:
 
 @dataclass(repr=False)
 class SelectivityResult:
-    """What ``selectivity`` found: per layer a ``LayerSelectivity``; ``classes`` the class names (index order),
-    ``clip_ids`` and ``clip_labels`` the clips in pass order; ``gallery`` per unit shown its layer, channel, GIF
-    name, clips and (until saved; not when loaded) ``frames``; ``path``: the run folder once saved."""
+    """What ``stlens.selectivity`` found; it prints as a table per layer.
+
+    Args:
+        model: the model's spec.
+        data: the data's spec.
+        classes: the class names, in index order.
+        layers: per layer a ``LayerSelectivity`` (per channel: the class means, SI, its interval, top class, kind).
+        clip_ids: the clips, in pass order.
+        clip_labels: the clips' labels, in pass order.
+        settings: the arguments of the run.
+        timing: seconds spent per phase.
+        gallery: per unit shown its layer, channel, GIF name, clips and (until saved; not when loaded) ``frames``.
+        run_id: the id of the run folder it was saved into, or None.
+        path: the run folder once saved, or None.
+
+    Examples:
+        >>> result = stlens.selectivity("stlens:c2d?classes=8&width=4", "synth:motion?n=8", "stage4", frames=4, size=16,
+        ...                             bootstrap=0, gallery=0, progress=False)
+        >>> isinstance(result, stlens.SelectivityResult), len(result.classes), len(result.clip_ids)
+        (True, 8, 8)
+    """
 
     model: str
     data: str

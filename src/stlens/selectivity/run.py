@@ -44,23 +44,43 @@ def selectivity(model: str | nn.Module | ModelHandle, data: str | Path | Labelle
     layer's median peak — to at least half the classes) or ``weak`` (the rest). ``stlens.selectivity.index`` holds
     the rules.
 
-    ``model``: a spec string (``weights``, ``frames``, ``size`` apply), an ``nn.Module`` or a ``ModelHandle``.
-    ``data``: labelled clips (``synth:WORLD?...``, an annotation file with labels, ``classes:ROOT``) or a
-    ``LabelledClips``.
-    ``layers``: ``default``, ``all`` or dotted ``named_modules`` paths. ``clips``: the first N clips (None: all).
-    ``bootstrap``: resamplings of the clips for the intervals (0: none; the bounds are then the index), drawn from
-    ``seed`` (which also draws video clips and an untrained spec's weights). ``top_k``: the clips kept per unit with
-    its highest responses. ``from_run``: a ``stlens measure`` run of the same model and layers whose units.csv
-    (unit class, r_dynamic, r_static) is joined per unit. ``device``, ``precision``, ``workers``: as in every verb.
+    Args:
+        model: a spec string (``weights``, ``frames``, ``size`` apply), an ``nn.Module`` or a ``ModelHandle``.
+        data: labelled clips (``synth:WORLD?...``, an annotation file with labels, ``classes:ROOT``) or a
+            ``LabelledClips``.
+        layers: ``default``, ``all`` or dotted ``named_modules`` paths.
+        clips: the first N clips (None: all).
+        batch_size: clips per forward pass.
+        frames: frames per clip of a spec string (default: the model's).
+        size: crop size of a spec string (default: the model's).
+        weights: the weights of a spec string (a file, ``bundled:NAME`` or a torchvision weights name).
+        device: ``auto``, ``cpu``, ``cuda[:K]``, ``mps`` (None: where the module is).
+        precision: ``fp32``, ``bf16``, ``fp16`` or ``auto``.
+        workers: processes that decode the clips (0: here; None: min(4, CPUs − 1)).
+        bootstrap: resamplings of the clips for the intervals (0: none; the bounds are then the index).
+        seed: the seed of the bootstrap, the video clips and an untrained spec's weights.
+        top_k: the clips kept per unit with its highest responses.
+        from_run: a ``stlens measure`` run of the same model and layers whose units.csv (unit class, r_dynamic,
+            r_static) is joined per unit.
+        out: the run folder (selectivity.csv, selectivity.json, class_means.npz, selectivity.png, gallery/), claimed
+            before any work and refused when it holds a complete run unless ``overwrite``; written only when
+            complete.
+        overwrite: replace a complete selectivity run in ``out``.
+        progress: show a progress bar.
+        offline: never download weights (True), allow downloads (False) or as the environment says (None).
+        gallery: the units shown as GIFs (0: none), the most selective by the lower bound of their interval (then the
+            index): each its top clips side by side and, last, the activation-maximization video of its channel
+            (``stlens.visualize``); gallery/unit<k>.gif, listed in selectivity.json.
+        gallery_steps: the optimization steps of each gallery unit's visualization.
 
-    ``gallery``: the units shown as GIFs (0: none), the most selective by the lower bound of their interval (then
-    the index): each its top clips (as the pass drew them) side by side and, last, the activation-maximization video
-    of its channel (``stlens.visualize``, ``gallery_steps`` steps); gallery/unit<k>.gif, listed in selectivity.json.
+    Returns:
+        The ``SelectivityResult`` (it prints as a table per layer).
 
-    ``out``: the run folder (selectivity.csv, selectivity.json, class_means.npz, selectivity.png, gallery/), claimed
-    before any work and refused when it holds a complete run unless ``overwrite``; written only when complete.
-
-    >>> stlens.selectivity("stlens:i3d", "synth:motion?split=test&n=64", weights="bundled:i3d-motion")  # doctest: +SKIP
+    Examples:
+        >>> result = stlens.selectivity("stlens:c2d?classes=8&width=4", "synth:motion?n=8", "stage4", frames=4, size=16,
+        ...                             bootstrap=0, gallery=0, progress=False)
+        >>> [layer.layer for layer in result.layers]
+        ['stage4']
     """
     target = _check(data=data, layers=layers, clips=clips, batch_size=batch_size, bootstrap=bootstrap, seed=seed,
                     top_k=top_k, workers=workers, device=device, precision=precision, from_run=from_run,

@@ -157,27 +157,47 @@ def evaluate(model: str | nn.Module | ModelHandle, data: str | Path | LabelledCl
              seed: int = 0, workers: int | None = 0, device: str | torch.device | None = "auto",
              precision: str = "fp32", out: str | Path | None = None, overwrite: bool = False, progress: bool = True,
              offline: bool | None = None) -> EvaluateResult:
-    """Score ``model`` on ``data``'s labelled clips: top-1/top-5 accuracy (and per class) or mIoU/mSR, each with a
-    bootstrap 95% interval over clips; a VIS model on instance data: track AP, AP50, AP75, AR1, AR10 (and AP per
-    category) with bootstrap intervals over videos.
+    """Score ``model`` on ``data``'s labelled clips, with bootstrap 95% intervals.
 
-    ``model``: a spec string (``stlens:i3d?classes=8``; ``weights``, ``frames`` and ``size`` apply), an
-    ``nn.Module`` or a ``ModelHandle``. ``data``: a labelled spec (``synth:WORLD?...`` — rendered at the model's input
-    spec unless it names ``frames``/``size`` —, an annotation file with labels, ``classes:ROOT``, ``davis:ROOT``,
-    ``moca:ROOT``, instance data: ``synth:WORLD?task=instances``, ``ytvis:ROOT``) or a ``LabelledClips``. ``clips``: the
-    first N clips (None: all). ``task``: ``auto`` (the data's: segment for ``task=segment`` worlds and mask datasets,
-    instances for instance data, else classify), ``classify``, ``segment`` or ``instances``. ``mask_threshold``: the
-    segmentation scores' and the predicted tracks' mask threshold; ``iou`` (``mask`` or ``box``): segmentation.
-    ``bootstrap``: resamplings for the intervals (0: none; of the videos for track AP), drawn from ``seed`` (which
-    also draws video clips and an untrained spec's weights).
-    ``workers``: processes that decode the clips (0: here; None: min(4, CPUs − 1)). ``device``: ``auto``, ``cpu``,
-    ``cuda[:K]``, ``mps`` (None: where the module is). ``precision``: ``fp32``, ``bf16``, ``fp16`` or ``auto``.
+    Classifiers: top-1/top-5 accuracy (and per class); segmenters: mIoU/mSR; a VIS model on instance data: track AP,
+    AP50, AP75, AR1, AR10 (and AP per category), with intervals over videos. With ``out``, the run folder is claimed
+    before any work and written only when the evaluation is complete.
 
-    ``out``: the run folder (evaluation.json, evaluation.csv; per_class.csv for track AP), claimed before any work
-    and refused when it holds a complete run unless ``overwrite``; written only when the evaluation is complete.
+    Args:
+        model: a spec string (``stlens:i3d?classes=8``), an ``nn.Module`` or a ``ModelHandle``.
+        data: a labelled spec (``synth:WORLD?...`` — rendered at the model's input spec unless it names
+            ``frames``/``size`` —, an annotation file with labels, ``classes:ROOT``, ``davis:ROOT``, ``moca:ROOT``,
+            instance data: ``synth:WORLD?task=instances``, ``ytvis:ROOT``) or a ``LabelledClips``.
+        weights: the weights of a spec string (a file, ``bundled:NAME`` or a torchvision weights name).
+        frames: frames per clip of a spec string (default: the model's).
+        size: crop size of a spec string (default: the model's).
+        clips: the first N clips (None: all).
+        batch_size: clips per forward pass.
+        task: ``auto`` (the data's: segment for ``task=segment`` worlds and mask datasets, instances for instance
+            data, else classify), ``classify``, ``segment`` or ``instances``.
+        mask_threshold: the segmentation scores' and the predicted tracks' mask threshold.
+        iou: ``mask`` or ``box`` (segmentation).
+        bootstrap: resamplings for the intervals (0: none; of the videos for track AP).
+        seed: the seed of the bootstrap, the video clips and an untrained spec's weights.
+        workers: processes that decode the clips (0: here; None: min(4, CPUs − 1)).
+        device: ``auto``, ``cpu``, ``cuda[:K]``, ``mps`` (None: where the module is).
+        precision: ``fp32``, ``bf16``, ``fp16`` or ``auto``.
+        out: the run folder (evaluation.json, evaluation.csv; per_class.csv for track AP); a folder holding a complete
+            run is refused unless ``overwrite``.
+        overwrite: replace a complete evaluate run in ``out``.
+        progress: show a progress bar.
+        offline: never download weights (True), allow downloads (False) or as the environment says (None).
 
-    >>> from stlens.train.evaluate import evaluate
-    >>> evaluate("stlens:i3d?classes=8", "synth:motion?split=test", weights="w.pt", out="runs/eval")  # doctest: +SKIP
+    Returns:
+        An ``EvaluateResult``: the scores with their intervals (it prints as a table).
+
+    Examples:
+        >>> result = stlens.evaluate("stlens:c2d?classes=8&width=4", "synth:motion?n=8", frames=4, size=16,
+        ...                          bootstrap=0, progress=False)
+        >>> print(result)  # doctest: +ELLIPSIS
+        stlens:c2d?classes=8&width=4 on synth:motion?n=8&frames=4&size=16
+        classify, 8 clips
+        ...
     """
     target = _check(data=data, clips=clips, batch_size=batch_size, task=task, mask_threshold=mask_threshold, iou=iou,
                     bootstrap=bootstrap, seed=seed, workers=workers, device=device, precision=precision)

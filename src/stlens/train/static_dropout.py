@@ -55,9 +55,27 @@ def _as_channels(channels: Sequence[int] | torch.Tensor | np.ndarray, allow_empt
 
 
 class StaticDropout(nn.Module):
-    """Zero each of ``channels`` (dim 1 of a (B, C, T, H, W) or (B, C, H, W) tensor) with probability ``p`` per clip
-    in training mode and rescale the chosen survivors by 1/(1−p); identity in eval mode. ``generator`` (optional)
-    makes the draws reproducible."""
+    """Zero each of ``channels`` of a clip with probability ``p`` in training mode; identity in eval mode.
+
+    Each chosen channel (dim 1 of a (B, C, T, H, W) or (B, C, H, W) tensor) is zeroed per clip with probability
+    ``p``, and the chosen survivors are rescaled by 1/(1−p).
+
+    Args:
+        channels: the channels that may be dropped (the static set).
+        p: the probability of dropping each of them, per clip.
+        generator: a ``torch.Generator`` that makes the draws reproducible (optional).
+        layer: the layer it follows (information, shown in training logs).
+
+    Examples:
+        >>> import torch
+        >>> dropout = stlens.StaticDropout([0, 2], p=0.5, generator=torch.Generator().manual_seed(0))
+        >>> x = torch.ones(2, 4, 3, 8, 8)
+        >>> dropout(x)[:, :, 0, 0, 0]  # channels 1 and 3 untouched; 0 and 2 dropped or doubled
+        tensor([[0., 1., 2., 1.],
+                [0., 1., 0., 1.]])
+        >>> torch.equal(dropout.eval()(x), x)
+        True
+    """
 
     def __init__(self, channels: Sequence[int], p: float = 0.5, generator: torch.Generator | None = None,
                  layer: str = "input"):
@@ -107,7 +125,23 @@ class StaticDropout(nn.Module):
 
 
 class RandomChannelDropout(StaticDropout):
-    """The control: ``count`` channels out of ``num_channels`` drawn at random (``redraw`` draws a new set)."""
+    """The control of ``StaticDropout``: ``count`` channels out of ``num_channels`` drawn at random.
+
+    ``redraw`` draws a new set.
+
+    Args:
+        count: how many channels may be dropped (1 … ``num_channels``).
+        num_channels: the channels of the layer it follows.
+        p: the probability of dropping each of them, per clip.
+        seed: the seed of the draw of the channels.
+        generator: a ``torch.Generator`` that makes the dropout draws reproducible (optional).
+        layer: the layer it follows (information, shown in training logs).
+
+    Examples:
+        >>> control = stlens.RandomChannelDropout(count=2, num_channels=8, seed=0)
+        >>> len(control.channels), all(0 <= c < 8 for c in control.channels.tolist())
+        (2, True)
+    """
 
     def __init__(self, count: int, num_channels: int, p: float = 0.5, seed: int = 0,
                  generator: torch.Generator | None = None, layer: str = "input"):

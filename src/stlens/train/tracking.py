@@ -83,8 +83,25 @@ def convergence(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 @dataclass(repr=False)
 class TrackResult:
-    """Rows (one per step × layer; see ``COLUMNS``), the convergence per layer, and what was run. It prints as a
-    summary, the table and the convergence per layer (``repr``; HTML in Jupyter)."""
+    """The static/dynamic bias over training: ``stlens.track`` and ``BiasTracker.result()`` return it.
+
+    It prints as a summary, the table and the convergence per layer (``repr``; HTML in Jupyter).
+
+    Args:
+        rows: one row per step × layer (see ``COLUMNS``: step, layer, dynamic/static % with intervals, units, scores).
+        meta: what was run (model, data, pairs, seed, ...).
+        path: the run folder it was saved into (``track(out=...)``), or None.
+
+    Examples:
+        >>> spec = stlens.InputSpec(frames=4, size=16, resize=16)
+        >>> pairs = stlens.make_pairs(stlens.open_data("synth:motion?n=8&frames=4&size=16"), spec, pairs=4)
+        >>> handle = stlens.load_model("stlens:c2d?classes=8&width=4", frames=4, size=16)
+        >>> tracker = stlens.BiasTracker(pairs, ["stage4"], handle=handle, bootstrap=0)
+        >>> _ = tracker.measure_now(0, handle.module)
+        >>> result = tracker.result()
+        >>> isinstance(result, stlens.TrackResult), [(row["step"], row["layer"]) for row in result.rows]
+        (True, [(0, 'stage4')])
+    """
 
     rows: list[dict[str, Any]]
     meta: dict[str, Any] = field(default_factory=dict)
@@ -299,38 +316,57 @@ def track(model: str, checkpoints: str | Path, data: str, layers: str | list[str
           precision: str = "fp32", bootstrap: int = 200, threshold: float = 0.5, seed: int = 0,
           out: str | Path | None = None, overwrite: bool = False, progress: bool = True,
           tensorboard: str | Path | None = None) -> TrackResult:
-    """Measure every checkpoint of a ``stlens train`` run on the same pairs (made once from ``data`` and ``seed``):
-    the static/dynamic bias over training, one row per step × layer, and each layer's convergence step.
+    """Measure every checkpoint of a training run on the same pairs: the static/dynamic bias over training.
 
-    ``model``: the run's model spec (e.g. ``stlens:i3d``). ``checkpoints``: a ``stlens train`` run folder or its
-    ``checkpoints/`` folder; or a folder of PyTorch Lightning ``.ckpt`` files (or its ``checkpoints/``; the step is each
-    file's ``global_step``), or a Hugging Face ``Trainer`` output folder with ``checkpoint-N/`` folders
-    (``model.safetensors`` or ``pytorch_model.bin``): their weights are read tensors-only and the key prefix of the
-    attribute that holds the model (e.g. ``model.``) is stripped (``stlens.train.foreign``). ``data``: the data of the
-    pairs (a spec, as for ``stlens.measure``). ``layers``: ``default``, ``all`` or dotted layer names (a list or
-    ``L1,L2``). ``pairs``: pairs per factor, the same for every checkpoint. ``stylizer``: the appearance change of the
-    pairs (as for measure). ``frames``/``size``: frames per clip and crop size (default: the run's own, from the
-    checkpoint info). ``batch_size``: pairs per forward pass. ``workers``: processes that make the pairs (None: min(4,
-    CPUs − 1); 0: the main process). ``device``: ``auto``, ``cpu``, ``cuda[:K]`` or ``mps``; ``precision``: ``fp32``,
-    ``bf16``, ``fp16`` or ``auto`` (device, precision and workers are checked before any work; the weights are read onto
-    the CPU and copied to the device; ``meta`` records the device and precision used). ``bootstrap``: bootstrap
-    replicates for the 95% CIs (0: none); ``threshold``: the per-channel class threshold τ; ``seed``: the pairs' and the
-    bootstrap's seed. ``progress``: a progress bar over the checkpoints.
+    The pairs are made once from ``data`` and ``seed``; the result has one row per step × layer, and each layer's
+    convergence step. Checkpoints: a ``stlens train`` run, PyTorch Lightning ``.ckpt`` files (the step is each file's
+    ``global_step``) or a Hugging Face ``Trainer`` output folder with ``checkpoint-N/`` folders (``model.safetensors``
+    or ``pytorch_model.bin``): their weights are read tensors-only, onto the CPU, and the key prefix of the attribute
+    that holds the model (e.g. ``model.``) is stripped (``stlens.train.foreign``). Pairs that fit in memory
+    (``cache_pairs``) are made once and re-used; larger ones are made again for each checkpoint. A checkpoint whose
+    files cannot be read (truncated, invalid JSON) is skipped with a warning and listed in ``meta["skipped"]``.
+    Under ``torchrun`` rank r of W measures the checkpoints of its contiguous share (``distributed.shard``), each on
+    all the pairs; the rows are gathered in checkpoint order, so every rank returns the table of a single process;
+    rank 0 claims and writes ``out``. A rank that fails tells the others, which stop before their next checkpoint.
 
-    ``out``: the run folder (``track.csv``, ``track.json`` — rows, convergence and meta — and ``track_<layer>.png``
-    per layer), claimed before any work: a folder holding a complete run is refused unless ``overwrite``, which
-    replaces only a track run, and only once the new one is complete; an error or interrupt leaves ``out`` as it
-    was. Pairs that fit in memory (``cache_pairs``) are made once and re-used; larger ones are made again for each
-    checkpoint. A checkpoint whose files cannot be read (truncated, invalid JSON) is skipped with a warning and
-    listed in ``meta["skipped"]``. ``tensorboard``: a folder for TensorBoard event files of the tracked percentages
-    (tags ``stlens/<layer>/dynamic``, ``static``, ``residual``, ``bias``; needs the ``tensorboard`` package).
+    Args:
+        model: the run's model spec (e.g. ``stlens:i3d``).
+        checkpoints: a ``stlens train`` run folder or its ``checkpoints/`` folder; a folder of Lightning ``.ckpt``
+            files (or its ``checkpoints/``); or a Hugging Face ``Trainer`` output folder.
+        data: the data of the pairs (a spec, as for ``stlens.measure``).
+        layers: ``default``, ``all`` or dotted layer names (a list or ``L1,L2``).
+        pairs: pairs per factor, the same for every checkpoint.
+        stylizer: the appearance change of the pairs (as for ``stlens.measure``).
+        frames: frames per clip (default: the run's own, from the checkpoint info).
+        size: crop size (default: the run's own).
+        batch_size: pairs per forward pass.
+        workers: processes that make the pairs (None: min(4, CPUs − 1); 0: the main process).
+        device: ``auto``, ``cpu``, ``cuda[:K]`` or ``mps`` (checked before any work; ``meta`` records the one used).
+        precision: ``fp32``, ``bf16``, ``fp16`` or ``auto``.
+        bootstrap: bootstrap replicates for the 95% CIs (0: none).
+        threshold: the per-channel class threshold τ.
+        seed: the pairs' and the bootstrap's seed.
+        out: the run folder (``track.csv``, ``track.json`` — rows, convergence and meta — and ``track_<layer>.png`` per
+            layer), claimed before any work: a folder holding a complete run is refused unless ``overwrite``; an error
+            or interrupt leaves ``out`` as it was.
+        overwrite: replace a track run in ``out``, once the new one is complete.
+        progress: show a progress bar over the checkpoints.
+        tensorboard: a folder for TensorBoard event files of the tracked percentages (tags
+            ``stlens/<layer>/dynamic``, ``static``, ``residual``, ``bias``; needs the ``tensorboard`` package).
 
-    Under ``torchrun`` rank r of W measures the checkpoints of its contiguous share (``distributed.shard``), each
-    one whole on all the pairs; the rows are gathered in checkpoint order, so every rank returns the table of a
-    single process; rank 0 claims and writes ``out``. A rank that fails tells the others, which stop before their
-    next checkpoint.
+    Returns:
+        The ``TrackResult`` (it prints as the table and the convergence per layer).
 
-    >>> result = stlens.track("stlens:i3d", "runs/train", "synth:motion", out="runs/track")  # doctest: +SKIP
+    Examples:
+        >>> import tempfile
+        >>> run = tempfile.mkdtemp()
+        >>> _ = stlens.train("stlens:c2d?classes=8&width=4", "synth:motion?n=16&frames=4&size=16", steps=2, out=run,
+        ...                  frames=4, size=16, batch_size=4, eval_clips=0, checkpoint_every_steps=1, workers=0,
+        ...                  progress=False)
+        >>> result = stlens.track("stlens:c2d?classes=8&width=4", run, "synth:motion?n=8&frames=4&size=16", "stage4",
+        ...                       pairs=4, bootstrap=0, workers=0, progress=False)
+        >>> [(row["step"], row["layer"]) for row in result.rows]
+        [(0, 'stage4'), (1, 'stage4'), (2, 'stage4')]
     """
     from stlens.core import distributed
     from stlens.core.device import resolve_device, resolve_precision
@@ -476,15 +512,35 @@ def measuring(model: nn.Module) -> Iterator[nn.Module]:
 
 
 class BiasTracker:
-    """A training callback that measures ``layers`` of the model being trained every ``every`` steps (and at step 0
-    and, given a ``Trainer``, at its last step) on fixed ``pairs``; ``.result()`` gives the ``TrackResult``.
+    """A training callback that measures ``layers`` of the model being trained every ``every`` steps on fixed ``pairs``.
 
-    ``handle`` is a ``ModelHandle`` or the module itself (its layers must then be named explicitly). Each
-    measurement runs in ``measuring`` (eval mode, no gradients, fp32; the training modes restored) through the same
-    ``measure_rows`` as ``stlens track``, so a step's row equals the row ``stlens track`` computes from that step's
-    checkpoint with the same pairs and seed.
+    It measures at step 0, every ``every`` steps and, given a ``Trainer``, at its last step; ``.result()`` gives the
+    ``TrackResult``. Each measurement runs in ``measuring`` (eval mode, no gradients, fp32; the training modes
+    restored) through the same ``measure_rows`` as ``stlens track``, so a step's row equals the row ``stlens track``
+    computes from that step's checkpoint with the same pairs and seed.
 
-    >>> tracker = stlens.BiasTracker(pairs, ["stage3", "stage4"], every=50)  # doctest: +SKIP
+    Args:
+        pairs: the fixed pairs (``stlens.make_pairs``; kept in memory).
+        layers: ``default``, ``all`` or layer names (a list or ``L1,L2``).
+        every: measure every N steps.
+        handle: a ``ModelHandle`` or the module itself (its layers must then be named explicitly); None: the model
+            the trainer passes.
+        bootstrap: bootstrap replicates for the 95% CIs (0: none).
+        threshold: the per-channel class threshold τ.
+        seed: the bootstrap's seed.
+        batch_size: pairs per forward pass.
+        meta: extra entries recorded in the result's ``meta``.
+
+    Examples:
+        >>> import tempfile
+        >>> spec = stlens.InputSpec(frames=4, size=16, resize=16)
+        >>> pairs = stlens.make_pairs(stlens.open_data("synth:motion?n=8&frames=4&size=16"), spec, pairs=4)
+        >>> tracker = stlens.BiasTracker(pairs, ["stage4"], every=2, bootstrap=0)
+        >>> _ = stlens.train("stlens:c2d?classes=8&width=4", "synth:motion?n=16&frames=4&size=16", steps=2,
+        ...                  out=tempfile.mkdtemp(), frames=4, size=16, batch_size=4, eval_clips=0, workers=0,
+        ...                  progress=False, callbacks=[tracker])
+        >>> [(row["step"], row["layer"]) for row in tracker.result().rows]
+        [(0, 'stage4'), (2, 'stage4')]
     """
 
     def __init__(self, pairs: Iterable, layers: str | list[str] | None = "default", every: int = 100, *,

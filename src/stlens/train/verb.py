@@ -21,32 +21,58 @@ def train(model: str | TrainConfig, data: str | None = None, *, steps: int | Non
           random_dropout: str | None = None, device: str = "auto", precision: str = "fp32",
           workers: int | None = None, seed: int = 0, offline: bool | None = None, callbacks: Sequence[Callback] = (),
           overwrite: bool = False, progress: bool = True, tensorboard: str | Path | None = None) -> dict[str, Any]:
-    """Train ``model`` (a spec string: the checkpoints name it, e.g. ``stlens:i3d?classes=8``) on the labelled clips
-    of ``data`` (``synth:WORLD?...`` or an annotation file with labels) for ``steps`` optimizer steps, into the run
-    folder ``out``; returns the metrics of the last checkpoint. A ``TrainConfig`` may be given instead of ``model``
-    (then nothing else is).
+    """Train ``model`` on the labelled clips of ``data`` for ``steps`` optimizer steps, into the run folder ``out``.
 
     ``out`` holds the checkpoints (``checkpoints/step_*.safetensors``), ``train_log.csv`` and config.json; a folder
     that holds an incomplete run of the same command is resumed from its last checkpoint, a complete one is left as
-    it is (its final checkpoint is the result), another verb's run is refused; ``overwrite``: first remove the earlier
-    train run in ``out`` (the files its run marker lists, nothing else) and train from step 0. ``test_data``:
-    held-out clips (``auto``: a synth world's test split; None or ``none``: no test score).
-    ``checkpoint_every_steps``: also save step 0 and every K steps (0: the final step only). ``batch_size``: clips
-    per step. ``lr``: AdamW peak learning rate (warm-up, cosine decay). ``eval_clips``: clips for the train/test
-    score at each checkpoint (0: none).
-    ``task``: ``classify`` (cross-entropy; accuracy), ``segment`` (per-frame masks; mIoU, mSR, with
-    ``mask_threshold``) or ``instances`` (instance tracks of a query-based model such as ``stlens:vis``: Hungarian
-    matching, class + BCE + dice loss; the matched tracks' mean IoU; docs/vis.md).
-    ``static_dropout``/``random_dropout``: StaticDropout after a layer, or its random control (docs/static_dropout.md).
-    ``device``, ``precision`` (fp16 with a GradScaler) and ``workers`` (processes that make the pairs of
-    StaticDropout's measurements) as for every verb. Under ``torchrun``: data-parallel, one GPU each;
-    rank 0 writes ``out``. ``offline``: never download weights (True), download allowed (False), or as the
-    environment says (None: ``STLENS_OFFLINE``/``HF_HUB_OFFLINE``); it holds for this call only.
-    ``tensorboard``: a folder for TensorBoard event files of every ``metrics.jsonl`` line (``train/loss``,
-    ``train/acc``, ``train/lr``, ``eval/train_acc``, ``eval/test_acc`` …; rank 0; needs the ``tensorboard``
-    package).
+    it is (its final checkpoint is the result), another verb's run is refused. Under ``torchrun``: data-parallel, one
+    GPU each; rank 0 writes ``out``.
 
-    >>> stlens.train("stlens:i3d?classes=8", "synth:motion", steps=600, out="runs/i3d")  # doctest: +SKIP
+    Args:
+        model: a spec string (the checkpoints name it, e.g. ``stlens:i3d?classes=8``), or a ``TrainConfig`` (then
+            nothing else is given).
+        data: the training clips: ``synth:WORLD?...`` or an annotation file with labels.
+        steps: optimizer steps.
+        out: the run folder.
+        weights: initial weights (a file, ``bundled:NAME`` or a torchvision weights name).
+        frames: frames per clip (default: the model's).
+        size: crop size (default: the model's).
+        test_data: held-out clips (``auto``: a synth world's test split; None or ``none``: no test score).
+        checkpoint_every_steps: also save step 0 and every K steps (0: the final step only).
+        batch_size: clips per step.
+        lr: AdamW peak learning rate (warm-up, cosine decay).
+        eval_clips: clips for the train/test score at each checkpoint (0: none).
+        augment: a random crop of each training clip instead of the centre crop.
+        task: ``classify`` (cross-entropy; accuracy), ``segment`` (per-frame masks; mIoU, mSR, with
+            ``mask_threshold``) or ``instances`` (instance tracks of a query-based model such as ``stlens:vis``:
+            Hungarian matching, class + BCE + dice loss; the matched tracks' mean IoU; docs/vis.md).
+        mask_threshold: the mask threshold of the segmentation scores.
+        static_dropout: StaticDropout after a layer, ``LAYER:p=0.5:select=static...`` (docs/static_dropout.md).
+        random_dropout: its random control, in the same form.
+        device: ``auto``, ``cpu``, ``cuda[:K]`` or ``mps``.
+        precision: ``fp32``, ``bf16`` or ``fp16`` (with a GradScaler), or ``auto``.
+        workers: processes that make the pairs of StaticDropout's measurements.
+        seed: the seed of the weights, the clips and their order.
+        offline: never download weights (True), download allowed (False), or as the environment says (None:
+            ``STLENS_OFFLINE``/``HF_HUB_OFFLINE``); it holds for this call only.
+        callbacks: called as ``callback(step, module, trainer)`` after each step (e.g. a ``BiasTracker``).
+        overwrite: first remove the earlier train run in ``out`` (the files its run marker lists, nothing else) and
+            train from step 0.
+        progress: show a progress bar.
+        tensorboard: a folder for TensorBoard event files of every ``metrics.jsonl`` line (``train/loss``,
+            ``train/acc``, ``train/lr``, ``eval/train_acc``, ``eval/test_acc`` …; rank 0; needs the ``tensorboard``
+            package).
+
+    Returns:
+        The metrics of the last checkpoint (``step``, ``loss``, and the scores when ``eval_clips``).
+
+    Examples:
+        >>> import tempfile
+        >>> metrics = stlens.train("stlens:c2d?classes=8&width=4", "synth:motion?n=16&frames=4&size=16", steps=2,
+        ...                        out=tempfile.mkdtemp(), frames=4, size=16, batch_size=4, eval_clips=0, workers=0,
+        ...                        progress=False)
+        >>> metrics["step"]
+        2
     """
     if isinstance(model, TrainConfig):
         config = model

@@ -61,9 +61,21 @@ def open_stylized(spec: str) -> VideoSource:
 
 
 def open_data(spec: str | Path) -> ClipSource:
-    """Open a data source: a spec with a registered prefix (``sample:``, ``stylized:ROOT``, ``ann:FORMAT:PATH``,
-    ``synth:<world>?...``; see ``stlens.core.registry.DATA_SOURCES``), an annotation file, a folder or a single video
-    file."""
+    """Open a data source from a spec.
+
+    Args:
+        spec: a spec with a registered prefix (``sample:``, ``stylized:ROOT``, ``ann:FORMAT:PATH``,
+            ``synth:<world>?...``; see ``stlens.core.registry.DATA_SOURCES``), an annotation file, a folder or a single
+            video file.
+
+    Returns:
+        The source (a ``VideoSource`` of videos, or a synthetic world that renders its clips).
+
+    Examples:
+        >>> source = stlens.open_data("synth:motion?n=8&frames=4&size=16")
+        >>> source.spec
+        'synth:motion?n=8&frames=4&size=16'
+    """
     spec = str(spec)
     prefix, sep, _ = spec.partition(":")
     opener = data_source(prefix) if sep else None

@@ -264,42 +264,59 @@ def visualize(model: str | ModelHandle | nn.Module, target, *, layers: str | Seq
               transforms: Transforms | None = None, batch: int | None = None, layer: str | None = None) -> VisResult:
     """Optimize an input video (and, for two-stream models, a flow stack) so that each target responds maximally.
 
-    ``model``: a spec string (built after ``torch.manual_seed(seed)``, so an untrained model's weights — and with
-    them the result — follow ``seed``), an ``nn.Module`` or a ``ModelHandle``; ``weights`` (a file, ``bundled:NAME``
-    or a torchvision weights name), ``frames`` and ``size`` (the crop) apply to a spec string, ``frames``/``size``
-    also override a handle's input spec. ``target``: a spec (``class:0-7``, ``channel:0-15``, ``neuron:C@t,y,x``,
-    ``top-dynamic:K`` / ``top-static:K`` / ``top-joint:K`` with ``from_run``), an ``Objective``
-    (``stlens.visualize.objectives``), or a list of them. ``layers``: the layer of the channel, neuron and top-*
-    targets, one dotted name or several (a list or ``L1,L2``): with several, those targets are made in each layer,
-    in order (``layer`` is its deprecated spelling). ``from_run``: a ``stlens measure`` run folder (or its
-    result.json) whose units rank the top-* targets.
+    The model, the optimized input, its transforms and regularizers all live on ``device`` (the starts and transforms
+    are drawn on the CPU, so they are the same on every device). Under ``torchrun`` the jobs are split across the
+    processes in whole batches of ``batch_size`` (contiguous shares, ``distributed.shard``), so every video is the
+    same as in one process; see ``VisResult`` for what each process returns. With ``out``, rank 0 claims the folder,
+    every process writes its own targets' files into it, and rank 0 writes summary.json and the mosaics and commits.
+    A process that fails tells the others, which stop after their current batch.
 
-    ``steps``, ``lr``: optimization steps and learning rate; ``param`` (``fourier``, ``pixel``) / ``optimizer``
-    (``adam``, ``mv``): a built-in's name or a factory (``RenderConfig``). ``temporal_reg``: λ_T (large = slow
-    videos), or a list of values for a sweep (each target is rendered once per value). ``batch_size``: targets
-    optimized together, one per batch element (``batch`` is its deprecated alias); target i starts from seed
-    ``seed + i`` whatever the batching. ``regularization``/``transforms``: the regularizers and the jitter, zoom and
-    roll of the inputs (default: the paper's). ``data``: natural clips to compare with (default: the synth world of
-    a zoo model, ``sample:`` otherwise); ``natural_clips``: how many (0: none). ``progress``: log the progress.
+    Args:
+        model: a spec string (built after ``torch.manual_seed(seed)``, so an untrained model's weights — and with them
+            the result — follow ``seed``), an ``nn.Module`` or a ``ModelHandle``.
+        target: a spec (``class:0-7``, ``channel:0-15``, ``neuron:C@t,y,x``, ``top-dynamic:K`` / ``top-static:K`` /
+            ``top-joint:K`` with ``from_run``), an ``Objective`` (``stlens.visualize.objectives``), or a list of them.
+        layers: the layer of the channel, neuron and top-* targets, one dotted name or several (a list or
+            ``L1,L2``): with several, those targets are made in each layer, in order.
+        weights: the weights of a spec string (a file, ``bundled:NAME`` or a torchvision weights name).
+        frames: frames per clip (a spec string's, or overriding a handle's input spec).
+        size: crop size (a spec string's, or overriding a handle's input spec).
+        from_run: a ``stlens measure`` run folder (or its result.json) whose units rank the top-* targets.
+        steps: optimization steps.
+        lr: the learning rate.
+        param: the parameterization, ``fourier`` or ``pixel``, or a factory (``RenderConfig``).
+        temporal_reg: λ_T (large = slow videos), or a list of values for a sweep (each target is rendered once per
+            value).
+        batch_size: targets optimized together, one per batch element; target i starts from seed ``seed + i``
+            whatever the batching.
+        precision: ``fp32`` (TF32 off on GPUs), ``bf16``, ``fp16`` (CUDA autocast, no loss scaling) or ``auto``
+            (bf16 where native); checked before any work.
+        seed: the seed of the starts (and of a spec string's untrained weights).
+        optimizer: ``adam`` or ``mv``, or a factory (``RenderConfig``).
+        data: natural clips to compare with (default: the synth world of a zoo model, ``sample:`` otherwise).
+        natural_clips: how many natural clips (0: none).
+        device: ``auto``, ``cpu``, ``cuda``, ``cuda:K`` or ``mps`` (None: where the model is; a spec string is then
+            built on the CPU); checked before any work.
+        out: the run folder (per target video.gif, video.mp4, flow_paper.gif, flow_wheel.gif, result.json; a
+            mosaic.png per λ_T; summary.json), claimed before any work: a folder holding a complete run is refused
+            unless ``overwrite``; an error or interrupt leaves ``out`` as it was.
+        overwrite: replace a visualize run in ``out``, once the new one is complete.
+        progress: log the progress.
+        regularization: the regularizers (default: the paper's).
+        transforms: the jitter, zoom and roll of the inputs (default: the paper's).
+        batch: the deprecated alias of ``batch_size``.
+        layer: the deprecated spelling of ``layers``.
 
-    ``device``: ``auto``, ``cpu``, ``cuda``, ``cuda:K`` or ``mps`` (None: where the model is; a spec string is then
-    built on the CPU); the model, the optimized input, its transforms and regularizers all live there (the starts and
-    transforms are drawn on the CPU, so they are the same on every device). ``precision``: ``fp32`` (TF32 off on
-    GPUs), ``bf16``, ``fp16`` (CUDA autocast, no loss scaling) or ``auto`` (bf16 where native). Both are checked
-    before any work; summary.json records the ones used.
+    Returns:
+        The ``VisResult``: per target (× λ_T) the optimized video, its objective value and status (it prints as a
+        table; ``save(dir)`` writes the files).
 
-    ``out``: the run folder (per target video.gif, video.mp4, flow_paper.gif, flow_wheel.gif, result.json; a
-    mosaic.png per λ_T; summary.json), claimed before any work: a folder holding a complete run is refused unless
-    ``overwrite``, which replaces only a visualize run, and only once the new one is complete; an error or interrupt
-    leaves ``out`` as it was.
-
-    Under ``torchrun`` the jobs are split across the processes in whole batches of ``batch_size`` (contiguous
-    shares, ``distributed.shard``), so every video is the same as in one process; see ``VisResult`` for what each
-    process returns. With ``out``, rank 0 claims the folder, every process writes its own targets' files into it,
-    and rank 0 writes summary.json and the mosaics and commits. A process that fails tells the others, which stop
-    after their current batch.
-
-    >>> result = stlens.visualize("stlens:i3d", "channel:0-7", layers="stage3", out="runs/vis")  # doctest: +SKIP
+    Examples:
+        >>> result = stlens.visualize("stlens:c2d?classes=8&width=4", "channel:0-1", layers="stage4", frames=4,
+        ...                           size=16, steps=2, natural_clips=0, progress=False)
+        >>> print(result)  # doctest: +ELLIPSIS
+        VisResult: stlens:c2d?classes=8&width=4, layers stage4: 2 targets
+        ...
     """
     began = time.perf_counter()
     if layer is not None:
