@@ -1,0 +1,136 @@
+"""The tutorials of docs/tutorials (jupytext percent-format notebooks) run end to end and produce what they describe.
+
+Each is executed as a script (``runpy``) in a temporary working directory, where it writes its ``runs/`` and
+``figures/`` folders; matplotlib draws on Agg and ``plt.show`` only closes the figures. Measure-a-model runs in
+``make test`` (about 40 s on the 2-core development machine); the other two take about a minute each and are marked
+slow (``make test-all``)."""
+
+from __future__ import annotations
+
+import re
+import runpy
+import time
+from pathlib import Path
+
+import matplotlib
+import pytest
+
+TUTORIALS = Path(__file__).resolve().parents[1] / "docs" / "tutorials"
+NOTEBOOKS = ["measure_a_model.py", "is_my_model_static_biased.py", "what_units_respond_to.py"]
+
+
+def run_tutorial(name: str, tmp_path: Path, monkeypatch, capsys) -> tuple[dict, str]:
+    """Run docs/tutorials/``name`` in ``tmp_path``; return its globals and what it printed."""
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(plt, "show", lambda *args, **kwargs: plt.close("all"))
+    start = time.perf_counter()
+    try:
+        namespace = runpy.run_path(str(TUTORIALS / name), run_name="__main__")
+    finally:
+        plt.close("all")
+    seconds = time.perf_counter() - start
+    out = capsys.readouterr().out
+    with capsys.disabled():
+        print(f"\n{name}: {seconds:.1f} s")
+    return namespace, out
+
+
+def table_rows(text: str, header: str, rows: int) -> list[str]:
+    """The first column of the ``rows`` lines under the printed table whose header line starts with ``header``
+    (the line after the header is its rule of dashes)."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(header))
+    assert set(lines[start + 1]) == {"-"}
+    return [line.split()[0] for line in lines[start + 2:start + 2 + rows]]
+
+
+def pngs(folder: Path) -> set[str]:
+    return {p.name for p in folder.glob("*.png") if p.stat().st_size > 1000}
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_tutorial_is_a_percent_format_notebook(name):
+    """Each file is a jupytext percent notebook: the header, a markdown title cell first, markdown between code."""
+    text = (TUTORIALS / name).read_text(encoding="utf-8")
+    assert "format_name: percent" in text.split("# ---", 2)[1]
+    cells = re.split(r"^# %%", text, flags=re.M)[1:]
+    kinds = ["markdown" if cell.startswith(" [markdown]") else "code" for cell in cells]
+    assert kinds[0] == "markdown" and cells[0].split("\n", 2)[1].startswith("# # ")
+    assert kinds.count("markdown") >= 6 and kinds.count("code") >= 6
+    jupytext = pytest.importorskip("jupytext")
+    notebook = jupytext.reads(text, fmt="py:percent")
+    assert [cell.cell_type for cell in notebook.cells] == kinds
+
+
+def test_index_lists_every_tutorial():
+    index = (TUTORIALS / "index.md").read_text(encoding="utf-8")
+    assert sorted(re.findall(r"\]\(([\w.]+\.py)\)", index)) == sorted(NOTEBOOKS)
+    assert sorted(p.name for p in TUTORIALS.glob("*.py")) == sorted(NOTEBOOKS)
+
+
+def test_measure_a_model(tmp_path, monkeypatch, capsys):
+    namespace, out = run_tutorial("measure_a_model.py", tmp_path, monkeypatch, capsys)
+    result = namespace["result"]
+    # real weights, and the notebook says which model ran
+    assert result.meta["model"] == "stlens:effnet-c2d" and result.meta["random_init"] is False
+    assert "model: stlens:effnet-c2d | random weights: False" in out
+    assert result.meta["pairs"] == {"dynamic": 16, "static": 16}
+    layers = ["stem", "stage2", "stage3", "stage5", "stage7", "head"]
+    assert [layer.layer for layer in result.layers] == layers
+    assert table_rows(out, "layer ", 6) == layers  # the printed per-layer table
+    assert "same table: True" in out
+    # per frame + a temporal mean: a frame-shuffled copy gives the same pooled responses (r_static = 1)
+    units = result.units_frame()
+    assert (units.loc[units["class"] != "dead", "r_static"] > 1 - 1e-6).all()
+    run = tmp_path / "runs" / "effnet-c2d"
+    assert {"result.json", "layers.csv", "units.csv", "config.json"} <= {p.name for p in run.iterdir()}
+    assert pngs(tmp_path / "figures" / "measure_a_model") == {
+        "dynamic_pair.png", "static_pair.png", "layers.png", "classes.png", "channels.png"}
+
+
+@pytest.mark.slow
+def test_is_my_model_static_biased(tmp_path, monkeypatch, capsys):
+    namespace, out = run_tutorial("is_my_model_static_biased.py", tmp_path, monkeypatch, capsys)
+    runs = tmp_path / "runs" / "static_bias"
+    stages = ["stem", "stage1", "stage2", "stage3", "stage4"]
+    for world in ("motion", "appearance"):
+        assert [layer.layer for layer in namespace["measured"][world].layers] == stages
+        result = namespace["behaviour"][world]
+        assert [r["perturbation"] for r in result.rows if r["metric"] == "top1"] == [
+            "clean", "freeze", "shuffle", "palette", "appearance-free"]
+        assert result.representation is not None
+        assert {"perturb.csv", "perturb.json", "perturb.png"} <= {p.name for p in (runs / f"perturb-{world}").iterdir()}
+    assert table_rows(out, "perturbation ", 5) == ["clean", "freeze", "shuffle", "palette", "appearance-free"]
+    # the known answer of the two worlds
+    assert namespace["dataset"].verdict == "static-biased" and namespace["dataset"].reference_verdict == "dynamic"
+    assert "verdict: static-biased | reference: dynamic" in out
+    units = namespace["units"]
+    assert units.joined and [layer.layer for layer in units.layers] == stages
+    assert len(units.gallery) == 4
+    assert all((runs / "selectivity-motion" / entry["gif"]).stat().st_size > 0 for entry in units.gallery)
+    html = (runs / "report.html").read_text(encoding="utf-8")
+    for section in ("Across models", "Behaviour against representation", "dataset report:",
+                    "perturb: bundled:i3d-motion", "perturb: bundled:i3d-appearance", "selectivity: stlens:i3d"):
+        assert section in html, section
+    assert pngs(tmp_path / "figures" / "is_my_model_static_biased") == {
+        "representation.png", "perturb_appearance.png", "gallery_unit0.png"}
+
+
+@pytest.mark.slow
+def test_what_units_respond_to(tmp_path, monkeypatch, capsys):
+    namespace, out = run_tutorial("what_units_respond_to.py", tmp_path, monkeypatch, capsys)
+    classes, units = namespace["classes"], namespace["units"]
+    assert [t.name for t in classes.targets] == ["class_0", "class_2", "class_4", "class_6"]
+    assert [t.measured["class"] for t in units.targets] == ["dynamic", "dynamic", "static", "static"]
+    for target in [*classes.targets, *units.targets]:
+        assert target.status == "ok" and target.rgb.shape == (16, 64, 64, 3) and len(target.history) == 48
+    assert table_rows(out, "target    class dir", 4) == ["class_0", "class_2", "class_4", "class_6"]
+    runs = tmp_path / "runs" / "units"
+    for folder, targets in (("classes", classes), ("stage3", units)):
+        assert (runs / folder / "mosaic.png").exists()
+        for target in targets.targets:
+            assert (runs / folder / target.name / "video.gif").stat().st_size > 0
+    assert pngs(tmp_path / "figures" / "what_units_respond_to") == {"classes.png", "stage3_units.png", "history.png"}
