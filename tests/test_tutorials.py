@@ -2,8 +2,8 @@
 
 Each is executed as a script (``runpy``) in a temporary working directory, where it writes its ``runs/`` and
 ``figures/`` folders; matplotlib draws on Agg and ``plt.show`` only closes the figures. Measure-a-model runs in
-``make test`` (about 40 s on the 2-core development machine); the other two take about a minute each and are marked
-slow (``make test-all``)."""
+``make test`` (27 s on the shared 2-core development machine); the other two took 1–3 minutes each there, depending
+on the load, and are marked slow (``make test-all``)."""
 
 from __future__ import annotations
 
@@ -134,3 +134,36 @@ def test_what_units_respond_to(tmp_path, monkeypatch, capsys):
         for target in targets.targets:
             assert (runs / folder / target.name / "video.gif").stat().st_size > 0
     assert pngs(tmp_path / "figures" / "what_units_respond_to") == {"classes.png", "stage3_units.png", "history.png"}
+
+
+def test_stlens_figures_leave_the_callers_matplotlib_backend_alone(tmp_path):
+    """In Jupyter the inline backend must survive stlens: no figure of stlens switches the backend (matplotlib.use)
+    or goes through pyplot, so the notebooks' own plt figures still display after perturb, dataset_report, report."""
+    src = Path(__file__).resolve().parents[1] / "src" / "stlens"
+    offenders = [str(p.relative_to(src)) for p in src.rglob("*.py")
+                 if re.search(r"matplotlib\.use\(|^\s*import matplotlib\.pyplot", p.read_text(encoding="utf-8"), re.M)]
+    assert offenders == []
+
+    import stlens
+    from stlens.perturb.result import PerturbResult
+    from stlens.report.perturb import AXES, cross_run_figure
+
+    rows = [{"perturbation": name, "kind": "motion", "metric": "top1", "score": 0.5, "score_lo": 0.4, "score_hi": 0.6,
+             "retention": value, "retention_lo": value - 0.1, "retention_hi": value + 0.1, "chance": 0.125,
+             "clips": 8} for name, value in (("clean", 1.0), ("freeze", 0.8), ("shuffle", 0.9))]
+    run = PerturbResult(settings={"model": "stlens:a", "weights": None, "data": "synth:x"}, metrics=["top1"], rows=rows)
+    reference = PerturbResult(settings={"model": "stlens:m", "weights": None, "data": "synth:motion"},
+                              metrics=["top1"], rows=[{**r, "retention": 0.0, "retention_lo": -0.1,
+                                                       "retention_hi": 0.1} for r in rows])
+    point = {"dynamic": 20.0, "dynamic_lo": 15.0, "dynamic_hi": 25.0,
+             **{f"{name}{end}": 0.5 for name, _ in AXES for end in ("", "_lo", "_hi")}}
+    before = matplotlib.get_backend()
+    matplotlib.use("svg")  # stands for Jupyter's inline backend: any backend but Agg
+    try:
+        figures = [run.plot(), stlens.perturb.dataset_report([run], reference=reference).plot(),
+                   cross_run_figure([point, {**point, "dynamic": 30.0}])]
+        run.save(tmp_path / "perturb")
+        assert matplotlib.get_backend() == "svg"
+        assert all(figure.axes for figure in figures) and (tmp_path / "perturb" / "perturb.png").stat().st_size > 0
+    finally:
+        matplotlib.use(before)
