@@ -33,7 +33,7 @@
 #   nothing about the class;
 # - `bundled:i3d-appearance` on `synth:appearance`: 8 classes told by the object's appearance.
 #
-# Both are tiny (16 frames of 64 × 64 px), so everything runs on a CPU in about a minute. The sizes are small (16 pairs
+# Both are tiny (16 frames of 64 × 64 px), so everything runs on a CPU in a minute or two. The sizes are small (16 pairs
 # per factor, 64 test clips, 200 bootstrap resamples): the intervals are wide, and docs/behaviour.md and
 # docs/selectivity.md give the same measurements at 256 and 128 clips. Every number printed comes from running this
 # notebook.
