@@ -24,16 +24,16 @@ def plain(text: str) -> str:
 
 
 def metric_vs_k(result: RowsResult, metric: str):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
     modes = list(dict.fromkeys(r["mode"] for r in result.rows))
     layers = list(dict.fromkeys(r["layer"] for r in result.rows))
     panels = [(mode, layer) for mode in modes for layer in layers]  # a row per mode, a column per layer
     cols = len(layers)
-    figure, axes = plt.subplots(len(modes), cols, figsize=(4.6 * cols, 3.4 * len(modes)), squeeze=False)
+    figure = Figure(figsize=(4.6 * cols, 3.4 * len(modes)))  # not pyplot: the caller's backend is left alone
+    FigureCanvasAgg(figure)
+    axes = figure.subplots(len(modes), cols, squeeze=False)
     for ax, (mode, layer) in zip(axes.flat, panels, strict=True):
         here = [r for r in result.rows if r["mode"] == mode and r["layer"] == layer]
         base = [r[metric] for r in here if r["select"] == "none"]

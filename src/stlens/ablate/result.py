@@ -178,9 +178,6 @@ class AblationResult:
             write_json(folder.staging / "ablation.json", self.document())
             figure = self.plot()
             atomic_write(folder.staging / "ablation.png", lambda f: figure.savefig(f, format="png", dpi=110))
-            import matplotlib.pyplot as plt
-
-            plt.close(figure)
             saved = folder.commit()
         return saved
 

@@ -105,13 +105,13 @@ class DatasetReport:
 
     def plot(self):
         """A matplotlib Figure: freeze and shuffle retention per run with 95% intervals, the threshold dashed."""
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
         import numpy as np
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
 
-        figure, ax = plt.subplots(figsize=(2.5 + 1.1 * len(self.rows), 3.6))
+        figure = Figure(figsize=(2.5 + 1.1 * len(self.rows), 3.6))  # not pyplot: the caller's backend is left alone
+        FigureCanvasAgg(figure)
+        ax = figure.subplots()
         x = np.arange(len(self.rows))
         for offset, name, colour in ((-0.18, "freeze", "#d62728"), (0.18, "shuffle", "#ff7f0e")):
             values = np.array([r[name] for r in self.rows], float)

@@ -115,14 +115,14 @@ class PerturbResult:
 
     def plot(self):
         """A matplotlib Figure: retention per perturbation with its 95% interval, one panel per metric."""
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
         import numpy as np
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
 
-        figure, axes = plt.subplots(1, len(self.metrics), figsize=(1.5 + 0.9 * len(self.rows) / len(self.metrics)
-                                                                   * len(self.metrics), 3.4), squeeze=False)
+        # an Agg canvas of its own, not pyplot: the caller's backend (Jupyter's inline one) is left alone
+        figure = Figure(figsize=(1.5 + 0.9 * len(self.rows) / len(self.metrics) * len(self.metrics), 3.4))
+        FigureCanvasAgg(figure)
+        axes = figure.subplots(1, len(self.metrics), squeeze=False)
         colours = {"motion": "#d62728", "appearance": "#1f77b4", "static-mix": "#9467bd", "object": "#2ca02c",
                    "user": "#7f7f7f"}
         for ax, metric in zip(axes[0], self.metrics, strict=True):
@@ -170,8 +170,6 @@ def save_run(result, out: str | Path | RunFolder, verb: str, stem: str, overwrit
     """Write ``result``'s ``<stem>.csv`` (``csv_text()``), ``<stem>.json`` (``document()``, with the run id) and
     ``<stem>.png`` (``plot()``) into the ``verb`` run folder ``out``, all or none; sets ``result.run_id`` and
     ``result.path``."""
-    import matplotlib.pyplot as plt
-
     from stlens.files import atomic_write, write_json, write_text
 
     folder = claimed(out, verb, overwrite=overwrite, outputs=tuple(f"{stem}.{kind}" for kind in ("csv", "json", "png")))
@@ -181,7 +179,6 @@ def save_run(result, out: str | Path | RunFolder, verb: str, stem: str, overwrit
         write_json(folder.staging / f"{stem}.json", result.document())
         figure = result.plot()
         atomic_write(folder.staging / f"{stem}.png", lambda f: figure.savefig(f, format="png", dpi=110))
-        plt.close(figure)
         result.path = folder.commit()
     return result.path
 

@@ -233,12 +233,12 @@ def cross_run_points(runs: list[Perturb]) -> list[dict[str, Any]]:
 
 def cross_run_figure(points: list[dict[str, Any]]):
     """Two panels: last-layer dynamic % (x) against the retention of each axis of ``AXES`` (y), with intervals."""
-    import matplotlib
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(1, len(AXES), figsize=(4.2 * len(AXES), 3.6), squeeze=False)
+    figure = Figure(figsize=(4.2 * len(AXES), 3.6))  # not pyplot: the caller's backend is left alone
+    FigureCanvasAgg(figure)
+    axes = figure.subplots(1, len(AXES), squeeze=False)
     x = np.array([p["dynamic"] for p in points])
     xerr = np.nan_to_num(np.abs(np.stack([x - [p["dynamic_lo"] for p in points],
                                           np.array([p["dynamic_hi"] for p in points]) - x])))
@@ -282,11 +282,7 @@ def cross_run_view(runs: list[Perturb]) -> dict[str, Any] | None:
         rhos.append({"name": name, "about": about, "rho": _value(rho, 2), "runs": used,
                      "ci": _interval(low, high, 2) if used >= MEANINGFUL_RUNS else "not meaningful",
                      "rho_value": rho})
-    import matplotlib.pyplot as plt
-
-    figure = cross_run_figure(points)
-    img = plots.figure_image(figure)
-    plt.close(figure)
+    img = plots.figure_image(cross_run_figure(points))
     return {"rows": rows, "rhos": rhos, "img": img, "runs": len(points), "meaningful": meaningful,
             "resamples": RHO_RESAMPLES, "axes": [{"name": n, "about": a} for n, a in AXES]}
 

@@ -184,13 +184,13 @@ def _safe(name: str) -> str:
 
 def plot_layer(rows: Sequence[dict[str, Any]], name: str, conv: dict[str, Any], path: Path, title: str = "") -> None:
     """Dynamic % and static % (95% CI bands) against training step, with the convergence step marked."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
     steps = [r["step"] for r in rows]
-    fig, ax = plt.subplots(figsize=(6.4, 3.8), dpi=110)
+    fig = Figure(figsize=(6.4, 3.8), dpi=110)  # not pyplot: the caller's backend is left alone
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
     for key, colour in (("dynamic", "tab:blue"), ("static", "tab:orange")):
         ax.plot(steps, [r[key] for r in rows], "o-", color=colour, label=f"{key} %", markersize=3)
         if all(r[f"{key}_lo"] is not None for r in rows):
@@ -217,7 +217,6 @@ def plot_layer(rows: Sequence[dict[str, Any]], name: str, conv: dict[str, Any], 
         fig.savefig(handle, format="png")
 
     atomic_write(path, write)
-    plt.close(fig)
 
 
 def cache_pairs(pairs, limit_bytes: int = CACHE_BYTES, workers: int = 0, seed: int = 0):
