@@ -277,6 +277,8 @@ def stages(plan: dict, path_kind: str, stylizers, t: dict, flow_t: list) -> int:
             frames = full_decode(path, t)
         else:
             frames = io.open_clip_source(path, SPEC.resize, timings=t)
+            if hasattr(frames, "expect"):  # as VideoPairs does: the decoder keeps the frames of later clips it passes
+                frames.expect(np.unique(np.concatenate([c for _, _, c in clips])))
         for factor, i, _ in clips:
             rng = np.random.default_rng((0, v, factor, i))
             began = now()
@@ -294,10 +296,9 @@ def stages(plan: dict, path_kind: str, stylizers, t: dict, flow_t: list) -> int:
             pairs.append(Pair(factor, to_model_input(first, SPEC), to_model_input(second, SPEC), str(path)))
             t["to float"] += now() - began
             began = now()
-            flow_frames = frames[idx] if isinstance(frames, np.ndarray) else frames.read(idx)
-            compute_flow(flow_frames, "dis")
+            compute_flow(frames[idx], "dis")
             flow_t[0] += now() - began
-        if path_kind == "clip":
+        if path_kind == "clip" and hasattr(frames, "close"):
             frames.close()
     began = now()
     for b in range(0, len(pairs), 8):
