@@ -54,6 +54,7 @@ from stlens.video.stylizers import draw_style, get_stylizer
 
 WORK = Path(os.environ.get("STLENS_BENCH_DIR", "/tmp/stlens-pair-costs"))
 SPEC = InputSpec()  # r3d_18's: 16 frames every 2, short side 128, crop 112
+READER = ("open", "seek", "decode", "convert+resize")  # the stages a ClipFrames times itself
 STAGES = ("open", "seek", "decode", "convert+resize", "crop", "stylize", "shuffle", "to float", "collate", "transfer")
 
 
@@ -281,9 +282,10 @@ def stages(plan: dict, path_kind: str, stylizers, t: dict, flow_t: list) -> int:
                 frames.expect(np.unique(np.concatenate([c for _, _, c in clips])))
         for factor, i, _ in clips:
             rng = np.random.default_rng((0, v, factor, i))
+            reading = sum(t[k] for k in READER)
             began = now()
-            idx, clip = sample_clip(frames, SPEC, rng)
-            t["crop"] += now() - began
+            idx, clip = sample_clip(frames, SPEC, rng)  # (clip reads decode here: their time is the reader's)
+            t["crop"] += now() - began - (sum(t[k] for k in READER) - reading)
             began = now()
             first, seed_a = draw_style(clip, stylizers, rng)
             second = draw_style(clip, stylizers, rng, avoid=seed_a)[0] if factor == DYNAMIC else None
@@ -417,6 +419,9 @@ def main() -> None:
     p.add_argument("--path", default="full" if not hasattr(io, "open_clip_source") else "full,clip")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--options", action="store_true", help="also time io.py's decoder settings on the k400 video")
+    p.add_argument("--pair-only", action="store_true",
+                   help="only the pair and its floor, one line per kind (to compare two versions of stlens: run "
+                        "with each on PYTHONPATH, alternately)")
     args = p.parse_args()
     torch.set_num_threads(1)
     import cv2
@@ -425,8 +430,14 @@ def main() -> None:
     kinds = args.kinds.split(",")
     paths = args.path.split(",")
     for kind, (videos, pairs) in sources([k for k in kinds if k != "synth"]).items():
+        if args.pair_only:
+            best = measure(kind, videos, pairs, [], args.repeats)["best"]
+            pair, floor = best["pair"]["total"], best["floor"]["total"]
+            print(f"{kind}: pair {1e3 * pair:.1f} ms, floor {1e3 * floor:.1f} ms, ratio {pair / floor:.2f} "
+                  f"({stlens.__file__})", flush=True)
+            continue
         print(table(kind, measure(kind, videos, pairs, paths, args.repeats), paths), flush=True)
-    if "synth" in kinds:
+    if "synth" in kinds and not args.pair_only:
         print(table("synth", measure_synth(args.repeats), paths), flush=True)
     if args.options:
         print("\n| whole k400-g250 video (300 frames, 1280×720 → 228×128) | s |\n|---|---:|")

@@ -143,3 +143,13 @@ def test_model_inputs_by_table_are_those_of_the_float_arithmetic(spec):
     crop = video[:, 3:35, 5:37]  # a view, as sample_clip gives
     for frames in (video, crop):
         assert torch.equal(to_model_input(frames, spec), _normalize(frames, tuple(spec.mean), tuple(spec.std)))
+
+
+def test_a_video_longer_than_max_frames_is_read_from_its_first_packets():
+    """Past ``max_frames`` only a margin of packets is demuxed; the frames are still those of a whole decode."""
+    bikes = next(p for p in sample_videos() if p.stem == "bikes")
+    whole = read_clip_source(bikes, short_side=36, max_frames=30)
+    frames = open_clip_source(bikes, short_side=36, max_frames=30)
+    assert isinstance(frames, ClipFrames) and frames.shape == whole.shape
+    assert len(frames._packets) == 30 + io._REORDER
+    assert np.array_equal(frames[np.arange(30)[::-1]], whole[::-1])

@@ -56,9 +56,10 @@ class VideoPairs:
     and sets the shares once (``len()``, indexing and iteration call it when it has not run; it is kept on the object
     and travels with it when pickled, so call it in the parent process), and ``ps[k]`` makes pair k alone, a pure
     function of its recipe (seed, video, factor, i) and k: ``[ps[k] for k in range(len(ps))] == list(ps)``. The pairs
-    of one video are contiguous in k (``spans()``); the object keeps the one video it decoded last, so indices visited
-    in order decode each video once per process. The object pickles without that video, without open files and
-    without its stylizer functions (they are looked up again on first use).
+    of one video are contiguous in k (``spans()``); the object keeps the one video it opened last (and the frames of
+    its clips read so far), so indices visited in order open each video once per process. The object pickles
+    without that video, without open files and without its stylizer functions (they are looked up again on first
+    use).
 
     Where the source gives a video a (start, end) segment (Diving48 ``start_frame``/``end_frame``), every clip of it
     lies inside frames [start, end): ``end`` is exclusive, as in ``clip_indices``. A video whose segment is shorter

@@ -343,6 +343,9 @@ class _VideoFrames(ClipFrames):
             pass
 
 
+#: packets demuxed past ``max_frames`` (decode order) for the first ``max_frames`` frames (presentation order) to be
+#: among them: more than any codec's reordering (h264: 16); a frame outside them would be a ``ClipReadError``
+_REORDER = 64
 #: the open ``_VideoFrames`` of this process, and the decoders of a parent process (see ``_VideoFrames._orphan``)
 _OPEN: weakref.WeakSet = weakref.WeakSet()
 _ORPHANS: list = []
@@ -382,8 +385,14 @@ def _video_frames(path: Path, short_side: int | None, max_frames: int, timings: 
             raise ValueError("no video stream")
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
-        packets = [p for p in container.demux(stream) if p.size]
-        usable = (packets and int(stream.frames or 0) == len(packets) and packets[0].is_keyframe
+        count, packets = int(stream.frames or 0), []
+        for packet in container.demux(stream):
+            if packet.size:
+                packets.append(packet)
+                if len(packets) == max_frames + _REORDER:  # a long video: its first max_frames frames are in these
+                    break
+        usable = (packets and (count == len(packets) or count > len(packets) == max_frames + _REORDER)
+                  and packets[0].is_keyframe
                   and all(p.pts is not None and not p.is_corrupt and not p.is_discard for p in packets)
                   and len({p.pts for p in packets}) == len(packets)
                   and min(p.pts for p in packets) == packets[0].pts)
