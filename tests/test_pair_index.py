@@ -135,9 +135,9 @@ def test_the_plan_probes_once_and_fills_skipped(video_dir, stylized_root, monkey
 @pytest.mark.parametrize("kind", ["folder", "sample", "stylized", "twostream"])
 def test_each_video_is_decoded_once_when_visited_in_order(kind, video_dir, stylized_root, monkeypatch):
     decoded = Counter()
-    for module in (makers, stylized):
-        read = module.read_clip_source
-        monkeypatch.setattr(module, "read_clip_source", lambda path, *a, _read=read, **k: decoded.update(
+    for module, name in ((makers, "open_clip_source"), (stylized, "read_clip_source")):  # clip reads; styles whole
+        read = getattr(module, name)
+        monkeypatch.setattr(module, name, lambda path, *a, _read=read, **k: decoded.update(
             [Path(path).name]) or _read(path, *a, **k))
     ps = sources(kind, video_dir, stylized_root).plan()
     decoded.clear()  # (a probe may decode a video whose frame count is only estimated)
@@ -159,14 +159,14 @@ def test_each_video_is_decoded_once_when_visited_in_order(kind, video_dir, styli
 def test_a_video_that_fails_to_decode_after_the_plan_is_named(video_dir, monkeypatch):
     ps = make_pairs(open_data(video_dir), SPEC, 5, seed=4).plan()
     first = ps[0]
-    read = makers.read_clip_source
+    read = makers.open_clip_source
 
     def fail_on_b(path, *args, **kwargs):
         if Path(path).name == "b.mp4":
             raise StlensError(f"{path}: cannot decode (damaged)")
         return read(path, *args, **kwargs)
 
-    monkeypatch.setattr(makers, "read_clip_source", fail_on_b)
+    monkeypatch.setattr(makers, "open_clip_source", fail_on_b)
     with pytest.raises(StlensError, match=r"b\.mp4: cannot decode.*passed the first check"):
         ps[4]
     assert same_pairs([ps[1], ps[0]], [pickle.loads(pickle.dumps(ps))[1], first])  # other videos still work
@@ -200,14 +200,14 @@ def test_a_dataloader_with_two_workers_gives_the_pairs_of_iteration(kind, video_
 
 def test_a_decoding_error_in_a_worker_stays_a_stlens_error_naming_the_video(video_dir, monkeypatch):
     ps = make_pairs(open_data(video_dir), SPEC, 5, seed=4).plan()
-    read = makers.read_clip_source
+    read = makers.open_clip_source
 
     def fail_on_d(path, *args, **kwargs):
         if Path(path).name == "d.mp4":
             raise StlensError(f"{path}: cannot decode (damaged)")
         return read(path, *args, **kwargs)
 
-    monkeypatch.setattr(makers, "read_clip_source", fail_on_d)  # inherited by the forked workers
+    monkeypatch.setattr(makers, "open_clip_source", fail_on_d)  # inherited by the forked workers
     loader = torch.utils.data.DataLoader(ps, batch_size=None, num_workers=2, multiprocessing_context="fork")
     with pytest.raises(StlensError, match=r"d\.mp4: cannot decode"):
         list(loader)

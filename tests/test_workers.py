@@ -51,14 +51,14 @@ def test_a_video_that_fails_to_decode_in_a_worker_is_named(tmp_path, small_video
     videos.mkdir()
     for name in ("a.mp4", "b.mp4"):
         (videos / name).write_bytes(small_video.read_bytes())
-    read = makers.read_clip_source
+    read = makers.open_clip_source
 
-    def fail_on_b(path, *args, **kwargs):  # passes the probe (probe_clip_source), fails to decode
+    def fail_on_b(path, *args, **kwargs):  # passes the probe (probe_clip_source), fails to open
         if Path(path).name == "b.mp4":
             raise StlensError(f"{path}: cannot decode (damaged)")
         return read(path, *args, **kwargs)
 
-    monkeypatch.setattr(makers, "read_clip_source", fail_on_b)  # inherited by the forked workers
+    monkeypatch.setattr(makers, "open_clip_source", fail_on_b)  # inherited by the forked workers
     out = tmp_path / "run"
     code = main(["measure", "--model", "module:conftest:tiny_video_net", "--frames", "4", "--size", "32", "--data",
                  str(videos), "--pairs", "8", "--bootstrap", "0", "--workers", "2", "--quiet", "--out", str(out)])
@@ -127,14 +127,14 @@ def test_workers_decode_each_video_once(tmp_path, small_video, monkeypatch):
     for name in "abcd":
         (videos / f"{name}.mp4").write_bytes(small_video.read_bytes())
     log = tmp_path / "decoded.txt"
-    read = makers.read_clip_source
+    read = makers.open_clip_source
 
     def logged(path, *args, **kwargs):  # the forked workers append to one file
         with open(log, "a") as f:
             f.write(Path(path).name + "\n")
         return read(path, *args, **kwargs)
 
-    monkeypatch.setattr(makers, "read_clip_source", logged)
+    monkeypatch.setattr(makers, "open_clip_source", logged)
     handle = stlens.load_model("module:conftest:tiny_video_net", frames=4, size=32)
     results = {}
     for workers in (0, 2):

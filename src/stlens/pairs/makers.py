@@ -17,8 +17,8 @@ import torch
 from stlens.core.pair import DYNAMIC, STATIC, Pair, check_clip_frames, frame_shuffle, shuffle_order
 from stlens.core.spec import InputSpec
 from stlens.errors import StlensError
-from stlens.video.io import probe_clip_source, read_clip_source
-from stlens.video.sampling import sample_clip, segment_of, to_model_input
+from stlens.video.io import ClipFrames, ClipReadError, open_clip_source, probe_clip_source, read_clip_source
+from stlens.video.sampling import clip_indices, sample_clip, segment_of, to_model_input
 from stlens.video.source import VideoSource
 from stlens.video.stylizers import draw_seed, draw_style, get_stylizer
 
@@ -44,7 +44,8 @@ class VideoShare(NamedTuple):
 class VideoPairs:
     """Iterable of ``Pair`` drawn from a ``VideoSource``: ``pairs`` per factor, spread evenly over the videos.
 
-    Each video is decoded once (short side resized) and yields its share of clips; pair i of video v is drawn from a
+    Each video is opened once (short side resized) and yields its share of clips, decoding only the frames they
+    need (``open_clip_source``: the frames of a whole decode, bit for bit); pair i of video v is drawn from a
     generator seeded with (seed, v, factor, i), so pairs are reproducible. Before its share is set, every video is
     probed cheaply (container header and first frame, or the image files of a frame folder; only as far ahead as
     the shares need): videos that cannot be opened or are shorter than a clip are skipped and listed in ``skipped``,
@@ -57,9 +58,10 @@ class VideoPairs:
     and sets the shares once (``len()``, indexing and iteration call it when it has not run; it is kept on the object
     and travels with it when pickled, so call it in the parent process), and ``ps[k]`` makes pair k alone, a pure
     function of its recipe (seed, video, factor, i) and k: ``[ps[k] for k in range(len(ps))] == list(ps)``. The pairs
-    of one video are contiguous in k (``spans()``); the object keeps the one video it decoded last, so indices visited
-    in order decode each video once per process. The object pickles without that video, without open files and
-    without its stylizer functions (they are looked up again on first use).
+    of one video are contiguous in k (``spans()``); the object keeps the one video it opened last (and the frames of
+    its clips read so far), so indices visited in order open each video once per process. The object pickles
+    without that video, without open files and without its stylizer functions (they are looked up again on first
+    use).
 
     Where the source gives a video a (start, end) segment (Diving48 ``start_frame``/``end_frame``), every clip of it
     lies inside frames [start, end): ``end`` is exclusive, as in ``clip_indices``. A video whose segment is shorter
@@ -178,16 +180,34 @@ class VideoPairs:
         a worker given whole spans decodes each of its videos once."""
         return tuple(range(share.start, share.stop) for share in self.plan()._plan)
 
-    def _video(self, share: VideoShare) -> np.ndarray:
-        """The decoded frames of the planned video ``share`` (the cached ones when it was the last decoded); sets
-        ``_segment`` for ``_pair``."""
-        if self._cache is None or self._cache[0] != share.video:
-            self._cache = None  # never two videos in memory
+    def _video(self, share: VideoShare, whole: bool = False) -> np.ndarray | ClipFrames:
+        """The frames of the planned video ``share`` (the cached ones when it was the last opened), read on demand
+        (``ClipFrames``: only the frames its clips need are decoded) or, with ``whole`` (or where the file does not
+        allow it), decoded whole; sets ``_segment`` for ``_pair``."""
+        if self._cache is None or self._cache[0] != share.video or (whole and not isinstance(self._cache[1],
+                                                                                             np.ndarray)):
+            self._drop_cache()  # never two videos in memory
             path = self.source.videos[share.video]
-            frames = self._frames(path, share.probe)
-            self._cache = (share.video, frames, self._in_segment(path, frames, segment_of(self.source, share.video)))
+            frames = self._frames(path, share.probe, whole=whole)
+            segment = self._in_segment(path, frames, segment_of(self.source, share.video))
+            if isinstance(frames, ClipFrames):
+                frames.expect(self._clips(share, len(frames), segment))
+            self._cache = (share.video, frames, segment)
         _, frames, self._segment = self._cache
         return frames
+
+    def _clips(self, share: VideoShare, length: int, segment: tuple[int, int] | None) -> np.ndarray:
+        """The frames of every clip of the video's share (each pair's clip is the first draw of its generator, see
+        ``_pair``): a decoder passing them keeps them for the pairs to come."""
+        clips = [clip_indices(length, self.spec.frames, self.spec.stride,
+                              np.random.default_rng((self.seed, share.video, factor, i)), segment=segment)
+                 for i in range(share.pairs) for factor in (DYNAMIC, STATIC)]
+        return np.unique(np.concatenate([c for c in clips if c is not None] or [np.zeros(0, int)]))
+
+    def _drop_cache(self) -> None:
+        if self._cache is not None and isinstance(self._cache[1], ClipFrames):
+            self._cache[1].close()
+        self._cache = None
 
     def __getitem__(self, index: int) -> Pair:
         """Pair ``index`` (0 ≤ index < ``len(self)``; negative counts from the end): pair i of a planned video v,
@@ -202,9 +222,14 @@ class VideoPairs:
         share = plan[bisect.bisect_right(plan, k, key=operator.attrgetter("start")) - 1]
         i, odd = divmod(k - share.start, 2)
         factor = STATIC if odd else DYNAMIC
-        frames = self._video(share)
-        rng = np.random.default_rng((self.seed, share.video, factor, i))
-        pair = self._pair(frames, factor, rng, str(self.source.videos[share.video]))
+        name = str(self.source.videos[share.video])
+        try:
+            pair = self._pair(self._video(share), factor, np.random.default_rng((self.seed, share.video, factor, i)),
+                              name)
+        except ClipReadError as exc:  # a frame did not come out of a seek as a whole decode gives it: decode whole
+            log.debug("%s: %s; decoding it whole", name, exc)
+            pair = self._pair(self._video(share, whole=True), factor,
+                              np.random.default_rng((self.seed, share.video, factor, i)), name)
         pair.index = k
         return pair
 
@@ -296,12 +321,14 @@ class VideoPairs:
                               f"fewer than the {need} a clip needs; remove or repair it")
         return segment
 
-    def _frames(self, path, probe: tuple[int | None, bool]) -> np.ndarray:
-        """Decode a video that passed ``_probe``: a ``StlensError`` naming it when it now cannot be decoded or gives
-        fewer frames than a pair needs; a warning when it gives fewer frames than the probe said (truncated)."""
+    def _frames(self, path, probe: tuple[int | None, bool], whole: bool = False) -> np.ndarray | ClipFrames:
+        """Open a video that passed ``_probe`` for clip reads (``open_clip_source``; ``whole``: decode it whole, as
+        ``read_clip_source``): a ``StlensError`` naming it when it now cannot be decoded or gives fewer frames than a
+        pair needs; a warning when it gives fewer frames than the probe said (truncated)."""
         expected, exact = probe
         try:
-            frames = read_clip_source(path, short_side=self.spec.resize, partial=True)
+            read = read_clip_source if whole else open_clip_source
+            frames = read(path, short_side=self.spec.resize, partial=True)
         except StlensError as exc:
             raise StlensError(f"{exc} (it passed the first check, so its share of pairs was counted on; "
                               f"remove or repair it)") from exc
@@ -326,7 +353,7 @@ class VideoPairs:
             for k in range(len(self)):
                 yield self[k]
         finally:
-            self._cache = None
+            self._drop_cache()
 
 
 def _tolerance(frames: int, exact: bool) -> int:

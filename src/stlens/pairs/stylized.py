@@ -84,7 +84,7 @@ class StylizedPairs(VideoPairs):
             return None
         return length, True
 
-    def _frames(self, path, probe: tuple[int | None, bool]) -> np.ndarray:
+    def _frames(self, path, probe: tuple[int | None, bool], whole: bool = True) -> np.ndarray:
         """The video in every style, stacked (K, T, H, W, 3) and cut to the shortest style."""
         name = Path(path).name
         try:

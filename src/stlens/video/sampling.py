@@ -6,6 +6,8 @@ spec.resize)``, draw a clip with ``sample_clip`` (frame indices and crop), chang
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 
@@ -59,7 +61,8 @@ def centre_crop(frames: np.ndarray, size: int) -> np.ndarray:
 def sample_clip(frames: np.ndarray, spec: InputSpec, rng: np.random.Generator,
                 segment: tuple[int, int] | None = None,
                 random_crop: bool = False) -> tuple[np.ndarray, np.ndarray] | None:
-    """One clip of decoded frames (…, T, H, W, 3) — a video, or the same video in several styles stacked in front —
+    """One clip of decoded frames (…, T, H, W, 3) — a video (an array, or a ``ClipFrames`` that decodes the clip's
+    frames only), or the same video in several styles stacked in front —
     as ``spec`` samples it: ``spec.frames`` frames every ``spec.stride`` from a random start (inside ``segment`` when
     given; see ``clip_indices``), cropped to ``spec.size``×``spec.size`` at the centre or, with ``random_crop``, at a
     place drawn from ``rng`` after the start (top, then left).
@@ -69,7 +72,7 @@ def sample_clip(frames: np.ndarray, spec: InputSpec, rng: np.random.Generator,
     idx = clip_indices(frames.shape[-4], spec.frames, spec.stride, rng, segment=segment)
     if idx is None:
         return None
-    clip = frames[..., idx, :, :, :]
+    clip = frames[idx] if frames.ndim == 4 else frames[..., idx, :, :, :]  # (a ClipFrames decodes only these)
     if not random_crop:
         return idx, centre_crop(clip, spec.size)
     height, width = clip.shape[-3:-1]
@@ -78,13 +81,33 @@ def sample_clip(frames: np.ndarray, spec: InputSpec, rng: np.random.Generator,
     return idx, clip[..., top:top + spec.size, left:left + spec.size, :]
 
 
-def to_model_input(frames: np.ndarray, spec: InputSpec) -> torch.Tensor:
-    """uint8 (T, H, W, 3) → normalized float32 (3, T, H, W)."""
+def _normalize(frames: np.ndarray, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
+    """(x/255 − mean)/std per channel in float32, (T, H, W, 3) → (3, T, H, W): the arithmetic of every model input."""
     x = torch.from_numpy(np.ascontiguousarray(frames)).float().div_(255.0)
-    mean = torch.tensor(spec.mean, dtype=torch.float32)
-    std = torch.tensor(spec.std, dtype=torch.float32)
-    x = (x - mean) / std
+    x = (x - torch.tensor(mean, dtype=torch.float32)) / torch.tensor(std, dtype=torch.float32)
     return x.permute(3, 0, 1, 2).contiguous()
+
+
+@functools.lru_cache(maxsize=16)
+def _lookup(mean: tuple[float, ...], std: tuple[float, ...]) -> np.ndarray:
+    """``_normalize`` of the 256 values of each channel, (3, 256) float32: the same operations on the same floats,
+    so a table look-up gives its results bit for bit."""
+    values = np.repeat(np.arange(256, dtype=np.uint8)[:, None], 3, axis=1).reshape(1, 256, 1, 3)
+    return _normalize(values, mean, std)[:, 0, :, 0].numpy().copy()
+
+
+def to_model_input(frames: np.ndarray, spec: InputSpec) -> torch.Tensor:
+    """uint8 (T, H, W, 3) → normalized float32 (3, T, H, W), (x/255 − mean)/std per channel; for uint8 frames by a
+    look-up table of those 256 results per channel (bit for bit the same numbers, without the float passes over
+    the clip)."""
+    frames = np.asarray(frames)
+    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
+        return _normalize(frames, tuple(spec.mean), tuple(spec.std))
+    table = _lookup(tuple(float(m) for m in spec.mean), tuple(float(s) for s in spec.std))
+    out = np.empty((3, *frames.shape[:3]), np.float32)
+    for c in range(3):
+        np.take(table[c], frames[..., c], out=out[c])
+    return torch.from_numpy(out)
 
 
 def to_frames(clip: torch.Tensor, spec: InputSpec) -> np.ndarray:
