@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install test test-all demo lint bench checkpoints validity clean browser-test
+.PHONY: install test test-all demo lint bench checkpoints stylizer validity clean browser-test
 
 # constraints.txt pins the exact versions (pyproject.toml has lower bounds only): make test and CI are reproducible.
 $(STAMP): pyproject.toml constraints.txt
@@ -39,6 +39,10 @@ bench: $(STAMP)
 
 checkpoints: $(STAMP)
 	$(PY) benchmarks/make_checkpoints.py
+
+# The feed-forward neural-fast stylizer: trains (resumable, runs/stylizer) and bundles it; about an hour on a CPU.
+stylizer: $(STAMP)
+	$(PY) benchmarks/train_stylizer.py --crop 96 --steps 20000 --minutes 75
 
 validity: $(STAMP)
 	$(PY) benchmarks/validity.py
