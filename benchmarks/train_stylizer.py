@@ -10,12 +10,14 @@ object), with
 - a content loss ‖F(y) − F(x)‖² / ‖F(x)‖² at ``CONTENT_LAYER``;
 - a temporal term from the synth clip's ground-truth flow: the stylized frame t + 1 warped back onto frame t
   (``grid_sample`` at x + flow(x)) against the stylized frame t, mean squared difference over the non-occluded
-  pixels (inside the frame, and where the *original* frames agree after the same warp within ``OCCLUSION_TAU``).
+  pixels (inside the frame, and where the *original* frames agree after the same warp within ``OCCLUSION_TAU``);
+- ``RANGE_WEIGHT`` × the mean squared excess of the (unclamped) output outside [0, 1].
 
 Everything a step draws comes from ``default_rng((seed, step))``, so a resumed run sees the data it would have seen.
 ``--out`` holds ``checkpoint.pt`` (model, Adam, step, seconds; written atomically every ``--every`` steps and at the
-end; read back with ``weights_only=True``) and ``train_log.csv``; a rerun resumes from it (the settings must match;
-``--steps`` may grow).
+end; read back with ``weights_only=True``) and ``train_log.csv``; a rerun resumes from it (the data and network
+settings must match; ``PHASE_KEYS`` — length, step sizes, loss weights — may change, which starts a phase recorded in
+the bundle).
 At the end the weights go, as float16, to ``--bundle`` (default ``src/stlens/bundled/stylizers``) as
 ``neural-fast.safetensors`` + ``neural-fast.json`` (network, settings, steps, seconds, losses, torch version).
 
@@ -45,7 +47,11 @@ CONTENT_LAYER = "relu2_2"
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "immunohistochemistry", "hubble_deep_field", "retina",
           "camera", "coins", "moon", "page", "clock", "grass", "gravel", "brick", "cell")
 OCCLUSION_TAU = 0.05
-DEFAULTS = dict(steps=6000, crop=112, photos_per_step=3, lr=1e-3, style_weight=1.0, content_weight=1.0,
+#: weight of the penalty on output values outside [0, 1] (the network's output is clamped only in eval mode)
+RANGE_WEIGHT = 10.0
+#: settings a resumed run may change (a new phase from its step, recorded): the loss weights, step sizes, length
+PHASE_KEYS = ("steps", "lr", "norm_lr", "style_weight", "content_weight", "temporal_weight")
+DEFAULTS = dict(steps=6000, crop=112, photos_per_step=2, lr=1e-3, norm_lr=1e-2, style_weight=1.0, content_weight=1.0,
                 temporal_weight=100.0, width=16, blocks=3, seed=0)
 
 
@@ -173,9 +179,10 @@ def losses(net: TransformNet, vgg, targets: dict[str, torch.Tensor], scales: dic
         agree = ((original - x[-1:]).abs().mean(dim=1, keepdim=True) < OCCLUSION_TAU).float()
         mask = inside * agree
     temporal = (mask * (warped - y[-1:]).pow(2)).sum() / (3 * mask.sum()).clamp_min(1.0)
+    outside = (F.relu(y - 1).pow(2) + F.relu(-y).pow(2)).mean()
     total = (settings["style_weight"] * style + settings["content_weight"] * content_loss
-             + settings["temporal_weight"] * temporal)
-    return {"total": total, "style": style, "content": content_loss, "temporal": temporal}
+             + settings["temporal_weight"] * temporal + RANGE_WEIGHT * outside)
+    return {"total": total, "style": style, "content": content_loss, "temporal": temporal, "outside": outside}
 
 
 def save_checkpoint(path: Path, state: dict) -> None:
@@ -200,6 +207,17 @@ def bundle(net: TransformNet, settings: dict, record: dict, folder: Path) -> Pat
     return target
 
 
+def bundle_checkpoint(out: Path, folder: Path) -> Path:
+    """Bundle the weights of ``out/checkpoint.pt`` as they are (a run stopped early), without training."""
+    state = torch.load(out / "checkpoint.pt", weights_only=True)
+    settings = state["settings"]
+    net = TransformNet(len(STYLES), settings["width"], settings["blocks"])
+    net.load_state_dict(state["model"])
+    phases = state.get("phases") or [{"from_step": 0, **{k: settings[k] for k in PHASE_KEYS if k != "steps"}}]
+    record = {"step": state["step"], "seconds": round(state["seconds"], 1), "threads": 1, "phases": phases}
+    return bundle(net, settings, record, folder)
+
+
 def train(out: Path, settings: dict, minutes: float | None = None, every: int = 100, bundle_to: Path | None = None,
           log_every: int = 10, vgg_weights: str | None = None) -> dict:
     """Train (resuming from ``out/checkpoint.pt``) until ``settings['steps']`` or ``minutes`` of this run; bundle
@@ -207,17 +225,27 @@ def train(out: Path, settings: dict, minutes: float | None = None, every: int = 
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(settings["seed"])
     net = TransformNet(len(STYLES), settings["width"], settings["blocks"])
-    optimizer = torch.optim.Adam(net.parameters(), lr=settings["lr"])
-    ckpt, step, seconds = out / "checkpoint.pt", 0, 0.0
+    # the per-style scales and shifts see one image of their style per step or less: a larger step size for them
+    norms = [p for n, p in net.named_parameters() if ".norm." in n]
+    convs = [p for n, p in net.named_parameters() if ".norm." not in n]
+    optimizer = torch.optim.Adam([{"params": convs, "lr": settings["lr"]},
+                                  {"params": norms, "lr": settings["norm_lr"]}])
+    ckpt, step, seconds, phases = out / "checkpoint.pt", 0, 0.0, []
     if ckpt.is_file():
         state = torch.load(ckpt, weights_only=True)
-        if {k: v for k, v in state["settings"].items() if k != "steps"} != {k: v for k, v in settings.items()
-                                                                          if k != "steps"}:
+        fixed = {k: v for k, v in settings.items() if k not in PHASE_KEYS}
+        if {k: v for k, v in state["settings"].items() if k not in PHASE_KEYS} != fixed:
             raise SystemExit(f"{ckpt} was trained with other settings: {state['settings']}; use another --out")
         net.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         step, seconds = state["step"], state["seconds"]
+        phases = state.get("phases") or [{"from_step": 0, **{k: state["settings"][k] for k in PHASE_KEYS
+                                                             if k != "steps"}}]
+        for group, key in zip(optimizer.param_groups, ("lr", "norm_lr"), strict=True):
+            group["lr"] = settings[key]
         print(f"resumed from step {step} ({seconds:.0f} s)", flush=True)
+    if not phases or any(phases[-1][k] != settings[k] for k in PHASE_KEYS if k != "steps"):
+        phases.append({"from_step": step, **{k: settings[k] for k in PHASE_KEYS if k != "steps"}})
     vgg = load_vgg16_features(vgg_weights)
     targets = style_targets(vgg, settings["crop"])
     data = Data(settings["crop"], settings["photos_per_step"], settings["seed"])
@@ -248,10 +276,10 @@ def train(out: Path, settings: dict, minutes: float | None = None, every: int = 
                 print(f"step {step} {seconds:.0f}s " + " ".join(f"{k} {v:.4f}" for k, v in last.items()), flush=True)
             if step % every == 0:
                 save_checkpoint(ckpt, {"model": net.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
-                                       "seconds": seconds, "settings": settings})
+                                       "seconds": seconds, "settings": settings, "phases": phases})
     save_checkpoint(ckpt, {"model": net.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
-                           "seconds": seconds, "settings": settings})
-    record = {"step": step, "seconds": round(seconds, 1), "threads": torch.get_num_threads(),
+                           "seconds": seconds, "settings": settings, "phases": phases})
+    record = {"step": step, "seconds": round(seconds, 1), "threads": torch.get_num_threads(), "phases": phases,
               "last_losses": {k: round(v, 5) for k, v in last.items()}}
     if bundle_to is not None:
         print(f"bundled {bundle(net, settings, record, bundle_to)}", flush=True)
@@ -269,7 +297,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("runs/stylizer"))
     parser.add_argument("--bundle", type=Path, default=weights_dir(), help="where the float16 weights go")
     parser.add_argument("--no-bundle", action="store_true")
+    parser.add_argument("--bundle-only", action="store_true", help="bundle --out's checkpoint as it is; no training")
     args = parser.parse_args(argv)
+    if args.bundle_only:
+        print(f"bundled {bundle_checkpoint(args.out, args.bundle)}")
+        return 0
     torch.set_num_threads(args.threads)
     settings = {key: getattr(args, key) for key in DEFAULTS}
     record = train(args.out, settings, args.minutes, args.every, None if args.no_bundle else args.bundle,

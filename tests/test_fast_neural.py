@@ -73,7 +73,7 @@ def test_through_pairs_check(tmp_path, small_video):
     assert row["appearance_change"]["colour"] > 0 and np.isfinite(row["flow_epe"])
 
 
-TINY = {"steps": 2, "crop": 32, "photos_per_step": 1, "lr": 1e-3, "style_weight": 1.0, "content_weight": 1.0,
+TINY = {"steps": 2, "crop": 32, "photos_per_step": 1, "lr": 1e-3, "norm_lr": 1e-2, "style_weight": 1.0, "content_weight": 1.0,
         "temporal_weight": 100.0, "width": 4, "blocks": 1, "seed": 0}
 
 
@@ -91,5 +91,11 @@ def test_training_runs_and_resumes_exactly(tmp_path):
     assert len((tmp_path / "b" / "train_log.csv").read_text().splitlines()) == 3  # header + steps 1, 2
     net, meta = load_network(tmp_path / "bundle" / f"{NAME}.safetensors")
     assert meta["network"] == {"styles": len(STYLES), "width": 4, "blocks": 1} and meta["train"]["step"] == 2
-    with pytest.raises(SystemExit, match="other settings"):
-        train_stylizer.train(tmp_path / "b", TINY | {"lr": 1e-2})
+    with pytest.raises(SystemExit, match="other settings"):  # the data or the network may not change
+        train_stylizer.train(tmp_path / "b", TINY | {"crop": 40})
+    # the loss weights may: a new phase, recorded in the bundle
+    train_stylizer.train(tmp_path / "b", TINY | {"steps": 3, "style_weight": 4.0}, bundle_to=tmp_path / "bundle")
+    _, meta = load_network(tmp_path / "bundle" / f"{NAME}.safetensors")
+    assert [(p["from_step"], p["style_weight"]) for p in meta["train"]["phases"]] == [(0, 1.0), (2, 4.0)]
+    only = train_stylizer.bundle_checkpoint(tmp_path / "b", tmp_path / "only")  # a stopped run, bundled as it is
+    assert load_network(only)[1]["train"]["phases"] == meta["train"]["phases"]

@@ -12,7 +12,8 @@ bytes.
 The network (``TransformNet``): 9×9 conv (16) → two stride-2 3×3 convs (32, 64) → ``blocks`` residual blocks (64) →
 two nearest ×2 upsamplings each followed by a 3×3 conv (32, 16) → 9×9 conv (3); every conv but the last is followed
 by a conditional instance norm (a per-style scale and shift) and a ReLU (none inside a residual block's second half).
-Its output is a residual in logit space: ``sigmoid(logit(x) + head)``, so an untrained head is the identity.
+Its output is a residual, ``x + head`` (an untrained head is the identity), clamped to [0, 1] in eval mode (training
+sees it unclamped, with a penalty outside [0, 1]: a saturating output would stop the gradients of its pixels).
 Convolutions pad by reflection; frame sizes that are not multiples of 4 are reflect-padded and cropped back.
 """
 
@@ -29,7 +30,7 @@ from torch import nn
 
 from stlens.errors import StlensError
 
-STYLES = ("brick", "coffee", "chelsea", "immunohistochemistry")
+STYLES = ("immunohistochemistry", "chelsea", "rocket", "coffee")
 """The style images (scikit-image, also among the ``neural`` stylizer's); seed → ``STYLES[seed % len(STYLES)]``."""
 
 NAME = "neural-fast"
@@ -38,10 +39,10 @@ CHUNK = 32
 
 
 def weights_dir() -> Path:
-    """The folder of the bundled stylizer weights (not a model: ``list_bundled`` does not see it)."""
-    from stlens.models.bundled import bundled_dir
+    """The folder of the bundled stylizer weights (not a model: ``stlens.models.bundled`` does not list it)."""
+    from importlib import resources
 
-    return bundled_dir() / "stylizers"
+    return Path(str(resources.files("stlens") / "bundled" / "stylizers"))
 
 
 class CondInstanceNorm(nn.Module):
@@ -103,15 +104,14 @@ class TransformNet(nn.Module):
         h, w = x.shape[2:]
         ph, pw = (-h) % 4, (-w) % 4
         y = F.pad(x, (0, pw, 0, ph), mode="reflect") if ph or pw else x
-        logit = torch.logit(y.clamp(0, 1) * 0.98 + 0.01)
         for layer in self.down:
             y = layer(y, style)
         for block in self.res:
             y = block(y, style)
         for layer in self.up:
             y = layer(y, style)
-        y = torch.sigmoid(logit + self.head(F.pad(y, (4,) * 4, mode="reflect")))
-        return y[:, :, :h, :w]
+        y = x + self.head(F.pad(y, (4,) * 4, mode="reflect"))[:, :, :h, :w]
+        return y if self.training else y.clamp(0, 1)
 
 
 def load_network(path: str | Path | None = None) -> tuple[TransformNet, dict]:
