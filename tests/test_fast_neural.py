@@ -73,8 +73,8 @@ def test_through_pairs_check(tmp_path, small_video):
     assert row["appearance_change"]["colour"] > 0 and np.isfinite(row["flow_epe"])
 
 
-TINY = {"steps": 2, "crop": 32, "photos_per_step": 1, "lr": 1e-3, "norm_lr": 1e-2, "style_weight": 1.0, "content_weight": 1.0,
-        "temporal_weight": 100.0, "width": 4, "blocks": 1, "seed": 0}
+TINY = {"steps": 2, "crop": 32, "photos_per_step": 1, "lr": 1e-3, "norm_lr": 1e-2, "style_weight": 1.0,
+        "content_weight": 1.0, "temporal_weight": 100.0, "width": 4, "blocks": 1, "seed": 0}
 
 
 def test_training_runs_and_resumes_exactly(tmp_path):
