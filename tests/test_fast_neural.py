@@ -53,6 +53,12 @@ def test_stylizes_a_clip_deterministically(clip):
     odd = clip[:2, :61, :67]  # sizes that are not multiples of 4
     assert neural_fast(np.ascontiguousarray(odd), 1).shape == odd.shape
     assert neural_fast(clip[:0], 1).shape == clip[:0].shape
+    # strength α: x + α·(net(x) − x); 0 gives the clip back, 1 the network as trained, more a larger change
+    assert np.array_equal(neural_fast(clip, 3, strength=0.0), clip)
+    raw, _ = load_network()
+    change = [np.abs(neural_fast(clip, 3, strength=a).astype(int) - clip).mean() for a in (1.0, 2.0)]
+    assert change[0] < change[1]
+    assert np.array_equal(out, neural_fast(clip, 3, strength=raw.strength))
 
 
 def test_registered_as_a_device_stylizer(clip):

@@ -99,6 +99,7 @@ class TransformNet(nn.Module):
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
         self.config = {"styles": styles, "width": width, "blocks": blocks}
+        self.strength = 1.0  # the bundled value is set by load_network (see stylize_tensor)
 
     def forward(self, x: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[2:]
@@ -131,6 +132,7 @@ def load_network(path: str | Path | None = None) -> tuple[TransformNet, dict]:
     net = TransformNet(**meta["network"])
     net.load_state_dict({k: v.float() for k, v in tensors.items()})
     net.eval().requires_grad_(False)
+    net.strength = float(meta.get("strength", 1.0))
     return net, meta
 
 
@@ -140,23 +142,27 @@ def _cached(path: str | None, device: str) -> TransformNet:
 
 
 def stylize_tensor(net: TransformNet, frames: torch.Tensor, style: int, chunk: int = CHUNK,
-                   precision: str = "fp32") -> torch.Tensor:
+                   precision: str = "fp32", strength: float | None = None) -> torch.Tensor:
     """Float frames (T, 3, H, W) in [0, 1] → stylized float frames, ``chunk`` frames per forward (bf16/fp16:
-    under autocast, given back as fp32)."""
+    under autocast, given back as fp32). ``strength`` α scales the network's change: x + α·(net(x) − x), clamped
+    (None: the bundle's ``strength``; 1: the network as trained)."""
     from stlens.core.device import autocast
 
+    alpha = net.strength if strength is None else float(strength)
     out = []
     with torch.no_grad(), autocast(frames.device, precision):
         for start in range(0, len(frames), chunk):
             part = frames[start:start + chunk]
-            out.append(net(part, torch.full((len(part),), style, dtype=torch.long, device=part.device)).float())
+            styled = net(part, torch.full((len(part),), style, dtype=torch.long, device=part.device)).float()
+            out.append(styled if alpha == 1.0 else (part + alpha * (styled - part)).clamp(0, 1))
     return torch.cat(out) if out else frames.clone()
 
 
 def neural_fast(clip: np.ndarray, seed: int, device=None, precision: str = "fp32",
-                weights: str | Path | None = None) -> np.ndarray:
+                weights: str | Path | None = None, strength: float | None = None) -> np.ndarray:
     """Stylizer-contract entry point: ``clip`` uint8 (T, H, W, 3) in style ``STYLES[seed % 4]``, on ``device``
-    (a ``torch.device``; default the CPU), in ``precision`` (fp32; bf16 or fp16: autocast)."""
+    (a ``torch.device``; default the CPU), in ``precision`` (fp32; bf16 or fp16: autocast). ``strength``: see
+    ``stylize_tensor`` (None: the bundle's)."""
     if clip.ndim != 4 or clip.shape[-1] != 3 or clip.dtype != np.uint8:
         raise StlensError(f"the {NAME} stylizer takes a uint8 (T, H, W, 3) clip, got {clip.dtype} {clip.shape}")
     if clip.shape[0] == 0:
@@ -164,6 +170,6 @@ def neural_fast(clip: np.ndarray, seed: int, device=None, precision: str = "fp32
     target = torch.device("cpu") if device is None else torch.device(device)
     net = _cached(None if weights is None else str(weights), str(target))
     frames = torch.from_numpy(np.ascontiguousarray(clip)).to(target).permute(0, 3, 1, 2).float().div_(255.0)
-    styled = stylize_tensor(net, frames, seed % net.config["styles"], precision=precision)
+    styled = stylize_tensor(net, frames, seed % net.config["styles"], precision=precision, strength=strength)
     out = styled.mul(255).round_().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
     return np.ascontiguousarray(out)
