@@ -220,8 +220,27 @@ def bundle_checkpoint(out: Path, folder: Path, strength: float = 1.0) -> Path:
     return bundle(net, settings, record, folder, strength)
 
 
+def revive_last_layer(net: TransformNet, optimizer: torch.optim.Optimizer) -> int:
+    """Reset the last upsampling layer's per-style scales and shifts (to 1, 0) and give the head small random weights,
+    with fresh Adam state for them: a run whose last ReLU layer died (all its channels ≤ 0, so the output is the input
+    plus a constant colour) can learn again. Returns how many of its channels were dead on a random batch."""
+    layer = net.up[-1]
+    with torch.no_grad():
+        probe = torch.rand(4, 3, 64, 64)
+        h = probe
+        for module in (*net.down, *net.res, *net.up):
+            h = module(h, torch.zeros(4, dtype=torch.long))
+        dead = int((h.amax(dim=(0, 2, 3)) <= 0).sum())
+        layer.norm.weight.fill_(1.0)
+        layer.norm.bias.zero_()
+        torch.nn.init.normal_(net.head.weight, std=1e-3)
+    for param in (layer.norm.weight, layer.norm.bias, net.head.weight, net.head.bias):
+        optimizer.state.pop(param, None)
+    return dead
+
+
 def train(out: Path, settings: dict, minutes: float | None = None, every: int = 100, bundle_to: Path | None = None,
-          log_every: int = 10, vgg_weights: str | None = None, strength: float = 1.0) -> dict:
+          log_every: int = 10, vgg_weights: str | None = None, strength: float = 1.0, revive: bool = False) -> dict:
     """Train (resuming from ``out/checkpoint.pt``) until ``settings['steps']`` or ``minutes`` of this run; bundle
     into ``bundle_to`` when given. Returns the record (step, seconds, last losses)."""
     out.mkdir(parents=True, exist_ok=True)
@@ -246,8 +265,12 @@ def train(out: Path, settings: dict, minutes: float | None = None, every: int = 
         for group, key in zip(optimizer.param_groups, ("lr", "norm_lr"), strict=True):
             group["lr"] = settings[key]
         print(f"resumed from step {step} ({seconds:.0f} s)", flush=True)
-    if not phases or any(phases[-1][k] != settings[k] for k in PHASE_KEYS if k != "steps"):
-        phases.append({"from_step": step, **{k: settings[k] for k in PHASE_KEYS if k != "steps"}})
+    if revive:
+        dead = revive_last_layer(net, optimizer)
+        print(f"revived the last conv layer ({dead} of its channels were dead)", flush=True)
+    if revive or not phases or any(phases[-1][k] != settings[k] for k in PHASE_KEYS if k != "steps"):
+        phases.append({"from_step": step, **{k: settings[k] for k in PHASE_KEYS if k != "steps"},
+                       **({"revived": True} if revive else {})})
     vgg = load_vgg16_features(vgg_weights)
     targets = style_targets(vgg, settings["crop"])
     data = Data(settings["crop"], settings["photos_per_step"], settings["seed"])
@@ -299,6 +322,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("runs/stylizer"))
     parser.add_argument("--bundle", type=Path, default=weights_dir(), help="where the float16 weights go")
     parser.add_argument("--no-bundle", action="store_true")
+    parser.add_argument("--revive", action="store_true", help="on resuming, reset a dead last layer "
+                        "(revive_last_layer; recorded in the phases)")
     parser.add_argument("--bundle-only", action="store_true", help="bundle --out's checkpoint as it is; no training")
     parser.add_argument("--strength", type=float, default=1.0, help="the bundled default α: x + α·(net(x) − x)")
     args = parser.parse_args(argv)
@@ -308,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     settings = {key: getattr(args, key) for key in DEFAULTS}
     record = train(args.out, settings, args.minutes, args.every, None if args.no_bundle else args.bundle,
-                   args.log_every, strength=args.strength)
+                   args.log_every, strength=args.strength, revive=args.revive)
     print(json.dumps(record), flush=True)
     return 0
 
