@@ -40,9 +40,11 @@ bench: $(STAMP)
 checkpoints: $(STAMP)
 	$(PY) benchmarks/make_checkpoints.py
 
-# The feed-forward neural-fast stylizer: trains (resumable, runs/stylizer) and bundles it; about an hour on a CPU.
+# The feed-forward neural-fast stylizer (docs/stylizers.md): trains (resumable, runs/stylizer) and bundles it, in the
+# bundled network's two phases (the second revives its dead last layer); about an hour on one CPU thread.
 stylizer: $(STAMP)
-	$(PY) benchmarks/train_stylizer.py --crop 96 --steps 20000 --minutes 75
+	$(PY) benchmarks/train_stylizer.py --crop 96 --steps 5069 --no-bundle
+	$(PY) benchmarks/train_stylizer.py --crop 96 --steps 6550 --lr 5e-4 --norm-lr 5e-3 --revive --strength 1.5
 
 validity: $(STAMP)
 	$(PY) benchmarks/validity.py

@@ -265,10 +265,12 @@ def train(out: Path, settings: dict, minutes: float | None = None, every: int = 
         for group, key in zip(optimizer.param_groups, ("lr", "norm_lr"), strict=True):
             group["lr"] = settings[key]
         print(f"resumed from step {step} ({seconds:.0f} s)", flush=True)
+    new_phase = not phases or any(phases[-1][k] != settings[k] for k in PHASE_KEYS if k != "steps")
+    revive = revive and new_phase and step > 0  # once, where the phase starts (a rerun of the phase does not)
     if revive:
         dead = revive_last_layer(net, optimizer)
         print(f"revived the last conv layer ({dead} of its channels were dead)", flush=True)
-    if revive or not phases or any(phases[-1][k] != settings[k] for k in PHASE_KEYS if k != "steps"):
+    if new_phase:
         phases.append({"from_step": step, **{k: settings[k] for k in PHASE_KEYS if k != "steps"},
                        **({"revived": True} if revive else {})})
     vgg = load_vgg16_features(vgg_weights)
@@ -322,8 +324,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("runs/stylizer"))
     parser.add_argument("--bundle", type=Path, default=weights_dir(), help="where the float16 weights go")
     parser.add_argument("--no-bundle", action="store_true")
-    parser.add_argument("--revive", action="store_true", help="on resuming, reset a dead last layer "
-                        "(revive_last_layer; recorded in the phases)")
+    parser.add_argument("--revive", action="store_true", help="where a new phase starts on resuming, reset a dead "
+                        "last layer (revive_last_layer; recorded in the phases)")
     parser.add_argument("--bundle-only", action="store_true", help="bundle --out's checkpoint as it is; no training")
     parser.add_argument("--strength", type=float, default=1.0, help="the bundled default α: x + α·(net(x) − x)")
     args = parser.parse_args(argv)

@@ -48,7 +48,8 @@ def test_stylizes_a_clip_deterministically(clip):
     assert np.abs(out.astype(int) - clip).mean() > 5  # restyled
     assert np.array_equal(out, neural_fast(clip, 3))  # deterministic
     assert np.array_equal(out, neural_fast(clip, 3 + len(STYLES)))  # seed → style index
-    assert not np.array_equal(out, neural_fast(clip, 4))  # another style
+    # another style: a different look (a network whose last layer died gives every style the same constant shift)
+    assert np.abs(out.astype(int) - neural_fast(clip, 4)).mean() > 3
     assert np.array_equal(neural_fast(clip[:3], 3), out[:3])  # frame by frame: a frame's style is its own
     odd = clip[:2, :61, :67]  # sizes that are not multiples of 4
     assert neural_fast(np.ascontiguousarray(odd), 1).shape == odd.shape
