@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install test test-all demo docs lint bench checkpoints validity clean browser-test
+.PHONY: install test test-all demo docs lint bench checkpoints stylizer validity clean browser-test
 
 # constraints.txt pins the exact versions (pyproject.toml has lower bounds only): make test and CI are reproducible.
 $(STAMP): pyproject.toml constraints.txt
@@ -43,6 +43,12 @@ bench: $(STAMP)
 
 checkpoints: $(STAMP)
 	$(PY) benchmarks/make_checkpoints.py
+
+# The feed-forward neural-fast stylizer (docs/stylizers.md): trains (resumable, runs/stylizer) and bundles it, in the
+# bundled network's two phases (the second revives its dead last layer); about an hour on one CPU thread.
+stylizer: $(STAMP)
+	$(PY) benchmarks/train_stylizer.py --crop 96 --steps 5069 --no-bundle
+	$(PY) benchmarks/train_stylizer.py --crop 96 --steps 6550 --lr 5e-4 --norm-lr 5e-3 --revive --strength 1.5
 
 validity: $(STAMP)
 	$(PY) benchmarks/validity.py

@@ -464,16 +464,17 @@ def _add_stylize_parser(sub) -> None:
 
 
 def _neural_options(p: argparse.ArgumentParser) -> None:
-    """--device, --precision and --workers of the stylizers (only the neural stylizer runs a model)."""
+    """--device, --precision and --workers of the stylizers (only neural and neural-fast run a model)."""
     g = p.add_argument_group("device, precision and workers")
     g.add_argument("--workers", type=int, default=None, metavar="N", help="processes that each stylize whole videos "
                    "with the CPU stylizers (default min(4, CPUs − 1); 0: the main process); results do not depend "
                    "on it")
-    g.add_argument("--device", default="auto", help="the neural stylizer's device: auto (default: CUDA when "
+    g.add_argument("--device", default="auto", help="the neural stylizers' device: auto (default: CUDA when "
                    "available, else the CPU), cpu, cuda, cuda:K or mps; the other stylizers and the optical flow run "
                    "on the CPU")
-    g.add_argument("--precision", choices=PRECISIONS, default="fp32", help="the neural stylizer's VGG16: fp32 "
-                   "(default); bf16; fp16 (CUDA); auto: bf16 where native on a GPU, fp32 on a CPU")
+    g.add_argument("--precision", choices=PRECISIONS, default="fp32", help="the neural stylizers' networks (neural's "
+                   "VGG16, neural-fast's): fp32 (default); bf16; fp16 (CUDA); auto: bf16 where native on a GPU, fp32 "
+                   "on a CPU")
 
 
 def cmd_pairs_check(args: argparse.Namespace) -> int:
