@@ -106,3 +106,20 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(autouse=True)
+def _signal_handlers_restored(request):
+    """A test that leaves the SIGINT/SIGTERM handlers changed (e.g. SIGINT ignored, as a pair-making worker's start
+    does, run in this process) would change how the interrupts of later tests behave: put them back after every
+    test, and name the test that changed them."""
+    import signal
+    import warnings
+
+    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    yield
+    changed = [signal.Signals(s).name for s, handler in saved.items() if signal.getsignal(s) is not handler]
+    for s, handler in saved.items():
+        signal.signal(s, handler)
+    if changed:
+        warnings.warn(f"{request.node.nodeid} left the {', '.join(changed)} handler changed (restored)", stacklevel=1)
