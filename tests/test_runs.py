@@ -342,25 +342,45 @@ def test_report_and_pairs_check_never_overwrite_a_file_stlens_did_not_write(tmp_
     assert notes.read_text() == '{"mine": 1}'
 
 
-def test_an_interrupt_between_two_layers_keeps_the_pairs_measured(monkeypatch):
+INTERRUPT_BETWEEN_LAYERS = """
+import json, os, signal
+import stlens
+from stlens.measure import moments as moments_module
+
+handle = stlens.load_model("stlens:i3d", "bundled:i3d-motion")
+pairs = stlens.make_pairs(stlens.open_data("synth:motion?split=test&n=64&seed=0"), handle.input, 32, seed=0)
+calls = {"n": 0}
+original = moments_module.PairedMoments.update
+
+def update(self, factor, a, b, index=None):
+    calls["n"] += 1
+    if calls["n"] == 5 * 2 * 4 + 3:  # 5 layers x 2 factors x 4 batches, then the 2nd layer of batch 5
+        os.kill(os.getpid(), signal.SIGINT)
+    return original(self, factor, a, b, index)
+
+moments_module.PairedMoments.update = update
+result = stlens.measure(handle, pairs, batch_size=4, bootstrap=10, progress=False, workers=0)
+print(json.dumps({"interrupted": result.meta.get("interrupted"), "pairs": result.meta["pairs"],
+                  "counts": sorted({tuple(int(x) for x in m.n) for m in result.moments.values()})}))
+"""
+
+
+def test_an_interrupt_between_two_layers_keeps_the_pairs_measured():
     """SIGINT while a batch is being added to the layers' moments (after the first layer, before the last): the batch
-    enters every layer or none, so the pairs so far stay a usable partial result."""
+    enters every layer or none, so the pairs so far stay a usable partial result. Run in a process of its own: the
+    signal's delivery must not depend on what earlier tests left in this one."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(stlens_src()).parent)}
+    run = subprocess.run([sys.executable, "-c", INTERRUPT_BETWEEN_LAYERS], capture_output=True, text=True, env=env,
+                         timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    result = json.loads(run.stdout.strip().splitlines()[-1])
+    assert result["interrupted"] is True
+    assert result["pairs"]["dynamic"] + result["pairs"]["static"] == 5 * 4
+    assert len(result["counts"]) == 1
+
+
+def stlens_src() -> str:
+    """The folder of the stlens package these tests import (so that the child process imports the same one)."""
     import stlens
-    from stlens.measure import moments as moments_module
 
-    handle = stlens.load_model("stlens:i3d", "bundled:i3d-motion")
-    pairs = stlens.make_pairs(stlens.open_data("synth:motion?split=test&n=64&seed=0"), handle.input, 32, seed=0)
-    calls = {"n": 0}
-    original = moments_module.PairedMoments.update
-
-    def update(self, factor, a, b, index=None):
-        calls["n"] += 1
-        if calls["n"] == 5 * 2 * 4 + 3:  # 5 layers × 2 factors × 4 batches, then the 2nd layer of batch 5
-            os.kill(os.getpid(), signal.SIGINT)
-        return original(self, factor, a, b, index)
-
-    monkeypatch.setattr(moments_module.PairedMoments, "update", update)
-    result = stlens.measure(handle, pairs, batch_size=4, bootstrap=10, progress=False, workers=0)
-    assert result.meta["interrupted"] is True
-    assert result.meta["pairs"]["dynamic"] + result.meta["pairs"]["static"] == 5 * 4
-    assert len({tuple(m.n) for m in result.moments.values()}) == 1
+    return str(Path(stlens.__file__).parent)
