@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import signal
+import sys
 import time
 from pathlib import Path
 
@@ -157,6 +158,33 @@ def test_a_worker_ignores_sigint_and_runs_one_thread():
         signal.signal(signal.SIGINT, saved[0])
         signal.signal(signal.SIGTERM, saved[1])
         torch.set_num_threads(saved[2])
+
+
+class _ReportsThreadErrors(torch.utils.data.Dataset):
+    """Item i: reports an error as a helper thread of the worker would (``sys.excepthook``), as the file-descriptor
+    server that hands tensors to the main process does when the main process breaks off (EOFError) or fails
+    otherwise (ValueError)."""
+
+    errors = (EOFError("the main process went away"), ConnectionResetError("reset by peer"), ValueError("a real bug"))
+
+    def __len__(self) -> int:
+        return len(self.errors)
+
+    def __getitem__(self, i: int) -> int:
+        error = self.errors[i]
+        sys.excepthook(type(error), error, None)
+        sys.stderr.flush()
+        return i
+
+
+def test_a_worker_prints_no_traceback_for_a_handoff_an_interrupt_broke_off(capfd):
+    from stlens.core.workers import loader
+
+    got = [int(x) for x in loader(_ReportsThreadErrors(), 1, batch_size=None)]
+    assert got == [0, 1, 2]
+    printed = capfd.readouterr().err
+    assert "ValueError: a real bug" in printed  # anything else is still reported
+    assert "EOFError" not in printed and "ConnectionResetError" not in printed
 
 
 class _Squares(torch.utils.data.Dataset):

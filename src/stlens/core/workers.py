@@ -55,16 +55,34 @@ def _quit_worker(signum: int, frame: object) -> None:
     os._exit(0)  # at once and quietly: a KeyboardInterrupt could land outside the worker loop and print a traceback
 
 
+#: what a worker's tensor hand-off thread raises when the main process stops in the middle of receiving a tensor
+BROKEN_HANDOFF = (EOFError, ConnectionError)
+
+
+def _quiet_broken_handoff(kind: type[BaseException], value: BaseException, tb: Any) -> None:
+    """A worker's ``sys.excepthook``: silent for a hand-off the interrupted main process broke off, the default for
+    anything else."""
+    if issubclass(kind, BROKEN_HANDOFF):
+        return
+    sys.__excepthook__(kind, value, tb)
+
+
 def init_worker(worker_id: int) -> None:
     """A DataLoader's ``worker_init_fn``: SIGINT ignored (the main process handles it and shuts the workers down),
     SIGTERM ends the worker at once and quietly (the DataLoader's shutdown sends it to a worker that does not stop in
-    time), one torch thread.
+    time), one torch thread, and no traceback when an interrupt breaks off a tensor hand-off.
+
+    A worker hands a tensor to the main process through multiprocessing's file-descriptor server, a thread that
+    reports its errors through ``sys.excepthook``; when SIGINT/SIGTERM stops the main process in the middle of
+    receiving, that thread's connection ends (EOFError, ConnectionError) and the default hook printed a traceback
+    under the "partial result in …" line. The worker's own errors never reach the hook (``guarded`` returns them).
 
     PyTorch's worker loop sets one thread already; this keeps it so: GNU OpenMP is not fork-safe, and a forked worker
     set to more threads crashed (segmentation fault, 2-core CPU) and hung on a 16-core GPU machine. (Nor
     cv2.setNumThreads: after a fork it joins the parent's pool threads and hangs.)"""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _quit_worker)
+    sys.excepthook = _quiet_broken_handoff
     torch.set_num_threads(1)
 
 
