@@ -52,7 +52,7 @@ RANGE_WEIGHT = 10.0
 #: settings a resumed run may change (a new phase from its step, recorded): the loss weights, step sizes, length
 PHASE_KEYS = ("steps", "lr", "norm_lr", "style_weight", "content_weight", "temporal_weight")
 DEFAULTS = dict(steps=6000, crop=112, photos_per_step=2, lr=1e-3, norm_lr=1e-2, style_weight=1.0, content_weight=1.0,
-                temporal_weight=100.0, width=16, blocks=3, seed=0)
+                temporal_weight=100.0, width=16, blocks=3, seed=0, leaky=0.0, head_std=0.0)
 
 
 def rgb(image: np.ndarray) -> np.ndarray:
@@ -213,7 +213,7 @@ def bundle_checkpoint(out: Path, folder: Path, strength: float = 1.0) -> Path:
     """Bundle the weights of ``out/checkpoint.pt`` as they are (a run stopped early), without training."""
     state = torch.load(out / "checkpoint.pt", weights_only=True)
     settings = state["settings"]
-    net = TransformNet(len(STYLES), settings["width"], settings["blocks"])
+    net = TransformNet(len(STYLES), settings["width"], settings["blocks"], settings.get("leaky", 0.0))
     net.load_state_dict(state["model"])
     phases = state.get("phases") or [{"from_step": 0, **{k: settings[k] for k in PHASE_KEYS if k != "steps"}}]
     record = {"step": state["step"], "seconds": round(state["seconds"], 1), "threads": 1, "phases": phases}
@@ -245,7 +245,9 @@ def train(out: Path, settings: dict, minutes: float | None = None, every: int = 
     into ``bundle_to`` when given. Returns the record (step, seconds, last losses)."""
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(settings["seed"])
-    net = TransformNet(len(STYLES), settings["width"], settings["blocks"])
+    net = TransformNet(len(STYLES), settings["width"], settings["blocks"], settings.get("leaky", 0.0))
+    if settings.get("head_std"):  # a head that starts non-zero gives the last layer gradients from the first step
+        torch.nn.init.normal_(net.head.weight, std=settings["head_std"])
     # the per-style scales and shifts see one image of their style per step or less: a larger step size for them
     norms = [p for n, p in net.named_parameters() if ".norm." in n]
     convs = [p for n, p in net.named_parameters() if ".norm." not in n]

@@ -17,7 +17,8 @@ import pytest
 from launch import RUN_FIELDS, with_tests
 
 from stlens.cli import main
-from stlens.core.distributed import World, rank_device, shard
+from stlens.core.distributed import World, failing_together, rank_device, shard
+from stlens.errors import StlensError
 
 SAMPLE = ["--model", "torchvision:r3d_18", "--frames", "4", "--size", "32", "--pairs", "8", "--bootstrap", "20",
           "--data", "sample:"]
@@ -63,6 +64,38 @@ def test_one_gpu_per_process():
     assert rank_device("cpu", World(1, 2, 1)) == "cpu"
     assert rank_device("cuda:3", World(1, 2, 1)) == "cuda:3"  # an explicit GPU stays
     assert rank_device("cuda", World(0, 1, 0)) == "cuda"  # a single process: as given
+
+
+class _Recorder:
+    """A stand-in for a ``Group`` and a ``RunFolder``: what they were told."""
+
+    def __init__(self):
+        self.told: list[str] = []
+
+    def fail(self, message: str) -> None:
+        self.told.append(message)
+
+    def fail_with(self, exc: BaseException) -> None:
+        from stlens.core.distributed import Group
+
+        Group.fail_with(self, exc)  # the real formatting, through fail
+
+    def abandon(self) -> None:
+        self.told.append("abandoned")
+
+
+@pytest.mark.parametrize("error, told", [
+    (StlensError("bad layer x"), ["bad layer x", "abandoned"]),
+    (ValueError("a bug"), ["ValueError: a bug", "abandoned"]),
+    (KeyboardInterrupt(), ["abandoned"]),  # torchrun forwards an interrupt to every rank: nothing to tell
+])
+def test_an_error_is_told_to_the_other_ranks_and_abandons_the_folder(error, told):
+    group, folder = _Recorder(), _Recorder()
+    with pytest.raises(type(error)), failing_together(group, folder):
+        raise error
+    assert group.told + folder.told == told
+    with failing_together(None, None):  # one process, no folder: nothing to do
+        pass
 
 
 @pytest.mark.parametrize("args", [SAMPLE, SYNTH], ids=["sample-r3d_18", "synth-i3d"])

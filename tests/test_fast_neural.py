@@ -106,3 +106,31 @@ def test_training_runs_and_resumes_exactly(tmp_path):
     assert [(p["from_step"], p["style_weight"]) for p in meta["train"]["phases"]] == [(0, 1.0), (2, 4.0)]
     only = train_stylizer.bundle_checkpoint(tmp_path / "b", tmp_path / "only")  # a stopped run, bundled as it is
     assert load_network(only)[1]["train"]["phases"] == meta["train"]["phases"]
+
+
+def test_a_leaky_network_keeps_its_activation_through_the_bundle(tmp_path):
+    """``leaky`` (the negative slope of every activation) is part of the network: trained, bundled and loaded back, a
+    leaky network gives what it gave before bundling (within float16), and its last layer lets negative values
+    through (a ReLU network's dead units stay at 0)."""
+    import train_stylizer
+
+    torch.set_num_threads(1)
+    settings = TINY | {"steps": 1, "leaky": 0.2, "head_std": 0.01}
+    train_stylizer.train(tmp_path / "run", settings, every=1, log_every=1, bundle_to=tmp_path / "bundle")
+    net, meta = load_network(tmp_path / "bundle" / f"{NAME}.safetensors")
+    assert meta["network"]["leaky"] == 0.2 and meta["train"]["head_std"] == 0.01
+    state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["model"]
+    trained = TransformNet(len(STYLES), 4, 1, leaky=0.2)
+    trained.load_state_dict({k: v.half().float() for k, v in state.items()})
+    trained.eval()
+    x = torch.rand(2, 3, 20, 24)
+    style = torch.tensor([0, 3])
+    assert torch.equal(net(x, style), trained(x, style))
+    assert net.head.weight.abs().sum() > 0  # head_std: the head starts non-zero
+    hidden = x
+    for layer in (*net.down, *net.res, *net.up):
+        hidden = layer(hidden, style)
+    assert (hidden < 0).any()  # leaky: negative activations pass (scaled by 0.2)
+    relu = TransformNet(len(STYLES), 4, 1)
+    assert "leaky" not in relu.config  # bundles of ReLU networks keep their config
+

@@ -159,6 +159,10 @@ class Group:
         with contextlib.suppress(Exception):  # the first failure is kept: later ones are often its consequence
             self._store.compare_set(_FAILED_KEY, "", f"rank {self.world.rank}: {message}")
 
+    def fail_with(self, exc: BaseException) -> None:
+        """``fail`` with the message of ``exc``: a ``StlensError``'s as it is, another's after its type."""
+        self.fail(str(exc) if isinstance(exc, StlensError) else f"{type(exc).__name__}: {exc}")
+
     def stop_if_failed(self) -> None:
         """Raise a ``StlensError`` naming the rank when another rank failed (a cheap check, once per batch)."""
         try:
@@ -186,6 +190,20 @@ class Group:
         for rank, message in enumerate(errors):
             if message is not None:
                 raise StlensError(message if rank == self.world.rank else f"rank {rank} failed: {message}")
+
+
+@contextlib.contextmanager
+def failing_together(group: Group | None, folder=None) -> Iterator[None]:
+    """Within the block, an error is told to the other ranks (``group.fail_with``; an interrupt is not: torchrun
+    forwards it to every rank) and abandons ``folder`` (a claimed ``RunFolder``, or None); it propagates."""
+    try:
+        yield
+    except BaseException as exc:
+        if group is not None and isinstance(exc, Exception):
+            group.fail_with(exc)
+        if folder is not None:
+            folder.abandon()
+        raise
 
 
 def on_first_rank(world: World, step: Callable[[], T], group: Group | None = None) -> T | None:

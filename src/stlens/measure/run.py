@@ -252,7 +252,7 @@ def measure(model: nn.Module | ModelHandle, pairs: Iterable, layers: str | list[
                           stacklevel=2)
         except Exception as exc:
             if group is not None:
-                group.fail(str(exc) if isinstance(exc, StlensError) else f"{type(exc).__name__}: {exc}")
+                group.fail_with(exc)
             raise
     if group is not None:
         if saver is not None and not interrupted:

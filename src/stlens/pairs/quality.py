@@ -139,7 +139,7 @@ def check_pairs(source: VideoSource, stylizers: str, n: int = 8, frames: int = 1
             moved.append(fraction)
     except Exception as exc:
         if group is not None:
-            group.fail(str(exc) if isinstance(exc, StlensError) else f"{type(exc).__name__}: {exc}")
+            group.fail_with(exc)
         raise
     if group is not None:  # every rank's results, in rank order: the clips' order
         group.stop_if_failed()

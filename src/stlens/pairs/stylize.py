@@ -466,7 +466,7 @@ def _stylize(source: VideoSource | str | Path, stylizer: str, styles: int, root:
                 group.stop_if_failed()
     except Exception as exc:
         if group is not None:
-            group.fail(str(exc) if isinstance(exc, StlensError) else f"{type(exc).__name__}: {exc}")
+            group.fail_with(exc)
         raise
     shares = [mine]
     if group is not None:

@@ -125,15 +125,9 @@ def perturb(model: str | nn.Module | ModelHandle, data: str | LabelledClips, *,
 
         folder = distributed.on_first_rank(world, claim) if out is not None else None
         group = distributed.Group(world) if world.distributed else None
-        try:
+        with distributed.failing_together(group, folder):
             result = _perturb(model, data, chosen, clips, batch_size, bootstrap, seed, weights, frames, size, device,
                               precision, workers, progress, meta, offline, measured, world, group)
-        except BaseException as exc:
-            if group is not None and isinstance(exc, Exception):
-                group.fail(str(exc) if isinstance(exc, StlensError) else f"{type(exc).__name__}: {exc}")
-            if folder is not None:
-                folder.abandon()
-            raise
     if folder is not None:
         result.save(folder)
     return result

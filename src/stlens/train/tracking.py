@@ -388,7 +388,7 @@ def track(model: str, checkpoints: str | Path, data: str, layers: str | list[str
 
             run = distributed.on_first_rank(world, lambda: RunFolder(out, "track", overwrite=overwrite).claim())
         group = distributed.Group(world) if world.distributed else None
-        try:
+        with distributed.failing_together(group, run):
             result = _track(model, checkpoints, data, layers, pairs=pairs, stylizer=stylizer, frames=frames,
                             size=size, batch_size=batch_size, bootstrap=bootstrap, threshold=threshold, seed=seed,
                             progress=progress, device=target, precision=precision, workers=workers, world=world,
@@ -403,12 +403,6 @@ def track(model: str, checkpoints: str | Path, data: str, layers: str | list[str
                 writer = summary_writer(tensorboard)
                 write_track(writer, result.rows)
                 writer.close()
-        except BaseException as exc:
-            if group is not None and isinstance(exc, Exception):
-                group.fail(str(exc) if isinstance(exc, StlensError) else f"{type(exc).__name__}: {exc}")
-            if run is not None:
-                run.abandon()
-            raise
     return result
 
 

@@ -203,7 +203,7 @@ class Trainer:
             yield
         except Exception as exc:
             self.group.stop_if_failed()  # another rank failed first: its message, not a broken connection's
-            self.group.fail(str(exc) if isinstance(exc, StlensError) else f"{type(exc).__name__}: {exc}")
+            self.group.fail_with(exc)
             raise
 
     def _setup(self) -> None:

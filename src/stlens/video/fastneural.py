@@ -62,23 +62,25 @@ class ConvLayer(nn.Module):
     """Reflection-padded conv (stride 1 or 2, optional nearest ×2 upsampling first), then CIN and ReLU."""
 
     def __init__(self, cin: int, cout: int, kernel: int, styles: int, stride: int = 1, up: bool = False,
-                 relu: bool = True):
+                 relu: bool = True, leaky: float = 0.0):
         super().__init__()
         self.conv = nn.Conv2d(cin, cout, kernel, stride)
         self.norm = CondInstanceNorm(cout, styles)
-        self.pad, self.up, self.relu = kernel // 2, up, relu
+        self.pad, self.up, self.relu, self.leaky = kernel // 2, up, relu, leaky
 
     def forward(self, x: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
         if self.up:
             x = F.interpolate(x, scale_factor=2, mode="nearest")
         x = self.norm(self.conv(F.pad(x, (self.pad,) * 4, mode="reflect")), style)
-        return F.relu(x) if self.relu else x
+        if not self.relu:
+            return x
+        return F.leaky_relu(x, self.leaky) if self.leaky else F.relu(x)
 
 
 class ResidualBlock(nn.Module):
-    def __init__(self, channels: int, styles: int):
+    def __init__(self, channels: int, styles: int, leaky: float = 0.0):
         super().__init__()
-        self.a = ConvLayer(channels, channels, 3, styles)
+        self.a = ConvLayer(channels, channels, 3, styles, leaky=leaky)
         self.b = ConvLayer(channels, channels, 3, styles, relu=False)
 
     def forward(self, x: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
@@ -86,19 +88,22 @@ class ResidualBlock(nn.Module):
 
 
 class TransformNet(nn.Module):
-    """RGB in [0, 1] (B, 3, H, W) and style indices (B,) → stylized RGB in (0, 1) (B, 3, H, W); H, W any size."""
+    """RGB in [0, 1] (B, 3, H, W) and style indices (B,) → stylized RGB in (0, 1) (B, 3, H, W); H, W any size.
+    ``leaky``: the negative slope of the activations (0: ReLU; a leaky one cannot die, see docs/stylizers.md)."""
 
-    def __init__(self, styles: int = len(STYLES), width: int = 16, blocks: int = 3):
+    def __init__(self, styles: int = len(STYLES), width: int = 16, blocks: int = 3, leaky: float = 0.0):
         super().__init__()
         c1, c2, c3 = width, 2 * width, 4 * width
-        self.down = nn.ModuleList([ConvLayer(3, c1, 9, styles), ConvLayer(c1, c2, 3, styles, stride=2),
-                                   ConvLayer(c2, c3, 3, styles, stride=2)])
-        self.res = nn.ModuleList([ResidualBlock(c3, styles) for _ in range(blocks)])
-        self.up = nn.ModuleList([ConvLayer(c3, c2, 3, styles, up=True), ConvLayer(c2, c1, 3, styles, up=True)])
+        self.down = nn.ModuleList([ConvLayer(3, c1, 9, styles, leaky=leaky),
+                                   ConvLayer(c1, c2, 3, styles, stride=2, leaky=leaky),
+                                   ConvLayer(c2, c3, 3, styles, stride=2, leaky=leaky)])
+        self.res = nn.ModuleList([ResidualBlock(c3, styles, leaky) for _ in range(blocks)])
+        self.up = nn.ModuleList([ConvLayer(c3, c2, 3, styles, up=True, leaky=leaky),
+                                 ConvLayer(c2, c1, 3, styles, up=True, leaky=leaky)])
         self.head = nn.Conv2d(c1, 3, 9)
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
-        self.config = {"styles": styles, "width": width, "blocks": blocks}
+        self.config = {"styles": styles, "width": width, "blocks": blocks, **({"leaky": leaky} if leaky else {})}
         self.strength = 1.0  # the bundled value is set by load_network (see stylize_tensor)
 
     def forward(self, x: torch.Tensor, style: torch.Tensor) -> torch.Tensor:

@@ -350,19 +350,13 @@ def visualize(model: str | ModelHandle | nn.Module, target, *, layers: str | Seq
         if out is not None:  # torchrun: rank 0 claims (every rank hears of a refusal), the ranks split the targets
             run = distributed.on_first_rank(world, lambda: RunFolder(out, "visualize", overwrite=overwrite).claim())
         group = distributed.Group(world) if world.distributed else None
-        try:
+        with distributed.failing_together(group, run):
             result = _visualize_here(model, target, began, world, group, layers=names, weights=weights,
                                      from_run=from_run, steps=steps, lr=lr, param=param, lams=lams,
                                      batch_size=batch_size, precision=precision, seed=seed, optimizer=optimizer,
                                      data=data, natural_clips=natural_clips, regularization=regularization,
                                      transforms=transforms, frames=frames, size=size, progress=progress,
                                      place=place)
-        except BaseException as exc:
-            if group is not None and isinstance(exc, Exception):
-                group.fail(str(exc) if isinstance(exc, StlensError) else f"{type(exc).__name__}: {exc}")
-            if run is not None:
-                run.abandon()
-            raise
         if out is not None:
             save_shared(result, run, group)  # commits on rank 0; abandons on any error
             result.path = Path(out)
