@@ -364,3 +364,23 @@ def test_diving48_bad_segment_names_the_entry(small_video, tmp_path, capsys):
     err = error_of(capsys)
     assert f"{ann}:entry 2: expected 0 ≤ start_frame < end_frame, got start_frame 30, end_frame 30" in err
     assert not out.exists()
+
+
+def test_a_verbs_arguments_are_checked_in_order_naming_the_first_bad_one():
+    from stlens.core.arguments import checked_device, labelled_data, raise_first_failed, whole
+    from stlens.errors import StlensError
+
+    assert whole(3, 1) and whole(0, 0) and not whole(0, 1) and not whole(True, 0) and not whole(2.0, 1)
+    assert labelled_data("synth:motion") and labelled_data(Path("a.json")) and not labelled_data(3)
+    raise_first_failed([(True, "fine")])
+    with pytest.raises(StlensError, match="^`clips` bad$"):
+        raise_first_failed([(True, "fine"), (False, "`clips` bad"), (False, "`seed` bad")])
+    assert checked_device(None, "fp32") is None
+    assert checked_device("cpu", "fp32") == torch.device("cpu")
+    with pytest.raises(StlensError, match="precision"):
+        checked_device("cpu", "fp8")
+    from stlens.explain.run import _check
+
+    with pytest.raises(StlensError, match="`batch_size` must be ≥ 1"):  # a verb: the first bad argument, named
+        _check(data="synth:motion", method="saliency", layer=None, target="predicted", clips=2, steps=4,
+               batch_size=0, seed=-1, device=None, precision="fp32", errors=None, error_steps=1)

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from stlens.core.arguments import checked_device, labelled_data, raise_first_failed, whole
 from stlens.core.device import PRECISIONS
 from stlens.core.handle import ModelHandle
 from stlens.errors import StlensError
@@ -100,11 +101,8 @@ def explain(model: str | nn.Module | ModelHandle, data: str | Path | LabelledCli
 def _check(*, data, method, layer, target, clips, steps, batch_size, seed, device, precision, errors, error_steps
            ) -> torch.device | None:
     """Every argument that needs no model or data, checked before any work; the device (None: the module's)."""
-    def whole(value: Any, least: int) -> bool:
-        return isinstance(value, int) and not isinstance(value, bool) and value >= least
-
     checks = [
-        (isinstance(data, str | Path) or (hasattr(data, "batch") and hasattr(data, "__len__")),
+        (labelled_data(data),
          f"`data` must be a labelled data spec (synth:..., an annotation file) or LabelledClips, got "
          f"{type(data).__name__}"),
         (method in METHODS, f"`method` must be one of {', '.join(METHODS)}, got {method!r}"),
@@ -120,18 +118,10 @@ def _check(*, data, method, layer, target, clips, steps, batch_size, seed, devic
         (whole(error_steps, 1), f"`error_steps` must be ≥ 1 (visualization steps), got {error_steps!r}"),
         (precision in PRECISIONS, f"`precision` must be one of {', '.join(PRECISIONS)}, got {precision!r}"),
     ]
-    for ok, message in checks:
-        if not ok:
-            raise StlensError(message)
+    raise_first_failed(checks)
     if layer is not None and method != "gradcam":
         raise StlensError(f"`layer` is for method gradcam; {method} attributes at the input")
-    if device is None:
-        return None
-    from stlens.core.device import resolve_device, resolve_precision
-
-    found = resolve_device(device)
-    resolve_precision(precision, found)
-    return found
+    return checked_device(device, precision)
 
 
 def _explain(model, data, *, method, layer, target, clips, steps, frames, size, weights, batch_size, device,

@@ -6,12 +6,12 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from stlens.core.arguments import checked_device, labelled_data, raise_first_failed, whole
 from stlens.core.device import PRECISIONS
 from stlens.core.handle import ModelHandle
 from stlens.errors import StlensError
@@ -103,11 +103,8 @@ def selectivity(model: str | nn.Module | ModelHandle, data: str | Path | Labelle
 def _check(*, data, layers, clips, batch_size, bootstrap, seed, top_k, workers, device, precision,
            from_run, gallery, gallery_steps) -> torch.device | None:
     """Every argument that needs no model or data, checked before any work; the device (None: the module's)."""
-    def whole(value: Any, least: int) -> bool:
-        return isinstance(value, int) and not isinstance(value, bool) and value >= least
-
     checks = [
-        (isinstance(data, str | Path) or (hasattr(data, "batch") and hasattr(data, "__len__")),
+        (labelled_data(data),
          f"`data` must be a labelled data spec (synth:..., an annotation file) or LabelledClips, got "
          f"{type(data).__name__}"),
         (layers is None or isinstance(layers, str) or (isinstance(layers, list | tuple) and layers
@@ -126,16 +123,8 @@ def _check(*, data, layers, clips, batch_size, bootstrap, seed, top_k, workers, 
         (from_run is None or Path(from_run).is_dir(), f"`from_run` {from_run}: no such folder (give a stlens "
                                                       f"measure run folder)"),
     ]
-    for ok, message in checks:
-        if not ok:
-            raise StlensError(message)
-    if device is None:
-        return None
-    from stlens.core.device import resolve_device, resolve_precision
-
-    target = resolve_device(device)
-    resolve_precision(precision, target)
-    return target
+    raise_first_failed(checks)
+    return checked_device(device, precision)
 
 
 def _selectivity(model, data, layers, *, weights, frames, size, clips, batch_size, bootstrap, seed, top_k, workers,

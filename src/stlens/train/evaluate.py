@@ -34,6 +34,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from stlens.core.arguments import checked_device, labelled_data, raise_first_failed, whole
 from stlens.core.device import PRECISIONS
 from stlens.core.handle import ModelHandle
 from stlens.errors import StlensError
@@ -220,11 +221,8 @@ def _check(*, data, clips, batch_size, task, mask_threshold, iou, bootstrap, see
            precision) -> torch.device | None:
     """Every argument that needs no model or data, checked before any work; the device to run on (None: the
     module's)."""
-    def whole(value: Any, least: int) -> bool:
-        return isinstance(value, int) and not isinstance(value, bool) and value >= least
-
     checks = [
-        (isinstance(data, str | Path) or (hasattr(data, "batch") and hasattr(data, "__len__")),
+        (labelled_data(data),
          f"`data` must be a labelled data spec (synth:..., an annotation file, davis:, moca:) or LabelledClips, got "
          f"{type(data).__name__}"),
         (clips is None or whole(clips, 1), f"`clips` must be ≥ 1 (None: all clips), got {clips!r}"),
@@ -239,16 +237,8 @@ def _check(*, data, clips, batch_size, task, mask_threshold, iou, bootstrap, see
                                                f"{workers!r}"),
         (precision in PRECISIONS, f"`precision` must be one of {', '.join(PRECISIONS)}, got {precision!r}"),
     ]
-    for ok, message in checks:
-        if not ok:
-            raise StlensError(message)
-    if device is None:
-        return None
-    from stlens.core.device import resolve_device, resolve_precision
-
-    target = resolve_device(device)
-    resolve_precision(precision, target)
-    return target
+    raise_first_failed(checks)
+    return checked_device(device, precision)
 
 
 def _evaluate(model, data, *, weights, frames, size, clips, batch_size, task, mask_threshold, iou, bootstrap, seed,
