@@ -153,3 +153,69 @@ def test_a_video_longer_than_max_frames_is_read_from_its_first_packets():
     assert isinstance(frames, ClipFrames) and frames.shape == whole.shape
     assert len(frames._packets) == 30 + io._REORDER
     assert np.array_equal(frames[np.arange(30)[::-1]], whole[::-1])
+
+
+def labelled_videos(videos: Path, root: Path) -> str:
+    """``classes:ROOT`` of the mp4s of ``kinds``: the small clip and its keyframe-every-8 copy, and a sample video."""
+    import shutil
+
+    for cls, paths in (("mp4", kinds(videos)[:2]), ("more", [kinds(videos)[3]])):
+        (root / cls).mkdir(parents=True)
+        for path in paths:
+            shutil.copy(path, root / cls / path.name)
+    return f"classes:{root}"
+
+
+@pytest.mark.parametrize("augment", [False, True])
+def test_labelled_clips_are_those_of_a_whole_decode(videos, tmp_path, monkeypatch, augment):
+    """Evaluate, perturb, selectivity and train draw labelled clips: read clip by clip, they are the clips of a whole
+    decode (random crops too), and a frame that does not come out of a seek falls back to a whole decode."""
+    from stlens.video import labelled
+
+    spec = SPEC
+    data = labelled_videos(videos, tmp_path / "root")
+
+    def draws() -> list[torch.Tensor]:
+        clips = labelled.open_clips(data, spec, augment=augment)
+        rng = np.random.default_rng(7)
+        return [clips.batch(np.array([0, 1, 2, 0, 2]), rng)[0] for _ in range(3)]
+
+    clip_read = draws()
+    with monkeypatch.context() as patch:
+        patch.setattr(labelled, "open_clip_source", read_clip_source)  # as before: every video decoded whole
+        whole = draws()
+    assert all(torch.equal(a, b) for a, b in zip(clip_read, whole, strict=True))
+
+    def fail(self, indices):
+        raise ClipReadError("frame missing after a seek")
+
+    monkeypatch.setattr(io._VideoFrames, "_read", fail)
+    assert all(torch.equal(a, b) for a, b in zip(draws(), whole, strict=True))
+
+
+def test_playback_pairs_are_those_of_a_whole_decode(videos, monkeypatch):
+    """The playback factor's pairs (two strides around one centre frame) from clip reads, and after a fallback to a
+    whole decode, equal those of whole decodes."""
+    from stlens.pairs import factors
+
+    def pairs() -> list:
+        made = factors.PlaybackPairs(open_data(str(videos)), SPEC, 6, seed=2)
+        return [made[i] for i in range(len(made))]
+
+    clip_read = pairs()
+    with monkeypatch.context() as patch:
+        patch.setattr(factors, "open_clip_source", read_clip_source)  # as before: every video decoded whole
+        whole = pairs()
+
+    def same(ours: list, theirs: list) -> bool:
+        return all(p.source == q.source and torch.equal(p.a, q.a) and torch.equal(p.b, q.b)
+                   for p, q in zip(ours, theirs, strict=True))
+
+    assert len(clip_read) == 6 and same(clip_read, whole)
+    assert not torch.equal(whole[0].a, whole[0].b)
+
+    def fail(self, indices):
+        raise ClipReadError("frame missing after a seek")
+
+    monkeypatch.setattr(io._VideoFrames, "_read", fail)
+    assert same(pairs(), whole)

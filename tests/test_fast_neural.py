@@ -134,3 +134,19 @@ def test_a_leaky_network_keeps_its_activation_through_the_bundle(tmp_path):
     relu = TransformNet(len(STYLES), 4, 1)
     assert "leaky" not in relu.config  # bundles of ReLU networks keep their config
 
+
+
+def test_the_strength_rule_takes_the_smallest_alpha_reaching_both_targets():
+    from calibrate_stylizer import alpha_name, choose
+
+    def row(colour: float, structure: float) -> dict:
+        return {"appearance_change": {"colour": colour, "structure": structure}}
+
+    alphas = [1.0, 1.5, 2.0, 2.5]
+    rows = {alpha_name(1.0): row(20, 0.10), alpha_name(1.5): row(35, 0.30), alpha_name(2.0): row(50, 0.45),
+            alpha_name(2.5): row(60, 0.50)}
+    neural, fourier = row(28, 0.44), row(30, 0.18)
+    assert alpha_name(1.5) == "a150"
+    assert choose(rows, alphas, neural, fourier) == 2.0  # 1.5 reaches fourier's colour, not neural's structure
+    assert choose(rows, alphas, None, fourier) == 1.5  # no structure target: colour alone
+    assert choose(rows, alphas, row(28, 0.9), fourier) == 2.5  # none reaches it: the largest

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import operator
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -16,8 +17,10 @@ import torch
 from stlens.core.pair import Pair
 from stlens.core.spec import InputSpec
 from stlens.errors import StlensError
-from stlens.video.io import read_clip_source
+from stlens.video.io import ClipFrames, ClipReadError, open_clip_source, read_clip_source
 from stlens.video.sampling import centre_crop, to_model_input
+
+log = logging.getLogger("stlens")
 
 FACTORS = ("dynamic", "static")  # (as stlens.measure.estimate: pairs sits below measure)
 FURTHER = ("playback", "speed")
@@ -99,22 +102,31 @@ class PlaybackPairs:
     def __len__(self) -> int:
         return self.pairs
 
-    def _video(self, i: int) -> tuple[np.ndarray, str]:
+    def _video(self, i: int, whole: bool = False) -> tuple[np.ndarray | ClipFrames, str]:
+        """Video (or synth clip) i mod len(source), or the next one long enough: opened for clip reads
+        (``open_clip_source``: only the frames of the pair are decoded), or decoded whole (``whole``)."""
         span = playback_span(self.spec.frames, self.stride)
         if hasattr(self.source, "rerender"):  # a synth world: render the clip over the whole span
             longer = dataclasses.replace(self.source, frames=span)
             return longer[i % len(longer)].frames, longer.name(i % len(longer))
         videos = self.source.videos
+        read = read_clip_source if whole else open_clip_source
         for step in range(len(videos)):
             path = videos[(i + step) % len(videos)]
-            frames = read_clip_source(path, short_side=self.spec.resize, partial=True)
+            frames = read(path, short_side=self.spec.resize, partial=True)
             if len(frames) >= span:
                 return frames, str(path)
         raise StlensError(f"`factors`: playback pairs need videos of at least {span} frames; none in "
                           f"{self.source.spec} is that long")
 
     def __getitem__(self, i: int) -> Pair:
-        video, name = self._video(i)
+        try:
+            return self._pair(i, *self._video(i))
+        except ClipReadError as exc:  # a frame did not come out of a seek as a whole decode gives it: decode whole
+            log.debug("playback pair %d: %s; decoding its video whole", i, exc)
+            return self._pair(i, *self._video(i, whole=True))
+
+    def _pair(self, i: int, video: np.ndarray | ClipFrames, name: str) -> Pair:
         half = self.stride * 2 * (self.spec.frames // 2)
         last = len(video) - 1 - 2 * self.stride * (self.spec.frames - 1 - self.spec.frames // 2)
         rng = np.random.default_rng((self.seed, self.code, i))

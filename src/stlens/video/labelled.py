@@ -18,7 +18,7 @@ import torch
 
 from stlens.core.spec import InputSpec
 from stlens.errors import StlensError
-from stlens.video.io import read_clip_source
+from stlens.video.io import ClipFrames, ClipReadError, open_clip_source, read_clip_source
 from stlens.video.sampling import sample_clip, segment_of, to_model_input
 from stlens.video.source import VideoSource
 
@@ -127,7 +127,9 @@ class SynthClips:
 @dataclass
 class VideoClips:
     """Clips of a labelled ``VideoSource``: a random clip of each video per draw (videos without a label are left
-    out; decoded videos are kept in a small cache). ``augment`` adds a random crop instead of the centre crop.
+    out). A video is read clip by clip (``open_clip_source``: only the frames a clip needs are decoded, the frames of
+    a whole decode bit for bit; a video whose frames do not come out of a seek as they should is decoded whole), and
+    the last ``cache_size`` videos stay open. ``augment`` adds a random crop instead of the centre crop.
 
     Where the source gives a video a (start, end) segment (Diving48), its clips lie inside frames [start, end) (end
     exclusive, as in ``clip_indices``); videos whose segment is shorter than a clip are left out with a warning and
@@ -170,12 +172,15 @@ class VideoClips:
     def labels(self) -> tuple[int, ...]:
         return tuple(self._labels)
 
-    def _frames(self, index: int) -> np.ndarray:
+    def _frames(self, index: int, whole: bool = False) -> np.ndarray | ClipFrames:
+        """Video ``index`` opened for clip reads (``open_clip_source``: only the frames a clip needs are decoded,
+        the same frames as a whole decode), or decoded whole (``whole``; kept in the cache in place of the reader)."""
         path = self.videos[index]
-        if path in self._cache:
+        cached = self._cache.get(path)
+        if cached is not None and (not whole or isinstance(cached, np.ndarray)):
             self._cache.move_to_end(path)
-            return self._cache[path]
-        frames = read_clip_source(path, short_side=self.spec.resize)
+            return cached
+        frames = (read_clip_source if whole else open_clip_source)(path, short_side=self.spec.resize)
         if len(frames) < self.spec.frames:
             raise StlensError(f"{path}: shorter than a clip ({len(frames)} < {self.spec.frames} frames)")
         segment = self._segments[index]
@@ -184,14 +189,23 @@ class VideoClips:
             raise StlensError(f"{path}: only {inside} frames of its segment [{segment[0]}, {segment[1]}) are in the "
                               f"video ({len(frames)} frames), fewer than a clip ({self.spec.frames} frames)")
         self._cache[path] = frames
+        self._cache.move_to_end(path)
         if len(self._cache) > self.cache_size:
             self._cache.popitem(last=False)
         return frames
 
     def item(self, index: int, rng: np.random.Generator) -> tuple[torch.Tensor, int]:
-        frames = self._frames(int(index))
-        _, clip = sample_clip(frames, self.spec, rng, segment=self._segments[int(index)], random_crop=self.augment)
-        return to_model_input(clip, self.spec), self._labels[int(index)]
+        index = int(index)
+        state = rng.bit_generator.state
+        try:
+            _, clip = sample_clip(self._frames(index), self.spec, rng, segment=self._segments[index],
+                                  random_crop=self.augment)
+        except ClipReadError as exc:  # a frame did not come out of a seek as a whole decode gives it: decode whole
+            log.debug("%s: %s; decoding it whole", self.videos[index], exc)
+            rng.bit_generator.state = state  # the same draw again
+            _, clip = sample_clip(self._frames(index, whole=True), self.spec, rng, segment=self._segments[index],
+                                  random_crop=self.augment)
+        return to_model_input(clip, self.spec), self._labels[index]
 
     def batch(self, indices: np.ndarray, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         items = [self.item(i, rng) for i in indices]
