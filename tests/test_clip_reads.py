@@ -219,3 +219,34 @@ def test_playback_pairs_are_those_of_a_whole_decode(videos, monkeypatch):
 
     monkeypatch.setattr(io._VideoFrames, "_read", fail)
     assert same(pairs(), whole)
+
+
+def test_stylized_pairs_are_those_of_a_whole_decode(tmp_path, monkeypatch):
+    """Pre-stylized videos (``stylized:``, every style a frame folder) read clip by clip give the pairs of whole
+    decodes, also after a fallback to a whole decode."""
+    import stlens
+    from stlens.pairs import stylized
+
+    root = tmp_path / "styled"
+    stlens.stylize("sample:", stylizer="palette", styles=3, out=root, short_side=40, frames_max=24, workers=0,
+                   progress=False)
+
+    def pairs() -> list:
+        return list(stylized.StylizedPairs(open_data(f"stylized:{root}"), SPEC, 5, seed=4))
+
+    clip_read = pairs()
+    with monkeypatch.context() as patch:
+        patch.setattr(stylized, "open_clip_source", read_clip_source)  # as before: every style decoded whole
+        whole = pairs()
+
+    def same(ours: list, theirs: list) -> bool:
+        return all(p.source == q.source and p.factor == q.factor and torch.equal(p.a, q.a) and torch.equal(p.b, q.b)
+                   for p, q in zip(ours, theirs, strict=True))
+
+    assert len(clip_read) == 10 and same(clip_read, whole)
+
+    def fail(self, indices):
+        raise ClipReadError("frame missing")
+
+    monkeypatch.setattr(io._FolderFrames, "_read", fail)
+    assert same(pairs(), whole)

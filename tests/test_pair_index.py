@@ -135,7 +135,7 @@ def test_the_plan_probes_once_and_fills_skipped(video_dir, stylized_root, monkey
 @pytest.mark.parametrize("kind", ["folder", "sample", "stylized", "twostream"])
 def test_each_video_is_decoded_once_when_visited_in_order(kind, video_dir, stylized_root, monkeypatch):
     decoded = Counter()
-    for module, name in ((makers, "open_clip_source"), (stylized, "read_clip_source")):  # clip reads; styles whole
+    for module, name in ((makers, "open_clip_source"), (stylized, "open_clip_source")):  # clip reads, every style
         read = getattr(module, name)
         monkeypatch.setattr(module, name, lambda path, *a, _read=read, **k: decoded.update(
             [Path(path).name]) or _read(path, *a, **k))

@@ -190,8 +190,8 @@ class VideoPairs:
             path = self.source.videos[share.video]
             frames = self._frames(path, share.probe, whole=whole)
             segment = self._in_segment(path, frames, segment_of(self.source, share.video))
-            if isinstance(frames, ClipFrames):
-                frames.expect(self._clips(share, len(frames), segment))
+            if hasattr(frames, "expect"):  # a ClipFrames (or several, one per style: stylized pairs)
+                frames.expect(self._clips(share, frames.shape[-4], segment))
             self._cache = (share.video, frames, segment)
         _, frames, self._segment = self._cache
         return frames
@@ -205,7 +205,7 @@ class VideoPairs:
         return np.unique(np.concatenate([c for c in clips if c is not None] or [np.zeros(0, int)]))
 
     def _drop_cache(self) -> None:
-        if self._cache is not None and isinstance(self._cache[1], ClipFrames):
+        if self._cache is not None and hasattr(self._cache[1], "close"):  # open files: closed now
             self._cache[1].close()
         self._cache = None
 

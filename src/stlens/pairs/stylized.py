@@ -14,9 +14,55 @@ from stlens.core.pair import DYNAMIC, Pair, check_clip_frames, frame_shuffle
 from stlens.core.spec import InputSpec
 from stlens.errors import StlensError
 from stlens.pairs.makers import VideoPairs
-from stlens.video.io import IMAGE_SUFFIXES, probe_clip_source, read_clip_source, scaled_size
+from stlens.video.io import (
+    IMAGE_SUFFIXES,
+    ClipFrames,
+    open_clip_source,
+    probe_clip_source,
+    read_clip_source,
+    scaled_size,
+)
 from stlens.video.sampling import sample_clip, to_model_input
 from stlens.video.source import VideoSource
+
+
+class StyleStack:
+    """One video in K styles, each read clip by clip (``ClipFrames``, or an array where a file is decoded whole), cut
+    to the shortest style: indexed as the stacked array (K, T, H, W, 3) that ``sample_clip`` takes
+    (``[..., frames, :, :, :]``), it decodes only the frames asked for."""
+
+    ndim = 5
+
+    def __init__(self, styles: list[ClipFrames | np.ndarray], length: int):
+        self.styles, self.length = styles, length
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (len(self.styles), self.length, *self.styles[0].shape[1:])
+
+    def __len__(self) -> int:
+        return len(self.styles)
+
+    def __getitem__(self, key) -> np.ndarray:
+        rest = key[2:] if isinstance(key, tuple) else ()
+        if not (isinstance(key, tuple) and len(key) >= 2 and key[0] is Ellipsis
+                and all(k == slice(None) for k in rest)):
+            raise TypeError(f"a StyleStack is indexed as [..., frames, :, :, :], got {key!r}")
+        frames = np.asarray(key[1]).reshape(-1)
+        if frames.size and (frames.min() < 0 or frames.max() >= self.length):
+            raise IndexError(f"frame indices {key[1]} out of range for {self.length} frames")
+        return np.stack([style[frames] for style in self.styles])
+
+    def expect(self, frames: np.ndarray) -> None:
+        """The frames the video's clips will ask for (see ``ClipFrames.expect``), in every style."""
+        for style in self.styles:
+            if isinstance(style, ClipFrames):
+                style.expect(frames)
+
+    def close(self) -> None:
+        for style in self.styles:
+            if isinstance(style, ClipFrames):
+                style.close()
 
 
 class StylizedPairs(VideoPairs):
@@ -84,21 +130,25 @@ class StylizedPairs(VideoPairs):
             return None
         return length, True
 
-    def _frames(self, path, probe: tuple[int | None, bool], whole: bool = True) -> np.ndarray:
-        """The video in every style, stacked (K, T, H, W, 3) and cut to the shortest style."""
+    def _frames(self, path, probe: tuple[int | None, bool], whole: bool = False) -> np.ndarray | StyleStack:
+        """The video in every style, cut to the shortest style: read clip by clip (``StyleStack``) or, with
+        ``whole``, decoded whole and stacked (K, T, H, W, 3)."""
         name = Path(path).name
+        read = read_clip_source if whole else open_clip_source
         try:
-            styled = [read_clip_source(style / name, short_side=self.spec.resize) for style in self.source.styles]
+            styled = [read(style / name, short_side=self.spec.resize) for style in self.source.styles]
         except StlensError as exc:
             raise StlensError(f"{exc} (it passed the first check, so its share of pairs was counted on; "
                               f"remove or repair it: delete its folder in every style_k and rerun stlens stylize to "
                               f"write it again)") from exc
-        if len({clip.shape[1:] for clip in styled}) > 1:
+        if len({tuple(clip.shape[1:]) for clip in styled}) > 1:
             raise StlensError(f"{path}: frames differ in size between styles; remove or repair it")
         length = min(len(clip) for clip in styled)
         if length < self.spec.frames:
             raise StlensError(f"{path}: read only {length} frames, fewer than the {self.spec.frames} a clip needs")
-        return np.stack([clip[:length] for clip in styled])
+        if whole:
+            return np.stack([clip[:length] for clip in styled])
+        return StyleStack(styled, length)
 
     def _pair(self, frames: np.ndarray, factor: int, rng: np.random.Generator, source: str) -> Pair:
         spec = self.spec
