@@ -10,9 +10,7 @@ over resamples of the videos — for a selection of one draw) and the channels m
 
 from __future__ import annotations
 
-import math
 import shlex
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +18,7 @@ import numpy as np
 
 from stlens.errors import StlensError
 from stlens.report.load import read_run_document
+from stlens.report.runview import RunView, interval_text, is_number, number_text
 
 __all__ = ["FIGURE", "Ablation", "load_ablation", "ablation_view"]
 
@@ -45,18 +44,8 @@ INTERVALS = {
 }
 
 
-@dataclass
-class Ablation:
+class Ablation(RunView):
     """An ablate run folder as the report reads it: ``doc`` (ablation.json, checked), its ``marker`` and a label."""
-
-    path: Path
-    doc: dict[str, Any]
-    marker: dict[str, Any]
-    label: str = ""
-
-    @property
-    def settings(self) -> dict[str, Any]:
-        return self.doc["settings"]
 
     @property
     def metric(self) -> str:
@@ -94,33 +83,17 @@ def _check_document(path: Path, doc: dict[str, Any]) -> None:
         if missing:
             raise StlensError(f"{path}: rows[{number}] has no {', '.join(missing)}")
         for key in ("k", "masked", "draw", m, f"drop_{m}"):
-            if not _is_number(row[key]):
+            if not is_number(row[key]):
                 raise StlensError(f"{path}: rows[{number}].{key} is not a number ({row[key]!r})")
         for key in (f"{m}_low", f"{m}_high", f"drop_{m}_low", f"drop_{m}_high"):  # null/NaN: --bootstrap 0
-            if row.get(key) is not None and not _is_number(row[key]):
+            if row.get(key) is not None and not is_number(row[key]):
                 raise StlensError(f"{path}: rows[{number}].{key} is not a number or null ({row[key]!r})")
     if not any(row["select"] == BASELINE for row in rows):
         raise StlensError(f"{path}: no baseline row (select \"none\")")
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
 def _k_text(k: float) -> str:
     return str(int(k)) if float(k).is_integer() else f"{float(k):g}"
-
-
-def _value(v: float | None, digits: int = 3, sign: bool = False) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "–"
-    return f"{v:+.{digits}f}" if sign else f"{v:.{digits}f}"
-
-
-def _interval(low: float | None, high: float | None, sign: bool = False) -> str:
-    if any(v is None or (isinstance(v, float) and math.isnan(v)) for v in (low, high)):
-        return "–"  # --bootstrap 0: no interval
-    return f"[{_value(low, sign=sign)}, {_value(high, sign=sign)}]"
 
 
 def _masked(rows: list[dict[str, Any]], selections: dict[tuple, dict[str, Any]]) -> str:
@@ -130,7 +103,7 @@ def _masked(rows: list[dict[str, Any]], selections: dict[tuple, dict[str, Any]])
     asked = {selections[key].get("asked") for key in map(_selection_key, rows) if key in selections}
     if len(asked) == 1 and len(counts) == 1:
         (wanted,) = asked
-        if _is_number(wanted) and int(wanted) != counts[0]:
+        if is_number(wanted) and int(wanted) != counts[0]:
             text += f" (of {int(wanted)} asked)"
     return text
 
@@ -154,14 +127,14 @@ def _panel(rows: list[dict[str, Any]], selections: dict[tuple, dict[str, Any]], 
         single = len(members) == 1
         table.append({
             "select": select, "k": _k_text(k), "draws": len(members), "masked": _masked(members, selections),
-            "score": _value(float(score.mean())), "score_sd": "–" if single else _value(float(score.std())),
-            "drop": _value(float(drop.mean()), sign=True),
-            "drop_ci": (_interval(members[0].get(f"drop_{metric}_low"), members[0].get(f"drop_{metric}_high"),
+            "score": number_text(float(score.mean())), "score_sd": "–" if single else number_text(float(score.std())),
+            "drop": number_text(float(drop.mean()), sign=True),
+            "drop_ci": (interval_text(members[0].get(f"drop_{metric}_low"), members[0].get(f"drop_{metric}_high"),
                                   sign=True)
                         if single else "(mean of draws)"),
         })
-    return {"baseline": _value(base.get(metric)),
-            "baseline_ci": _interval(base.get(f"{metric}_low"), base.get(f"{metric}_high")), "rows": table}
+    return {"baseline": number_text(base.get(metric)),
+            "baseline_ci": interval_text(base.get(f"{metric}_low"), base.get(f"{metric}_high")), "rows": table}
 
 
 def _figure(ablation: Ablation) -> tuple[dict[str, Any] | None, str]:
@@ -182,7 +155,7 @@ def command_line(settings: dict[str, Any]) -> str:
             continue
         flag = "--from" if key == "from_run" else "--" + key.replace("_", "-")
         if isinstance(value, list):
-            value = ",".join(_k_text(v) if _is_number(v) else str(v) for v in value)
+            value = ",".join(_k_text(v) if is_number(v) else str(v) for v in value)
         words += [flag] if value is True else [flag, str(value)]
     return shlex.join(words)
 
@@ -193,7 +166,7 @@ def ablation_view(ablation: Ablation, measured: dict[Path, str] | None = None) -
     doc, settings = ablation.doc, ablation.settings
     listed = doc.get("selections") if isinstance(doc.get("selections"), list) else []
     selections = {_selection_key(s): s for s in listed
-                  if isinstance(s, dict) and _is_number(s.get("k")) and _is_number(s.get("draw", 0))}
+                  if isinstance(s, dict) and is_number(s.get("k")) and is_number(s.get("draw", 0))}
     rows = doc["rows"]
     modes = list(dict.fromkeys(str(r["mode"]) for r in rows))
     layers = list(dict.fromkeys(str(r["layer"]) for r in rows))
@@ -222,5 +195,5 @@ def ablation_view(ablation: Ablation, measured: dict[Path, str] | None = None) -
         "units": str(units) if units else "unknown", "ranked_by": str(ranked_by) if ranked_by else None,
         "ranked_anchor": anchor, "modes": modes, "command": command_line(settings),
         "run_id": doc.get("run_id"), "version": versions.get("stlens"),
-        "seconds": timing.get("seconds") if _is_number(timing.get("seconds")) else None,
+        "seconds": timing.get("seconds") if is_number(timing.get("seconds")) else None,
     }

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import csv
 import io
-import math
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from stlens.errors import StlensError
 from stlens.report.load import read_run_document
+from stlens.report.runview import RunView, is_number, number_text
 
 __all__ = ["DOCUMENT", "Explain", "class_text", "explain_view", "load_explain_run"]
 
@@ -26,19 +25,9 @@ _CLIP_GIF = re.compile(r"explain_clip(\d+)\.gif")
 ROWS = 64  # per-clip rows shown
 
 
-@dataclass
-class Explain:
-    """An explain run folder as the report reads it: ``doc`` (explain.json), its ``marker`` and a label."""
-
-    path: Path
-    doc: dict[str, Any]
-    marker: dict[str, Any]
-    label: str = ""
-    rows: list[dict[str, str]] | None = None
-
-    @property
-    def settings(self) -> dict[str, Any]:
-        return self.doc.get("settings") if isinstance(self.doc.get("settings"), dict) else {}
+class Explain(RunView):
+    """An explain run folder as the report reads it: ``doc`` (explain.json), its ``marker``, a label and the rows of
+    explain.csv."""
 
 
 def load_explain_run(folder: str | Path) -> Explain:
@@ -58,16 +47,6 @@ def load_explain_run(folder: str | Path) -> Explain:
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise StlensError(f"{folder / TABLE}: cannot be read ({exc}); {RERUN}") from None
     return Explain(folder, doc, marker, rows=rows)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def _value(v: Any, digits: int = 3) -> str:
-    if not _is_number(v) or math.isnan(float(v)):
-        return "–"
-    return f"{float(v):.{digits}f}"
 
 
 def _gif(run: Explain, name: str) -> tuple[str | None, str]:
@@ -100,7 +79,7 @@ def _rows(run: Explain) -> list[dict[str, str]]:
     for row in (run.rows or [])[:ROWS]:
         shown.append({"clip": str(row.get("clip", "")),
                       **{key: class_text(run, row.get(key)) for key in ("label", "predicted", "target")},
-                      **{key: _value(_float(row.get(key))) for key in ("probability", "mask_share",
+                      **{key: number_text(_float(row.get(key))) for key in ("probability", "mask_share",
                                                                          "spearman_shuffled", "spearman_restyled")}})
     return shown
 
@@ -143,11 +122,11 @@ def explain_view(run: Explain) -> dict[str, Any]:
     return {
         "label": run.label, "path": str(run.path), "model": str(doc.get("model")), "data": str(doc.get("data")),
         "weights": settings.get("weights"), "method": str(doc.get("method") or settings.get("method")),
-        "layer": settings.get("layer"), "clips": summary.get("clips"), "accuracy": _value(summary.get("accuracy")),
-        "summary": [{"name": name, "value": _value(v)} for name, v in rows],
-        "curve": [_value(v) for v in curve], "peak": summary.get("peak_frame"),
+        "layer": settings.get("layer"), "clips": summary.get("clips"), "accuracy": number_text(summary.get("accuracy")),
+        "summary": [{"name": name, "value": number_text(v)} for name, v in rows],
+        "curve": [number_text(v) for v in curve], "peak": summary.get("peak_frame"),
         "rows": _rows(run), "total_rows": len(run.rows or []),
         "gifs": _clips(run), "errors": _errors(run), "asked_errors": settings.get("errors"),
         "run_id": doc.get("run_id"), "seed": settings.get("seed"), "version": versions.get("stlens"),
-        "seconds": timing.get("seconds") if _is_number(timing.get("seconds")) else None,
+        "seconds": timing.get("seconds") if is_number(timing.get("seconds")) else None,
     }

@@ -10,8 +10,6 @@ runs with replacement, seed 0; resamples where either variable is constant give 
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +17,7 @@ import numpy as np
 
 from stlens.errors import StlensError
 from stlens.report.load import read_run_document
+from stlens.report.runview import RunView, interval_text, is_number, number_text
 
 __all__ = ["DATASET_DOCUMENT", "DOCUMENT", "FIGURE", "Perturb", "cross_run_view", "dataset_view", "load_dataset_run",
            "load_perturb_run", "perturb_view", "spearman"]
@@ -42,18 +41,9 @@ _NUMBERS = ("score", "score_lo", "score_hi", "drop", "drop_lo", "drop_hi", "rete
             "retention_hi", "chance", "clips", "follow_rate", "follow_rate_lo", "follow_rate_hi")
 
 
-@dataclass
-class Perturb:
-    """A perturb run folder as the report reads it: ``doc`` (perturb.json, checked), its ``marker`` and a label."""
-
-    path: Path
-    doc: dict[str, Any]
-    marker: dict[str, Any]
-    label: str = ""
-
-    @property
-    def settings(self) -> dict[str, Any]:
-        return self.doc["settings"]
+class Perturb(RunView):
+    """A perturb run folder (or a dataset report) as the report reads it: ``doc`` (perturb.json, checked), its
+    ``marker`` and a label."""
 
     @property
     def representation(self) -> dict[str, Any] | None:
@@ -71,16 +61,12 @@ def load_perturb_run(folder: str | Path) -> Perturb:
     return Perturb(folder, doc, marker)
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
 def _number_or_null(value: Any) -> bool:
-    return value is None or _is_number(value)
+    return value is None or is_number(value)
 
 
 def _interval_ok(value: Any) -> bool:
-    return value is None or (isinstance(value, list) and len(value) == 2 and all(map(_is_number, value)))
+    return value is None or (isinstance(value, list) and len(value) == 2 and all(map(is_number, value)))
 
 
 def _check_document(path: Path, doc: dict[str, Any]) -> None:
@@ -108,39 +94,28 @@ def _check_document(path: Path, doc: dict[str, Any]) -> None:
     if not isinstance(layers, list) or not layers:
         raise StlensError(f"{path}: 'representation' has no 'layers'")
     for number, layer in enumerate(layers):
-        if not (isinstance(layer, dict) and isinstance(layer.get("layer"), str) and _is_number(layer.get("dynamic"))
-                and _is_number(layer.get("static")) and _interval_ok(layer.get("dynamic_ci95"))
+        if not (isinstance(layer, dict) and isinstance(layer.get("layer"), str) and is_number(layer.get("dynamic"))
+                and is_number(layer.get("static")) and _interval_ok(layer.get("dynamic_ci95"))
                 and _interval_ok(layer.get("static_ci95"))):
             raise StlensError(f"{path}: representation.layers[{number}] is not a layer with dynamic and static % "
                               f"and their intervals")
 
 
-def _value(v: Any, digits: int = 3, sign: bool = False) -> str:
-    if not _is_number(v) or math.isnan(v):
-        return "–"
-    return f"{v:+.{digits}f}" if sign else f"{v:.{digits}f}"
-
-
-def _interval(low: Any, high: Any, digits: int = 3, sign: bool = False) -> str:
-    if not (_is_number(low) and _is_number(high)) or math.isnan(low) or math.isnan(high):
-        return "–"
-    return f"[{_value(low, digits, sign)}, {_value(high, digits, sign)}]"
-
-
 def _ci(pair: list[float] | None) -> str:
-    return _interval(pair[0], pair[1], 1) if pair else "–"
+    return interval_text(pair[0], pair[1], 1) if pair else "–"
 
 
 def _rows(doc: dict[str, Any], metric: str) -> list[dict[str, str]]:
     """perturb.csv's rows of ``metric``, formatted, in the run's order."""
     return [{"perturbation": str(r["perturbation"]), "kind": str(r["kind"]),
-             "score": _value(r["score"]), "score_ci": _interval(r.get("score_lo"), r.get("score_hi")),
-             "drop": _value(r["drop"], sign=True), "drop_ci": _interval(r.get("drop_lo"), r.get("drop_hi"), sign=True),
-             "retention": _value(r["retention"]),
-             "retention_ci": _interval(r.get("retention_lo"), r.get("retention_hi")),
-             "chance": _value(r["chance"]), "clips": str(r["clips"]),
-             "follow": _value(r.get("follow_rate")),
-             "follow_ci": _interval(r.get("follow_rate_lo"), r.get("follow_rate_hi")),
+             "score": number_text(r["score"]), "score_ci": interval_text(r.get("score_lo"), r.get("score_hi")),
+             "drop": number_text(r["drop"], sign=True),
+             "drop_ci": interval_text(r.get("drop_lo"), r.get("drop_hi"), sign=True),
+             "retention": number_text(r["retention"]),
+             "retention_ci": interval_text(r.get("retention_lo"), r.get("retention_hi")),
+             "chance": number_text(r["chance"]), "clips": str(r["clips"]),
+             "follow": number_text(r.get("follow_rate")),
+             "follow_ci": interval_text(r.get("follow_rate_lo"), r.get("follow_rate_hi")),
              "note": str(r.get("note") or "")}
             for r in doc["rows"] if r["metric"] == metric]
 
@@ -171,7 +146,7 @@ def perturb_view(run: Perturb) -> dict[str, Any]:
         "tables": [{"metric": m, "rows": _rows(doc, m)} for m in doc["metrics"]],
         "representation": _representation_view(run.representation),
         "run_id": doc.get("run_id"), "version": versions.get("stlens"),
-        "seconds": timing.get("seconds") if _is_number(timing.get("seconds")) else None,
+        "seconds": timing.get("seconds") if is_number(timing.get("seconds")) else None,
     }
 
 
@@ -208,7 +183,7 @@ def _row_of(doc: dict[str, Any], perturbation: str) -> dict[str, Any] | None:
 
 
 def _float(v: Any) -> float:
-    return float(v) if _is_number(v) else float("nan")
+    return float(v) if is_number(v) else float("nan")
 
 
 def cross_run_points(runs: list[Perturb]) -> list[dict[str, Any]]:
@@ -268,9 +243,9 @@ def cross_run_view(runs: list[Perturb]) -> dict[str, Any] | None:
     if len(points) < 2:
         return None
     rows = [{"number": i, "label": p["label"], "layer": p["layer"], "metric": p["metric"],
-             "dynamic": f"{p['dynamic']:.1f}", "dynamic_ci": _interval(p["dynamic_lo"], p["dynamic_hi"], 1),
-             **{name: _value(p[name]) for name, _ in AXES},
-             **{f"{name}_ci": _interval(p[f"{name}_lo"], p[f"{name}_hi"]) for name, _ in AXES}}
+             "dynamic": f"{p['dynamic']:.1f}", "dynamic_ci": interval_text(p["dynamic_lo"], p["dynamic_hi"], 1),
+             **{name: number_text(p[name]) for name, _ in AXES},
+             **{f"{name}_ci": interval_text(p[f"{name}_lo"], p[f"{name}_hi"]) for name, _ in AXES}}
             for i, p in enumerate(points, start=1)]
     x = np.array([p["dynamic"] for p in points])
     meaningful = len(points) >= MEANINGFUL_RUNS
@@ -279,8 +254,8 @@ def cross_run_view(runs: list[Perturb]) -> dict[str, Any] | None:
         y = np.array([p[name] for p in points])
         rho, low, high = spearman(x, y)
         used = int((np.isfinite(x) & np.isfinite(y)).sum())
-        rhos.append({"name": name, "about": about, "rho": _value(rho, 2), "runs": used,
-                     "ci": _interval(low, high, 2) if used >= MEANINGFUL_RUNS else "not meaningful",
+        rhos.append({"name": name, "about": about, "rho": number_text(rho, 2), "runs": used,
+                     "ci": interval_text(low, high, 2) if used >= MEANINGFUL_RUNS else "not meaningful",
                      "rho_value": rho})
     img = plots.figure_image(cross_run_figure(points))
     return {"rows": rows, "rhos": rhos, "img": img, "runs": len(points), "meaningful": meaningful,
@@ -315,10 +290,11 @@ def dataset_view(run: Perturb) -> dict[str, Any]:
     doc = run.doc
     figure, note = run_png(run.path, run.marker, DATASET_FIGURE, FIGURE_DPI)
     rows = [{"role": str(r["role"]), "model": str(r.get("model")), "weights": str(r.get("weights") or ""),
-             "run": str(r.get("run")), "clips": str(r.get("clips")), "clean": _value(r.get("clean")),
-             "chance": _value(r.get("chance")), "freeze": _value(r.get("freeze")),
-             "freeze_ci": _interval(r.get("freeze_lo"), r.get("freeze_hi")), "shuffle": _value(r.get("shuffle")),
-             "shuffle_ci": _interval(r.get("shuffle_lo"), r.get("shuffle_hi")), "verdict": str(r["verdict"])}
+             "run": str(r.get("run")), "clips": str(r.get("clips")), "clean": number_text(r.get("clean")),
+             "chance": number_text(r.get("chance")), "freeze": number_text(r.get("freeze")),
+             "freeze_ci": interval_text(r.get("freeze_lo"), r.get("freeze_hi")),
+             "shuffle": number_text(r.get("shuffle")),
+             "shuffle_ci": interval_text(r.get("shuffle_lo"), r.get("shuffle_hi")), "verdict": str(r["verdict"])}
             for r in doc["rows"]]
     settings = doc["settings"]
     return {"label": run.label, "path": str(run.path), "data": str(settings.get("data")),

@@ -9,12 +9,12 @@ from __future__ import annotations
 import csv
 import io
 import math
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from stlens.errors import StlensError
 from stlens.report.load import read_run_document
+from stlens.report.runview import RunView, interval_text, is_number, number_text
 
 __all__ = ["DOCUMENT", "TABLE", "Selectivity", "load_selectivity_run", "selectivity_view"]
 
@@ -30,20 +30,9 @@ _COLUMNS = ("layer", "channel", "selectivity", "selectivity_lo", "selectivity_hi
 RERUN = "rerun stlens selectivity to write it again"
 
 
-@dataclass
-class Selectivity:
-    """A selectivity run folder as the report reads it: ``doc`` (selectivity.json), ``rows`` (selectivity.csv),
-    its ``marker`` and a label."""
-
-    path: Path
-    doc: dict[str, Any]
-    rows: list[dict[str, str]]
-    marker: dict[str, Any]
-    label: str = ""
-
-    @property
-    def settings(self) -> dict[str, Any]:
-        return self.doc.get("settings") if isinstance(self.doc.get("settings"), dict) else {}
+class Selectivity(RunView):
+    """A selectivity run folder as the report reads it: ``doc`` (selectivity.json), ``rows`` (selectivity.csv), its
+    ``marker`` and a label."""
 
     @property
     def joined(self) -> bool:
@@ -60,7 +49,7 @@ def load_selectivity_run(folder: str | Path) -> Selectivity:
     marker, doc = read_run_document(folder, "selectivity", DOCUMENT, TABLE, RERUN)
     _check_document(folder / DOCUMENT, doc)
     rows = _read_rows(folder / TABLE)
-    return Selectivity(folder, doc, rows, marker)
+    return Selectivity(folder, doc, marker, rows=rows)
 
 
 def _check_document(path: Path, doc: dict[str, Any]) -> None:
@@ -72,7 +61,7 @@ def _check_document(path: Path, doc: dict[str, Any]) -> None:
     for number, entry in enumerate(layers):
         if not isinstance(entry, dict) or not isinstance(entry.get("layer"), str):
             raise StlensError(f"{path}: layers[{number}] is not an object with a 'layer' name")
-        if not _is_number(entry.get("channels")) or not isinstance(entry.get("shares"), dict):
+        if not is_number(entry.get("channels")) or not isinstance(entry.get("shares"), dict):
             raise StlensError(f"{path}: layers[{number}] has no 'channels' count or 'shares'")
         if not isinstance(entry.get("top_clips", []), list):
             raise StlensError(f"{path}: layers[{number}].top_clips is not a list")
@@ -99,24 +88,14 @@ def _read_rows(path: Path) -> list[dict[str, str]]:
     return rows
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def _value(v: Any, digits: int = 3) -> str:
-    if not _is_number(v) or math.isnan(float(v)):
-        return "–"
-    return f"{float(v):.{digits}f}"
-
-
 def _percent(v: Any) -> str:
-    return "–" if not _is_number(v) else f"{100 * float(v):.1f}"
+    return "–" if not is_number(v) else f"{100 * float(v):.1f}"
 
 
 def _interval(pair: Any) -> str:
-    if not isinstance(pair, list | tuple) or len(pair) != 2 or not all(_is_number(v) for v in pair):
+    if not isinstance(pair, list | tuple) or len(pair) != 2:
         return "–"  # --bootstrap 0: no interval
-    return f"[{_value(pair[0])}, {_value(pair[1])}]"
+    return interval_text(*pair)
 
 
 def _class_name(classes: list[Any], index: int) -> str:
@@ -134,7 +113,8 @@ def _layer_rows(run: Selectivity, unit_classes: list[str]) -> list[dict[str, Any
         shares, by = entry["shares"], entry.get("by_unit_class") or {}
         rows.append({"layer": entry["layer"], "units": int(entry["channels"]),
                      "shares": [_percent(shares.get(kind)) for kind in KINDS],
-                     "mean": _value(entry.get("mean_selectivity")), "ci": _interval(entry.get("mean_selectivity_ci95")),
+                     "mean": number_text(entry.get("mean_selectivity")),
+                     "ci": _interval(entry.get("mean_selectivity_ci95")),
                      "by_class": [_by_class(by.get(c)) for c in unit_classes]})
     return rows
 
@@ -143,7 +123,7 @@ def _by_class(entry: Any) -> str:
     """``mean SI (units)`` of one unit class in a layer, "–" when the layer has none of it."""
     if not isinstance(entry, dict):
         return "–"
-    return f"{_value(entry.get('mean_selectivity'))} ({entry.get('units', 0)})"
+    return f"{number_text(entry.get('mean_selectivity'))} ({entry.get('units', 0)})"
 
 
 def _top_units(run: Selectivity, count: int = TOP_UNITS) -> list[dict[str, Any]]:
@@ -158,8 +138,8 @@ def _top_units(run: Selectivity, count: int = TOP_UNITS) -> list[dict[str, Any]]
         listed = clips.get(row["layer"], [])
         top = listed[channel] if channel < len(listed) and isinstance(listed[channel], list) else []
         units.append({
-            "layer": row["layer"], "channel": channel, "si": _value(float(row["selectivity"])),
-            "ci": f"[{_value(float(row['selectivity_lo']))}, {_value(float(row['selectivity_hi']))}]",
+            "layer": row["layer"], "channel": channel, "si": number_text(float(row["selectivity"])),
+            "ci": f"[{number_text(float(row['selectivity_lo']))}, {number_text(float(row['selectivity_hi']))}]",
             "top_class": _class_name(classes, int(row["top_class"])), "served": int(row["classes_served"]),
             "kind": row["selectivity_kind"], "unit_class": row.get("unit_class", ""),
             "clips": [_clip_text(clip, classes) for clip in top if isinstance(clip, dict)],
@@ -171,7 +151,7 @@ def _clip_text(clip: Any, classes: list[Any]) -> str:
     """``id (class name)`` of a top clip entry of the files."""
     if not isinstance(clip, dict):
         return str(clip)
-    return (f"{clip.get('id')} ({_class_name(classes, int(clip['class']))})" if _is_number(clip.get("class"))
+    return (f"{clip.get('id')} ({_class_name(classes, int(clip['class']))})" if is_number(clip.get("class"))
             else str(clip.get("id")))
 
 
@@ -192,8 +172,9 @@ def _gallery(run: Selectivity) -> list[dict[str, Any]]:
         shown.append({
             "name": entry["gif"], "layer": str(entry.get("layer")), "channel": str(entry.get("channel")),
             "uri": uri, "note": note, "clips": [_clip_text(c, classes) for c in clips],
-            "si": _value(float(row["selectivity"])) if row else "–",
-            "ci": f"[{_value(float(row['selectivity_lo']))}, {_value(float(row['selectivity_hi']))}]" if row else "–",
+            "si": number_text(float(row["selectivity"])) if row else "–",
+            "ci": f"[{number_text(float(row['selectivity_lo']))}, {number_text(float(row['selectivity_hi']))}]"
+            if row else "–",
             "top_class": _class_name(classes, int(row["top_class"])) if row else "–",
             "kind": row["selectivity_kind"] if row else "–"})
     return shown
@@ -216,5 +197,5 @@ def selectivity_view(run: Selectivity) -> dict[str, Any]:
         "top": _top_units(run), "top_count": TOP_UNITS, "figure": figure, "figure_note": note,
         "gallery": _gallery(run), "gallery_steps": settings.get("gallery_steps"),
         "run_id": doc.get("run_id"), "seed": settings.get("seed"), "version": versions.get("stlens"),
-        "seconds": timing.get("seconds") if _is_number(timing.get("seconds")) else None,
+        "seconds": timing.get("seconds") if is_number(timing.get("seconds")) else None,
     }
