@@ -262,3 +262,15 @@ def test_ablation_and_track_results_print_short_and_escape_html():
     assert "layer1: converged at step" in text  # the convergence lines are never clipped
     page = tracked._repr_html_()
     assert "&lt;evil&gt;" in page and "<evil>" not in page and page.count("<tr>") == 101
+
+
+def test_json_safe_replaces_every_nan_and_infinity_with_null():
+    import math
+
+    import numpy as np
+
+    from stlens.files import json_safe
+
+    doc = {"a": math.nan, "b": [1.0, math.inf, (np.float64("nan"), -math.inf)], "c": {"d": 2, "e": "x"}, "f": None}
+    assert json_safe(doc) == {"a": None, "b": [1.0, None, [None, None]], "c": {"d": 2, "e": "x"}, "f": None}
+    assert json.loads(json.dumps(json_safe(doc), allow_nan=False))  # valid JSON

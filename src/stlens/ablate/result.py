@@ -28,7 +28,7 @@ from typing import Any
 from stlens.core.damaged import reading
 from stlens.core.summary import ci_text, html_table, text_summary
 from stlens.errors import StlensError
-from stlens.files import read_versioned, versioned
+from stlens.files import json_safe, read_versioned, versioned
 from stlens.runs import RunFolder, check_files, claimed, read_marker
 
 FILES = ("ablation.csv", "per_class.csv", "ablation.json", "ablation.png")
@@ -161,7 +161,7 @@ class AblationResult:
 
     def document(self) -> dict[str, Any]:
         """ablation.json (a missing interval, e.g. with ``bootstrap=0``, is null; ``format_version`` first)."""
-        return _no_nan(versioned({"settings": self.settings, "metrics": self.metrics,
+        return json_safe(versioned({"settings": self.settings, "metrics": self.metrics,
                                   "baseline": self.baseline, "selections": self.selections, "rows": self.rows,
                                   "timing": self.timing, "run_id": self.run_id}))
 
@@ -191,14 +191,6 @@ def _csv(columns: list[str], rows: list[dict[str, Any]]) -> str:
     return buffer.getvalue()
 
 
-def _no_nan(value: Any) -> Any:
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _no_nan(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_no_nan(v) for v in value]
-    return value
 
 
 def _nan(value: Any) -> Any:

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from stlens.errors import StlensError
-from stlens.files import read_versioned, versioned
+from stlens.files import json_safe, read_versioned, versioned
 from stlens.runs import RunFolder, claimed
 
 GIFS = 4  # overlay GIFs written for the first clips
@@ -110,7 +110,7 @@ class ExplainResult:
 
     def to_dict(self) -> dict[str, Any]:
         """explain.json (format_version first; a missing number is null)."""
-        return _no_nan(versioned({"run_id": self.run_id, "model": self.model, "data": self.data,
+        return json_safe(versioned({"run_id": self.run_id, "model": self.model, "data": self.data,
                                   "method": self.method, "inputs": list(self.maps), "clip_ids": list(self.clip_ids),
                                   "classes": None if self.classes is None else list(self.classes),
                                   "summary": self.summary, "settings": self.settings, "timing": self.timing,
@@ -185,11 +185,3 @@ def _number(value: float) -> str:
     return "nan" if not math.isfinite(float(value)) else f"{float(value):.6g}"
 
 
-def _no_nan(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _no_nan(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_no_nan(v) for v in value]
-    return value

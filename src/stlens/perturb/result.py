@@ -21,7 +21,7 @@ from typing import Any
 
 from stlens.core.summary import html_table, text_summary
 from stlens.errors import StlensError
-from stlens.files import read_versioned, versioned
+from stlens.files import json_safe, read_versioned, versioned
 from stlens.runs import RunFolder, check_files, claimed, read_marker
 
 FILES = ("perturb.csv", "perturb.json", "perturb.png")
@@ -149,7 +149,7 @@ class PerturbResult:
         doc = {"settings": self.settings, "metrics": self.metrics, "rows": self.rows, "timing": self.timing}
         if self.representation is not None:
             doc["representation"] = self.representation
-        return _no_nan(versioned(doc | {"run_id": self.run_id}))
+        return json_safe(versioned(doc | {"run_id": self.run_id}))
 
     def save(self, out: str | Path | RunFolder, *, overwrite: bool = False) -> Path:
         """Write perturb.csv, perturb.json and perturb.png into the run folder ``out``: all or none."""
@@ -201,11 +201,3 @@ def _nan(value: Any) -> bool:
     return isinstance(value, float) and math.isnan(value)
 
 
-def _no_nan(value: Any) -> Any:
-    if _nan(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _no_nan(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_no_nan(v) for v in value]
-    return value

@@ -14,7 +14,7 @@ import numpy as np
 
 from stlens.core.summary import ci_text, html_table, text_summary
 from stlens.errors import StlensError
-from stlens.files import read_versioned, versioned
+from stlens.files import json_safe, read_versioned, versioned
 from stlens.runs import RunFolder, check_files, claimed, read_marker
 
 FILES = ("selectivity.csv", "selectivity.json", "class_means.npz", "selectivity.png")
@@ -150,7 +150,7 @@ class SelectivityResult:
                      "response": float(layer.top_responses[j, c])} for j in range(layer.top.shape[0])]
                    for c in range(layer.channels)]
             layers.append({"layer": layer.layer, "channels": layer.channels, **layer.summary, "top_clips": top})
-        return _no_nan(versioned({"run_id": self.run_id, "model": self.model, "data": self.data,
+        return json_safe(versioned({"run_id": self.run_id, "model": self.model, "data": self.data,
                                   "clips": len(self.clip_ids), "classes": list(self.classes),
                                   "clip_ids": list(self.clip_ids),
                                   "clip_labels": [int(v) for v in self.clip_labels], "layers": layers,
@@ -264,14 +264,6 @@ def _layer(entry: dict[str, Any], rows: list[dict[str, str]], means: np.ndarray)
         r_static=np.array([float(r["r_static"]) for r in rows]) if joined else None)
 
 
-def _no_nan(value: Any) -> Any:
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _no_nan(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_no_nan(v) for v in value]
-    return value
 
 
 def _nan(value: Any) -> float:

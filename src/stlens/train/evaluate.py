@@ -38,7 +38,7 @@ from stlens.core.arguments import checked_device, labelled_data, raise_first_fai
 from stlens.core.device import PRECISIONS
 from stlens.core.handle import ModelHandle
 from stlens.errors import StlensError
-from stlens.files import read_versioned, versioned
+from stlens.files import json_safe, read_versioned, versioned
 from stlens.measure.scores import IOU_KINDS, Accuracy, Segmentation, TrackAP, bootstrap_interval
 from stlens.runs import RunFolder, check_files, claimed, read_marker
 from stlens.video.labelled import LabelledBatches, LabelledClips
@@ -110,7 +110,7 @@ class EvaluateResult:
 
     def to_dict(self) -> dict[str, Any]:
         """evaluation.json: JSON values only (a missing number is null)."""
-        return _no_nan(versioned({"run_id": self.run_id, "model": self.model, "data": self.data, "task": self.task,
+        return json_safe(versioned({"run_id": self.run_id, "model": self.model, "data": self.data, "task": self.task,
                                   "clips": self.clips, "metrics": dict(self.metrics),
                                   "ci95": {k: list(v) for k, v in self.ci95.items()},
                                   "per_class": list(self.per_class), "settings": self.settings,
@@ -457,14 +457,6 @@ def _ci_text(ci: list[float] | None) -> str:
     return f"[{ci[0]:.3f}, {ci[1]:.3f}]"
 
 
-def _no_nan(value: Any) -> Any:
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _no_nan(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_no_nan(v) for v in value]
-    return value
 
 
 def _nan(value: Any) -> float:
