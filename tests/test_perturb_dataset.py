@@ -80,7 +80,7 @@ def test_refusals_name_the_argument(tmp_path):
         dataset_report([a], reference=a)
     with pytest.raises(StlensError, match="`freeze_threshold`"):
         dataset_report([a], freeze_threshold=1.0)
-    with pytest.raises(StlensError, match="`runs`: .*not a stlens perturb run"):
+    with pytest.raises(StlensError, match="`runs`: .*not a folder written by stlens perturb"):
         dataset_report([tmp_path], out=tmp_path / "ds")
     assert not (tmp_path / "ds").exists()  # nothing written when the runs cannot be read
 

@@ -409,3 +409,27 @@ def own_file(path: str | Path, signature: str, what: str) -> None:
     if signature not in head:
         raise StlensError(f"`out` {path}: exists and is not a {what} written by stlens; it is left as it is: "
                           f"use another `out`")
+
+
+def read_run_document(folder: Path, verb: str, document: str, table: str | None, advice: str) -> tuple[dict, dict]:
+    """(run marker, JSON document) of a complete ``verb`` run folder whose ``document`` and ``table`` (if not None)
+    are the files the run wrote (size and sha256), the document of a format this stlens reads and of the run in the
+    marker; anything else raises a ``StlensError`` naming the folder or the file (``advice``: what to do about a damaged
+    document)."""
+    marker = read_marker(folder)
+    if marker is None:
+        raise StlensError(f"{folder}: no run marker ({MARKER}); not a folder written by stlens {verb}, or copied "
+                          f"without its marker")
+    if marker.get("verb") != verb:
+        raise StlensError(f"{folder}: holds {describe(marker)}, not {'an' if verb[0] in 'aeiou' else 'a'} {verb} run")
+    if marker.get("status") != "complete":
+        raise StlensError(f"{folder}: the run was not completely written (status {marker.get('status')!r}); run it "
+                          f"again")
+    check_files(folder, marker, [document] if table is None else [document, table])
+    from stlens.files import read_versioned
+
+    doc = read_versioned(folder / document, f"stlens {document}", advice)
+    if doc.get("run_id") != marker.get("run_id"):
+        raise StlensError(f"{folder / document}: belongs to run {doc.get('run_id')!r}, the folder holds run "
+                          f"{marker.get('run_id')!r}")
+    return marker, doc

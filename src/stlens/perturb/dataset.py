@@ -239,15 +239,11 @@ def _nan(value: Any) -> bool:
 
 def load_dataset_report(folder: str | Path) -> DatasetReport:
     """A ``DatasetReport`` from the dataset.json of a ``perturb-dataset`` run folder (checksums checked)."""
-    from stlens.files import read_versioned
-    from stlens.runs import check_files, read_marker
+    from stlens.runs import read_run_document
 
     folder = Path(folder)
-    marker = read_marker(folder)
-    if not marker or marker.get("verb") != VERB:
-        raise StlensError(f"{folder} is not a stlens perturb --dataset-report run folder (no {VERB} run marker)")
-    check_files(folder, marker, ["dataset.json"])
-    doc = read_versioned(folder / "dataset.json", "stlens perturb --dataset-report", "rerun it to write it again")
+    _, doc = read_run_document(folder, VERB, "dataset.json", None, "rerun stlens perturb --dataset-report to write it "
+                               "again")
     rows = [{k: (float("nan") if v is None and k not in ("weights",) else v) for k, v in r.items()}
             for r in doc["rows"]]
     return DatasetReport(doc["settings"], rows, doc["verdict"], doc.get("reference_verdict"), doc.get("run_id"),

@@ -21,8 +21,8 @@ from typing import Any
 
 from stlens.core.summary import html_table, text_summary
 from stlens.errors import StlensError
-from stlens.files import json_safe, read_versioned, versioned
-from stlens.runs import RunFolder, check_files, claimed, read_marker
+from stlens.files import json_safe, versioned
+from stlens.runs import RunFolder, claimed, read_run_document
 
 FILES = ("perturb.csv", "perturb.json", "perturb.png")
 COLUMNS = ["perturbation", "kind", "metric", "score", "score_lo", "score_hi", "drop", "drop_lo", "drop_hi",
@@ -186,11 +186,7 @@ def save_run(result, out: str | Path | RunFolder, verb: str, stem: str, overwrit
 def load_perturb(folder: str | Path) -> PerturbResult:
     """A ``PerturbResult`` from the perturb.json of a run folder (the marker's checksums checked)."""
     folder = Path(folder)
-    marker = read_marker(folder)
-    if not marker or marker.get("verb") != "perturb":
-        raise StlensError(f"{folder} is not a stlens perturb run folder (no perturb run marker)")
-    check_files(folder, marker, ["perturb.json"])
-    doc = read_versioned(folder / "perturb.json", "stlens perturb", "rerun stlens perturb to write it again")
+    _, doc = read_run_document(folder, "perturb", "perturb.json", None, "rerun stlens perturb to write it again")
     rows = [{k: (v if k in TEXT else float("nan") if v is None else v) for k, v in r.items()} for r in doc["rows"]]
     return PerturbResult(settings=doc["settings"], metrics=list(doc["metrics"]), rows=rows,
                          timing=doc.get("timing", {}), run_id=doc.get("run_id"), path=folder,

@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 
 from stlens.errors import StlensError
-from stlens.report.load import read_run_document
 from stlens.report.runview import RunView, interval_text, is_number, number_text
+from stlens.runs import read_run_document
 
 __all__ = ["FIGURE", "Ablation", "load_ablation", "ablation_view"]
 

@@ -8,9 +8,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from stlens.errors import StlensError
-from stlens.files import read_json, read_versioned
+from stlens.files import read_json
 from stlens.measure.result import RUN_FILES, load_result
-from stlens.runs import MARKER, STAGING_PREFIX, check_files, describe, read_marker
+from stlens.runs import STAGING_PREFIX, read_marker
 
 __all__ = ["ABLATION_FILE", "EXPLAIN_FILE", "PERTURB_FILE", "RUN_FILES", "SELECTIVITY_FILE", "TRACK_FILES",
            "TRAIN_FILE", "Found", "find_inputs", "load_result", "read_json"]
@@ -46,28 +46,6 @@ class Found:
     tracks: list[Path] = field(default_factory=list)
     visuals: list[Path] = field(default_factory=list)
     skipped: list[dict[str, str]] = field(default_factory=list)
-
-
-def read_run_document(folder: Path, verb: str, document: str, table: str | None, advice: str) -> tuple[dict, dict]:
-    """(run marker, JSON document) of a complete ``verb`` run folder whose ``document`` and ``table`` (if not None)
-    are the files the run wrote (size and sha256), the document of a format this stlens reads and of the run in the
-    marker; anything else raises a ``StlensError`` naming the folder or the file (``advice``: what to do about a damaged
-    document)."""
-    marker = read_marker(folder)
-    if marker is None:
-        raise StlensError(f"{folder}: no run marker ({MARKER}); not a folder written by stlens {verb}, or copied "
-                          f"without its marker")
-    if marker.get("verb") != verb:
-        raise StlensError(f"{folder}: holds {describe(marker)}, not {'an' if verb[0] in 'aeiou' else 'a'} {verb} run")
-    if marker.get("status") != "complete":
-        raise StlensError(f"{folder}: the run was not completely written (status {marker.get('status')!r}); run it "
-                          f"again")
-    check_files(folder, marker, [document] if table is None else [document, table])
-    doc = read_versioned(folder / document, f"stlens {document}", advice)
-    if doc.get("run_id") != marker.get("run_id"):
-        raise StlensError(f"{folder / document}: belongs to run {doc.get('run_id')!r}, the folder holds run "
-                          f"{marker.get('run_id')!r}")
-    return marker, doc
 
 
 def _has_gif(folder: Path) -> bool:

@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 
 from stlens.errors import StlensError
-from stlens.report.load import read_run_document
 from stlens.report.runview import RunView, interval_text, is_number, number_text
+from stlens.runs import read_run_document
 
 __all__ = ["DATASET_DOCUMENT", "DOCUMENT", "FIGURE", "Perturb", "cross_run_view", "dataset_view", "load_dataset_run",
            "load_perturb_run", "perturb_view", "spearman"]

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from stlens.errors import StlensError
-from stlens.report.load import read_run_document
 from stlens.report.runview import RunView, interval_text, is_number, number_text
+from stlens.runs import read_run_document
 
 __all__ = ["DOCUMENT", "TABLE", "Selectivity", "load_selectivity_run", "selectivity_view"]
 
