@@ -74,61 +74,43 @@ def load_runs(paths: list[str | Path]) -> Loaded:
     """Find and load everything under ``paths``; a run that cannot be loaded is listed in ``skipped`` with why."""
     found = find_inputs(paths)
     loaded = Loaded(tracks=found.tracks, visuals=found.visuals, skipped=list(found.skipped))
-    for folder in found.runs:
-        try:
-            result = load_result(folder)  # the run folder's one reader: result.json, units.csv, config.json
-            loaded.runs.append(Run(folder, result, result.config))
-        except StlensError as exc:
-            loaded.skipped.append({"source": str(folder), "reason": str(exc)})
-    for folder in found.ablations:
-        try:
-            loaded.ablations.append(load_ablation(folder))  # the marker's checksums, then ablation.json
-        except StlensError as exc:
-            loaded.skipped.append({"source": str(folder), "reason": str(exc)})
-    for folder in found.selectivity:
-        try:
-            loaded.selectivity.append(load_selectivity_run(folder))  # the marker's checksums, then the json and csv
-        except StlensError as exc:
-            loaded.skipped.append({"source": str(folder), "reason": str(exc)})
-    for folder in found.explains:
-        try:
-            loaded.explains.append(load_explain_run(folder))  # the marker's checksums, then explain.json
-        except StlensError as exc:
-            loaded.skipped.append({"source": str(folder), "reason": str(exc)})
-    for folder in found.perturbs:
-        try:
-            loaded.perturbs.append(load_perturb_run(folder))  # the marker's checksums, then perturb.json
-        except StlensError as exc:
-            loaded.skipped.append({"source": str(folder), "reason": str(exc)})
-    for folder in found.datasets:
-        try:
-            run = load_dataset_run(folder)  # the marker's checksums, then dataset.json
-        except StlensError as exc:
-            loaded.skipped.append({"source": str(folder), "reason": str(exc)})
-            continue
+
+    def measure_run(folder: Path) -> Run:
+        result = load_result(folder)  # the run folder's one reader: result.json, units.csv, config.json
+        return Run(folder, result, result.config)
+
+    def dataset_run(folder: Path) -> Perturb:
+        run = load_dataset_run(folder)  # the marker's checksums, then dataset.json
         run.label = f"dataset report: {run.doc['settings'].get('data')}"
-        loaded.datasets.append(run)
-    for folder in found.trainings:
-        try:
-            loaded.trainings.append(load_training(folder))  # config.json and metrics.jsonl
-        except StlensError as exc:
-            loaded.skipped.append({"source": str(folder), "reason": str(exc)})
-    labels = [_label(run) for run in loaded.runs]
-    for run, label in zip(loaded.runs, labels, strict=True):
-        run.label = label if labels.count(label) == 1 else f"{label} ({run.path})"
-    labels = [_ablation_label(ablation) for ablation in loaded.ablations]
-    for ablation, label in zip(loaded.ablations, labels, strict=True):
-        ablation.label = label if labels.count(label) == 1 else f"{label} ({ablation.path})"
-    labels = [f"selectivity: {s.doc.get('model')} · {s.doc.get('data')}" for s in loaded.selectivity]
-    for run, label in zip(loaded.selectivity, labels, strict=True):
-        run.label = label if labels.count(label) == 1 else f"{label} ({run.path})"
-    labels = [f"explain: {e.doc.get('method')} of {e.doc.get('model')} · {e.doc.get('data')}" for e in loaded.explains]
-    for run, label in zip(loaded.explains, labels, strict=True):
-        run.label = label if labels.count(label) == 1 else f"{label} ({run.path})"
-    labels = [_perturb_label(run) for run in loaded.perturbs]
-    for run, label in zip(loaded.perturbs, labels, strict=True):
-        run.label = label if labels.count(label) == 1 else f"{label} ({run.path})"
+        return run
+
+    # each reader checks the run marker's checksums before its json (and csv); a failure skips the folder, saying why
+    for folders, load, into in ((found.runs, measure_run, loaded.runs),
+                                (found.ablations, load_ablation, loaded.ablations),
+                                (found.selectivity, load_selectivity_run, loaded.selectivity),
+                                (found.explains, load_explain_run, loaded.explains),
+                                (found.perturbs, load_perturb_run, loaded.perturbs),
+                                (found.datasets, dataset_run, loaded.datasets),
+                                (found.trainings, load_training, loaded.trainings)):  # config.json, metrics.jsonl
+        for folder in folders:
+            try:
+                into.append(load(folder))
+            except StlensError as exc:
+                loaded.skipped.append({"source": str(folder), "reason": str(exc)})
+    for items, label_of in ((loaded.runs, _label), (loaded.ablations, _ablation_label),
+                            (loaded.selectivity, lambda s: f"selectivity: {s.doc.get('model')} · {s.doc.get('data')}"),
+                            (loaded.explains, lambda e: f"explain: {e.doc.get('method')} of {e.doc.get('model')} · "
+                                                        f"{e.doc.get('data')}"),
+                            (loaded.perturbs, _perturb_label)):
+        _label_uniquely(items, label_of)
     return loaded
+
+
+def _label_uniquely(items: list, label_of) -> None:
+    """Each item's ``label``: ``label_of(item)``, followed by its path where two items would share it."""
+    labels = [label_of(item) for item in items]
+    for item, label in zip(items, labels, strict=True):
+        item.label = label if labels.count(label) == 1 else f"{label} ({item.path})"
 
 
 def _perturb_label(run: Perturb) -> str:
