@@ -14,7 +14,8 @@
 #   stylize  tests/test_device_stylizers.py -k gpu (the stated GPU tolerance), then
 #            benchmarks/device_stylize.py --device cuda: palette/fourier on the GPU against the workers' numpy (max
 #            |Δ| grey levels, share of pixels differing, ms per clip) and the golden tolerance: measure with
-#            stylize_on=device against workers on the GPU (dims, %, unit classes equal? max rel |Δ score|, |Δ r|)
+#            stylize_on=device against workers on the GPU (dims, %, unit classes equal? max rel |Δ score|, |Δ r|),
+#            and benchmarks/stylizer_speed.py: neural-fast's frames/s on the GPU
 # Files back in $OUT (at most 8): summary.txt, setup.log, pytest.log, cli.log, cli_compare.json, scaling.log,
 # scaling_cuda.json, stylize.log (its JSON report at the end). summary.txt: one line per step: name, exit code, secs.
 #
@@ -208,6 +209,8 @@ if ((CUDA)); then
         "$PY" -m pytest -q -p no:cacheprovider -rfEs tests/test_device_stylizers.py -k gpu || rc=$?
         "$PY" benchmarks/device_stylize.py --device "$DEV" --json "$TMP/stylize.json" || ((rc)) || rc=$?
         cat "$TMP/stylize.json" 2>/dev/null
+        # neural-fast's frames/s on the GPU (docs/stylizers.md), fourier for scale
+        "$PY" benchmarks/stylizer_speed.py --device "$DEV" --stylizers neural-fast,fourier --frames 16 || ((rc)) || rc=$?
         return "$rc"
     }
     export -f stylize_device
