@@ -44,11 +44,16 @@ bench: $(STAMP)
 checkpoints: $(STAMP)
 	$(PY) benchmarks/make_checkpoints.py
 
-# The feed-forward neural-fast stylizer (docs/stylizers.md): trains (resumable, runs/stylizer) and bundles it, in the
-# bundled network's two phases (the second revives its dead last layer); about an hour on one CPU thread.
+# The feed-forward neural-fast stylizer (docs/stylizers.md): trains (resumable, runs/stylizer; about 80 minutes on one
+# CPU thread), chooses its strength on the calibration clips against neural's numbers there, and bundles it.
+STYLIZER_RUN = runs/stylizer
 stylizer: $(STAMP)
-	$(PY) benchmarks/train_stylizer.py --crop 96 --steps 5069 --no-bundle
-	$(PY) benchmarks/train_stylizer.py --crop 96 --steps 6550 --lr 5e-4 --norm-lr 5e-3 --revive --strength 1.5
+	$(PY) benchmarks/train_stylizer.py --crop 96 --leaky 0.2 --head-std 0.01 --style-weight 10 --temporal-weight 50 \
+		--steps 10909 --out $(STYLIZER_RUN) --bundle $(STYLIZER_RUN)/bundle
+	PYTHONPATH=benchmarks $(PY) benchmarks/calibrate_stylizer.py --weights $(STYLIZER_RUN)/bundle/neural-fast.safetensors \
+		--reference benchmarks/results/stylizer/calibration-neural.json --out $(STYLIZER_RUN)/calibration.json
+	$(PY) benchmarks/train_stylizer.py --bundle-only --out $(STYLIZER_RUN) --strength \
+		$$($(PY) -c "import json; print(json.load(open('$(STYLIZER_RUN)/calibration.json'))['chosen'])")
 
 validity: $(STAMP)
 	$(PY) benchmarks/validity.py
