@@ -29,7 +29,7 @@ from stlens.core.damaged import reading
 from stlens.core.summary import ci_text, html_table, text_summary
 from stlens.errors import StlensError
 from stlens.files import json_safe, read_versioned, versioned
-from stlens.runs import RunFolder, claimed, read_marker, read_run_document
+from stlens.runs import RunFolder, check_files, claimed, read_marker
 
 FILES = ("ablation.csv", "per_class.csv", "ablation.json", "ablation.png")
 KEY_COLUMNS = ["layer", "select", "k", "draw", "mode", "masked"]
@@ -212,9 +212,12 @@ def is_ablation(folder: str | Path) -> bool:
 def load_ablation(folder: str | Path) -> AblationResult:
     """An ``AblationResult`` from the ablation.json of a run folder (the marker's checksums checked)."""
     folder = Path(folder)
+    marker = read_marker(folder)
+    if not marker or marker.get("verb") != "ablate":
+        raise StlensError(f"{folder} is not a stlens ablate run folder (no ablate run marker)")
+    check_files(folder, marker, ["ablation.json"])
     path = folder / "ablation.json"
-    _, doc = read_run_document(folder, "ablate", "ablation.json", None, RERUN)
-    _check_kind(path, doc)
+    doc = read_ablation(path)
     with reading(path, RERUN):
         rows = [{k: (v if k in ("layer", "select", "mode") else _nan(v)) for k, v in row.items()}
                 for row in doc["rows"]]
@@ -231,13 +234,9 @@ def read_ablation(path: Path) -> dict[str, Any]:
     """ablation.json as a dict: its ``format_version`` checked (docs/formats.md §0); a file of format 1 is known by
     its ``"stlens_ablation": 1``, which format 2 folds into ``format_version``."""
     doc = read_versioned(path, "stlens ablation", RERUN)
-    _check_kind(path, doc)
-    return doc
-
-
-def _check_kind(path: Path, doc: dict[str, Any]) -> None:
     if "format_version" not in doc and doc.get("stlens_ablation") != 1:
         raise StlensError(f"{path}: not a stlens ablation (no format_version, no \"stlens_ablation\": 1)")
+    return doc
 
 
 def _read_per_class(path: Path) -> list[dict[str, Any]]:
