@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 import dataclasses
-import logging
 import operator
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -17,10 +16,8 @@ import torch
 from stlens.core.pair import Pair
 from stlens.core.spec import InputSpec
 from stlens.errors import StlensError
-from stlens.video.io import ClipFrames, ClipReadError, open_clip_source, read_clip_source
+from stlens.video.io import ClipFrames, clip_or_whole, close_frames, open_clip_source, read_clip_source
 from stlens.video.sampling import centre_crop, to_model_input
-
-log = logging.getLogger("stlens")
 
 FACTORS = ("dynamic", "static")  # (as stlens.measure.estimate: pairs sits below measure)
 FURTHER = ("playback", "speed")
@@ -116,15 +113,19 @@ class PlaybackPairs:
             frames = read(path, short_side=self.spec.resize, partial=True)
             if len(frames) >= span:
                 return frames, str(path)
+            close_frames(frames)
         raise StlensError(f"`factors`: playback pairs need videos of at least {span} frames; none in "
                           f"{self.source.spec} is that long")
 
     def __getitem__(self, i: int) -> Pair:
-        try:
-            return self._pair(i, *self._video(i))
-        except ClipReadError as exc:  # a frame did not come out of a seek as a whole decode gives it: decode whole
-            log.debug("playback pair %d: %s; decoding its video whole", i, exc)
-            return self._pair(i, *self._video(i, whole=True))
+        def make(whole: bool) -> Pair:
+            video, name = self._video(i, whole)
+            try:
+                return self._pair(i, video, name)
+            finally:
+                close_frames(video)
+
+        return clip_or_whole(make, f"playback pair {i}")
 
     def _pair(self, i: int, video: np.ndarray | ClipFrames, name: str) -> Pair:
         half = self.stride * 2 * (self.spec.frames // 2)

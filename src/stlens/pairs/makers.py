@@ -17,7 +17,14 @@ import torch
 from stlens.core.pair import DYNAMIC, STATIC, Pair, check_clip_frames, frame_shuffle, shuffle_order
 from stlens.core.spec import InputSpec
 from stlens.errors import StlensError
-from stlens.video.io import ClipFrames, ClipReadError, open_clip_source, probe_clip_source, read_clip_source
+from stlens.video.io import (
+    ClipFrames,
+    clip_or_whole,
+    close_frames,
+    open_clip_source,
+    probe_clip_source,
+    read_clip_source,
+)
 from stlens.video.sampling import clip_indices, sample_clip, segment_of, to_model_input
 from stlens.video.source import VideoSource
 from stlens.video.stylizers import draw_seed, draw_style, get_stylizer
@@ -205,8 +212,8 @@ class VideoPairs:
         return np.unique(np.concatenate([c for c in clips if c is not None] or [np.zeros(0, int)]))
 
     def _drop_cache(self) -> None:
-        if self._cache is not None and hasattr(self._cache[1], "close"):  # open files: closed now
-            self._cache[1].close()
+        if self._cache is not None:
+            close_frames(self._cache[1])
         self._cache = None
 
     def __getitem__(self, index: int) -> Pair:
@@ -223,13 +230,9 @@ class VideoPairs:
         i, odd = divmod(k - share.start, 2)
         factor = STATIC if odd else DYNAMIC
         name = str(self.source.videos[share.video])
-        try:
-            pair = self._pair(self._video(share), factor, np.random.default_rng((self.seed, share.video, factor, i)),
-                              name)
-        except ClipReadError as exc:  # a frame did not come out of a seek as a whole decode gives it: decode whole
-            log.debug("%s: %s; decoding it whole", name, exc)
-            pair = self._pair(self._video(share, whole=True), factor,
-                              np.random.default_rng((self.seed, share.video, factor, i)), name)
+        pair = clip_or_whole(lambda whole: self._pair(self._video(share, whole=whole), factor,
+                                                      np.random.default_rng((self.seed, share.video, factor, i)),
+                                                      name), name)
         pair.index = k
         return pair
 

@@ -4,14 +4,20 @@
 from __future__ import annotations
 
 import bisect
+import logging
 import os
 import time
 import weakref
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
 from stlens.errors import StlensError
+
+log = logging.getLogger("stlens")
+T = TypeVar("T")
 
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg", ".ogv"}
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp"}
@@ -131,7 +137,26 @@ def read_clip_source(path: str | Path, short_side: int | None = None, max_frames
 class ClipReadError(Exception):
     """A video read frame by frame (``open_clip_source``) did not give a frame as a whole decode would (a frame
     missing, out of order or of another size after a seek): read it whole with ``read_clip_source`` instead. Never
-    seen by users: the pair makers catch it and decode the video whole."""
+    seen by users: ``clip_or_whole`` catches it and decodes the video whole."""
+
+
+def clip_or_whole(make: Callable[[bool], T], what: str) -> T:
+    """``make(False)`` (from clip reads), or ``make(True)`` (from a whole decode) when a frame did not come out of a
+    seek as a whole decode gives it (``ClipReadError``); ``what`` names the video in the debug log. ``make`` must draw
+    the same clip both times."""
+    try:
+        return make(False)
+    except ClipReadError as exc:
+        log.debug("%s: %s; decoding it whole", what, exc)
+        return make(True)
+
+
+def close_frames(frames: object) -> None:
+    """Close a video's reader now (a ``ClipFrames``, or anything with ``close``: its decoder and file go at once, not
+    at a later garbage collection); decoded arrays have nothing to close."""
+    close = getattr(frames, "close", None)
+    if close is not None:
+        close()
 
 
 class ClipFrames:

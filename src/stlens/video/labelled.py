@@ -18,7 +18,7 @@ import torch
 
 from stlens.core.spec import InputSpec
 from stlens.errors import StlensError
-from stlens.video.io import ClipFrames, ClipReadError, open_clip_source, read_clip_source
+from stlens.video.io import ClipFrames, clip_or_whole, close_frames, open_clip_source, read_clip_source
 from stlens.video.sampling import sample_clip, segment_of, to_model_input
 from stlens.video.source import VideoSource
 
@@ -188,23 +188,24 @@ class VideoClips:
             inside = max(0, min(segment[1], len(frames)) - segment[0])
             raise StlensError(f"{path}: only {inside} frames of its segment [{segment[0]}, {segment[1]}) are in the "
                               f"video ({len(frames)} frames), fewer than a clip ({self.spec.frames} frames)")
+        if cached is not None:  # a reader replaced by the whole decode
+            close_frames(cached)
         self._cache[path] = frames
         self._cache.move_to_end(path)
         if len(self._cache) > self.cache_size:
-            self._cache.popitem(last=False)
+            close_frames(self._cache.popitem(last=False)[1])
         return frames
 
     def item(self, index: int, rng: np.random.Generator) -> tuple[torch.Tensor, int]:
         index = int(index)
         state = rng.bit_generator.state
-        try:
-            _, clip = sample_clip(self._frames(index), self.spec, rng, segment=self._segments[index],
-                                  random_crop=self.augment)
-        except ClipReadError as exc:  # a frame did not come out of a seek as a whole decode gives it: decode whole
-            log.debug("%s: %s; decoding it whole", self.videos[index], exc)
-            rng.bit_generator.state = state  # the same draw again
-            _, clip = sample_clip(self._frames(index, whole=True), self.spec, rng, segment=self._segments[index],
-                                  random_crop=self.augment)
+
+        def draw(whole: bool) -> np.ndarray:
+            rng.bit_generator.state = state  # after a failed clip read, the same draw again
+            return sample_clip(self._frames(index, whole), self.spec, rng, segment=self._segments[index],
+                               random_crop=self.augment)[1]
+
+        clip = clip_or_whole(draw, str(self.videos[index]))
         return to_model_input(clip, self.spec), self._labels[index]
 
     def batch(self, indices: np.ndarray, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
