@@ -197,7 +197,8 @@ def neural(clip: np.ndarray, seed: int, device=None, precision: str = "fp32") ->
 
 def neural_fast(clip: np.ndarray, seed: int, device=None, precision: str = "fp32") -> np.ndarray:
     """A feed-forward network trained with the ``neural`` stylizer's losses for 4 of its style images (one pass per
-    frame: ~1000× faster), on ``device`` (default the CPU), in ``precision`` (fp32; bf16/fp16: autocast)."""
+    frame: 199× ``neural``'s frames/s on a CPU, docs/stylizers.md), on ``device`` (default the CPU), in ``precision``
+    (fp32; bf16/fp16: autocast)."""
     from stlens.video.fastneural import neural_fast as stylize_fast
 
     return stylize_fast(clip, seed, device=device, precision=precision)
